@@ -1,0 +1,45 @@
+# Two entry points do all the set-up themselves:
+#   make run   -> .venv + MMseqs2, then the whole workflow on config.yaml (the generated demo corpus)
+#   make test  -> the same set-up, then the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+CORES ?= all
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test setup mmseqs slurm-tools bench report clean-results
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html $(SNAKEMAKE_ARGS)
+
+test: setup slurm-tools
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed mmseqs
+
+# torch is installed first and pinned: on a CPU-only machine the pinned version resolves to the CPU
+# wheel; an unpinned torch would pull gigabytes of CUDA packages.
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev,slurm]"
+	@touch $@
+
+mmseqs:
+	@bash scripts/ensure-tool.sh mmseqs mmseqs2 envs/mmseqs2.yaml
+
+# The Slurm tests bring up a one-node cluster on loopback; they need Debian's slurm-wlm and munge.
+slurm-tools:
+	@bash scripts/ensure-tool.sh slurmctld "slurm-wlm munge" envs/slurm.md || true
+
+bench: setup
+	$(BIN)/python -m pip install --quiet -c requirements.lock ".[bench]"
+	@echo "run a benchmark with: $(BIN)/python benchmarks/<name>.py --help"
+
+clean-results:
+	rm -rf results logs .snakemake

@@ -1,0 +1,24 @@
+# plmscale: compute-optimal scaling studies of protein language models.
+# FASTA in -> MMseqs2 clusters -> token shards -> one training job per grid point -> scaling laws.
+# The stages live in rules/, their logic in the plmscale package; see README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/preprocess.smk"
+include: "rules/cluster.smk"
+include: "rules/shards.smk"
+include: "rules/train.smk"
+include: "rules/scaling.smk"
+
+
+rule all:
+    input:
+        all_targets(),

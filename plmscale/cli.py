@@ -1,0 +1,51 @@
+"""The `plmscale` command: each subcommand lives in the module that owns its logic."""
+
+import argparse
+import importlib
+import sys
+
+from plmscale import __version__
+from plmscale.errors import PlmscaleError
+
+# name -> (module defining configure_parser(parser) and main(args) -> int, one-line help)
+COMMANDS = {
+    "demo-corpus": ("plmscale.data.demo", "write the generated demo protein corpus"),
+    "inspect-shards": ("plmscale.data.inspect", "summarise a shard directory and decode a few sequences"),
+    "plan": ("plmscale.grid.cli", "list the training grid of a config: run ids, FLOPs, resources"),
+    "train": ("plmscale.train.cli", "train one grid point from a run spec"),
+    "import-curves": ("plmscale.scaling.importer", "import released training curves into runs.csv"),
+    "fit": ("plmscale.scaling.cli_fit", "fit scaling laws to a runs table"),
+    "predict": ("plmscale.scaling.predict", "compute-optimal model size and tokens for a budget"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plmscale", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"plmscale {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.set_defaults(_module=module_name)  # imported lazily: `fit` need not load torch
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    # First pass finds the command; its module then adds its own arguments.
+    command = next((a for a in argv if a in COMMANDS), None)
+    if command is not None:
+        module = importlib.import_module(COMMANDS[command][0])
+        sub_parser = parser._subparsers._group_actions[0].choices[command]
+        module.configure_parser(sub_parser)
+    args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.main(args) or 0)
+    except PlmscaleError as error:
+        print(f"plmscale {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

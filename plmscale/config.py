@@ -1,0 +1,92 @@
+"""Load and validate a plmscale config: defaults filled in, unknown keys rejected with a clear error."""
+
+import copy
+import re
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from plmscale.errors import PlmscaleError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+def _with_defaults(validator_class):
+    """A validator that writes each property's default into the instance before checking it."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def fill_then_check(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": fill_then_check})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as handle:
+        return _numbers_from_scientific_strings(yaml.safe_load(handle))
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        return f"at {where}: {error.message} — check the spelling against schemas/config.schema.yaml"
+    return f"at {where}: {error.message}"
+
+
+# YAML 1.1 (PyYAML, and so Snakemake) reads `1e19` as a string; budgets are written that way.
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _numbers_from_scientific_strings(value):
+    if isinstance(value, dict):
+        return {k: _numbers_from_scientific_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers_from_scientific_strings(v) for v in value]
+    if isinstance(value, str) and _SCIENTIFIC.match(value):
+        return float(value)
+    return value
+
+
+def load_config(config, source=None) -> dict:
+    """Validate a config (a dict or a YAML path) and return a copy with every default filled in."""
+    if isinstance(config, (str, Path)):
+        source = source or str(config)
+        try:
+            with open(config) as handle:
+                config = yaml.safe_load(handle) or {}
+        except FileNotFoundError:
+            raise PlmscaleError(f"config file {config} does not exist") from None
+        except yaml.YAMLError as error:
+            raise PlmscaleError(f"config file {config} is not valid YAML: {error}") from None
+    filled = _numbers_from_scientific_strings(copy.deepcopy(dict(config)))
+    errors = sorted(_Validator(load_schema()).iter_errors(filled), key=lambda e: list(e.absolute_path))
+    if errors:
+        where = f"config {source}" if source else "config"
+        raise PlmscaleError(f"{where} is invalid:\n  " + "\n  ".join(_describe(e) for e in errors))
+    _check_consistency(filled, source)
+    return filled
+
+
+def _check_consistency(config: dict, source) -> None:
+    """Rules a schema cannot say: names that must refer to each other."""
+    where = f"config {source}" if source else "config"
+    names = [s["name"] for s in config["data"]["sources"]]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise PlmscaleError(f"{where}: data.sources names must be unique; repeated: {duplicated}")
+    ladder = config["train"]["ladder"]
+    wanted = list(config["train"]["isoflop"]["models"] or []) + [r["model"] for r in config["train"]["runs"]]
+    unknown = sorted({m for m in wanted if m not in ladder})
+    if unknown:
+        raise PlmscaleError(f"{where}: train models {unknown} are not in train.ladder {sorted(ladder)}")
+    split = config["data"]["split"]
+    if split["valid_fraction"] + split["test_fraction"] >= 1:
+        raise PlmscaleError(f"{where}: data.split valid_fraction + test_fraction must be below 1")

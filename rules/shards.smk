@@ -1,0 +1,1 @@
+# placeholder: the data helper replaces this file
