@@ -1,1 +1,50 @@
-# placeholder: the data helper replaces this file
+# Download: every source in data.sources -> results/data/raw/{source}.fasta.gz (always gzip).
+# Both run on the submitting machine: compute nodes of a cluster often have no network.
+localrules:
+    demo_corpus,
+    download,
+
+
+rule demo_corpus:
+    output:
+        fasta=expand("results/data/demo/{name}.fasta.gz", name=DEMO_CORPORA),
+        truth=expand("results/data/demo/{name}.truth.tsv", name=DEMO_CORPORA),
+    params:
+        demo=json_param(config["data"]["demo"]),
+        min_length=config["data"]["clean"]["min_length"],
+        max_length=config["data"]["clean"]["max_length"],
+    log:
+        "logs/data/demo_corpus.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../workflow_scripts/demo_corpus.py"
+
+
+# Transport settings (data.download: timeout, retries, backoff) are read by the script from the config,
+# not passed as params: they do not change the result, so changing them must not rerun the download.
+rule download:
+    input:
+        download_input,
+    output:
+        "results/data/raw/{source}.fasta.gz",
+    params:
+        url=source_setting("url"),
+        md5=source_setting("md5"),
+        sha256=source_setting("sha256"),
+    log:
+        "logs/data/download/{source}.log",
+    benchmark:
+        "results/benchmarks/data/download/{source}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=12 * 60,
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../workflow_scripts/download.py"

@@ -1,0 +1,1 @@
+"""The data stage: FASTA in, cleaned FASTA, token shards out."""

@@ -1,0 +1,88 @@
+"""clean_fasta: alphabet policy, length limits, exact accounting, deterministic gzip output."""
+
+import gzip
+import json
+
+import pytest
+
+from plmscale.data.clean import clean_fasta
+from plmscale.errors import PlmscaleError
+
+RAW = (b">ok1 some description\r\nmkvLLA\r\nQQ*\r\n"
+       b">amb ambiguous letters are kept\nXBUZOACD\n"
+       b">bad1 J is not a residue\nMKJLL\n"
+       b">short\nMK\n"
+       b">long\n" + b"A" * 50 + b"\n"
+       b">bad2\nMK1LL\n"
+       b">ok2\nWWWWW\n")
+
+
+def run(tmp_path, data=RAW, strict=False, gz=True, **kw):
+    raw = tmp_path / "raw.fasta.gz"
+    raw.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    out, stats = tmp_path / "clean" / "src.fasta.gz", tmp_path / "clean" / "src.stats.json"
+    settings = dict(min_length=3, max_length=20, strict=strict) | kw
+    result = clean_fasta(raw, out, stats, "src", **settings)
+    return out, stats, result
+
+
+def test_policy_and_output_format(tmp_path):
+    out, _, _ = run(tmp_path)
+    text = gzip.decompress(out.read_bytes()).decode()
+    assert text == ">ok1\nMKVLLAQQ\n>amb\nXBUZOACD\n>ok2\nWWWWW\n"
+
+
+def test_stats_account_for_every_record(tmp_path):
+    _, stats_path, result = run(tmp_path)
+    stats = json.loads(stats_path.read_text())
+    assert stats == result
+    assert (stats["seen"], stats["kept"], stats["dropped_invalid"], stats["dropped_length"]) == (7, 3, 2, 2)
+    assert stats["seen"] == stats["kept"] + stats["dropped_invalid"] + stats["dropped_length"]
+    assert stats["accounting"]["holds"] is True
+    assert stats["kept_residues"] == 8 + 8 + 5
+    assert (stats["min_length"], stats["max_length"], stats["mean_length"]) == (5, 8, 7.0)
+    assert stats["examples"] == {"dropped_invalid": ["bad1", "bad2"], "dropped_length": ["short", "long"]}
+    assert stats["invalid_letters"] == {"1": 1, "J": 1}
+
+
+def test_too_long_is_dropped_not_an_error(tmp_path):
+    _, _, stats = run(tmp_path, data=b">long\n" + b"M" * 5000 + b"\n>fine\nMKV\n")
+    assert (stats["kept"], stats["dropped_length"]) == (1, 1)
+
+
+def test_strict_mode_names_file_line_and_record(tmp_path):
+    with pytest.raises(PlmscaleError, match=r"raw\.fasta\.gz, line 6: record 'bad1' contains 'J'.*strict"):
+        run(tmp_path, strict=True)
+    assert not (tmp_path / "clean" / "src.fasta.gz").exists()
+    assert not list((tmp_path / "clean").glob("*tmp*"))
+
+
+def test_reruns_are_byte_identical(tmp_path):
+    out, _, _ = run(tmp_path)
+    first = out.read_bytes()
+    out.unlink()
+    out2, _, _ = run(tmp_path)
+    assert out2.read_bytes() == first
+    assert first[4:8] == b"\0\0\0\0"  # gzip mtime field is zero
+    assert not first[3] & 0x08          # no file name stored in the header
+
+
+def test_bad_input_leaves_no_output(tmp_path):
+    with pytest.raises(PlmscaleError, match="duplicate record id 'x'"):
+        run(tmp_path, data=b">x\nMKV\n>x\nMKV\n")
+    assert not (tmp_path / "clean" / "src.fasta.gz").exists()
+    assert not (tmp_path / "clean" / "src.stats.json").exists()
+    with pytest.raises(PlmscaleError, match="HTML"):
+        run(tmp_path, data=b"<html>oops</html>", gz=False)
+
+
+def test_large_file_over_many_chunks_matches_single_chunk(tmp_path):
+    data = b"".join(b">r%d\n%s\n" % (i, (b"MKVLAQ" if i % 7 else b"MKJ") * (i % 9 + 1)) for i in range(500))
+    raw = tmp_path / "raw.fa"
+    raw.write_bytes(data)
+    a = clean_fasta(raw, tmp_path / "a.fa.gz", tmp_path / "a.json", "s", 3, 40, False, chunk_size=37)
+    b = clean_fasta(raw, tmp_path / "b.fa.gz", tmp_path / "b.json", "s", 3, 40, False)
+    assert (tmp_path / "a.fa.gz").read_bytes() == (tmp_path / "b.fa.gz").read_bytes()
+    assert {k: a[k] for k in ("seen", "kept", "dropped_invalid", "dropped_length")} == \
+        {k: b[k] for k in ("seen", "kept", "dropped_invalid", "dropped_length")}
+    assert a["seen"] == 500 and a["dropped_invalid"] == 72

@@ -1,0 +1,105 @@
+"""MMseqs2 clustering with the real binary: planted families recovered, output sorted and reproducible,
+clear errors for a missing binary or a failing run."""
+
+import shutil
+from collections import Counter
+
+import pytest
+from scipy.special import comb
+
+from plmscale.data.demo import generate
+from plmscale.data.mmseqs import _check_every_sequence_once, cluster_sequences, read_clusters
+from plmscale.errors import PlmscaleError
+
+pytestmark = pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary")
+
+
+def adjusted_rand_index(truth, found):
+    pairs = lambda counts: sum(comb(n, 2) for n in counts.values())  # noqa: E731
+    together = pairs(Counter(zip(truth, found)))
+    truth_pairs, found_pairs = pairs(Counter(truth)), pairs(Counter(found))
+    expected = truth_pairs * found_pairs / comb(len(truth), 2)
+    return (together - expected) / ((truth_pairs + found_pairs) / 2 - expected)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Members of a demo corpus (both sources) as FASTA, with the planted labels."""
+    records = generate(seed=11, n_families=16, members_per_family=8, n_exact_duplicates=0, n_malformed=0)
+    path = tmp_path_factory.mktemp("corpus") / "members.fasta"
+    truth = {}
+    with open(path, "w") as handle:
+        for source, items in records.items():
+            for r in items:
+                seq_id = f"{source}|{r.seq_id}"
+                truth[seq_id] = (r.family, r.subfamily)
+                handle.write(f">{seq_id}\n{r.sequence}\n")
+    return path, truth
+
+
+def _run(fasta, out, **settings):
+    cluster_sequences(fasta, out / "clusters.tsv", out / "sizes.tsv", out / "stats.json", threads=2,
+                      mem_mb=4000, **settings)
+    return list(read_clusters(out / "clusters.tsv"))
+
+
+def _agreement(rows, truth, level, column=0):
+    ids = [row[-1] for row in rows]
+    return adjusted_rand_index([truth[i][level] for i in ids], [row[column] for row in rows])
+
+
+def test_cluster_at_50_percent_recovers_families(corpus, tmp_path):
+    fasta, truth = corpus
+    rows = _run(fasta, tmp_path, method="cluster", min_seq_id=0.5)
+    assert _agreement(rows, truth, level=0) >= 0.95
+    assert len({r[0] for r in rows}) == pytest.approx(len({f for f, _ in truth.values()}), abs=2)
+
+
+def test_linclust_at_90_percent_recovers_subfamilies(corpus, tmp_path):
+    fasta, truth = corpus
+    rows = _run(fasta, tmp_path, method="linclust", min_seq_id=0.9)
+    assert _agreement(rows, truth, level=1) >= 0.95
+
+
+def test_second_level_gives_families_over_subfamilies(corpus, tmp_path):
+    fasta, truth = corpus
+    rows = _run(fasta, tmp_path, method="linclust", min_seq_id=0.9,
+                second_level={"min_seq_id": 0.5, "method": "cluster"})
+    assert (tmp_path / "clusters.tsv").read_text().startswith("cluster_id\tsubcluster_id\tmember_id\n")
+    assert _agreement(rows, truth, level=0, column=0) >= 0.95
+    assert _agreement(rows, truth, level=1, column=1) >= 0.95
+    # A subcluster lies inside one cluster.
+    parents = {}
+    for cluster_id, subcluster_id, _ in rows:
+        assert parents.setdefault(subcluster_id, cluster_id) == cluster_id
+
+
+def test_sorted_complete_and_reproducible(corpus, tmp_path):
+    fasta, truth = corpus
+    first = _run(fasta, tmp_path / "1", method="linclust", min_seq_id=0.5)
+    _run(fasta, tmp_path / "2", method="linclust", min_seq_id=0.5)
+    assert first == sorted(first)
+    assert sorted(r[-1] for r in first) == sorted(truth)
+    for name in ("clusters.tsv", "sizes.tsv", "stats.json"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
+
+
+def test_missing_binary_says_how_to_install(corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no mmseqs anywhere
+    with pytest.raises(PlmscaleError, match=r"mmseqs2.*envs/mmseqs2.yaml"):
+        _run(corpus[0], tmp_path / "out")
+    assert not (tmp_path / "out" / "clusters.tsv").exists()
+
+
+def test_failing_mmseqs_shows_log_tail(corpus, tmp_path):
+    with pytest.raises(PlmscaleError, match=r"(?s)MMseqs2 failed.*mmseqs.log") as caught:
+        _run(corpus[0], tmp_path, extra_args=["--no-such-option", "1"])
+    assert "no-such-option" in str(caught.value)
+    assert not (tmp_path / "clusters.tsv").exists()
+
+
+def test_coverage_check_fails_loudly():
+    with pytest.raises(PlmscaleError, match="1 missing"):
+        _check_every_sequence_once("in.fa", ["a", "b"], ["a"])
+    with pytest.raises(PlmscaleError, match="1 repeated"):
+        _check_every_sequence_once("in.fa", ["a", "b"], ["a", "b", "b"])

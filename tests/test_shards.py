@@ -1,0 +1,135 @@
+"""Shards: FASTA -> clean -> tokenize -> ShardReader round trip, byte-identical reruns, inspect CLI."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from plmscale.alphabet import TOKENS, decode
+from plmscale.cli import main as cli_main
+from plmscale.data.clean import clean_fasta
+from plmscale.data.fasta import read_fasta
+from plmscale.data.shards import ShardReader, ShardWriter
+from plmscale.data.tokenize import tokenize_split
+from plmscale.errors import PlmscaleError
+from plmscale.provenance import sha256_file
+
+SOURCES = ["ref", "meta"]
+
+
+def make_split_input(tmp_path, n=300, seed=0):
+    """Raw FASTA -> clean_fasta -> the split stage's header format (cluster= source=)."""
+    rng = np.random.default_rng(seed)
+    letters = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWYXBUZO", dtype=np.uint8)
+    raw = b""
+    for i in range(n):
+        seq = letters[rng.integers(0, 25, rng.integers(5, 120))].tobytes()
+        lines = b"\n".join(seq[k:k + 13] for k in range(0, len(seq), 13))
+        raw += b">p%d some text\r\n%s\r\n" % (i, lines.lower() if i % 3 == 0 else lines)
+    (tmp_path / "raw.fa").write_bytes(raw)
+    clean = tmp_path / "clean.fa.gz"
+    clean_fasta(tmp_path / "raw.fa", clean, tmp_path / "stats.json", "ref", 10, 100, False)
+    cleaned = list(read_fasta(clean))
+    text = b"".join(b">%s cluster=%d source=%s\n%s\n" % (i, k // 3, SOURCES[k % 2].encode(), s)
+                    for k, (i, s) in enumerate(cleaned))
+    split = tmp_path / "train.fa.gz"
+    split.write_bytes(gzip.compress(text, mtime=0))
+    return split, cleaned
+
+
+def test_round_trip_equals_cleaned_input(tmp_path):
+    split, cleaned = make_split_input(tmp_path)
+    manifest = tokenize_split(split, tmp_path / "shards", "train", SOURCES, max_tokens_per_shard=1000)
+    reader = ShardReader(tmp_path / "shards")
+    assert len(reader) == len(cleaned) == manifest["n_sequences"]
+    assert [decode(reader[i]).encode() for i in range(len(reader))] == [s for _, s in cleaned]
+    assert reader.lengths.tolist() == [len(s) for _, s in cleaned]
+    assert reader[-1].dtype == np.uint8 and isinstance(reader[0], np.memmap)  # a view, no copy
+    assert reader.cluster_ids.dtype == np.int64 and reader.source_ids.dtype == np.int16
+    assert reader.cluster_ids.tolist() == [k // 3 for k in range(len(cleaned))]
+    assert [reader.sources[s] for s in reader.source_ids] == [SOURCES[k % 2] for k in range(len(cleaned))]
+    assert manifest["n_tokens"] == sum(len(s) for _, s in cleaned) == int(reader.lengths.sum())
+    assert manifest["n_clusters"] == len({k // 3 for k in range(len(cleaned))})
+    assert manifest["vocabulary"] == list(TOKENS) and manifest["sources"] == SOURCES
+    assert sum(v["n_sequences"] for v in manifest["per_source"].values()) == len(cleaned)
+    assert len(manifest["shards"]) > 3  # rolled over at 1000 tokens
+    assert all(s["n_tokens"] <= 1000 for s in manifest["shards"])
+    assert "time" not in manifest["created_by"] and "host" not in manifest["created_by"]
+    assert reader.verify() == []
+    with pytest.raises(IndexError):
+        reader[len(reader)]
+
+
+def test_idx_holds_n_plus_one_offsets(tmp_path):
+    split, _ = make_split_input(tmp_path, n=50)
+    manifest = tokenize_split(split, tmp_path / "s", "valid", SOURCES, max_tokens_per_shard=10**6)
+    shard = manifest["shards"][0]
+    idx = np.fromfile(tmp_path / "s" / shard["idx"], dtype="<i8")
+    assert len(idx) == shard["n_sequences"] + 1 and idx[0] == 0
+    assert idx[-1] == (tmp_path / "s" / shard["bin"]).stat().st_size == shard["n_tokens"]
+    assert shard["sha256_bin"] == sha256_file(tmp_path / "s" / shard["bin"])
+    for entry in manifest["arrays"].values():
+        assert entry["sha256"] == sha256_file(tmp_path / "s" / entry["file"])
+
+
+def test_tokenizing_twice_is_byte_identical(tmp_path):
+    split, _ = make_split_input(tmp_path)
+    a = tokenize_split(split, tmp_path / "a", "train", SOURCES, 1000)
+    b = tokenize_split(split, tmp_path / "b", "train", SOURCES, 1000)
+    assert a == b
+    assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+    # and a rerun into the same directory, with a smaller chunk size, changes nothing
+    c = tokenize_split(split, tmp_path / "a", "train", SOURCES, 1000, chunk_size=101)
+    assert c == a
+    assert not [p for p in (tmp_path / "a").iterdir() if "tmp" in p.name]
+
+
+def test_oversized_sequence_gets_its_own_shard(tmp_path):
+    with ShardWriter(tmp_path / "s", "train", ["x"], max_tokens_per_shard=10) as writer:
+        writer.add(np.full(3 + 25 + 4, 5, np.uint8), [3, 25, 4], [0, 1, 2], [0, 0, 0])
+        manifest = writer.close()
+    assert [s["n_tokens"] for s in manifest["shards"]] == [3, 25, 4]
+    assert ShardReader(tmp_path / "s").lengths.tolist() == [3, 25, 4]
+
+
+def test_stale_shards_from_a_bigger_earlier_run_are_removed(tmp_path):
+    split, _ = make_split_input(tmp_path)
+    tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000)
+    many = len(list((tmp_path / "s").glob("shard_*.bin")))
+    manifest = tokenize_split(split, tmp_path / "s", "train", SOURCES, 10**6)
+    assert many > 1 and len(manifest["shards"]) == 1
+    assert len(list((tmp_path / "s").glob("shard_*"))) == 2
+
+
+def test_bad_split_input_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.fa"
+    bad.write_bytes(b">a cluster=1 source=ref\nMKV\n>b no fields\nMKV\n")
+    with pytest.raises(PlmscaleError, match=r"bad\.fa, line 3: header 'b no fields'.*split stage"):
+        tokenize_split(bad, tmp_path / "s", "train", SOURCES, 1000)
+    bad.write_bytes(b">a cluster=1 source=elsewhere\nMKV\n")
+    with pytest.raises(PlmscaleError, match=r"line 1: source 'elsewhere' is not one of"):
+        tokenize_split(bad, tmp_path / "s", "train", SOURCES, 1000)
+    bad.write_bytes(b">a cluster=1 source=ref\nMKJ\n")
+    with pytest.raises(PlmscaleError, match=r"line 1: record 'a' has letter 'J'.*clean stage"):
+        tokenize_split(bad, tmp_path / "s", "train", SOURCES, 1000)
+    assert not (tmp_path / "s" / "manifest.json").exists()
+    assert not [p for p in (tmp_path / "s").iterdir() if "tmp" in p.name]
+
+
+def test_reader_on_missing_directory(tmp_path):
+    with pytest.raises(PlmscaleError, match="manifest.json does not exist"):
+        ShardReader(tmp_path / "nothing")
+
+
+def test_inspect_shards_cli(tmp_path, capsys):
+    split, cleaned = make_split_input(tmp_path)
+    tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000)
+    assert cli_main(["inspect-shards", str(tmp_path / "s"), "-n", "2", "--verify", "--width", "500"]) == 0
+    out = capsys.readouterr().out
+    assert f"sequences:  {len(cleaned):,}" in out and "sha256: all" in out
+    assert cleaned[0][1].decode() in out and cleaned[1][1].decode() in out
+    data = tmp_path / "s" / json.loads((tmp_path / "s" / "manifest.json").read_text())["shards"][0]["bin"]
+    data.write_bytes(b"\x05" + data.read_bytes()[1:])
+    assert cli_main(["inspect-shards", str(tmp_path / "s"), "--verify"]) == 2
+    assert "sha256 differs" in capsys.readouterr().err

@@ -1,0 +1,84 @@
+"""Split by cluster: whole clusters per split, stable hash, the tokenizer's header contract, counts add up."""
+
+import gzip
+import json
+import re
+
+import pytest
+
+from plmscale.data.linefasta import read_records
+from plmscale.data.split import SPLITS, split_by_cluster, split_of
+from plmscale.errors import PlmscaleError
+
+HEADER = re.compile(r"^(\S+) cluster=(\d+) source=(\S+)$")
+
+
+def _inputs(tmp_path, n_clusters=300, members=3):
+    """n_clusters clusters of `members` sequences; ids alternate between two sources."""
+    unique, provenance, clusters = [], ["unique_id\tsources\tn_copies"], []
+    for c in range(n_clusters):
+        for m in range(members):
+            source = "ref" if (c + m) % 2 else "meta"
+            seq_id = f"{source}|s{c:04d}_{m}"
+            unique.append((seq_id, "MKV" * (m + 1)))
+            holders = f"{source},other" if m == 0 else source
+            provenance.append(f"{seq_id}\t{holders}\t{2 if m == 0 else 1}")
+            clusters.append((f"rep{c:04d}", seq_id))
+    with gzip.open(tmp_path / "unique.fa.gz", "wt") as handle:
+        handle.writelines(f">{i}\n{s}\n" for i, s in unique)
+    with gzip.open(tmp_path / "prov.tsv.gz", "wt") as handle:
+        handle.write("\n".join(provenance) + "\n")
+    with open(tmp_path / "clusters.tsv", "w") as handle:
+        handle.write("cluster_id\tmember_id\n")
+        handle.writelines(f"{c}\t{m}\n" for c, m in sorted(clusters))
+    return tmp_path / "unique.fa.gz", tmp_path / "clusters.tsv", tmp_path / "prov.tsv.gz"
+
+
+def _split(tmp_path, inputs, name="out", **settings):
+    out = {s: tmp_path / name / f"{s}.fa.gz" for s in SPLITS}
+    stats = split_by_cluster(*inputs, out, tmp_path / name / "stats.json", **settings)
+    return out, stats
+
+
+def test_whole_clusters_dense_ids_and_counts(tmp_path):
+    inputs = _inputs(tmp_path)
+    out, stats = _split(tmp_path, inputs, valid_fraction=0.1, test_fraction=0.1)
+    cluster_split, total, residues = {}, 0, 0
+    for split in SPLITS:
+        n = 0
+        for header, seq in read_records(out[split]):
+            seq_id, cluster, source = HEADER.match(header).groups()
+            assert cluster_split.setdefault(int(cluster), split) == split, "a cluster straddles splits"
+            assert seq_id.startswith(source + "|")  # source = the first source holding it
+            n += 1
+            residues += len(seq)
+        assert n == stats["splits"][split]["n_sequences"]
+        total += n
+    assert sorted(cluster_split) == list(range(300))  # dense 0..K-1
+    assert total == stats["n_sequences"] == 900
+    assert residues == sum(s["n_residues"] for s in stats["splits"].values())
+    assert sum(s["n_clusters"] for s in stats["splits"].values()) == stats["n_clusters"] == 300
+    for split, expected in (("valid", 0.1), ("test", 0.1)):
+        assert stats["splits"][split]["n_clusters"] / 300 == pytest.approx(expected, abs=0.06)
+    assert json.loads((tmp_path / "out" / "stats.json").read_text()) == stats
+
+
+def test_stable_reproducible_and_salted(tmp_path):
+    inputs = _inputs(tmp_path)
+    first, _ = _split(tmp_path, inputs, name="a")
+    second, _ = _split(tmp_path, inputs, name="b")
+    for split in SPLITS:
+        assert first[split].read_bytes() == second[split].read_bytes()
+    # A cluster's split depends on its id and the salt only, never on the rest of the corpus.
+    assignments = [split_of(f"c{i}", "salt", 0.1, 0.1) for i in range(1000)]
+    assert assignments == [split_of(f"c{i}", "salt", 0.1, 0.1) for i in range(1000)]
+    assert assignments != [split_of(f"c{i}", "other salt", 0.1, 0.1) for i in range(1000)]
+
+
+def test_sequence_without_cluster_is_an_error(tmp_path):
+    unique, clusters, provenance = _inputs(tmp_path, n_clusters=5)
+    lines = clusters.read_text().splitlines()
+    clusters.write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(PlmscaleError, match="is not in"):
+        _split(tmp_path, (unique, clusters, provenance))
+    assert not any((tmp_path / "out").glob("*.fa.gz")), "no split file may look complete after a failure"
