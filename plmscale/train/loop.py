@@ -1,0 +1,392 @@
+"""One grid point, trained: `train_run(spec, ...)` -> metrics dict (also written as metrics.json).
+
+The recipe (DESIGN.md, the paper's): AdamW (β1, β2, weight decay from the spec), linear warm-up then cosine
+to lr·min_lr_ratio over exactly this run's steps, gradient clipping, bf16 autocast on CUDA (fp32 on CPU
+unless precision asks for bf16), gradient accumulation from micro-batches to the configured batch.
+
+Tokens. Batches are padded, one sequence per row (see sampler.py); D counts real tokens only (<pad>
+excluded, <cls>/<eos> included; for MLM every real token processed, masked or not, as the paper). The step
+count is fixed before training, from the configured D and the sampler's exact expected tokens per sequence,
+so the schedule spans the run's own budget; metrics report the tokens actually processed (within a few
+percent of D) and FLOPs computed from them.
+
+Weight decay applies to the block matrices only: not to norm weights (a scale, not a feature detector)
+and not to the tied 33-token embedding (decay would shrink rarely sampled tokens' rows toward zero).
+"""
+
+import csv
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from plmscale.data.atomic import write_text
+from plmscale.errors import PlmscaleError
+from plmscale.model import (IGNORE_INDEX, ModelShape, build_model, flops_per_token_6n,
+                            flops_per_token_with_attention)
+from plmscale.provenance import config_hash, package_versions, provenance
+from plmscale.train import checkpoint as ckpt
+from plmscale.train import distributed as distr
+from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, collate, make_example
+from plmscale.train.schedule import lr_at, peak_lr_for_size
+
+log = logging.getLogger(__name__)
+
+# Training settings a spec may carry (flat, or under "train"); defaults as schemas/config.schema.yaml.
+DEFAULTS = dict(seq_len=1024, batch_tokens=524288, micro_batch_size=8, lr=None, warmup_fraction=0.025,
+                min_lr_ratio=0.1, weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0, mask_prob=0.15,
+                eval_every_steps=200, eval_tokens=1_000_000, checkpoint_every_steps=500, device="auto",
+                precision="auto", compile=False, threads=None, flops_definition="6nd", seed=0,
+                sampling={"by_cluster": True}, distributed={"strategy": "auto"}, source_weights=None,
+                peak_flops=None, cpu_peak_flops=None)
+
+# Dense bf16 peak FLOP/s of known accelerators (per device), matched against the CUDA device name.
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
+                  "V100": 125e12}
+# CPU: per-thread peak guess for MFU when the spec gives none (fp32; bf16 autocast counts 4x, as AMX/
+# AVX512-BF16 machines measure). Only a scale for the MFU column; set cpu_peak_flops for a real figure.
+CPU_PEAK_FLOPS_PER_THREAD = 1e11
+
+
+def train_settings(spec: dict) -> dict:
+    settings = {k: v for k, v in DEFAULTS.items()}
+    nested = spec.get("train") or {}
+    for key in DEFAULTS:
+        if key in nested:
+            settings[key] = nested[key]
+        if key in spec:
+            settings[key] = spec[key]
+    if settings["source_weights"] is None and spec.get("sources"):
+        settings["source_weights"] = {s["name"]: float(s.get("weight", 1.0)) for s in spec["sources"]}
+    return settings
+
+
+def open_shards(where):
+    """A ShardReader for a directory; an object with its attributes (tests) is used as it is."""
+    if hasattr(where, "lengths"):
+        return where
+    from plmscale.data.shards import ShardReader
+    return ShardReader(where)
+
+
+def peak_flops(device: torch.device, precision_bf16: bool, threads: int, settings: dict) -> float:
+    if settings.get("peak_flops"):
+        return float(settings["peak_flops"])
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, value in GPU_PEAK_FLOPS.items():
+            if key in name:
+                return value
+        return float((settings.get("resources") or {}).get("gpu_peak_flops", 989e12))
+    if settings.get("cpu_peak_flops"):
+        return float(settings["cpu_peak_flops"])
+    return CPU_PEAK_FLOPS_PER_THREAD * threads * (4 if precision_bf16 else 1)
+
+
+def param_groups(model, weight_decay: float):
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (decay if param.ndim >= 2 and "embed" not in name else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_eval_set(sampler: SequenceSampler, objective: str, seed: int, eval_tokens: int, mask_prob: float,
+                   micro: int):
+    """Fixed validation micro-batches: eval_tokens real tokens drawn once, the same for every run of a seed.
+
+    If the validation split holds fewer tokens than asked, every sequence is used once instead.
+    """
+    reader = sampler.reader
+    framed = np.minimum(np.asarray(reader.lengths), sampler.seq_len - 2) + 2
+    examples = []
+    if framed.sum() <= eval_tokens:
+        from plmscale.train.masking import causal_labels, mask_tokens
+        from plmscale.train.sampler import example_rng, frame
+        for i in range(len(reader)):
+            rng = example_rng(seed, EVAL_STREAM, 1, i)  # step 1: apart from the sampled eval set
+            tokens = frame(reader[i], sampler.seq_len, rng)
+            examples.append(mask_tokens(tokens, rng, mask_prob) if objective == "mlm"
+                            else (tokens, causal_labels(tokens)))
+    else:
+        total, i = 0, 0
+        while total < eval_tokens:
+            example = make_example(sampler, objective, seed, EVAL_STREAM, 0, i, mask_prob)
+            examples.append(example)
+            total, i = total + len(example[0]), i + 1
+    examples.sort(key=lambda e: len(e[0]))  # similar lengths together: little padding
+    return [collate(examples[j:j + micro]) for j in range(0, len(examples), micro)]
+
+
+def real_tokens(tokens: torch.Tensor) -> int:
+    from plmscale.alphabet import PAD_ID
+    return int((tokens != PAD_ID).sum())
+
+
+class _Runner:
+    """The mutable state of one run; methods are the loop's steps."""
+
+    def __init__(self, spec, train_dir, valid_dir, out_dir, checkpoint_dir, threads, init_weights):
+        self.spec, self.s = spec, train_settings(spec)
+        s = self.s
+        threads = threads or s["threads"]
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.threads = torch.get_num_threads()
+        self.run_id, self.objective = spec["run_id"], spec["objective"]
+        if self.objective not in ("clm", "mlm"):
+            raise PlmscaleError(f"run spec of {self.run_id}: objective {self.objective!r} is not clm or mlm")
+        self.out_dir, self.checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
+        self.ctx = distr.setup(s["device"])
+        self.strategy = (s["distributed"] or {}).get("strategy", "auto")
+        if self.strategy == "auto":  # the grid resolves auto; a bare spec under torchrun falls back to DDP
+            self.strategy = "ddp" if self.ctx.distributed else "none"
+        self.bf16 = s["precision"] == "bf16" or (s["precision"] == "auto" and self.ctx.device.type == "cuda")
+        if self.ctx.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.hash = config_hash({k: v for k, v in spec.items() if k not in ("resources", "threads")})
+        self.seed = int(s["seed"])
+
+        self.shape = ModelShape.from_dict(spec["shape"])
+        self.seq_len = int(s["seq_len"])
+        self.micro = int(s["micro_batch_size"])
+        by_cluster = bool((s["sampling"] or {}).get("by_cluster", True))
+        self.sampler = SequenceSampler(open_shards(train_dir), self.seq_len, s["source_weights"], by_cluster,
+                                       where=str(train_dir))
+        valid_sampler = SequenceSampler(open_shards(valid_dir), self.seq_len, s["source_weights"], by_cluster,
+                                        where=str(valid_dir))
+        self.eval_batches = build_eval_set(valid_sampler, self.objective, self.seed, int(s["eval_tokens"]),
+                                           float(s["mask_prob"]), self.micro)
+
+        # Batch geometry: the global batch in sequences is world-independent when divisible.
+        wanted = max(1, round(int(s["batch_tokens"]) / self.seq_len))
+        self.accum = max(1, math.ceil(wanted / (self.micro * self.ctx.world)))
+        self.global_seqs = self.accum * self.micro * self.ctx.world
+        self.mean_len = self.sampler.mean_framed_length()
+        self.target_tokens = int(spec["tokens"])
+        self.total_steps = max(1, math.ceil(self.target_tokens / (self.global_seqs * self.mean_len)))
+
+        torch.manual_seed(self.seed)  # same weights on every rank and in every rerun
+        model = build_model(self.shape, max_len=self.seq_len).to(self.ctx.device)
+        self.n_params = model.n_params(non_embedding=True)
+        self.n_params_all = model.n_params(non_embedding=False)
+        self.peak_lr = float(s["lr"]) if s["lr"] else peak_lr_for_size(self.n_params)
+        self.fpt_6n = flops_per_token_6n(self.n_params)
+        self.fpt_attn = flops_per_token_with_attention(self.n_params, self.shape.layers, self.shape.d_model,
+                                                       self.seq_len)
+        self.fpt_budget = self.fpt_attn if s["flops_definition"] == "with_attention" else self.fpt_6n
+
+        self.init_from = spec.get("init_from")
+        resume = ckpt.load_resumable(self.checkpoint_dir, self.hash)
+        if resume is None and self.init_from:
+            source = Path(init_weights) if init_weights else self.checkpoint_dir.parent / self.init_from / ckpt.FINAL
+            if not source.exists():
+                raise PlmscaleError(f"{source}: final weights of source run {self.init_from} not found; train "
+                                    f"that run first (its checkpoint directory must be kept for transfer)")
+            model.load_state_dict(ckpt.load(source)["model"])
+            log.info("initialised from %s (%s); optimizer and schedule start fresh", self.init_from, source)
+        if s["compile"] and self.strategy != "fsdp":
+            model.compile()
+        self.model = distr.wrap(model, self.strategy, self.ctx)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, float(s["weight_decay"])), lr=self.peak_lr,
+                                           betas=(float(s["beta1"]), float(s["beta2"])),
+                                           foreach=self.ctx.device.type == "cuda" or None)
+        self.step, self.tokens, self.curve = 0, 0, []
+        self.best_valid, self.last_valid, self.last_train = math.inf, None, None
+        self.wall_before, self.train_seconds = 0.0, 0.0
+        if resume is not None:
+            self._restore(resume)
+
+    # ---- state -------------------------------------------------------------------------------------------
+    def _restore(self, state):
+        distr.load_full_state(self.model, state["model"], self.optimizer, state["optimizer"])
+        ckpt.set_rng_state(state["rng"])
+        self.step, self.tokens, self.curve = int(state["step"]), int(state["tokens"]), list(state["curve"])
+        self.best_valid = float(state["best_valid"])
+        self.last_valid = state["last_valid"]
+        self.last_train = state["last_train"]
+        self.wall_before, self.train_seconds = float(state["wall_seconds"]), float(state["train_seconds"])
+        log.info("resumed %s at step %d/%d (%d tokens)", self.run_id, self.step, self.total_steps, self.tokens)
+
+    def _checkpoint(self, started):
+        model_state, optim_state = distr.full_state(self.model, self.optimizer)  # collective under FSDP
+        if self.ctx.is_main:
+            ckpt.save({"format_version": ckpt.FORMAT_VERSION, "run_id": self.run_id, "config_hash": self.hash,
+                       "step": self.step, "tokens": self.tokens, "total_steps": self.total_steps,
+                       "model": model_state, "optimizer": optim_state, "rng": ckpt.rng_state(),
+                       "curve": self.curve, "best_valid": self.best_valid, "last_valid": self.last_valid,
+                       "last_train": self.last_train, "wall_seconds": self.wall_before + time.time() - started,
+                       "train_seconds": self.train_seconds, "world_size": self.ctx.world},
+                      self.checkpoint_dir / ckpt.LAST)
+        distr.barrier(self.ctx)
+
+    # ---- one step ------------------------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _micro_batches(self, step):
+        """This rank's slice of the global batch of `step`, as accum micro-batches."""
+        s = self.s
+        per_rank = self.accum * self.micro
+        first = self.ctx.rank * per_rank
+        examples = [make_example(self.sampler, self.objective, self.seed, TRAIN_STREAM, step, first + i,
+                                 float(s["mask_prob"])) for i in range(per_rank)]
+        return [collate(examples[j:j + self.micro]) for j in range(0, per_rank, self.micro)]
+
+    def _train_step(self):
+        batches = self._micro_batches(self.step)
+        device = self.ctx.device
+        counts = torch.tensor([float(sum(int((labels != IGNORE_INDEX).sum()) for _, labels in batches)),
+                               float(sum(real_tokens(tokens) for tokens, _ in batches))], dtype=torch.float64)
+        n_labels, n_tokens = distr.all_reduce_sum(counts, self.ctx).tolist()
+        lr = lr_at(self.step, self.total_steps, self.peak_lr, float(self.s["warmup_fraction"]),
+                   float(self.s["min_lr_ratio"]))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        # Each rank divides by the GLOBAL label count; gradient averaging over ranks then multiplies by
+        # 1/world, so scale by world: the result is the token-weighted mean over the whole global batch.
+        scale = self.ctx.world / max(n_labels, 1.0)
+        for i, (tokens, labels) in enumerate(batches):
+            tokens, labels = tokens.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with distr.sync_gradients(self.model, enabled=i == len(batches) - 1):
+                with self._autocast():
+                    _, loss = self.model(tokens, causal=self.objective == "clm", labels=labels)
+                (loss * scale).backward()
+            loss_sum += loss.detach().double().cpu()
+        loss_total = distr.all_reduce_sum(loss_sum.reshape(1), self.ctx).item()
+        train_loss = loss_total / max(n_labels, 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.s["grad_clip"])
+                                                   if self.s["grad_clip"] else float("inf"))
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        if not math.isfinite(train_loss) or not math.isfinite(float(grad_norm)):
+            last = self.checkpoint_dir / ckpt.LAST
+            kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
+            raise PlmscaleError(
+                f"run {self.run_id}: non-finite {'loss' if not math.isfinite(train_loss) else 'gradient norm'} "
+                f"at step {self.step + 1} of {self.total_steps} (lr {lr:.3g}); {kept}. Lower the learning rate "
+                f"(train.lr), or use precision fp32, then rerun")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens += int(n_tokens)
+        self.last_train = train_loss
+        return train_loss, lr
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        totals = torch.zeros(2, dtype=torch.float64)
+        batches = self.eval_batches
+        # FSDP needs every rank in every forward; pad the shards with a repeat whose sum is dropped.
+        n_rounds = math.ceil(len(batches) / self.ctx.world)
+        for r in range(n_rounds):
+            index = r * self.ctx.world + self.ctx.rank
+            tokens, labels = batches[min(index, len(batches) - 1)]
+            tokens, labels = tokens.to(self.ctx.device), labels.to(self.ctx.device)
+            with self._autocast():
+                _, loss = self.model(tokens, causal=self.objective == "clm", labels=labels)
+            if index < len(batches):
+                totals += torch.tensor([float(loss), float((labels != IGNORE_INDEX).sum())], dtype=torch.float64)
+        totals = distr.all_reduce_sum(totals, self.ctx).cpu()
+        self.model.train()
+        return float(totals[0] / max(float(totals[1]), 1.0))
+
+    # ---- the run -------------------------------------------------------------------------------------------
+    def run(self, stop_after_steps=None) -> dict | None:
+        s = self.s
+        started = time.time()
+        every_eval, every_ckpt = int(s["eval_every_steps"]), int(s["checkpoint_every_steps"])
+        log.info("%s: %s, %d non-embedding params, %d steps of %d sequences (%d x %d micro-batches x %d ranks), "
+                 "peak lr %.3g, %s on %s", self.run_id, self.shape.to_dict(), self.n_params, self.total_steps,
+                 self.global_seqs, self.accum, self.micro, self.ctx.world, self.peak_lr,
+                 "bf16 autocast" if self.bf16 else "fp32", self.ctx.device)
+        self.model.train()
+        while self.step < self.total_steps:
+            step_started = time.time()
+            try:
+                train_loss, lr = self._train_step()
+            except torch.OutOfMemoryError as error:
+                raise PlmscaleError(
+                    f"run {self.run_id}: out of GPU memory at step {self.step + 1} (micro_batch_size "
+                    f"{self.micro}, seq_len {self.seq_len}, strategy {self.strategy}). Lower train."
+                    f"micro_batch_size (gradient accumulation keeps the batch), or use distributed.strategy "
+                    f"fsdp / more GPUs; seq_len changes the study") from error
+            self.train_seconds += time.time() - step_started
+            valid = None
+            if self.step % every_eval == 0 or self.step == self.total_steps:
+                valid = self.evaluate()
+                self.last_valid, self.best_valid = valid, min(self.best_valid, valid)
+                log.info("step %d/%d tokens %d train %.4f valid %.4f lr %.3g", self.step, self.total_steps,
+                         self.tokens, train_loss, valid, lr)
+            self.curve.append([self.step, self.tokens, self.tokens * self.fpt_budget, train_loss, valid, lr])
+            if self.step % every_ckpt == 0 and self.step < self.total_steps:
+                self._checkpoint(started)
+            if stop_after_steps is not None and self.step >= stop_after_steps and self.step < self.total_steps:
+                return None  # as if killed right here (tests)
+        return self._finish(started)
+
+    def _finish(self, started) -> dict:
+        model_state, _ = distr.full_state(self.model)
+        wall = self.wall_before + time.time() - started
+        achieved = self.tokens * self.fpt_attn / max(self.train_seconds, 1e-9)
+        peak = peak_flops(self.ctx.device, self.bf16, self.threads, self.s) * self.ctx.world
+        metrics = {
+            "run_id": self.run_id, "objective": self.objective, "model": self.spec.get("model"),
+            "shape": self.shape.to_dict(), "n_params": self.n_params, "n_params_with_embeddings": self.n_params_all,
+            "tokens": self.tokens, "target_tokens": self.target_tokens,
+            "flops": self.tokens * self.fpt_budget, "flops_definition": self.s["flops_definition"],
+            "flops_6nd": self.tokens * self.fpt_6n, "flops_with_attention": self.tokens * self.fpt_attn,
+            "budget": self.spec.get("budget"),
+            "final_valid_loss": self.last_valid, "best_valid_loss": self.best_valid, "train_loss": self.last_train,
+            "steps": self.step, "batch_sequences": self.global_seqs, "seq_len": self.seq_len,
+            "peak_lr": self.peak_lr, "wall_seconds": wall,
+            "tokens_per_second": self.tokens / max(self.train_seconds, 1e-9),
+            "achieved_flops_per_second": achieved, "peak_flops_per_second": peak, "mfu": achieved / peak,
+            "device": str(self.ctx.device.type), "world_size": self.ctx.world, "strategy": self.strategy,
+            "precision": "bf16" if self.bf16 else "fp32", "config_hash": self.hash,
+            "versions": package_versions(), "init_from": self.init_from, "seed": self.seed,
+        }
+        if self.ctx.is_main:
+            ckpt.save({"run_id": self.run_id, "shape": self.shape.to_dict(), "model": model_state},
+                      self.checkpoint_dir / ckpt.FINAL)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with write_text(self.out_dir / "curve.csv") as handle:
+                writer = csv.writer(handle, lineterminator="\n")
+                writer.writerow(["step", "tokens", "flops", "train_loss", "valid_loss", "lr"])
+                for step, tokens, flops, train, valid, lr in self.curve:
+                    writer.writerow([step, tokens, repr(float(flops)), repr(train),
+                                     "" if valid is None else repr(valid), repr(lr)])
+            with write_text(self.out_dir / "provenance.json") as handle:
+                json.dump(provenance({"run_id": self.run_id, "config_hash": self.hash, "seed": self.seed,
+                                      "sampler": "per-example numpy Generator seeded by (seed, stream, step, index)",
+                                      "spec": self.spec}), handle, indent=2, default=str)
+            with write_text(self.out_dir / "metrics.json") as handle:
+                json.dump(metrics, handle, indent=2)
+            last = self.checkpoint_dir / ckpt.LAST
+            if last.exists():  # outputs are complete: the rolling checkpoint has done its job
+                last.unlink()
+        distr.barrier(self.ctx)
+        return metrics
+
+
+def train_run(spec: dict, train_dir, valid_dir, out_dir, checkpoint_dir, threads: int | None = None, *,
+              init_weights=None, stop_after_steps: int | None = None) -> dict | None:
+    """Train one grid point; resume from checkpoint_dir/last.pt when a previous attempt left one.
+
+    spec: a RunSpec as a dict (run_id, objective, shape, tokens, model, budget, init_from, seed and the train
+    settings, flat or under "train"). train_dir/valid_dir: shard directories (or ShardReader-like objects).
+    Writes out_dir/{metrics.json, curve.csv, provenance.json} and checkpoint_dir/final.pt; returns metrics.
+    stop_after_steps (tests): return None after that many steps, as a killed job would stop.
+    """
+    try:
+        runner = _Runner(spec, train_dir, valid_dir, out_dir, checkpoint_dir, threads, init_weights)
+        return runner.run(stop_after_steps)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

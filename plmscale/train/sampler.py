@@ -1,0 +1,120 @@
+"""Which sequences a training step sees: source mixture, then cluster, then member, then a random crop.
+
+Stateless: example `index` of step `step` is drawn from its own generator seeded by (seed, stream, step,
+index). Nothing carries over between steps, so a resumed run sees exactly the batches an uninterrupted one
+would, and the global batch is the same whatever the number of ranks (each rank draws its own slice of
+the example indices).
+
+Batches are padded, one sequence per row (not packed): a sequence keeps position 0 = <cls> as in ESM, and
+attention needs no document mask. Each micro-batch is padded only to its longest row, and only real
+tokens (everything but <pad>) count toward D.
+"""
+
+import numpy as np
+import torch
+
+from plmscale.alphabet import CLS_ID, EOS_ID, PAD_ID
+from plmscale.errors import PlmscaleError
+from plmscale.model import IGNORE_INDEX
+from plmscale.train.masking import causal_labels, mask_tokens
+
+TRAIN_STREAM, EVAL_STREAM = 0, 1
+
+
+def example_rng(seed: int, stream: int, step: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, stream, step, index])
+
+
+def frame(residues: np.ndarray, seq_len: int, rng: np.random.Generator) -> np.ndarray:
+    """<cls> + a random window of at most seq_len-2 residues + <eos>, as int64."""
+    room = seq_len - 2
+    start = 0 if len(residues) <= room else int(rng.integers(0, len(residues) - room + 1))
+    window = np.asarray(residues[start:start + room], dtype=np.int64)
+    out = np.empty(len(window) + 2, dtype=np.int64)
+    out[0], out[1:-1], out[-1] = CLS_ID, window, EOS_ID
+    return out
+
+
+class SequenceSampler:
+    """Draws framed sequences from a shard reader (anything with ShardReader's attributes)."""
+
+    def __init__(self, reader, seq_len: int, source_weights: dict | None = None, by_cluster: bool = True,
+                 where: str = "shards"):
+        self.reader, self.seq_len, self.by_cluster = reader, seq_len, by_cluster
+        if len(reader) == 0:
+            raise PlmscaleError(f"{where}: no sequences to train on; check the split and shard stages")
+        source_ids = np.asarray(reader.source_ids, dtype=np.int64)
+        cluster_ids = np.asarray(reader.cluster_ids, dtype=np.int64)
+        names = list(reader.sources)
+        counts = np.bincount(source_ids, minlength=len(names))
+        present = [i for i in range(len(names)) if counts[i] > 0]
+        if source_weights:
+            weights = np.array([float(source_weights.get(names[i], 0.0)) for i in present])
+            if weights.sum() <= 0:
+                raise PlmscaleError(
+                    f"{where}: none of the sources in the shards ({', '.join(names[i] for i in present)}) has a "
+                    f"positive weight in the config's data.sources; give at least one a weight > 0")
+        else:  # no mixture given: the natural mix, proportional to sequences
+            weights = counts[present].astype(float)
+        self.source_index = np.array(present)
+        self.source_prob = weights / weights.sum()
+        # Sequences ordered by (source, cluster, index): a source is a contiguous segment, a cluster a
+        # contiguous run inside it.
+        self.order = np.lexsort((np.arange(len(source_ids)), cluster_ids, source_ids))
+        sorted_sources = source_ids[self.order]
+        sorted_clusters = cluster_ids[self.order]
+        self.segments, self.cluster_starts = [], []
+        for s in present:
+            lo, hi = np.searchsorted(sorted_sources, [s, s + 1])
+            self.segments.append((int(lo), int(hi)))
+            starts = np.flatnonzero(np.diff(sorted_clusters[lo:hi])) + 1
+            self.cluster_starts.append(np.concatenate([[0], starts, [hi - lo]]).astype(np.int64))
+
+    def pick(self, rng: np.random.Generator) -> int:
+        """Sequence index: a source by weight, then (by_cluster) a cluster uniformly, then a member."""
+        k = int(rng.choice(len(self.source_prob), p=self.source_prob)) if len(self.source_prob) > 1 else 0
+        lo, hi = self.segments[k]
+        if self.by_cluster:
+            bounds = self.cluster_starts[k]
+            c = int(rng.integers(0, len(bounds) - 1))
+            position = lo + int(bounds[c]) + int(rng.integers(0, bounds[c + 1] - bounds[c]))
+        else:
+            position = lo + int(rng.integers(0, hi - lo))
+        return int(self.order[position])
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        return frame(self.reader[self.pick(rng)], self.seq_len, rng)
+
+    def mean_framed_length(self) -> float:
+        """Expected real tokens of one example under this sampler (sets the step count for D tokens)."""
+        framed = np.minimum(np.asarray(self.reader.lengths, dtype=np.float64), self.seq_len - 2) + 2
+        expected = 0.0
+        for prob, (lo, hi), bounds in zip(self.source_prob, self.segments, self.cluster_starts):
+            lengths = framed[self.order[lo:hi]]
+            if self.by_cluster:
+                sums = np.add.reduceat(lengths, bounds[:-1])
+                expected += prob * float(np.mean(sums / np.diff(bounds)))
+            else:
+                expected += prob * float(lengths.mean())
+        return expected
+
+
+def make_example(sampler: SequenceSampler, objective: str, seed: int, stream: int, step: int, index: int,
+                 mask_prob: float):
+    """(inputs, labels) of one example, both int64 1-D, determined by (seed, stream, step, index)."""
+    rng = example_rng(seed, stream, step, index)
+    tokens = sampler.draw(rng)
+    if objective == "mlm":
+        return mask_tokens(tokens, rng, mask_prob)
+    return tokens, causal_labels(tokens)
+
+
+def collate(examples) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest example: tokens with <pad>, labels with IGNORE_INDEX."""
+    width = max(len(inputs) for inputs, _ in examples)
+    tokens = np.full((len(examples), width), PAD_ID, dtype=np.int64)
+    labels = np.full((len(examples), width), IGNORE_INDEX, dtype=np.int64)
+    for row, (inputs, target) in enumerate(examples):
+        tokens[row, :len(inputs)] = inputs
+        labels[row, :len(target)] = target
+    return torch.from_numpy(tokens), torch.from_numpy(labels)

@@ -1,0 +1,186 @@
+"""The training loop: metrics, learning, exact resume after kill -9, guards, safe checkpoints, transfer."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from plmscale.errors import PlmscaleError
+from plmscale.train import checkpoint as ckpt
+from plmscale.train import loop, train_run
+from train_fixtures import member_split, shard_dirs, tiny_spec, unigram_entropy
+
+REPO = Path(__file__).resolve().parent.parent
+METRIC_KEYS = {"run_id", "objective", "shape", "model", "n_params", "n_params_with_embeddings", "tokens", "flops",
+               "flops_6nd", "flops_with_attention", "budget", "final_valid_loss", "best_valid_loss", "train_loss",
+               "steps", "wall_seconds", "tokens_per_second", "mfu", "device", "config_hash", "versions",
+               "init_from"}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return shard_dirs(tmp_path_factory.mktemp("train"), member_split(n_families=4))
+
+
+def run(spec, shards, tmp_path, name="run", **kwargs):
+    return train_run(spec, *shards, tmp_path / name / "out", tmp_path / "checkpoints" / spec["run_id"], threads=1,
+                     **kwargs)
+
+
+def test_outputs_have_every_key_and_consistent_counts(shards, tmp_path):
+    spec = tiny_spec("mlm", tokens=6000)
+    metrics = run(spec, shards, tmp_path)
+    assert METRIC_KEYS <= set(metrics)
+    on_disk = json.loads((tmp_path / "run" / "out" / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert metrics["n_params"] == 2 * (4 * 32 * 32 + 3 * 32 * 128 + 64) + 32
+    assert metrics["flops"] == metrics["flops_6nd"] == 6 * metrics["n_params"] * metrics["tokens"]
+    assert metrics["flops_with_attention"] > metrics["flops_6nd"]
+    assert abs(metrics["tokens"] - 6000) / 6000 < 0.15  # real tokens, close to the asked D
+    with open(tmp_path / "run" / "out" / "curve.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["step", "tokens", "flops", "train_loss", "valid_loss", "lr"]
+    assert len(rows) == metrics["steps"] and rows[-1]["valid_loss"] != ""
+    assert int(rows[-1]["tokens"]) == metrics["tokens"]
+    assert any(r["valid_loss"] == "" for r in rows)  # evaluated every K steps, not every step
+    prov = json.loads((tmp_path / "run" / "out" / "provenance.json").read_text())
+    assert prov["seed"] == 11 and prov["config_hash"] == metrics["config_hash"]
+    # final weights kept for transfer, the rolling checkpoint removed, all weights_only-loadable
+    final = tmp_path / "checkpoints" / spec["run_id"] / "final.pt"
+    assert torch.load(final, weights_only=True)["model"]["embed.weight"].shape == (33, 32)
+    assert not (final.parent / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_clm_loss_falls_well_below_unigram_entropy(tmp_path):
+    train, valid = member_split(n_families=4)
+    spec = tiny_spec("clm", tokens=200_000, seq_len=128, batch_tokens=1024, micro_batch_size=8, lr=5e-3,
+                     eval_every_steps=100, checkpoint_every_steps=10_000)
+    spec["shape"] = {"layers": 2, "d_model": 64, "heads": 4}
+    metrics = train_run(spec, train, valid, tmp_path / "out", tmp_path / "ck", threads=1)
+    baseline = unigram_entropy(train, valid)
+    assert metrics["final_valid_loss"] < 0.75 * baseline, (metrics["final_valid_loss"], baseline)
+
+
+def test_stopped_run_resumes_to_the_same_final_loss(shards, tmp_path):
+    spec = tiny_spec("mlm", tokens=8000, checkpoint_every_steps=4)
+    full = run(spec, shards, tmp_path, "full")
+    ck = tmp_path / "ck2"
+    assert train_run(spec, *shards, tmp_path / "half", ck, threads=1, stop_after_steps=6) is None
+    state = torch.load(ck / "last.pt", weights_only=True)
+    assert state["step"] == 4 and isinstance(state["rng"]["torch"], torch.Tensor)
+    resumed = train_run(spec, *shards, tmp_path / "half", ck, threads=1)
+    assert resumed["steps"] == full["steps"] and resumed["tokens"] == full["tokens"]
+    assert resumed["final_valid_loss"] == full["final_valid_loss"]
+    assert resumed["train_loss"] == full["train_loss"]
+    assert (tmp_path / "half" / "curve.csv").read_text() == (tmp_path / "full" / "out" / "curve.csv").read_text()
+
+
+KILLER = """
+import os, signal, sys
+from plmscale.train import checkpoint
+real_save = checkpoint.save
+def save(obj, path):
+    real_save(obj, path)
+    if path.name == "last.pt" and obj["step"] >= int(os.environ["KILL_AT_STEP"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no cleanup, no finally
+checkpoint.save = save
+from plmscale.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_then_restart_gives_the_uninterrupted_result(shards, tmp_path):
+    spec = tiny_spec("clm", tokens=8000, checkpoint_every_steps=3)
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    args = ["train", "--spec", str(spec_path), "--train-shards", str(shards[0]), "--valid-shards",
+            str(shards[1]), "--out", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ck"),
+            "--threads", "1"]
+    env = dict(os.environ, KILL_AT_STEP="6", PYTHONPATH=str(REPO))
+    killed = subprocess.run([sys.executable, "-c", KILLER, *args], env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    assert torch.load(tmp_path / "ck" / "last.pt", weights_only=True)["step"] == 6
+    restarted = subprocess.run([sys.executable, "-m", "plmscale.cli", *args], env=env, capture_output=True,
+                               text=True)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "resumed clm_tiny at step 6" in restarted.stderr
+    resumed = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    full = run(spec, shards, tmp_path, "full")
+    assert resumed["final_valid_loss"] == pytest.approx(full["final_valid_loss"], abs=1e-6)
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=1e-6)
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(shards, tmp_path):
+    spec = tiny_spec("clm", tokens=6000, checkpoint_every_steps=2)
+    train_run(spec, *shards, tmp_path / "o", tmp_path / "ck", threads=1, stop_after_steps=3)
+    changed = dict(spec, lr=1e-3)
+    metrics = train_run(changed, *shards, tmp_path / "o", tmp_path / "ck", threads=1)
+    fresh = train_run(changed, *shards, tmp_path / "p", tmp_path / "ck_fresh", threads=1)
+    assert metrics["final_valid_loss"] == fresh["final_valid_loss"]
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(shards, tmp_path, monkeypatch):
+    real_build = loop.build_model
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        forward = model.forward
+
+        def bad_forward(tokens, causal, labels=None):
+            out = forward(tokens, causal, labels)
+            if labels is not None and model.training:
+                calls["n"] += 1
+                if calls["n"] > 2 * 7:  # 2 micro-batches per step: step 8 goes non-finite
+                    return out[0], out[1] * float("nan")
+            return out
+        model.forward = bad_forward
+        return model
+
+    monkeypatch.setattr(loop, "build_model", poisoned)
+    spec = tiny_spec("clm", tokens=20_000, checkpoint_every_steps=5)
+    with pytest.raises(PlmscaleError, match="non-finite loss at step 8 .*last good checkpoint .*last.pt is kept"):
+        run(spec, shards, tmp_path)
+    assert torch.load(tmp_path / "checkpoints" / spec["run_id"] / "last.pt", weights_only=True)["step"] == 5
+
+
+def test_checkpoints_refuse_to_run_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+    torch.save({"model": Evil()}, tmp_path / "last.pt")
+    with pytest.raises(PlmscaleError, match="cannot read checkpoint"):
+        ckpt.load(tmp_path / "last.pt")
+
+
+def test_transfer_starts_mlm_from_clm_weights(shards, tmp_path):
+    source = tiny_spec("clm", tokens=8000, run_id="clm_src")
+    run(source, shards, tmp_path, "src")
+    transfer = tiny_spec("mlm", tokens=3000, run_id="tmlm_clm_src")
+    transfer["init_from"] = "clm_src"
+    scratch = run(dict(transfer, init_from=None, run_id="mlm_scratch"), shards, tmp_path, "scratch")
+    metrics = run(transfer, shards, tmp_path, "transfer")
+    assert metrics["init_from"] == "clm_src"
+    with open(tmp_path / "transfer" / "out" / "curve.csv") as t, open(tmp_path / "scratch" / "out" / "curve.csv") as s:
+        first_t, first_s = next(csv.DictReader(t)), next(csv.DictReader(s))
+    assert float(first_t["train_loss"]) < float(first_s["train_loss"])  # starts from learned weights
+    assert float(first_t["lr"]) == float(first_s["lr"])  # fresh schedule
+    missing = dict(transfer, run_id="tmlm_nothing", init_from="nothing")
+    with pytest.raises(PlmscaleError, match="nothing/final.pt.*train that run first"):
+        run(missing, shards, tmp_path, "missing")
+
+
+def test_cli_reports_a_missing_spec_without_traceback(tmp_path):
+    from plmscale.cli import main
+    code = main(["train", "--spec", str(tmp_path / "nope.json"), "--train-shards", "a", "--valid-shards", "b",
+                 "--out", "c", "--checkpoint-dir", "d"])
+    assert code == 2
