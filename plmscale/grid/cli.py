@@ -1,0 +1,53 @@
+"""`plmscale plan`: the grid a config describes, as a table (or JSON) — before anything is trained."""
+
+import json
+import sys
+
+from plmscale.config import load_config
+from plmscale.grid.expand import expand_grid
+
+
+def configure_parser(parser) -> None:
+    parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+    parser.add_argument("--json", action="store_true", help="print every run spec as JSON instead")
+
+
+def _si(value: float) -> str:
+    for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def _duration(minutes: int) -> str:
+    hours, rest = divmod(int(minutes), 60)
+    return f"{hours}h{rest:02d}" if hours else f"{rest}m"
+
+
+def format_table(specs) -> str:
+    header = ("run_id", "obj", "model", "N", "D", "C", "D/N", "gpus", "nodes", "strategy", "runtime")
+    rows = []
+    for s in specs:
+        r = s.resources
+        runtime = _duration(r["runtime_min"]) + ("!" if r.get("over_max_runtime") else "")
+        rows.append((s.run_id, s.objective, s.model, _si(s.n_params), _si(s.tokens), f"{s.flops:.3g}",
+                     f"{s.tokens / s.n_params:.1f}", str(r["gpus"]), str(r["nodes"]), r["strategy"], runtime))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    gpu_hours = sum(s.resources["gpus"] * s.resources["runtime_min"] / 60 for s in specs)
+    lines.append(f"{len(specs)} runs, {sum(s.flops for s in specs):.3g} FLOPs (budget definition), "
+                 f"~{gpu_hours:,.0f} GPU-hours requested" + (
+                     "; ! = estimated runtime over train.resources.max_runtime_min even at the GPU limit"
+                     if any(s.resources.get("over_max_runtime") for s in specs) else ""))
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    config = load_config(args.config)
+    specs = expand_grid(config, source=str(args.config))
+    if args.json:
+        json.dump([s.to_dict() for s in specs], sys.stdout, indent=1)
+        print()
+    else:
+        print(format_table(specs))
+    return 0

@@ -1,0 +1,184 @@
+"""Config -> the list of training runs of a study: IsoFLOP points, explicit points and CLM->MLM transfers.
+
+A run id names the run for ever (results/runs/{run_id}/), so it is built only from what defines the
+grid point: objective, ladder label, and the budget (`_c1e19`) or token count (`_d2e9`).
+"""
+
+import dataclasses
+import hashlib
+import math
+
+from plmscale.errors import PlmscaleError
+from plmscale.grid import shapes
+from plmscale.grid.resources import estimate_resources
+
+# Settings copied from config.train into every spec, so a training job needs nothing else.
+_TRAIN_SETTINGS = ("seq_len", "micro_batch_size", "warmup_fraction", "min_lr_ratio", "weight_decay",
+                   "beta1", "beta2", "grad_clip", "mask_prob", "eval_every_steps", "eval_tokens",
+                   "checkpoint_every_steps", "sampling", "device", "precision", "compile", "threads",
+                   "flops_definition")
+
+
+@dataclasses.dataclass
+class RunSpec:
+    """One grid point: what to train, for how long, and what it is expected to cost."""
+
+    run_id: str
+    objective: str
+    model: str
+    shape: dict
+    tokens: int
+    budget: float | None
+    n_params: int
+    n_params_with_embeddings: int
+    flops_per_token: float
+    flops: float
+    init_from: str | None
+    seed: int
+    lr: float
+    batch_tokens: int
+    resources: dict
+    settings: dict = dataclasses.field(default_factory=dict)  # the rest of config.train, flat in to_dict
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
+        clashes = set(data) & set(self.settings)
+        if clashes:
+            raise ValueError(f"settings repeat core fields: {sorted(clashes)}")
+        data.update(self.settings)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunSpec":
+        core = {f.name for f in dataclasses.fields(cls)} - {"settings"}
+        missing = sorted(core - set(data))
+        if missing:
+            raise PlmscaleError(f"run spec {data.get('run_id', '?')} lacks {missing}")
+        return cls(**{k: data[k] for k in core}, settings={k: v for k, v in data.items() if k not in core})
+
+    def training_dict(self) -> dict:
+        """The spec without the planner's resource estimate: what decides the trained model.
+
+        Snakemake reruns a job when its params change; resources are estimates (an assumed MFU), so a
+        new estimate must not retrain the grid.
+        """
+        data = self.to_dict()
+        data.pop("resources")
+        return data
+
+
+def format_number(value: float) -> str:
+    """Compact, exact scientific form for ids: 1e19, 3e18, 3.5e11, 2e9; integers below 1000 as is."""
+    if value <= 0 or not math.isfinite(value):
+        raise ValueError(f"cannot name a run after {value!r}")
+    if value < 1000 and float(value).is_integer():
+        return str(int(value))
+    mantissa, exponent = f"{value:.14e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def run_seed(master_seed: int, run_id: str) -> int:
+    """A stable per-run seed: the same id and master seed give the same seed on every machine."""
+    digest = hashlib.sha256(f"{master_seed}:{run_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def batch_tokens_for(train: dict, n: int) -> int:
+    """The paper's rule: 0.5M-token batches below 1B parameters, 1M at and above (when configured)."""
+    large = train.get("batch_tokens_large")
+    if large and n >= train.get("large_model_params", 1e9):
+        return int(large)
+    return int(train["batch_tokens"])
+
+
+class _GridBuilder:
+    def __init__(self, config: dict, source: str | None):
+        self.config = config
+        self.train = config["train"]
+        self.where = f"config {source}" if source else "config"
+        self.shapes = {name: shapes.normalise_shape(s) for name, s in self.train["ladder"].items()}
+        self.specs: list[RunSpec] = []
+
+    def make(self, run_id, objective, model, tokens, budget=None, init_from=None) -> RunSpec:
+        train = self.train
+        shape = self.shapes[model]
+        n = shapes.n_params(shape)
+        per_token = shapes.flops_per_token(shape, train["seq_len"], train["flops_definition"])
+        batch_tokens = batch_tokens_for(train, n)
+        lr = train["lr"] if train["lr"] is not None else shapes.lr_for_params(n)
+        settings = {key: train[key] for key in _TRAIN_SETTINGS}
+        settings["source_weights"] = {s["name"]: s["weight"] for s in self.config["data"]["sources"]}
+        spec = RunSpec(
+            run_id=run_id, objective=objective, model=model, shape=dict(shape), tokens=int(tokens),
+            budget=budget, n_params=n, n_params_with_embeddings=shapes.n_params_with_embeddings(shape),
+            flops_per_token=per_token, flops=per_token * int(tokens), init_from=init_from,
+            seed=run_seed(self.config["seed"], run_id), lr=lr, batch_tokens=batch_tokens,
+            resources={}, settings=settings)
+        resources = estimate_resources(spec.to_dict(), train, where=self.where)
+        spec.resources = resources
+        # The resolved strategy only: how many GPUs a node has is the launcher's business, not the run's.
+        spec.settings["distributed"] = {"strategy": resources["strategy"]}
+        return spec
+
+    def isoflop(self):
+        iso = self.train["isoflop"]
+        models = iso["models"] if iso["models"] is not None else list(self.shapes)
+        models = sorted(models, key=lambda m: shapes.n_params(self.shapes[m]))  # small to large in every budget
+        for objective in self.train["objectives"]:
+            for budget in iso["budgets"]:
+                for model in models:
+                    shape = self.shapes[model]
+                    n = shapes.n_params(shape)
+                    per_token = shapes.flops_per_token(shape, self.train["seq_len"],
+                                                       self.train["flops_definition"])
+                    tokens = round(budget / per_token)
+                    ratio = tokens / n
+                    if not iso["min_tokens_per_param"] <= ratio <= iso["max_tokens_per_param"]:
+                        continue
+                    if tokens < batch_tokens_for(self.train, n):  # not even one optimizer step
+                        continue
+                    run_id = f"{objective}_{model}_c{format_number(budget)}"
+                    yield self.make(run_id, objective, model, tokens, budget=float(budget))
+
+    def explicit(self):
+        for entry in self.train["runs"]:
+            run_id = f"{entry['objective']}_{entry['model']}_d{format_number(entry['tokens'])}"
+            yield self.make(run_id, entry["objective"], entry["model"], round(entry["tokens"]))
+
+    def transfers(self, planned: dict):
+        for index, entry in enumerate(self.train["transfer"]):
+            source = planned.get(entry["source_run"])
+            if source is None or source.objective != "clm":
+                clm_runs = sorted(r for r, s in planned.items() if s.objective == "clm")
+                shown = ", ".join(clm_runs[:8]) + (" …" if len(clm_runs) > 8 else "")
+                what = "is an MLM run" if source is not None else "is not a run of this grid"
+                raise PlmscaleError(
+                    f"{self.where}: train.transfer[{index}].source_run {entry['source_run']!r} {what}; "
+                    f"a transfer starts from a CLM run of the grid (e.g. {shown or 'none planned'})")
+            yield self.make(f"tmlm_{source.run_id}", "mlm", source.model, round(entry["tokens"]),
+                            init_from=source.run_id)
+
+
+def expand_grid(config: dict, source: str | None = None) -> list[RunSpec]:
+    """Every run of the study, in a stable order: IsoFLOP runs, explicit runs, then transfer runs.
+
+    `config` is a validated config (plmscale.config.load_config); `source` names its file in errors.
+    """
+    builder = _GridBuilder(config, source)
+    specs = list(builder.isoflop()) + list(builder.explicit())
+    planned = {}
+    for spec in specs:
+        if spec.run_id in planned:
+            raise PlmscaleError(
+                f"{builder.where}: two grid points share the run id {spec.run_id!r}; remove the repeated "
+                f"budget or explicit run (an explicit run must differ in objective, model or tokens)")
+        planned[spec.run_id] = spec
+    for spec in builder.transfers(planned):
+        if spec.run_id in planned:
+            raise PlmscaleError(
+                f"{builder.where}: train.transfer names source run {spec.init_from!r} twice; one transfer "
+                f"run per CLM source (its id is {spec.run_id!r})")
+        planned[spec.run_id] = spec
+        specs.append(spec)
+    return specs

@@ -1,0 +1,181 @@
+"""Launching one run on several GPUs: the torchrun command line, on one node or across Slurm nodes.
+
+One node: `torchrun --standalone --nproc-per-node K ...`.
+Several nodes (a Slurm allocation): the job's batch step runs `srun` with one task per node; each
+task is `python -m plmscale.grid.launch`, which reads its own node's Slurm environment and execs
+torchrun with a c10d rendezvous on the first host of SLURM_JOB_NODELIST:
+    torchrun --nnodes N --nproc-per-node K --node-rank $SLURM_NODEID
+             --rdzv-backend c10d --rdzv-endpoint <first host>:29500 --rdzv-id $SLURM_JOB_ID ...
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from plmscale.errors import PlmscaleError
+
+RDZV_PORT = 29500
+# torchrun as a module of the running interpreter: works whether or not the environment's bin/ is on PATH.
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split "a[1-2,4],b" at commas outside brackets."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if depth != 0:
+        raise ValueError(f"unbalanced brackets in Slurm node list {text!r}")
+    parts.append("".join(current))
+    return [p for p in parts if p]
+
+
+_BRACKET = re.compile(r"^(?P<prefix>[^\[]*)\[(?P<ranges>[^\]]+)\](?P<rest>.*)$")
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Slurm's compact host list as host names: "gpu[01-03,07],login1" -> gpu01 gpu02 gpu03 gpu07 login1.
+
+    Zero padding follows the range's first number; several bracket groups ("r[1-2]n[1-2]") expand as a
+    product, in Slurm's order.
+    """
+    hosts = []
+    for part in _split_top_level(nodelist.strip()):
+        match = _BRACKET.match(part)
+        if not match:
+            hosts.append(part)
+            continue
+        for item in match["ranges"].split(","):
+            if "-" in item:
+                start, end = item.split("-", 1)
+                numbers = range(int(start), int(end) + 1)
+                width = len(start)
+            else:
+                numbers, width = [int(item)], len(item)
+            for number in numbers:
+                hosts.extend(expand_nodelist(f"{match['prefix']}{number:0{width}d}{match['rest']}"))
+    return hosts
+
+
+def first_host(env: dict) -> str:
+    """The rendezvous host: MASTER_ADDR if set, else the first host of the job's node list.
+
+    `scontrol show hostnames` is Slurm's own expansion and is used when available; the parser above is
+    the fallback (and what the tests check).
+    """
+    if env.get("MASTER_ADDR"):
+        return env["MASTER_ADDR"]
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        raise PlmscaleError("a multi-node run needs SLURM_JOB_NODELIST (run it inside a Slurm "
+                            "allocation) or MASTER_ADDR set to the first node's address")
+    if shutil.which("scontrol") and env.get("PLMSCALE_PARSE_NODELIST") != "1":
+        try:
+            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                                 text=True, timeout=30, check=True).stdout.split()
+            if out:
+                return out[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return expand_nodelist(nodelist)[0]
+
+
+def torchrun_command(spec: dict, nodes: int, gpus_per_node: int, script_args: list[str],
+                     env: dict | None = None, port: int = RDZV_PORT) -> list[str]:
+    """The torchrun argv that starts this node's share of a run's processes.
+
+    `script_args` follow torchrun's own options, e.g. ["-m", "plmscale.cli", "train", "--spec", path].
+    """
+    env = dict(os.environ if env is None else env)
+    if nodes < 1 or gpus_per_node < 1:
+        raise ValueError("nodes and gpus_per_node must be at least 1")
+    command = [*TORCHRUN]
+    if nodes == 1:
+        command += ["--standalone", "--nnodes", "1", "--nproc-per-node", str(gpus_per_node)]
+    else:
+        node_rank = env.get("SLURM_NODEID") or env.get("NODE_RANK")
+        if node_rank is None:
+            raise PlmscaleError(f"run {spec.get('run_id')} spans {nodes} nodes: start it with srun inside "
+                                f"a Slurm allocation (SLURM_NODEID names each node's rank)")
+        rdzv_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or spec.get("run_id", "plmscale")
+        command += ["--nnodes", str(nodes), "--nproc-per-node", str(gpus_per_node),
+                    "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
+                    "--rdzv-endpoint", f"{first_host(env)}:{port}", "--rdzv-id", str(rdzv_id)]
+    return command + list(script_args)
+
+
+def launch_command(spec: dict, nodes: int, gpus_per_node: int, script_args: list[str],
+                   env: dict | None = None) -> list[str]:
+    """What the job's first process runs: torchrun directly on one node, srun of this module on several."""
+    if nodes == 1:
+        return torchrun_command(spec, 1, gpus_per_node, script_args, env)
+    return ["srun", "--nodes", str(nodes), "--ntasks-per-node", "1", "--kill-on-bad-exit=1",
+            sys.executable, "-m", "plmscale.grid.launch", "--run-id", str(spec.get("run_id", "run")),
+            "--nodes", str(nodes), "--gpus-per-node", str(gpus_per_node), "--", *script_args]
+
+
+def worker_args(spec_path, train_dir, valid_dir, out_dir, checkpoint_dir, threads) -> list[str]:
+    """What every torchrun worker runs: `plmscale train` on the spec file the job wrote."""
+    return ["-m", "plmscale.cli", "train", "--spec", str(spec_path), "--train-dir", str(train_dir),
+            "--valid-dir", str(valid_dir), "--out-dir", str(out_dir), "--checkpoint-dir", str(checkpoint_dir),
+            "--threads", str(threads)]
+
+
+def run_training_job(spec: dict, train_dir, valid_dir, out_dir, checkpoint_dir, threads: int,
+                     gpus_per_node: int = 0, nodes: int = 1) -> None:
+    """One grid point as a job: in this process on one device, under torchrun on several.
+
+    The spec is written to out_dir/spec.json first: the run directory then says what was trained, and
+    torchrun's workers read it from there.
+    """
+    import json
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = out_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
+    if gpus_per_node * nodes <= 1:
+        from plmscale.train import train_run
+        train_run(spec, train_dir, valid_dir, out_dir, checkpoint_dir, threads)
+        return
+    # Each worker gets an equal share of the job's CPUs for its data path and intra-op threads.
+    per_worker = max(1, int(threads) // max(1, gpus_per_node))
+    command = launch_command(spec, nodes, gpus_per_node,
+                             worker_args(spec_path, train_dir, valid_dir, out_dir, checkpoint_dir, per_worker))
+    import logging
+    logging.getLogger(__name__).info("launching %s", " ".join(command))
+    env = dict(os.environ, OMP_NUM_THREADS=str(per_worker))
+    completed = subprocess.run(command, env=env)
+    if completed.returncode != 0:
+        raise PlmscaleError(f"run {spec.get('run_id')}: torchrun exited with status {completed.returncode}; "
+                            f"the workers' errors are in the job log above this line")
+
+
+def main(argv=None) -> int:
+    """Per-node entry point under srun: build this node's torchrun command and replace this process."""
+    parser = argparse.ArgumentParser(description="start this node's torchrun for a multi-node run")
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--nodes", type=int, required=True)
+    parser.add_argument("--gpus-per-node", type=int, required=True)
+    parser.add_argument("script_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    script_args = args.script_args[1:] if args.script_args[:1] == ["--"] else args.script_args
+    command = torchrun_command({"run_id": args.run_id}, args.nodes, args.gpus_per_node, script_args)
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""What one grid point costs: GPUs (and how to use them), memory, wall time — from its FLOPs.
+
+The numbers are estimates for a scheduler, not measurements: runtime = FLOPs / (GPUs · peak · MFU)
+at an assumed MFU, memory = optimizer state + activations. They decide three things:
+  - the strategy: "none" (one GPU), "ddp" (state replicated on every GPU), "fsdp" (state sharded,
+    when the replicated state does not fit one GPU);
+  - the GPU count: the smallest that fits the memory and keeps the runtime under max_runtime_min;
+  - the Slurm request: GPUs per node, nodes, CPUs, host memory, time limit.
+"""
+
+import math
+
+from plmscale.alphabet import VOCAB_SIZE
+from plmscale.errors import PlmscaleError
+
+GIB = 2**30
+
+# Bytes of training state per parameter with AdamW in mixed precision: fp32 weights (4) + fp32 grads (4)
+# + Adam first and second moments (4 + 4). bf16 autocast keeps the weights in fp32.
+STATE_BYTES_PER_PARAM = 16
+
+# Activation bytes kept for the backward pass, per token, per layer, per unit of d_model, in 16-bit
+# without recomputation: Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+# Transformer Models", eq. 2) count 34·s·b·h per layer plus 5·a·s²·b for the attention matrix, which
+# fused attention (flash / SDPA) never stores. Our GLU block keeps a little more in the MLP (three
+# ffn-wide tensors at 8/3·d instead of two at 4·d) and no dropout masks: about the same 34.
+ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH = 34
+
+# Per GPU: CUDA context, cuBLAS/NCCL workspaces, allocator fragmentation. A fraction of the card plus a
+# fixed amount is kept free before anything is planned into it.
+GPU_MEMORY_HEADROOM_FRACTION = 0.10
+GPU_MEMORY_FIXED_OVERHEAD = 2 * GIB
+
+# Evaluation costs a forward pass (~1/3 of a training step's FLOPs per token).
+EVAL_FLOPS_FRACTION = 1 / 3
+
+
+def training_flops_per_token(spec: dict) -> float:
+    """What the GPU really computes per token: 6N plus attention scores (12·L·d·T), whatever a budget counts."""
+    shape = spec["shape"]
+    return 6.0 * spec["n_params"] + 12.0 * shape["layers"] * shape["d_model"] * spec["seq_len"]
+
+
+def total_compute(spec: dict) -> float:
+    """FLOPs of the whole job: training at the real per-token cost plus periodic evaluation."""
+    per_token = training_flops_per_token(spec)
+    steps = max(1, math.ceil(spec["tokens"] / spec["batch_tokens"]))
+    evaluations = steps // spec["eval_every_steps"] + 1
+    return per_token * spec["tokens"] + EVAL_FLOPS_FRACTION * per_token * spec["eval_tokens"] * evaluations
+
+
+def state_bytes(spec: dict) -> float:
+    return STATE_BYTES_PER_PARAM * spec["n_params_with_embeddings"]
+
+
+def activation_bytes(spec: dict, bytes_per_value: int = 2) -> float:
+    """Activations of one micro batch on one device (16-bit on GPU; pass 4 for fp32 on CPU)."""
+    shape = spec["shape"]
+    tokens = spec["micro_batch_size"] * spec["seq_len"]
+    blocks = tokens * shape["layers"] * shape["d_model"] * ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH
+    # The logits and their gradient in fp32 (the loss is computed in fp32), plus the 16-bit copy.
+    logits = tokens * VOCAB_SIZE * (4 + 4 + 2)
+    return blocks * bytes_per_value / 2 + logits
+
+
+def gpu_counts(gpus_per_node: int, limit: int) -> list[int]:
+    """GPU counts worth asking for: powers of two on one node, then whole nodes doubling.
+
+    Powers of two keep the global batch divisible into equal micro batches on every GPU.
+    """
+    counts = [g for g in (1, 2, 4, 8, 16, 32, 64, 128, 256) if g <= min(gpus_per_node, limit)]
+    nodes = 2
+    while gpus_per_node * nodes <= limit:
+        counts.append(gpus_per_node * nodes)
+        nodes *= 2
+    return counts or [1]
+
+
+def _round_up_mb(value_bytes: float, step_mb: int = 1024) -> int:
+    return int(math.ceil(value_bytes / 2**20 / step_mb) * step_mb)
+
+
+def estimate_resources(spec: dict, train: dict, where: str = "config") -> dict:
+    """Resources of one run (a RunSpec dict) under config.train's `resources` and `distributed`."""
+    res = train["resources"]
+    margin = res.get("runtime_margin", 1.25)
+    compute = total_compute(spec)
+    if train["device"] == "cpu":
+        return _cpu_resources(spec, train, compute, margin)
+
+    per_node = train["distributed"]["gpus_per_node_max"]
+    requested = train["distributed"]["strategy"]
+    usable = res["gpu_mem_gb"] * GIB * (1 - GPU_MEMORY_HEADROOM_FRACTION) - GPU_MEMORY_FIXED_OVERHEAD
+    state = state_bytes(spec)
+    activations = activation_bytes(spec)
+    room_for_state = usable - activations
+    if room_for_state <= 0:
+        raise PlmscaleError(
+            f"{where}: run {spec['run_id']} needs ~{activations / GIB:.1f} GiB of activations per GPU "
+            f"(micro_batch_size {spec['micro_batch_size']} × seq_len {spec['seq_len']}) but a GPU has "
+            f"~{usable / GIB:.1f} GiB usable; lower train.micro_batch_size")
+    # Every GPU needs at least one micro batch per optimizer step.
+    data_parallel_limit = max(1, spec["batch_tokens"] // (spec["micro_batch_size"] * spec["seq_len"]))
+    limit = min(res.get("max_gpus", 64), data_parallel_limit)
+    counts = gpu_counts(per_node, limit)
+
+    fits_replicated = state <= room_for_state
+    if requested == "ddp" and not fits_replicated:
+        raise PlmscaleError(
+            f"{where}: run {spec['run_id']} needs ~{(state + activations) / GIB:.0f} GiB per GPU with its "
+            f"state replicated (DDP); set train.distributed.strategy to fsdp or auto")
+    sharded = requested == "fsdp" or (requested == "auto" and not fits_replicated)
+
+    def memory_ok(gpus):
+        return (state / gpus if sharded else state) <= room_for_state
+
+    def runtime_min(gpus):
+        seconds = compute / (gpus * res["gpu_peak_flops"] * res["assumed_mfu"]) * margin
+        return max(res["min_runtime_min"], int(math.ceil(seconds / 60)))
+
+    fitting = [g for g in counts if memory_ok(g)]
+    if not fitting:
+        raise PlmscaleError(
+            f"{where}: run {spec['run_id']} does not fit even sharded over {counts[-1]} GPUs "
+            f"(~{state / GIB:.0f} GiB of state); raise train.resources.max_gpus or lower micro_batch_size")
+    within_time = [g for g in fitting if runtime_min(g) <= res.get("max_runtime_min", 2880)]
+    gpus = within_time[0] if within_time else fitting[-1]
+    nodes = max(1, math.ceil(gpus / per_node))
+    gpus_per_node = gpus // nodes
+    strategy = "fsdp" if sharded else ("ddp" if gpus > 1 else "none")
+
+    per_gpu_bytes = (state / gpus if sharded else state) + activations
+    # Host memory per node: a data loader and pinned buffers per GPU, plus room for a full checkpoint
+    # (weights and optimizer state): rank 0 gathers and writes the whole state, sharded run or not
+    # (plmscale.train.distributed.full_state), and Slurm's --mem is the same on every node.
+    staged = state
+    mem_mb = _round_up_mb(8 * GIB + 4 * GIB * gpus_per_node + staged)
+    return {
+        "device": "cuda", "gpus": gpus, "nodes": nodes, "gpus_per_node": gpus_per_node,
+        "strategy": strategy, "runtime_min": runtime_min(gpus), "mem_mb": mem_mb,
+        "cpus": res["cpus_per_gpu"] * gpus_per_node, "gpu_model": res.get("gpu_model"),
+        "gpu_mem_estimate_gb": round(per_gpu_bytes / GIB, 2),
+        "over_max_runtime": not within_time,
+        "compute_flops": compute,
+    }
+
+
+def _cpu_resources(spec: dict, train: dict, compute: float, margin: float) -> dict:
+    res = train["resources"]
+    threads = train["threads"]
+    seconds = compute / (threads * res.get("cpu_flops_per_thread", 2e10)) * margin
+    runtime = max(res["min_runtime_min"], int(math.ceil(seconds / 60)))
+    # fp32 on CPU: state plus activations at 4 bytes, plus the interpreter, torch and a data buffer.
+    mem = state_bytes(spec) + activation_bytes(spec, bytes_per_value=4) + 1.5 * GIB
+    return {
+        "device": "cpu", "gpus": 0, "nodes": 1, "gpus_per_node": 0, "strategy": "none",
+        "runtime_min": runtime, "mem_mb": _round_up_mb(mem, 512), "cpus": threads, "gpu_model": None,
+        "gpu_mem_estimate_gb": 0.0, "over_max_runtime": runtime > res.get("max_runtime_min", 2880),
+        "compute_flops": compute,
+    }

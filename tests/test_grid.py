@@ -1,0 +1,347 @@
+"""The training grid: IsoFLOP arithmetic, run ids, filters, transfer runs, resources, launch commands."""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plmscale.config import load_config
+from plmscale.errors import PlmscaleError
+from plmscale.grid import (RunSpec, expand_grid, format_number, lr_for_params, n_params, run_seed,
+                           shape_for_params)
+from plmscale.grid import shapes as grid_shapes
+from plmscale.grid.launch import expand_nodelist, first_host, launch_command, torchrun_command
+from plmscale.grid.resources import estimate_resources, gpu_counts
+
+REPO = Path(__file__).resolve().parent.parent
+PAPER_README = REPO.parent / "shared" / "published" / "ScalingProteinLM" / "README.md"
+
+LADDER = {
+    "n1M": {"layers": 4, "d_model": 128, "heads": 2},
+    "n3M": {"layers": 8, "d_model": 192, "heads": 3},
+    "n10M": {"layers": 8, "d_model": 320, "heads": 5},
+}
+
+
+def make_config(**train):
+    base = {"ladder": LADDER, "isoflop": {"budgets": [1e16, 3e16, 1e17]}}
+    base.update(train)
+    return load_config({"train": base})
+
+
+# ---- FLOPs and the IsoFLOP arithmetic --------------------------------------------------------------
+
+def test_isoflop_6nd_is_exactly_six_n_d():
+    for spec in expand_grid(make_config()):
+        assert spec.flops == 6 * spec.n_params * spec.tokens
+        assert spec.flops_per_token == 6 * spec.n_params
+        # tokens are rounded to whole tokens: the budget is met to within one token's FLOPs
+        assert abs(spec.flops - spec.budget) <= spec.flops_per_token / 2 + 1e-6 * spec.budget
+
+
+def test_with_attention_uses_the_larger_per_token_figure():
+    plain = {s.run_id: s for s in expand_grid(make_config())}
+    attention = {s.run_id: s for s in expand_grid(make_config(flops_definition="with_attention"))}
+    for run_id, spec in attention.items():
+        shape = spec.shape
+        assert spec.flops_per_token == 6 * spec.n_params + 12 * shape["layers"] * shape["d_model"] * 1024
+        if run_id in plain:
+            assert spec.tokens < plain[run_id].tokens  # same budget, dearer tokens -> fewer of them
+
+
+def test_n_params_matches_the_training_module():
+    model = pytest.importorskip("plmscale.model")
+    for shape in [LADDER["n3M"], {"layers": 3, "d_model": 96, "heads": 3, "ffn_dim": 250},
+                  {"layers": 47, "d_model": 4352, "heads": 68, "ffn_dim": 11608}]:
+        full = grid_shapes.normalise_shape(shape)
+        expected = model.ModelShape.from_dict(full).n_params()
+        assert n_params(shape) == expected
+        assert grid_shapes._analytic_non_embedding(full["layers"], full["d_model"], full["ffn_dim"]) == expected
+
+
+def test_n_params_equals_a_built_module():
+    model = pytest.importorskip("plmscale.model")
+    shape = {"layers": 2, "d_model": 64, "heads": 2, "ffn_dim": 176}
+    built = model.build_model(model.ModelShape.from_dict(shape), max_len=32)
+    assert built.n_params(non_embedding=True) == n_params(shape)
+
+
+# ---- run ids, filters, explicit and transfer runs ----------------------------------------------------
+
+@pytest.mark.parametrize("value,text", [(1e19, "1e19"), (3e18, "3e18"), (3.5e11, "3.5e11"), (2e9, "2e9"),
+                                        (1.94e11, "1.94e11"), (524288, "5.24288e5"), (100, "100")])
+def test_format_number_is_compact(value, text):
+    assert format_number(value) == text
+
+
+def test_run_ids_are_unique_and_formatted():
+    specs = expand_grid(make_config(runs=[{"objective": "clm", "model": "n3M", "tokens": 2e9}]))
+    ids = [s.run_id for s in specs]
+    assert len(ids) == len(set(ids))
+    pattern = re.compile(r"^(clm|mlm)_n\w+_(c|d)\d+(\.\d+)?e\d+$")
+    assert all(pattern.match(i) for i in ids), ids
+    assert "clm_n3M_d2e9" in ids
+    assert "mlm_n1M_c1e16" in ids
+
+
+def test_models_filtered_by_tokens_per_param():
+    config = make_config(isoflop={"budgets": [1e17], "min_tokens_per_param": 10, "max_tokens_per_param": 200})
+    specs = expand_grid(config)
+    assert specs, "some model must fit"
+    for spec in specs:
+        assert 10 <= spec.tokens / spec.n_params <= 200
+    # n1M at 1e17: D/N ≈ 2e4, far above 200
+    assert not any(s.model == "n1M" for s in specs)
+
+
+def test_budget_below_one_optimizer_step_is_dropped():
+    config = make_config(isoflop={"budgets": [1e12], "min_tokens_per_param": 0, "max_tokens_per_param": 1e6})
+    assert expand_grid(config) == []  # 1e12 / 6N is below one 524288-token batch for every size
+
+
+def test_explicit_and_transfer_runs():
+    config = make_config(runs=[{"objective": "mlm", "model": "n10M", "tokens": 3.5e9}],
+                         transfer=[{"source_run": "clm_n3M_c1e17", "tokens": 1e9}])
+    specs = {s.run_id: s for s in expand_grid(config)}
+    explicit = specs["mlm_n10M_d3.5e9"]
+    assert explicit.budget is None and explicit.tokens == 3_500_000_000
+    transfer = specs["tmlm_clm_n3M_c1e17"]
+    assert transfer.objective == "mlm" and transfer.init_from == "clm_n3M_c1e17"
+    assert transfer.model == "n3M" and transfer.shape == specs["clm_n3M_c1e17"].shape
+    assert list(specs)[-1] == "tmlm_clm_n3M_c1e17"  # transfers come last
+
+
+@pytest.mark.parametrize("source", ["clm_n3M_c9e99", "mlm_n3M_c1e17"])
+def test_bad_transfer_source_is_a_clear_error(source):
+    config = make_config(transfer=[{"source_run": source, "tokens": 1e9}])
+    with pytest.raises(PlmscaleError, match=rf"train\.transfer\[0\]\.source_run '{source}'.*CLM run"):
+        expand_grid(config, source="study.yaml")
+
+
+def test_duplicate_run_ids_are_an_error():
+    config = make_config(runs=[{"objective": "clm", "model": "n3M", "tokens": 2e9},
+                               {"objective": "clm", "model": "n3M", "tokens": 2e9}])
+    with pytest.raises(PlmscaleError, match="clm_n3M_d2e9"):
+        expand_grid(config)
+
+
+def test_seeds_stable_and_distinct():
+    specs = expand_grid(make_config())
+    assert len({s.seed for s in specs}) == len(specs)
+    assert specs[0].seed == run_seed(0, specs[0].run_id) == run_seed(0, specs[0].run_id)
+    assert run_seed(1, specs[0].run_id) != specs[0].seed
+
+
+def test_spec_round_trips_and_carries_train_settings():
+    spec = expand_grid(make_config(seq_len=512))[0]
+    data = spec.to_dict()
+    assert RunSpec.from_dict(json.loads(json.dumps(data))) == spec
+    assert data["seq_len"] == 512 and data["lr"] == lr_for_params(spec.n_params)
+    assert data["distributed"]["strategy"] in ("none", "ddp", "fsdp")
+    assert "resources" not in spec.training_dict()
+
+
+def test_resource_settings_do_not_change_the_training_spec():
+    """Snakemake reruns on params change: a new MFU assumption must not retrain the grid."""
+    a = expand_grid(make_config())
+    b = expand_grid(make_config(resources={"assumed_mfu": 0.1}))
+    assert [s.training_dict() for s in a] == [s.training_dict() for s in b]
+    assert [s.resources for s in a] != [s.resources for s in b]
+
+
+def test_large_models_get_the_large_batch():
+    config = make_config(ladder={"small": {"layers": 2, "d_model": 128, "heads": 2},
+                                 "big": {"layers": 24, "d_model": 2048, "heads": 32}},
+                         isoflop={"budgets": [1e21]}, batch_tokens_large=1048576)
+    batches = {s.model: s.batch_tokens for s in expand_grid(config)}
+    assert batches.get("big") == 1048576
+    assert lr_for_params(5e9) == 3e-4 and lr_for_params(1e6) == 6e-4
+    assert 3.5e-4 < lr_for_params(600e6) < 4e-4
+
+
+# ---- shapes ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", [2e6, 9e6, 35e6, 150e6, 650e6, 3e9, 15e9])
+def test_shape_for_params_is_close_and_sane(target):
+    shape = shape_for_params(target)
+    assert abs(n_params(shape) - target) / target < 0.02
+    assert shape["d_model"] % 64 == 0 and shape["d_model"] // shape["heads"] == 64
+    assert 8 <= shape["d_model"] / shape["layers"] <= 150  # aspect ratio of a real ladder
+
+
+def _paper_size_map():
+    text = PAPER_README.read_text().split("## Size map")[1].split("##")[0]
+    pairs = [item.split() for item in text.split("\n", 1)[1].replace("\n", " ").split("·") if item.strip()]
+    return {f"n{label}": int(count) for label, count in pairs}
+
+
+@pytest.mark.skipif(not PAPER_README.exists(), reason="published reference data not present")
+def test_paper_ladder_matches_the_size_map():
+    ladder = load_config(REPO / "configs" / "paper.yaml")["train"]["ladder"]
+    size_map = _paper_size_map()
+    assert set(ladder) == set(size_map)
+    deviations = {name: (n_params(shape) - size_map[name]) / size_map[name] for name, shape in ladder.items()}
+    worst = max(deviations, key=lambda n: abs(deviations[n]))
+    print(f"paper ladder: max deviation {deviations[worst]:+.4%} at {worst}")
+    assert abs(deviations[worst]) < 0.005
+
+
+# ---- resources ---------------------------------------------------------------------------------------
+
+def _spec(n_layers, d_model, tokens, **train):
+    config = make_config(ladder={"m": {"layers": n_layers, "d_model": d_model, "heads": d_model // 64}},
+                         isoflop={"budgets": []}, runs=[{"objective": "clm", "model": "m", "tokens": tokens}],
+                         **train)
+    return expand_grid(config)[0], config["train"]
+
+
+def test_runtime_and_gpus_grow_with_flops():
+    previous = None
+    for tokens in (1e9, 1e10, 1e11, 1e12):
+        spec, _ = _spec(24, 1024, tokens)
+        gpu_minutes = spec.resources["gpus"] * spec.resources["runtime_min"]
+        if previous is not None:
+            assert gpu_minutes >= previous[0] and spec.resources["gpus"] >= previous[1]
+        previous = (gpu_minutes, spec.resources["gpus"])
+    assert previous[1] > 1  # 1e12 tokens of a 300M model cannot fit 48 h on one GPU
+
+
+def test_small_run_is_one_gpu_without_strategy():
+    spec, _ = _spec(8, 256, 1e9)
+    assert spec.resources["gpus"] == 1 and spec.resources["strategy"] == "none"
+    assert spec.resources["runtime_min"] >= 10  # the configured floor
+
+
+def test_ten_billion_model_is_sharded():
+    spec, _ = _spec(47, 4352, 2e10)  # ~10.7B parameters: 16 bytes/param = 170 GB of state
+    res = spec.resources
+    assert res["strategy"] == "fsdp" and res["gpus"] >= 4
+    assert res["gpu_mem_estimate_gb"] <= 80
+    assert res["nodes"] * res["gpus_per_node"] == res["gpus"]
+
+
+def test_forced_ddp_that_cannot_fit_is_an_error():
+    with pytest.raises(PlmscaleError, match="fsdp"):
+        _spec(47, 4352, 2e10, distributed={"strategy": "ddp"})
+
+
+def test_multi_node_when_runtime_needs_it():
+    spec, _ = _spec(36, 3072, 2e11)  # ~4B params, 5e21 FLOPs
+    res = spec.resources
+    assert res["nodes"] > 1 and res["gpus_per_node"] == 8
+
+
+def test_cpu_study_asks_for_no_gpu():
+    spec, _ = _spec(2, 64, 1e6, device="cpu", threads=2)
+    res = spec.resources
+    assert res["gpus"] == 0 and res["cpus"] == 2 and res["strategy"] == "none"
+    assert res["runtime_min"] >= 1 and res["mem_mb"] >= 512
+
+
+def test_gpu_counts_are_powers_then_whole_nodes():
+    assert gpu_counts(8, 64) == [1, 2, 4, 8, 16, 32, 64]
+    assert gpu_counts(4, 10) == [1, 2, 4, 8]
+
+
+# ---- launch ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("nodelist,hosts", [
+    ("gpu[01-04]", ["gpu01", "gpu02", "gpu03", "gpu04"]),
+    ("gpu[01-02,07],login1", ["gpu01", "gpu02", "gpu07", "login1"]),
+    ("node7", ["node7"]),
+    ("a[9-11]", ["a9", "a10", "a11"]),
+    ("r[1-2]n[1-2]", ["r1n1", "r1n2", "r2n1", "r2n2"]),
+])
+def test_expand_nodelist(nodelist, hosts):
+    assert expand_nodelist(nodelist) == hosts
+
+
+def test_torchrun_single_node():
+    command = torchrun_command({"run_id": "x"}, 1, 4, ["-m", "plmscale.cli", "train"], env={})
+    assert command[1:3] == ["-m", "torch.distributed.run"]
+    assert command[3:8] == ["--standalone", "--nnodes", "1", "--nproc-per-node", "4"]
+    assert command[-3:] == ["-m", "plmscale.cli", "train"]
+
+
+def test_torchrun_multi_node_from_slurm_environment():
+    env = {"SLURM_JOB_NODELIST": "gpu[03-06]", "SLURM_NODEID": "2", "SLURM_JOB_ID": "4242",
+           "PLMSCALE_PARSE_NODELIST": "1"}
+    command = torchrun_command({"run_id": "clm_n10B_c1e21"}, 4, 8, ["-m", "plmscale.cli", "train"], env=env)
+    joined = " ".join(command)
+    assert "--nnodes 4 --nproc-per-node 8 --node-rank 2" in joined
+    assert "--rdzv-backend c10d --rdzv-endpoint gpu03:29500 --rdzv-id 4242" in joined
+    assert "--standalone" not in command
+
+
+def test_master_addr_wins_and_missing_slurm_is_an_error():
+    assert first_host({"MASTER_ADDR": "10.0.0.5", "SLURM_JOB_NODELIST": "gpu[1-2]"}) == "10.0.0.5"
+    with pytest.raises(PlmscaleError, match="SLURM_JOB_NODELIST"):
+        first_host({})
+    with pytest.raises(PlmscaleError, match="srun"):
+        torchrun_command({"run_id": "x"}, 2, 8, [], env={"SLURM_JOB_NODELIST": "gpu[1-2]"})
+
+
+def test_launch_command_wraps_multi_node_in_srun():
+    single = launch_command({"run_id": "x"}, 1, 2, ["-m", "plmscale.cli"], env={})
+    assert "--standalone" in single
+    multi = launch_command({"run_id": "x"}, 2, 8, ["-m", "plmscale.cli"], env={})
+    assert multi[:5] == ["srun", "--nodes", "2", "--ntasks-per-node", "1"]
+    assert "plmscale.grid.launch" in multi and multi[-2:] == ["-m", "plmscale.cli"]
+
+
+# ---- plan CLI ----------------------------------------------------------------------------------------
+
+def test_plan_cli_table_and_json(tmp_path, capsys):
+    from plmscale.cli import main
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"train": {"ladder": LADDER, "isoflop": {"budgets": [1e16]}}}))
+    assert main(["plan", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "clm_n1M_c1e16" in out and "strategy" in out
+    assert main(["plan", "--config", str(path), "--json"]) == 0
+    specs = json.loads(capsys.readouterr().out)
+    assert {s["run_id"] for s in specs} == {s.run_id for s in expand_grid(load_config(path))}
+
+
+def test_plan_cli_reports_a_bad_transfer_without_traceback(tmp_path, capsys):
+    from plmscale.cli import main
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"train": {"ladder": LADDER, "transfer": [{"source_run": "nope",
+                                                                               "tokens": 1e9}]}}))
+    assert main(["plan", "--config", str(path)]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+# ---- the paper's grid through Snakemake ---------------------------------------------------------------
+
+@pytest.mark.slow
+def test_paper_grid_plans_in_snakemake(tmp_path):
+    """`snakemake -n` on configs/paper.yaml: one train/transfer job per grid point, resources from the spec."""
+    snakemake = Path(sys.executable).parent / "snakemake"
+    if not snakemake.exists():
+        pytest.skip("snakemake is not installed next to this Python")
+    config = load_config(REPO / "configs" / "paper.yaml")
+    specs = expand_grid(config)
+    # Local source files (the ColabFoldDB FASTA the user prepares) must exist for the DAG: placeholders.
+    for source in config["data"]["sources"]:
+        if "://" not in source["url"]:
+            placeholder = tmp_path / source["url"]
+            placeholder.parent.mkdir(parents=True, exist_ok=True)
+            placeholder.touch()
+    targets = [f"results/runs/{s.run_id}/metrics.json" for s in specs]
+    result = subprocess.run(
+        [str(snakemake), *targets, "-n", "--quiet", "rules", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+         "--workflow-profile", "none", "--configfile", str(REPO / "configs" / "paper.yaml")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    counts = dict(re.findall(r"^(train|transfer)\s+(\d+)$", result.stdout + result.stderr, flags=re.M))
+    n_transfer = sum(1 for s in specs if s.init_from)
+    assert int(counts.get("train", 0)) == len(specs) - n_transfer
+    assert int(counts.get("transfer", 0)) == n_transfer
