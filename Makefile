@@ -33,9 +33,11 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 mmseqs:
 	@bash scripts/ensure-tool.sh mmseqs mmseqs2 envs/mmseqs2.yaml
 
-# The Slurm tests bring up a one-node cluster on loopback; they need Debian's slurm-wlm and munge.
+# The Slurm tests bring up a one-node cluster on loopback (tests/slurm_cluster.sh); they need Debian's
+# slurm-wlm and munge, and slurmdbd + mariadb-server for sacct, which the executor plugin tracks jobs with.
+# Where they cannot be installed (no apt-get, not root) the Slurm tests skip and say why.
 slurm-tools:
-	@bash scripts/ensure-tool.sh slurmctld "slurm-wlm munge" envs/slurm.md || true
+	@bash scripts/slurm-cluster.sh install || true
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -c requirements.lock ".[bench]"
