@@ -1,3 +1,153 @@
-# placeholder: the scaling helper replaces this file
+# Scaling laws: own runs (results/runs/*) and/or released curves -> runs table -> fits -> plots, predictions.
+# With fit.use_own_runs false (configs/paper-logs.yaml) only this stage runs, on fit.curves_dir.
+
+from plmscale.scaling.plots import PLOT_NAMES
+
+
+def own_run_files(name):
+    """metrics.json / curve.csv of every grid run; RUNS (the expanded grid, RunSpec list) is defined in rules/common.smk."""
+    if not config["fit"]["use_own_runs"]:
+        return []
+    return [f"results/runs/{run.run_id}/{name}" for run in RUNS]
+
+
+def imported_tables(wildcards):
+    if not config["fit"]["curves_dir"]:
+        return {}
+    return {"imported_runs": "results/scaling/imported/runs.csv",
+            "imported_curves": "results/scaling/imported/curves.csv"}
+
+
+def has_scaling_inputs():
+    return bool(own_run_files("metrics.json")) or bool(config["fit"]["curves_dir"])
+
+
 def stage_targets_scaling():
-    return []
+    if not has_scaling_inputs():
+        return []
+    targets = ["results/scaling/fit.json", "results/scaling/predictions.json"]
+    targets += expand("results/scaling/{name}.png", name=PLOT_NAMES)
+    return targets
+
+
+rule import_curves:
+    input:
+        import_config=config["fit"]["import_config"],
+    output:
+        runs="results/scaling/imported/runs.csv",
+        curves="results/scaling/imported/curves.csv",
+    params:
+        curves_dir=config["fit"]["curves_dir"],
+    log:
+        "logs/scaling/import_curves.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../workflow_scripts/import_curves.py"
+
+
+rule collect:
+    input:
+        unpack(imported_tables),
+        metrics=own_run_files("metrics.json"),
+        curves=own_run_files("curve.csv"),
+    output:
+        runs="results/scaling/runs.csv",
+        curves="results/scaling/curves.csv",
+    log:
+        "logs/scaling/collect.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../workflow_scripts/collect_runs.py"
+
+
+rule fit:
+    input:
+        runs="results/scaling/runs.csv",
+        curves="results/scaling/curves.csv",
+    output:
+        "results/scaling/fit.json",
+    params:
+        bootstrap=config["fit"]["bootstrap"],
+        seed=config["fit"]["seed"],
+        min_points_per_budget=config["fit"]["min_points_per_budget"],
+    log:
+        "logs/scaling/fit.log",
+    benchmark:
+        "results/benchmarks/scaling/fit.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../workflow_scripts/fit_scaling.py"
+
+
+rule predict:
+    input:
+        fit="results/scaling/fit.json",
+    output:
+        "results/scaling/predictions.json",
+    params:
+        flops=json_param(config["fit"]["predict_flops"]),
+        ladder=json_param(config["train"]["ladder"]),
+    log:
+        "logs/scaling/predict.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../workflow_scripts/predict_scaling.py"
+
+
+rule plot:
+    input:
+        fit="results/scaling/fit.json",
+        runs="results/scaling/runs.csv",
+        curves="results/scaling/curves.csv",
+        predictions="results/scaling/predictions.json",
+    output:
+        isoflop_clm=report("results/scaling/isoflop_clm.png", caption="../report/isoflop.rst",
+                           category="Scaling laws", subcategory="IsoFLOP profiles"),
+        isoflop_mlm=report("results/scaling/isoflop_mlm.png", caption="../report/isoflop.rst",
+                           category="Scaling laws", subcategory="IsoFLOP profiles"),
+        optimal_allocation=report("results/scaling/optimal_allocation.png",
+                                  caption="../report/optimal_allocation.rst", category="Scaling laws",
+                                  subcategory="Compute-optimal allocation"),
+        loss_frontier=report("results/scaling/loss_frontier.png", caption="../report/loss_frontier.rst",
+                             category="Scaling laws", subcategory="Loss frontier"),
+        curves_clm=report("results/scaling/curves_clm.png", caption="../report/training_curves.rst",
+                          category="Scaling laws", subcategory="Training curves"),
+        curves_mlm=report("results/scaling/curves_mlm.png", caption="../report/training_curves.rst",
+                          category="Scaling laws", subcategory="Training curves"),
+        parametric_clm=report("results/scaling/parametric_clm.png", caption="../report/parametric.rst",
+                              category="Scaling laws", subcategory="Parametric fit"),
+        parametric_mlm=report("results/scaling/parametric_mlm.png", caption="../report/parametric.rst",
+                              category="Scaling laws", subcategory="Parametric fit"),
+        transfer=report("results/scaling/transfer.png", caption="../report/transfer.rst",
+                        category="Scaling laws", subcategory="Transfer"),
+        vector=expand("results/scaling/{name}.{ext}", name=PLOT_NAMES, ext=["svg", "pdf"]),
+    log:
+        "logs/scaling/plot.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../workflow_scripts/plot_scaling.py"

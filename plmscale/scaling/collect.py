@@ -1,0 +1,137 @@
+"""Gather our own training runs (results/runs/*/metrics.json + curve.csv) into the scaling tables, and merge
+them with imported ones.
+
+runs.csv  : run_id, objective, n_params, tokens, flops, loss, budget, source, init_from (+ kind: "transfer"
+            or "", design: isoflop | long | transfer, model)
+curves.csv: run_id, objective, n_params, flops, tokens, loss (+ kind, design)
+
+`loss` is the run's final validation loss and `flops` the budget's FLOPs definition (what the training
+stage wrote as `flops`), so an IsoFLOP run lands on its budget.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plmscale.errors import PlmscaleError
+from plmscale.scaling.importer import CURVE_COLUMNS, RUN_COLUMNS
+
+log = logging.getLogger(__name__)
+
+METRICS_KEYS = ("run_id", "objective", "n_params", "tokens", "flops", "budget", "final_valid_loss", "init_from")
+CURVE_FILE_COLUMNS = ("step", "tokens", "flops", "train_loss", "valid_loss")
+
+
+def read_metrics(path) -> dict:
+    path = Path(path)
+    try:
+        with open(path) as handle:
+            metrics = json.load(handle)
+    except FileNotFoundError:
+        raise PlmscaleError(f"{path}: metrics file does not exist; did the training job finish?") from None
+    except json.JSONDecodeError as error:
+        raise PlmscaleError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); rerun the training job") from None
+    if not isinstance(metrics, dict):
+        raise PlmscaleError(f"{path}: expected a JSON object of run metrics")
+    missing = [k for k in METRICS_KEYS if k not in metrics]
+    if missing:
+        raise PlmscaleError(f"{path}: metrics lack key(s) {', '.join(missing)} (needed by the scaling fit); "
+                            "rerun the training job with the current plmscale")
+    loss = metrics["final_valid_loss"]
+    if loss is None or not np.isfinite(float(loss)):
+        raise PlmscaleError(f"{path}: final_valid_loss is {loss!r}; the run diverged or never evaluated — "
+                            "fix or remove the run before fitting")
+    return metrics
+
+
+def run_row(metrics: dict) -> dict:
+    init_from = metrics.get("init_from") or None
+    budget = metrics.get("budget")
+    return {
+        "run_id": str(metrics["run_id"]), "objective": metrics["objective"], "n_params": int(metrics["n_params"]),
+        "tokens": float(metrics["tokens"]), "flops": float(metrics["flops"]),
+        "loss": float(metrics["final_valid_loss"]),
+        "budget": float(budget) if budget not in (None, "") else None,
+        "source": "own", "init_from": init_from,
+        "kind": "transfer" if init_from else "",
+        "design": "transfer" if init_from else ("isoflop" if budget not in (None, "") else "long"),
+        "model": metrics.get("model"),
+    }
+
+
+def read_curve(path, metrics: dict) -> pd.DataFrame:
+    """A run's curve.csv as long rows (validation points only; the FLOPs column as written by training)."""
+    path = Path(path)
+    try:
+        curve = pd.read_csv(path)
+    except FileNotFoundError:
+        raise PlmscaleError(f"{path}: curve file does not exist; did the training job finish?") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise PlmscaleError(f"{path}: not a readable CSV ({error})") from None
+    missing = [c for c in CURVE_FILE_COLUMNS if c not in curve.columns]
+    if missing:
+        raise PlmscaleError(f"{path}: column(s) {', '.join(missing)} missing; expected {', '.join(CURVE_FILE_COLUMNS)}")
+    valid = pd.to_numeric(curve["valid_loss"], errors="coerce")
+    kept = curve[valid.notna()]
+    return pd.DataFrame({
+        "run_id": str(metrics["run_id"]), "objective": metrics["objective"], "n_params": int(metrics["n_params"]),
+        "flops": kept["flops"].astype(float).to_numpy(), "tokens": kept["tokens"].astype(float).to_numpy(),
+        "loss": valid[valid.notna()].astype(float).to_numpy(),
+        "kind": "transfer" if metrics.get("init_from") else "",
+        "design": "transfer" if metrics.get("init_from") else ("isoflop" if metrics.get("budget") else "long")})
+
+
+def collect_runs(metrics_paths, curve_paths=()):
+    """metrics.json files (and their curve.csv files, matched by folder) -> (runs_df, curves_df)."""
+    metrics_paths = [Path(p) for p in metrics_paths]
+    curve_by_dir = {Path(p).parent: Path(p) for p in curve_paths}
+    rows, curves = [], []
+    for path in sorted(metrics_paths):
+        metrics = read_metrics(path)
+        rows.append(run_row(metrics))
+        curve_path = curve_by_dir.get(path.parent)
+        if curve_path is not None:
+            curves.append(read_curve(curve_path, metrics))
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["kind", "design", "model"])
+    duplicated = runs["run_id"][runs["run_id"].duplicated()]
+    if len(duplicated):
+        raise PlmscaleError(f"run id(s) {sorted(duplicated.unique())} appear in more than one metrics.json")
+    curves_df = (pd.concat(curves, ignore_index=True) if curves
+                 else pd.DataFrame(columns=CURVE_COLUMNS + ["kind", "design"]))
+    log.info("collected %d own runs (%d with curves)", len(runs), len(curves))
+    return runs, curves_df
+
+
+def merge_tables(*pairs):
+    """Concatenate (runs, curves) pairs, e.g. own + imported; run ids must not collide."""
+    run_frames = [r for r, _ in pairs if r is not None and len(r)]
+    curve_frames = [c for _, c in pairs if c is not None and len(c)]
+    runs = (pd.concat(run_frames, ignore_index=True, sort=False) if run_frames
+            else pd.DataFrame(columns=RUN_COLUMNS))
+    curves = (pd.concat(curve_frames, ignore_index=True, sort=False) if curve_frames
+              else pd.DataFrame(columns=CURVE_COLUMNS))
+    duplicated = runs["run_id"][runs["run_id"].duplicated()]
+    if len(duplicated):
+        raise PlmscaleError(f"run id(s) {sorted(duplicated.unique())[:8]} occur in both own and imported runs; "
+                            "rename one side (imported ids can be changed through the import config)")
+    return runs, curves
+
+
+def collect_and_merge(metrics_paths, curve_paths, imported_runs=None, imported_curves=None):
+    """The collect step: own runs (if any) plus the imported tables (if given) -> (runs_df, curves_df)."""
+    pairs = []
+    if metrics_paths:
+        pairs.append(collect_runs(metrics_paths, curve_paths))
+    if imported_runs:
+        imported = pd.read_csv(imported_runs, low_memory=False)
+        curves = pd.read_csv(imported_curves, low_memory=False) if imported_curves else None
+        pairs.append((imported, curves))
+    if not pairs:
+        raise PlmscaleError("nothing to collect: no own runs (fit.use_own_runs, train grid) and no imported "
+                            "curves (fit.curves_dir)")
+    runs, curves = merge_tables(*pairs)
+    log.info("runs table: %d runs (%s)", len(runs), runs["source"].value_counts().to_dict())
+    return runs, curves

@@ -1,0 +1,137 @@
+"""All fits for all objectives in one call: the content of results/scaling/fit.json."""
+
+import hashlib
+import logging
+
+import numpy as np
+
+from plmscale.errors import PlmscaleError
+from plmscale.scaling import bootstrap as boot
+from plmscale.scaling import envelope, isoflop, parametric
+from plmscale.scaling.table import OBJECTIVES, budget_groups, scratch_runs, validate_curves, validate_runs
+from plmscale.scaling.transfer import analyse_transfer
+
+FIT_VERSION = 1
+METHODS = ("isoflop", "envelope", "parametric")
+log = logging.getLogger(__name__)
+
+# What the paper reports (Cheng et al. 2024, arXiv 2411.02142), for side-by-side comparison only.
+PUBLISHED = {
+    "source": "Cheng et al. 2024, Training Compute-Optimal Protein Language Models (arXiv 2411.02142)",
+    "clm": {"a": 0.578, "b": 0.422, "notebook_n_opt": {"k": 3.09e-3, "a": 0.5575},
+            "parametric": {"E": 2.1226, "A": 143.98, "B": 22036.5, "alpha": 0.3666, "beta": 0.4956},
+            "check": {"flops": 1.34e22, "n_opt": 7e9, "note": "ProGen2-xlarge budget"}},
+    "mlm": {"a": 0.776, "b": 0.230, "notebook_n_opt": {"k": 1.365e-7, "a": 0.760},
+            "parametric": {"E": 0.0, "A": 3.3652, "B": 7.5686, "alpha": 0.04229, "beta": 0.09943},
+            "check": {"flops": 1.7e22, "n_opt": 1e10, "note": "ESM-2 3B budget"}},
+    "chinchilla_text_a": 0.50,
+}
+
+
+def table_sha256(*frames):
+    digest = hashlib.sha256()
+    for frame in frames:
+        if frame is not None:
+            digest.update(frame.to_csv(index=False).encode())
+    return digest.hexdigest()
+
+
+def _draw_lists(draws, keys):
+    """Bootstrap draws as JSON lists, NaN (failed refit) as null, never rounded."""
+    return {key: [None if not np.isfinite(v) else float(v) for v in np.asarray(draws[key], float)]
+            for key in keys}
+
+
+def _with_intervals(entry, draws, keys, exponent_keys=("a", "b")):
+    failed = ~np.isfinite(np.asarray(draws[exponent_keys[0]], float))
+    for key in exponent_keys:
+        entry[f"{key}_ci"] = boot.interval(draws[key])
+    entry["bootstrap"] = {"n": int(len(failed)), "n_failed": int(failed.sum()), "level": boot.CI_LEVEL,
+                          "draws": _draw_lists(draws, keys)}
+    return entry
+
+
+def _safe(method, objective, function):
+    """A method that cannot be fitted records why instead of sinking the whole fit."""
+    try:
+        return function()
+    except PlmscaleError as error:
+        log.warning("%s %s: %s", objective, method, error)
+        return {"error": str(error)}
+
+
+def fit_objective(runs, curves, n_boot, rng, min_points):
+    """IsoFLOP, envelope and parametric fits (with bootstrap) for one objective's runs."""
+    scratch = scratch_runs(runs).reset_index(drop=True)
+    if len(scratch) == 0:
+        message = "no scratch runs for this objective"
+        return {method: {"error": message} for method in METHODS}
+    budgets = budget_groups(scratch)
+    strata = np.where(budgets.isna(), "outside IsoFLOP design", budgets.astype(str))
+    counts = boot.draw_counts(strata, n_boot, rng) if n_boot else None
+    kappa = float(np.median(scratch["flops"] / (scratch["n_params"] * scratch["tokens"])))
+    law_keys = ("k_n", "a", "k_d", "b", "k_l", "s")
+
+    def fit_isoflop():
+        entry = isoflop.isoflop_optima(scratch, min_points)
+        entry["loss_law"] = "L_opt = k_l * C^s (vertex losses of the kept budgets)"
+        if "error" not in entry and counts is not None:
+            _with_intervals(entry, boot.isoflop_draws(scratch, counts, min_points), law_keys)
+        return entry
+
+    def fit_envelope():
+        if curves is None:
+            raise PlmscaleError("envelope fit needs training curves (--curves CURVES.csv)")
+        own = curves[curves["run_id"].isin(set(scratch["run_id"])) |
+                     ~curves["run_id"].isin(set(runs["run_id"]))]
+        entry = envelope.fit_envelope(own)
+        entry["loss_law"] = "L = k_l * C^s (lower envelope, no irreducible term)"
+        if "error" not in entry and counts is not None:
+            design = envelope.envelope_design(own, entry["bin_dex"], entry["skip_fraction"])
+            run_counts = rng.multinomial(len(design["run_ids"]), np.full(len(design["run_ids"]),
+                                         1 / len(design["run_ids"])), size=n_boot)
+            _with_intervals(entry, boot.envelope_draws(design, run_counts), law_keys)
+        return entry
+
+    def fit_parametric():
+        entry = parametric.fit_parametric(scratch["n_params"], scratch["tokens"], scratch["loss"])
+        entry["flops_per_param_token"] = kappa
+        entry["loss_law"] = "L = E + A/N^alpha + B/D^beta"
+        if counts is not None:
+            draws = boot.parametric_draws(scratch["n_params"], scratch["tokens"], scratch["loss"], counts, entry)
+            _with_intervals(entry, draws, ("E", "A", "B", "alpha", "beta", "a", "b"),
+                            exponent_keys=("a", "b", "alpha", "beta", "E"))
+            # Refits that hit the iteration cap still count (they stopped close to their optimum).
+            entry["bootstrap"]["n_unconverged"] = int((~draws["converged"]).sum())
+        return entry
+
+    return {"isoflop": _safe("isoflop", runs["objective"].iat[0], fit_isoflop),
+            "envelope": _safe("envelope", runs["objective"].iat[0], fit_envelope),
+            "parametric": _safe("parametric", runs["objective"].iat[0], fit_parametric),
+            "n_runs": int(len(runs)), "n_scratch_runs": int(len(scratch)), "flops_per_param_token": kappa}
+
+
+def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_points_per_budget=3,
+            source="runs table", curves_source="curves table"):
+    """Every method for every objective present; see docs for the fit.json layout this returns."""
+    runs = validate_runs(runs_df, source)
+    curves = validate_curves(curves_df, curves_source) if curves_df is not None else None
+    objectives = {}
+    for objective in OBJECTIVES:
+        subset = runs[runs["objective"] == objective]
+        if len(subset) == 0:
+            continue
+        # An independent, reproducible stream per objective: adding MLM runs leaves the CLM draws alone.
+        sub_rng = np.random.default_rng([seed, OBJECTIVES.index(objective)])
+        sub_curves = curves[curves["objective"] == objective] if curves is not None else None
+        objectives[objective] = fit_objective(subset, sub_curves, int(bootstrap), sub_rng, min_points_per_budget)
+    laws = {o: v["parametric"] for o, v in objectives.items()}
+    return {"version": FIT_VERSION, "inputs_sha256": table_sha256(runs_df, curves_df),
+            "settings": {"bootstrap": int(bootstrap), "seed": int(seed),
+                         "min_points_per_budget": int(min_points_per_budget),
+                         "ci_level": boot.CI_LEVEL, "huber_delta": parametric.HUBER_DELTA,
+                         "parametric_grid_starts": int(len(parametric.chinchilla_grid())),
+                         "parametric_refined_starts": parametric.N_REFINE},
+            "objectives": objectives,
+            "transfer": analyse_transfer(runs, curves, laws),
+            "published": PUBLISHED}

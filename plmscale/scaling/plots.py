@@ -1,0 +1,436 @@
+"""Figures of a scaling study. Each function draws one figure from the fit (fit.json as a dict) and/or the
+runs/curves tables, writes it as PNG + SVG + PDF next to `path`, and returns the matplotlib Figure (tests
+count its axes and lines).
+
+Axes in FLOPs, parameters and tokens get SI tick labels (10M, 1B, 100B); FLOPs read as powers of ten.
+"""
+
+import logging
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on cluster nodes
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib import colors, ticker  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE_NAMES = {"clm": "CLM (causal)", "mlm": "MLM (masked)"}
+OBJECTIVE_COLORS = {"clm": "#1f77b4", "mlm": "#d62728"}
+METHOD_STYLES = {"isoflop": ("-", "IsoFLOP"), "envelope": (":", "envelope"), "parametric": ("-.", "parametric")}
+# The authors' notebook fit on the released curves (README of ScalingProteinLM): N_opt = k·C^a.
+PAPER_N_OPT = {"clm": (3.09e-3, 0.5575), "mlm": (1.365e-7, 0.760)}
+FLOPS_PER_PARAM_TOKEN = 6.0
+SIDE_KINDS = ("transfer", "scratch")  # rows of a transfer experiment, not of the main scaling study
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def si_label(value: float, _pos=None) -> str:
+    """10_000_000 -> '10M', 2.5e9 -> '2.5B' (parameters and tokens)."""
+    if value <= 0 or not math.isfinite(value):
+        return ""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def _power_of_ten(value: float, _pos=None) -> str:
+    if value <= 0:
+        return ""
+    exponent = math.log10(value)
+    if abs(exponent - round(exponent)) < 1e-6:
+        return f"$10^{{{int(round(exponent))}}}$"
+    mantissa = value / 10 ** math.floor(exponent)
+    return f"${mantissa:.2g}\\times10^{{{int(math.floor(exponent))}}}$"
+
+
+def format_axis(axis, quantity: str) -> None:
+    """Log scale with readable labels: quantity is 'flops', 'params', 'tokens' or 'loss'."""
+    if quantity == "loss":
+        axis.set_major_formatter(ticker.FormatStrFormatter("%.2f"))
+        axis.set_minor_formatter(ticker.FormatStrFormatter("%.2f"))
+        return
+    axis.set_major_locator(ticker.LogLocator(base=10, numticks=12))
+    axis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10), numticks=12))
+    axis.set_minor_formatter(ticker.NullFormatter())
+    axis.set_major_formatter(ticker.FuncFormatter(_power_of_ten if quantity == "flops" else si_label))
+
+
+FORMATS = ("png", "svg", "pdf")  # PNG for people, SVG/PDF for papers
+DPI = 130
+
+
+def save_figure(fig, path, formats=None) -> list:
+    """Write fig as path (its suffix) plus the other formats beside it; returns the written paths."""
+    formats = FORMATS if formats is None else formats
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in dict.fromkeys([path.suffix.lstrip(".") or "png", *formats]):
+        target = path.with_suffix(f".{fmt}")
+        # Fixed metadata so reruns give identical SVG/PDF bytes.
+        metadata = {"Date": None} if fmt in ("svg", "pdf") else None
+        if fmt == "pdf":
+            metadata = {"CreationDate": None, "ModDate": None}
+        fig.savefig(target, dpi=DPI, bbox_inches="tight", metadata=metadata)
+        written.append(target)
+    return written
+
+
+def _objectives(fit: dict):
+    return [o for o in ("clm", "mlm") if o in (fit.get("objectives") or {})]
+
+
+def _method(fit, objective, method):
+    return ((fit.get("objectives") or {}).get(objective) or {}).get(method) or {}
+
+
+def _usable(law: dict, key="a") -> bool:
+    return law.get(key) is not None and law.get("error") is None and np.isfinite(law.get(key, np.nan))
+
+
+def _law_constants(law: dict, what: str):
+    """(k, exponent) of N_opt ('n') or D_opt ('d') = k·C^exponent for one method's fit entry."""
+    if what == "n":
+        k, exponent = law.get("k_n"), law.get("a")
+    else:
+        k, exponent = law.get("k_d"), law.get("b")
+    if k is None and what == "n" and all(law.get(x) is not None for x in ("A", "B", "alpha", "beta")):
+        return _parametric_allocation(law)[0]
+    if k is None and what == "d" and all(law.get(x) is not None for x in ("A", "B", "alpha", "beta")):
+        return _parametric_allocation(law)[1]
+    return (k, exponent) if k is not None and exponent is not None else None
+
+
+def _parametric_allocation(law):
+    """Chinchilla's closed form: N_opt = G·(C/6)^a, D_opt = G⁻¹·(C/6)^b with a = β/(α+β)."""
+    alpha, beta, A, B = law["alpha"], law["beta"], law["A"], law["B"]
+    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    a, b = beta / (alpha + beta), alpha / (alpha + beta)
+    return (G * FLOPS_PER_PARAM_TOKEN ** -a, a), (FLOPS_PER_PARAM_TOKEN ** -b / G, b)
+
+
+def _band(law: dict, what: str, c_grid: np.ndarray):
+    """95% band of N_opt or D_opt over c_grid from the bootstrap draws of (k, exponent), if stored."""
+    stored = law.get("bootstrap") or {}
+    draws = stored.get("draws", stored) if isinstance(stored, dict) else {}
+    if isinstance(draws, dict):
+        k_key, e_key = ("k_n", "a") if what == "n" else ("k_d", "b")
+        ks, es = draws.get(k_key), draws.get(e_key)
+        if ks is not None and es is not None and len(ks) == len(es) and len(ks) > 10:
+            ks, es = np.asarray(ks, float), np.asarray(es, float)
+            ok = np.isfinite(ks) & np.isfinite(es) & (ks > 0)
+            if ok.sum() > 10:
+                values = np.log(ks[ok])[:, None] + es[ok][:, None] * np.log(c_grid)[None, :]
+                low, high = np.percentile(values, [2.5, 97.5], axis=0)
+                return np.exp(low), np.exp(high)
+    return None
+
+
+def _scatter_ids(runs: pd.DataFrame, ids):
+    return runs[runs["run_id"].astype(str).isin([str(i) for i in ids])]
+
+
+# --------------------------------------------------------------------------------------------- the plots
+
+def plot_isoflop(fit: dict, runs: pd.DataFrame, objective: str, path):
+    """Loss vs N for each budget, the fitted parabolas and their optima (dropped budgets drawn hollow)."""
+    iso = _method(fit, objective, "isoflop")
+    optima = iso.get("optima") or []
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    budgets = [o["budget"] for o in optima]
+    norm = colors.LogNorm(vmin=min(budgets), vmax=max(budgets)) if budgets else None
+    cmap = plt.get_cmap("viridis")
+    for entry in optima:
+        color = cmap(0.92 * norm(entry["budget"])) if norm else "k"
+        points = _scatter_ids(runs, entry.get("run_ids", [])).sort_values("n_params")
+        kept = entry.get("kept", True)
+        ax.scatter(points["n_params"], points["loss"], s=22, color=color if kept else "none",
+                   edgecolor=color, zorder=3)
+        if entry.get("curvature") is not None and entry.get("n_opt") and len(points):
+            x = np.linspace(np.log(points["n_params"].min()) - 0.15, np.log(points["n_params"].max()) + 0.15, 100)
+            y = entry["loss_opt"] + entry["curvature"] * (x - np.log(entry["n_opt"])) ** 2
+            ax.plot(np.exp(x), y, color=color, lw=1.4, ls="-" if kept else "--",
+                    label=f"{_power_of_ten(entry['budget'])} FLOPs" + ("" if kept else " (dropped)"))
+            if kept:
+                ax.scatter([entry["n_opt"]], [entry["loss_opt"]], marker="*", s=160, color=color,
+                           edgecolor="k", linewidth=0.6, zorder=4)
+    ax.set_xscale("log")
+    format_axis(ax.xaxis, "params")
+    ax.set_xlabel("model size N (non-embedding parameters)")
+    ax.set_ylabel("final validation loss (nats/token)")
+    title = f"IsoFLOP profiles, {OBJECTIVE_NAMES.get(objective, objective)}"
+    if _usable(iso):
+        title += f"\nN_opt ∝ C^{iso['a']:.3f}" + (f"  [{iso['a_ci'][0]:.3f}, {iso['a_ci'][1]:.3f}]"
+                                                   if iso.get("a_ci") else "")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    if optima:
+        ax.legend(fontsize=8, loc="upper right", title="★ = fitted optimum", title_fontsize=8)
+    save_figure(fig, path)
+    return fig
+
+
+def plot_optimal_allocation(fit: dict, path, c_range=(1e18, 1e23), predictions=None):
+    """N_opt(C) and D_opt(C) per objective: each method's law, the IsoFLOP 95% band, the optima, the paper."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
+    c_grid = np.logspace(math.log10(c_range[0]), math.log10(c_range[1]), 120)
+    for objective in _objectives(fit):
+        color = OBJECTIVE_COLORS[objective]
+        for ax, what in zip(axes, ("n", "d")):
+            for method, (style, name) in METHOD_STYLES.items():
+                law = _method(fit, objective, method)
+                constants = _law_constants(law, what) if law else None
+                if not constants or not np.all(np.isfinite(constants)):
+                    continue
+                k, exponent = constants
+                ax.plot(c_grid, k * c_grid ** exponent, ls=style, color=color, lw=1.6 if method == "isoflop" else 1.1,
+                        label=f"{objective.upper()} {name}: {'a' if what == 'n' else 'b'}={exponent:.3f}")
+                band = _band(law, what, c_grid) if method == "isoflop" else None
+                if band is not None:
+                    ax.fill_between(c_grid, *band, color=color, alpha=0.15, lw=0)
+            iso = _method(fit, objective, "isoflop")
+            kept = [o for o in iso.get("optima") or [] if o.get("kept") and o.get("n_opt")]
+            if kept:
+                key = "n_opt" if what == "n" else "d_opt"
+                ax.scatter([o["budget"] for o in kept], [o[key] for o in kept], color=color, s=25, zorder=3)
+            k_paper, a_paper = PAPER_N_OPT[objective]
+            paper_n = k_paper * c_grid ** a_paper
+            paper = paper_n if what == "n" else c_grid / (FLOPS_PER_PARAM_TOKEN * paper_n)
+            ax.plot(c_grid, paper, ls="--", color="0.35" if objective == "clm" else "0.6", lw=1.0,
+                    label=f"{objective.upper()} paper notebook: {'a' if what == 'n' else 'b'}="
+                          f"{a_paper if what == 'n' else 1 - a_paper:.3f}")
+            for flops, value in (predictions or {}).get(objective, {}).get(what, []):
+                ax.scatter([flops], [value], marker="D", s=40, color=color, edgecolor="k", zorder=4)
+    for ax, what in zip(axes, ("n", "d")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        format_axis(ax.xaxis, "flops")
+        format_axis(ax.yaxis, "params" if what == "n" else "tokens")
+        ax.set_xlabel("training compute C (FLOPs, 6·N·D)")
+        ax.set_ylabel("compute-optimal model size N_opt" if what == "n" else "compute-optimal tokens D_opt")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0].set_title("Optimal model size (band: IsoFLOP 95% bootstrap)")
+    axes[1].set_title("Optimal training tokens")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
+def plot_loss_frontier(fit: dict, path, curves: pd.DataFrame | None = None):
+    """The envelope L(C): lowest loss reached at each compute, with its power-law fit, per objective."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for objective in _objectives(fit):
+        color = OBJECTIVE_COLORS[objective]
+        env = _method(fit, objective, "envelope")
+        points = env.get("points") or []
+        if curves is not None and len(curves):
+            mine = curves[(curves["objective"] == objective) & _main_kind_mask(curves)]
+            ax.scatter(mine["flops"], mine["loss"], s=2, color=color, alpha=0.08, rasterized=True)
+        if points:
+            ax.plot([p["flops"] for p in points], [p["loss"] for p in points], "o", ms=4, color=color,
+                    label=f"{objective.upper()} envelope points")
+            if env.get("k_l") is not None and env.get("s") is not None:
+                c = np.logspace(math.log10(min(p["flops"] for p in points)),
+                                math.log10(max(p["flops"] for p in points)), 100)
+                ax.plot(c, env["k_l"] * c ** env["s"], color=color, lw=1.5,
+                        label=f"{objective.upper()} L(C) ∝ C^{env['s']:.4f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    format_axis(ax.xaxis, "flops")
+    format_axis(ax.yaxis, "loss")
+    ax.set_xlabel("training compute C (FLOPs)")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Loss frontier: lower envelope of all training curves")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+    return fig
+
+
+def _main_kind_mask(df: pd.DataFrame):
+    """Rows of the main study: neither transfer runs nor the extra from-scratch baselines of transfer."""
+    mask = pd.Series(True, index=df.index)
+    for column in ("kind", "design"):
+        if column in df.columns:
+            mask &= ~df[column].fillna("").astype(str).isin(SIDE_KINDS)
+    return mask
+
+
+def plot_training_curves(curves: pd.DataFrame, objective: str, path):
+    """Every from-scratch training curve of one objective, loss vs FLOPs, coloured by model size."""
+    mine = curves[(curves["objective"] == objective) & _main_kind_mask(curves)]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    if len(mine):
+        sizes = mine["n_params"].astype(float)
+        norm = colors.LogNorm(vmin=sizes.min(), vmax=max(sizes.max(), sizes.min() * 1.01))
+        cmap = plt.get_cmap("plasma")
+        for _run_id, run in mine.groupby("run_id", sort=False):
+            run = run.sort_values("flops")
+            run = run[run["flops"] > 0]
+            ax.plot(run["flops"], run["loss"], color=cmap(0.9 * norm(run["n_params"].iloc[0])), lw=0.8, alpha=0.8)
+        mappable = plt.cm.ScalarMappable(norm=norm, cmap=colors.ListedColormap(cmap(np.linspace(0, 0.9, 256))))
+        bar = fig.colorbar(mappable, ax=ax)
+        bar.set_label("model size N (non-embedding parameters)")
+        bar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(si_label))
+        bar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        low, high = np.percentile(mine["loss"], [0.5, 99.5])
+        ax.set_ylim(low * 0.98, high * 1.02)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    format_axis(ax.xaxis, "flops")
+    format_axis(ax.yaxis, "loss")
+    ax.set_xlabel("training compute so far (FLOPs)")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(f"Training curves, {OBJECTIVE_NAMES.get(objective, objective)} ({mine['run_id'].nunique()} runs)")
+    ax.grid(True, which="major", alpha=0.3)
+    save_figure(fig, path)
+    return fig
+
+
+def plot_parametric(fit: dict, objective: str, path, runs: pd.DataFrame | None = None, budgets=None):
+    """Contours of the fitted L(N, D) = E + A/N^α + B/D^β, the efficient frontier and IsoFLOP lines."""
+    law = _method(fit, objective, "parametric")
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    needed = ("E", "A", "B", "alpha", "beta")
+    if not all(law.get(k) is not None for k in needed):
+        ax.text(0.5, 0.5, "no parametric fit", ha="center", va="center", transform=ax.transAxes)
+        save_figure(fig, path)
+        return fig
+    E, A, B, alpha, beta = (float(law[k]) for k in needed)
+    if runs is not None and len(runs):
+        mine = runs[(runs["objective"] == objective) & _main_kind_mask(runs)]
+        n_lo, n_hi = mine["n_params"].min() / 3, mine["n_params"].max() * 10
+        d_lo, d_hi = mine["tokens"].min() / 3, mine["tokens"].max() * 10
+    else:
+        mine, (n_lo, n_hi), (d_lo, d_hi) = None, (1e6, 1e11), (1e8, 1e13)
+    n = np.logspace(math.log10(n_lo), math.log10(n_hi), 200)
+    d = np.logspace(math.log10(d_lo), math.log10(d_hi), 200)
+    N, D = np.meshgrid(n, d)
+    L = E + A / N ** alpha + B / D ** beta
+    levels = np.unique(np.round(np.quantile(L, np.linspace(0.02, 0.98, 14)), 3))
+    contour = ax.contourf(N, D, L, levels=levels, cmap="viridis_r", alpha=0.85)
+    ax.contour(N, D, L, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
+    bar = fig.colorbar(contour, ax=ax)
+    bar.set_label("predicted loss L(N, D)")
+    (k_n, a), (k_d, b) = _parametric_allocation(law)
+    c_frontier = FLOPS_PER_PARAM_TOKEN * N.min() * D.min(), FLOPS_PER_PARAM_TOKEN * N.max() * D.max()
+    c = np.logspace(math.log10(c_frontier[0]), math.log10(c_frontier[1]), 300)
+    ax.plot(k_n * c ** a, k_d * c ** b, color="w", lw=2.6)
+    ax.plot(k_n * c ** a, k_d * c ** b, color="k", lw=1.0, label=f"efficient frontier (a={a:.3f})")
+    for budget in budgets if budgets is not None else _fit_budgets(fit, objective):
+        ax.plot(n, budget / (FLOPS_PER_PARAM_TOKEN * n), color="w", lw=0.8, ls="--")
+        x = math.sqrt(n.min() * n.max())
+        y = budget / (FLOPS_PER_PARAM_TOKEN * x)
+        if d.min() < y < d.max():
+            ax.annotate(_power_of_ten(budget), (x, y), color="w", fontsize=7, ha="center", va="bottom")
+    if mine is not None:
+        ax.scatter(mine["n_params"], mine["tokens"], s=8, color="k", alpha=0.7, label="runs")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(n.min(), n.max())
+    ax.set_ylim(d.min(), d.max())
+    format_axis(ax.xaxis, "params")
+    format_axis(ax.yaxis, "tokens")
+    ax.set_xlabel("model size N (non-embedding parameters)")
+    ax.set_ylabel("training tokens D")
+    ax.set_title(f"Parametric fit, {OBJECTIVE_NAMES.get(objective, objective)}: "
+                 f"E={E:.3g}, α={alpha:.3g}, β={beta:.3g}\n(dashed: IsoFLOP lines C = 6·N·D)")
+    ax.legend(fontsize=8, loc="lower left")
+    save_figure(fig, path)
+    return fig
+
+
+def _fit_budgets(fit, objective):
+    return [o["budget"] for o in _method(fit, objective, "isoflop").get("optima") or []]
+
+
+def transfer_pairs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per transfer run with its from-scratch partner (same `pair` key): n_params, loss gain
+    (scratch − transfer), relative gain."""
+    columns = ["run_id", "objective", "n_params", "gain", "relative_gain"]
+    if "pair" not in runs.columns or "kind" not in runs.columns:
+        return pd.DataFrame(columns=columns)
+    kind = runs["kind"].fillna("").astype(str)
+    pair = runs["pair"].fillna("").astype(str)
+    rows = []
+    for index, run in runs[kind == "transfer"].iterrows():
+        partners = runs[(pair == pair[index]) & (kind != "transfer") & (pair != "")]
+        if len(partners):
+            scratch_loss = float(partners["loss"].iloc[0])
+            rows.append({"run_id": run["run_id"], "objective": run["objective"], "n_params": run["n_params"],
+                         "gain": scratch_loss - float(run["loss"]),
+                         "relative_gain": (scratch_loss - float(run["loss"])) / scratch_loss})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_transfer(runs: pd.DataFrame, path, fit: dict | None = None):
+    """Loss gained by starting from the other objective's checkpoint, against model size."""
+    pairs = transfer_pairs(runs)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = {"mlm": "CLM → MLM (MLM loss)", "clm": "MLM → CLM (CLM loss)"}
+    for objective, group in pairs.groupby("objective") if len(pairs) else []:
+        group = group.sort_values("n_params")
+        ax.plot(group["n_params"], 100 * group["relative_gain"], "o-", color=OBJECTIVE_COLORS[objective],
+                label=labels[objective])
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xscale("log")
+    format_axis(ax.xaxis, "params")
+    ax.set_xlabel("model size N (non-embedding parameters)")
+    ax.set_ylabel("loss reduction vs from scratch (%)")
+    ax.set_title("Transfer between objectives at equal fine-tuning compute")
+    ax.grid(True, which="major", alpha=0.3)
+    if len(pairs):
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no paired transfer runs", ha="center", va="center", transform=ax.transAxes)
+    save_figure(fig, path)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+PLOT_NAMES = ["isoflop_clm", "isoflop_mlm", "optimal_allocation", "loss_frontier", "curves_clm", "curves_mlm",
+              "parametric_clm", "parametric_mlm", "transfer"]
+
+
+def plot_all(fit: dict, runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir, predictions=None) -> dict:
+    """Every figure into out_dir as <name>.png/.svg/.pdf; returns {name: png path}."""
+    out_dir = Path(out_dir)
+    curves = curves if curves is not None else pd.DataFrame(columns=["run_id", "objective", "n_params", "flops",
+                                                                     "tokens", "loss"])
+    made = {}
+    for objective in ("clm", "mlm"):
+        made[f"isoflop_{objective}"] = plot_isoflop(fit, runs, objective, out_dir / f"isoflop_{objective}.png")
+        made[f"curves_{objective}"] = plot_training_curves(curves, objective, out_dir / f"curves_{objective}.png")
+        made[f"parametric_{objective}"] = plot_parametric(fit, objective, out_dir / f"parametric_{objective}.png",
+                                                          runs=runs)
+    made["optimal_allocation"] = plot_optimal_allocation(fit, out_dir / "optimal_allocation.png",
+                                                         predictions=predictions)
+    made["loss_frontier"] = plot_loss_frontier(fit, out_dir / "loss_frontier.png", curves=curves)
+    made["transfer"] = plot_transfer(runs, out_dir / "transfer.png", fit=fit)
+    for figure in made.values():
+        plt.close(figure)
+    return {name: out_dir / f"{name}.png" for name in made}
+
+
+def predictions_for_plot(predictions: dict | None) -> dict:
+    """predictions.json ({objective: [predict() results]}) -> {objective: {"n": [(C, N)], "d": [(C, D)]}}."""
+    out = {}
+    for objective, entries in (predictions or {}).items():
+        if not isinstance(entries, list):
+            continue
+        for entry in entries:
+            method = (entry.get("methods") or {}).get("isoflop") or {}
+            if method.get("n_opt") and method.get("d_opt"):
+                slot = out.setdefault(objective, {"n": [], "d": []})
+                slot["n"].append((entry["flops"], method["n_opt"]))
+                slot["d"].append((entry["flops"], method["d_opt"]))
+    return out

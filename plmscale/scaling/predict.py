@@ -1,0 +1,183 @@
+"""Compute-optimal model size, tokens and loss for a budget, from fit.json, with 95% intervals.
+
+`plmscale predict --fit fit.json --flops 1.7e22 --objective mlm [--json] [--ladder configs/paper.yaml]`
+The intervals come from the bootstrap draws stored in fit.json: every draw's law is evaluated at the
+budget, then the percentile interval is taken (constants are never rounded on the way).
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from plmscale.errors import PlmscaleError
+from plmscale.scaling.bootstrap import interval
+from plmscale.scaling.fit import METHODS
+from plmscale.scaling.parametric import optimal_allocation
+
+
+def _power_law_prediction(entry, flops):
+    n_opt = entry["k_n"] * flops ** entry["a"]
+    d_opt = entry["k_d"] * flops ** entry["b"]
+    has_loss = entry.get("k_l") is not None and entry.get("s") is not None
+    loss = entry["k_l"] * flops ** entry["s"] if has_loss else None
+    draws = (entry.get("bootstrap") or {}).get("draws")
+    n_ci = d_ci = loss_ci = None
+    if draws:
+        arr = {k: np.array([np.nan if v is None else v for v in draws[k]], float) for k in draws}
+        with np.errstate(invalid="ignore", over="ignore"):
+            n_ci = interval(arr["k_n"] * flops ** arr["a"])
+            d_ci = interval(arr["k_d"] * flops ** arr["b"])
+            if has_loss and "k_l" in arr:
+                loss_ci = interval(arr["k_l"] * flops ** arr["s"])
+    return n_opt, d_opt, loss, n_ci, d_ci, loss_ci
+
+
+def _parametric_prediction(entry, flops):
+    kappa = entry["flops_per_param_token"]
+    n_opt, d_opt, loss = optimal_allocation(entry["E"], entry["A"], entry["B"], entry["alpha"], entry["beta"],
+                                            flops, kappa)
+    draws = (entry.get("bootstrap") or {}).get("draws")
+    n_ci = d_ci = loss_ci = None
+    if draws:
+        arr = {k: np.array([np.nan if v is None else v for v in draws[k]], float) for k in draws}
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            n, d, l = optimal_allocation(arr["E"], arr["A"], arr["B"], arr["alpha"], arr["beta"], flops, kappa)
+        n_ci, d_ci, loss_ci = interval(n), interval(d), interval(l)
+    return float(n_opt), float(d_opt), float(loss), n_ci, d_ci, loss_ci
+
+
+def predict(fit: dict, flops: float, objective: str, ladder=None) -> dict:
+    """{"objective", "flops", "methods": {METHOD: {"n_opt", "d_opt", "loss", "n_opt_ci", "d_opt_ci"}}}.
+
+    A method that was not fitted (or has no loss law) gives null values. With a ladder (name -> n_params),
+    the result also carries "nearest" {METHOD: name} and "details" (loss intervals, notes) — keys that the
+    JSON output of the CLI leaves out to keep its documented shape.
+    """
+    if not (isinstance(flops, (int, float)) and math.isfinite(flops) and flops > 0):
+        raise PlmscaleError(f"--flops must be a positive number, got {flops!r}")
+    objectives = fit.get("objectives", {})
+    if objective not in objectives:
+        raise PlmscaleError(f"the fit has no {objective!r} objective (has: {', '.join(objectives) or 'none'}); "
+                            "fit runs of that objective first")
+    methods, details, nearest = {}, {}, {}
+    for method in METHODS:
+        entry = objectives[objective].get(method, {"error": "missing from fit.json"})
+        if "error" in entry:
+            methods[method] = {"n_opt": None, "d_opt": None, "loss": None, "n_opt_ci": None, "d_opt_ci": None}
+            details[method] = {"note": f"not fitted: {entry['error']}"}
+            continue
+        if method == "parametric":
+            n, d, loss, n_ci, d_ci, loss_ci = _parametric_prediction(entry, flops)
+        else:
+            n, d, loss, n_ci, d_ci, loss_ci = _power_law_prediction(entry, flops)
+        methods[method] = {"n_opt": float(n), "d_opt": float(d), "loss": None if loss is None else float(loss),
+                           "n_opt_ci": n_ci, "d_opt_ci": d_ci}
+        details[method] = {"loss_ci": loss_ci, "loss_law": entry.get("loss_law")}
+        if loss is None:
+            details[method]["note"] = "this method has no loss law: loss is null"
+        if ladder:
+            nearest[method] = nearest_shape(ladder, n)
+    out = {"objective": objective, "flops": float(flops), "methods": methods, "details": details}
+    if ladder:
+        out["nearest"] = nearest
+    return out
+
+
+def nearest_shape(ladder: dict, n_params: float) -> dict:
+    """The ladder entry closest to n_params in log space: {"name", "n_params"}."""
+    name = min(ladder, key=lambda k: abs(math.log(ladder[k] / n_params)))
+    return {"name": name, "n_params": int(ladder[name])}
+
+
+def load_ladder(path) -> dict:
+    """name -> non-embedding parameter count, from a config (train.ladder shapes) or a plain mapping.
+
+    Shapes ({layers, d_model, heads, ffn_dim?}) are counted with plmscale.model.ModelShape; a value may
+    also be a number or {n_params: number}.
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise PlmscaleError(f"ladder file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise PlmscaleError(f"ladder file {path} is not valid YAML/JSON: {error}") from None
+    if isinstance(data, dict) and isinstance(data.get("train"), dict) and "ladder" in data["train"]:
+        data = data["train"]["ladder"]
+    elif isinstance(data, dict) and "ladder" in data:
+        data = data["ladder"]
+    if not isinstance(data, dict) or not data:
+        raise PlmscaleError(f"ladder file {path}: expected train.ladder (name -> shape) or a mapping "
+                            "name -> n_params")
+    ladder = {}
+    for name, value in data.items():
+        if isinstance(value, (int, float)):
+            ladder[name] = float(value)
+        elif isinstance(value, dict) and "n_params" in value:
+            ladder[name] = float(value["n_params"])
+        elif isinstance(value, dict) and {"layers", "d_model", "heads"} <= set(value):
+            from plmscale.model import ModelShape  # imports torch: only when shapes need counting
+            try:
+                ladder[name] = float(ModelShape.from_dict(value).n_params())
+            except ValueError as error:
+                raise PlmscaleError(f"ladder file {path}: shape {name}: {error}") from None
+        else:
+            raise PlmscaleError(f"ladder file {path}: entry {name!r} is neither a shape "
+                                "{layers, d_model, heads} nor a parameter count")
+    return ladder
+
+
+def _fmt(value, ci=None, digits=3):
+    if value is None:
+        return "n/a"
+    text = f"{value:.{digits}g}"
+    return text + (f" [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]" if ci else " [no interval]")
+
+
+def format_prediction(result) -> str:
+    lines = [f"{result['objective'].upper()} at C = {result['flops']:.3g} FLOPs (95% bootstrap intervals)"]
+    for method, values in result["methods"].items():
+        detail = result["details"].get(method, {})
+        if values["n_opt"] is None:
+            lines.append(f"  {method:<10} {detail.get('note', 'not fitted')}")
+            continue
+        line = (f"  {method:<10} N_opt {_fmt(values['n_opt'], values['n_opt_ci'])}  "
+                f"D_opt {_fmt(values['d_opt'], values['d_opt_ci'])}  "
+                f"loss {_fmt(values['loss'], detail.get('loss_ci'), 4)}")
+        if "nearest" in result:
+            near = result["nearest"][method]
+            line += f"  nearest ladder shape {near['name']} ({near['n_params']:.3g} params)"
+        lines.append(line)
+        if detail.get("note"):
+            lines.append(f"  {'':<10} note: {detail['note']}")
+    return "\n".join(lines)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fit", required=True, help="fit.json written by `plmscale fit` or the workflow")
+    parser.add_argument("--flops", required=True, type=float, help="compute budget in FLOPs, e.g. 1.7e22")
+    parser.add_argument("--objective", required=True, choices=["clm", "mlm"])
+    parser.add_argument("--ladder", help="config with train.ladder (or a name -> n_params mapping): "
+                                         "report the nearest model shape")
+    parser.add_argument("--json", action="store_true", help="print the prediction as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        fit = json.loads(Path(args.fit).read_text())
+    except FileNotFoundError:
+        raise PlmscaleError(f"fit file {args.fit} does not exist: run `plmscale fit` first") from None
+    except json.JSONDecodeError as error:
+        raise PlmscaleError(f"fit file {args.fit} is not valid JSON (line {error.lineno}): {error.msg}") from None
+    if fit.get("version") != 1:
+        raise PlmscaleError(f"fit file {args.fit} has version {fit.get('version')!r}; this plmscale reads version 1")
+    ladder = load_ladder(args.ladder) if args.ladder else None
+    result = predict(fit, args.flops, args.objective, ladder)
+    if args.json:
+        print(json.dumps({key: result[key] for key in ("objective", "flops", "methods")}, indent=1))
+    else:
+        print(format_prediction(result))
+    return 0

@@ -1,0 +1,86 @@
+"""Own runs (metrics.json + curve.csv) into the scaling tables, and merging with imported runs."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from plmscale.errors import PlmscaleError
+from plmscale.scaling.collect import collect_and_merge, collect_runs, merge_tables
+
+
+def write_run(root, run_id, objective="clm", n_params=1_000_000, tokens=2e8, budget=1.2e15, loss=2.6,
+              init_from=None, drop=None):
+    folder = root / run_id
+    folder.mkdir(parents=True)
+    metrics = {"run_id": run_id, "objective": objective, "model": "n1M", "n_params": n_params,
+               "n_params_with_embeddings": n_params + 10_000, "tokens": tokens, "flops": 6 * n_params * tokens,
+               "flops_6nd": 6 * n_params * tokens, "flops_with_attention": 7 * n_params * tokens,
+               "budget": budget, "final_valid_loss": loss, "best_valid_loss": loss - 0.01, "train_loss": loss,
+               "steps": 10, "init_from": init_from}
+    if drop:
+        metrics.pop(drop)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "curve.csv").write_text("step,tokens,flops,train_loss,valid_loss,lr\n"
+                                      f"1,{tokens / 2},{3 * n_params * tokens},3.0,,0.001\n"
+                                      f"2,{tokens},{6 * n_params * tokens},2.7,{loss},0.0001\n")
+    return folder / "metrics.json", folder / "curve.csv"
+
+
+def test_collect_reads_metrics_and_curves(tmp_path):
+    a = write_run(tmp_path, "clm_n1M_c1e15")
+    b = write_run(tmp_path, "mlm_n1M_d2e8", objective="mlm", budget=None, loss=2.4)
+    c = write_run(tmp_path, "tmlm_clm_n1M_c1e15", objective="mlm", budget=None, init_from="clm_n1M_c1e15")
+    runs, curves = collect_runs([a[0], b[0], c[0]], [a[1], b[1], c[1]])
+    assert list(runs.columns[:9]) == ["run_id", "objective", "n_params", "tokens", "flops", "loss", "budget",
+                                      "source", "init_from"]
+    by_id = runs.set_index("run_id")
+    assert by_id.loc["clm_n1M_c1e15", "loss"] == 2.6
+    assert by_id.loc["clm_n1M_c1e15", "flops"] == pytest.approx(1.2e15)
+    assert by_id.loc["clm_n1M_c1e15", "design"] == "isoflop"
+    assert by_id.loc["mlm_n1M_d2e8", "design"] == "long"
+    assert by_id.loc["tmlm_clm_n1M_c1e15", "kind"] == "transfer"
+    assert set(runs["source"]) == {"own"}
+    # only evaluated points make it into the curves
+    assert len(curves) == 3 and curves["loss"].notna().all()
+
+
+def test_missing_metric_key_names_file_and_key(tmp_path):
+    metrics, _ = write_run(tmp_path, "clm_bad", drop="final_valid_loss")
+    with pytest.raises(PlmscaleError, match=r"clm_bad/metrics.json.*final_valid_loss"):
+        collect_runs([metrics])
+
+
+def test_bad_json_and_diverged_run(tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "metrics.json").write_text("{not json")
+    with pytest.raises(PlmscaleError, match="broken/metrics.json:1"):
+        collect_runs([folder / "metrics.json"])
+    metrics, _ = write_run(tmp_path, "clm_nan", loss=float("nan"))
+    with pytest.raises(PlmscaleError, match="final_valid_loss"):
+        collect_runs([metrics])
+
+
+def test_merge_own_and_imported(tmp_path):
+    own = collect_runs(*zip(write_run(tmp_path, "clm_n1M_c1e15")))
+    imported = (pd.DataFrame([{"run_id": "clm_13M_x", "objective": "clm", "n_params": 13e6, "tokens": 1e9,
+                               "flops": 7.8e16, "loss": 2.7, "budget": None, "source": "imported",
+                               "init_from": None, "kind": "", "design": "long"}]),
+                pd.DataFrame([{"run_id": "clm_13M_x", "objective": "clm", "n_params": 13e6, "flops": 7.8e16,
+                               "tokens": 1e9, "loss": 2.7}]))
+    runs, curves = merge_tables(own, imported)
+    assert sorted(runs["source"]) == ["imported", "own"]
+    assert len(curves) == 2
+    with pytest.raises(PlmscaleError, match="both own and imported"):
+        merge_tables(own, own)
+
+
+def test_collect_and_merge_needs_something(tmp_path):
+    with pytest.raises(PlmscaleError, match="nothing to collect"):
+        collect_and_merge([], [], None, None)
+    imported = tmp_path / "runs.csv"
+    pd.DataFrame([{"run_id": "r", "objective": "mlm", "n_params": 1e6, "tokens": 1e9, "flops": 6e15,
+                   "loss": 2.5, "budget": "", "source": "imported", "init_from": ""}]).to_csv(imported, index=False)
+    runs, curves = collect_and_merge([], [], imported, None)
+    assert len(runs) == 1 and len(curves) == 0

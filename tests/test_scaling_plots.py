@@ -1,0 +1,118 @@
+"""Every figure is written (PNG, SVG, PDF), is not blank, and draws what it should."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plmscale.scaling import plots
+
+E, A, B, ALPHA, BETA = 1.8, 400.0, 900.0, 0.34, 0.28
+BUDGETS = [1e18, 1e19, 1e20]
+
+
+def loss(n, d):
+    return E + A / n ** ALPHA + B / d ** BETA
+
+
+@pytest.fixture(scope="module")
+def study():
+    rng = np.random.default_rng(0)
+    runs, curves, optima = [], [], []
+    for objective in ("clm", "mlm"):
+        for budget in BUDGETS:
+            ids = []
+            for n in np.logspace(math.log10(budget) / 2 - 4, math.log10(budget) / 2 - 1.5, 6):
+                d = budget / (6 * n)
+                run_id = f"{objective}_{n:.3g}_{budget:.0e}"
+                ids.append(run_id)
+                runs.append({"run_id": run_id, "objective": objective, "n_params": n, "tokens": d, "flops": budget,
+                             "loss": loss(n, d) * (1 + 0.002 * rng.standard_normal()), "budget": budget,
+                             "source": "own", "init_from": "", "kind": "", "pair": ""})
+                steps = np.linspace(0.05, 1, 8)
+                curves.append(pd.DataFrame({"run_id": run_id, "objective": objective, "n_params": n,
+                                            "flops": budget * steps, "tokens": d * steps,
+                                            "loss": loss(n, d * steps), "kind": ""}))
+            table = pd.DataFrame([r for r in runs if r["run_id"] in ids])
+            fit = np.polyfit(np.log(table["n_params"]), table["loss"], 2)
+            vertex = -fit[1] / (2 * fit[0])
+            optima.append({"objective": objective, "budget": budget, "run_ids": ids, "kept": budget != 1e18,
+                           "n_opt": math.exp(vertex), "d_opt": budget / 6 / math.exp(vertex),
+                           "loss_opt": float(np.polyval(fit, vertex)), "curvature": float(fit[0])})
+    runs.append({"run_id": "t1", "objective": "mlm", "n_params": 1e8, "tokens": 1e9, "flops": 6e17, "loss": 2.5,
+                 "budget": None, "source": "own", "init_from": "clm_x", "kind": "transfer", "pair": "t1"})
+    runs.append({"run_id": "s1", "objective": "mlm", "n_params": 1e8, "tokens": 1e9, "flops": 6e17, "loss": 2.6,
+                 "budget": None, "source": "own", "init_from": "", "kind": "scratch", "pair": "t1"})
+    draws = {"k_n": list(0.1 * np.exp(0.1 * rng.standard_normal(50))), "a": list(0.5 + 0.01 * rng.standard_normal(50)),
+             "k_d": list(1.6 * np.exp(0.1 * rng.standard_normal(50))), "b": list(0.5 + 0.01 * rng.standard_normal(50))}
+    objectives = {}
+    for objective in ("clm", "mlm"):
+        objectives[objective] = {
+            "isoflop": {"a": 0.5, "b": 0.5, "k_n": 0.1, "k_d": 1.6, "a_ci": [0.48, 0.52], "b_ci": [0.48, 0.52],
+                        "optima": [o for o in optima if o["objective"] == objective],
+                        "bootstrap": {"n": 50, "draws": draws}},
+            "envelope": {"a": 0.55, "b": 0.45, "k_n": 0.05, "k_d": 3.0, "k_l": 12.0, "s": -0.05,
+                         "points": [{"flops": c, "loss": 12.0 * c ** -0.05, "n_params": 1e7} for c in BUDGETS]},
+            "parametric": {"E": E, "A": A, "B": B, "alpha": ALPHA, "beta": BETA,
+                           "a": BETA / (ALPHA + BETA), "b": ALPHA / (ALPHA + BETA)},
+        }
+    return {"version": 1, "objectives": objectives}, pd.DataFrame(runs), pd.concat(curves, ignore_index=True)
+
+
+def _check_files(path, min_kb=10):
+    for suffix in (".png", ".svg", ".pdf"):
+        target = path.with_suffix(suffix)
+        assert target.exists(), target
+        assert target.stat().st_size > min_kb * 1024 or suffix == ".pdf", target
+
+
+def test_isoflop_plot(study, tmp_path):
+    fit, runs, _ = study
+    fig = plots.plot_isoflop(fit, runs, "clm", tmp_path / "isoflop_clm.png")
+    _check_files(tmp_path / "isoflop_clm.png")
+    ax = fig.axes[0]
+    assert len(ax.get_lines()) == len(BUDGETS)  # one parabola per budget
+    assert "0.500" in ax.get_title()
+
+
+def test_optimal_allocation_plot(study, tmp_path):
+    fit, _, _ = study
+    fig = plots.plot_optimal_allocation(fit, tmp_path / "alloc.png",
+                                        predictions={"clm": {"n": [(1e22, 1e10)], "d": [(1e22, 1e11)]}})
+    _check_files(tmp_path / "alloc.png")
+    assert len(fig.axes) == 2
+    # per objective: 3 methods + the paper's line, on both panels
+    assert all(len(ax.get_lines()) == 8 for ax in fig.axes)
+    assert any("paper" in text.get_text() for text in fig.axes[0].get_legend().get_texts())
+    assert len(fig.axes[0].collections) >= 2  # bootstrap bands
+
+
+def test_curves_frontier_parametric_transfer(study, tmp_path):
+    fit, runs, curves = study
+    fig = plots.plot_training_curves(curves, "mlm", tmp_path / "curves.png")
+    assert len(fig.axes[0].get_lines()) == len(BUDGETS) * 6 and len(fig.axes) == 2  # + colorbar
+    fig = plots.plot_loss_frontier(fit, tmp_path / "frontier.png", curves=curves)
+    assert len(fig.axes[0].get_lines()) == 4
+    fig = plots.plot_parametric(fit, "clm", tmp_path / "param.png", runs=runs)
+    assert len(fig.axes) == 2 and len(fig.axes[0].get_lines()) >= 2 + len(BUDGETS)
+    fig = plots.plot_transfer(runs, tmp_path / "transfer.png")
+    line = fig.axes[0].get_lines()[0]
+    assert line.get_ydata()[0] == pytest.approx(100 * 0.1 / 2.6)
+    for name in ("curves", "frontier", "param", "transfer"):
+        _check_files(tmp_path / f"{name}.png", min_kb=5)
+
+
+def test_plot_all_writes_every_figure(study, tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "FORMATS", ("png",))  # the other formats are covered above
+    fit, runs, curves = study
+    made = plots.plot_all(fit, runs, curves, tmp_path)
+    assert sorted(made) == sorted(plots.PLOT_NAMES)
+    for path in made.values():
+        assert path.exists() and path.stat().st_size > 5 * 1024
+
+
+def test_si_labels():
+    assert plots.si_label(1e7) == "10M"
+    assert plots.si_label(2.5e9) == "2.5B"
+    assert plots.si_label(1e12) == "1T"

@@ -1,0 +1,96 @@
+"""predict(): JSON shape, intervals, ladder; `plmscale fit` -> `plmscale predict` round trip."""
+
+import json
+
+import numpy as np
+import pytest
+
+from plmscale.cli import main as cli_main
+from plmscale.scaling.fit import fit_all
+from plmscale.scaling.predict import load_ladder, nearest_shape, predict
+from scaling_synthetic import isoflop_runs, random_law, true_n_opt
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    rng = np.random.default_rng(7)
+    law = random_law(rng)
+    runs, curves = isoflop_runs(law, rng, noise=0.005, with_curves=True)
+    return law, runs, curves
+
+
+@pytest.fixture(scope="module")
+def fit(synthetic):
+    law, runs, curves = synthetic
+    return fit_all(runs, curves, bootstrap=200, seed=0)
+
+
+def test_predict_json_shape(fit):
+    result = predict(fit, 1.7e22, "clm")
+    assert set(result) >= {"objective", "flops", "methods"}
+    assert set(result["methods"]) == {"isoflop", "envelope", "parametric"}
+    for values in result["methods"].values():
+        assert set(values) == {"n_opt", "d_opt", "loss", "n_opt_ci", "d_opt_ci"}
+        low, high = values["n_opt_ci"]
+        assert low <= values["n_opt"] <= high
+        assert values["d_opt_ci"][0] <= values["d_opt"] <= values["d_opt_ci"][1]
+
+
+def test_predictions_track_the_true_optimum(synthetic, fit):
+    law, _, _ = synthetic
+    truth = true_n_opt(law, 1e22)
+    for method in ("isoflop", "parametric"):
+        n_opt = predict(fit, 1e22, "clm")["methods"][method]["n_opt"]
+        assert n_opt == pytest.approx(truth, rel=0.4)
+
+
+def test_unfitted_method_gives_nulls(fit):
+    broken = json.loads(json.dumps(fit))
+    broken["objectives"]["clm"]["envelope"] = {"error": "envelope fit needs training curves"}
+    result = predict(broken, 1e21, "clm")
+    assert result["methods"]["envelope"]["n_opt"] is None
+    assert "not fitted" in result["details"]["envelope"]["note"]
+
+
+def test_missing_objective_is_a_clear_error(fit):
+    from plmscale.errors import PlmscaleError
+    with pytest.raises(PlmscaleError, match="no 'mlm' objective"):
+        predict(fit, 1e21, "mlm")
+
+
+def test_ladder_from_mapping_and_shapes(tmp_path):
+    path = tmp_path / "ladder.yaml"
+    path.write_text("n1M: 1000000\nn5M: {n_params: 5000000}\n")
+    ladder = load_ladder(path)
+    assert nearest_shape(ladder, 3e6)["name"] == "n5M"
+    config = tmp_path / "config.yaml"
+    config.write_text("train:\n  ladder:\n    small: {layers: 2, d_model: 64, heads: 2}\n")
+    assert load_ladder(config)["small"] > 0
+
+
+def test_cli_round_trip(tmp_path, synthetic, capsys):
+    _, runs, curves = synthetic
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    curves.to_csv(tmp_path / "curves.csv", index=False)
+    out = tmp_path / "fit"
+    assert cli_main(["fit", str(tmp_path / "runs.csv"), "--curves", str(tmp_path / "curves.csv"),
+                     "--out", str(out), "--bootstrap", "20", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "isoflop" in printed and "parametric" in printed and "fit.json" in printed
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["objectives"]["clm"]["isoflop"]["a_ci"] is not None
+    assert cli_main(["predict", "--fit", str(out / "fit.json"), "--flops", "1.34e22", "--objective", "clm",
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"objective", "flops", "methods"}
+    assert result["flops"] == 1.34e22
+    assert cli_main(["predict", "--fit", str(out / "fit.json"), "--flops", "1.34e22", "--objective", "clm"]) == 0
+    assert "N_opt" in capsys.readouterr().out
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    (tmp_path / "runs.csv").write_text("run_id,objective,n_params,tokens,flops,loss\n")
+    assert cli_main(["fit", str(tmp_path / "runs.csv"), "--out", str(tmp_path)]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert cli_main(["predict", "--fit", str(tmp_path / "none.json"), "--flops", "1e21", "--objective", "clm"]) == 2
+    assert "does not exist" in capsys.readouterr().err

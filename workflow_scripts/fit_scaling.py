@@ -1,0 +1,15 @@
+"""rule fit: runs.csv + curves.csv -> fit.json (every method, both objectives, bootstrap intervals)."""
+
+import pandas as pd
+
+from plmscale.logging_setup import log_to_file
+from plmscale.scaling.fit import fit_all
+from plmscale.scaling.results import write_json
+
+log_to_file(snakemake.log[0])
+runs = pd.read_csv(snakemake.input.runs, low_memory=False)
+curves = pd.read_csv(snakemake.input.curves, low_memory=False)
+fit = fit_all(runs, curves, bootstrap=snakemake.params.bootstrap, seed=snakemake.params.seed,
+              min_points_per_budget=snakemake.params.min_points_per_budget,
+              source=snakemake.input.runs, curves_source=snakemake.input.curves)
+write_json(fit, snakemake.output[0], with_provenance=True)
