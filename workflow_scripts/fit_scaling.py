@@ -1,10 +1,15 @@
 """rule fit: runs.csv + curves.csv -> fit.json (every method, both objectives, bootstrap intervals)."""
 
-import pandas as pd
+import os
 
-from plmscale.logging_setup import log_to_file
-from plmscale.scaling.fit import fit_all
-from plmscale.scaling.results import write_json
+# Before numpy loads: OpenBLAS threads on the fits' tiny matrices cost more than they give.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pandas as pd  # noqa: E402
+
+from plmscale.logging_setup import log_to_file  # noqa: E402
+from plmscale.scaling.fit import fit_all  # noqa: E402
+from plmscale.scaling.results import write_json  # noqa: E402
 
 log_to_file(snakemake.log[0])
 runs = pd.read_csv(snakemake.input.runs, low_memory=False)

@@ -1,0 +1,122 @@
+"""The whole workflow, for real: the demo corpus through MMseqs2, shards, CLM/MLM training with a
+transfer run, fits, plots and predictions — then what a rerun, a changed run and a grown study do."""
+
+import shutil
+
+import pytest
+import yaml
+
+from workflow_helpers import (SNAKEMAKE, planned_rules, planned_run_ids, read_json, result_numbers,
+                              run_snakemake, workflow_copy)
+
+CONFIG = {
+    "seed": 3,
+    "data": {
+        "demo": {"seed": 11, "n_families": 14, "members_per_family": 6, "n_exact_duplicates": 4,
+                 "n_malformed": 4},
+        "cluster": {"method": "linclust", "min_seq_id": 0.5, "threads": 2, "mem_mb": 4000},
+        "split": {"valid_fraction": 0.2, "test_fraction": 0.1},
+        "shards": {"max_tokens_per_shard": 20000},
+    },
+    "train": {
+        "objectives": ["clm", "mlm"],
+        "ladder": {
+            "n6k": {"layers": 1, "d_model": 16, "heads": 2, "ffn_dim": 48},
+            "n12k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
+            "n20k": {"layers": 1, "d_model": 32, "heads": 2, "ffn_dim": 48},
+        },
+        "isoflop": {"budgets": ["3e9", "1e10"], "min_tokens_per_param": 0.5, "max_tokens_per_param": 400},
+        "transfer": [{"source_run": "clm_n12k_c1e10", "tokens": 20000}],
+        "seq_len": 64, "batch_tokens": 1024, "micro_batch_size": 16, "lr": 0.003,
+        "eval_every_steps": 20, "eval_tokens": 4096, "checkpoint_every_steps": 50,
+        "device": "cpu", "precision": "fp32", "threads": 1,
+    },
+    "fit": {"bootstrap": 20, "predict_flops": {"clm": ["1e12"], "mlm": ["1e12"]}},
+}
+METRICS_KEYS = {"run_id", "objective", "shape", "n_params", "n_params_with_embeddings", "tokens", "flops",
+                "flops_6nd", "flops_with_attention", "final_valid_loss", "best_valid_loss", "train_loss",
+                "steps", "wall_seconds", "tokens_per_second", "mfu", "device", "config_hash", "versions"}
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary"),
+              pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")]
+
+
+def grid_run_ids(workdir) -> list:
+    output = run_snakemake(workdir, "--dry-run", "--forceall")
+    return sorted(planned_run_ids(output))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    work = workflow_copy(tmp_path_factory.mktemp("study") / "wf", CONFIG)
+    run_snakemake(work)
+    return work
+
+
+def test_every_run_and_the_fit_are_complete(finished):
+    run_ids = grid_run_ids(finished)
+    assert "tmlm_clm_n12k_c1e10" in run_ids and len(run_ids) >= 8
+    for run_id in run_ids:
+        metrics = read_json(finished / f"results/runs/{run_id}/metrics.json")
+        assert METRICS_KEYS <= set(metrics), METRICS_KEYS - set(metrics)
+        assert metrics["flops_6nd"] == pytest.approx(6 * metrics["n_params"] * metrics["tokens"], rel=1e-9)
+        assert metrics["flops_with_attention"] > metrics["flops_6nd"]
+        assert 0 < metrics["final_valid_loss"] < 10
+    assert read_json(finished / "results/runs/tmlm_clm_n12k_c1e10/metrics.json")["init_from"] == "clm_n12k_c1e10"
+
+    fit = read_json(finished / "results/scaling/fit.json")
+    assert set(fit["objectives"]) == {"clm", "mlm"}
+    for objective in ("clm", "mlm"):
+        assert set(fit["objectives"][objective]) >= {"isoflop", "envelope", "parametric"}
+    predictions = read_json(finished / "results/scaling/predictions.json")
+    assert set(predictions) == {"clm", "mlm"}
+    for name in ("isoflop_clm", "optimal_allocation", "loss_frontier"):
+        assert (finished / f"results/scaling/{name}.png").stat().st_size > 10_000
+
+
+def test_a_finished_study_has_nothing_to_do(finished):
+    assert "Nothing to be done" in run_snakemake(finished, "--dry-run")
+
+
+def test_changing_one_model_reruns_its_runs_and_the_fits_only(finished, tmp_path):
+    changed = yaml.safe_load(yaml.safe_dump(CONFIG))
+    changed["train"]["ladder"]["n20k"]["heads"] = 4
+    (finished / "config.yaml").write_text(yaml.safe_dump(changed))
+    try:
+        output = run_snakemake(finished, "--dry-run")
+    finally:
+        (finished / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    rerun = planned_run_ids(output)
+    assert rerun and all("_n20k_" in run_id for run_id in rerun), rerun
+    planned = planned_rules(output)
+    assert set(planned) <= {"train", "collect", "fit", "predict", "plot", "all"}, planned
+
+
+def test_a_grown_study_trains_only_the_new_points(finished):
+    grown = yaml.safe_load(yaml.safe_dump(CONFIG))
+    grown["train"]["isoflop"]["budgets"].append("2e10")
+    (finished / "config.yaml").write_text(yaml.safe_dump(grown))
+    try:
+        output = run_snakemake(finished, "--dry-run")
+    finally:
+        (finished / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    rerun = planned_run_ids(output)
+    assert rerun and all(run_id.endswith("_c2e10") for run_id in rerun), rerun
+
+
+def test_training_and_fit_rerun_from_scratch_give_identical_results(finished, tmp_path):
+    again = workflow_copy(tmp_path / "again", CONFIG)
+    # The data stage's byte-identical rerun is tested in test_data_workflow; start from its shards.
+    shutil.copytree(finished / "results/data", again / "results/data")
+    run_snakemake(again, "--touch", targets=[f"results/data/shards/{s}/manifest.json"
+                                             for s in ("train", "valid", "test")])
+    run_snakemake(again)
+    for run_id in grid_run_ids(finished):
+        first = read_json(finished / f"results/runs/{run_id}/metrics.json")
+        second = read_json(again / f"results/runs/{run_id}/metrics.json")
+        assert result_numbers(first) == result_numbers(second), run_id
+    first_fit = read_json(finished / "results/scaling/fit.json")
+    second_fit = read_json(again / "results/scaling/fit.json")
+    first_fit.pop("provenance", None), second_fit.pop("provenance", None)
+    assert first_fit == second_fit

@@ -1,0 +1,67 @@
+"""Run the real workflow in a scratch copy: shared by the end-to-end tests."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+WORKFLOW_PARTS = ("Snakefile", "rules", "workflow_scripts", "envs", "schemas", "profiles", "report", "configs")
+# Fields of metrics.json that measure the machine, not the result.
+TIMING_FIELDS = {"wall_seconds", "tokens_per_second", "mfu", "achieved_flops_per_second", "versions",
+                 "device", "time"}
+
+
+def workflow_copy(where: Path, config: dict | None = None) -> Path:
+    """A copy of the workflow (not its results) in `where`, with `config` as its config.yaml."""
+    where.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_PARTS:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, where / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy(source, where / name)
+    if config is not None:
+        (where / "config.yaml").write_text(yaml.safe_dump(config))
+    return where
+
+
+def snakemake_env() -> dict:
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "OPENBLAS_NUM_THREADS": "1"}
+
+
+def run_snakemake(workdir: Path, *args, targets=(), check=True, timeout=900) -> str:
+    """Run the real snakemake next to this Python; return its output (stdout + stderr)."""
+    result = subprocess.run([str(SNAKEMAKE), "--cores", "2", *args, *targets], cwd=workdir,
+                            env=snakemake_env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result.stdout + result.stderr
+
+
+def planned_rules(output: str) -> dict:
+    """Rule -> job count from a dry run's "Job stats" table."""
+    table = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+            if m.group(1) != "total"}
+
+
+def planned_run_ids(output: str) -> set:
+    """Run ids of the train/transfer jobs a dry run plans (from their metrics.json outputs)."""
+    return set(re.findall(r"output: results/runs/([^/\s]+)/metrics\.json", output))
+
+
+def read_json(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def result_numbers(metrics: dict) -> dict:
+    """metrics.json without the fields that measure the machine."""
+    return {k: v for k, v in metrics.items() if k not in TIMING_FIELDS}
