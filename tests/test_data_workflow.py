@@ -5,20 +5,14 @@ not download."""
 
 import csv
 import gzip
-import json
-import os
-import re
 import shutil
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+from workflow_helpers import SNAKEMAKE, planned_rules, read_json, run_snakemake, workflow_copy
+
 SPLITS = ("train", "valid", "test")
 TARGETS = [f"results/data/shards/{split}/manifest.json" for split in SPLITS]
 CONFIG = {
@@ -36,33 +30,8 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")]
 
 
-def _workflow_copy(where: Path) -> Path:
-    where.mkdir()
-    for name in ("Snakefile", "rules", "workflow_scripts", "envs", "schemas"):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, where / name)
-    (where / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-    return where
-
-
-def _snakemake(workdir, *args, check=True):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([str(SNAKEMAKE), "--cores", "2", *args, *TARGETS], cwd=workdir, env=env,
-                            capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result.stdout + result.stderr
-
-
-def _planned_rules(output: str) -> dict:
-    """Rule -> job count from a dry run's "Job stats" table."""
-    table = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-            if m.group(1) != "total"}
-
-
-def _json(path):
-    return json.loads(Path(path).read_text())
+def _snakemake(workdir, *args):
+    return run_snakemake(workdir, *args, targets=TARGETS)
 
 
 def _n_records(path):
@@ -75,14 +44,14 @@ def _shard_fingerprint(workdir):
 
 
 def test_data_stage_end_to_end(tmp_path):
-    work = _workflow_copy(tmp_path / "wf")
+    work = workflow_copy(tmp_path / "wf", CONFIG)
     _snakemake(work)
     results = work / "results/data"
 
     # Every record accounted for, stage by stage.
     kept = 0
     for source in ("reference", "metagenomic"):
-        clean = _json(results / f"clean/{source}.stats.json")
+        clean = read_json(results / f"clean/{source}.stats.json")
         assert clean["seen"] == _n_records(results / f"raw/{source}.fasta.gz")
         assert clean["seen"] == clean["kept"] + clean["dropped_invalid"] + clean["dropped_length"]
         # The clean step does to each planted defect what the demo's truth table says it should.
@@ -92,14 +61,14 @@ def test_data_stage_end_to_end(tmp_path):
         assert clean["dropped_invalid"] == expected["dropped_invalid"] >= 1
         assert clean["dropped_length"] == expected["dropped_length"] >= 1
         kept += clean["kept"]
-    dedup = _json(results / "dedup/stats.json")
+    dedup = read_json(results / "dedup/stats.json")
     assert dedup["n_seen"] == kept
     assert dedup["n_duplicates"] == 8 and dedup["n_unique"] == kept - 8
-    cluster = _json(results / "cluster/stats.json")
+    cluster = read_json(results / "cluster/stats.json")
     assert cluster["n_sequences"] == dedup["n_unique"]
-    split = _json(results / "split/stats.json")
+    split = read_json(results / "split/stats.json")
     assert sum(s["n_sequences"] for s in split["splits"].values()) == dedup["n_unique"]
-    manifests = {s: _json(results / f"shards/{s}/manifest.json") for s in SPLITS}
+    manifests = {s: read_json(results / f"shards/{s}/manifest.json") for s in SPLITS}
     assert sum(m["n_sequences"] for m in manifests.values()) == dedup["n_unique"]
     for s in SPLITS:
         assert manifests[s]["n_sequences"] == split["splits"][s]["n_sequences"]
@@ -119,5 +88,5 @@ def test_data_stage_end_to_end(tmp_path):
     # A new clustering identity reruns cluster and everything after it, and nothing before.
     changed = {**CONFIG, "data": {**CONFIG["data"], "cluster": {**CONFIG["data"]["cluster"], "min_seq_id": 0.9}}}
     (work / "config.yaml").write_text(yaml.safe_dump(changed))
-    planned = _planned_rules(_snakemake(work, "--dry-run"))
+    planned = planned_rules(_snakemake(work, "--dry-run"))
     assert planned == {"cluster": 1, "split": 1, "tokenize": 3}, planned
