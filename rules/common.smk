@@ -57,6 +57,7 @@ try:
     RUN_SPECS = {spec.run_id: spec for spec in expand_grid(config, source=", ".join(map(str, workflow.configfiles)) or None)}
 except PlmscaleError as error:
     raise WorkflowError(str(error)) from None
+RUNS = list(RUN_SPECS.values())  # the grid as a list of plmscale.grid.RunSpec, in expand_grid's order
 
 
 # ---- data stage -------------------------------------------------------------------------------------
@@ -92,4 +93,70 @@ def download_input(wildcards):
 def source_setting(key, default=""):
     """A per-source config value as a params function (empty string when the source leaves it out)."""
     return lambda wildcards: SOURCE_BY_NAME[wildcards.source].get(key, default)
-RUNS = list(RUN_SPECS.values())  # the grid as a list of plmscale.grid.RunSpec, in expand_grid's order
+
+
+# ---- training -----------------------------------------------------------------------------------------
+import re
+
+from plmscale.grid.resources import snakemake_resources
+
+
+def _alternatives(names):
+    """A wildcard regex matching exactly these names (and nothing when there are none)."""
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!x)x"
+
+
+SCRATCH_RUN_PATTERN = _alternatives(r for r, s in RUN_SPECS.items() if s.init_from is None)
+TRANSFER_SOURCE_PATTERN = _alternatives(s.init_from for s in RUN_SPECS.values() if s.init_from is not None)
+
+
+def stage_targets_train():
+    return [f"results/runs/{run_id}/metrics.json" for run_id in RUN_SPECS]
+
+
+def run_id_of(wildcards):
+    return wildcards.run_id if "run_id" in wildcards.keys() else f"tmlm_{wildcards.source_run}"
+
+
+def run_spec_json(wildcards):
+    """The run's spec without the resource estimate: a change here (and only here) retrains the run."""
+    return json_param(RUN_SPECS[run_id_of(wildcards)].training_dict())
+
+
+def run_threads(wildcards):
+    return RUN_SPECS[run_id_of(wildcards)].resources["cpus"]
+
+
+def _run_resource(key):
+    return lambda wildcards: snakemake_resources(RUN_SPECS[run_id_of(wildcards)].resources)[key]
+
+
+# Resources of both training rules, from each run's own estimate (None drops a key from the job).
+TRAIN_RESOURCES = {key: _run_resource(key) for key in snakemake_resources(
+    {"gpus": 0, "nodes": 1, "gpus_per_node": 0, "gpu_model": None, "mem_mb": 0, "runtime_min": 0, "cpus": 1})}
+
+
+# ---- scaling laws -----------------------------------------------------------------------------------
+from plmscale.scaling.plots import PLOT_NAMES
+
+
+def own_run_files(name):
+    """metrics.json / curve.csv of every grid run (none when fitting released curves only)."""
+    if not config["fit"]["use_own_runs"]:
+        return []
+    return [f"results/runs/{run.run_id}/{name}" for run in RUNS]
+
+
+def imported_tables(wildcards):
+    if not config["fit"]["curves_dir"]:
+        return {}
+    return {"imported_runs": "results/scaling/imported/runs.csv",
+            "imported_curves": "results/scaling/imported/curves.csv"}
+
+
+def stage_targets_scaling():
+    if not (own_run_files("metrics.json") or config["fit"]["curves_dir"]):
+        return []
+    targets = ["results/scaling/fit.json", "results/scaling/predictions.json"]
+    targets += expand("results/scaling/{name}.png", name=PLOT_NAMES)
+    return targets

@@ -1,34 +1,6 @@
 # Scaling laws: own runs (results/runs/*) and/or released curves -> runs table -> fits -> plots, predictions.
 # With fit.use_own_runs false (configs/paper-logs.yaml) only this stage runs, on fit.curves_dir.
-
-from plmscale.scaling.plots import PLOT_NAMES
-
-
-def own_run_files(name):
-    """metrics.json / curve.csv of every grid run; RUNS (the expanded grid, RunSpec list) is defined in rules/common.smk."""
-    if not config["fit"]["use_own_runs"]:
-        return []
-    return [f"results/runs/{run.run_id}/{name}" for run in RUNS]
-
-
-def imported_tables(wildcards):
-    if not config["fit"]["curves_dir"]:
-        return {}
-    return {"imported_runs": "results/scaling/imported/runs.csv",
-            "imported_curves": "results/scaling/imported/curves.csv"}
-
-
-def has_scaling_inputs():
-    return bool(own_run_files("metrics.json")) or bool(config["fit"]["curves_dir"])
-
-
-def stage_targets_scaling():
-    if not has_scaling_inputs():
-        return []
-    targets = ["results/scaling/fit.json", "results/scaling/predictions.json"]
-    targets += expand("results/scaling/{name}.png", name=PLOT_NAMES)
-    return targets
-
+# Input functions are in rules/common.smk.
 
 rule import_curves:
     input:

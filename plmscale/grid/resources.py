@@ -158,3 +158,28 @@ def _cpu_resources(spec: dict, train: dict, compute: float, margin: float) -> di
         "gpu_mem_estimate_gb": 0.0, "over_max_runtime": runtime > res.get("max_runtime_min", 2880),
         "compute_flops": compute,
     }
+
+
+def snakemake_resources(res: dict) -> dict:
+    """A run's estimate in the resource names Snakemake and its Slurm plugin read; None drops a key.
+
+    One node: `gpu` (the plugin's --gpus, and `--resources gpu=K` locally) and `gpu_model`. Several nodes:
+    one task per node, `mpi="srun"` so the plugin does not wrap the job script in `srun -n1` (the script
+    starts torchrun on every node itself), and the per-node GPUs through slurm_extra, because the plugin
+    turns `tasks` into --ntasks-per-gpu when `gpu` is set.
+    """
+    single_gpu_node = res["gpus"] > 0 and res["nodes"] == 1
+    multi_node = res["nodes"] > 1
+    per_node = f"{res['gpu_model']}:{res['gpus_per_node']}" if res["gpu_model"] else res["gpus_per_node"]
+    return {
+        "mem_mb": res["mem_mb"],
+        "runtime": res["runtime_min"],
+        "cpus_per_task": res["cpus"],
+        "gpu": res["gpus"] if single_gpu_node else None,
+        "gpu_model": res["gpu_model"] if single_gpu_node and res["gpu_model"] else None,
+        "gpus_per_node": res["gpus_per_node"],
+        "nodes": res["nodes"] if multi_node else None,
+        "tasks": res["nodes"] if multi_node else None,
+        "mpi": "srun" if multi_node else None,
+        "slurm_extra": f"--ntasks-per-node=1 --gpus-per-node={per_node}" if multi_node else None,
+    }
