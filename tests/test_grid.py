@@ -345,3 +345,21 @@ def test_paper_grid_plans_in_snakemake(tmp_path):
     n_transfer = sum(1 for s in specs if s.init_from)
     assert int(counts.get("train", 0)) == len(specs) - n_transfer
     assert int(counts.get("transfer", 0)) == n_transfer
+
+
+def test_snakemake_resources_for_cpu_one_gpu_node_and_several_nodes():
+    from plmscale.grid.resources import snakemake_resources
+
+    base = {"mem_mb": 4096, "runtime_min": 30, "cpus": 8, "gpu_model": None}
+    cpu = snakemake_resources({**base, "gpus": 0, "nodes": 1, "gpus_per_node": 0})
+    assert cpu["gpu"] is None and cpu["nodes"] is None and cpu["runtime"] == 30 and cpu["cpus_per_task"] == 8
+
+    one_node = snakemake_resources({**base, "gpus": 4, "nodes": 1, "gpus_per_node": 4, "gpu_model": "h100"})
+    assert one_node["gpu"] == 4 and one_node["gpu_model"] == "h100"
+    assert one_node["nodes"] is None and one_node["mpi"] is None and one_node["slurm_extra"] is None
+
+    two_nodes = snakemake_resources({**base, "gpus": 16, "nodes": 2, "gpus_per_node": 8, "gpu_model": "h100"})
+    # Several nodes: no `gpu` (the plugin would turn tasks into --ntasks-per-gpu), one task per node.
+    assert two_nodes["gpu"] is None and two_nodes["nodes"] == 2 and two_nodes["tasks"] == 2
+    assert two_nodes["mpi"] == "srun"
+    assert two_nodes["slurm_extra"] == "--ntasks-per-node=1 --gpus-per-node=h100:8"
