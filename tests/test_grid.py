@@ -1,10 +1,8 @@
 """The training grid: IsoFLOP arithmetic, run ids, filters, transfer runs, resources, launch commands."""
 
 import json
-import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +16,7 @@ from plmscale.grid import (RunSpec, expand_grid, format_number, lr_for_params, n
                            shape_for_params)
 from plmscale.grid import shapes as grid_shapes
 from plmscale.grid.launch import expand_nodelist, first_host, launch_command, torchrun_command
-from plmscale.grid.resources import estimate_resources, gpu_counts
+from plmscale.grid.resources import gpu_counts
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_README = REPO.parent / "shared" / "published" / "ScalingProteinLM" / "README.md"

@@ -5,49 +5,30 @@ fit.curves_dir pointing at the released data (../shared/published/ScalingProtein
 repository); skipped where that folder is absent.
 """
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from workflow_helpers import REPO, SNAKEMAKE, read_json, run_snakemake, workflow_copy
+
 CURVES = (REPO / ".." / "shared" / "published" / "ScalingProteinLM" / "data").resolve()
-WORKFLOW_PARTS = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "report", "envs", "schemas", "configs",
-                  "plmscale"]
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CURVES.is_dir(), reason=f"released curves not found at {CURVES} "
                        "(clone cxysteven/ScalingProteinLM and put its data/ there)"),
-    pytest.mark.skipif(shutil.which("snakemake") is None and not (Path(sys.executable).parent / "snakemake").exists(),
-                       reason="snakemake is not installed"),
+    pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest"),
 ]
 
 
 @pytest.fixture(scope="module")
 def paper_results(tmp_path_factory):
-    work = tmp_path_factory.mktemp("paper-logs")
-    for part in WORKFLOW_PARTS:
-        source = REPO / part
-        if source.is_dir():
-            shutil.copytree(source, work / part, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, work / part)
+    work = workflow_copy(tmp_path_factory.mktemp("paper-logs") / "wf")
     config = yaml.safe_load((REPO / "configs" / "paper-logs.yaml").read_text())
     config["fit"]["curves_dir"] = str(CURVES)
     (work / "configs" / "paper-logs.yaml").write_text(yaml.safe_dump(config))
-    snakemake = shutil.which("snakemake") or str(Path(sys.executable).parent / "snakemake")
-    env = dict(os.environ, PYTHONPATH=str(work))
-    result = subprocess.run([snakemake, "--cores", "2", "--configfile", "configs/paper-logs.yaml"], cwd=work,
-                            env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-4000:]
-    fit = json.loads((work / "results" / "scaling" / "fit.json").read_text())
-    predictions = json.loads((work / "results" / "scaling" / "predictions.json").read_text())
+    run_snakemake(work, "--configfile", "configs/paper-logs.yaml")
+    fit = read_json(work / "results" / "scaling" / "fit.json")
+    predictions = read_json(work / "results" / "scaling" / "predictions.json")
     return work, fit, predictions
 
 

@@ -11,22 +11,20 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
+
+from workflow_helpers import default_config_with, workflow_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO / "tests" / "slurm_cluster.sh"
 CANNOT_INSTALL = 3  # slurm-cluster.sh's exit status when Slurm is missing and apt-get is not usable
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "rules", "workflow_scripts", "schemas", "envs", "profiles",
-                  "plmscale", "configs"]
 
 # The demo corpus, smaller, and a grid of two tiny CLM runs on the CPU: the whole DAG in about a minute.
 TINY = {
@@ -34,6 +32,8 @@ TINY = {
     "train": {
         "ladder": {"t1": {"layers": 1, "d_model": 16, "heads": 2},
                    "t2": {"layers": 2, "d_model": 16, "heads": 2}},
+        "isoflop": {"budgets": []},
+        "transfer": [],
         "runs": [{"objective": "clm", "model": "t1", "tokens": 8192},
                  {"objective": "clm", "model": "t2", "tokens": 8192}],
         "seq_len": 64, "batch_tokens": 1024, "micro_batch_size": 8, "eval_every_steps": 4,
@@ -75,31 +75,12 @@ def slurm_env():
         subprocess.run(["bash", str(CLUSTER_SCRIPT), "stop"], capture_output=True)
 
 
-def workflow_copy(root: Path) -> Path:
-    root.mkdir(parents=True)
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, root / name)
-    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    return root
+def run_ids(config: dict) -> list[str]:
+    """The grid's run ids, as the workflow expands the config."""
+    from plmscale.config import load_config
+    from plmscale.grid import expand_grid
 
-
-def run_ids(workdir: Path) -> list[str]:
-    """The grid's run ids, as the workflow expands it (config.yaml overlaid with tiny.yaml)."""
-    code = ("import json, yaml, sys\n"
-            "from plmscale.config import load_config\n"
-            "from plmscale.grid import expand_grid\n"
-            "def merge(a, b):\n"
-            "    return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict)"
-            " else v for k, v in b.items()}}\n"
-            "cfg = merge(yaml.safe_load(open('config.yaml')), yaml.safe_load(open('tiny.yaml')))\n"
-            "print(json.dumps([s.run_id for s in expand_grid(load_config(cfg))]))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True,
-                         check=True).stdout
-    return json.loads(out)
+    return [spec.run_id for spec in expand_grid(load_config(config))]
 
 
 # One CPU for the jobs that would take both: the two clean and three tokenize jobs then run side by side
@@ -108,7 +89,7 @@ SMALL_THREADS = ["--set-threads", "clean=1", "tokenize=1"]
 
 
 def start_snakemake(workdir: Path, targets, *args, env=None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "snakemake", *targets, "--configfile", "tiny.yaml", *args]
+    cmd = [sys.executable, "-m", "snakemake", *targets, *args]
     return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
 
@@ -151,9 +132,11 @@ def training_numbers(run_dir: Path) -> dict:
 
 
 def test_workflow_on_slurm_matches_local_run(slurm_env, tmp_path):
-    local = workflow_copy(tmp_path / "local")
-    on_slurm = workflow_copy(tmp_path / "slurm")
-    runs = run_ids(local)
+    config = default_config_with(TINY)
+    # plmscale travels with the copies: Slurm jobs start in the workflow directory.
+    local = workflow_copy(tmp_path / "local", config, extra_parts=["plmscale"])
+    on_slurm = workflow_copy(tmp_path / "slurm", config, extra_parts=["plmscale"])
+    runs = run_ids(config)
     assert runs, "the tiny grid expanded to no runs"
     targets = DATA_TARGETS + [f"results/runs/{run}/metrics.json" for run in runs]
     dag = jobs_per_rule(snakemake(on_slurm, targets, "--dry-run", "--cores", "1", *SMALL_THREADS))

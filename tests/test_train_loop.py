@@ -167,7 +167,7 @@ def test_transfer_starts_mlm_from_clm_weights(shards, tmp_path):
     run(source, shards, tmp_path, "src")
     transfer = tiny_spec("mlm", tokens=3000, run_id="tmlm_clm_src")
     transfer["init_from"] = "clm_src"
-    scratch = run(dict(transfer, init_from=None, run_id="mlm_scratch"), shards, tmp_path, "scratch")
+    run(dict(transfer, init_from=None, run_id="mlm_scratch"), shards, tmp_path, "scratch")
     metrics = run(transfer, shards, tmp_path, "transfer")
     assert metrics["init_from"] == "clm_src"
     with open(tmp_path / "transfer" / "out" / "curve.csv") as t, open(tmp_path / "scratch" / "out" / "curve.csv") as s:

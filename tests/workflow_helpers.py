@@ -18,10 +18,10 @@ TIMING_FIELDS = {"wall_seconds", "tokens_per_second", "mfu", "achieved_flops_per
                  "device", "time"}
 
 
-def workflow_copy(where: Path, config: dict | None = None) -> Path:
+def workflow_copy(where: Path, config: dict | None = None, extra_parts=()) -> Path:
     """A copy of the workflow (not its results) in `where`, with `config` as its config.yaml."""
     where.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_PARTS:
+    for name in (*WORKFLOW_PARTS, *extra_parts):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, where / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -56,6 +56,19 @@ def planned_rules(output: str) -> dict:
 def planned_run_ids(output: str) -> set:
     """Run ids of the train/transfer jobs a dry run plans (from their metrics.json outputs)."""
     return set(re.findall(r"output: results/runs/([^/\s]+)/metrics\.json", output))
+
+
+def merged(base: dict, override: dict) -> dict:
+    """`override` laid over `base`, nested mappings merged key by key (as Snakemake merges configs)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def default_config_with(override: dict) -> dict:
+    """The repository's config.yaml with `override` laid over it."""
+    return merged(yaml.safe_load((REPO / "config.yaml").read_text()), override)
 
 
 def read_json(path) -> dict:
