@@ -5,11 +5,15 @@
 For each corpus size (generated unless --fasta is given: lognormal lengths, mean ~300, UniProt
 background composition, UniRef-style headers, wrapped at 60), prints residues/s of
   zcat FILE > /dev/null                     (baseline 1: just decompressing)
-  clean, then tokenize (two workflow stages: raw.gz -> clean.gz; split-format .gz -> shards)
-  single pass (raw.gz -> clean policy -> shards, no intermediate gzip)
+  clean, then tokenize (the workflow's own functions, clean_fasta and tokenize_split: raw.gz ->
+                         clean.gz; split-format .gz -> shards)
+  single pass (raw.gz -> clean policy -> shards, no intermediate gzip). Benchmark-only on purpose: the
+                         workflow cannot fuse the two, because dedup, cluster and split sit between them;
+                         it shows what the reader + shard writer cost without the intermediate codec.
   transformers.EsmTokenizer                 (baseline 2, on a sample; vocab from plmscale.alphabet)
 Each stage runs in its own subprocess so its peak RSS is its own; compare sizes to see that memory
-does not grow with the corpus.
+does not grow with the corpus. Each stage also reports its CPU seconds (all threads): on a shared
+machine those are steadier than wall time.
 """
 
 import argparse
@@ -79,10 +83,11 @@ def single_pass(raw_path, out_dir):
         for batch in read_fasta_batches(raw_path):
             verdict = BatchVerdict(batch, MIN_LEN, MAX_LEN, strict=False)
             lengths = batch.lengths
-            tokens = np.frombuffer(verdict.tokens, dtype=np.uint8)
+            tokens = verdict.tokens  # bytes: the shard writer takes them without a copy
             if not verdict.all_kept:
                 token_keep = np.repeat(verdict.keep, lengths)
-                tokens, lengths = tokens[token_keep], lengths[verdict.keep]
+                tokens = np.frombuffer(tokens, dtype=np.uint8)[token_keep].tobytes()
+                lengths = lengths[verdict.keep]
             n = len(lengths)
             writer.add(tokens, lengths, np.arange(writer.n_sequences, writer.n_sequences + n), np.zeros(n, np.int16))
             residues += len(tokens)
@@ -113,7 +118,9 @@ def run_stage(args):
     if args.stage == "esm":  # times only the tokenizer call, not reading the sample
         residues, seconds = esm_baseline(args.input, args.sample)
     rss = peak_rss_mb()
-    print(json.dumps({"stage": args.stage, "seconds": seconds, "residues": residues, "peak_rss_mb": rss}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # CPU of all threads: less sensitive to a busy machine
+    print(json.dumps({"stage": args.stage, "seconds": seconds, "residues": residues, "peak_rss_mb": rss,
+                      "cpu_s": usage.ru_utime + usage.ru_stime}))
 
 
 def esm_baseline(fasta, sample):
@@ -145,9 +152,13 @@ def stage(name, input_path, output, extra=()):
 def measure(fasta, workdir, esm_sample):
     results = {}
     size_gz = os.path.getsize(fasta)
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(["zcat", fasta], stdout=subprocess.DEVNULL, check=True)
     zcat_s = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    zcat_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     clean = stage("clean", fasta, os.path.join(workdir, "clean.fasta.gz"))
     split_path = os.path.join(workdir, "train.fasta.gz")
     to_split_format(os.path.join(workdir, "clean.fasta.gz"), split_path)
@@ -156,8 +167,9 @@ def measure(fasta, workdir, esm_sample):
     assert tok["residues"] == single["residues"] == clean["residues"]
     # zcat's rate is counted in the same residues (the kept ones) so the ratios compare like with like
     residues = clean["residues"]
-    results.update(gz_mb=size_gz / 1e6, residues=residues, zcat_s=zcat_s,
-                   clean=clean, tokenize=tok, single=single)
+    results.update(gz_mb=size_gz / 1e6, residues=residues, zcat_s=zcat_s, zcat_cpu_s=zcat_cpu,
+                   clean=clean, tokenize=tok, single=single,
+                   load_average=[round(x, 2) for x in load_before + os.getloadavg()])
     if esm_sample:
         results["esm"] = stage("esm", fasta, workdir, ["--sample", str(esm_sample)])
     return results
@@ -190,14 +202,18 @@ def main():
         res = r["residues"]
         two = r["clean"]["seconds"] + r["tokenize"]["seconds"]
         zrate = res / r["zcat_s"]
-        print(f"\n== {n or fasta}: {r['gz_mb']:.0f} MB gz, {res:,} residues kept")
-        print(f"zcat > /dev/null           {r['zcat_s']:7.2f} s  {zrate / 1e6:7.1f} M residues/s")
-        for label, secs, rss in (("clean (stage 1)", r["clean"]["seconds"], r["clean"]["peak_rss_mb"]),
-                                 ("tokenize (stage 2)", r["tokenize"]["seconds"], r["tokenize"]["peak_rss_mb"]),
-                                 ("clean + tokenize", two, max(r["clean"]["peak_rss_mb"], r["tokenize"]["peak_rss_mb"])),
-                                 ("single pass", r["single"]["seconds"], r["single"]["peak_rss_mb"])):
+        print(f"\n== {n or fasta}: {r['gz_mb']:.0f} MB gz, {res:,} residues kept; load average "
+              f"{r['load_average'][0]:.1f} before, {r['load_average'][3]:.1f} after")
+        print(f"zcat > /dev/null           {r['zcat_s']:7.2f} s  {zrate / 1e6:7.1f} M residues/s  "
+              f"               cpu {r['zcat_cpu_s']:6.2f} s")
+        two_cpu = r["clean"]["cpu_s"] + r["tokenize"]["cpu_s"]
+        for label, secs, cpu, rss in (
+                ("clean (stage 1)", r["clean"]["seconds"], r["clean"]["cpu_s"], r["clean"]["peak_rss_mb"]),
+                ("tokenize (stage 2)", r["tokenize"]["seconds"], r["tokenize"]["cpu_s"], r["tokenize"]["peak_rss_mb"]),
+                ("clean + tokenize", two, two_cpu, max(r["clean"]["peak_rss_mb"], r["tokenize"]["peak_rss_mb"])),
+                ("single pass", r["single"]["seconds"], r["single"]["cpu_s"], r["single"]["peak_rss_mb"])):
             print(f"{label:26s} {secs:7.2f} s  {res / secs / 1e6:7.1f} M residues/s  "
-                  f"{res / secs / zrate:5.2f}x zcat  peak RSS {rss:6.0f} MB")
+                  f"{res / secs / zrate:5.2f}x zcat  cpu {cpu:6.2f} s  peak RSS {rss:6.0f} MB")
         if "esm" in r:
             esm_rate = r["esm"]["residues"] / r["esm"]["seconds"]
             print(f"EsmTokenizer (sample)      {esm_rate / 1e6:7.2f} M residues/s; clean+tokenize is "

@@ -133,3 +133,38 @@ def test_inspect_shards_cli(tmp_path, capsys):
     data.write_bytes(b"\x05" + data.read_bytes()[1:])
     assert cli_main(["inspect-shards", str(tmp_path / "s"), "--verify"]) == 2
     assert "sha256 differs" in capsys.readouterr().err
+
+
+def test_numpy_header_reader_agrees_with_the_regex_reader(tmp_path):
+    """The fast path and the fallback must read the same cluster and source ids, whatever the digit widths."""
+    import gzip
+    import random
+
+    from plmscale.data.fasta import read_fasta_batches
+    from plmscale.data.tokenize import _header_fields_regex, _header_fields_vectorised
+
+    sources = ["reference", "metagenomic", "mg2"]
+    rng = random.Random(4)
+    lines = []
+    for i in range(500):
+        cluster = rng.choice([0, 7, 42, 1234, 987654321, rng.randrange(10**12)])
+        lines.append(f">{rng.choice(sources)}|seq{i} cluster={cluster} source={rng.choice(sources)}\nMKVL\n")
+    path = tmp_path / "split.fasta.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("".join(lines))
+    source_index = {name.encode(): k for k, name in enumerate(sources)}
+    for batch in read_fasta_batches(path, check_duplicate_ids=False):
+        fast = _header_fields_vectorised(batch, sources)
+        assert fast is not None, "well-formed headers must take the numpy path"
+        slow = _header_fields_regex(batch, source_index, sources)
+        assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+
+
+def test_tagged_ids_stop_at_whitespace_and_carriage_returns(tmp_path):
+    from plmscale.data.fasta import read_fasta_batches
+
+    path = tmp_path / "crlf.fasta"
+    path.write_bytes(b">a1 description\r\nMKV\r\n>b2\r\nLLA\r\n>c3\tx\nMK\n")
+    batches = list(read_fasta_batches(path))
+    assert [bytes(t) for b in batches for t in b.tagged_ids] == [b">a1", b">b2", b">c3"]
+    assert [i for b in batches for i in b.ids] == [b"a1", b"b2", b"c3"]

@@ -107,18 +107,23 @@ def clean_fasta(in_path, out_path, stats_path, source, min_length, max_length, s
 
 
 def _fasta_text(batch, verdict) -> bytes:
-    """'>id\\nSEQ\\n' for every kept record: two list comprehensions and one join per batch."""
+    """'>id\\nSEQ\\n' for every kept record, built from slices of what the reader already holds (the
+    '>id' slices of the chunk, the unwrapped sequences) and joined once per batch."""
     offsets, seq = batch.offsets, batch.seq
-    index = range(len(batch)) if verdict.all_kept else np.flatnonzero(verdict.keep).tolist()
-    if not len(index):
-        return b""
-    ids = batch.ids
-    starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
-    lines = [None] * (2 * len(index))
-    lines[0::2] = [b">" + ids[i] for i in index]
-    lines[1::2] = [seq[starts[i]:ends[i]] for i in index]
-    lines.append(b"")
-    return b"\n".join(lines)
+    tagged = batch.tagged_ids
+    if verdict.all_kept:
+        starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
+    else:
+        index = np.flatnonzero(verdict.keep)
+        if not len(index):
+            return b""
+        starts, ends = offsets[index].tolist(), offsets[index + 1].tolist()
+        tagged = [tagged[i] for i in index.tolist()]
+    pieces = [None] * (2 * len(starts) + 1)
+    pieces[0:-1:2] = tagged
+    pieces[1::2] = [seq[a:b] for a, b in zip(starts, ends)]
+    pieces[-1] = b""
+    return b"\n".join(pieces)
 
 
 def _stats(source, in_path, counts, min_len, max_len, examples, bad_letters, min_length, max_length,

@@ -2,9 +2,10 @@
 
 Why not Biopython: its parser builds Python objects line by line (~1 M residues/s); a protein corpus
 has hundreds of billions of residues. Here each chunk is parsed with a few bytes/numpy calls:
-newline positions with numpy, one `bytes.translate` that uppercases and deletes CR/LF, and one slice per
-record. Python work is per record, never per residue, and memory is one chunk (plus 8 bytes per id
-for the duplicate-id check, spilled to disk beyond a few million ids).
+newline positions with numpy, one boolean-mask compaction that drops header lines and CR/LF, an uppercase
+`bytes.translate` only where lowercase occurs. Python work is per record (ids, for the duplicate check),
+never per residue, and memory is one chunk (plus 8 bytes per id
+for the duplicate-id check, spilled to disk every SPILL_AT ids so it stays small).
 
 Normalisation done here, so every consumer sees the same sequence: CRLF or LF, lowercase uppercased,
 sequences joined across wrapped lines, one trailing `*` (stop codon) removed. Alphabet policy is not
@@ -20,8 +21,11 @@ from plmscale.data.gzio import open_read, read_block
 from plmscale.errors import PlmscaleError
 
 DEFAULT_CHUNK_SIZE = 8 << 20
+# Id hashes held in memory before they go to bucket files: 2 MB here, and the spill's temporaries
+# (sort, reorder) are a few times that, so peak memory does not grow with the corpus.
+SPILL_AT = 250_000
 
-_NEWLINE, _CR, _GT, _STAR = 10, 13, ord(">"), ord("*")
+_NEWLINE, _CR, _SPACE, _GT, _STAR = 10, 13, 32, ord(">"), ord("*")
 _UPPER = bytes.maketrans(bytes(range(ord("a"), ord("z") + 1)), bytes(range(ord("A"), ord("Z") + 1)))
 
 
@@ -39,7 +43,7 @@ class RecordBatch:
         self._buf, self._starts, self._ends = buf, header_starts, header_ends
         self.n_newlines = 0       # line endings in this batch's text, for line numbers
         self.text_end = len(buf)  # the batch's text is buf[:text_end]; the rest belongs to later batches
-        self._headers = self._ids = None
+        self._headers = self._ids = self._tagged = None
 
     def __len__(self):
         return len(self.offsets) - 1
@@ -53,11 +57,41 @@ class RecordBatch:
         return self._headers
 
     @property
+    def tagged_ids(self) -> list:
+        """bytes: '>' + id for each record, one slice of the chunk each: ready to be written as an output
+        header, and as good as the id for hashing (the duplicate check uses these)."""
+        if self._tagged is None:
+            buf, starts = self._buf, self._starts.tolist()
+            self._tagged = [buf[a:b] for a, b in zip(starts, self._id_ends().tolist())]
+        return self._tagged
+
+    @property
     def ids(self) -> list:
         """bytes: the first word of each header."""
         if self._ids is None:
-            self._ids = [h.split(None, 1)[0] for h in self.headers]
+            self._ids = [t[1:] for t in self.tagged_ids]
         return self._ids
+
+    def _id_ends(self) -> np.ndarray:
+        """Where each id ends: the first space of its header, found for all headers with one numpy
+        scan instead of splitting every header in Python."""
+        buf, end = self._buf, self.text_end
+        if any(buf.find(c, 0, end) >= 0 for c in (b"\t", b"\x0b", b"\x0c")):
+            # Rare whitespace: let bytes.split decide, header by header.
+            return self._starts + 1 + np.fromiter((len(h.split(None, 1)[0]) for h in self.headers),
+                                                  dtype=np.int64, count=len(self))
+        arr = np.frombuffer(buf, dtype=np.uint8, count=end)
+        is_space = arr == _SPACE
+        if buf.find(b"\r", 0, end) >= 0:  # a CR inside a header ends the id too, as in bytes.split
+            is_space |= arr == _CR
+        spaces = np.flatnonzero(is_space)
+        first_space = np.append(spaces, end)[np.searchsorted(spaces, self._starts)]
+        return np.minimum(first_space, self._ends)
+
+    def header_spans(self):
+        """(text, starts, ends): the batch text as a uint8 array, and for each record where its header
+        starts (at '>') and ends (before the line ending), for consumers that read headers with numpy."""
+        return np.frombuffer(self._buf, dtype=np.uint8, count=self.text_end), self._starts, self._ends
 
     def scan_headers(self, pattern) -> list:
         """pattern.findall over the text of this batch (headers and sequences): a fast C-level way to
@@ -125,7 +159,7 @@ def _batches(path, chunk_size, registry):
             if end:
                 batch = _parse(path, buf, end, lines_before)
                 if registry is not None:
-                    registry.add(batch.ids)
+                    registry.add(batch.tagged_ids)
                 yield batch
                 lines_before += batch.n_newlines
             if at_eof:
@@ -218,7 +252,7 @@ class _IdRegistry:
     """Finds duplicate ids with 8 bytes per id: 64-bit hashes in memory, spilled to 256 bucket files
     beyond `spill_at` ids so memory stays bounded; hash collisions are ruled out by a second pass."""
 
-    def __init__(self, spill_dir=None, spill_at=2_000_000):
+    def __init__(self, spill_dir=None, spill_at=SPILL_AT):
         self.spill_dir, self.spill_at = spill_dir, spill_at
         self.pending, self.n_pending, self.tmpdir = [], 0, None
 
@@ -266,8 +300,9 @@ def _raise_for_duplicates(path, suspects, chunk_size):
     """Second pass, only when the hashes say a duplicate is likely: find the real id and its lines."""
     seen = {}
     for batch in read_fasta_batches(path, chunk_size=chunk_size, check_duplicate_ids=False):
-        for record_id, line in zip(batch.ids, batch.lines.tolist()):
-            if hash(record_id) in suspects:
+        for tagged, line in zip(batch.tagged_ids, batch.lines.tolist()):
+            if hash(tagged) in suspects:  # the registry hashed '>' + id
+                record_id = tagged[1:]
                 if record_id in seen:
                     raise PlmscaleError(
                         f"{path}: duplicate record id {record_id.decode(errors='replace')!r} at lines "

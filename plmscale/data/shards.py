@@ -8,7 +8,9 @@ Layout of one split directory (see INTERFACES.md):
     manifest.json     counts, vocabulary, sources, sha256 of every file, created_by
 
 Writing streams: each batch goes straight to disk and into a running sha256, so memory does not grow
-with the number of sequences (apart from a bitset of the clusters seen, 1 bit per cluster id). Files
+with the number of sequences (apart from a bitset of the clusters seen, 1 bit per cluster id). The
+writes and hashing run on one background thread (both release the GIL), in order, a few batches behind
+the caller, so they overlap with parsing the next chunk. Files
 are written under temporary names and renamed at the end, the manifest last, so an interrupted run
 never leaves a directory that looks complete.
 """
@@ -18,6 +20,8 @@ import hashlib
 import io
 import json
 import os
+import queue
+import threading
 
 import numpy as np
 
@@ -35,21 +39,72 @@ def _shard_names(k):
     return f"shard_{k:05d}.bin", f"shard_{k:05d}.idx"
 
 
+class _WriteBehind:
+    """One thread that performs file writes in submission order. The caller must not change what it
+    submitted; drain() waits until everything submitted is on disk and re-raises a write error."""
+
+    DEPTH = 4  # queued writes (one batch is 4): bounds the memory held, whatever the corpus size
+
+    def __init__(self):
+        self._queue = queue.Queue(maxsize=self.DEPTH)
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name="shard-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, write, data):
+        self._raise_error()
+        self._queue.put((write, data))
+
+    def _run(self):
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    item[0](item[1])
+            except BaseException as error:  # noqa: BLE001 - handed to the caller by drain()/submit()
+                self._error = error
+            finally:
+                self._queue.task_done()
+
+    def drain(self):
+        self._queue.join()
+        self._raise_error()
+
+    def _raise_error(self):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def stop(self):
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 class _HashedFile:
     """A file written under a temporary name, hashed as it is written, renamed on commit."""
 
-    def __init__(self, directory, name):
+    def __init__(self, directory, name, behind=None):
         self.name, self.final = name, os.path.join(directory, name)
         self.tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
         self.handle = open(self.tmp, "wb")
         self.digest = hashlib.sha256()
         self.size = 0
+        self.behind = behind  # a _WriteBehind, or None to write at once
 
     def write(self, data):
         view = memoryview(data).cast("B")
+        self.size += len(view)
+        if self.behind is not None:
+            self.behind.submit(self._write_now, view)
+        else:
+            self._write_now(view)
+
+    def _write_now(self, view):
         self.handle.write(view)
         self.digest.update(view)
-        self.size += len(view)
 
     def close(self):
         if not self.handle.closed:
@@ -83,13 +138,18 @@ class ShardWriter:
         self.per_source_sequences = np.zeros(len(self.sources), dtype=np.int64)
         self.per_source_tokens = np.zeros(len(self.sources), dtype=np.int64)
         self.cluster_bits = np.zeros(0, dtype=np.uint8)
+        self.behind = _WriteBehind()
         # Per-sequence arrays go to raw files now; the .npy header (which needs the count) comes at close.
-        self.cluster_raw = _HashedFile(self.out_dir, CLUSTER_IDS + ".raw")
-        self.source_raw = _HashedFile(self.out_dir, SOURCE_IDS + ".raw")
+        self.cluster_raw = _HashedFile(self.out_dir, CLUSTER_IDS + ".raw", self.behind)
+        self.source_raw = _HashedFile(self.out_dir, SOURCE_IDS + ".raw", self.behind)
 
     def add(self, tokens, lengths, cluster_ids, source_ids):
         """Append sequences: tokens is every sequence's uint8 ids back to back (bytes or array)."""
-        tokens = np.frombuffer(tokens, dtype=np.uint8) if isinstance(tokens, (bytes, bytearray)) else tokens
+        if isinstance(tokens, bytes):
+            tokens = np.frombuffer(tokens, dtype=np.uint8)  # immutable: written without a copy
+        elif not (isinstance(tokens, np.ndarray) and isinstance(tokens.base, bytes) and tokens.dtype == np.uint8):
+            # The writes happen a little later on another thread: keep a copy the caller cannot change.
+            tokens = np.array(tokens, dtype=np.uint8, copy=True)
         lengths = np.asarray(lengths, dtype=np.int64)
         cluster_ids = np.asarray(cluster_ids, dtype=np.int64)
         source_ids = np.asarray(source_ids, dtype=np.int16)
@@ -99,8 +159,8 @@ class ShardWriter:
             return
         if source_ids.min() < 0 or source_ids.max() >= len(self.sources) or cluster_ids.min() < 0:
             raise ValueError("source id out of range or negative cluster id")
-        self.cluster_raw.write(cluster_ids.astype("<i8", copy=False))
-        self.source_raw.write(source_ids.astype("<i2", copy=False))
+        self.cluster_raw.write(cluster_ids.astype("<i8", copy=True))  # copies: see tokens above
+        self.source_raw.write(source_ids.astype("<i2", copy=True))
         self._mark_clusters(cluster_ids)
         self.per_source_sequences += np.bincount(source_ids, minlength=len(self.sources))
         self.per_source_tokens += np.bincount(source_ids, weights=lengths, minlength=len(self.sources)
@@ -142,12 +202,14 @@ class ShardWriter:
 
     def _open_shard(self):
         bin_name, idx_name = _shard_names(len(self.shards))
-        self.bin, self.idx = _HashedFile(self.out_dir, bin_name), _HashedFile(self.out_dir, idx_name)
+        self.bin = _HashedFile(self.out_dir, bin_name, self.behind)
+        self.idx = _HashedFile(self.out_dir, idx_name, self.behind)
         self.files += [self.bin, self.idx]
         self.idx.write(np.zeros(1, dtype="<i8"))
         self.shard_sequences = self.shard_tokens = 0
 
     def _close_shard(self):
+        self.behind.drain()  # the digests are complete only once the queued writes are done
         self.bin.close()
         self.idx.close()
         self.shards.append({"bin": self.bin.name, "idx": self.idx.name,
@@ -158,6 +220,7 @@ class ShardWriter:
 
     def _finish_array(self, raw, name, dtype):
         """raw little-endian values -> name.npy (header + the same bytes), hashed as written."""
+        self.behind.drain()
         raw.close()
         out = _HashedFile(self.out_dir, name)
         self.files.append(out)
@@ -167,7 +230,7 @@ class ShardWriter:
         np.lib.format.write_array_header_1_0(buffer, header)
         out.write(buffer.getvalue())
         with open(raw.tmp, "rb") as handle:
-            while block := handle.read(16 << 20):
+            while block := handle.read(4 << 20):  # small blocks: memory stays flat at any size
                 out.write(block)
         out.close()
         raw.discard()
@@ -198,6 +261,7 @@ class ShardWriter:
                 "created_by": provenance(reproducible_only=True),
             }
             _remove_stale_shards(self.out_dir, {s["bin"] for s in self.shards} | {s["idx"] for s in self.shards})
+            self.behind.stop()
             for f in self.files:
                 f.commit()
             tmp = os.path.join(self.out_dir, f".{MANIFEST}.tmp-{os.getpid()}")
@@ -212,6 +276,7 @@ class ShardWriter:
 
     def abort(self):
         """Remove every temporary file (after an error): nothing half-written is left behind."""
+        self.behind.stop()
         for f in self.files + [self.cluster_raw, self.source_raw]:
             f.discard()
 

@@ -48,6 +48,62 @@ def tokenize_split(fasta_path, out_dir, split, sources, max_tokens_per_shard,
 
 
 def _header_fields(batch, source_index, sources):
+    """(cluster ids, source ids) of every record, read from the headers with numpy: no Python object
+    per record. Any header that does not have exactly the split stage's shape goes to the slower
+    regex path, which finds it and names its line."""
+    fields = _header_fields_vectorised(batch, sources)
+    if fields is not None:
+        return fields
+    return _header_fields_regex(batch, source_index, sources)
+
+
+_CLUSTER_KEY, _SOURCE_KEY = np.frombuffer(b" cluster", np.uint8), np.frombuffer(b" source", np.uint8)
+_MAX_DIGITS = 18  # int64 holds any 18-digit number
+
+
+def _header_fields_vectorised(batch, sources):
+    """None unless every header is exactly `>id cluster=<digits> source=<configured name>`."""
+    n = len(batch)
+    arr, starts, ends = batch.header_spans()
+    # '=' appears twice in each header (cluster=, source=) and nowhere else (sequences hold letters).
+    equals = np.flatnonzero(arr == ord("="))
+    if len(equals) != 2 * n or n == 0:
+        return None
+    first, second = equals[0::2], equals[1::2]
+    if not ((first > starts) & (second < ends) & (np.searchsorted(equals, starts) == 2 * np.arange(n))).all():
+        return None
+    if (first < starts + 1 + len(_CLUSTER_KEY)).any() or (second - first <= 1 + len(_SOURCE_KEY)).any():
+        return None
+    if not ((arr[first[:, None] - len(_CLUSTER_KEY) + np.arange(len(_CLUSTER_KEY))] == _CLUSTER_KEY).all()
+            and (arr[second[:, None] - len(_SOURCE_KEY) + np.arange(len(_SOURCE_KEY))] == _SOURCE_KEY).all()):
+        return None
+    # Cluster ids: the digits between 'cluster=' and ' source', right-aligned in an n x width grid.
+    n_digits = second - len(_SOURCE_KEY) - first - 1
+    width = int(n_digits.max())
+    if width > _MAX_DIGITS:
+        return None
+    column = np.arange(width)
+    pos = (second - len(_SOURCE_KEY) - width)[:, None] + column  # the last digit sits in the last column
+    used = column >= (width - n_digits)[:, None]
+    digits = np.where(used, arr[np.maximum(pos, 0)], ord("0")) - np.uint8(ord("0"))
+    if (digits > 9).any():  # uint8: anything below '0' wrapped round to a large value
+        return None
+    clusters = digits.astype(np.int64) @ (10 ** np.arange(width - 1, -1, -1, dtype=np.int64))
+    # Source ids: the rest of the header, compared against each configured name.
+    name_starts, name_lengths = second + 1, ends - second - 1
+    source_ids = np.full(n, -1, dtype=np.int16)
+    for k, name in enumerate(sources):
+        key = np.frombuffer(name.encode(), dtype=np.uint8)
+        candidates = np.flatnonzero(name_lengths == len(key))
+        if len(key) and len(candidates):
+            same = (arr[name_starts[candidates][:, None] + np.arange(len(key))] == key).all(axis=1)
+            source_ids[candidates[same]] = k
+    if (source_ids < 0).any():
+        return None
+    return clusters, source_ids
+
+
+def _header_fields_regex(batch, source_index, sources):
     found = batch.scan_headers(_FIELDS)
     if len(found) != len(batch):
         _raise_bad_header(batch)
