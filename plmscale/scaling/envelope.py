@@ -10,7 +10,6 @@ bootstrap weight rows (counts per run).
 import numpy as np
 
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.isoflop import power_law_fit_batch
 
 BIN_DEX = 0.1
 # The first part of every curve is warm-up: a point there is nobody's optimum, and skipping it keeps
