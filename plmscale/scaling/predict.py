@@ -112,22 +112,27 @@ def load_ladder(path) -> dict:
     if not isinstance(data, dict) or not data:
         raise PlmscaleError(f"ladder file {path}: expected train.ladder (name -> shape) or a mapping "
                             "name -> n_params")
-    ladder = {}
-    for name, value in data.items():
+    return ladder_sizes(data, where=f"ladder file {path}")
+
+
+def ladder_sizes(ladder: dict, where: str = "train.ladder") -> dict:
+    """name -> non-embedding parameters for a ladder whose values are shapes, counts or {n_params}."""
+    sizes = {}
+    for name, value in ladder.items():
         if isinstance(value, (int, float)):
-            ladder[name] = float(value)
+            sizes[name] = float(value)
         elif isinstance(value, dict) and "n_params" in value:
-            ladder[name] = float(value["n_params"])
+            sizes[name] = float(value["n_params"])
         elif isinstance(value, dict) and {"layers", "d_model", "heads"} <= set(value):
             from plmscale.model import ModelShape  # imports torch: only when shapes need counting
             try:
-                ladder[name] = float(ModelShape.from_dict(value).n_params())
+                sizes[name] = float(ModelShape.from_dict(value).n_params())
             except ValueError as error:
-                raise PlmscaleError(f"ladder file {path}: shape {name}: {error}") from None
+                raise PlmscaleError(f"{where}: shape {name}: {error}") from None
         else:
-            raise PlmscaleError(f"ladder file {path}: entry {name!r} is neither a shape "
+            raise PlmscaleError(f"{where}: entry {name!r} is neither a shape "
                                 "{layers, d_model, heads} nor a parameter count")
-    return ladder
+    return sizes
 
 
 def _fmt(value, ci=None, digits=3):

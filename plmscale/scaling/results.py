@@ -1,7 +1,6 @@
 """Writing the scaling stage's JSON results: fit.json (with provenance) and predictions.json."""
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -9,7 +8,6 @@ import numpy as np
 
 from plmscale.provenance import provenance
 
-log = logging.getLogger(__name__)
 
 
 def json_ready(value):
@@ -37,31 +35,11 @@ def write_json(obj: dict, path, with_provenance=False) -> None:
         handle.write("\n")
 
 
-def ladder_sizes(ladder: dict | None) -> dict | None:
-    """train.ladder (name -> shape) as name -> non-embedding parameters, for the nearest-shape lookup."""
-    if not ladder:
-        return None
-    sizes = {}
-    for name, value in ladder.items():
-        if isinstance(value, (int, float)):
-            sizes[name] = float(value)
-        elif isinstance(value, dict) and "n_params" in value:
-            sizes[name] = float(value["n_params"])
-        else:
-            try:
-                from plmscale.model import ModelShape  # imports torch: only when shapes need counting
-                sizes[name] = float(ModelShape.from_dict(value).n_params())
-            except (ImportError, ValueError, TypeError) as error:
-                log.warning("ladder entry %s not counted (%s): predictions name no nearest shape", name, error)
-                return None
-    return sizes
-
-
 def predict_budgets(fit: dict, flops_by_objective: dict, ladder: dict | None = None) -> dict:
     """{objective: [predict(fit, C, objective) for C in the config's budgets]} for the objectives fitted."""
-    from plmscale.scaling.predict import predict  # the numerical side lives with the fits
+    from plmscale.scaling.predict import ladder_sizes, predict  # the numerical side lives with the fits
 
-    ladder = ladder_sizes(ladder)
+    ladder = ladder_sizes(ladder) if ladder else None
     out = {}
     for objective, budgets in (flops_by_objective or {}).items():
         if objective not in (fit.get("objectives") or {}):
