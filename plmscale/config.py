@@ -55,17 +55,22 @@ def _numbers_from_scientific_strings(value):
     return value
 
 
+def read_yaml(path, what="config file", hint="") -> dict:
+    """A YAML file's content ({} when empty); a missing or malformed file is an error that names it."""
+    try:
+        with open(path) as handle:
+            return yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise PlmscaleError(f"{what} {path} does not exist{hint}") from None
+    except yaml.YAMLError as error:
+        raise PlmscaleError(f"{what} {path} is not valid YAML: {error}") from None
+
+
 def load_config(config, source=None) -> dict:
     """Validate a config (a dict or a YAML path) and return a copy with every default filled in."""
     if isinstance(config, (str, Path)):
         source = source or str(config)
-        try:
-            with open(config) as handle:
-                config = yaml.safe_load(handle) or {}
-        except FileNotFoundError:
-            raise PlmscaleError(f"config file {config} does not exist") from None
-        except yaml.YAMLError as error:
-            raise PlmscaleError(f"config file {config} is not valid YAML: {error}") from None
+        config = read_yaml(config)
     filled = _numbers_from_scientific_strings(copy.deepcopy(dict(config)))
     errors = sorted(_Validator(load_schema()).iter_errors(filled), key=lambda e: list(e.absolute_path))
     if errors:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from plmscale.config import read_yaml
 from plmscale.errors import PlmscaleError
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,7 @@ CURVE_COLUMNS = ["run_id", "objective", "n_params", "flops", "tokens", "loss"]
 
 def load_import_config(path) -> dict:
     """Read an import config YAML; errors name the file."""
-    try:
-        with open(path) as handle:
-            config = yaml.safe_load(handle) or {}
-    except FileNotFoundError:
-        raise PlmscaleError(f"import config {path} does not exist (see configs/paper-logs-import.yaml)") from None
-    except yaml.YAMLError as error:
-        raise PlmscaleError(f"import config {path} is not valid YAML: {error}") from None
+    config = read_yaml(path, "import config", hint=" (see configs/paper-logs-import.yaml)")
     if not isinstance(config, dict) or not config.get("groups"):
         raise PlmscaleError(f"import config {path}: needs a non-empty 'groups' list of {{glob, objective}}")
     config.setdefault("_source", str(path))
