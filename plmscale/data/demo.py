@@ -38,6 +38,13 @@ FREQUENCIES = np.array(list(BACKGROUND.values())) / sum(BACKGROUND.values())
 MEMBER_DIVERGENCE = 0.03     # member vs its subfamily ancestor: subfamilies stay > 90% identical
 LENGTH_MEDIAN, LENGTH_SIGMA = 260, 0.45   # lognormal, roughly UniProt's length distribution
 LINE_WIDTH = 60
+# The shared motif library: structure common to all families, so a model can learn on training families
+# something that transfers to held-out ones. Ancestors are motifs (Zipf-weighted draws from the library)
+# joined by random background linkers; a bigger model memorises more of the library's long tail.
+N_MOTIFS = 128
+MOTIF_LENGTH = (6, 20)          # inclusive
+MOTIF_ZIPF = 1.0                # usage weight of the k-th motif ~ 1 / k**MOTIF_ZIPF
+LINKER_MEAN = 4                 # geometric linker length (residues) between motifs
 # Malformed record kinds, and what the clean step should do with each (DESIGN.md's alphabet policy).
 MALFORMED = (
     ("illegal_letter", "dropped_invalid"),
@@ -66,8 +73,12 @@ class DemoRecord:
 class _Evolver:
     """Random sequences and their mutated descendants, all drawn from one generator."""
 
-    def __init__(self, rng, indel_rate, min_length, max_length):
+    def __init__(self, rng, indel_rate, min_length, max_length, motifs=None):
         self.rng = rng
+        self.motifs = motifs or []
+        if self.motifs:
+            weights = 1.0 / np.arange(1, len(self.motifs) + 1) ** MOTIF_ZIPF
+            self.motif_p = weights / weights.sum()
         self.indel_rate = indel_rate
         # Keep ancestors clear of the clean step's limits so indels never push a member across them.
         self.low = min(int(min_length * 1.3) + 10, max_length)
@@ -78,7 +89,15 @@ class _Evolver:
 
     def ancestor(self) -> np.ndarray:
         length = int(np.clip(self.rng.lognormal(np.log(LENGTH_MEDIAN), LENGTH_SIGMA), self.low, self.high))
-        return self.random_residues(length)
+        if not self.motifs:
+            return self.random_residues(length)
+        pieces, total = [], 0
+        while total < length:
+            linker = self.random_residues(int(self.rng.geometric(1 / (LINKER_MEAN + 1))) - 1)
+            motif = self.motifs[int(self.rng.choice(len(self.motifs), p=self.motif_p))]
+            pieces += [linker, motif]
+            total += len(linker) + len(motif)
+        return np.concatenate(pieces)[:length]
 
     def substitute(self, seq: np.ndarray, rate: float) -> np.ndarray:
         """Change exactly the chosen positions (never to the same residue), so `rate` is the divergence."""
@@ -136,7 +155,10 @@ def generate(seed=7, n_families=60, members_per_family=12, family_divergence=0.2
              n_exact_duplicates=20, n_malformed=6, min_length=30, max_length=1022) -> dict:
     """Return {source: [DemoRecord, ...]} in file order. Same arguments, same corpus."""
     rng = np.random.default_rng(seed)
-    evolver = _Evolver(rng, indel_rate, min_length, max_length)
+    library_rng = np.random.default_rng([seed, 1])   # the library: drawn once per seed, shared by all families
+    motifs = [library_rng.choice(len(LETTERS), size=int(library_rng.integers(MOTIF_LENGTH[0], MOTIF_LENGTH[1] + 1)),
+                                 p=FREQUENCIES) for _ in range(N_MOTIFS)]
+    evolver = _Evolver(rng, indel_rate, min_length, max_length, motifs)
     member_rate = min(MEMBER_DIVERGENCE, family_divergence / 3)
     subfamily_rate = 1 - (1 - family_divergence) / (1 - member_rate)
     records = {source: [] for source in SOURCES}
