@@ -79,14 +79,19 @@ def test_a_finished_study_has_nothing_to_do(finished):
     assert "Nothing to be done" in run_snakemake(finished, "--dry-run")
 
 
-def test_changing_one_model_reruns_its_runs_and_the_fits_only(finished, tmp_path):
+def dry_run_with(workdir, edit) -> str:
+    """A dry run with an edited copy of CONFIG in place; the original config is restored after."""
     changed = yaml.safe_load(yaml.safe_dump(CONFIG))
-    changed["train"]["ladder"]["n20k"]["heads"] = 4
-    (finished / "config.yaml").write_text(yaml.safe_dump(changed))
+    edit(changed)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(changed))
     try:
-        output = run_snakemake(finished, "--dry-run")
+        return run_snakemake(workdir, "--dry-run")
     finally:
-        (finished / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+        (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+
+
+def test_changing_one_model_reruns_its_runs_and_the_fits_only(finished):
+    output = dry_run_with(finished, lambda c: c["train"]["ladder"]["n20k"].update(heads=4))
     rerun = planned_run_ids(output)
     assert rerun and all("_n20k_" in run_id for run_id in rerun), rerun
     planned = planned_rules(output)
@@ -94,13 +99,7 @@ def test_changing_one_model_reruns_its_runs_and_the_fits_only(finished, tmp_path
 
 
 def test_a_grown_study_trains_only_the_new_points(finished):
-    grown = yaml.safe_load(yaml.safe_dump(CONFIG))
-    grown["train"]["isoflop"]["budgets"].append("2e10")
-    (finished / "config.yaml").write_text(yaml.safe_dump(grown))
-    try:
-        output = run_snakemake(finished, "--dry-run")
-    finally:
-        (finished / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    output = dry_run_with(finished, lambda c: c["train"]["isoflop"]["budgets"].append("2e10"))
     rerun = planned_run_ids(output)
     assert rerun and all(run_id.endswith("_c2e10") for run_id in rerun), rerun
 

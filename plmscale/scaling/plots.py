@@ -224,6 +224,18 @@ def plot_optimal_allocation(fit: dict, path, c_range=(1e18, 1e23), predictions=N
     return fig
 
 
+
+def _loss_vs_flops_axes(ax, xlabel: str, title: str) -> None:
+    """Log-log loss against FLOPs, with readable ticks: the frame of the frontier and curve plots."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    format_axis(ax.xaxis, "flops")
+    format_axis(ax.yaxis, "loss")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+
 def plot_loss_frontier(fit: dict, path, curves: pd.DataFrame | None = None):
     """The envelope L(C): lowest loss reached at each compute, with its power-law fit, per objective."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -242,14 +254,7 @@ def plot_loss_frontier(fit: dict, path, curves: pd.DataFrame | None = None):
                                 math.log10(max(p["flops"] for p in points)), 100)
                 ax.plot(c, env["k_l"] * c ** env["s"], color=color, lw=1.5,
                         label=f"{objective.upper()} L(C) ∝ C^{env['s']:.4f}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    format_axis(ax.xaxis, "flops")
-    format_axis(ax.yaxis, "loss")
-    ax.set_xlabel("training compute C (FLOPs)")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("Loss frontier: lower envelope of all training curves")
-    ax.grid(True, which="major", alpha=0.3)
+    _loss_vs_flops_axes(ax, "training compute C (FLOPs)", "Loss frontier: lower envelope of all training curves")
     ax.legend(fontsize=8)
     save_figure(fig, path)
     return fig
@@ -283,14 +288,8 @@ def plot_training_curves(curves: pd.DataFrame, objective: str, path):
         bar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         low, high = np.percentile(mine["loss"], [0.5, 99.5])
         ax.set_ylim(low * 0.98, high * 1.02)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    format_axis(ax.xaxis, "flops")
-    format_axis(ax.yaxis, "loss")
-    ax.set_xlabel("training compute so far (FLOPs)")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(f"Training curves, {OBJECTIVE_NAMES.get(objective, objective)} ({mine['run_id'].nunique()} runs)")
-    ax.grid(True, which="major", alpha=0.3)
+    _loss_vs_flops_axes(ax, "training compute so far (FLOPs)",
+                        f"Training curves, {OBJECTIVE_NAMES.get(objective, objective)} ({mine['run_id'].nunique()} runs)")
     save_figure(fig, path)
     return fig
 
