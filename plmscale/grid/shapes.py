@@ -83,14 +83,22 @@ def flops_per_token(shape: dict, seq_len: int, definition: str = "6nd") -> float
 _LR_ANCHORS = ((50e6, 6e-4), (100e6, 5.5e-4), (200e6, 5e-4), (470e6, 4e-4), (880e6, 3.5e-4), (1e9, 3e-4))
 
 
-def lr_for_params(n: float) -> float:
-    if n <= _LR_ANCHORS[0][0]:
-        return _LR_ANCHORS[0][1]
-    for (n0, lr0), (n1, lr1) in zip(_LR_ANCHORS, _LR_ANCHORS[1:]):
+def _interpolate_in_log_n(n: float, anchors, log_values: bool = False) -> float:
+    """The anchors' value at n: piecewise linear in log n (values linear, or in log space), clamped at
+    the ends."""
+    if n <= anchors[0][0]:
+        return anchors[0][1]
+    for (n0, v0), (n1, v1) in zip(anchors, anchors[1:]):
         if n <= n1:
             t = (math.log(n) - math.log(n0)) / (math.log(n1) - math.log(n0))
-            return round(lr0 + t * (lr1 - lr0), 10)
-    return _LR_ANCHORS[-1][1]
+            if log_values:
+                return math.exp(math.log(v0) + t * (math.log(v1) - math.log(v0)))
+            return v0 + t * (v1 - v0)
+    return anchors[-1][1]
+
+
+def lr_for_params(n: float) -> float:
+    return round(_interpolate_in_log_n(n, _LR_ANCHORS), 10)
 
 
 # Aspect ratio (d_model / layers) of the paper's ladder, by size: small models are shallow and narrow
@@ -100,13 +108,7 @@ _ASPECT_ANCHORS = ((3.5e6, 24.0), (25e6, 64.0), (85e6, 64.0), (230e6, 37.0), (55
 
 
 def _aspect_for(n: float) -> float:
-    if n <= _ASPECT_ANCHORS[0][0]:
-        return _ASPECT_ANCHORS[0][1]
-    for (n0, a0), (n1, a1) in zip(_ASPECT_ANCHORS, _ASPECT_ANCHORS[1:]):
-        if n <= n1:
-            t = (math.log(n) - math.log(n0)) / (math.log(n1) - math.log(n0))
-            return math.exp(math.log(a0) + t * (math.log(a1) - math.log(a0)))
-    return _ASPECT_ANCHORS[-1][1]
+    return _interpolate_in_log_n(n, _ASPECT_ANCHORS, log_values=True)
 
 
 def shape_for_params(target_n: float, aspect: float | None = None, ffn_multiple: int = 8,
