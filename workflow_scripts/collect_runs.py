@@ -2,7 +2,7 @@
 
 from plmscale.logging_setup import log_to_file
 from plmscale.scaling.collect import collect_and_merge
-from plmscale.scaling.importer import write_tables
+from plmscale.scaling.table import write_tables
 
 log_to_file(snakemake.log[0])
 runs, curves = collect_and_merge(snakemake.input.metrics, snakemake.input.curves,

@@ -1,9 +1,8 @@
 """Gather our own training runs (results/runs/*/metrics.json + curve.csv) into the scaling tables, and merge
 them with imported ones.
 
-runs.csv  : run_id, objective, n_params, tokens, flops, loss, budget, source, init_from (+ kind: "transfer"
-            or "", design: isoflop | long | transfer, model)
-curves.csv: run_id, objective, n_params, flops, tokens, loss (+ kind, design)
+The columns, the `role` of each run and the `pair` of each transfer run are those of plmscale.scaling.table
+(own runs add kind: "transfer" or "", design: isoflop | long | transfer, and model).
 
 `loss` is the run's final validation loss and `flops` the budget's FLOPs definition (what the training
 stage wrote as `flops`), so an IsoFLOP run lands on its budget.
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.importer import CURVE_COLUMNS, RUN_COLUMNS
+from plmscale.scaling.table import CURVE_COLUMNS, RUN_COLUMNS, with_roles
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,13 @@ def read_metrics(path) -> dict:
     return metrics
 
 
+def _kind_and_design(metrics: dict) -> dict:
+    """The producer's labels of an own run (its role is derived from them, see table.derive_roles)."""
+    if metrics.get("init_from"):
+        return {"kind": "transfer", "design": "transfer"}
+    return {"kind": "", "design": "isoflop" if metrics.get("budget") not in (None, "") else "long"}
+
+
 def run_row(metrics: dict) -> dict:
     init_from = metrics.get("init_from") or None
     budget = metrics.get("budget")
@@ -55,10 +61,7 @@ def run_row(metrics: dict) -> dict:
         "tokens": float(metrics["tokens"]), "flops": float(metrics["flops"]),
         "loss": float(metrics["final_valid_loss"]),
         "budget": float(budget) if budget not in (None, "") else None,
-        "source": "own", "init_from": init_from,
-        "kind": "transfer" if init_from else "",
-        "design": "transfer" if init_from else ("isoflop" if budget not in (None, "") else "long"),
-        "model": metrics.get("model"),
+        "source": "own", "init_from": init_from, **_kind_and_design(metrics), "model": metrics.get("model"),
     }
 
 
@@ -79,9 +82,7 @@ def read_curve(path, metrics: dict) -> pd.DataFrame:
     return pd.DataFrame({
         "run_id": str(metrics["run_id"]), "objective": metrics["objective"], "n_params": int(metrics["n_params"]),
         "flops": kept["flops"].astype(float).to_numpy(), "tokens": kept["tokens"].astype(float).to_numpy(),
-        "loss": valid[valid.notna()].astype(float).to_numpy(),
-        "kind": "transfer" if metrics.get("init_from") else "",
-        "design": "transfer" if metrics.get("init_from") else ("isoflop" if metrics.get("budget") else "long")})
+        "loss": valid[valid.notna()].astype(float).to_numpy(), **_kind_and_design(metrics)})
 
 
 def collect_runs(metrics_paths, curve_paths=()):
@@ -99,8 +100,10 @@ def collect_runs(metrics_paths, curve_paths=()):
     duplicated = runs["run_id"][runs["run_id"].duplicated()]
     if len(duplicated):
         raise PlmscaleError(f"run id(s) {sorted(duplicated.unique())} appear in more than one metrics.json")
+    runs = with_roles(runs, "own runs")
     curves_df = (pd.concat(curves, ignore_index=True) if curves
-                 else pd.DataFrame(columns=CURVE_COLUMNS + ["kind", "design"]))
+                 else pd.DataFrame(columns=[*CURVE_COLUMNS, "kind", "design"]))
+    curves_df = with_roles(curves_df, "own curves")
     log.info("collected %d own runs (%d with curves)", len(runs), len(curves))
     return runs, curves_df
 
@@ -112,7 +115,7 @@ def merge_tables(*pairs):
     runs = (pd.concat(run_frames, ignore_index=True, sort=False) if run_frames
             else pd.DataFrame(columns=RUN_COLUMNS))
     curves = (pd.concat(curve_frames, ignore_index=True, sort=False) if curve_frames
-              else pd.DataFrame(columns=CURVE_COLUMNS))
+              else pd.DataFrame(columns=[*CURVE_COLUMNS, "role"]))
     duplicated = runs["run_id"][runs["run_id"].duplicated()]
     if len(duplicated):
         raise PlmscaleError(f"run id(s) {sorted(duplicated.unique())[:8]} occur in both own and imported runs; "
@@ -133,5 +136,7 @@ def collect_and_merge(metrics_paths, curve_paths, imported_runs=None, imported_c
         raise PlmscaleError("nothing to collect: no own runs (fit.use_own_runs, train grid) and no imported "
                             "curves (fit.curves_dir)")
     runs, curves = merge_tables(*pairs)
+    # Imported tables written by an older plmscale have no role column: derive it the same way.
+    runs, curves = with_roles(runs, imported_runs or "runs"), with_roles(curves, imported_curves or "curves")
     log.info("runs table: %d runs (%s)", len(runs), runs["source"].value_counts().to_dict())
     return runs, curves

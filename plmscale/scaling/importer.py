@@ -5,11 +5,10 @@ configs/paper-logs-import.yaml) says which files are which objective, where the 
 the unit of the FLOPs column, which runs are IsoFLOP runs and which are transfer runs. The result is the
 same pair of tables `collect` makes from our own runs:
 
-- runs   (one row per run): run_id, objective, n_params, tokens, flops, loss, budget, source="imported",
-         init_from, plus kind ("transfer" | "scratch" | "" for the main runs), design (isoflop | off_grid |
-         incomplete | long | transfer | scratch), label, name, file, and pair (a key shared by a transfer run
-         and its from-scratch partner: the transfer run's id), source_flops, transfer_budget.
-- curves (long format): run_id, objective, n_params, flops, tokens, loss, kind, design.
+- runs   (one row per run): the columns of plmscale.scaling.table (source="imported"; `role` and `pair`
+         as defined there), plus kind ("transfer" | "scratch" | "" for the main runs), design (isoflop |
+         off_grid | incomplete | long | transfer | scratch), label, name, file, source_flops, transfer_budget.
+- curves (long format): run_id, objective, n_params, flops, tokens, loss, role, kind, design.
 
 A run's final loss is the last point of its curve by default (the end of its learning-rate schedule,
 which is what a compute-optimal law is about); `final_loss: min` takes the best point instead.
@@ -30,11 +29,9 @@ import pandas as pd
 
 from plmscale.config import read_yaml
 from plmscale.errors import PlmscaleError
+from plmscale.scaling.table import with_roles, write_tables
 
 log = logging.getLogger(__name__)
-
-RUN_COLUMNS = ["run_id", "objective", "n_params", "tokens", "flops", "loss", "budget", "source", "init_from"]
-CURVE_COLUMNS = ["run_id", "objective", "n_params", "flops", "tokens", "loss"]
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -398,12 +395,12 @@ def import_curves(curves_dir, import_config: dict):
         if run_id in ids:  # same name in two folders: keep both, disambiguated
             run_id = f"{run_id}.{len([k for k in ids if k.startswith(run_id)])}"
         ids[run_id] = curve
-    pair_key = {}  # id(curve) -> the transfer run id shared by the run and its partner
-    for run_id, curve in ids.items():
+    id_of = {id(curve): run_id for run_id, curve in ids.items()}
+    pair_key = {}  # id(curve) -> run id of the from-scratch partner (table.py: the `pair` column)
+    for curve in ids.values():
         if curve.kind == "transfer" and curve.extra.get("pair") is not None:
             partner = _resolve(curve.extra["pair"], main_by_file)
-            pair_key[id(curve)] = run_id
-            pair_key.setdefault(id(partner), run_id)
+            pair_key[id(curve)] = pair_key[id(partner)] = id_of[id(partner)]
 
     rows, curve_frames = [], []
     for run_id, curve in ids.items():
@@ -426,8 +423,8 @@ def import_curves(curves_dir, import_config: dict):
             "run_id": run_id, "objective": curve.objective, "n_params": int(curve.n_params),
             "flops": curve.flops, "tokens": tokens, "loss": curve.loss,
             "kind": curve.kind if curve.kind in ("transfer", "scratch") else "", "design": curve.kind}))
-    runs = pd.DataFrame(rows)
-    curves = pd.concat(curve_frames, ignore_index=True)
+    runs = with_roles(pd.DataFrame(rows), f"runs imported from {root}")
+    curves = with_roles(pd.concat(curve_frames, ignore_index=True), f"curves imported from {root}")
     _log_report(runs, report)
     runs.attrs["import_report"] = report
     return runs, curves
@@ -455,14 +452,6 @@ def _log_report(runs: pd.DataFrame, report: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- CLI
-
-def write_tables(runs: pd.DataFrame, curves: pd.DataFrame, runs_path, curves_path=None) -> None:
-    Path(runs_path).parent.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(runs_path, index=False)
-    if curves_path:
-        Path(curves_path).parent.mkdir(parents=True, exist_ok=True)
-        curves.to_csv(curves_path, index=False)
-
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("curves_dir", metavar="DIR", help="folder of TensorBoard CSV exports (e.g. ScalingProteinLM's data/)")

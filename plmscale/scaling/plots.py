@@ -17,6 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colors, ticker  # noqa: E402
 
+from plmscale.scaling.table import main_study  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 OBJECTIVE_NAMES = {"clm": "CLM (causal)", "mlm": "MLM (masked)"}
@@ -25,7 +27,6 @@ METHOD_STYLES = {"isoflop": ("-", "IsoFLOP"), "envelope": (":", "envelope"), "pa
 # The authors' notebook fit on the released curves (README of ScalingProteinLM): N_opt = k·C^a.
 PAPER_N_OPT = {"clm": (3.09e-3, 0.5575), "mlm": (1.365e-7, 0.760)}
 FLOPS_PER_PARAM_TOKEN = 6.0
-SIDE_KINDS = ("transfer", "scratch")  # rows of a transfer experiment, not of the main scaling study
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -244,7 +245,7 @@ def plot_loss_frontier(fit: dict, path, curves: pd.DataFrame | None = None):
         env = _method(fit, objective, "envelope")
         points = env.get("points") or []
         if curves is not None and len(curves):
-            mine = curves[(curves["objective"] == objective) & _main_kind_mask(curves)]
+            mine = main_study(curves[curves["objective"] == objective])
             ax.scatter(mine["flops"], mine["loss"], s=2, color=color, alpha=0.08, rasterized=True)
         if points:
             ax.plot([p["flops"] for p in points], [p["loss"] for p in points], "o", ms=4, color=color,
@@ -260,18 +261,9 @@ def plot_loss_frontier(fit: dict, path, curves: pd.DataFrame | None = None):
     return fig
 
 
-def _main_kind_mask(df: pd.DataFrame):
-    """Rows of the main study: neither transfer runs nor the extra from-scratch baselines of transfer."""
-    mask = pd.Series(True, index=df.index)
-    for column in ("kind", "design"):
-        if column in df.columns:
-            mask &= ~df[column].fillna("").astype(str).isin(SIDE_KINDS)
-    return mask
-
-
 def plot_training_curves(curves: pd.DataFrame, objective: str, path):
     """Every from-scratch training curve of one objective, loss vs FLOPs, coloured by model size."""
-    mine = curves[(curves["objective"] == objective) & _main_kind_mask(curves)]
+    mine = main_study(curves[curves["objective"] == objective])
     fig, ax = plt.subplots(figsize=(7.5, 5))
     if len(mine):
         sizes = mine["n_params"].astype(float)
@@ -305,7 +297,7 @@ def plot_parametric(fit: dict, objective: str, path, runs: pd.DataFrame | None =
         return fig
     E, A, B, alpha, beta = (float(law[k]) for k in needed)
     if runs is not None and len(runs):
-        mine = runs[(runs["objective"] == objective) & _main_kind_mask(runs)]
+        mine = main_study(runs[runs["objective"] == objective])
         n_lo, n_hi = mine["n_params"].min() / 3, mine["n_params"].max() * 10
         d_lo, d_hi = mine["tokens"].min() / 3, mine["tokens"].max() * 10
     else:

@@ -1,13 +1,38 @@
-"""The runs table every fit reads, checked once so that a bad table fails loudly instead of fitting NaNs."""
+"""The runs and curves tables of the scaling stage: their columns, the role of every run, the pairing of
+transfer runs with their from-scratch partners, validation and writing. Every other module reads these
+facts from here instead of re-deriving them.
+
+runs.csv  : run_id, objective, n_params, tokens, flops, loss, budget, source, init_from, role, pair
+            (+ whatever the producer adds: kind, design, model, label, file, ...)
+curves.csv: run_id, objective, n_params, flops, tokens, loss, role (+ kind, design)
+
+role: main              from scratch, part of the scaling study (IsoFLOP, long and off-grid runs)
+      transfer          started from another run's checkpoint (non-empty init_from)
+      transfer-baseline from scratch, trained only as the partner of a transfer run
+      incomplete        stopped before its schedule ended (its final loss overstates the budget's loss)
+pair: on a transfer run, the run_id of its from-scratch partner; on that partner, its own run_id.
+"""
 
 import numpy as np
 import pandas as pd
 
+from plmscale.data.atomic import atomic_path
 from plmscale.errors import PlmscaleError
 
 REQUIRED_COLUMNS = ("run_id", "objective", "n_params", "tokens", "flops", "loss")
+RUN_COLUMNS = ["run_id", "objective", "n_params", "tokens", "flops", "loss", "budget", "source", "init_from",
+               "role", "pair"]
 CURVE_COLUMNS = ("run_id", "objective", "n_params", "flops", "tokens", "loss")
 OBJECTIVES = ("clm", "mlm")
+MAIN, TRANSFER, TRANSFER_BASELINE, INCOMPLETE = "main", "transfer", "transfer-baseline", "incomplete"
+ROLES = (MAIN, TRANSFER, TRANSFER_BASELINE, INCOMPLETE)
+# Runs whose final loss measures a from-scratch schedule that finished: the points of a scaling law.
+SCALING_ROLES = (MAIN, TRANSFER_BASELINE)
+# Runs of the main study as the figures show it: the side runs of transfer experiments left out.
+MAIN_STUDY_ROLES = (MAIN, INCOMPLETE)
+# A scratch run within this relative size of a transfer run has the same model (parameter counts of one
+# shape differ slightly between exports).
+SAME_SIZE_REL = 0.02
 # Runs whose log10 FLOPs lie within this many decades of a neighbour share a budget when the table has
 # no `budget` column: about ±6%, tighter than the half-decade budget ladders used in practice.
 BUDGET_GROUPING_DEX = 0.05
@@ -48,7 +73,7 @@ def validate_runs(df, source="runs table"):
 
     Required columns: run_id, objective (clm|mlm), n_params, tokens, flops, loss (all > 0 and finite).
     Optional: budget (float or empty; empty = not an IsoFLOP run), init_from (non-empty = transfer run),
-    kind (transfer|scratch), pair, source.
+    role (derived from init_from/kind/design where absent), pair, source.
     """
     _check_columns(df, REQUIRED_COLUMNS, source)
     df = df.copy()
@@ -70,11 +95,8 @@ def validate_runs(df, source="runs table"):
             raise PlmscaleError(f"{source}: budget must be a positive number or empty; run(s) "
                                 f"{_list_ids(df.loc[bad, 'run_id'])}")
         df["budget"] = budget.astype(float)
-    if "init_from" in df.columns:
-        df["init_from"] = df["init_from"].fillna("").astype(str).str.strip().replace("nan", "")
-    else:
-        df["init_from"] = ""
-    return df.reset_index(drop=True)
+    df["init_from"] = text_column(df, "init_from")
+    return with_roles(df, source).reset_index(drop=True)
 
 
 def validate_curves(df, source="curves table"):
@@ -88,24 +110,116 @@ def validate_curves(df, source="curves table"):
         raise PlmscaleError(f"{source}: objective must be 'clm' or 'mlm' for run(s) "
                             f"{_list_ids(df.loc[bad_objective, 'run_id'].unique())}")
     _check_numbers(df, source, ("n_params", "flops", "tokens", "loss"))
-    return df.reset_index(drop=True)
+    return with_roles(df, source).reset_index(drop=True)
+
+
+def text_column(df, column) -> pd.Series:
+    """A text column with missing values (empty, NaN, None) as "", or all "" where the column is absent."""
+    if column not in df.columns:
+        return pd.Series("", index=df.index, dtype=object)
+    text = df[column].astype(object).where(df[column].notna(), "").astype(str).str.strip()
+    return text.replace({"nan": "", "None": ""})
+
+
+def derive_roles(df) -> pd.Series:
+    """The role of every row from what its producer recorded: init_from, and kind/design of the importer."""
+    kind = text_column(df, "kind").str.lower()
+    design = text_column(df, "design").str.lower()
+    role = pd.Series(MAIN, index=df.index, dtype=object)
+    role[(kind == "scratch") | (design == "scratch")] = TRANSFER_BASELINE
+    role[(kind == "incomplete") | (design == "incomplete")] = INCOMPLETE
+    role[(text_column(df, "init_from") != "") | (kind == "transfer") | (design == "transfer")] = TRANSFER
+    return role
+
+
+def with_roles(df, source="runs table") -> pd.DataFrame:
+    """A copy of df with a `role` column: kept where the producer wrote one, derived where it is missing
+    (a table written by hand or by an older plmscale)."""
+    df = df.copy()
+    given = text_column(df, "role").str.lower()
+    bad = (given != "") & ~given.isin(ROLES)
+    if bad.any():
+        raise PlmscaleError(f"{source}: column role must be one of {', '.join(ROLES)} (or empty); got "
+                            f"{sorted(given[bad].unique())} for run(s) {_list_ids(df.loc[bad, 'run_id'].unique())}")
+    df["role"] = given.where(given != "", derive_roles(df))
+    return df
 
 
 def scratch_runs(df):
     """Runs whose final loss measures a from-scratch schedule that finished: the points of a scaling law.
 
-    Left out: transfer runs (non-empty init_from, or kind "transfer"), runs an importer marked
-    "incomplete" (logs end before the budget: the schedule did not finish), and rows whose `metric`
-    column says the loss is not a validation loss.
+    Left out: transfer runs, runs that stopped before their schedule ended (role incomplete), and rows
+    whose `metric` column says the loss is not a validation loss.
     """
-    mask = df["init_from"].astype(str) == ""
-    if "kind" in df.columns:
-        mask &= ~df["kind"].fillna("").astype(str).str.lower().isin(["transfer", "incomplete"])
-    if "design" in df.columns:
-        mask &= df["design"].fillna("").astype(str).str.lower() != "incomplete"
+    mask = with_roles(df)["role"].isin(SCALING_ROLES)
     if "metric" in df.columns:
         mask &= df["metric"].fillna("valid").astype(str).str.lower().isin(["valid", ""])
     return df[mask]
+
+
+def main_study(df):
+    """Rows (of a runs or curves table) of the main study: the side runs of transfer experiments left out."""
+    return df[with_roles(df)["role"].isin(MAIN_STUDY_ROLES)]
+
+
+def transfer_partners(runs) -> dict:
+    """run_id of each transfer run -> run_id of its from-scratch partner, or None where it has none.
+
+    The `pair` column decides where it names a partner (the importer matched budget and loss metric);
+    otherwise the partner is a from-scratch run of the same objective and size (within SAME_SIZE_REL),
+    the one closest in tokens: the same schedule length is the fairest baseline. Tables written before
+    `pair` named the partner share a key between the two rows instead; that key is followed too.
+    """
+    runs = with_roles(runs)
+    ids = runs["run_id"].astype(str)
+    pair = text_column(runs, "pair")
+    is_scratch = runs["role"].isin(SCALING_ROLES)
+    scratch_ids = set(ids[is_scratch])
+    partners = {}
+    for index in runs.index[runs["role"] == TRANSFER]:
+        run_id, named = ids[index], pair[index]
+        if named in scratch_ids:
+            partners[run_id] = named
+            continue
+        sharing = ids[is_scratch & (pair == named)] if named else []
+        if len(sharing):
+            partners[run_id] = sharing.iloc[0]
+            continue
+        run = runs.loc[index]
+        same = runs[is_scratch & (runs["objective"] == run["objective"]) &
+                    (np.abs(runs["n_params"].astype(float) / float(run["n_params"]) - 1) <= SAME_SIZE_REL)]
+        if len(same) == 0:
+            partners[run_id] = None
+            continue
+        gap = np.abs(np.log(same["tokens"].to_numpy(float) / float(run["tokens"])))
+        partners[run_id] = str(same["run_id"].iloc[int(np.argmin(gap))])
+    return partners
+
+
+def with_pairs(runs) -> pd.DataFrame:
+    """A copy of runs whose `pair` column names each transfer run's partner (see transfer_partners); the
+    partner's own row carries its run_id."""
+    partners = transfer_partners(runs)
+    runs = with_roles(runs)
+    pair = text_column(runs, "pair")
+    ids = runs["run_id"].astype(str)
+    for run_id, partner in partners.items():
+        pair[ids == run_id] = partner or ""
+        if partner:
+            pair[ids == partner] = partner
+    runs["pair"] = pair.where(pair != "", None)
+    return runs
+
+
+def write_tables(runs: pd.DataFrame, curves: pd.DataFrame | None, runs_path, curves_path=None) -> None:
+    """runs.csv (and curves.csv) with the table columns first, each written atomically."""
+    for table, path in ((runs, runs_path), (curves, curves_path)):
+        if table is None or path is None:
+            continue
+        first = [c for c in (RUN_COLUMNS if table is runs else [*CURVE_COLUMNS, "role"]) if c in table.columns]
+        ordered = table[first + [c for c in table.columns if c not in first]]
+        with atomic_path(path) as tmp:
+            ordered.to_csv(tmp, index=False)
 
 
 def budget_groups(df):

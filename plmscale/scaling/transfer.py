@@ -1,7 +1,7 @@
 """Transfer between objectives (e.g. CLM pre-training, then MLM): what the pre-training bought.
 
-For each transfer run (non-empty `init_from`, or `kind` == "transfer"), paired with a scratch run of the
-same objective and size (same `pair` value where the table has that column):
+For each transfer run (role "transfer"), paired with its from-scratch partner (table.transfer_partners:
+the `pair` column, else a scratch run of the same objective and size):
 - loss gap: scratch loss − transfer loss (positive: transfer helped);
 - effective tokens: the tokens a scratch run of that size would need to reach the transfer run's loss,
   read off the scratch run's own curve by interpolation in log D (or, where the curve never gets that low
@@ -13,34 +13,9 @@ pre-training compute; where the table has none, the output says so.
 
 import numpy as np
 
-SAME_SIZE_REL = 0.02
+from plmscale.scaling.table import SCALING_ROLES, TRANSFER, transfer_partners, with_roles
+
 SAME_BUDGET_DEX = 0.05
-
-
-def _transfer_mask(runs):
-    if "kind" in runs.columns:
-        return runs["kind"].fillna("").astype(str).str.lower().eq("transfer").to_numpy()
-    return runs["init_from"].astype(str).ne("").to_numpy()
-
-
-def _scratch_mask(runs):
-    if "kind" in runs.columns:
-        return runs["kind"].fillna("").astype(str).str.lower().isin(["scratch", ""]).to_numpy() & \
-            runs["init_from"].astype(str).eq("").to_numpy()
-    return runs["init_from"].astype(str).eq("").to_numpy()
-
-
-def _pair_for(run, scratch):
-    if "pair" in scratch.columns and str(run.get("pair", "")) not in ("", "nan", "None"):
-        match = scratch[scratch["pair"].astype(str) == str(run["pair"])]
-        if len(match):
-            return match.iloc[0]
-    same = scratch[(scratch["objective"] == run["objective"]) &
-                   (np.abs(scratch["n_params"] / run["n_params"] - 1) <= SAME_SIZE_REL)]
-    if len(same) == 0:
-        return None
-    # The scratch run closest in tokens is the fairest baseline (same schedule length).
-    return same.iloc[int(np.argmin(np.abs(np.log(same["tokens"].to_numpy(float) / run["tokens"]))))]
 
 
 def tokens_to_reach(target_loss, curve_tokens, curve_loss):
@@ -70,15 +45,18 @@ def tokens_from_law(target_loss, n_params, law):
 
 def analyse_transfer(runs, curves=None, parametric_laws=None):
     """Transfer summary over a validated runs table (all runs, scratch and transfer)."""
-    transfer = runs[_transfer_mask(runs)]
+    runs = with_roles(runs)
+    transfer = runs[runs["role"] == TRANSFER]
     if len(transfer) == 0:
         return {"error": "no transfer runs in the table (a transfer run has a non-empty init_from "
                          "or kind == 'transfer')"}
-    scratch = runs[_scratch_mask(runs)]
+    scratch = runs[runs["role"].isin(SCALING_ROLES)]
     by_id = runs.set_index("run_id")
+    partners = transfer_partners(runs)
     pairs = []
     for _, run in transfer.iterrows():
-        partner = _pair_for(run, scratch)
+        partner_id = partners[run["run_id"]]
+        partner = None if partner_id is None else by_id.loc[partner_id]
         entry = {"run_id": run["run_id"], "objective": run["objective"], "n_params": float(run["n_params"]),
                  "tokens": float(run["tokens"]), "flops": float(run["flops"]), "loss": float(run["loss"]),
                  "init_from": run["init_from"] or None}
@@ -90,12 +68,12 @@ def analyse_transfer(runs, curves=None, parametric_laws=None):
             entry["note"] = "no scratch run of the same objective and size to compare with"
             pairs.append(entry)
             continue
-        entry.update({"scratch_run_id": partner["run_id"], "scratch_loss": float(partner["loss"]),
+        entry.update({"scratch_run_id": partner_id, "scratch_loss": float(partner["loss"]),
                       "scratch_tokens": float(partner["tokens"]),
                       "loss_gap": float(partner["loss"] - run["loss"])})
         effective, how = None, None
         if curves is not None:
-            curve = curves[curves["run_id"] == partner["run_id"]]
+            curve = curves[curves["run_id"] == partner_id]
             if len(curve):
                 effective = tokens_to_reach(run["loss"], curve["tokens"], curve["loss"])
                 how = "scratch curve" if effective is not None else None
