@@ -84,3 +84,31 @@ def test_collect_and_merge_needs_something(tmp_path):
                    "loss": 2.5, "budget": "", "source": "imported", "init_from": ""}]).to_csv(imported, index=False)
     runs, curves = collect_and_merge([], [], imported, None)
     assert len(runs) == 1 and len(curves) == 0
+
+
+def test_own_transfer_run_is_paired_alike_in_fit_and_plot(tmp_path):
+    """Own runs carry no importer `pair`: collect pairs the transfer run with the same-size scratch run,
+    and fit.json's transfer analysis and the transfer figure show that same pair."""
+    from plmscale.scaling.fit import fit_all
+    from plmscale.scaling.plots import plot_transfer
+
+    files = [write_run(tmp_path, "clm_n1M_c1e15"),
+             write_run(tmp_path, "mlm_n1M_d2e8", objective="mlm", budget=None, loss=2.6),
+             write_run(tmp_path, "mlm_n2M_d2e8", objective="mlm", n_params=2_000_000, budget=None, loss=2.5),
+             write_run(tmp_path, "tmlm_clm_n1M_c1e15", objective="mlm", budget=None, loss=2.4,
+                       init_from="clm_n1M_c1e15")]
+    runs, curves = collect_runs(*zip(*files))
+    by_id = runs.set_index("run_id")
+    assert by_id.loc["tmlm_clm_n1M_c1e15", "role"] == "transfer"
+    assert by_id.loc["tmlm_clm_n1M_c1e15", "pair"] == "mlm_n1M_d2e8"
+    assert by_id.loc["mlm_n1M_d2e8", "pair"] == "mlm_n1M_d2e8"
+
+    fit = fit_all(runs, curves, bootstrap=0)
+    (pair,) = fit["transfer"]["pairs"]
+    assert pair["scratch_run_id"] == "mlm_n1M_d2e8" and pair["loss_gap"] == pytest.approx(0.2)
+
+    fig = plot_transfer(runs, tmp_path / "transfer.png", fit=fit)
+    (line,) = fig.axes[0].get_lines()[:1]
+    assert list(line.get_xdata()) == [1_000_000]
+    assert line.get_ydata()[0] == pytest.approx(100 * pair["loss_gap"] / pair["scratch_loss"])
+    assert not any("no paired" in text.get_text() for text in fig.axes[0].texts)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.table import CURVE_COLUMNS, RUN_COLUMNS, with_roles
+from plmscale.scaling.table import CURVE_COLUMNS, RUN_COLUMNS, with_pairs, with_roles
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def collect_runs(metrics_paths, curve_paths=()):
     duplicated = runs["run_id"][runs["run_id"].duplicated()]
     if len(duplicated):
         raise PlmscaleError(f"run id(s) {sorted(duplicated.unique())} appear in more than one metrics.json")
-    runs = with_roles(runs, "own runs")
+    runs = with_pairs(with_roles(runs, "own runs"))
     curves_df = (pd.concat(curves, ignore_index=True) if curves
                  else pd.DataFrame(columns=[*CURVE_COLUMNS, "kind", "design"]))
     curves_df = with_roles(curves_df, "own curves")

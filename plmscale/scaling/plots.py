@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colors, ticker  # noqa: E402
 
-from plmscale.scaling.table import main_study  # noqa: E402
+from plmscale.scaling.table import main_study, transfer_partners  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -344,21 +344,18 @@ def _fit_budgets(fit, objective):
 
 
 def transfer_pairs(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per transfer run with its from-scratch partner (same `pair` key): n_params, loss gain
-    (scratch − transfer), relative gain."""
+    """One row per transfer run with a from-scratch partner (table.transfer_partners, as in fit.json's
+    transfer analysis): n_params, loss gain (scratch − transfer), relative gain."""
     columns = ["run_id", "objective", "n_params", "gain", "relative_gain"]
-    if "pair" not in runs.columns or "kind" not in runs.columns:
-        return pd.DataFrame(columns=columns)
-    kind = runs["kind"].fillna("").astype(str)
-    pair = runs["pair"].fillna("").astype(str)
+    by_id = runs.set_index(runs["run_id"].astype(str))
     rows = []
-    for index, run in runs[kind == "transfer"].iterrows():
-        partners = runs[(pair == pair[index]) & (kind != "transfer") & (pair != "")]
-        if len(partners):
-            scratch_loss = float(partners["loss"].iloc[0])
-            rows.append({"run_id": run["run_id"], "objective": run["objective"], "n_params": run["n_params"],
-                         "gain": scratch_loss - float(run["loss"]),
-                         "relative_gain": (scratch_loss - float(run["loss"])) / scratch_loss})
+    for run_id, partner_id in transfer_partners(runs).items():
+        if partner_id is None:
+            continue
+        run, scratch_loss = by_id.loc[run_id], float(by_id.loc[partner_id, "loss"])
+        rows.append({"run_id": run_id, "objective": run["objective"], "n_params": float(run["n_params"]),
+                     "gain": scratch_loss - float(run["loss"]),
+                     "relative_gain": (scratch_loss - float(run["loss"])) / scratch_loss})
     return pd.DataFrame(rows, columns=columns)
 
 
