@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 
 from plmscale.logging_setup import log_to_file  # noqa: E402
 from plmscale.scaling.fit import fit_all  # noqa: E402
-from plmscale.scaling.results import write_json  # noqa: E402
+from plmscale.scaling.fitfile import write_fit  # noqa: E402
 
 log_to_file(snakemake.log[0])
 runs = pd.read_csv(snakemake.input.runs, low_memory=False)
@@ -17,4 +17,4 @@ curves = pd.read_csv(snakemake.input.curves, low_memory=False)
 fit = fit_all(runs, curves, bootstrap=snakemake.params.bootstrap, seed=snakemake.params.seed,
               min_points_per_budget=snakemake.params.min_points_per_budget,
               source=snakemake.input.runs, curves_source=snakemake.input.curves)
-write_json(fit, snakemake.output[0], with_provenance=True)
+write_fit(fit, snakemake.output[0])

@@ -6,12 +6,12 @@ from pathlib import Path
 import pandas as pd
 
 from plmscale.logging_setup import log_to_file
+from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.plots import plot_all, predictions_for_plot
 
 log_to_file(snakemake.log[0])
-with open(snakemake.input.fit) as handle:
-    fit = json.load(handle)
 with open(snakemake.input.predictions) as handle:
     predictions = json.load(handle)
-plot_all(fit, pd.read_csv(snakemake.input.runs, low_memory=False), pd.read_csv(snakemake.input.curves, low_memory=False),
-         Path(snakemake.output.isoflop_clm).parent, predictions=predictions_for_plot(predictions))
+plot_all(read_fit(snakemake.input.fit), pd.read_csv(snakemake.input.runs, low_memory=False),
+         pd.read_csv(snakemake.input.curves, low_memory=False), Path(snakemake.output.isoflop_clm).parent,
+         predictions=predictions_for_plot(predictions))

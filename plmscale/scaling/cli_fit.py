@@ -1,15 +1,15 @@
 """`plmscale fit RUNS.csv [--curves CURVES.csv] --out DIR`: every scaling fit, written to DIR/fit.json."""
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 
 from plmscale.errors import PlmscaleError
-from plmscale.provenance import provenance, sha256_file
-from plmscale.scaling.fit import METHODS, fit_all
+from plmscale.provenance import sha256_file
+from plmscale.scaling.fit import fit_all
+from plmscale.scaling.fitfile import METHODS, write_fit
 
 
 def read_table(path, what):
@@ -42,16 +42,6 @@ def summary_table(fit) -> str:
     return "\n".join(lines)
 
 
-def write_fit(fit, out_dir) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "fit.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(fit, indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
-
-
 def run_fit(runs_path, curves_path=None, out_dir=".", bootstrap=1000, seed=0, min_points_per_budget=3):
     runs = read_table(runs_path, "runs table")
     curves = read_table(curves_path, "curves table") if curves_path else None
@@ -60,8 +50,7 @@ def run_fit(runs_path, curves_path=None, out_dir=".", bootstrap=1000, seed=0, mi
     fit["inputs"] = {"runs": {"path": str(runs_path), "sha256": sha256_file(runs_path)}}
     if curves_path:
         fit["inputs"]["curves"] = {"path": str(curves_path), "sha256": sha256_file(curves_path)}
-    fit["provenance"] = provenance()
-    return fit, write_fit(fit, out_dir)
+    return fit, write_fit(fit, Path(out_dir) / "fit.json")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

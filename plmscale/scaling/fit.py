@@ -8,24 +8,12 @@ import numpy as np
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
 from plmscale.scaling import envelope, isoflop, parametric
+from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
+from plmscale.scaling.published import PUBLISHED
 from plmscale.scaling.table import OBJECTIVES, budget_groups, scratch_runs, validate_curves, validate_runs
 from plmscale.scaling.transfer import analyse_transfer
 
-FIT_VERSION = 1
-METHODS = ("isoflop", "envelope", "parametric")
 log = logging.getLogger(__name__)
-
-# What the paper reports (Cheng et al. 2024, arXiv 2411.02142), for side-by-side comparison only.
-PUBLISHED = {
-    "source": "Cheng et al. 2024, Training Compute-Optimal Protein Language Models (arXiv 2411.02142)",
-    "clm": {"a": 0.578, "b": 0.422, "notebook_n_opt": {"k": 3.09e-3, "a": 0.5575},
-            "parametric": {"E": 2.1226, "A": 143.98, "B": 22036.5, "alpha": 0.3666, "beta": 0.4956},
-            "check": {"flops": 1.34e22, "n_opt": 7e9, "note": "ProGen2-xlarge budget"}},
-    "mlm": {"a": 0.776, "b": 0.230, "notebook_n_opt": {"k": 1.365e-7, "a": 0.760},
-            "parametric": {"E": 0.0, "A": 3.3652, "B": 7.5686, "alpha": 0.04229, "beta": 0.09943},
-            "check": {"flops": 1.7e22, "n_opt": 1e10, "note": "ESM-2 3B budget"}},
-    "chinchilla_text_a": 0.50,
-}
 
 
 def table_sha256(*frames):
@@ -52,9 +40,12 @@ def _with_intervals(entry, draws, keys, exponent_keys=("a", "b")):
 
 
 def _safe(method, objective, function):
-    """A method that cannot be fitted records why instead of sinking the whole fit."""
+    """A method that cannot be fitted records why instead of sinking the whole fit; so does one whose
+    constants fit.json's reader would refuse (e.g. a non-finite exponent on degenerate data)."""
     try:
-        return function()
+        entry = function()
+        check_method(method, entry, f"{objective} {method} fit")
+        return entry
     except PlmscaleError as error:
         log.warning("%s %s: %s", objective, method, error)
         return {"error": str(error)}

@@ -1,6 +1,7 @@
-"""Figures of a scaling study. Each function draws one figure from the fit (fit.json as a dict) and/or the
-runs/curves tables, writes it as PNG + SVG + PDF next to `path`, and returns the matplotlib Figure (tests
-count its axes and lines).
+"""Figures of a scaling study. Each function draws one figure from the fit (a FitFile from
+fitfile.read_fit, or a fit.json dict that is validated the same way) and/or the runs/curves tables,
+writes it as PNG + SVG + PDF next to `path`, and returns the matplotlib Figure (tests count its axes and
+lines). PLOTS, the registry at the end, names every figure with its caption.
 
 Axes in FLOPs, parameters and tokens get SI tick labels (10M, 1B, 100B); FLOPs read as powers of ten.
 """
@@ -17,6 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colors, ticker  # noqa: E402
 
+from plmscale.scaling.fitfile import ParametricLaw, PowerLaws, parse_fit  # noqa: E402
+from plmscale.scaling.published import notebook_n_opt  # noqa: E402
 from plmscale.scaling.table import main_study, transfer_partners  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -24,8 +27,6 @@ log = logging.getLogger(__name__)
 OBJECTIVE_NAMES = {"clm": "CLM (causal)", "mlm": "MLM (masked)"}
 OBJECTIVE_COLORS = {"clm": "#1f77b4", "mlm": "#d62728"}
 METHOD_STYLES = {"isoflop": ("-", "IsoFLOP"), "envelope": (":", "envelope"), "parametric": ("-.", "parametric")}
-# The authors' notebook fit on the released curves (README of ScalingProteinLM): N_opt = k·C^a.
-PAPER_N_OPT = {"clm": (3.09e-3, 0.5575), "mlm": (1.365e-7, 0.760)}
 FLOPS_PER_PARAM_TOKEN = 6.0
 
 
@@ -84,54 +85,39 @@ def save_figure(fig, path, formats=None) -> list:
     return written
 
 
-def _objectives(fit: dict):
-    return [o for o in ("clm", "mlm") if o in (fit.get("objectives") or {})]
+def _objectives(fit):
+    return [o for o in ("clm", "mlm") if o in fit.objectives]
 
 
-def _method(fit, objective, method):
-    return ((fit.get("objectives") or {}).get(objective) or {}).get(method) or {}
+def _law_constants(law, what: str):
+    """(k, exponent) of N_opt ('n') or D_opt ('d') = k·C^exponent for one method's law (None: no law)."""
+    if isinstance(law, PowerLaws):
+        return law.constants(what)
+    if isinstance(law, ParametricLaw):
+        return _parametric_allocation(law)[0 if what == "n" else 1]
+    return None
 
 
-def _usable(law: dict, key="a") -> bool:
-    return law.get(key) is not None and law.get("error") is None and np.isfinite(law.get(key, np.nan))
-
-
-def _law_constants(law: dict, what: str):
-    """(k, exponent) of N_opt ('n') or D_opt ('d') = k·C^exponent for one method's fit entry."""
-    if what == "n":
-        k, exponent = law.get("k_n"), law.get("a")
-    else:
-        k, exponent = law.get("k_d"), law.get("b")
-    if k is None and what == "n" and all(law.get(x) is not None for x in ("A", "B", "alpha", "beta")):
-        return _parametric_allocation(law)[0]
-    if k is None and what == "d" and all(law.get(x) is not None for x in ("A", "B", "alpha", "beta")):
-        return _parametric_allocation(law)[1]
-    return (k, exponent) if k is not None and exponent is not None else None
-
-
-def _parametric_allocation(law):
+def _parametric_allocation(law: ParametricLaw):
     """Chinchilla's closed form: N_opt = G·(C/6)^a, D_opt = G⁻¹·(C/6)^b with a = β/(α+β)."""
-    alpha, beta, A, B = law["alpha"], law["beta"], law["A"], law["B"]
+    alpha, beta, A, B = law.alpha, law.beta, law.A, law.B
     G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
     a, b = beta / (alpha + beta), alpha / (alpha + beta)
     return (G * FLOPS_PER_PARAM_TOKEN ** -a, a), (FLOPS_PER_PARAM_TOKEN ** -b / G, b)
 
 
-def _band(law: dict, what: str, c_grid: np.ndarray):
+def _band(law: PowerLaws, what: str, c_grid: np.ndarray):
     """95% band of N_opt or D_opt over c_grid from the bootstrap draws of (k, exponent), if stored."""
-    stored = law.get("bootstrap") or {}
-    draws = stored.get("draws", stored) if isinstance(stored, dict) else {}
-    if isinstance(draws, dict):
-        k_key, e_key = ("k_n", "a") if what == "n" else ("k_d", "b")
-        ks, es = draws.get(k_key), draws.get(e_key)
-        if ks is not None and es is not None and len(ks) == len(es) and len(ks) > 10:
-            ks, es = np.asarray(ks, float), np.asarray(es, float)
-            ok = np.isfinite(ks) & np.isfinite(es) & (ks > 0)
-            if ok.sum() > 10:
-                values = np.log(ks[ok])[:, None] + es[ok][:, None] * np.log(c_grid)[None, :]
-                low, high = np.percentile(values, [2.5, 97.5], axis=0)
-                return np.exp(low), np.exp(high)
-    return None
+    k_key, e_key = ("k_n", "a") if what == "n" else ("k_d", "b")
+    ks, es = law.draws.get(k_key), law.draws.get(e_key)
+    if ks is None or es is None or len(ks) <= 10:
+        return None
+    ok = np.isfinite(ks) & np.isfinite(es) & (ks > 0)
+    if ok.sum() <= 10:
+        return None
+    values = np.log(ks[ok])[:, None] + es[ok][:, None] * np.log(c_grid)[None, :]
+    low, high = np.percentile(values, [2.5, 97.5], axis=0)
+    return np.exp(low), np.exp(high)
 
 
 def _scatter_ids(runs: pd.DataFrame, ids):
@@ -140,55 +126,54 @@ def _scatter_ids(runs: pd.DataFrame, ids):
 
 # --------------------------------------------------------------------------------------------- the plots
 
-def plot_isoflop(fit: dict, runs: pd.DataFrame, objective: str, path):
+def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
     """Loss vs N for each budget, the fitted parabolas and their optima (dropped budgets drawn hollow)."""
-    iso = _method(fit, objective, "isoflop")
-    optima = iso.get("optima") or []
+    iso = parse_fit(fit).method(objective, "isoflop")
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    budgets = [o["budget"] for o in optima]
+    budgets = [o.budget for o in iso.optima]
     norm = colors.LogNorm(vmin=min(budgets), vmax=max(budgets)) if budgets else None
     cmap = plt.get_cmap("viridis")
-    for entry in optima:
-        color = cmap(0.92 * norm(entry["budget"])) if norm else "k"
-        points = _scatter_ids(runs, entry.get("run_ids", [])).sort_values("n_params")
-        kept = entry.get("kept", True)
-        ax.scatter(points["n_params"], points["loss"], s=22, color=color if kept else "none",
+    for entry in iso.optima:
+        color = cmap(0.92 * norm(entry.budget)) if norm else "k"
+        points = _scatter_ids(runs, entry.run_ids).sort_values("n_params")
+        ax.scatter(points["n_params"], points["loss"], s=22, color=color if entry.kept else "none",
                    edgecolor=color, zorder=3)
-        if entry.get("curvature") is not None and entry.get("n_opt") and len(points):
+        if None not in (entry.curvature, entry.n_opt, entry.loss_opt) and len(points):
             x = np.linspace(np.log(points["n_params"].min()) - 0.15, np.log(points["n_params"].max()) + 0.15, 100)
-            y = entry["loss_opt"] + entry["curvature"] * (x - np.log(entry["n_opt"])) ** 2
-            ax.plot(np.exp(x), y, color=color, lw=1.4, ls="-" if kept else "--",
-                    label=f"{_power_of_ten(entry['budget'])} FLOPs" + ("" if kept else " (dropped)"))
-            if kept:
-                ax.scatter([entry["n_opt"]], [entry["loss_opt"]], marker="*", s=160, color=color,
+            y = entry.loss_opt + entry.curvature * (x - np.log(entry.n_opt)) ** 2
+            ax.plot(np.exp(x), y, color=color, lw=1.4, ls="-" if entry.kept else "--",
+                    label=f"{_power_of_ten(entry.budget)} FLOPs" + ("" if entry.kept else " (dropped)"))
+            if entry.kept:
+                ax.scatter([entry.n_opt], [entry.loss_opt], marker="*", s=160, color=color,
                            edgecolor="k", linewidth=0.6, zorder=4)
     ax.set_xscale("log")
     format_axis(ax.xaxis, "params")
     ax.set_xlabel("model size N (non-embedding parameters)")
     ax.set_ylabel("final validation loss (nats/token)")
     title = f"IsoFLOP profiles, {OBJECTIVE_NAMES.get(objective, objective)}"
-    if _usable(iso):
-        title += f"\nN_opt ∝ C^{iso['a']:.3f}" + (f"  [{iso['a_ci'][0]:.3f}, {iso['a_ci'][1]:.3f}]"
-                                                   if iso.get("a_ci") else "")
+    if iso.law is not None:
+        title += f"\nN_opt ∝ C^{iso.law.a:.3f}" + (f"  [{iso.law.a_ci[0]:.3f}, {iso.law.a_ci[1]:.3f}]"
+                                                    if iso.law.a_ci else "")
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
-    if optima:
+    if iso.optima:
         ax.legend(fontsize=8, loc="upper right", title="★ = fitted optimum", title_fontsize=8)
     save_figure(fig, path)
     return fig
 
 
-def plot_optimal_allocation(fit: dict, path, c_range=(1e18, 1e23), predictions=None):
+def plot_optimal_allocation(fit, path, c_range=(1e18, 1e23), predictions=None):
     """N_opt(C) and D_opt(C) per objective: each method's law, the IsoFLOP 95% band, the optima, the paper."""
+    fit = parse_fit(fit)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
     c_grid = np.logspace(math.log10(c_range[0]), math.log10(c_range[1]), 120)
     for objective in _objectives(fit):
         color = OBJECTIVE_COLORS[objective]
         for ax, what in zip(axes, ("n", "d")):
             for method, (style, name) in METHOD_STYLES.items():
-                law = _method(fit, objective, method)
-                constants = _law_constants(law, what) if law else None
-                if not constants or not np.all(np.isfinite(constants)):
+                law = fit.method(objective, method).law
+                constants = _law_constants(law, what)
+                if constants is None:
                     continue
                 k, exponent = constants
                 ax.plot(c_grid, k * c_grid ** exponent, ls=style, color=color, lw=1.6 if method == "isoflop" else 1.1,
@@ -196,12 +181,12 @@ def plot_optimal_allocation(fit: dict, path, c_range=(1e18, 1e23), predictions=N
                 band = _band(law, what, c_grid) if method == "isoflop" else None
                 if band is not None:
                     ax.fill_between(c_grid, *band, color=color, alpha=0.15, lw=0)
-            iso = _method(fit, objective, "isoflop")
-            kept = [o for o in iso.get("optima") or [] if o.get("kept") and o.get("n_opt")]
+            kept = [o for o in fit.method(objective, "isoflop").optima
+                    if o.kept and o.n_opt is not None and o.d_opt is not None]
             if kept:
-                key = "n_opt" if what == "n" else "d_opt"
-                ax.scatter([o["budget"] for o in kept], [o[key] for o in kept], color=color, s=25, zorder=3)
-            k_paper, a_paper = PAPER_N_OPT[objective]
+                ax.scatter([o.budget for o in kept], [o.n_opt if what == "n" else o.d_opt for o in kept],
+                           color=color, s=25, zorder=3)
+            k_paper, a_paper = notebook_n_opt(objective)
             paper_n = k_paper * c_grid ** a_paper
             paper = paper_n if what == "n" else c_grid / (FLOPS_PER_PARAM_TOKEN * paper_n)
             ax.plot(c_grid, paper, ls="--", color="0.35" if objective == "clm" else "0.6", lw=1.0,
@@ -237,24 +222,25 @@ def _loss_vs_flops_axes(ax, xlabel: str, title: str) -> None:
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
 
-def plot_loss_frontier(fit: dict, path, curves: pd.DataFrame | None = None):
+def plot_loss_frontier(fit, path, curves: pd.DataFrame | None = None):
     """The envelope L(C): lowest loss reached at each compute, with its power-law fit, per objective."""
+    fit = parse_fit(fit)
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for objective in _objectives(fit):
         color = OBJECTIVE_COLORS[objective]
-        env = _method(fit, objective, "envelope")
-        points = env.get("points") or []
+        env = fit.method(objective, "envelope")
+        points = env.points
         if curves is not None and len(curves):
             mine = main_study(curves[curves["objective"] == objective])
             ax.scatter(mine["flops"], mine["loss"], s=2, color=color, alpha=0.08, rasterized=True)
         if points:
-            ax.plot([p["flops"] for p in points], [p["loss"] for p in points], "o", ms=4, color=color,
+            ax.plot([p.flops for p in points], [p.loss for p in points], "o", ms=4, color=color,
                     label=f"{objective.upper()} envelope points")
-            if env.get("k_l") is not None and env.get("s") is not None:
-                c = np.logspace(math.log10(min(p["flops"] for p in points)),
-                                math.log10(max(p["flops"] for p in points)), 100)
-                ax.plot(c, env["k_l"] * c ** env["s"], color=color, lw=1.5,
-                        label=f"{objective.upper()} L(C) ∝ C^{env['s']:.4f}")
+            if env.law is not None and env.law.has_loss_law:
+                c = np.logspace(math.log10(min(p.flops for p in points)), math.log10(max(p.flops for p in points)),
+                                100)
+                ax.plot(c, env.law.k_l * c ** env.law.s, color=color, lw=1.5,
+                        label=f"{objective.upper()} L(C) ∝ C^{env.law.s:.4f}")
     _loss_vs_flops_axes(ax, "training compute C (FLOPs)", "Loss frontier: lower envelope of all training curves")
     ax.legend(fontsize=8)
     save_figure(fig, path)
@@ -286,16 +272,16 @@ def plot_training_curves(curves: pd.DataFrame, objective: str, path):
     return fig
 
 
-def plot_parametric(fit: dict, objective: str, path, runs: pd.DataFrame | None = None, budgets=None):
+def plot_parametric(fit, objective: str, path, runs: pd.DataFrame | None = None, budgets=None):
     """Contours of the fitted L(N, D) = E + A/N^α + B/D^β, the efficient frontier and IsoFLOP lines."""
-    law = _method(fit, objective, "parametric")
+    fit = parse_fit(fit)
+    law = fit.method(objective, "parametric").law
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    needed = ("E", "A", "B", "alpha", "beta")
-    if not all(law.get(k) is not None for k in needed):
+    if law is None:
         ax.text(0.5, 0.5, "no parametric fit", ha="center", va="center", transform=ax.transAxes)
         save_figure(fig, path)
         return fig
-    E, A, B, alpha, beta = (float(law[k]) for k in needed)
+    E, A, B, alpha, beta = law.E, law.A, law.B, law.alpha, law.beta
     if runs is not None and len(runs):
         mine = main_study(runs[runs["objective"] == objective])
         n_lo, n_hi = mine["n_params"].min() / 3, mine["n_params"].max() * 10
@@ -340,7 +326,7 @@ def plot_parametric(fit: dict, objective: str, path, runs: pd.DataFrame | None =
 
 
 def _fit_budgets(fit, objective):
-    return [o["budget"] for o in _method(fit, objective, "isoflop").get("optima") or []]
+    return [o.budget for o in fit.method(objective, "isoflop").optima]
 
 
 def transfer_pairs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -359,7 +345,7 @@ def transfer_pairs(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def plot_transfer(runs: pd.DataFrame, path, fit: dict | None = None):
+def plot_transfer(runs: pd.DataFrame, path, fit=None):
     """Loss gained by starting from the other objective's checkpoint, against model size."""
     pairs = transfer_pairs(runs)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -410,15 +396,14 @@ def plot_all(fit: dict, runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir
 
 
 def predictions_for_plot(predictions: dict | None) -> dict:
-    """predictions.json ({objective: [predict() results]}) -> {objective: {"n": [(C, N)], "d": [(C, D)]}}."""
+    """predictions.json ({objective: [predict() results]}) -> {objective: {"n": [(C, N)], "d": [(C, D)]}},
+    the IsoFLOP predictions that have both a size and a token count."""
     out = {}
     for objective, entries in (predictions or {}).items():
-        if not isinstance(entries, list):
-            continue
         for entry in entries:
-            method = (entry.get("methods") or {}).get("isoflop") or {}
-            if method.get("n_opt") and method.get("d_opt"):
+            iso = entry["methods"]["isoflop"]
+            if iso["n_opt"] is not None and iso["d_opt"] is not None:
                 slot = out.setdefault(objective, {"n": [], "d": []})
-                slot["n"].append((entry["flops"], method["n_opt"]))
-                slot["d"].append((entry["flops"], method["d_opt"]))
+                slot["n"].append((entry["flops"], iso["n_opt"]))
+                slot["d"].append((entry["flops"], iso["d_opt"]))
     return out

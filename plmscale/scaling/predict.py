@@ -6,7 +6,6 @@ budget, then the percentile interval is taken (constants are never rounded on th
 """
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -15,71 +14,82 @@ import yaml
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.bootstrap import interval
-from plmscale.scaling.fit import METHODS
+from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit, read_fit
 from plmscale.scaling.parametric import optimal_allocation
+from plmscale.scaling.results import json_text
 
 
-def _power_law_prediction(entry, flops):
-    n_opt = entry["k_n"] * flops ** entry["a"]
-    d_opt = entry["k_d"] * flops ** entry["b"]
-    has_loss = entry.get("k_l") is not None and entry.get("s") is not None
-    loss = entry["k_l"] * flops ** entry["s"] if has_loss else None
-    draws = (entry.get("bootstrap") or {}).get("draws")
-    n_ci = d_ci = loss_ci = None
-    if draws:
-        arr = {k: np.array([np.nan if v is None else v for v in draws[k]], float) for k in draws}
-        with np.errstate(invalid="ignore", over="ignore"):
-            n_ci = interval(arr["k_n"] * flops ** arr["a"])
-            d_ci = interval(arr["k_d"] * flops ** arr["b"])
-            if has_loss and "k_l" in arr:
-                loss_ci = interval(arr["k_l"] * flops ** arr["s"])
+def _power_law_prediction(law, flops):
+    n_opt = law.k_n * flops ** law.a
+    d_opt = law.k_d * flops ** law.b
+    loss = law.k_l * flops ** law.s if law.has_loss_law else None
+    draws = law.draws
+    with np.errstate(invalid="ignore", over="ignore"):
+        n_ci = interval(draws["k_n"] * flops ** draws["a"]) if {"k_n", "a"} <= set(draws) else None
+        d_ci = interval(draws["k_d"] * flops ** draws["b"]) if {"k_d", "b"} <= set(draws) else None
+        loss_ci = (interval(draws["k_l"] * flops ** draws["s"])
+                   if law.has_loss_law and {"k_l", "s"} <= set(draws) else None)
     return n_opt, d_opt, loss, n_ci, d_ci, loss_ci
 
 
-def _parametric_prediction(entry, flops):
-    kappa = entry["flops_per_param_token"]
-    n_opt, d_opt, loss = optimal_allocation(entry["E"], entry["A"], entry["B"], entry["alpha"], entry["beta"],
-                                            flops, kappa)
-    draws = (entry.get("bootstrap") or {}).get("draws")
+def _parametric_prediction(law: ParametricLaw, flops, where):
+    kappa = law.flops_per_param_token
+    if kappa is None:
+        raise PlmscaleError(f"{where}.flops_per_param_token is missing: the parametric law cannot turn "
+                            "FLOPs into N and D without it; rerun `plmscale fit`")
+    n_opt, d_opt, loss = optimal_allocation(law.E, law.A, law.B, law.alpha, law.beta, flops, kappa)
     n_ci = d_ci = loss_ci = None
-    if draws:
-        arr = {k: np.array([np.nan if v is None else v for v in draws[k]], float) for k in draws}
+    if {"E", "A", "B", "alpha", "beta"} <= set(law.draws):
+        d = law.draws
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            n, d, l = optimal_allocation(arr["E"], arr["A"], arr["B"], arr["alpha"], arr["beta"], flops, kappa)
-        n_ci, d_ci, loss_ci = interval(n), interval(d), interval(l)
+            n, dd, l = optimal_allocation(d["E"], d["A"], d["B"], d["alpha"], d["beta"], flops, kappa)
+        n_ci, d_ci, loss_ci = interval(n), interval(dd), interval(l)
     return float(n_opt), float(d_opt), float(loss), n_ci, d_ci, loss_ci
 
 
-def predict(fit: dict, flops: float, objective: str, ladder=None) -> dict:
+def _finite(value):
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def predict(fit, flops: float, objective: str, ladder=None) -> dict:
     """{"objective", "flops", "methods": {METHOD: {"n_opt", "d_opt", "loss", "n_opt_ci", "d_opt_ci"}}}.
 
-    A method that was not fitted (or has no loss law) gives null values. With a ladder (name -> n_params),
-    the result also carries "nearest" {METHOD: name} and "details" (loss intervals, notes) — keys that the
-    JSON output of the CLI leaves out to keep its documented shape.
+    fit: a FitFile (fitfile.read_fit) or a fit.json dict, validated here. A method that was not fitted
+    (or has no loss law) gives null values. With a ladder (name -> n_params), the result also carries
+    "nearest" {METHOD: name} and "details" (loss intervals, notes) — keys that the JSON output of the CLI
+    leaves out to keep its documented shape.
     """
     if not (isinstance(flops, (int, float)) and math.isfinite(flops) and flops > 0):
         raise PlmscaleError(f"--flops must be a positive number, got {flops!r}")
-    objectives = fit.get("objectives", {})
-    if objective not in objectives:
-        raise PlmscaleError(f"the fit has no {objective!r} objective (has: {', '.join(objectives) or 'none'}); "
+    fit: FitFile = parse_fit(fit)
+    if objective not in fit.objectives:
+        raise PlmscaleError(f"the fit has no {objective!r} objective (has: {', '.join(fit.objectives) or 'none'}); "
                             "fit runs of that objective first")
     methods, details, nearest = {}, {}, {}
     for method in METHODS:
-        entry = objectives[objective].get(method, {"error": "missing from fit.json"})
-        if "error" in entry:
+        entry = fit.method(objective, method)
+        if entry.law is None:
             methods[method] = {"n_opt": None, "d_opt": None, "loss": None, "n_opt_ci": None, "d_opt_ci": None}
-            details[method] = {"note": f"not fitted: {entry['error']}"}
+            details[method] = {"note": f"not fitted: {entry.error}"}
             continue
         if method == "parametric":
-            n, d, loss, n_ci, d_ci, loss_ci = _parametric_prediction(entry, flops)
+            n, d, loss, n_ci, d_ci, loss_ci = _parametric_prediction(
+                entry.law, flops, f"{fit.source}: objectives.{objective}.parametric")
         else:
-            n, d, loss, n_ci, d_ci, loss_ci = _power_law_prediction(entry, flops)
-        methods[method] = {"n_opt": float(n), "d_opt": float(d), "loss": None if loss is None else float(loss),
-                           "n_opt_ci": n_ci, "d_opt_ci": d_ci}
-        details[method] = {"loss_ci": loss_ci, "loss_law": entry.get("loss_law")}
+            n, d, loss, n_ci, d_ci, loss_ci = _power_law_prediction(entry.law, flops)
+        n, d, loss = _finite(n), _finite(d), _finite(loss)
+        methods[method] = {"n_opt": n, "d_opt": d, "loss": loss, "n_opt_ci": n_ci, "d_opt_ci": d_ci}
+        details[method] = {"loss_ci": loss_ci, "loss_law": entry.loss_law}
+        notes = []
+        if n is None or d is None:
+            notes.append("the law overflows at this budget: no finite N_opt/D_opt")
         if loss is None:
-            details[method]["note"] = "this method has no loss law: loss is null"
-        if ladder:
+            notes.append("this method has no loss law: loss is null")
+        if n is not None and n_ci and not n_ci[0] <= n <= n_ci[1]:
+            notes.append("N_opt lies outside its bootstrap interval (skewed resamples)")
+        if notes:
+            details[method]["note"] = "; ".join(notes)
+        if ladder and n is not None:
             nearest[method] = nearest_shape(ladder, n)
     out = {"objective": objective, "flops": float(flops), "methods": methods, "details": details}
     if ladder:
@@ -171,18 +181,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        fit = json.loads(Path(args.fit).read_text())
-    except FileNotFoundError:
-        raise PlmscaleError(f"fit file {args.fit} does not exist: run `plmscale fit` first") from None
-    except json.JSONDecodeError as error:
-        raise PlmscaleError(f"fit file {args.fit} is not valid JSON (line {error.lineno}): {error.msg}") from None
-    if fit.get("version") != 1:
-        raise PlmscaleError(f"fit file {args.fit} has version {fit.get('version')!r}; this plmscale reads version 1")
+    fit = read_fit(args.fit)
     ladder = load_ladder(args.ladder) if args.ladder else None
     result = predict(fit, args.flops, args.objective, ladder)
     if args.json:
-        print(json.dumps({key: result[key] for key in ("objective", "flops", "methods")}, indent=1))
+        print(json_text({key: result[key] for key in ("objective", "flops", "methods")}))
     else:
         print(format_prediction(result))
     return 0

@@ -1,13 +1,12 @@
-"""Writing the scaling stage's JSON results: fit.json (with provenance) and predictions.json."""
+"""Writing the scaling stage's JSON results (fit.json through fitfile.write_fit, predictions.json)."""
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 
+from plmscale.data.atomic import write_text
 from plmscale.provenance import provenance
-
 
 
 def json_ready(value):
@@ -25,24 +24,32 @@ def json_ready(value):
     return value
 
 
+def json_text(obj) -> str:
+    """Strict JSON (see json_ready), indented as every file of the stage."""
+    return json.dumps(json_ready(obj), indent=1, allow_nan=False)
+
+
 def write_json(obj: dict, path, with_provenance=False) -> None:
+    """obj as strict JSON, written atomically (a crash leaves no half-written result)."""
     obj = dict(obj)
     if with_provenance:
         obj["provenance"] = provenance()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(json_ready(obj), handle, indent=1, allow_nan=False)
-        handle.write("\n")
+    with write_text(path) as handle:
+        handle.write(json_text(obj) + "\n")
 
 
-def predict_budgets(fit: dict, flops_by_objective: dict, ladder: dict | None = None) -> dict:
-    """{objective: [predict(fit, C, objective) for C in the config's budgets]} for the objectives fitted."""
-    from plmscale.scaling.predict import ladder_sizes, predict  # the numerical side lives with the fits
+def predict_budgets(fit, flops_by_objective: dict, ladder: dict | None = None) -> dict:
+    """{objective: [predict(fit, C, objective) for C in the config's budgets]} for the objectives fitted.
 
+    fit: a FitFile (fitfile.read_fit) or a fit.json dict, validated on the way in."""
+    from plmscale.scaling.fitfile import parse_fit  # the numerical side lives with the fits
+    from plmscale.scaling.predict import ladder_sizes, predict
+
+    fit = parse_fit(fit)
     ladder = ladder_sizes(ladder) if ladder else None
     out = {}
     for objective, budgets in (flops_by_objective or {}).items():
-        if objective not in (fit.get("objectives") or {}):
+        if objective not in fit.objectives:
             continue
         out[objective] = [predict(fit, float(flops), objective, ladder=ladder or None) for flops in budgets]
     return out

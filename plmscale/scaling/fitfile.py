@@ -1,0 +1,314 @@
+"""fit.json, the scaling stage's result: its schema, its one writer and its one validating reader.
+
+Writer: `write_fit` serves `plmscale fit` and the workflow's fit rule alike: atomic, NaN/inf written as
+null, numpy values as Python numbers, provenance added.
+
+Reader: `read_fit` (a path) or `parse_fit` (a dict already loaded) returns a `FitFile` of typed laws, or
+raises PlmscaleError naming the file and the key (`objectives.mlm.isoflop.k_n`) of the first value that
+cannot come from a fit: a wrong type, a NaN, a non-positive constant where a power law needs a positive
+one, an interval that is not [low, high] or lies far from its own point. Predictions and plots read
+fit.json only through it, so a hand-edited file is refused before it turns into nan or a negative size.
+
+Layout (version 1): {"version": 1, "objectives": {OBJECTIVE: {METHOD: entry, ...}}, "settings", "transfer",
+"published", "provenance", ...}. A method entry is either a law or {"error": why, ...}:
+- isoflop, envelope: k_n, a, k_d, b (N_opt = k_n·C^a, D_opt = k_d·C^b), optional k_l, s (L = k_l·C^s),
+  a_ci, b_ci, bootstrap {draws: {name: [value or null, ...]}}, isoflop `optima`, envelope `points`;
+- parametric: E, A, B, alpha, beta (L = E + A/N^alpha + B/D^beta), a, b (allocation exponents),
+  flops_per_param_token, intervals and bootstrap draws as above.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from plmscale.errors import PlmscaleError
+from plmscale.scaling.results import json_ready, write_json
+
+FIT_VERSION = 1
+METHODS = ("isoflop", "envelope", "parametric")
+# What each law needs: key -> (required, lowest allowed value or None, value must exceed the lowest).
+POWER_LAW_KEYS = {"k_n": (True, 0.0, True), "a": (True, None, False), "k_d": (True, 0.0, True),
+                  "b": (True, None, False), "k_l": (False, 0.0, True), "s": (False, None, False)}
+PARAMETRIC_KEYS = {"E": (True, 0.0, False), "A": (True, 0.0, True), "B": (True, 0.0, True),
+                   "alpha": (True, 0.0, True), "beta": (True, 0.0, True), "a": (True, None, False),
+                   "b": (True, None, False), "flops_per_param_token": (False, 0.0, True)}
+# A bootstrap percentile interval need not contain its point estimate (skewed resamples), but a point
+# more than one interval width away from it did not come from that bootstrap: the file was edited.
+INTERVAL_SLACK_WIDTHS = 1.0
+
+
+def write_fit(fit: dict, path) -> Path:
+    """fit.json with provenance, strict JSON (NaN/inf -> null), written atomically; returns the path."""
+    write_json(fit, path, with_provenance=True)
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class PowerLaws:
+    """N_opt = k_n·C^a, D_opt = k_d·C^b and, where fitted, L_opt = k_l·C^s (IsoFLOP and envelope)."""
+    k_n: float
+    a: float
+    k_d: float
+    b: float
+    k_l: float | None = None
+    s: float | None = None
+    a_ci: tuple | None = None
+    b_ci: tuple | None = None
+    draws: dict = field(default_factory=dict)  # name -> float array, NaN where a refit failed
+
+    @property
+    def has_loss_law(self) -> bool:
+        return self.k_l is not None and self.s is not None
+
+    def constants(self, what: str) -> tuple:
+        """(k, exponent) of N_opt ('n') or D_opt ('d')."""
+        return (self.k_n, self.a) if what == "n" else (self.k_d, self.b)
+
+
+@dataclass(frozen=True)
+class ParametricLaw:
+    """L(N, D) = E + A/N^alpha + B/D^beta with its allocation exponents a = beta/(alpha+beta), b."""
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    a: float
+    b: float
+    flops_per_param_token: float | None = None
+    a_ci: tuple | None = None
+    b_ci: tuple | None = None
+    draws: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """One IsoFLOP budget: its parabola's vertex (None where no parabola was fitted) and its runs."""
+    budget: float
+    n_opt: float | None
+    d_opt: float | None
+    loss_opt: float | None
+    curvature: float | None
+    kept: bool
+    run_ids: tuple
+
+
+@dataclass(frozen=True)
+class EnvelopePoint:
+    flops: float
+    loss: float
+
+
+@dataclass(frozen=True)
+class MethodFit:
+    """One method's entry: a law, or the reason it could not be fitted (error)."""
+    method: str
+    law: PowerLaws | ParametricLaw | None = None
+    error: str | None = None
+    loss_law: str | None = None
+    optima: tuple = ()
+    points: tuple = ()
+
+
+@dataclass(frozen=True)
+class FitFile:
+    source: str
+    version: int
+    objectives: dict  # objective -> {method: MethodFit}
+    data: dict  # the whole document, for the parts nothing reads as typed values (settings, transfer)
+
+    def method(self, objective: str, method: str) -> MethodFit:
+        methods = self.objectives.get(objective, {})
+        return methods.get(method) or MethodFit(method, error=f"{method} is missing from {self.source}")
+
+
+# ----------------------------------------------------------------------------------------------- reader
+
+class _Checker:
+    """Type and range checks whose errors name the file and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, problem: str, value) -> None:
+        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        raise PlmscaleError(f"{self.source}: {key} {problem}, got {shown[:80]}; rerun `plmscale fit` (or the "
+                            "workflow's fit rule) instead of editing fit.json")
+
+    def mapping(self, value, key: str) -> dict:
+        if not isinstance(value, dict):
+            self.fail(key, "must be a JSON object", value)
+        return value
+
+    def sequence(self, value, key: str) -> list:
+        if not isinstance(value, list):
+            self.fail(key, "must be a JSON list", value)
+        return value
+
+    def text(self, value, key: str) -> str:
+        if not isinstance(value, str):
+            self.fail(key, "must be a string", value)
+        return value
+
+    def number(self, value, key: str, lowest=None, strict=False, allow_null=False) -> float | None:
+        if value is None and allow_null:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(key, "must be a number", value)
+        value = float(value)
+        if not math.isfinite(value):
+            self.fail(key, "must be a finite number", value)
+        if lowest is not None and (value <= lowest if strict else value < lowest):
+            self.fail(key, f"must be {'>' if strict else '>='} {lowest:g}", value)
+        return value
+
+    def constants(self, entry: dict, spec: dict, key: str) -> dict:
+        values = {}
+        for name, (required, lowest, strict) in spec.items():
+            if name not in entry or entry[name] is None:
+                if required:
+                    self.fail(f"{key}.{name}", "is missing (a fitted law needs it)", entry.get(name))
+                values[name] = None
+                continue
+            values[name] = self.number(entry[name], f"{key}.{name}", lowest, strict)
+        return values
+
+    def interval(self, entry: dict, name: str, key: str, point: float | None = None) -> tuple | None:
+        """entry[name_ci] as (low, high); with a point, also refuse a point far outside it."""
+        value = entry.get(f"{name}_ci")
+        if value is None:
+            return None
+        where = f"{key}.{name}_ci"
+        pair = self.sequence(value, where)
+        if len(pair) != 2:
+            self.fail(where, "must be [low, high]", value)
+        low, high = (self.number(v, where) for v in pair)
+        if low > high:
+            self.fail(where, "must be [low, high] with low <= high", value)
+        slack = INTERVAL_SLACK_WIDTHS * (high - low)
+        if point is not None and not low - slack <= point <= high + slack:
+            self.fail(f"{key}.{name}", f"lies far outside its own interval {name}_ci [{low:.4g}, {high:.4g}]",
+                      point)
+        return low, high
+
+    def draws(self, entry: dict, key: str) -> dict:
+        stored = entry.get("bootstrap")
+        if stored is None:
+            return {}
+        stored = self.mapping(stored, f"{key}.bootstrap")
+        if stored.get("draws") is None:
+            return {}
+        draws = self.mapping(stored["draws"], f"{key}.bootstrap.draws")
+        arrays, length = {}, None
+        for name, values in draws.items():
+            where = f"{key}.bootstrap.draws.{name}"
+            values = self.sequence(values, where)
+            if length is not None and len(values) != length:
+                self.fail(where, f"must hold as many draws as the others ({length})", len(values))
+            length = len(values)
+            # null marks a failed refit; it stays out of the intervals as NaN
+            arrays[name] = np.array([np.nan if v is None else self.number(v, where) for v in values], float)
+        return arrays
+
+
+def _parse_power_laws(check: _Checker, entry: dict, key: str) -> PowerLaws:
+    values = check.constants(entry, POWER_LAW_KEYS, key)
+    if (values["k_l"] is None) != (values["s"] is None):
+        values["k_l"] = values["s"] = None  # half a loss law is no loss law
+    return PowerLaws(**values, a_ci=check.interval(entry, "a", key, values["a"]),
+                     b_ci=check.interval(entry, "b", key, values["b"]), draws=check.draws(entry, key))
+
+
+def _parse_parametric(check: _Checker, entry: dict, key: str) -> ParametricLaw:
+    values = check.constants(entry, PARAMETRIC_KEYS, key)
+    # Parametric intervals are checked for shape only: when resamples switch between the objective's
+    # basins, the point of the full-data fit may lie outside the percentile interval legitimately.
+    return ParametricLaw(**values, a_ci=check.interval(entry, "a", key), b_ci=check.interval(entry, "b", key),
+                         draws=check.draws(entry, key))
+
+
+def _parse_optima(check: _Checker, entry: dict, key: str) -> tuple:
+    optima = []
+    for i, item in enumerate(check.sequence(entry.get("optima") or [], f"{key}.optima")):
+        where = f"{key}.optima[{i}]"
+        item = check.mapping(item, where)
+        kept = item.get("kept", True)
+        if not isinstance(kept, bool):
+            check.fail(f"{where}.kept", "must be true or false", kept)
+        run_ids = check.sequence(item.get("run_ids") or [], f"{where}.run_ids")
+        optima.append(Optimum(
+            budget=check.number(item.get("budget"), f"{where}.budget", 0.0, strict=True),
+            n_opt=check.number(item.get("n_opt"), f"{where}.n_opt", 0.0, strict=True, allow_null=True),
+            d_opt=check.number(item.get("d_opt"), f"{where}.d_opt", 0.0, strict=True, allow_null=True),
+            loss_opt=check.number(item.get("loss_opt"), f"{where}.loss_opt", allow_null=True),
+            curvature=check.number(item.get("curvature"), f"{where}.curvature", allow_null=True),
+            kept=kept, run_ids=tuple(str(r) for r in run_ids)))
+    return tuple(optima)
+
+
+def _parse_points(check: _Checker, entry: dict, key: str) -> tuple:
+    points = []
+    for i, item in enumerate(check.sequence(entry.get("points") or [], f"{key}.points")):
+        where = f"{key}.points[{i}]"
+        item = check.mapping(item, where)
+        points.append(EnvelopePoint(check.number(item.get("flops"), f"{where}.flops", 0.0, strict=True),
+                                    check.number(item.get("loss"), f"{where}.loss", 0.0, strict=True)))
+    return tuple(points)
+
+
+def parse_method(check: _Checker, method: str, entry, key: str) -> MethodFit:
+    entry = check.mapping(entry, key)
+    loss_law = entry.get("loss_law")
+    if loss_law is not None:
+        check.text(loss_law, f"{key}.loss_law")
+    optima = _parse_optima(check, entry, key) if method == "isoflop" else ()
+    points = _parse_points(check, entry, key) if method == "envelope" else ()
+    if entry.get("error") is not None:
+        return MethodFit(method, error=check.text(entry["error"], f"{key}.error"), optima=optima, points=points)
+    law = (_parse_parametric if method == "parametric" else _parse_power_laws)(check, entry, key)
+    return MethodFit(method, law=law, loss_law=loss_law, optima=optima, points=points)
+
+
+def check_method(method: str, entry: dict, source: str) -> None:
+    """Raise PlmscaleError where a freshly fitted entry is not one the reader accepts (the fit records
+    the reason as that method's error instead of writing a law nobody can use). Checked as written:
+    NaN becomes null on the way into the file."""
+    parse_method(_Checker(source), method, json_ready(entry), method)
+
+
+def parse_fit(data, source: str = "fit.json") -> FitFile:
+    """A fit.json document (already loaded) -> FitFile, or PlmscaleError naming source and key."""
+    if isinstance(data, FitFile):
+        return data
+    check = _Checker(source)
+    data = check.mapping(data, "the document")
+    version = data.get("version")
+    if version != FIT_VERSION:
+        raise PlmscaleError(f"{source}: version is {version!r}; this plmscale reads version {FIT_VERSION} "
+                            "(rerun `plmscale fit`)")
+    objectives = {}
+    for objective, methods in check.mapping(data.get("objectives"), "objectives").items():
+        methods = check.mapping(methods, f"objectives.{objective}")
+        objectives[objective] = {method: parse_method(check, method, methods[method],
+                                                      f"objectives.{objective}.{method}")
+                                 for method in METHODS if method in methods}
+    return FitFile(source=str(source), version=version, objectives=objectives, data=data)
+
+
+def read_fit(path) -> FitFile:
+    """Load and validate fit.json; every problem is a PlmscaleError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise PlmscaleError(f"fit file {path} does not exist: run `plmscale fit` first") from None
+    except (IsADirectoryError, UnicodeDecodeError) as error:
+        raise PlmscaleError(f"fit file {path} is not readable as text: {error}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PlmscaleError(f"fit file {path} is not valid JSON (line {error.lineno}): {error.msg}") from None
+    return parse_fit(data, str(path))
