@@ -137,7 +137,7 @@ TRAIN_RESOURCES = {key: _run_resource(key) for key in snakemake_resources(
 
 
 # ---- scaling laws -----------------------------------------------------------------------------------
-from plmscale.scaling.plots import PLOT_NAMES
+from plmscale.scaling.plots import PLOT_NAMES, PLOTS
 
 
 def own_run_files(name):
@@ -160,3 +160,10 @@ def stage_targets_scaling():
     targets = ["results/scaling/fit.json", "results/scaling/predictions.json"]
     targets += expand("results/scaling/{name}.png", name=PLOT_NAMES)
     return targets
+
+
+def plot_outputs():
+    """The plot rule's figures: one per entry of plmscale.scaling.plots.PLOTS, with its report caption."""
+    return {name: report(f"results/scaling/{name}.png", caption=f"../report/{plot.caption}",
+                         category="Scaling laws", subcategory=plot.subcategory)
+            for name, plot in PLOTS.items()}

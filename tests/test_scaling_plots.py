@@ -116,3 +116,12 @@ def test_si_labels():
     assert plots.si_label(1e7) == "10M"
     assert plots.si_label(2.5e9) == "2.5B"
     assert plots.si_label(1e12) == "1T"
+
+
+def test_every_registered_figure_has_its_report_caption():
+    """The plot rule's report entries come from plots.PLOTS: each caption must exist under report/."""
+    from pathlib import Path
+
+    report = Path(__file__).resolve().parent.parent / "report"
+    for name, plot in plots.PLOTS.items():
+        assert (report / plot.caption).is_file(), (name, plot.caption)

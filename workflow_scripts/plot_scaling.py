@@ -13,5 +13,5 @@ log_to_file(snakemake.log[0])
 with open(snakemake.input.predictions) as handle:
     predictions = json.load(handle)
 plot_all(read_fit(snakemake.input.fit), pd.read_csv(snakemake.input.runs, low_memory=False),
-         pd.read_csv(snakemake.input.curves, low_memory=False), Path(snakemake.output.isoflop_clm).parent,
+         pd.read_csv(snakemake.input.curves, low_memory=False), Path(snakemake.output[0]).parent,
          predictions=predictions_for_plot(predictions))

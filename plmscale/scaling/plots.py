@@ -8,6 +8,9 @@ Axes in FLOPs, parameters and tokens get SI tick labels (10M, 1B, 100B); FLOPs r
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colors, ticker  # noqa: E402
 
-from plmscale.scaling.fitfile import ParametricLaw, PowerLaws, parse_fit  # noqa: E402
+from plmscale.scaling.fitfile import FitFile, ParametricLaw, PowerLaws, parse_fit  # noqa: E402
 from plmscale.scaling.published import notebook_n_opt  # noqa: E402
 from plmscale.scaling.table import main_study, transfer_partners  # noqa: E402
 
@@ -371,28 +374,58 @@ def plot_transfer(runs: pd.DataFrame, path, fit=None):
 
 # ------------------------------------------------------------------------------------------------ driver
 
-PLOT_NAMES = ["isoflop_clm", "isoflop_mlm", "optimal_allocation", "loss_frontier", "curves_clm", "curves_mlm",
-              "parametric_clm", "parametric_mlm", "transfer"]
+@dataclass(frozen=True)
+class PlotInputs:
+    """What the figures are drawn from: the fit, the runs and curves tables, the predictions to mark."""
+    fit: FitFile
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    predictions: dict | None = None
 
 
-def plot_all(fit: dict, runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir, predictions=None) -> dict:
-    """Every figure into out_dir as <name>.png/.svg/.pdf; returns {name: png path}."""
+@dataclass(frozen=True)
+class Plot:
+    """One figure: how to draw it (inputs, path) -> Figure, and its caption in the report (report/*.rst)."""
+    draw: Callable[[PlotInputs, Path], object]
+    caption: str
+    subcategory: str
+
+
+def _per_objective(prefix, draw, caption, subcategory):
+    """One figure per objective, named <prefix>_clm and <prefix>_mlm."""
+    return {f"{prefix}_{objective}": Plot(partial(draw, objective=objective), caption, subcategory)
+            for objective in ("clm", "mlm")}
+
+
+# name -> figure: the single list of the scaling stage's figures. The workflow's plot rule takes its
+# outputs (and their report captions) from here; plot_all draws exactly these.
+PLOTS = {
+    **_per_objective("isoflop", lambda i, path, objective: plot_isoflop(i.fit, i.runs, objective, path),
+                     "isoflop.rst", "IsoFLOP profiles"),
+    "optimal_allocation": Plot(lambda i, path: plot_optimal_allocation(i.fit, path, predictions=i.predictions),
+                               "optimal_allocation.rst", "Compute-optimal allocation"),
+    "loss_frontier": Plot(lambda i, path: plot_loss_frontier(i.fit, path, curves=i.curves),
+                          "loss_frontier.rst", "Loss frontier"),
+    **_per_objective("curves", lambda i, path, objective: plot_training_curves(i.curves, objective, path),
+                     "training_curves.rst", "Training curves"),
+    **_per_objective("parametric", lambda i, path, objective: plot_parametric(i.fit, objective, path, runs=i.runs),
+                     "parametric.rst", "Parametric fit"),
+    "transfer": Plot(lambda i, path: plot_transfer(i.runs, path, fit=i.fit), "transfer.rst", "Transfer"),
+}
+PLOT_NAMES = list(PLOTS)
+
+
+def plot_all(fit, runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir, predictions=None) -> dict:
+    """Every figure of PLOTS into out_dir as <name>.png/.svg/.pdf; returns {name: png path}."""
     out_dir = Path(out_dir)
     curves = curves if curves is not None else pd.DataFrame(columns=["run_id", "objective", "n_params", "flops",
                                                                      "tokens", "loss"])
-    made = {}
-    for objective in ("clm", "mlm"):
-        made[f"isoflop_{objective}"] = plot_isoflop(fit, runs, objective, out_dir / f"isoflop_{objective}.png")
-        made[f"curves_{objective}"] = plot_training_curves(curves, objective, out_dir / f"curves_{objective}.png")
-        made[f"parametric_{objective}"] = plot_parametric(fit, objective, out_dir / f"parametric_{objective}.png",
-                                                          runs=runs)
-    made["optimal_allocation"] = plot_optimal_allocation(fit, out_dir / "optimal_allocation.png",
-                                                         predictions=predictions)
-    made["loss_frontier"] = plot_loss_frontier(fit, out_dir / "loss_frontier.png", curves=curves)
-    made["transfer"] = plot_transfer(runs, out_dir / "transfer.png", fit=fit)
-    for figure in made.values():
-        plt.close(figure)
-    return {name: out_dir / f"{name}.png" for name in made}
+    inputs = PlotInputs(parse_fit(fit), runs, curves, predictions)
+    written = {}
+    for name, plot in PLOTS.items():
+        written[name] = out_dir / f"{name}.png"
+        plt.close(plot.draw(inputs, written[name]))
+    return written
 
 
 def predictions_for_plot(predictions: dict | None) -> dict:
