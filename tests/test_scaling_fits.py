@@ -270,3 +270,58 @@ def test_one_budget_records_error_instead_of_crashing_fit_all():
     assert "2 or more compute budgets" in clm["isoflop"]["error"]
     assert "curves" in clm["envelope"]["error"]
     assert "parametric" in clm and ("error" in clm["parametric"] or "a" in clm["parametric"])
+
+
+# ------------------------------------------------------------------------- `plmscale fit` on bad tables
+
+def _isoflop_csv(path, edits=None):
+    """Two budgets × four sizes, written as a runs table; edits set single cells ((row, column) -> value)."""
+    rows = [{"run_id": f"c{budget:.0e}_n{n:.0e}", "objective": "clm", "n_params": n, "tokens": budget / (6 * n),
+             "flops": budget, "loss": 2.5 + 0.1 * abs(np.log(n / 5e6)), "budget": budget}
+            for budget in (1e18, 1e19) for n in (3e6, 5e6, 7e6, 9e6)]
+    df = pd.DataFrame(rows).astype(object)
+    for (row, column), value in (edits or {}).items():
+        df.loc[row, column] = value
+    df.to_csv(path, index=False)
+    return df
+
+
+@pytest.mark.parametrize("column", ["budget", "flops", "n_params"])
+def test_fit_refuses_a_non_numeric_cell_naming_column_and_run(tmp_path, capsys, column):
+    from plmscale.cli import main as cli_main
+
+    df = _isoflop_csv(tmp_path / "runs.csv", {(2, column): "1e18x"})
+    assert cli_main(["fit", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), "--bootstrap", "0"]) == 2
+    error = capsys.readouterr().err
+    assert f"column {column}" in error and df.loc[2, "run_id"] in error and "'1e18x'" in error
+    assert not (tmp_path / "fit" / "fit.json").exists()
+
+
+def test_flops_in_the_wrong_unit_are_flagged(experiment, caplog):
+    _, runs, curves = experiment
+    in_gigaflops = runs.assign(flops=runs["flops"] / 1e9, budget=runs["budget"] / 1e9)
+    with caplog.at_level("WARNING", logger="plmscale.scaling.fit"):
+        fit = fit_all(in_gigaflops, bootstrap=0)
+    (note,) = fit["objectives"]["clm"]["notes"]
+    assert "flops" in note and "6" in note
+    assert any("flops / (n_params * tokens)" in r.getMessage() for r in caplog.records)
+    assert fit_all(runs, bootstrap=0)["objectives"]["clm"]["notes"] == []
+
+
+def test_fit_cli_writes_strict_json_when_every_loss_is_equal(tmp_path):
+    """Equal losses give parabolas without a vertex (NaN optima): the CLI writes them as null."""
+    import json
+
+    from plmscale.cli import main as cli_main
+
+    df = _isoflop_csv(tmp_path / "runs.csv")
+    df.assign(loss=1.0).to_csv(tmp_path / "runs.csv", index=False)
+    assert cli_main(["fit", str(tmp_path / "runs.csv"), "--out", str(tmp_path), "--bootstrap", "10"]) == 0
+
+    def no_nan(token):
+        raise AssertionError(f"fit.json holds {token}")
+
+    fit = json.loads((tmp_path / "fit.json").read_text(), parse_constant=no_nan)
+    assert "error" in fit["objectives"]["clm"]["isoflop"]
+    assert cli_main(["predict", "--fit", str(tmp_path / "fit.json"), "--flops", "1e20", "--objective", "clm",
+                     "--json"]) in (0, 2)

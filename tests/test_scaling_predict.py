@@ -94,3 +94,50 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "empty" in capsys.readouterr().err
     assert cli_main(["predict", "--fit", str(tmp_path / "none.json"), "--flops", "1e21", "--objective", "clm"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ hand-edited fit.json
+
+def _set(document, path, value):
+    *parents, last = path.split(".")
+    for key in parents:
+        document = document[key]
+    document[last] = value
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    ("objectives.clm.isoflop.a", float("nan"), "finite"),
+    ("objectives.clm.isoflop.k_n", -1, "> 0"),
+    ("objectives.clm.parametric.alpha", 0, "> 0"),
+    ("objectives.clm.envelope.b", "0.5", "number"),
+    ("objectives.clm.isoflop", [1, 2], "JSON object"),
+    ("objectives.clm.isoflop.a", 0.99, "outside its own interval"),
+    ("objectives.clm.isoflop.a_ci", [0.6, 0.5], "low <= high"),
+    ("objectives.clm.parametric.bootstrap", {"draws": {"E": "many"}}, "list"),
+    ("objectives", {"clm": "fitted"}, "JSON object"),
+    ("version", 2, "version"),
+])
+def test_predict_refuses_a_hand_edited_fit(tmp_path, capsys, fit, key, value, problem):
+    """Clear refusal (exit 2, file and key named), never a traceback, nan or a negative size."""
+    edited = json.loads(json.dumps(fit))
+    _set(edited, key, value)
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps(edited))  # json.dumps writes NaN as the bare token NaN, as an editor would
+    code = cli_main(["predict", "--fit", str(path), "--flops", "1e22", "--objective", "clm", "--json"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert str(path) in captured.err and key.rsplit(".", 1)[-1] in captured.err and problem in captured.err
+
+
+def test_predict_json_is_strict_where_a_law_overflows(tmp_path, capsys, fit):
+    """A valid but extreme law gives null (and a note), never a bare NaN/Infinity in --json."""
+    edited = json.loads(json.dumps(fit))
+    iso = edited["objectives"]["clm"]["isoflop"]
+    iso["a"], iso["a_ci"], iso["k_n"] = 40.0, [39.0, 41.0], 1e10
+    iso["bootstrap"]["draws"]["a"] = [40.0] * len(iso["bootstrap"]["draws"]["a"])
+    (tmp_path / "fit.json").write_text(json.dumps(edited))
+    assert cli_main(["predict", "--fit", str(tmp_path / "fit.json"), "--flops", "1e22", "--objective", "clm",
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"bare {token}"))
+    assert result["methods"]["isoflop"]["n_opt"] is None
+    assert result["methods"]["parametric"]["n_opt"] > 0

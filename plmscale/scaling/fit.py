@@ -15,6 +15,20 @@ from plmscale.scaling.transfer import analyse_transfer
 
 log = logging.getLogger(__name__)
 
+# flops / (n_params · tokens) of a table in FLOPs: 6 by the 6·N·D convention, somewhat more where the
+# FLOPs count attention or embeddings. Far outside this range the flops column is in another unit
+# (GFLOPs, PFLOP-days) or counts something else, and every law in C would be off by that factor.
+PLAUSIBLE_FLOPS_PER_PARAM_TOKEN = (4.0, 20.0)
+
+
+def flops_unit_note(kappa: float, objective: str) -> str | None:
+    """A warning when the median FLOPs per parameter per token says the flops column is in another unit."""
+    low, high = PLAUSIBLE_FLOPS_PER_PARAM_TOKEN
+    if low <= kappa <= high:
+        return None
+    return (f"{objective}: median flops / (n_params * tokens) is {kappa:.3g}, not about 6 (plausible: {low:g} "
+            f"to {high:g}); is the flops column in FLOPs? Laws and predictions in C are off by the same factor")
+
 
 def table_sha256(*frames):
     digest = hashlib.sha256()
@@ -61,6 +75,10 @@ def fit_objective(runs, curves, n_boot, rng, min_points):
     strata = np.where(budgets.isna(), "outside IsoFLOP design", budgets.astype(str))
     counts = boot.draw_counts(strata, n_boot, rng) if n_boot else None
     kappa = float(np.median(scratch["flops"] / (scratch["n_params"] * scratch["tokens"])))
+    objective = runs["objective"].iat[0]
+    notes = [note for note in [flops_unit_note(kappa, objective)] if note]
+    for note in notes:
+        log.warning(note)
     law_keys = ("k_n", "a", "k_d", "b", "k_l", "s")
 
     def fit_isoflop():
@@ -96,10 +114,11 @@ def fit_objective(runs, curves, n_boot, rng, min_points):
             entry["bootstrap"]["n_unconverged"] = int((~draws["converged"]).sum())
         return entry
 
-    return {"isoflop": _safe("isoflop", runs["objective"].iat[0], fit_isoflop),
-            "envelope": _safe("envelope", runs["objective"].iat[0], fit_envelope),
-            "parametric": _safe("parametric", runs["objective"].iat[0], fit_parametric),
-            "n_runs": int(len(runs)), "n_scratch_runs": int(len(scratch)), "flops_per_param_token": kappa}
+    return {"isoflop": _safe("isoflop", objective, fit_isoflop),
+            "envelope": _safe("envelope", objective, fit_envelope),
+            "parametric": _safe("parametric", objective, fit_parametric),
+            "n_runs": int(len(runs)), "n_scratch_runs": int(len(scratch)), "flops_per_param_token": kappa,
+            "notes": notes}
 
 
 def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_points_per_budget=3,

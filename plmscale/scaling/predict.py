@@ -20,11 +20,12 @@ from plmscale.scaling.results import json_text
 
 
 def _power_law_prediction(law, flops):
-    n_opt = law.k_n * flops ** law.a
-    d_opt = law.k_d * flops ** law.b
-    loss = law.k_l * flops ** law.s if law.has_loss_law else None
+    flops = np.float64(flops)  # numpy powers overflow to inf (reported as null) instead of raising
     draws = law.draws
     with np.errstate(invalid="ignore", over="ignore"):
+        n_opt = law.k_n * flops ** law.a
+        d_opt = law.k_d * flops ** law.b
+        loss = law.k_l * flops ** law.s if law.has_loss_law else None
         n_ci = interval(draws["k_n"] * flops ** draws["a"]) if {"k_n", "a"} <= set(draws) else None
         d_ci = interval(draws["k_d"] * flops ** draws["b"]) if {"k_d", "b"} <= set(draws) else None
         loss_ci = (interval(draws["k_l"] * flops ** draws["s"])
@@ -37,7 +38,8 @@ def _parametric_prediction(law: ParametricLaw, flops, where):
     if kappa is None:
         raise PlmscaleError(f"{where}.flops_per_param_token is missing: the parametric law cannot turn "
                             "FLOPs into N and D without it; rerun `plmscale fit`")
-    n_opt, d_opt, loss = optimal_allocation(law.E, law.A, law.B, law.alpha, law.beta, flops, kappa)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        n_opt, d_opt, loss = optimal_allocation(law.E, law.A, law.B, law.alpha, law.beta, flops, kappa)
     n_ci = d_ci = loss_ci = None
     if {"E", "A", "B", "alpha", "beta"} <= set(law.draws):
         d = law.draws

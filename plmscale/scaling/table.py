@@ -54,9 +54,21 @@ def _check_columns(df, required, source):
                             f"{', '.join(required)} (extra columns are allowed)")
 
 
+def _as_numbers(df, column, source, id_column="run_id") -> pd.Series:
+    """df[column] as floats, empty cells as NaN; a cell that holds text which is not a number (`1e18x`)
+    is an error naming the column and the run, never a silent NaN."""
+    values = pd.to_numeric(df[column], errors="coerce")
+    garbled = values.isna() & (text_column(df, column) != "")
+    if garbled.any():
+        first = df.index[garbled][0]
+        raise PlmscaleError(f"{source}: column {column} holds {str(df.at[first, column])!r}, which is not a "
+                            f"number, for run(s) {_list_ids(df.loc[garbled, id_column].unique())}; fix the value")
+    return values.astype(float)
+
+
 def _check_numbers(df, source, columns_positive, id_column="run_id"):
     for column in columns_positive:
-        values = pd.to_numeric(df[column], errors="coerce")
+        values = _as_numbers(df, column, source, id_column)
         bad = ~np.isfinite(values.to_numpy(dtype=float))
         if bad.any():
             raise PlmscaleError(f"{source}: column {column} is missing, NaN or infinite for run(s) "
@@ -65,7 +77,7 @@ def _check_numbers(df, source, columns_positive, id_column="run_id"):
         if nonpos.any():
             raise PlmscaleError(f"{source}: column {column} must be > 0 but is not for run(s) "
                                 f"{_list_ids(df.loc[nonpos, id_column].unique())}")
-        df[column] = values.astype(float)
+        df[column] = values
 
 
 def validate_runs(df, source="runs table"):
@@ -89,12 +101,12 @@ def validate_runs(df, source="runs table"):
                             f"{_list_ids(df.loc[bad_objective, 'run_id'])}")
     _check_numbers(df, source, ("n_params", "tokens", "flops", "loss"))
     if "budget" in df.columns:
-        budget = pd.to_numeric(df["budget"].replace("", np.nan), errors="coerce")
-        bad = budget.notna() & ~(budget > 0)
+        budget = _as_numbers(df, "budget", source)
+        bad = budget.notna() & ~((budget > 0) & np.isfinite(budget))
         if bad.any():
-            raise PlmscaleError(f"{source}: budget must be a positive number or empty; run(s) "
+            raise PlmscaleError(f"{source}: budget must be a positive finite number or empty; run(s) "
                                 f"{_list_ids(df.loc[bad, 'run_id'])}")
-        df["budget"] = budget.astype(float)
+        df["budget"] = budget
     df["init_from"] = text_column(df, "init_from")
     return with_roles(df, source).reset_index(drop=True)
 
