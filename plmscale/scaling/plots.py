@@ -97,14 +97,16 @@ def _law_constants(law, what: str):
     if isinstance(law, PowerLaws):
         return law.constants(what)
     if isinstance(law, ParametricLaw):
-        return _parametric_allocation(law)[0 if what == "n" else 1]
+        constants = _parametric_allocation(law)[0 if what == "n" else 1]
+        return constants if np.all(np.isfinite(constants)) else None  # exponents near 0 overflow G
     return None
 
 
 def _parametric_allocation(law: ParametricLaw):
     """Chinchilla's closed form: N_opt = G·(C/6)^a, D_opt = G⁻¹·(C/6)^b with a = β/(α+β)."""
-    alpha, beta, A, B = law.alpha, law.beta, law.A, law.B
-    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    alpha, beta, A, B = (np.float64(v) for v in (law.alpha, law.beta, law.A, law.B))
+    with np.errstate(over="ignore"):
+        G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
     a, b = beta / (alpha + beta), alpha / (alpha + beta)
     return (G * FLOPS_PER_PARAM_TOKEN ** -a, a), (FLOPS_PER_PARAM_TOKEN ** -b / G, b)
 
