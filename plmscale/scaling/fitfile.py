@@ -46,8 +46,16 @@ def write_fit(fit: dict, path) -> Path:
     return Path(path)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Bootstrapped:
+    """What every law carries from its bootstrap: 95% intervals of a and b, and the draws themselves."""
+    a_ci: tuple | None = None
+    b_ci: tuple | None = None
+    draws: dict = field(default_factory=dict)  # name -> float array, NaN where a refit failed
+
+
 @dataclass(frozen=True)
-class PowerLaws:
+class PowerLaws(_Bootstrapped):
     """N_opt = k_n·C^a, D_opt = k_d·C^b and, where fitted, L_opt = k_l·C^s (IsoFLOP and envelope)."""
     k_n: float
     a: float
@@ -55,9 +63,6 @@ class PowerLaws:
     b: float
     k_l: float | None = None
     s: float | None = None
-    a_ci: tuple | None = None
-    b_ci: tuple | None = None
-    draws: dict = field(default_factory=dict)  # name -> float array, NaN where a refit failed
 
     @property
     def has_loss_law(self) -> bool:
@@ -69,7 +74,7 @@ class PowerLaws:
 
 
 @dataclass(frozen=True)
-class ParametricLaw:
+class ParametricLaw(_Bootstrapped):
     """L(N, D) = E + A/N^alpha + B/D^beta with its allocation exponents a = beta/(alpha+beta), b."""
     E: float
     A: float
@@ -79,9 +84,6 @@ class ParametricLaw:
     a: float
     b: float
     flops_per_param_token: float | None = None
-    a_ci: tuple | None = None
-    b_ci: tuple | None = None
-    draws: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
