@@ -197,7 +197,8 @@ def plot_optimal_allocation(fit, path, c_range=(1e18, 1e23), predictions=None):
             ax.plot(c_grid, paper, ls="--", color="0.35" if objective == "clm" else "0.6", lw=1.0,
                     label=f"{objective.upper()} paper notebook: {'a' if what == 'n' else 'b'}="
                           f"{a_paper if what == 'n' else 1 - a_paper:.3f}")
-            for flops, value in (predictions or {}).get(objective, {}).get(what, []):
+            marks = (predictions or {}).get(objective)  # predictions_for_plot: {"n": [(C, N)], "d": [(C, D)]}
+            for flops, value in marks[what] if marks else []:
                 ax.scatter([flops], [value], marker="D", s=40, color=color, edgecolor="k", zorder=4)
     for ax, what in zip(axes, ("n", "d")):
         ax.set_xscale("log")
