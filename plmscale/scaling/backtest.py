@@ -9,7 +9,9 @@ that budget's compute), forecast the top budget's compute-optimal loss and model
 what the top budget observed: the vertex of its parabola (loss against log N), or, where the top budget
 has no usable vertex, its best run (then `observed.source` says so: the best run of a grid only bounds
 the optimum). The forecast interval comes from a bootstrap of the reduced fit (runs resampled within
-their budget, as in the fit stage); the observed vertex gets its own bootstrap interval.
+their budget, as in the fit stage); the observed vertex gets its own bootstrap interval, and the error's
+interval pairs forecast and observed draws, so that both uncertainties count. The IsoFLOP loss forecast
+uses the law named by `loss_law` (see LOSS_LAWS).
 
 Leave-one-budget-out (LOBO): refit without each budget in turn and forecast every target in
 `fit.predict_flops`. The spread of those forecasts is the forecast's sensitivity to any single budget.
@@ -21,7 +23,7 @@ bools, strings, lists, None for a missing or non-finite number):
 
     {"isoflop": {"rollout": ROLLOUT, "leave_one_budget_out": LOBO},
      "parametric": {"rollout": ROLLOUT, "leave_one_budget_out": LOBO},
-     "settings": {"n_boot", "seed", "min_points_per_budget", "ci_level"}}
+     "settings": {"n_boot", "seed", "min_points_per_budget", "ci_level", "isoflop_loss_law"}}
 
     ROLLOUT = {"held_out_budget": C,                      # FLOPs of the top IsoFLOP budget
                "fitted_budgets": [C, ...],                # budgets the reduced fit used
@@ -33,7 +35,10 @@ bools, strings, lists, None for a missing or non-finite number):
                "n_opt_log_error": ln(forecast/observed),  "n_opt_log_error_ci": [low, high],
                "n_opt_ratio": forecast/observed,
                "loss_inside_interval": bool, "n_opt_inside_interval": bool,  # observed within forecast CI
-               "bootstrap": {"n", "n_failed"}}
+               "loss_consistent": bool, "n_opt_consistent": bool,            # 0 within the error's CI
+               "bootstrap": {"n", "n_failed"},            # forecast draws that failed (left out of the CIs)
+               "loss_law": "how the loss was forecast"}
+        (the *_inside_interval and *_consistent flags and every *_ci are None without a bootstrap)
         or {"held_out_budget": C or None, "error": "why no rollout could be made"}
 
     LOBO = {"targets": [C, ...],
@@ -43,7 +48,7 @@ bools, strings, lists, None for a missing or non-finite number):
             "sensitivity": [{"flops", "n_opt_min", "n_opt_max", "n_opt_ratio" (max/min),
                              "loss_min", "loss_max", "loss_spread_pct" (100·(max − min)/full-fit loss)}],
             "full_a", "a_min", "a_max": allocation exponent of the full fit and range over the refits,
-            "n_refits": refits that succeeded}
+            "n_refits": refits that succeeded, "loss_law" (IsoFLOP only)}
         or {"targets": [...], "error": "why"}
 
 Losses are in the table's units (nats); n_opt is in the table's parameter count convention.
