@@ -1,0 +1,455 @@
+"""Backtests: does a fit forecast budgets it has not seen? Rollout and leave-one-budget-out, per method.
+
+A fit earns trust by forecasting data it was not fitted to. Two checks, for the IsoFLOP fit and the
+parametric fit of one objective's runs table (a validated table; transfer and incomplete runs are left
+out as by every fit):
+
+Rollout: fit on every IsoFLOP budget but the top one (and, for the parametric fit, on no run at or above
+that budget's compute), forecast the top budget's compute-optimal loss and model size, and compare with
+what the top budget observed: the vertex of its parabola (loss against log N), or, where the top budget
+has no usable vertex, its best run (then `observed.source` says so: the best run of a grid only bounds
+the optimum). The forecast interval comes from a bootstrap of the reduced fit (runs resampled within
+their budget, as in the fit stage); the observed vertex gets its own bootstrap interval, and the error's
+interval pairs forecast and observed draws, so that both uncertainties count. The IsoFLOP loss forecast
+uses the law named by `loss_law` (see LOSS_LAWS).
+
+Leave-one-budget-out (LOBO): refit without each budget in turn and forecast every target in
+`fit.predict_flops`. The spread of those forecasts is the forecast's sensitivity to any single budget.
+For the IsoFLOP fit only bracketed budgets are left out (the others do not enter the fit); for the
+parametric fit every IsoFLOP budget is.
+
+`backtest(runs, predict_flops, n_boot, seed, min_points)` returns JSON-ready plain values (floats, ints,
+bools, strings, lists, None for a missing or non-finite number):
+
+    {"isoflop": {"rollout": ROLLOUT, "leave_one_budget_out": LOBO},
+     "parametric": {"rollout": ROLLOUT, "leave_one_budget_out": LOBO},
+     "settings": {"n_boot", "seed", "min_points_per_budget", "ci_level", "isoflop_loss_law"}}
+
+    ROLLOUT = {"held_out_budget": C,                      # FLOPs of the top IsoFLOP budget
+               "fitted_budgets": [C, ...],                # budgets the reduced fit used
+               "n_runs_fitted": int,
+               "observed": {"n_opt", "loss", "source": "parabola vertex" | "best run (...)",
+                            "n_opt_ci", "loss_ci"},       # intervals [low, high] or None
+               "forecast": {"n_opt", "loss", "n_opt_ci", "loss_ci"},
+               "loss_error_pct": 100·(forecast − observed)/observed, "loss_error_pct_ci": [low, high],
+               "n_opt_log_error": ln(forecast/observed),  "n_opt_log_error_ci": [low, high],
+               "n_opt_ratio": forecast/observed,
+               "loss_inside_interval": bool, "n_opt_inside_interval": bool,  # observed within forecast CI
+               "loss_consistent": bool, "n_opt_consistent": bool,            # 0 within the error's CI
+               "bootstrap": {"n", "n_failed"},            # forecast draws that failed (left out of the CIs)
+               "loss_law": "how the loss was forecast"}
+        (the *_inside_interval and *_consistent flags and every *_ci are None without a bootstrap)
+        or {"held_out_budget": C or None, "error": "why no rollout could be made"}
+
+    LOBO = {"targets": [C, ...],
+            "full": [{"flops", "n_opt", "loss"}, ...],            # the all-budgets fit, per target
+            "left_out": [{"budget": C, "a": exponent, "forecasts": [{"flops", "n_opt", "loss"}, ...]}
+                         or {"budget": C, "error": "why this refit failed"}, ...],
+            "sensitivity": [{"flops", "n_opt_min", "n_opt_max", "n_opt_ratio" (max/min),
+                             "loss_min", "loss_max", "loss_spread_pct" (100·(max − min)/full-fit loss)}],
+            "full_a", "a_min", "a_max": allocation exponent of the full fit and range over the refits,
+            "n_refits": refits that succeeded, "loss_law" (IsoFLOP only)}
+        or {"targets": [...], "error": "why"}
+
+Losses are in the table's units (nats); n_opt is in the table's parameter count convention.
+"""
+
+import numpy as np
+
+from plmscale.errors import PlmscaleError
+from plmscale.scaling import bootstrap as boot
+from plmscale.scaling import isoflop, parametric
+from plmscale.scaling.table import budget_groups, scratch_runs, validate_runs
+
+METHODS = ("isoflop", "parametric")
+# The reduced IsoFLOP fit needs a power law through at least this many bracketed budgets.
+MIN_FIT_BUDGETS = 2
+# The parametric law has 5 constants.
+MIN_PARAMETRIC_RUNS = 5
+# How the IsoFLOP fit's compute-optimal loss is extrapolated. fit.json's law today is the pure power law
+# k_l·C^s; a loss that approaches an irreducible floor bends away from it, so that law forecasts too low
+# (2-4% half a decade out on synthetic Chinchilla-type data, see docs/trust.md).
+LOSS_LAWS = {
+    "saturating": "L_opt = E + k*C^s fitted to the vertex losses (E >= 0; E = 0 with only 2 budgets)",
+    "power": "L_opt = k_l * C^s fitted to the vertex losses (fit.json's IsoFLOP loss law)",
+}
+# Grid of the saturating law's exponent s (negative): for each s, E and k are linear least squares.
+SATURATING_S_GRID = -np.geomspace(1e-3, 3.0, 400)
+GOLDEN_STEPS = 40  # shrinks the bracket around the best grid point by 0.618^40 ≈ 4e-9
+
+
+def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=METHODS, loss_law="saturating",
+             source="runs table"):
+    """Rollout and leave-one-budget-out for each method on one objective's runs; see the module docstring."""
+    runs = validate_runs(runs, source)
+    objectives = runs["objective"].unique()
+    if len(objectives) != 1:
+        raise PlmscaleError(f"{source}: backtest reads one objective's runs at a time; got "
+                            f"{', '.join(sorted(objectives))}")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise PlmscaleError(f"backtest: unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(METHODS)}")
+    if loss_law not in LOSS_LAWS:
+        raise PlmscaleError(f"backtest: unknown IsoFLOP loss law {loss_law!r}; known: {', '.join(LOSS_LAWS)}")
+    targets = [float(c) for c in predict_flops]
+    if any(not (np.isfinite(c) and c > 0) for c in targets):
+        raise PlmscaleError(f"fit.predict_flops must be positive numbers of FLOPs; got {list(predict_flops)}")
+    scratch = scratch_runs(runs).reset_index(drop=True)
+    out = {"settings": {"n_boot": int(n_boot), "seed": int(seed), "min_points_per_budget": int(min_points),
+                        "ci_level": boot.CI_LEVEL, "isoflop_loss_law": loss_law}}
+    rng = np.random.default_rng(seed)
+    study = _Study(scratch, min_points, n_boot, rng, loss_law)
+    if "isoflop" in methods:
+        out["isoflop"] = {"rollout": study.rollout_isoflop(),
+                          "leave_one_budget_out": study.lobo_isoflop(targets)}
+    if "parametric" in methods:
+        out["parametric"] = {"rollout": study.rollout_parametric(),
+                             "leave_one_budget_out": study.lobo_parametric(targets)}
+    return out
+
+
+class _Study:
+    """One objective's scratch runs with their IsoFLOP design and per-budget parabolas, computed once."""
+
+    def __init__(self, scratch, min_points, n_boot, rng, loss_law):
+        self.scratch = scratch
+        self.min_points = min_points
+        self.n_boot = int(n_boot)
+        self.rng = rng
+        self.loss_law = loss_law
+        self.designs = isoflop.budget_designs(scratch, min_points) if len(scratch) else []
+        ones = np.ones((1, len(scratch)))
+        self.per_budget = [isoflop.fit_budgets_batch(d, ones, min_points) for d in self.designs]
+        self.bracketed = [int(r["reason"][0]) == isoflop.OK for r in self.per_budget]
+        self.budgets = budget_groups(scratch).to_numpy(float) if len(scratch) else np.array([])
+        # Bootstrap strata as in the fit stage: the runs of one budget are redrawn among themselves.
+        self.strata = np.where(np.isnan(self.budgets), "outside IsoFLOP design", self.budgets.astype(str))
+        # Bootstrap of every budget's parabola, shared by the observed top vertex and the IsoFLOP rollout.
+        if self.n_boot and len(scratch):
+            counts = boot.draw_counts(self.strata, self.n_boot, rng)
+            self.per_budget_draws = [isoflop.fit_budgets_batch(d, counts, min_points) for d in self.designs]
+        else:
+            self.per_budget_draws = None
+        self._observed = None
+
+    # ----- what the top budget observed -------------------------------------------------------------
+    def top_error(self):
+        if len(self.designs) < 2:
+            return (f"rollout needs runs at 2 or more IsoFLOP budgets (the top one is held out); found "
+                    f"{len(self.designs)}")
+        return None
+
+    def observed(self):
+        """The top budget's optimum: point values, intervals, and its bootstrap draws (None if none)."""
+        if self._observed is None:
+            self._observed = self._observe_top()
+        return self._observed
+
+    def _observe_top(self):
+        top, result = self.designs[-1], self.per_budget[-1]
+        code = int(result["reason"][0])
+        if code == isoflop.OK:
+            observed = {"n_opt": float(np.exp(result["log_n_opt"][0])), "loss": float(result["loss_opt"][0]),
+                        "source": "parabola vertex", "n_opt_ci": None, "loss_ci": None}
+            draws = None
+            if self.per_budget_draws is not None:
+                top_draws = self.per_budget_draws[-1]
+                ok = top_draws["reason"] == isoflop.OK
+                draws = (np.where(ok, np.exp(top_draws["log_n_opt"]), np.nan),
+                         np.where(ok, top_draws["loss_opt"], np.nan))
+                observed["n_opt_ci"], observed["loss_ci"] = boot.interval(draws[0]), boot.interval(draws[1])
+            return observed, draws
+        edge = "largest" if result["edge"][0] > 0 else "smallest"
+        why = isoflop.REASONS[code].format(min_points=max(3, self.min_points), edge=edge)
+        # A grid's best run is no optimum: it has no interval, and only the point is compared.
+        return ({"n_opt": float(np.exp(result["raw_log_n"][0])), "loss": float(result["raw_loss"][0]),
+                 "source": f"best run (no usable vertex at {top['budget']:.3g}: {why})",
+                 "n_opt_ci": None, "loss_ci": None}, None)
+
+    # ----- rollout ----------------------------------------------------------------------------------
+    def rollout_isoflop(self):
+        error = self.top_error()
+        if error:
+            return {"held_out_budget": self._top_budget(), "error": error}
+        below, kept = self.designs[:-1], self.bracketed[:-1]
+        top = self.designs[-1]["budget"]
+        if sum(kept) < MIN_FIT_BUDGETS:
+            return {"held_out_budget": top,
+                    "error": f"only {sum(kept)} of the {len(below)} budgets below the top one ({top:.3g}) "
+                             f"bracketed an optimum (need {MIN_FIT_BUDGETS} to fit a power law)"}
+        forecast_n, forecast_loss, law = _isoflop_forecast(below, self.per_budget[:-1], top, self.loss_law)
+        draws = None
+        if self.per_budget_draws is not None:
+            draw_n, draw_loss, _ = _isoflop_forecast(below, self.per_budget_draws[:-1], top, self.loss_law)
+            draws = (draw_n, draw_loss)
+        fitted = [d["budget"] for d, ok in zip(below, kept) if ok]
+        n_runs = int(sum(len(d["positions"]) for d, ok in zip(below, kept) if ok))
+        out = self._score(top, fitted, n_runs, forecast_n[0], forecast_loss[0], draws)
+        out["loss_law"] = law
+        return out
+
+    def rollout_parametric(self):
+        error = self.top_error()
+        if error:
+            return {"held_out_budget": self._top_budget(), "error": error}
+        top = self.designs[-1]
+        reduced = self._below_top_mask()
+        if reduced.sum() < MIN_PARAMETRIC_RUNS:
+            return {"held_out_budget": top["budget"],
+                    "error": f"only {int(reduced.sum())} runs below the top budget ({top['budget']:.3g}); the "
+                             f"parametric law needs {MIN_PARAMETRIC_RUNS}"}
+        runs = self.scratch[reduced]
+        n, d, loss = (runs[c].to_numpy(float) for c in ("n_params", "tokens", "loss"))
+        point = parametric.fit_parametric(n, d, loss)
+        kappa = _kappa(runs)
+        forecast_n, _, forecast_loss = parametric.optimal_allocation(
+            point["E"], point["A"], point["B"], point["alpha"], point["beta"], top["budget"], kappa)
+        draws = None
+        if self.n_boot:
+            counts = boot.draw_counts(self.strata[reduced], self.n_boot, self.rng)
+            refits = boot.parametric_draws(n, d, loss, counts, point)
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                draw_n, _, draw_loss = parametric.optimal_allocation(
+                    refits["E"], refits["A"], refits["B"], refits["alpha"], refits["beta"], top["budget"], kappa)
+            draws = (draw_n, draw_loss)
+        fitted = sorted({float(b) for b in self.budgets[reduced] if np.isfinite(b)})
+        out = self._score(top["budget"], fitted, int(reduced.sum()), forecast_n, forecast_loss, draws)
+        out["loss_law"] = "L = E + A/N^alpha + B/D^beta at its compute-optimal allocation"
+        return out
+
+    def _score(self, top, fitted, n_runs, forecast_n, forecast_loss, draws):
+        """Forecast against observation; error intervals pair forecast and observed bootstrap draws."""
+        observed, observed_draws = self.observed()
+        n_ci = loss_ci = error_ci = log_error_ci = None
+        n_failed = 0
+        if draws is not None:
+            draw_n, draw_loss = draws
+            failed = ~(np.isfinite(draw_n) & np.isfinite(draw_loss) & (draw_n > 0))
+            n_failed = int(failed.sum())
+            draw_n, draw_loss = np.where(failed, np.nan, draw_n), np.where(failed, np.nan, draw_loss)
+            n_ci, loss_ci = boot.interval(draw_n), boot.interval(draw_loss)
+            # Both sides are estimates: the error's interval pairs independent forecast and observed draws
+            # (a best-run observation has none, so only the forecast's spread enters).
+            obs_n, obs_loss = observed_draws if observed_draws is not None else (observed["n_opt"], observed["loss"])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                error_ci = boot.interval(100 * (draw_loss - obs_loss) / obs_loss)
+                log_error_ci = boot.interval(np.log(draw_n / obs_n))
+        return {
+            "held_out_budget": float(top), "fitted_budgets": [float(b) for b in fitted], "n_runs_fitted": n_runs,
+            "observed": {key: _plain(value) for key, value in observed.items()},
+            "forecast": {"n_opt": _plain(forecast_n), "loss": _plain(forecast_loss),
+                         "n_opt_ci": n_ci, "loss_ci": loss_ci},
+            "loss_error_pct": _plain(100 * (forecast_loss - observed["loss"]) / observed["loss"]),
+            "loss_error_pct_ci": error_ci,
+            "n_opt_log_error": _plain(np.log(forecast_n / observed["n_opt"])),
+            "n_opt_log_error_ci": log_error_ci,
+            "n_opt_ratio": _plain(forecast_n / observed["n_opt"]),
+            "loss_inside_interval": _inside(observed["loss"], loss_ci),
+            "n_opt_inside_interval": _inside(observed["n_opt"], n_ci),
+            "loss_consistent": _inside(0.0, error_ci),
+            "n_opt_consistent": _inside(0.0, log_error_ci),
+            "bootstrap": {"n": self.n_boot, "n_failed": n_failed},
+        }
+
+    def _top_budget(self):
+        return float(self.designs[-1]["budget"]) if self.designs else None
+
+    def _below_top_mask(self):
+        """Runs the parametric rollout may see: below the top budget's compute and not in its group."""
+        top = self.designs[-1]
+        flops = self.scratch["flops"].to_numpy(float)
+        in_top = np.zeros(len(self.scratch), bool)
+        in_top[top["positions"]] = True
+        return ~in_top & (flops < flops[top["positions"]].min())
+
+    # ----- leave one budget out ---------------------------------------------------------------------
+    def lobo_isoflop(self, targets):
+        kept = [j for j, ok in enumerate(self.bracketed) if ok]
+        if len(kept) < MIN_FIT_BUDGETS:
+            return {"targets": targets, "error": f"only {len(kept)} IsoFLOP budget(s) bracketed an optimum "
+                                                 f"(need {MIN_FIT_BUDGETS}): there is no fit to perturb"}
+
+        def forecast(indices):
+            designs = [self.designs[j] for j in indices]
+            per_budget = [self.per_budget[j] for j in indices]
+            laws = isoflop.laws_from_optima(designs, per_budget)
+            if laws["n_budgets"][0] < MIN_FIT_BUDGETS or not np.isfinite(laws["a"][0]):
+                raise PlmscaleError(f"only {int(laws['n_budgets'][0])} bracketed budget(s) left (need "
+                                    f"{MIN_FIT_BUDGETS})")
+            out = []
+            for c in targets:
+                n_opt, loss, _ = _isoflop_forecast(designs, per_budget, c, self.loss_law)
+                out.append({"flops": c, "n_opt": _plain(n_opt[0]), "loss": _plain(loss[0])})
+            return float(laws["a"][0]), out
+
+        result = _lobo(targets, [self.designs[j]["budget"] for j in kept],
+                       forecast(kept), [lambda j=j: forecast([k for k in kept if k != j]) for j in kept])
+        result["loss_law"] = _isoflop_forecast([self.designs[j] for j in kept], [self.per_budget[j] for j in kept],
+                                               1.0, self.loss_law)[2]
+        return result
+
+    def lobo_parametric(self, targets):
+        if len(self.scratch) < MIN_PARAMETRIC_RUNS:
+            return {"targets": targets, "error": f"{len(self.scratch)} scratch runs; the parametric law needs "
+                                                 f"{MIN_PARAMETRIC_RUNS}"}
+        if len(self.designs) < 2:
+            return {"targets": targets, "error": f"{len(self.designs)} IsoFLOP budget(s): nothing to leave out"}
+
+        def forecast(mask):
+            runs = self.scratch[mask]
+            if len(runs) < MIN_PARAMETRIC_RUNS:
+                raise PlmscaleError(f"only {len(runs)} runs left (need {MIN_PARAMETRIC_RUNS})")
+            fit = parametric.fit_parametric(runs["n_params"], runs["tokens"], runs["loss"])
+            kappa = _kappa(runs)
+            out = []
+            for c in targets:
+                n_opt, _, loss = parametric.optimal_allocation(fit["E"], fit["A"], fit["B"], fit["alpha"],
+                                                               fit["beta"], c, kappa)
+                out.append({"flops": c, "n_opt": _plain(n_opt), "loss": _plain(loss)})
+            return fit["a"], out
+
+        def without(design):
+            mask = np.ones(len(self.scratch), bool)
+            mask[design["positions"]] = False
+            return mask
+
+        return _lobo(targets, [d["budget"] for d in self.designs], forecast(np.ones(len(self.scratch), bool)),
+                     [lambda d=d: forecast(without(d)) for d in self.designs])
+
+
+def _kappa(runs):
+    """FLOPs per parameter per token of a set of runs (6 for the 6·N·D convention)."""
+    return float(np.median(runs["flops"] / (runs["n_params"] * runs["tokens"])))
+
+
+def _isoflop_forecast(designs, per_budget, flops, loss_law):
+    """N_opt and compute-optimal loss at `flops` from the bracketed budgets' vertices, per bootstrap row.
+
+    Returns (n_opt (B,), loss (B,), description of the loss law used).
+    """
+    laws = isoflop.laws_from_optima(designs, per_budget)
+    with np.errstate(invalid="ignore", over="ignore"):
+        n_opt = laws["k_n"] * flops ** laws["a"]
+    ok = np.stack([r["reason"] == isoflop.OK for r in per_budget], 1)
+    losses = np.stack([r["loss_opt"] for r in per_budget], 1)
+    params = fit_loss_law([d["budget"] for d in designs], np.where(ok, losses, np.nan), loss_law)
+    return n_opt, loss_at(params, flops), LOSS_LAWS[loss_law]
+
+
+def fit_loss_law(budgets, losses, law="saturating"):
+    """Compute-optimal loss against compute, for each row of losses (B, G) at budgets (G,); NaN = not used.
+
+    "power": log L = log k + s·log C by least squares (E = 0). "saturating": L = E + k·C^s with E >= 0, by
+    least squares on relative residuals (the noise of a loss is about proportional to it): for each s on
+    SATURATING_S_GRID, E and k are a weighted linear fit; the best s is refined by golden-section search
+    between its grid neighbours. A row with only 2 losses falls back to the power law (3 constants need 3 points).
+    Returns {"E", "k", "s", "log_c_ref"} with arrays (B,) (NaN where no law fits): L = E + k·(C/C_ref)^s.
+    """
+    log_c = np.log(np.asarray(budgets, float))
+    losses = np.atleast_2d(np.asarray(losses, float))
+    valid = np.isfinite(losses) & (losses > 0)
+    log_c_ref = float(log_c.mean())
+    x = log_c - log_c_ref
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_k, s = isoflop.power_law_fit_batch(x, np.where(valid, np.log(losses), np.nan), valid.astype(float))
+    E = np.zeros(len(losses))
+    k = np.exp(log_k)
+    if law == "saturating":
+        three = valid.sum(1) >= 3
+        if three.any():
+            E_sat, k_sat, s_sat = _saturating_fit(x, losses[three], valid[three])
+            E[three], k[three], s[three] = E_sat, k_sat, s_sat
+    return {"E": E, "k": k, "s": s, "log_c_ref": log_c_ref}
+
+
+def _saturating_fit(x, losses, valid):
+    """L = E + k·exp(s·x) by variable projection over s; arrays (B, G) in, (B,) E, k, s out."""
+    w = np.where(valid, 1.0 / np.where(valid, losses, 1.0) ** 2, 0.0)[:, None, :]
+    y = np.where(valid, losses, 0.0)[:, None, :]
+
+    def linear_fit(s):
+        """E, k and the weighted squared error for exponents s (B, S)."""
+        z = np.exp(s[..., None] * x)
+        sw, sz, szz = w.sum(-1), (w * z).sum(-1), (w * z * z).sum(-1)
+        sy, szy = (w * y).sum(-1), (w * z * y).sum(-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = (sw * szy - sz * sy) / (sw * szz - sz * sz)
+            E = (sy - k * sz) / sw
+            # A negative floor is unphysical: fit k alone with E = 0 there.
+            k = np.where(E < 0, szy / szz, k)
+            E = np.maximum(E, 0.0)
+            sse = (w * (y - E[..., None] - k[..., None] * z) ** 2).sum(-1)
+        sse = np.where(np.isfinite(sse) & (k > 0), sse, np.inf)
+        return E, k, sse
+
+    grid = np.broadcast_to(SATURATING_S_GRID, (len(losses), len(SATURATING_S_GRID)))
+    _, _, sse = linear_fit(grid)
+    best = np.argmin(sse, 1)
+    found = np.isfinite(sse[np.arange(len(losses)), best])
+    # Golden-section search in log|s| between the best grid point's neighbours, all rows in lock-step.
+    u = np.log(-SATURATING_S_GRID)
+    low = u[np.maximum(best - 1, 0)]
+    high = u[np.minimum(best + 1, len(u) - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(GOLDEN_STEPS):
+        left, right = high - ratio * (high - low), low + ratio * (high - low)
+        sse_left = linear_fit(-np.exp(left)[:, None])[2][:, 0]
+        sse_right = linear_fit(-np.exp(right)[:, None])[2][:, 0]
+        go_left = sse_left <= sse_right
+        high = np.where(go_left, right, high)
+        low = np.where(go_left, low, left)
+    s = -np.exp((low + high) / 2)
+    E, k, _ = linear_fit(s[:, None])
+    return (np.where(found, E[:, 0], np.nan), np.where(found, k[:, 0], np.nan), np.where(found, s, np.nan))
+
+
+def loss_at(params, flops):
+    """Loss of fit_loss_law's result at `flops` (B,)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return params["E"] + params["k"] * np.exp(params["s"] * (np.log(flops) - params["log_c_ref"]))
+
+
+def _lobo(targets, budgets, full, refits):
+    """Run the leave-one-out refits (callables returning (a, forecasts)) and summarise their spread."""
+    left_out = []
+    for budget, refit in zip(budgets, refits):
+        try:
+            a, forecasts = refit()
+            left_out.append({"budget": float(budget), "a": _plain(a), "forecasts": forecasts})
+        except PlmscaleError as error:
+            left_out.append({"budget": float(budget), "error": str(error)})
+    done = [entry for entry in left_out if "error" not in entry]
+    full_a, full_forecasts = full
+    sensitivity = []
+    for i, target in enumerate(targets):
+        n = np.array([_nan(entry["forecasts"][i]["n_opt"]) for entry in done])
+        loss = np.array([_nan(entry["forecasts"][i]["loss"]) for entry in done])
+        n, loss = n[np.isfinite(n)], loss[np.isfinite(loss)]
+        full_loss = _nan(full_forecasts[i]["loss"])
+        sensitivity.append({
+            "flops": target,
+            "n_opt_min": _plain(n.min()) if len(n) else None, "n_opt_max": _plain(n.max()) if len(n) else None,
+            "n_opt_ratio": _plain(n.max() / n.min()) if len(n) else None,
+            "loss_min": _plain(loss.min()) if len(loss) else None,
+            "loss_max": _plain(loss.max()) if len(loss) else None,
+            "loss_spread_pct": _plain(100 * (loss.max() - loss.min()) / full_loss) if len(loss) else None})
+    exponents = [entry["a"] for entry in done if entry["a"] is not None]
+    return {"targets": list(targets), "full_a": _plain(full_a), "full": full_forecasts, "left_out": left_out,
+            "sensitivity": sensitivity, "a_min": min(exponents) if exponents else None,
+            "a_max": max(exponents) if exponents else None, "n_refits": len(done)}
+
+
+def _plain(value):
+    """A JSON-ready float, None for a missing or non-finite number; strings and None pass through."""
+    if value is None or isinstance(value, (str, list)):
+        return value
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _nan(value):
+    return np.nan if value is None else value
+
+
+def _inside(value, ci):
+    return None if ci is None else bool(ci[0] <= value <= ci[1])

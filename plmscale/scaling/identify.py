@@ -1,0 +1,245 @@
+"""Is a fit identified? A verdict per method, with the reasons in sentences a researcher can act on.
+
+A fit is *identified* when its data pin down the quantities a forecast uses: the optimum is bracketed,
+the optimiser stopped inside its box, the bootstrap refits agree, and the exponents are physical. An
+unidentified fit still has numbers, but they say more about the grid, the optimiser's bounds or the noise
+than about the model family, so it should make no prediction and draw no line.
+
+`identify(method, entry, criteria)` reads one method's entry as `fit.fit_objective` returns it
+("isoflop", "envelope" or "parametric") and returns
+
+    {"identified": bool,
+     "reasons": [str, ...],   # the checks that failed; empty exactly when identified
+     "notes": [str, ...]}     # observations that did not fail a check (e.g. a dropped budget when
+                              # enough others remain), kept so that nothing is silent
+
+plus, for IsoFLOP entries, "bracketed_budgets" and "n_budgets" (how many budgets gave a bracketed
+optimum, out of how many). The checks and their defaults are the fields of `Criteria`; docs/trust.md
+explains each one.
+"""
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from plmscale.errors import PlmscaleError
+from plmscale.scaling import bootstrap as boot
+from plmscale.scaling import isoflop, parametric
+from plmscale.scaling.table import scratch_runs, validate_runs
+
+# Allocation exponents whose interval width is checked. For the IsoFLOP and parametric fits b = 1 − a by
+# construction (C = κ·N·D), so b's interval is a's mirrored and checking it again would repeat a reason;
+# the envelope fits N and D to separate points, so its b is a separate estimate.
+CHECKED_EXPONENTS = {"isoflop": ("a",), "envelope": ("a", "b"), "parametric": ("a",)}
+# The optimiser's coordinates: log E, log A, log B, α, β (parametric.BOUNDS is in this order).
+PARAMETRIC_COORDINATES = (("E", True), ("A", True), ("B", True), ("alpha", False), ("beta", False))
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """Thresholds of the identification checks (config `fit.identify`; docs/trust.md says why these).
+
+    min_bracketed_budgets: IsoFLOP budgets whose parabola has a vertex inside the sampled sizes, with
+        positive curvature and the best run not at the grid edge; a power law through fewer is not a law.
+    max_exponent_ci_width: widest acceptable 95% bootstrap interval of an allocation exponent (a, and b
+        where fitted separately). 0.5 still spans "Chinchilla" to "Kaplan"; a demo should aim for 0.25.
+    max_failed_bootstrap_fraction: share of bootstrap refits that may fail (no bracketed optimum left,
+        non-finite parametric refit) before the interval is the interval of a selected, biased subset.
+    bound_tolerance: a parametric constant counts as "at an optimiser bound" when it lies within this
+        fraction of the box width of a bound, in the optimiser's coordinates (log E/A/B, α, β).
+    min_starts_in_best_basin: refined grid starts (of parametric.N_REFINE) that must reach the best basin;
+        a basin found by one or two starts may be a lucky one among several near-equal minima.
+    require_bootstrap: without bootstrap draws there is no interval, so nothing says the fit is stable.
+    min_curvature_t: a bracketed IsoFLOP budget counts only when its parabola's curvature is this many
+        standard errors above 0 (needs the runs; about a one-sided 95% test): noise alone brackets
+        "optima" on a flat profile.
+    """
+
+    min_bracketed_budgets: int = 2
+    max_exponent_ci_width: float = 0.5
+    max_failed_bootstrap_fraction: float = 0.10
+    bound_tolerance: float = 1e-3
+    min_starts_in_best_basin: int = 3
+    require_bootstrap: bool = True
+    min_curvature_t: float = 2.0
+
+    @classmethod
+    def from_config(cls, mapping, where="fit.identify"):
+        """Criteria from a config mapping (missing keys keep their defaults); unknown keys are errors."""
+        if mapping is None:
+            return cls()
+        if not isinstance(mapping, dict):
+            raise PlmscaleError(f"{where} must be a mapping of criterion -> value, got {type(mapping).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(mapping) - set(known))
+        if unknown:
+            raise PlmscaleError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        values = {}
+        for key, value in mapping.items():
+            default = getattr(cls, key)
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise PlmscaleError(f"{where}.{key} must be true or false, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise PlmscaleError(f"{where}.{key} must be a number >= 0, got {value!r}")
+            elif isinstance(default, int) and value != int(value):
+                raise PlmscaleError(f"{where}.{key} must be a whole number, got {value!r}")
+            values[key] = type(default)(value)
+        return cls(**values)
+
+
+def identify(method, entry, criteria=None, runs=None):
+    """Verdict for one method's fit entry; see the module docstring for the returned dict.
+
+    runs: the objective's runs table the entry was fitted to (optional). With it, each bracketed IsoFLOP
+    budget must also show a curvature that stands out from its runs' scatter (Criteria.min_curvature_t).
+    """
+    criteria = criteria or Criteria()
+    if method not in CHECKED_EXPONENTS:
+        raise PlmscaleError(f"identify: unknown method {method!r}; expected one of {', '.join(CHECKED_EXPONENTS)}")
+    if not isinstance(entry, dict):
+        raise PlmscaleError(f"identify: the {method} entry must be a dict as fit.json holds it")
+    reasons, notes = [], []
+    verdict = {}
+    if method == "isoflop" and "optima" in entry:
+        verdict.update(_check_brackets(entry, criteria, reasons, notes, runs))
+    if "error" in entry:
+        # An IsoFLOP error with per-budget optima is already explained by the bracket check.
+        if not (method == "isoflop" and reasons):
+            reasons.append(f"not fitted: {entry['error']}")
+        return {"identified": False, "reasons": reasons, "notes": notes, **verdict}
+    if method == "parametric":
+        _check_parametric(entry, criteria, reasons, notes)
+    _check_bootstrap(method, entry, criteria, reasons)
+    _check_physical(method, entry, reasons)
+    if method in ("isoflop", "envelope"):
+        _check_loss_falls(entry, reasons)
+    return {"identified": not reasons, "reasons": reasons, "notes": notes, **verdict}
+
+
+def identify_objective(objective_entry, criteria=None, runs=None):
+    """{method: verdict} for every method present in one objective's entry of fit.json."""
+    return {method: identify(method, objective_entry[method], criteria, runs)
+            for method in CHECKED_EXPONENTS if method in objective_entry}
+
+
+def _check_brackets(entry, criteria, reasons, notes, runs):
+    optima = entry["optima"]
+    kept = [optimum for optimum in optima if optimum.get("kept")]
+    dropped = [f"budget {d['budget']:.3g} dropped: {d['reason']}" for d in entry.get("dropped_budgets", [])]
+    if runs is not None:
+        significance = curvature_significance(runs, [optimum["budget"] for optimum in kept])
+        weak = []
+        for optimum in kept:
+            test = significance.get(optimum["budget"])
+            if test is None or test["t"] is None:
+                notes.append(f"budget {optimum['budget']:.3g}: {optimum.get('n_sizes', 3)} sizes leave no "
+                             "residual to test the curvature against")
+            elif test["t"] < criteria.min_curvature_t:
+                weak.append(optimum)
+                dropped.append(f"budget {optimum['budget']:.3g} not counted: curvature {test['curvature']:.3g} "
+                               f"± {test['curvature_se']:.2g} per (ln N)^2 (t = {test['t']:.1f} < "
+                               f"{criteria.min_curvature_t:g}): the minimum is within the runs' scatter")
+        kept = [optimum for optimum in kept if optimum not in weak]
+    if len(kept) < criteria.min_bracketed_budgets:
+        reasons.append(f"only {len(kept)} of {len(optima)} IsoFLOP budgets bracketed an optimum "
+                       f"(need {criteria.min_bracketed_budgets})")
+        reasons.extend(dropped)
+    else:
+        notes.extend(dropped)
+    return {"bracketed_budgets": int(len(kept)), "n_budgets": int(len(optima))}
+
+
+def curvature_significance(runs, budgets=None):
+    """Per IsoFLOP budget: the loss parabola's curvature in ln N, its standard error and t = curvature/se.
+
+    runs: one objective's runs table (scratch runs are selected here); budgets: which budgets (default all).
+    Returns {budget: {"curvature", "curvature_se", "t", "dof"}}; se and t are None where the parabola has
+    no residual degree of freedom (3 runs). Ordinary least squares, as the fit's parabola.
+    """
+    scratch = scratch_runs(validate_runs(runs)).reset_index(drop=True)
+    out = {}
+    for design in isoflop.budget_designs(scratch, 3):
+        if budgets is not None and not any(np.isclose(design["budget"], b, rtol=1e-9) for b in budgets):
+            continue
+        x = design["log_n"] - design["log_n"].mean()
+        X = np.stack([np.ones_like(x), x, x * x], 1)
+        dof = len(x) - 3
+        if dof < 0 or np.linalg.matrix_rank(X) < 3:
+            continue
+        coef = np.linalg.lstsq(X, design["loss"], rcond=None)[0]
+        entry = {"curvature": float(coef[2]), "curvature_se": None, "t": None, "dof": int(dof)}
+        if dof > 0:
+            variance = float(((design["loss"] - X @ coef) ** 2).sum() / dof)
+            se = float(np.sqrt(variance * np.linalg.inv(X.T @ X)[2, 2]))
+            entry["curvature_se"] = se
+            entry["t"] = float(coef[2] / se) if se > 0 else float("inf")
+        key = next((b for b in (budgets or []) if np.isclose(design["budget"], b, rtol=1e-9)), design["budget"])
+        out[key] = entry
+    return out
+
+
+def _check_parametric(entry, criteria, reasons, notes):
+    theta = entry.get("theta")
+    if theta is None:
+        theta = [np.log(entry[name]) if logged else entry[name] for name, logged in PARAMETRIC_COORDINATES]
+    for (name, logged), value, (low, high) in zip(PARAMETRIC_COORDINATES, theta, parametric.BOUNDS):
+        tolerance = criteria.bound_tolerance * (high - low)
+        for bound, side in ((low, "lower"), (high, "upper")):
+            if abs(value - bound) <= tolerance:
+                where = f"log {name} = {bound:g}" if logged else f"{name} = {bound:g}"
+                reasons.append(f"{name} = {entry[name]:.4g} sits at the optimiser's {side} bound ({where}): "
+                               "the data do not determine it")
+    in_basin, refined = entry.get("starts_in_best_basin"), entry.get("n_refined")
+    if in_basin is not None and in_basin < criteria.min_starts_in_best_basin:
+        reasons.append(f"only {in_basin} of {refined} refined starts reached the best basin "
+                       f"(need {criteria.min_starts_in_best_basin}): another minimum may fit as well")
+    if entry.get("best_converged") is False:
+        notes.append(f"the best start stopped at the iteration cap ({entry.get('max_iterations')}) before its "
+                     "stopping rule")
+
+
+def _check_bootstrap(method, entry, criteria, reasons):
+    resamples = entry.get("bootstrap")
+    if not resamples or not resamples.get("n"):
+        if criteria.require_bootstrap:
+            reasons.append("no bootstrap (bootstrap = 0): nothing measures how stable the fit is")
+        return
+    n, failed = int(resamples["n"]), int(resamples.get("n_failed", 0))
+    if failed > criteria.max_failed_bootstrap_fraction * n:
+        reasons.append(f"{failed} of {n} bootstrap refits failed ({100 * failed / n:.0f}%, limit "
+                       f"{100 * criteria.max_failed_bootstrap_fraction:.0f}%)")
+    for key in CHECKED_EXPONENTS[method]:
+        ci = entry.get(f"{key}_ci")
+        if ci is None:
+            reasons.append(f"no interval for exponent {key}: fewer than 10 bootstrap refits succeeded")
+        elif ci[1] - ci[0] > criteria.max_exponent_ci_width:
+            reasons.append(f"95% interval of exponent {key} is [{ci[0]:.3f}, {ci[1]:.3f}], {ci[1] - ci[0]:.3f} "
+                           f"wide (limit {criteria.max_exponent_ci_width:g})")
+    for key in sorted(k[:-3] for k in entry if k.endswith("_ci")):
+        value, ci = entry.get(key), entry[f"{key}_ci"]
+        if ci is not None and isinstance(value, (int, float)) and not ci[0] <= value <= ci[1]:
+            reasons.append(f"{key} = {value:.4g} lies outside its own 95% interval [{ci[0]:.4g}, {ci[1]:.4g}]: "
+                           "the resamples disagree with the fit")
+
+
+def _check_physical(method, entry, reasons):
+    for key in ("a", "b"):
+        value = entry.get(key)
+        if value is None or not np.isfinite(value):
+            reasons.append(f"exponent {key} is missing or not finite")
+        elif not 0 < value < 1:
+            reasons.append(f"exponent {key} = {value:.3f} is outside (0, 1): N_opt and D_opt cannot both grow "
+                           "with compute")
+
+
+def _check_loss_falls(entry, reasons):
+    """The compute-optimal loss must fall with compute (s < 0), beyond doubt where draws exist."""
+    s = entry.get("s")
+    draws = ((entry.get("bootstrap") or {}).get("draws") or {}).get("s")
+    s_ci = boot.interval([np.nan if v is None else v for v in draws]) if draws is not None else None
+    if s_ci is not None and s_ci[1] >= 0:
+        reasons.append(f"the compute-optimal loss does not fall significantly with compute: loss exponent "
+                       f"s = {s:.4f}, 95% interval [{s_ci[0]:.4f}, {s_ci[1]:.4f}] reaches 0")
+    elif s is not None and np.isfinite(s) and s >= 0:
+        reasons.append(f"loss exponent s = {s:.4f} >= 0: the compute-optimal loss does not fall with compute")
