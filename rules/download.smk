@@ -12,7 +12,8 @@ rule demo_corpus:
     params:
         demo=json_param(config["data"]["demo"]),
         min_length=config["data"]["clean"]["min_length"],
-        max_length=config["data"]["clean"]["max_length"],
+        # The demo plants over-long records just past the cap; with no cap it still needs a length.
+        max_length=config["data"]["clean"]["max_length"] or 1022,
     log:
         "logs/data/demo_corpus.log",
     threads: 1
