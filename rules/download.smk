@@ -32,7 +32,8 @@ rule download:
     input:
         download_input,
     output:
-        "results/data/raw/{source}.fasta.gz",
+        fasta="results/data/raw/{source}.fasta.gz",
+        stats="results/data/raw/{source}.download.json",
     params:
         url=source_setting("url"),
         md5=source_setting("md5"),
