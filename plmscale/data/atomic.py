@@ -107,3 +107,27 @@ def write_json(path, obj, sort_keys=True) -> None:
     with write_text(path) as handle:
         json.dump(obj, handle, indent=2, sort_keys=sort_keys)
         handle.write("\n")
+
+
+class DeferredFile:
+    """A binary file written under its temporary name and published later by commit(), or dropped by
+    discard(): for outputs that must appear together (a shard directory), where one `with` block per file
+    does not fit."""
+
+    def __init__(self, path):
+        self.final = Path(path)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temporary_name(self.final)
+        self.handle = open(self.tmp, "wb")
+
+    def close(self):
+        if not self.handle.closed:
+            self.handle.close()
+
+    def commit(self):
+        self.close()
+        os.replace(self.tmp, self.final)
+
+    def discard(self):
+        self.close()
+        self.tmp.unlink(missing_ok=True)

@@ -92,16 +92,6 @@ class RecordBatch:
         first_space = np.append(spaces, end)[np.searchsorted(spaces, self._starts)]
         return np.minimum(first_space, self._ends)
 
-    def header_spans(self):
-        """(text, starts, ends): the batch text as a uint8 array, and for each record where its header
-        starts (at '>') and ends (before the line ending), for consumers that read headers with numpy."""
-        return np.frombuffer(self._buf, dtype=np.uint8, count=self.text_end), self._starts, self._ends
-
-    def scan_headers(self, pattern) -> list:
-        """pattern.findall over the text of this batch (headers and sequences): a fast C-level way to
-        pull fields out of every header at once."""
-        return pattern.findall(self._buf, 0, self.text_end)
-
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
