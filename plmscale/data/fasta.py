@@ -2,7 +2,7 @@
 
 Why not Biopython: its parser builds Python objects line by line (~1 M residues/s); a protein corpus
 has hundreds of billions of residues. Here each chunk is parsed with a few bytes/numpy calls:
-newline positions with numpy, one boolean-mask compaction that drops header lines and CR/LF, an uppercase
+newline positions with numpy, one boolean-mask compaction that drops header lines and newlines, an uppercase
 `bytes.translate` only where lowercase occurs. Python work is per record (ids, for the duplicate check),
 never per residue, and memory is one chunk (plus 8 bytes per id
 for the duplicate-id check, spilled to disk every SPILL_AT ids so it stays small).
@@ -29,7 +29,7 @@ SPILL_AT = 250_000
 
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-_NEWLINE, _CR, _SPACE, _GT, _STAR = 10, 13, 32, ord(">"), ord("*")
+_NEWLINE, _SPACE, _GT, _STAR = 10, 32, ord(">"), ord("*")
 _UPPER = bytes.maketrans(bytes(range(ord("a"), ord("z") + 1)), bytes(range(ord("A"), ord("Z") + 1)))
 
 
@@ -85,9 +85,7 @@ class RecordBatch:
             return self._starts + 1 + np.fromiter((len(h.split(None, 1)[0]) for h in self.headers),
                                                   dtype=np.int64, count=len(self))
         arr = np.frombuffer(buf, dtype=np.uint8, count=end)
-        is_space = arr == _SPACE
-        if buf.find(b"\r", 0, end) >= 0:  # a CR inside a header ends the id too, as in bytes.split
-            is_space |= arr == _CR
+        is_space = arr == _SPACE  # no CR is left: _batches turned every line ending into LF
         spaces = np.flatnonzero(is_space)
         first_space = np.append(spaces, end)[np.searchsorted(spaces, self._starts)]
         return np.minimum(first_space, self._ends)
@@ -232,7 +230,7 @@ def _parse(path, buf, end, lines_before) -> RecordBatch:
     nl_index = np.searchsorted(newlines, starts)
     header_ends = np.append(newlines, end)[nl_index]
     header_lines = lines_before + nl_index + 1
-    text_ends = header_ends - ((header_ends > starts + 1) & (arr[header_ends - 1] == _CR))
+    text_ends = header_ends  # line endings are LF only by now (see _batches)
     empty_id = (text_ends == starts + 1) | np.isin(arr[np.minimum(starts + 1, end - 1)], (9, 32))
     if empty_id.any():
         line = int(header_lines[np.argmax(empty_id)])
@@ -245,16 +243,11 @@ def _parse(path, buf, end, lines_before) -> RecordBatch:
                      np.column_stack((header_ends + 1 - starts, next_starts - header_ends - 1)).ravel()
                      .clip(min=0))[:end]
     drop |= is_newline
-    if b"\r" in buf:
-        drop |= arr == _CR
     np.logical_not(drop, out=drop)
     residues = arr[drop]
-    # Per-record lengths: the region after the header minus its CR/LF bytes.
+    # Per-record lengths: the region after the header minus its newlines.
     region_starts = np.minimum(header_ends + 1, end)
     cum_drop = np.searchsorted(newlines, next_starts) - np.searchsorted(newlines, region_starts)
-    if b"\r" in buf:
-        crs = np.flatnonzero(arr == _CR)
-        cum_drop += np.searchsorted(crs, next_starts) - np.searchsorted(crs, region_starts)
     lengths = next_starts - region_starts - cum_drop
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
