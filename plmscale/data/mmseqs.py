@@ -11,8 +11,9 @@ Reproducible by construction:
 MMseqs2's temporary files go to a hidden `.mmseqs.tmp-PID` folder next to the outputs (or under tmp_root):
 on the same disk as the results, not in /tmp, and removed on the next run if a kill left it behind.
 
-An optional second level clusters the first level's representatives again at a coarser identity (UniRef90
--> UniRef50 style); members are mapped through, giving cluster -> subcluster -> member.
+An optional second level clusters one member per first-level cluster (its canonical, smallest-id member)
+again at a coarser identity (UniRef90 -> UniRef50 style); members are mapped through, giving
+cluster -> subcluster -> member.
 """
 
 import io
@@ -116,7 +117,7 @@ def _easy_cluster(run, method, fasta, prefix, tmp, min_seq_id, coverage, cov_mod
         # Leave headroom for MMseqs2's own bookkeeping beyond the split it is told about.
         args += ["--split-memory-limit", f"{max(64, int(mem_mb * 0.8))}M"]
     run(args + list(extra_args))
-    return _read_pairs(f"{prefix}_cluster.tsv"), f"{prefix}_rep_seq.fasta"
+    return _read_pairs(f"{prefix}_cluster.tsv")
 
 
 def _read_pairs(path) -> dict:
@@ -155,15 +156,20 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
         run = _Runner(binary, mmseqs_log, work)
         common = dict(cov_mode=cov_mode, cluster_mode=cluster_mode, sensitivity=sensitivity,
                       threads=threads, mem_mb=mem_mb, extra_args=extra_args)
-        member_to_rep, reps_fasta = _easy_cluster(run, method, work / "numbered.fasta", work / "level1",
-                                                  work / "tmp1", min_seq_id, coverage, **common)
+        member_to_rep = _easy_cluster(run, method, work / "numbered.fasta", work / "level1",
+                                      work / "tmp1", min_seq_id, coverage, **common)
         fine = _canonical_names(_as_ids(member_to_rep, ids, fasta))
         if second_level:
+            # The coarse level clusters each fine cluster's canonical member, not MMseqs2's representative
+            # (which may change between runs), so its input depends on the fine memberships only.
+            number = {record_id: k for k, record_id in enumerate(ids)}
+            canonical = {str(number[fine[ids[int(m)]]]) for m in member_to_rep}
+            _keep_records(work / "numbered.fasta", canonical, work / "level1_canonical.fasta")
             rep_to_coarse = _easy_cluster(
-                run, second_level.get("method", "cluster"), reps_fasta, work / "level2", work / "tmp2",
-                second_level["min_seq_id"], second_level.get("coverage", coverage), **common)[0]
-            # A coarse cluster holds every member of the fine clusters whose representatives it holds.
-            member_to_coarse = {member: rep_to_coarse.get(rep) for member, rep in member_to_rep.items()}
+                run, second_level.get("method", "cluster"), work / "level1_canonical.fasta", work / "level2",
+                work / "tmp2", second_level["min_seq_id"], second_level.get("coverage", coverage), **common)
+            # A coarse cluster holds every member of the fine clusters whose canonical members it holds.
+            member_to_coarse = {m: rep_to_coarse.get(str(number[fine[ids[int(m)]]])) for m in member_to_rep}
             if None in member_to_coarse.values():
                 raise PlmscaleError(f"MMseqs2's second level left out representatives of the first; see "
                                     f"{mmseqs_log}")
@@ -211,6 +217,17 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
     log.info("%d sequences in %d clusters (%d singletons, largest %d)", stats["n_sequences"],
              stats["n_clusters"], stats["n_singletons"], stats["largest_cluster"])
     return stats
+
+
+def _keep_records(path, keep: set, out_path) -> None:
+    """Copy the records of a numbered FASTA whose number is in `keep` (a set of str)."""
+    with open(path, "rb") as handle, open(out_path, "wb") as out:
+        keeping = False
+        for line in handle:
+            if line.startswith(b">"):
+                keeping = line[1:].strip().decode() in keep
+            if keeping:
+                out.write(line)
 
 
 def _as_ids(member_to_rep, ids, fasta) -> dict:
