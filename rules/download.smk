@@ -12,7 +12,8 @@ rule demo_corpus:
     params:
         demo=json_param(config["data"]["demo"]),
         min_length=config["data"]["clean"]["min_length"],
-        max_length=config["data"]["clean"]["max_length"],
+        # The demo plants over-long records just past the cap; with no cap it still needs a length.
+        max_length=config["data"]["clean"]["max_length"] or 1022,
     log:
         "logs/data/demo_corpus.log",
     threads: 1
@@ -31,7 +32,8 @@ rule download:
     input:
         download_input,
     output:
-        "results/data/raw/{source}.fasta.gz",
+        fasta="results/data/raw/{source}.fasta.gz",
+        stats="results/data/raw/{source}.download.json",
     params:
         url=source_setting("url"),
         md5=source_setting("md5"),

@@ -11,6 +11,7 @@ rule clean:
         min_length=config["data"]["clean"]["min_length"],
         max_length=config["data"]["clean"]["max_length"],
         strict=config["data"]["clean"]["strict"],
+        origin=source_setting("url"),
     log:
         "logs/data/clean/{source}.log",
     benchmark:

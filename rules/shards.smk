@@ -1,4 +1,5 @@
-# Whole clusters to train/valid/test, then each split to memmap token shards.
+# Whole clusters to train/valid/test (a FASTA plus cluster/source id sidecars per split), then each split to
+# memmap token shards.
 # The manifest is the declared output; the shard files it lists (with their sha256) sit beside it.
 
 
@@ -11,11 +12,13 @@ rule split:
         train="results/data/split/train.fasta.gz",
         valid="results/data/split/valid.fasta.gz",
         test="results/data/split/test.fasta.gz",
+        ids=expand("results/data/split/{split}.{kind}_ids.npy", split=SPLITS, kind=("cluster", "source")),
         stats="results/data/split/stats.json",
     params:
         valid_fraction=config["data"]["split"]["valid_fraction"],
         test_fraction=config["data"]["split"]["test_fraction"],
         salt=config["data"]["split"]["salt"],
+        sources=SOURCES,
     log:
         "logs/data/split.log",
     benchmark:
@@ -32,7 +35,9 @@ rule split:
 
 rule tokenize:
     input:
-        "results/data/split/{split}.fasta.gz",
+        fasta="results/data/split/{split}.fasta.gz",
+        cluster_ids="results/data/split/{split}.cluster_ids.npy",
+        source_ids="results/data/split/{split}.source_ids.npy",
     output:
         "results/data/shards/{split}/manifest.json",
     params:

@@ -86,3 +86,47 @@ def test_large_file_over_many_chunks_matches_single_chunk(tmp_path):
     assert {k: a[k] for k in ("seen", "kept", "dropped_invalid", "dropped_length")} == \
         {k: b[k] for k in ("seen", "kept", "dropped_invalid", "dropped_length")}
     assert a["seen"] == 500 and a["dropped_invalid"] == 72
+
+
+def test_long_proteins_are_kept_without_a_cap(tmp_path):
+    out, _, stats = run(tmp_path, max_length=None)
+    assert stats["dropped_length"] == 1 and stats["examples"]["dropped_length"] == ["short"]
+    assert b">long\n" + b"A" * 50 in gzip.decompress(out.read_bytes())
+    assert stats["max_length"] == 50 and stats["settings"]["max_length"] is None
+
+
+def test_default_schema_keeps_long_proteins():
+    from plmscale.config import load_config
+    assert load_config({})["data"]["clean"]["max_length"] is None
+
+
+def test_errors_name_the_source_not_the_internal_copy(tmp_path):
+    with pytest.raises(PlmscaleError) as caught:
+        run(tmp_path, data=b"MKV\n>a\nMK\n", origin="https://example.org/db.fasta")
+    message = str(caught.value)
+    assert "https://example.org/db.fasta" in message and "source 'src'" in message
+
+
+def test_non_ascii_id_is_an_error_naming_the_line(tmp_path):
+    data = ">ok1\nMKVLL\n>caf\u00e9\nMKVLL\n".encode()
+    with pytest.raises(PlmscaleError, match=r"line 3: record id 'caf\u00e9'.*ASCII"):
+        run(tmp_path, data=data)
+    assert not (tmp_path / "clean" / "src.fasta.gz").exists()
+
+
+def test_a_source_with_nothing_kept_warns(tmp_path, caplog):
+    caplog.set_level("WARNING")
+    _, _, stats = run(tmp_path, data=b">bad\nMKJLL\n>bad2\nMK1L\n")
+    assert stats["kept"] == 0
+    assert "no sequence survived clean" in caplog.text and "'src'" in caplog.text
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
+    import subprocess
+    child = subprocess.Popen(["true"])
+    child.wait()
+    (tmp_path / "clean").mkdir()
+    leftover = tmp_path / "clean" / f".src.fasta.gz.tmp-{child.pid}"
+    leftover.write_bytes(b"half")
+    run(tmp_path)
+    assert not leftover.exists()

@@ -19,6 +19,9 @@ CONFIG = {
     "data": {
         "demo": {"seed": 5, "n_families": 16, "members_per_family": 6, "n_exact_duplicates": 8,
                  "n_malformed": 7},
+        # The demo's truth table expects its planted over-long records dropped, so this test sets a cap
+        # (the default keeps long proteins for the sampler to crop).
+        "clean": {"max_length": 1022},
         "cluster": {"method": "linclust", "min_seq_id": 0.5, "threads": 2, "mem_mb": 4000},
         "split": {"valid_fraction": 0.2, "test_fraction": 0.2},
         "shards": {"max_tokens_per_shard": 5000},
@@ -75,6 +78,12 @@ def test_data_stage_end_to_end(tmp_path):
         assert manifests[s]["n_tokens"] == split["splits"][s]["n_residues"]
         for shard in manifests[s]["shards"]:
             assert (results / f"shards/{s}" / shard["bin"]).exists()
+
+    # Each raw file says how its completeness was established; no temporaries are left anywhere.
+    for source in ("reference", "metagenomic"):
+        download = read_json(results / f"raw/{source}.download.json")
+        assert download["url"] == f"demo:{source}" and download["completeness"]["verified"]
+    assert not [p for p in results.rglob("*") if ".tmp-" in p.name or p.name.endswith(".part")]
 
     # Nothing to do right after.
     assert "Nothing to be done" in _snakemake(work, "--dry-run")

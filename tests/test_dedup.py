@@ -64,3 +64,19 @@ def test_not_one_line_fasta_is_an_error(tmp_path):
     wrapped.write_text(">a\nMKV\nMKV\n>b\nGG\n")
     with pytest.raises(PlmscaleError, match="w.fa, line 3"):
         dedup({"s": wrapped}, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json")
+
+
+def test_no_sequence_left_in_any_source_says_so(tmp_path):
+    clean = {"only": _fasta(tmp_path / "only.fa.gz", [])}
+    with pytest.raises(PlmscaleError, match=r"no sequence survived the clean step in any source \(only\)"):
+        dedup(clean, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json")
+    assert not (tmp_path / "u.fa.gz").exists()
+
+
+def test_a_source_left_empty_warns_and_is_listed(tmp_path, caplog):
+    caplog.set_level("WARNING")
+    clean = {"full": _fasta(tmp_path / "full.fa.gz", [("a", "MKVL")]),
+             "gone": _fasta(tmp_path / "gone.fa.gz", [])}
+    stats = dedup(clean, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json")
+    assert stats["empty_sources"] == ["gone"]
+    assert "'gone' has no sequence left" in caplog.text

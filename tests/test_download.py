@@ -5,6 +5,8 @@ import hashlib
 import http.server
 import threading
 
+import json
+
 import pytest
 
 from plmscale.data.download import fetch
@@ -17,7 +19,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     """/plain.fa and /data.fa.gz serve files (with Range support); /flaky.fa closes the connection halfway
     through on its first request; anything else is 404."""
 
-    files = {"/plain.fa": PLAIN, "/data.fa.gz": gzip.compress(PLAIN, mtime=0), "/flaky.fa": PLAIN}
+    files = {"/page.html": b"<!DOCTYPE html><html><body>Please log in</body></html>\n", "/plain.fa": PLAIN, "/data.fa.gz": gzip.compress(PLAIN, mtime=0), "/flaky.fa": PLAIN}
     flaky_requests = []
     range_requests = []
 
@@ -25,6 +27,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        if self.path in ("/cut.fa", "/cut.fa.gz", "/nolength.fa"):
+            self._send_without_length()
+            return
         body = self.files.get(self.path)
         if body is None:
             self.send_error(404, "Not Found")
@@ -47,6 +52,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
         self.wfile.write(body[start:])
+
+
+    def _send_without_length(self):
+        """No Content-Length, then the server closes: the client sees a normal end of the body. The
+        /cut.* paths close halfway through, /nolength.fa sends everything."""
+        body = gzip.compress(PLAIN, mtime=0) if self.path.endswith(".gz") else PLAIN
+        if self.path.startswith("/cut"):
+            body = body[: len(body) // 2]
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        self.close_connection = True
 
 
 @pytest.fixture
@@ -148,3 +166,42 @@ def test_dropped_connection_without_retries_keeps_part_for_next_run(server, tmp_
     assert (tmp_path / "f.fasta.gz.part").stat().st_size == len(PLAIN) // 2
     fetch(f"{server}/flaky.fa", dest, retries=0)
     assert _content(dest) == PLAIN
+
+
+def test_gzip_cut_mid_body_without_content_length_is_not_a_finished_download(server, tmp_path):
+    dest = tmp_path / "c.fasta.gz"
+    with pytest.raises(PlmscaleError, match=r"/cut\.fa\.gz.*truncated") as caught:
+        fetch(f"{server}/cut.fa.gz", dest, retries=0)
+    assert "127.0.0.1" in str(caught.value)  # names the url, not only the internal copy
+    assert list(tmp_path.iterdir()) == []  # neither dest nor a .part to resume from
+
+
+def test_plain_fasta_without_length_says_completeness_is_unverified(server, tmp_path):
+    info = fetch(f"{server}/nolength.fa", tmp_path / "n.fasta.gz", retries=0)
+    assert info["completeness"]["verified"] is False and "could not be verified" in info["completeness"]["note"]
+    checked = fetch(f"{server}/nolength.fa", tmp_path / "s.fasta.gz", retries=0,
+                    sha256=hashlib.sha256(PLAIN).hexdigest())
+    assert checked["completeness"] == {"verified": True, "checks": ["sha256"], "note": None}
+    with pytest.raises(PlmscaleError, match="checksum mismatch"):  # the cut copy is caught by the checksum
+        fetch(f"{server}/cut.fa", tmp_path / "c.fasta.gz", retries=0, sha256=hashlib.sha256(PLAIN).hexdigest())
+    length = fetch(f"{server}/plain.fa", tmp_path / "p.fasta.gz")["completeness"]
+    assert length["verified"] and length["checks"] == ["content-length"]
+    gz = fetch(f"{server}/data.fa.gz", tmp_path / "g.fasta.gz")["completeness"]
+    assert gz["checks"] == ["content-length", "gzip trailer"]
+    json.dumps(info)  # the rule writes it as the download's stats
+
+
+def test_a_download_that_is_not_fasta_is_refused_and_names_the_url(server, tmp_path):
+    dest = tmp_path / "h.fasta.gz"
+    with pytest.raises(PlmscaleError, match=r"/page\.html.*HTML") as caught:
+        fetch(f"{server}/page.html", dest, retries=0)
+    assert "download it again" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # so "download it again" really downloads again
+
+
+def test_a_local_file_with_a_fasta_error_is_not_copied(tmp_path):
+    source = tmp_path / "src.fa"
+    source.write_bytes(b">a\nMKV\n> \nLL\n")
+    with pytest.raises(PlmscaleError, match=r"src\.fa, line 3: header without an id"):
+        fetch(str(source), tmp_path / "out" / "x.fasta.gz")
+    assert not (tmp_path / "out" / "x.fasta.gz").exists()

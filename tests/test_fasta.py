@@ -117,3 +117,38 @@ def test_duplicate_check_spills_to_disk_and_still_finds_them(tmp_path):
         assert len(records(ok, chunk_size=1000)) == 3000
     finally:
         fasta._IdRegistry.__init__.__defaults__ = original
+
+
+@pytest.mark.parametrize("chunk_size", [3, 7, 1 << 20])
+def test_cr_only_and_mixed_line_endings_read_like_lf(tmp_path, chunk_size):
+    """Old-Mac CR-only files, and CR-only records inside an LF file, must not merge records."""
+    lf = b"".join(b">p%d d\nMKV%d\nLL\n" % (i, i) for i in range(20)).replace(b"0", b"A").replace(b"1", b"C")
+    expected = records(write(tmp_path / "lf.fa", lf))
+    assert len(expected) == 20
+    cr_only = write(tmp_path / "cr.fa", lf.replace(b"\n", b"\r"))
+    assert records(cr_only, chunk_size=chunk_size) == expected
+    lines = lf.split(b"\n")
+    mixed = b"\n".join(lines[:30]) + b"\r" + b"\r".join(lines[30:39]) + b"\r\n" + b"\n".join(lines[39:])
+    got = records(write(tmp_path / "mixed.fa", mixed), chunk_size=chunk_size)
+    assert got == expected
+    batches = list(read_fasta_batches(cr_only, chunk_size=chunk_size))
+    assert [line for b in batches for line in b.lines.tolist()] == list(range(1, 60, 3))
+
+
+def test_utf8_byte_order_mark_is_skipped_and_utf16_is_named(tmp_path):
+    path = write(tmp_path / "bom.fa", b"\xef\xbb\xbf>a\nMKV\n>b\nLL\n")
+    assert records(path) == [("a", "MKV"), ("b", "LL")]
+    assert [line for b in read_fasta_batches(path) for line in b.lines.tolist()] == [1, 3]
+    utf16 = write(tmp_path / "u16.fa", ">a\nMKV\n".encode("utf-16"))
+    with pytest.raises(PlmscaleError, match="UTF-16"):
+        records(utf16)
+
+
+def test_non_ascii_id_is_refused_with_file_and_line(tmp_path):
+    path = write(tmp_path / "x.fa", ">a café\nMKV\n>bé\nLL\n".encode())
+    batches = list(read_fasta_batches(path))
+    batches[0].check_ascii_ids()  # a non-ASCII description is fine: only ids travel downstream
+    path = write(tmp_path / "y.fa", ">a\nMKV\n>prot_é\nLL\n".encode())
+    with pytest.raises(PlmscaleError, match=r"y\.fa, line 3: record id 'prot_é'.*ASCII"):
+        for batch in read_fasta_batches(path):
+            batch.check_ascii_ids()

@@ -103,3 +103,56 @@ def test_coverage_check_fails_loudly():
         _check_every_sequence_once("in.fa", ["a", "b"], ["a"])
     with pytest.raises(PlmscaleError, match="1 repeated"):
         _check_every_sequence_once("in.fa", ["a", "b"], ["a", "b", "b"])
+
+
+def _dead_pid():
+    import subprocess
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_clusters_are_named_by_their_smallest_member(corpus, tmp_path):
+    """The name must not depend on MMseqs2's choice of representative (which varies with threads)."""
+    for settings in ({"method": "linclust", "min_seq_id": 0.5},
+                     {"method": "linclust", "min_seq_id": 0.9, "second_level": {"min_seq_id": 0.5}}):
+        rows = _run(corpus[0], tmp_path / settings["method"] / str(len(settings)), **settings)
+        for column in range(len(rows[0]) - 1):
+            members = {}
+            for row in rows:
+                members.setdefault(row[column], []).append(row[-1])
+            assert all(name == min(group) for name, group in members.items())
+
+
+def test_repeated_clustering_with_threads_gives_identical_tables(corpus, tmp_path):
+    outputs = []
+    for k in range(3):
+        out = tmp_path / str(k)
+        cluster_sequences(corpus[0], out / "clusters.tsv", out / "sizes.tsv", out / "stats.json", threads=4,
+                          method="linclust", min_seq_id=0.5)
+        outputs.append([(out / name).read_bytes() for name in ("clusters.tsv", "sizes.tsv", "stats.json")])
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+@pytest.mark.parametrize("source", ["ref", "sp", "gb", "pdb", "lcl", "tr"])
+def test_ids_that_mmseqs2_would_rewrite_are_clustered_under_their_own_names(source, tmp_path):
+    """MMseqs2 parses `ref|x` and friends as accessions; the ids it is given must not depend on that."""
+    fasta = tmp_path / "in.fasta"
+    sequences = ["MKVLAAGIVGLLLAACSSEPKTEAPAAAEAPKAE", "MKVLAAGIVGLLLAACSSEPKTEAPAAAEAPKAQ",
+                 "WWYHHRRCCDDEEPPGGNNQQTTSSWWYHHRRCCD"]
+    fasta.write_text("".join(f">{source}|p{k} desc\n{s}\n" for k, s in enumerate(sequences)))
+    rows = _run(fasta, tmp_path / "out", method="linclust", min_seq_id=0.9)
+    assert sorted(r[-1] for r in rows) == [f"{source}|p0", f"{source}|p1", f"{source}|p2"]
+    assert dict((r[1], r[0]) for r in rows)[f"{source}|p1"] == f"{source}|p0"
+
+
+def test_mmseqs_temporaries_stay_next_to_the_outputs_and_leftovers_are_removed(corpus, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    leftover = out / f".mmseqs.tmp-{_dead_pid()}"
+    (leftover / "tmp1").mkdir(parents=True)
+    (leftover / "tmp1" / "big.db").write_bytes(b"x" * 100)
+    _run(corpus[0], out, method="linclust", min_seq_id=0.5)
+    assert not leftover.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["clusters.tsv", "mmseqs.log", "sizes.tsv", "stats.json"]
+    assert "/tmp/" not in (out / "stats.json").read_text()

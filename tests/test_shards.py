@@ -11,6 +11,7 @@ from plmscale.cli import main as cli_main
 from plmscale.data.clean import clean_fasta
 from plmscale.data.fasta import read_fasta
 from plmscale.data.shards import ShardReader, ShardWriter
+from plmscale.data.split import sidecar_paths
 from plmscale.data.tokenize import tokenize_split
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import sha256_file
@@ -19,7 +20,7 @@ SOURCES = ["ref", "meta"]
 
 
 def make_split_input(tmp_path, n=300, seed=0):
-    """Raw FASTA -> clean_fasta -> the split stage's header format (cluster= source=)."""
+    """Raw FASTA -> clean_fasta -> the split stage's format (>id lines, cluster/source id sidecars)."""
     rng = np.random.default_rng(seed)
     letters = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWYXBUZO", dtype=np.uint8)
     raw = b""
@@ -31,11 +32,17 @@ def make_split_input(tmp_path, n=300, seed=0):
     clean = tmp_path / "clean.fa.gz"
     clean_fasta(tmp_path / "raw.fa", clean, tmp_path / "stats.json", "ref", 10, 100, False)
     cleaned = list(read_fasta(clean))
-    text = b"".join(b">%s cluster=%d source=%s\n%s\n" % (i, k // 3, SOURCES[k % 2].encode(), s)
-                    for k, (i, s) in enumerate(cleaned))
-    split = tmp_path / "train.fa.gz"
+    text = b"".join(b">%s\n%s\n" % (i, s) for i, s in cleaned)
+    split = tmp_path / "train.fasta.gz"
     split.write_bytes(gzip.compress(text, mtime=0))
+    write_sidecars(split, [k // 3 for k in range(len(cleaned))], [k % 2 for k in range(len(cleaned))])
     return split, cleaned
+
+
+def write_sidecars(fasta, clusters, sources):
+    cluster_path, source_path = sidecar_paths(fasta)
+    np.save(cluster_path, np.array(clusters, dtype=np.int64))
+    np.save(source_path, np.array(sources, dtype=np.int16))
 
 
 def test_round_trip_equals_cleaned_input(tmp_path):
@@ -103,18 +110,49 @@ def test_stale_shards_from_a_bigger_earlier_run_are_removed(tmp_path):
 
 
 def test_bad_split_input_is_a_clear_error(tmp_path):
-    bad = tmp_path / "bad.fa"
-    bad.write_bytes(b">a cluster=1 source=ref\nMKV\n>b no fields\nMKV\n")
-    with pytest.raises(PlmscaleError, match=r"bad\.fa, line 3: header 'b no fields'.*split stage"):
+    bad = tmp_path / "bad.fasta.gz"
+    bad.write_bytes(gzip.compress(b">a\nMKV\n>b\nMKV\n", mtime=0))
+    write_sidecars(bad, [0], [0])
+    with pytest.raises(PlmscaleError, match=r"bad\.fasta\.gz holds more records than its id sidecars \(1\).*split stage"):
         tokenize_split(bad, tmp_path / "s", "train", SOURCES, 1000)
-    bad.write_bytes(b">a cluster=1 source=elsewhere\nMKV\n")
-    with pytest.raises(PlmscaleError, match=r"line 1: source 'elsewhere' is not one of"):
+    write_sidecars(bad, [0, 1], [0, 5])
+    with pytest.raises(PlmscaleError, match=r"go beyond the 2 configured sources"):
         tokenize_split(bad, tmp_path / "s", "train", SOURCES, 1000)
-    bad.write_bytes(b">a cluster=1 source=ref\nMKJ\n")
+    sidecar_paths(bad)[0].unlink()
+    with pytest.raises(PlmscaleError, match=r"bad\.cluster_ids\.npy is missing.*split stage"):
+        tokenize_split(bad, tmp_path / "s", "train", SOURCES, 1000)
+    bad.write_bytes(gzip.compress(b">a\nMKJ\n", mtime=0))
+    write_sidecars(bad, [0], [0])
     with pytest.raises(PlmscaleError, match=r"line 1: record 'a' has letter 'J'.*clean stage"):
         tokenize_split(bad, tmp_path / "s", "train", SOURCES, 1000)
     assert not (tmp_path / "s" / "manifest.json").exists()
     assert not [p for p in (tmp_path / "s").iterdir() if "tmp" in p.name]
+
+
+def test_an_empty_split_gives_an_empty_readable_manifest(tmp_path):
+    empty = tmp_path / "valid.fasta.gz"
+    empty.write_bytes(gzip.compress(b"", mtime=0))
+    write_sidecars(empty, [], [])
+    manifest = tokenize_split(empty, tmp_path / "s", "valid", SOURCES, 1000)
+    assert manifest["n_sequences"] == 0 and manifest["shards"] == []
+    reader = ShardReader(tmp_path / "s")
+    assert len(reader) == 0 and reader.verify() == []
+
+
+def test_temporaries_of_a_killed_tokenize_are_removed_on_the_next_run(tmp_path):
+    import subprocess
+    child = subprocess.Popen(["true"])
+    child.wait()
+    split, _ = make_split_input(tmp_path)
+    (tmp_path / "s").mkdir()
+    leftovers = [tmp_path / "s" / f".shard_00000.bin.tmp-{child.pid}",
+                 tmp_path / "s" / f".cluster_ids.npy.raw.tmp-{child.pid}"]
+    for path in leftovers:
+        path.write_bytes(b"half")
+    live = tmp_path / "s" / f".shard_00000.bin.tmp-{1}"  # pid 1 is alive: another job's file stays
+    live.write_bytes(b"busy")
+    tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000)
+    assert not any(path.exists() for path in leftovers) and live.exists()
 
 
 def test_reader_on_missing_directory(tmp_path):
@@ -133,31 +171,6 @@ def test_inspect_shards_cli(tmp_path, capsys):
     data.write_bytes(b"\x05" + data.read_bytes()[1:])
     assert cli_main(["inspect-shards", str(tmp_path / "s"), "--verify"]) == 2
     assert "sha256 differs" in capsys.readouterr().err
-
-
-def test_numpy_header_reader_agrees_with_the_regex_reader(tmp_path):
-    """The fast path and the fallback must read the same cluster and source ids, whatever the digit widths."""
-    import gzip
-    import random
-
-    from plmscale.data.fasta import read_fasta_batches
-    from plmscale.data.tokenize import _header_fields_regex, _header_fields_vectorised
-
-    sources = ["reference", "metagenomic", "mg2"]
-    rng = random.Random(4)
-    lines = []
-    for i in range(500):
-        cluster = rng.choice([0, 7, 42, 1234, 987654321, rng.randrange(10**12)])
-        lines.append(f">{rng.choice(sources)}|seq{i} cluster={cluster} source={rng.choice(sources)}\nMKVL\n")
-    path = tmp_path / "split.fasta.gz"
-    with gzip.open(path, "wt") as handle:
-        handle.write("".join(lines))
-    source_index = {name.encode(): k for k, name in enumerate(sources)}
-    for batch in read_fasta_batches(path, check_duplicate_ids=False):
-        fast = _header_fields_vectorised(batch, sources)
-        assert fast is not None, "well-formed headers must take the numpy path"
-        slow = _header_fields_regex(batch, source_index, sources)
-        assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
 
 
 def test_tagged_ids_stop_at_whitespace_and_carriage_returns(tmp_path):

@@ -7,10 +7,10 @@ import re
 import pytest
 
 from plmscale.data.linefasta import read_records
-from plmscale.data.split import SPLITS, split_by_cluster, split_of
+from plmscale.data.split import SPLITS, read_split_ids, split_by_cluster, split_of
 from plmscale.errors import PlmscaleError
 
-HEADER = re.compile(r"^(\S+) cluster=(\d+) source=(\S+)$")
+HEADER = re.compile(r"^(\S+)$")
 
 
 def _inputs(tmp_path, n_clusters=300, members=3):
@@ -35,7 +35,7 @@ def _inputs(tmp_path, n_clusters=300, members=3):
 
 
 def _split(tmp_path, inputs, name="out", **settings):
-    out = {s: tmp_path / name / f"{s}.fa.gz" for s in SPLITS}
+    out = {s: tmp_path / name / f"{s}.fasta.gz" for s in SPLITS}
     stats = split_by_cluster(*inputs, out, tmp_path / name / "stats.json", **settings)
     return out, stats
 
@@ -44,10 +44,13 @@ def test_whole_clusters_dense_ids_and_counts(tmp_path):
     inputs = _inputs(tmp_path)
     out, stats = _split(tmp_path, inputs, valid_fraction=0.1, test_fraction=0.1)
     cluster_split, total, residues = {}, 0, 0
+    sources = stats["sources"]
     for split in SPLITS:
         n = 0
-        for header, seq in read_records(out[split]):
-            seq_id, cluster, source = HEADER.match(header).groups()
+        cluster_ids, source_ids = read_split_ids(out[split])
+        for (header, seq), cluster, source in zip(read_records(out[split]), cluster_ids, source_ids):
+            (seq_id,) = HEADER.match(header).groups()
+            source = sources[source]
             assert cluster_split.setdefault(int(cluster), split) == split, "a cluster straddles splits"
             assert seq_id.startswith(source + "|")  # source = the first source holding it
             n += 1
@@ -69,6 +72,8 @@ def test_stable_reproducible_and_salted(tmp_path):
     second, _ = _split(tmp_path, inputs, name="b")
     for split in SPLITS:
         assert first[split].read_bytes() == second[split].read_bytes()
+        for a, b in zip(read_split_ids(first[split]), read_split_ids(second[split])):
+            assert a.tobytes() == b.tobytes()
     # A cluster's split depends on its id and the salt only, never on the rest of the corpus.
     assignments = [split_of(f"c{i}", "salt", 0.1, 0.1) for i in range(1000)]
     assert assignments == [split_of(f"c{i}", "salt", 0.1, 0.1) for i in range(1000)]
@@ -81,4 +86,16 @@ def test_sequence_without_cluster_is_an_error(tmp_path):
     clusters.write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(PlmscaleError, match="is not in"):
         _split(tmp_path, (unique, clusters, provenance))
-    assert not any((tmp_path / "out").glob("*.fa.gz")), "no split file may look complete after a failure"
+    assert not any((tmp_path / "out").glob("*.fasta.gz")), "no split file may look complete after a failure"
+
+
+def test_a_zero_fraction_gives_an_empty_split_and_a_too_small_corpus_says_what_to_change(tmp_path):
+    inputs = _inputs(tmp_path, n_clusters=40)
+    out, stats = _split(tmp_path, inputs, name="zero", valid_fraction=0, test_fraction=0.2)
+    assert stats["splits"]["valid"]["n_sequences"] == 0
+    assert list(read_records(out["valid"])) == [] and len(read_split_ids(out["valid"])[0]) == 0
+    (tmp_path / "tiny").mkdir()
+    tiny = _inputs(tmp_path / "tiny", n_clusters=2)
+    with pytest.raises(PlmscaleError, match=r"valid split is empty: 2 clusters.*data\.split\.valid_fraction: 0"):
+        _split(tmp_path, tiny, name="tiny_out", valid_fraction=0.01, test_fraction=0)
+    assert not (tmp_path / "tiny_out" / "train.fasta.gz").exists()

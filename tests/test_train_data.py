@@ -124,3 +124,16 @@ def test_peak_lr_follows_the_size_table():
     assert peak_lr_for_size(470e6) == pytest.approx(4e-4)
     assert peak_lr_for_size(10e9) == pytest.approx(3e-4)
     assert 5e-4 < peak_lr_for_size(150e6) < 5.5e-4
+
+
+def test_long_proteins_are_cropped_deterministically_and_counted():
+    """corpus(): source b holds two 100-residue proteins; at seq_len 64 every draw of them is a crop."""
+    sampler = SequenceSampler(corpus(), 64, {"a": 0.4, "b": 0.6})
+    first = [make_example(sampler, "clm", 5, TRAIN_STREAM, 3, i, 0.15)[0] for i in range(400)]
+    assert sampler.n_drawn == 400
+    assert sampler.n_cropped == sum(len(x) == 64 for x in first) > 0
+    assert sampler.n_cropped / 400 == pytest.approx(sampler.expected_cropped_fraction(), abs=0.08)
+    assert sampler.expected_cropped_fraction() == pytest.approx(0.6)
+    again = SequenceSampler(corpus(), 64, {"a": 0.4, "b": 0.6})
+    second = [make_example(again, "clm", 5, TRAIN_STREAM, 3, i, 0.15)[0] for i in range(400)]
+    assert all(np.array_equal(x, y) for x, y in zip(first, second))  # same (seed, step, index), same window

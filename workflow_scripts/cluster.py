@@ -11,4 +11,4 @@ cluster_sequences(snakemake.input[0], snakemake.output.clusters, snakemake.outpu
                   cluster_mode=p.cluster_mode, sensitivity=p.sensitivity,
                   second_level=json.loads(p.second_level), extra_args=json.loads(p.extra_args),
                   threads=snakemake.threads, mem_mb=snakemake.resources.mem_mb,
-                  tmp_root=getattr(snakemake.resources, "tmpdir", None), mmseqs_log=snakemake.log.mmseqs)
+                  tmp_root=snakemake.config["data"]["cluster"]["tmp_dir"], mmseqs_log=snakemake.log.mmseqs)

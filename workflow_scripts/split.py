@@ -7,4 +7,4 @@ out = snakemake.output
 split_by_cluster(snakemake.input.fasta, snakemake.input.clusters, snakemake.input.provenance,
                  {"train": out.train, "valid": out.valid, "test": out.test}, out.stats,
                  valid_fraction=snakemake.params.valid_fraction, test_fraction=snakemake.params.test_fraction,
-                 salt=snakemake.params.salt)
+                 salt=snakemake.params.salt, sources=snakemake.params.sources)

@@ -5,5 +5,6 @@ from plmscale.data.tokenize import tokenize_split
 from plmscale.logging_setup import log_to_file
 
 log_to_file(snakemake.log[0])
-tokenize_split(snakemake.input[0], Path(snakemake.output[0]).parent, snakemake.wildcards.split,
+# The id sidecars are read from next to the FASTA (split.sidecar_paths); they are inputs for Snakemake.
+tokenize_split(snakemake.input.fasta, Path(snakemake.output[0]).parent, snakemake.wildcards.split,
                snakemake.params.sources, snakemake.params.max_tokens_per_shard)

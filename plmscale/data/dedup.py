@@ -11,10 +11,9 @@ sharded by digest prefix; the sequences themselves are never held in memory here
 
 import hashlib
 import io
-import json
 import logging
 
-from plmscale.data.atomic import write_gzip_text, write_text
+from plmscale.data.atomic import write_gzip_text, write_json
 from plmscale.data.gzio import open_read
 from plmscale.data.linefasta import RecordWriter, read_records, record_id
 from plmscale.errors import PlmscaleError
@@ -60,6 +59,16 @@ def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats) -> dict:
             per_source[source] = counts
             log.info("dedup %s: %d seen, %d kept, %d duplicates", source, counts["seen"], counts["kept"],
                      counts["duplicates"])
+        if writer.n_records == 0:  # raised inside the writer: no output file appears
+            raise PlmscaleError(
+                f"no sequence survived the clean step in any source ({', '.join(sources)}): every record was "
+                f"dropped as invalid or outside the length limits — see results/data/clean/<source>.stats.json "
+                f"for why, then fix data.sources or data.clean in the config")
+    empty = [s for s, c in per_source.items() if c["seen"] == 0]
+    for source in empty:
+        log.warning("source %r has no sequence left after the clean step while other sources do: its weight "
+                    "in data.sources will have nothing to draw from; see results/data/clean/%s.stats.json",
+                    source, source)
 
     with write_gzip_text(out_provenance) as handle:
         handle.write("unique_id\tsources\tn_copies\n")
@@ -75,13 +84,12 @@ def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats) -> dict:
         "n_unique": writer.n_records,
         "n_duplicates": n_seen - writer.n_records,
         "n_residues_unique": writer.n_residues,
+        "empty_sources": empty,
         "n_shared_across_sources": sum(1 for _, mask, _ in first_copy.values() if mask & (mask - 1)),
         "identity": "per source: seen = kept + duplicates; n_seen = n_unique + n_duplicates",
     }
     assert all(c["seen"] == c["kept"] + c["duplicates"] for c in per_source.values())
-    with write_text(out_stats) as handle:
-        json.dump(stats, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+    write_json(out_stats, stats)
     return stats
 
 

@@ -5,6 +5,11 @@
 - Checksums (md5 / sha256 from the config) are computed over the bytes as served, before any conversion.
 - The result is always gzip: gzip input is kept byte for byte, plain input is compressed reproducibly.
 - `dest` appears only when everything succeeded (rename), so Snakemake never sees a half file as done.
+  That includes validation: the whole file is read as FASTA (which also checks a gzip file's trailer, its
+  CRC and length) before it counts as downloaded; an error names the url, and the next run fetches again.
+- Completeness: a download is verified complete by Content-Length (HTTP; FTP where the server reports a
+  size), by the gzip trailer, or by a configured checksum. A plain FASTA served with none of these cannot
+  be told from one cut short by a closed connection: the returned info (the rule's stats file) says so.
 """
 
 import hashlib
@@ -18,7 +23,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from plmscale.data.atomic import atomic_path
+from plmscale.data.atomic import atomic_path, remove_stale_temporaries
+from plmscale.data.fasta import read_fasta_batches
 from plmscale.data.gzio import GZIP_MAGIC, open_write
 from plmscale.errors import PlmscaleError
 
@@ -57,28 +63,31 @@ def local_path(url: str):
 
 
 def fetch(url, dest, md5=None, sha256=None, timeout_s=60.0, retries=4, backoff_s=2.0) -> dict:
-    """Download or copy `url` to `dest` (gzip). Returns {url, bytes, md5, sha256, gzip_input}."""
+    """Download or copy `url` to `dest` (gzip) and validate it as FASTA. Returns
+    {url, gzip_input, md5, sha256, size, completeness}."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest.parent)
     part = dest.with_name(dest.name + ".part")
     source = local_path(url)
     if source is None:
-        _download(url, part, timeout_s, retries, backoff_s)
+        length_checked = _download(url, part, timeout_s, retries, backoff_s)
         served = part
     else:
         if not source.is_file():
             raise PlmscaleError(f"source file {source} (from url {url!r}) does not exist; fix data.sources "
                                 "in the config")
-        served = source
+        served, length_checked = source, None
 
     digests = _checksums(served)
+    gzip_input = _has_gzip_magic(served)
     try:
         _verify(url, served, digests, md5, sha256)
+        _validate_fasta(url, served, dest.parent)
     except PlmscaleError:
         if served == part:
-            part.unlink()  # corrupt bytes must not be resumed from
+            part.unlink()  # bad bytes must not be resumed from: the next run downloads afresh
         raise
-    gzip_input = _has_gzip_magic(served)
     with atomic_path(dest) as tmp:
         if gzip_input:
             shutil.copyfile(served, tmp)
@@ -86,9 +95,36 @@ def fetch(url, dest, md5=None, sha256=None, timeout_s=60.0, retries=4, backoff_s
             _compress(served, tmp)
     if served == part:
         part.unlink()
-    info = {"url": url, "gzip_input": gzip_input, **digests}
+    completeness = _completeness(source is not None, length_checked, gzip_input, md5, sha256)
+    if not completeness["verified"]:
+        log.warning("%s: %s", url, completeness["note"])
+    info = {"url": url, "gzip_input": gzip_input, **digests, "completeness": completeness}
     log.info("%s -> %s (%d bytes as served, sha256 %s)", url, dest, digests["size"], digests["sha256"])
     return info
+
+
+def _validate_fasta(url, path, spill_dir) -> None:
+    """Read the whole file as FASTA (gzip trailer included); an error names the url, not the copy.
+    Duplicate ids are left to the clean step: a fresh download would not change them."""
+    try:
+        for batch in read_fasta_batches(path, check_duplicate_ids=False, spill_dir=spill_dir):
+            batch.check_ascii_ids()
+    except PlmscaleError as error:
+        message = str(error)
+        if str(path) != str(url):
+            message = message.replace(str(path), f"{url} (downloaded to {path}, now removed)", 1)
+        raise PlmscaleError(message) from None
+
+
+def _completeness(local, length_checked, gzip_input, md5, sha256) -> dict:
+    """How (and whether) we know the bytes we hold are the whole file."""
+    checks = (["local file"] if local else []) + (["content-length"] if length_checked else [])
+    checks += (["gzip trailer"] if gzip_input else []) + [name for name, v in (("md5", md5), ("sha256", sha256)) if v]
+    note = None if checks else (
+        "completeness could not be verified: a plain FASTA served without Content-Length and without a "
+        "checksum looks the same as one cut short by a closed connection — give md5 or sha256 for this "
+        "source in data.sources, or use a gzip file")
+    return {"verified": bool(checks), "checks": checks, "note": note}
 
 
 def _has_gzip_magic(path) -> bool:
@@ -123,11 +159,11 @@ def _verify(url, path, digests, md5, sha256) -> None:
 
 
 def _download(url, part: Path, timeout_s, retries, backoff_s) -> None:
+    """Fetch url into part (resuming); True when the server's length confirmed that all bytes came."""
     attempts = retries + 1
     for attempt in range(1, attempts + 1):
         try:
-            _download_once(url, part, timeout_s)
-            return
+            return _download_once(url, part, timeout_s)
         except _PermanentHTTPError as error:
             if part.exists():
                 part.unlink()
@@ -155,8 +191,10 @@ def _describe(error) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _download_once(url, part: Path, timeout_s) -> None:
-    """One attempt: resume from part's size when the server supports Range (HTTP 206), else restart."""
+def _download_once(url, part: Path, timeout_s) -> bool:
+    """One attempt: resume from part's size when the server supports Range (HTTP 206), else restart.
+    Returns whether the server announced a length (HTTP Content-Length; urllib's FTP handler reports the
+    file size the same way when the server gives one) that the bytes received were checked against."""
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     resumable = have > 0 and urllib.parse.urlparse(url).scheme.lower() in ("http", "https")
@@ -193,6 +231,7 @@ def _download_once(url, part: Path, timeout_s) -> None:
                     next_report += PROGRESS_EVERY_BYTES
         if total is not None and done < total:
             raise http.client.IncompleteRead(b"", total - done)
+        return total is not None
 
 
 def fetch_to(url, dest, settings: dict, md5=None, sha256=None) -> dict:

@@ -2,12 +2,14 @@
 
 Why not Biopython: its parser builds Python objects line by line (~1 M residues/s); a protein corpus
 has hundreds of billions of residues. Here each chunk is parsed with a few bytes/numpy calls:
-newline positions with numpy, one boolean-mask compaction that drops header lines and CR/LF, an uppercase
+newline positions with numpy, one boolean-mask compaction that drops header lines and newlines, an uppercase
 `bytes.translate` only where lowercase occurs. Python work is per record (ids, for the duplicate check),
 never per residue, and memory is one chunk (plus 8 bytes per id
 for the duplicate-id check, spilled to disk every SPILL_AT ids so it stays small).
 
-Normalisation done here, so every consumer sees the same sequence: CRLF or LF, lowercase uppercased,
+Normalisation done here, so every consumer sees the same sequence: LF, CRLF and old-Mac CR-only line
+endings are one and the same (each CR or CRLF becomes LF as the chunk is read), a UTF-8 byte order mark
+is skipped, lowercase uppercased,
 sequences joined across wrapped lines, one trailing `*` (stop codon) removed. Alphabet policy is not
 applied here (see clean.py).
 """
@@ -25,7 +27,9 @@ DEFAULT_CHUNK_SIZE = 8 << 20
 # (sort, reorder) are a few times that, so peak memory does not grow with the corpus.
 SPILL_AT = 250_000
 
-_NEWLINE, _CR, _SPACE, _GT, _STAR = 10, 13, 32, ord(">"), ord("*")
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_NEWLINE, _SPACE, _GT, _STAR = 10, 32, ord(">"), ord("*")
 _UPPER = bytes.maketrans(bytes(range(ord("a"), ord("z") + 1)), bytes(range(ord("A"), ord("Z") + 1)))
 
 
@@ -81,22 +85,10 @@ class RecordBatch:
             return self._starts + 1 + np.fromiter((len(h.split(None, 1)[0]) for h in self.headers),
                                                   dtype=np.int64, count=len(self))
         arr = np.frombuffer(buf, dtype=np.uint8, count=end)
-        is_space = arr == _SPACE
-        if buf.find(b"\r", 0, end) >= 0:  # a CR inside a header ends the id too, as in bytes.split
-            is_space |= arr == _CR
+        is_space = arr == _SPACE  # no CR is left: _batches turned every line ending into LF
         spaces = np.flatnonzero(is_space)
         first_space = np.append(spaces, end)[np.searchsorted(spaces, self._starts)]
         return np.minimum(first_space, self._ends)
-
-    def header_spans(self):
-        """(text, starts, ends): the batch text as a uint8 array, and for each record where its header
-        starts (at '>') and ends (before the line ending), for consumers that read headers with numpy."""
-        return np.frombuffer(self._buf, dtype=np.uint8, count=self.text_end), self._starts, self._ends
-
-    def scan_headers(self, pattern) -> list:
-        """pattern.findall over the text of this batch (headers and sequences): a fast C-level way to
-        pull fields out of every header at once."""
-        return pattern.findall(self._buf, 0, self.text_end)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -104,6 +96,18 @@ class RecordBatch:
 
     def sequence(self, i) -> bytes:
         return self.seq[self.offsets[i]:self.offsets[i + 1]]
+
+    def check_ascii_ids(self, where=None) -> None:
+        """The stage's id policy: record ids are ASCII (MMseqs2, the TSV tables and the JSON stats
+        downstream all assume it). A non-ASCII id is an error naming file, line and id."""
+        if self._buf.isascii():  # one C-level scan: the common case costs nothing more
+            return
+        for record_id, line in zip(self.ids, self.lines.tolist()):
+            if not record_id.isascii():
+                raise PlmscaleError(
+                    f"{where or self.path}, line {line}: record id {record_id.decode(errors='replace')!r} "
+                    f"holds non-ASCII characters; record ids must be ASCII — rename the record in the "
+                    f"source file")
 
 
 def read_fasta(path, chunk_size=DEFAULT_CHUNK_SIZE):
@@ -139,6 +143,10 @@ def _batches(path, chunk_size, registry):
         while True:
             block = read_block(stream, chunk_size, path)
             at_eof = not block
+            if b"\r" in block:
+                if block.endswith(b"\r"):  # a CRLF cut between two blocks stays one line ending
+                    block += read_block(stream, 1, path)
+                block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             buf = carry + block if carry else block
             if first:
                 checked = _check_start(path, buf, at_eof)
@@ -171,6 +179,11 @@ def _batches(path, chunk_size, registry):
 
 def _check_start(path, buf, at_eof):
     """Reject what is not FASTA before parsing; returns the buffer without leading blank lines."""
+    if buf.startswith(UTF8_BOM):
+        buf = buf[len(UTF8_BOM):]  # editors on Windows write one; it carries no content
+    elif buf.startswith(UTF16_BOMS):
+        raise PlmscaleError(f"{path} is UTF-16 text (it starts with a UTF-16 byte order mark): save it as "
+                            f"ASCII or UTF-8, then give it as the source again")
     stripped = buf.lstrip()
     if not stripped:
         if at_eof:
@@ -183,7 +196,9 @@ def _check_start(path, buf, at_eof):
         raise PlmscaleError(f"{path} is an HTML/XML page, not FASTA: the server probably returned an "
                             f"error or login page — check the source URL, then download it again")
     codes = np.frombuffer(head, dtype=np.uint8)
-    control = ((codes < 9) | ((codes > 13) & (codes < 32)) | (codes > 126)).sum()
+    control = ((codes < 9) | ((codes > 13) & (codes < 32))).sum()
+    if not _is_utf8(head):  # UTF-8 text (an accented description) is text; other high bytes are not
+        control += (codes > 126).sum()
     if control > max(1, len(codes) // 100):
         raise PlmscaleError(f"{path} is not FASTA: it holds binary data (is it compressed with "
                             f"something other than gzip, or corrupt?) — provide a FASTA or .fasta.gz file")
@@ -193,6 +208,14 @@ def _check_start(path, buf, at_eof):
         raise PlmscaleError(f"{path}, line {line}: sequence data before the first header — every FASTA "
                             f"record must start with a '>id' line; check that this is a FASTA file")
     return stripped, line - 1
+
+
+def _is_utf8(head) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return error.start >= len(head) - 3 and error.reason == "unexpected end of data"
+    return True
 
 
 def _parse(path, buf, end, lines_before) -> RecordBatch:
@@ -207,7 +230,7 @@ def _parse(path, buf, end, lines_before) -> RecordBatch:
     nl_index = np.searchsorted(newlines, starts)
     header_ends = np.append(newlines, end)[nl_index]
     header_lines = lines_before + nl_index + 1
-    text_ends = header_ends - ((header_ends > starts + 1) & (arr[header_ends - 1] == _CR))
+    text_ends = header_ends  # line endings are LF only by now (see _batches)
     empty_id = (text_ends == starts + 1) | np.isin(arr[np.minimum(starts + 1, end - 1)], (9, 32))
     if empty_id.any():
         line = int(header_lines[np.argmax(empty_id)])
@@ -220,16 +243,11 @@ def _parse(path, buf, end, lines_before) -> RecordBatch:
                      np.column_stack((header_ends + 1 - starts, next_starts - header_ends - 1)).ravel()
                      .clip(min=0))[:end]
     drop |= is_newline
-    if b"\r" in buf:
-        drop |= arr == _CR
     np.logical_not(drop, out=drop)
     residues = arr[drop]
-    # Per-record lengths: the region after the header minus its CR/LF bytes.
+    # Per-record lengths: the region after the header minus its newlines.
     region_starts = np.minimum(header_ends + 1, end)
     cum_drop = np.searchsorted(newlines, next_starts) - np.searchsorted(newlines, region_starts)
-    if b"\r" in buf:
-        crs = np.flatnonzero(arr == _CR)
-        cum_drop += np.searchsorted(crs, next_starts) - np.searchsorted(crs, region_starts)
     lengths = next_starts - region_starts - cum_drop
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -264,7 +282,9 @@ class _IdRegistry:
 
     def _spill(self):
         if self.tmpdir is None:
-            self.tmpdir = tempfile.mkdtemp(prefix="plmscale-ids-", dir=self.spill_dir)
+            # Named like every data-stage temporary, so a killed run's spill is removed on the next run.
+            self.tmpdir = tempfile.mkdtemp(prefix=".plmscale-ids-", suffix=f".tmp-{os.getpid()}",
+                                           dir=self.spill_dir)
         hashes = np.concatenate(self.pending) if self.pending else np.zeros(0, np.int64)
         self.pending, self.n_pending = [], 0
         buckets = (hashes.view(np.uint64) >> np.uint64(56)).astype(np.uint8)

@@ -1,22 +1,30 @@
 """Cluster sequences with MMseqs2 (a subprocess, arguments as a list) and write sorted, checked tables.
 
-MMseqs2's output order (and thread scheduling) varies between runs, so everything written here is sorted:
-the same clusters always give the same bytes, and the shards downstream stay reproducible.
+Reproducible by construction:
+- MMseqs2 sees the sequences under numbers (0, 1, ...), never under their ids: it rewrites some ids
+  (`ref|x`, `sp|x`, `gb|x`, ... are parsed as database accessions), and a number is safe whatever a source
+  or record is called. The numbers are mapped back to ids here.
+- Each cluster is named by its smallest member id, never by MMseqs2's representative: with several threads
+  MMseqs2 may pick another representative of the same members on a rerun, and the split hashes the name.
+- MMseqs2's output order varies between runs, so everything written here is sorted.
 
-An optional second level clusters the first level's representatives again at a coarser identity (UniRef90
--> UniRef50 style); members are mapped through, giving cluster -> subcluster -> member.
+MMseqs2's temporary files go to a hidden `.mmseqs.tmp-PID` folder next to the outputs (or under tmp_root):
+on the same disk as the results, not in /tmp, and removed on the next run if a kill left it behind.
+
+An optional second level clusters one member per first-level cluster (its canonical, smallest-id member)
+again at a coarser identity (UniRef90 -> UniRef50 style); members are mapped through, giving
+cluster -> subcluster -> member.
 """
 
 import io
-import json
 import logging
 import shutil
 import subprocess
-import tempfile
+import os
 from collections import Counter
 from pathlib import Path
 
-from plmscale.data.atomic import write_text
+from plmscale.data.atomic import remove_stale_temporaries, write_json, write_text
 from plmscale.data.gzio import open_read
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import mmseqs_version
@@ -36,11 +44,25 @@ def find_mmseqs(binary="mmseqs") -> str:
 
 def fasta_ids(path) -> list:
     """Ids (first word of each header) of a FASTA file, in order."""
+    return _number_records(path, None)
+
+
+def _number_records(path, numbered_path) -> list:
+    """Ids of path's records in order; with numbered_path, also write a copy whose record k is `>k`."""
     ids = []
-    with io.TextIOWrapper(open_read(path), encoding="ascii", newline=None) as handle:
-        for line in handle:
-            if line.startswith(">"):
-                ids.append(line[1:].split(None, 1)[0] if line[1:].strip() else "")
+    with io.BufferedReader(open_read(path), 1 << 20) as handle:
+        out = open(numbered_path, "wb") if numbered_path is not None else None
+        try:
+            for line in handle:
+                if line.startswith(b">"):
+                    words = line[1:].split(None, 1)
+                    ids.append(words[0].decode("ascii", errors="backslashreplace") if words else "")
+                    line = b">%d\n" % (len(ids) - 1)
+                if out is not None:
+                    out.write(line)
+        finally:
+            if out is not None:
+                out.close()
     return ids
 
 
@@ -95,11 +117,11 @@ def _easy_cluster(run, method, fasta, prefix, tmp, min_seq_id, coverage, cov_mod
         # Leave headroom for MMseqs2's own bookkeeping beyond the split it is told about.
         args += ["--split-memory-limit", f"{max(64, int(mem_mb * 0.8))}M"]
     run(args + list(extra_args))
-    return _read_pairs(f"{prefix}_cluster.tsv"), f"{prefix}_rep_seq.fasta"
+    return _read_pairs(f"{prefix}_cluster.tsv")
 
 
 def _read_pairs(path) -> dict:
-    """MMseqs2 cluster.tsv (representative, member) -> {member: representative}."""
+    """MMseqs2 cluster.tsv (representative, member) -> {member: representative}, as MMseqs2 names them."""
     member_to_rep = {}
     with open(path) as handle:
         for line in handle:
@@ -120,29 +142,47 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
         raise PlmscaleError(f"data.cluster.method must be linclust or cluster, not {method!r}")
     fasta = Path(fasta).resolve()
     mmseqs_log = Path(mmseqs_log or Path(out_stats).with_name("mmseqs.log"))
-    ids = fasta_ids(fasta)
-    repeated = [i for i, n in Counter(ids).items() if n > 1]
-    if repeated:
-        raise PlmscaleError(f"{fasta}: ids must be unique before clustering; repeated: {repeated[:5]}")
-
-    with tempfile.TemporaryDirectory(prefix="plmscale-mmseqs-", dir=tmp_root) as work:
-        work = Path(work)
+    tmp_root = Path(tmp_root) if tmp_root else Path(out_clusters).resolve().parent
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(tmp_root)
+    work = tmp_root / f".mmseqs.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        ids = _number_records(fasta, work / "numbered.fasta")
+        repeated = [i for i, n in Counter(ids).items() if n > 1]
+        if repeated:
+            raise PlmscaleError(f"{fasta}: ids must be unique before clustering; repeated: {repeated[:5]}")
         run = _Runner(binary, mmseqs_log, work)
         common = dict(cov_mode=cov_mode, cluster_mode=cluster_mode, sensitivity=sensitivity,
                       threads=threads, mem_mb=mem_mb, extra_args=extra_args)
-        member_to_rep, reps_fasta = _easy_cluster(run, method, fasta, work / "level1", work / "tmp1",
-                                                  min_seq_id, coverage, **common)
+        member_to_rep = _easy_cluster(run, method, work / "numbered.fasta", work / "level1",
+                                      work / "tmp1", min_seq_id, coverage, **common)
+        fine = _canonical_names(_as_ids(member_to_rep, ids, fasta))
         if second_level:
-            rep_to_coarse, _ = _easy_cluster(
-                run, second_level.get("method", "cluster"), reps_fasta, work / "level2", work / "tmp2",
-                second_level["min_seq_id"], second_level.get("coverage", coverage), **common)
-            rows = sorted((rep_to_coarse[rep], rep, member) for member, rep in member_to_rep.items())
+            # The coarse level clusters each fine cluster's canonical member, not MMseqs2's representative
+            # (which may change between runs), so its input depends on the fine memberships only.
+            number = {record_id: k for k, record_id in enumerate(ids)}
+            canonical = {str(number[fine[ids[int(m)]]]) for m in member_to_rep}
+            _keep_records(work / "numbered.fasta", canonical, work / "level1_canonical.fasta")
+            rep_to_coarse = _easy_cluster(
+                run, second_level.get("method", "cluster"), work / "level1_canonical.fasta", work / "level2",
+                work / "tmp2", second_level["min_seq_id"], second_level.get("coverage", coverage), **common)
+            # A coarse cluster holds every member of the fine clusters whose canonical members it holds.
+            member_to_coarse = {m: rep_to_coarse.get(str(number[fine[ids[int(m)]]])) for m in member_to_rep}
+            if None in member_to_coarse.values():
+                raise PlmscaleError(f"MMseqs2's second level left out representatives of the first; see "
+                                    f"{mmseqs_log}")
+            coarse = _canonical_names(_as_ids(member_to_coarse, ids, fasta))
+            rows = sorted((coarse[member], fine[member], member) for member in fine)
             header = ("cluster_id", "subcluster_id", "member_id")
         else:
-            rows = sorted((rep, member) for member, rep in member_to_rep.items())
+            rows = sorted((fine[member], member) for member in fine)
             header = ("cluster_id", "member_id")
+        _check_every_sequence_once(fasta, ids, [row[-1] for row in rows])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-    _check_every_sequence_once(fasta, ids, [row[-1] for row in rows])
     with write_text(out_clusters) as handle:
         handle.write("\t".join(header) + "\n")
         for row in rows:
@@ -173,12 +213,40 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
         "mmseqs_version": mmseqs_version(run.binary),
         "commands": run.commands,
     }
-    with write_text(out_stats) as handle:
-        json.dump(stats, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+    write_json(out_stats, stats)
     log.info("%d sequences in %d clusters (%d singletons, largest %d)", stats["n_sequences"],
              stats["n_clusters"], stats["n_singletons"], stats["largest_cluster"])
     return stats
+
+
+def _keep_records(path, keep: set, out_path) -> None:
+    """Copy the records of a numbered FASTA whose number is in `keep` (a set of str)."""
+    with open(path, "rb") as handle, open(out_path, "wb") as out:
+        keeping = False
+        for line in handle:
+            if line.startswith(b">"):
+                keeping = line[1:].strip().decode() in keep
+            if keeping:
+                out.write(line)
+
+
+def _as_ids(member_to_rep, ids, fasta) -> dict:
+    """MMseqs2's numbers (as text) back to record ids: {member id: representative id}."""
+    try:
+        return {ids[int(member)]: ids[int(rep)] for member, rep in member_to_rep.items()}
+    except (ValueError, IndexError):
+        raise PlmscaleError(f"MMseqs2 returned ids that are not record numbers of {fasta}; check the "
+                            "MMseqs2 version (14+ expected) and data.cluster.extra_args") from None
+
+
+def _canonical_names(member_to_rep) -> dict:
+    """{member: name of its cluster}, the name being the smallest member id: it depends on who is in the
+    cluster only, not on which member MMseqs2 happened to choose as representative."""
+    smallest = {}
+    for member, rep in member_to_rep.items():
+        if rep not in smallest or member < smallest[rep]:
+            smallest[rep] = member
+    return {member: smallest[rep] for member, rep in member_to_rep.items()}
 
 
 def _check_every_sequence_once(fasta, ids, members) -> None:

@@ -1,6 +1,6 @@
 """Token shards: flat uint8 token streams (.bin) + int64 offsets (.idx), read back with np.memmap.
 
-Layout of one split directory (see INTERFACES.md):
+Layout of one split directory:
     shard_00000.bin   uint8 residue token ids of every sequence, back to back (no <cls>/<eos>)
     shard_00000.idx   int64 offsets, n_sequences + 1 entries: sequence j is bin[idx[j]:idx[j + 1]]
     cluster_ids.npy   int64, one per sequence (all shards, in order): dense cluster index
@@ -12,7 +12,8 @@ with the number of sequences (apart from a bitset of the clusters seen, 1 bit pe
 writes and hashing run on one background thread (both release the GIL), in order, a few batches behind
 the caller, so they overlap with parsing the next chunk. Files
 are written under temporary names and renamed at the end, the manifest last, so an interrupted run
-never leaves a directory that looks complete.
+never leaves a directory that looks complete; the temporaries a killed run left behind are removed when the
+next writer starts.
 """
 
 import glob
@@ -26,6 +27,7 @@ import threading
 import numpy as np
 
 from plmscale.alphabet import TOKENS
+from plmscale.data.atomic import DeferredFile, remove_stale_temporaries, write_json
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import provenance
 
@@ -83,13 +85,12 @@ class _WriteBehind:
             self._thread.join()
 
 
-class _HashedFile:
+class _HashedFile(DeferredFile):
     """A file written under a temporary name, hashed as it is written, renamed on commit."""
 
     def __init__(self, directory, name, behind=None):
-        self.name, self.final = name, os.path.join(directory, name)
-        self.tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
-        self.handle = open(self.tmp, "wb")
+        super().__init__(os.path.join(directory, name))
+        self.name = name
         self.digest = hashlib.sha256()
         self.size = 0
         self.behind = behind  # a _WriteBehind, or None to write at once
@@ -106,19 +107,6 @@ class _HashedFile:
         self.handle.write(view)
         self.digest.update(view)
 
-    def close(self):
-        if not self.handle.closed:
-            self.handle.close()
-
-    def commit(self):
-        self.close()
-        os.replace(self.tmp, self.final)
-
-    def discard(self):
-        self.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
-
 
 class ShardWriter:
     """Append sequences (as token batches) to rolling shards; close() writes the manifest."""
@@ -130,6 +118,7 @@ class ShardWriter:
         self.sources = list(sources)
         self.max_tokens = int(max_tokens_per_shard)
         os.makedirs(self.out_dir, exist_ok=True)
+        remove_stale_temporaries(self.out_dir)
         self.shards = []          # finished shard entries for the manifest
         self.files = []           # every _HashedFile, committed together at the end
         self.bin = self.idx = None
@@ -264,11 +253,7 @@ class ShardWriter:
             self.behind.stop()
             for f in self.files:
                 f.commit()
-            tmp = os.path.join(self.out_dir, f".{MANIFEST}.tmp-{os.getpid()}")
-            with open(tmp, "w") as handle:
-                json.dump(manifest, handle, indent=2)
-                handle.write("\n")
-            os.replace(tmp, os.path.join(self.out_dir, MANIFEST))
+            write_json(os.path.join(self.out_dir, MANIFEST), manifest, sort_keys=False)
             return manifest
         except BaseException:
             self.abort()

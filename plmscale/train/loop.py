@@ -351,6 +351,7 @@ class _Runner:
             "device": str(self.ctx.device.type), "world_size": self.ctx.world, "strategy": self.strategy,
             "precision": "bf16" if self.bf16 else "fp32", "config_hash": self.hash,
             "versions": package_versions(), "init_from": self.init_from, "seed": self.seed,
+            "cropped_sequences": self.sampler.n_cropped,  # long proteins cut to a random seq_len window
         }
         if self.ctx.is_main:
             ckpt.save({"run_id": self.run_id, "shape": self.shape.to_dict(), "model": model_state},

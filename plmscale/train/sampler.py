@@ -1,5 +1,9 @@
 """Which sequences a training step sees: source mixture, then cluster, then member, then a random crop.
 
+Long proteins are kept by the data stage (data.clean.max_length: no cap by default) and cropped here to a
+random window of seq_len - 2 residues, as ESM-2 trains; the window is drawn from the example's own
+generator, so it too is a function of (seed, stream, step, index). The sampler counts the crops it makes.
+
 Stateless: example `index` of step `step` is drawn from its own generator seeded by (seed, stream, step,
 index). Nothing carries over between steps, so a resumed run sees exactly the batches an uninterrupted one
 would, and the global batch is the same whatever the number of ranks (each rank draws its own slice of
@@ -25,6 +29,11 @@ def example_rng(seed: int, stream: int, step: int, index: int) -> np.random.Gene
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, stream, step, index])
 
 
+def is_cropped(length: int, seq_len: int) -> bool:
+    """Whether frame() crops a sequence of this many residues (room: seq_len minus <cls> and <eos>)."""
+    return length > seq_len - 2
+
+
 def frame(residues: np.ndarray, seq_len: int, rng: np.random.Generator) -> np.ndarray:
     """<cls> + a random window of at most seq_len-2 residues + <eos>, as int64."""
     room = seq_len - 2
@@ -41,6 +50,8 @@ class SequenceSampler:
     def __init__(self, reader, seq_len: int, source_weights: dict | None = None, by_cluster: bool = True,
                  where: str = "shards"):
         self.reader, self.seq_len, self.by_cluster = reader, seq_len, by_cluster
+        # Drawn and cropped examples since this sampler was made (this process, this rank): for metrics.
+        self.n_drawn = self.n_cropped = 0
         if len(reader) == 0:
             raise PlmscaleError(f"{where}: no sequences to train on; check the split and shard stages")
         source_ids = np.asarray(reader.source_ids, dtype=np.int64)
@@ -83,14 +94,26 @@ class SequenceSampler:
         return int(self.order[position])
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
-        return frame(self.reader[self.pick(rng)], self.seq_len, rng)
+        residues = self.reader[self.pick(rng)]
+        self.n_drawn += 1
+        self.n_cropped += is_cropped(len(residues), self.seq_len)
+        return frame(residues, self.seq_len, rng)
+
+    def expected_cropped_fraction(self) -> float:
+        """Probability that one example is a crop under this sampler (what n_cropped / n_drawn tends to)."""
+        cropped = (np.asarray(self.reader.lengths) > self.seq_len - 2).astype(np.float64)
+        return self._expectation(cropped)
 
     def mean_framed_length(self) -> float:
         """Expected real tokens of one example under this sampler (sets the step count for D tokens)."""
         framed = np.minimum(np.asarray(self.reader.lengths, dtype=np.float64), self.seq_len - 2) + 2
+        return self._expectation(framed)
+
+    def _expectation(self, per_sequence: np.ndarray) -> float:
+        """E[per_sequence[pick()]]: source by weight, then cluster uniformly (by_cluster), then member."""
         expected = 0.0
         for prob, (lo, hi), bounds in zip(self.source_prob, self.segments, self.cluster_starts):
-            lengths = framed[self.order[lo:hi]]
+            lengths = per_sequence[self.order[lo:hi]]
             if self.by_cluster:
                 sums = np.add.reduceat(lengths, bounds[:-1])
                 expected += prob * float(np.mean(sums / np.diff(bounds)))
