@@ -33,6 +33,7 @@ from plmscale.data.clean import BatchVerdict, clean_fasta  # noqa: E402
 from plmscale.data.fasta import read_fasta_batches  # noqa: E402
 from plmscale.data.gzio import open_write  # noqa: E402
 from plmscale.data.shards import ShardWriter  # noqa: E402
+from plmscale.data.split import sidecar_paths  # noqa: E402
 from plmscale.data.tokenize import tokenize_split  # noqa: E402
 
 AMINO = b"ARNDCQEGHILKMFPSTWYV"
@@ -66,14 +67,17 @@ def generate(path, n, seed=0):
 
 
 def to_split_format(clean_path, split_path):
-    """Stand-in for dedup/cluster/split (not timed): add the split stage's header fields."""
+    """Stand-in for dedup/cluster/split (not timed): `>id` records plus the split stage's id sidecars."""
+    k = 0
     with open_write(split_path) as out:
-        k = 0
         for batch in read_fasta_batches(clean_path, check_duplicate_ids=False):
             offsets, seq = batch.offsets.tolist(), batch.seq
-            out.write(b"".join(b">%s cluster=%d source=bench\n%s\n" % (rid, k + i, seq[offsets[i]:offsets[i + 1]])
+            out.write(b"".join(b">%s\n%s\n" % (rid, seq[offsets[i]:offsets[i + 1]])
                                for i, rid in enumerate(batch.ids)))
             k += len(batch)
+    cluster_path, source_path = sidecar_paths(split_path)
+    np.save(cluster_path, np.arange(k, dtype="<i8"))
+    np.save(source_path, np.zeros(k, dtype="<i2"))
 
 
 def single_pass(raw_path, out_dir):
