@@ -12,8 +12,9 @@ import yaml
 
 from plmscale.config import load_config
 from plmscale.errors import PlmscaleError
-from plmscale.grid import (RunSpec, expand_grid, format_number, lr_for_params, n_params, run_seed,
-                           shape_for_params)
+from plmscale.arithmetic import ModelShape
+from plmscale.arithmetic import peak_lr_cheng2024 as lr_for_params
+from plmscale.grid import RunSpec, expand_grid, format_number, n_params, run_seed, shape_for_params
 from plmscale.grid import shapes as grid_shapes
 from plmscale.grid.launch import expand_nodelist, first_host, launch_command, torchrun_command
 from plmscale.grid.resources import gpu_counts
@@ -61,7 +62,7 @@ def test_n_params_matches_the_training_module():
         full = grid_shapes.normalise_shape(shape)
         expected = model.ModelShape.from_dict(full).n_params()
         assert n_params(shape) == expected
-        assert grid_shapes._analytic_non_embedding(full["layers"], full["d_model"], full["ffn_dim"]) == expected
+        assert ModelShape(full["layers"], full["d_model"], full["heads"], full["ffn_dim"]).n_params() == expected
 
 
 def test_n_params_equals_a_built_module():
@@ -172,6 +173,34 @@ def test_shape_for_params_is_close_and_sane(target):
     assert abs(n_params(shape) - target) / target < 0.02
     assert shape["d_model"] % 64 == 0 and shape["d_model"] // shape["heads"] == 64
     assert 8 <= shape["d_model"] / shape["layers"] <= 150  # aspect ratio of a real ladder
+
+
+@pytest.mark.parametrize("entry,why", [({"layers": 2, "d_model": 100, "heads": 3}, "not divisible"),
+                                       ({"layers": 2, "d_model": 30, "heads": 2}, "must be even")])
+def test_impossible_ladder_shape_names_the_config_key(entry, why, tmp_path, capsys):
+    """Issue 9: a raw ValueError from the model code became a message naming train.ladder.<name>."""
+    config = make_config(ladder={**LADDER, "odd": entry})
+    with pytest.raises(PlmscaleError, match=rf"study\.yaml: train\.ladder\.odd .*'d_model': {entry['d_model']}.*{why}"):
+        expand_grid(config, source="study.yaml")
+    from plmscale.cli import main
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"train": {"ladder": {**LADDER, "odd": entry}, "isoflop": {"budgets": [1e16]}}}))
+    assert main(["plan", "--config", str(path)]) == 2
+    assert "train.ladder.odd" in capsys.readouterr().err
+
+
+def test_grid_and_model_arithmetic_import_without_torch():
+    """Planning a study (and counting its models) must not need torch: login nodes often lack it."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from plmscale.arithmetic import ModelShape\n"
+            "from plmscale.config import load_config\n"
+            "from plmscale.grid import expand_grid\n"
+            "specs = expand_grid(load_config('configs/paper.yaml'))\n"
+            "print(len(specs), ModelShape(8, 192, 3).n_params())")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[1] == str(3_538_944 + 17 * 192)
 
 
 def _paper_size_map():

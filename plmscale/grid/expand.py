@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import math
 
+from plmscale.arithmetic import peak_lr_cheng2024
 from plmscale.errors import PlmscaleError
 from plmscale.grid import shapes
 from plmscale.grid.resources import estimate_resources
@@ -97,7 +98,8 @@ class _GridBuilder:
         self.config = config
         self.train = config["train"]
         self.where = f"config {source}" if source else "config"
-        self.shapes = {name: shapes.normalise_shape(s) for name, s in self.train["ladder"].items()}
+        self.shapes = {name: shapes.ladder_shape(name, entry, self.where).to_dict()
+                       for name, entry in self.train["ladder"].items()}
         self.specs: list[RunSpec] = []
 
     def make(self, run_id, objective, model, tokens, budget=None, init_from=None) -> RunSpec:
@@ -106,7 +108,7 @@ class _GridBuilder:
         n = shapes.n_params(shape)
         per_token = shapes.flops_per_token(shape, train["seq_len"], train["flops_definition"])
         batch_tokens = batch_tokens_for(train, n)
-        lr = train["lr"] if train["lr"] is not None else shapes.lr_for_params(n)
+        lr = train["lr"] if train["lr"] is not None else peak_lr_cheng2024(n)
         settings = {key: train[key] for key in _TRAIN_SETTINGS}
         settings["source_weights"] = {s["name"]: s["weight"] for s in self.config["data"]["sources"]}
         spec = RunSpec(

@@ -11,6 +11,7 @@ at an assumed MFU, memory = optimizer state + activations. They decide three thi
 import math
 
 from plmscale.alphabet import VOCAB_SIZE
+from plmscale.arithmetic import flops_per_token_with_attention
 from plmscale.errors import PlmscaleError
 
 GIB = 2**30
@@ -38,7 +39,7 @@ EVAL_FLOPS_FRACTION = 1 / 3
 def training_flops_per_token(spec: dict) -> float:
     """What the GPU really computes per token: 6N plus attention scores (12·L·d·T), whatever a budget counts."""
     shape = spec["shape"]
-    return 6.0 * spec["n_params"] + 12.0 * shape["layers"] * shape["d_model"] * spec["seq_len"]
+    return flops_per_token_with_attention(spec["n_params"], shape["layers"], shape["d_model"], spec["seq_len"])
 
 
 def total_compute(spec: dict) -> float:

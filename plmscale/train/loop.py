@@ -26,13 +26,13 @@ import torch
 
 from plmscale.data.atomic import write_text
 from plmscale.errors import PlmscaleError
-from plmscale.model import (IGNORE_INDEX, ModelShape, build_model, flops_per_token_6n,
-                            flops_per_token_with_attention)
+from plmscale.arithmetic import ModelShape, flops_per_token_6n, flops_per_token_with_attention, peak_lr_cheng2024
+from plmscale.model import IGNORE_INDEX, build_model
 from plmscale.provenance import config_hash, package_versions, provenance
 from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
 from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, collate, make_example
-from plmscale.train.schedule import lr_at, peak_lr_for_size
+from plmscale.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class _Runner:
         model = build_model(self.shape, max_len=self.seq_len).to(self.ctx.device)
         self.n_params = model.n_params(non_embedding=True)
         self.n_params_all = model.n_params(non_embedding=False)
-        self.peak_lr = float(s["lr"]) if s["lr"] else peak_lr_for_size(self.n_params)
+        self.peak_lr = float(s["lr"]) if s["lr"] else peak_lr_cheng2024(self.n_params)
         self.fpt_6n = flops_per_token_6n(self.n_params)
         self.fpt_attn = flops_per_token_with_attention(self.n_params, self.shape.layers, self.shape.d_model,
                                                        self.seq_len)
