@@ -1,6 +1,7 @@
 """Load and validate a plmscale config: defaults filled in, unknown keys rejected with a clear error."""
 
 import copy
+import functools
 import re
 from pathlib import Path
 
@@ -32,6 +33,22 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 def load_schema() -> dict:
     with open(SCHEMA_PATH) as handle:
         return _numbers_from_scientific_strings(yaml.safe_load(handle))
+
+
+@functools.lru_cache(maxsize=None)
+def _section_defaults(section: str) -> dict:
+    filled = {}
+    _Validator(load_schema()["properties"][section]).validate(filled)  # {} is valid: this only fills
+    return filled
+
+
+def schema_defaults(section: str) -> dict:
+    """A top-level section (e.g. "train") with nothing set: every key at its schema default.
+
+    The schema is the one place defaults are written; code that accepts a partial mapping (a run spec
+    written by hand, a test) fills it from here.
+    """
+    return copy.deepcopy(_section_defaults(section))
 
 
 def _describe(error: jsonschema.ValidationError) -> str:

@@ -4,7 +4,6 @@ A run id names the run for ever (results/runs/{run_id}/), so it is built only fr
 grid point: objective, ladder label, and the budget (`_c1e19`) or token count (`_d2e9`).
 """
 
-import dataclasses
 import hashlib
 import math
 
@@ -12,60 +11,7 @@ from plmscale.arithmetic import peak_lr_cheng2024
 from plmscale.errors import PlmscaleError
 from plmscale.grid import shapes
 from plmscale.grid.resources import estimate_resources
-
-# Settings copied from config.train into every spec, so a training job needs nothing else.
-_TRAIN_SETTINGS = ("seq_len", "micro_batch_size", "warmup_fraction", "min_lr_ratio", "weight_decay",
-                   "beta1", "beta2", "grad_clip", "mask_prob", "eval_every_steps", "eval_tokens",
-                   "checkpoint_every_steps", "sampling", "device", "precision", "compile", "threads",
-                   "flops_definition")
-
-
-@dataclasses.dataclass
-class RunSpec:
-    """One grid point: what to train, for how long, and what it is expected to cost."""
-
-    run_id: str
-    objective: str
-    model: str
-    shape: dict
-    tokens: int
-    budget: float | None
-    n_params: int
-    n_params_with_embeddings: int
-    flops_per_token: float
-    flops: float
-    init_from: str | None
-    seed: int
-    lr: float
-    batch_tokens: int
-    resources: dict
-    settings: dict = dataclasses.field(default_factory=dict)  # the rest of config.train, flat in to_dict
-
-    def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
-        clashes = set(data) & set(self.settings)
-        if clashes:
-            raise ValueError(f"settings repeat core fields: {sorted(clashes)}")
-        data.update(self.settings)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RunSpec":
-        core = {f.name for f in dataclasses.fields(cls)} - {"settings"}
-        missing = sorted(core - set(data))
-        if missing:
-            raise PlmscaleError(f"run spec {data.get('run_id', '?')} lacks {missing}")
-        return cls(**{k: data[k] for k in core}, settings={k: v for k, v in data.items() if k not in core})
-
-    def training_dict(self) -> dict:
-        """The spec without the planner's resource estimate: what decides the trained model.
-
-        Snakemake reruns a job when its params change; resources are estimates (an assumed MFU), so a
-        new estimate must not retrain the grid.
-        """
-        data = self.to_dict()
-        data.pop("resources")
-        return data
+from plmscale.grid.spec import RunSpec, TrainSettings
 
 
 def format_number(value: float) -> str:
@@ -106,21 +52,16 @@ class _GridBuilder:
         train = self.train
         shape = self.shapes[model]
         n = shapes.n_params(shape)
-        per_token = shapes.flops_per_token(shape, train["seq_len"], train["flops_definition"])
-        batch_tokens = batch_tokens_for(train, n)
-        lr = train["lr"] if train["lr"] is not None else peak_lr_cheng2024(n)
-        settings = {key: train[key] for key in _TRAIN_SETTINGS}
-        settings["source_weights"] = {s["name"]: s["weight"] for s in self.config["data"]["sources"]}
         spec = RunSpec(
             run_id=run_id, objective=objective, model=model, shape=dict(shape), tokens=int(tokens),
-            budget=budget, n_params=n, n_params_with_embeddings=shapes.n_params_with_embeddings(shape),
-            flops_per_token=per_token, flops=per_token * int(tokens), init_from=init_from,
-            seed=run_seed(self.config["seed"], run_id), lr=lr, batch_tokens=batch_tokens,
-            resources={}, settings=settings)
-        resources = estimate_resources(spec.to_dict(), train, where=self.where)
-        spec.resources = resources
+            budget=budget, init_from=init_from, seed=run_seed(self.config["seed"], run_id),
+            lr=train["lr"] if train["lr"] is not None else peak_lr_cheng2024(n),
+            batch_tokens=batch_tokens_for(train, n),
+            source_weights={s["name"]: s["weight"] for s in self.config["data"]["sources"]},
+            train=TrainSettings.from_mapping(train))
+        spec.resources = estimate_resources(spec, train, where=self.where)
         # The resolved strategy only: how many GPUs a node has is the launcher's business, not the run's.
-        spec.settings["distributed"] = {"strategy": resources["strategy"]}
+        spec.train.distributed = {"strategy": spec.resources["strategy"]}
         return spec
 
     def isoflop(self):

@@ -23,18 +23,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", default=None, help="also write the log to this file")
 
 
-def read_spec(path) -> dict:
+def read_spec(path):
+    """The RunSpec in a JSON file; a missing, malformed or incomplete file is an error that names it."""
+    from plmscale.grid.spec import RunSpec
+
     path = Path(path)
     try:
-        spec = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise PlmscaleError(f"{path}: run spec not found; `plmscale plan` lists the runs of a config") from None
     except json.JSONDecodeError as error:
         raise PlmscaleError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
-    missing = [k for k in ("run_id", "objective", "shape", "tokens") if k not in spec]
-    if missing:
-        raise PlmscaleError(f"{path}: run spec lacks {', '.join(missing)}; write it with the grid (RunSpec.to_dict)")
-    return spec
+    if not isinstance(data, dict):
+        raise PlmscaleError(f"{path}: a run spec is a JSON object (RunSpec.to_dict), not {type(data).__name__}")
+    return RunSpec.from_dict(data, where=str(path))
 
 
 def main(args: argparse.Namespace) -> int:
