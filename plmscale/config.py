@@ -94,7 +94,19 @@ def load_config(config, source=None) -> dict:
         where = f"config {source}" if source else "config"
         raise PlmscaleError(f"{where} is invalid:\n  " + "\n  ".join(_describe(e) for e in errors))
     _check_consistency(filled, source)
+    _fill_from_recipe(filled["train"], source)
     return filled
+
+
+def _fill_from_recipe(train: dict, source) -> None:
+    """warmup_fraction, min_lr_ratio and beta2 left null take the chosen recipe's values; lr and batch
+    depend on each run's size and budget, so the grid resolves them (plmscale.grid.recipe.resolve)."""
+    from plmscale.grid import recipe as recipes  # the grid imports this module: import when called
+
+    recipe = recipes.recipe_from_config(train, f"config {source}" if source else "config")
+    for key in recipes.FIXED_KEYS:
+        if train[key] is None:
+            train[key] = getattr(recipe, key)
 
 
 def _check_consistency(config: dict, source) -> None:

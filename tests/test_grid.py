@@ -165,6 +165,85 @@ def test_large_models_get_the_large_batch():
     assert 3.5e-4 < lr_for_params(600e6) < 4e-4
 
 
+# ---- the training recipe ------------------------------------------------------------------------------
+
+TINY_LADDER = {"n7k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
+               "n25k": {"layers": 2, "d_model": 32, "heads": 2, "ffn_dim": 88},
+               "n100k": {"layers": 2, "d_model": 64, "heads": 2, "ffn_dim": 176}}
+
+
+def small_scale_grid(**train):
+    base = {"ladder": TINY_LADDER, "recipe": "small-scale", "seq_len": 128, "device": "cpu",
+            "isoflop": {"budgets": [1e11, 1e12], "min_tokens_per_param": 0.5, "max_tokens_per_param": 1000}}
+    base.update(train)
+    return expand_grid(load_config({"train": base}))
+
+
+def test_small_scale_recipe_scales_lr_with_size_and_batch_with_budget():
+    specs = small_scale_grid(small_scale={"lr_ref": 4e-3, "n_ref": 2e4, "min_steps": 100})
+    assert len({s.model for s in specs}) == 3 and len({s.budget for s in specs}) == 2
+    for spec in specs:
+        assert spec.lr == pytest.approx(4e-3 * (spec.n_params / 2e4) ** (-1 / 3), rel=1e-12)
+        batch = spec.batch_tokens
+        assert batch & (batch - 1) == 0  # a power of two
+        assert batch == 512 or spec.tokens / batch >= 100  # at least min_steps steps unless at the floor
+        assert batch == 524288 or spec.tokens / (2 * batch) < 100  # and the largest such batch
+        assert (spec.train.warmup_fraction, spec.train.min_lr_ratio, spec.train.beta2) == (0.05, 0.0, 0.95)
+        assert spec.recipe["name"] == "small-scale" and spec.recipe["overridden_by_config"] == []
+    by_size = sorted(specs, key=lambda s: s.n_params)
+    assert by_size[0].lr > by_size[-1].lr  # smaller models take larger steps
+    # A 10x budget at the same size: more tokens, a larger batch.
+    small, large = (next(s for s in specs if s.model == "n25k" and s.budget == b) for b in (1e11, 1e12))
+    assert large.batch_tokens > small.batch_tokens
+
+
+def test_explicit_settings_override_the_recipe_and_are_recorded():
+    specs = small_scale_grid(lr=1e-3, batch_tokens=1024, beta2=0.99)
+    for spec in specs:
+        assert spec.lr == 1e-3 and spec.batch_tokens == 1024 and spec.train.beta2 == 0.99
+        assert spec.train.warmup_fraction == 0.05  # not overridden: the recipe's
+        assert set(spec.recipe["overridden_by_config"]) == {"lr", "batch_tokens", "beta2"}
+
+
+def test_recipe_hash_names_the_recipe_and_its_constants():
+    default = small_scale_grid()[0].recipe["sha256"]
+    assert small_scale_grid(lr=1e-3)[0].recipe["sha256"] == default  # overrides are listed, not the recipe
+    assert small_scale_grid(small_scale={"lr_ref": 1e-2})[0].recipe["sha256"] != default
+    cheng = expand_grid(make_config())[0].recipe
+    assert cheng["name"] == "cheng2024" and cheng["sha256"] != default
+    assert cheng["sha256"] == expand_grid(make_config(seq_len=512))[0].recipe["sha256"]
+
+
+def test_cheng2024_recipe_is_the_papers_by_default():
+    config = make_config(ladder={"small": {"layers": 2, "d_model": 128, "heads": 2},
+                                 "big": {"layers": 24, "d_model": 2048, "heads": 32}},
+                         isoflop={"budgets": [1e21], "max_tokens_per_param": 1e12})
+    assert config["train"]["warmup_fraction"] == 0.025 and config["train"]["min_lr_ratio"] == 0.1
+    specs = {s.model: s for s in expand_grid(config)}
+    assert specs["big"].batch_tokens == 1048576 and specs["small"].batch_tokens == 524288
+    assert specs["big"].lr == 3e-4 and specs["small"].lr == 6e-4
+    assert specs["big"].train.beta2 == 0.95
+
+
+def test_plan_prints_the_recipe(tmp_path, capsys):
+    from plmscale.cli import main
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"train": {"ladder": TINY_LADDER, "recipe": "small-scale", "lr": 2e-3,
+                                              "isoflop": {"budgets": [1e11]}}}))
+    assert main(["plan", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    sha = expand_grid(load_config(path))[0].recipe["sha256"]
+    assert f"recipe small-scale v1 (sha256 {sha[:12]})" in out
+    assert "overridden by train.*: lr=0.002" in out
+
+
+def test_a_spec_from_another_recipe_version_is_refused():
+    spec = expand_grid(make_config())[0].to_dict()
+    spec["recipe"] = dict(spec["recipe"], version=99)
+    with pytest.raises(PlmscaleError, match="version 99"):
+        RunSpec.from_dict(spec)
+
+
 # ---- shapes ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target", [2e6, 9e6, 35e6, 150e6, 650e6, 3e9, 15e9])

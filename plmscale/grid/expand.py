@@ -7,8 +7,8 @@ grid point: objective, ladder label, and the budget (`_c1e19`) or token count (`
 import hashlib
 import math
 
-from plmscale.arithmetic import peak_lr_cheng2024
 from plmscale.errors import PlmscaleError
+from plmscale.grid import recipe as recipes
 from plmscale.grid import shapes
 from plmscale.grid.resources import estimate_resources
 from plmscale.grid.spec import RunSpec, TrainSettings
@@ -31,14 +31,6 @@ def run_seed(master_seed: int, run_id: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def batch_tokens_for(train: dict, n: int) -> int:
-    """The paper's rule: 0.5M-token batches below 1B parameters, 1M at and above (when configured)."""
-    large = train.get("batch_tokens_large")
-    if large and n >= train.get("large_model_params", 1e9):
-        return int(large)
-    return int(train["batch_tokens"])
-
-
 class _GridBuilder:
     def __init__(self, config: dict, source: str | None):
         self.config = config
@@ -46,19 +38,19 @@ class _GridBuilder:
         self.where = f"config {source}" if source else "config"
         self.shapes = {name: shapes.ladder_shape(name, entry, self.where).to_dict()
                        for name, entry in self.train["ladder"].items()}
-        self.specs: list[RunSpec] = []
+        self.recipe = recipes.recipe_from_config(self.train, self.where)
+        self.recipe_record = recipes.record(self.recipe, recipes.overridden(self.recipe, self.train))
 
     def make(self, run_id, objective, model, tokens, budget=None, init_from=None) -> RunSpec:
         train = self.train
         shape = self.shapes[model]
-        n = shapes.n_params(shape)
+        resolved = recipes.resolve(self.recipe, train, shapes.n_params(shape), int(tokens))
         spec = RunSpec(
             run_id=run_id, objective=objective, model=model, shape=dict(shape), tokens=int(tokens),
             budget=budget, init_from=init_from, seed=run_seed(self.config["seed"], run_id),
-            lr=train["lr"] if train["lr"] is not None else peak_lr_cheng2024(n),
-            batch_tokens=batch_tokens_for(train, n),
+            lr=resolved["lr"], batch_tokens=resolved["batch_tokens"],
             source_weights={s["name"]: s["weight"] for s in self.config["data"]["sources"]},
-            train=TrainSettings.from_mapping(train))
+            train=TrainSettings.from_mapping({**train, **resolved}), recipe=self.recipe_record)
         spec.resources = estimate_resources(spec, train, where=self.where)
         # The resolved strategy only: how many GPUs a node has is the launcher's business, not the run's.
         spec.train.distributed = {"strategy": spec.resources["strategy"]}
@@ -79,7 +71,7 @@ class _GridBuilder:
                     ratio = tokens / n
                     if not iso["min_tokens_per_param"] <= ratio <= iso["max_tokens_per_param"]:
                         continue
-                    if tokens < batch_tokens_for(self.train, n):  # not even one optimizer step
+                    if tokens < recipes.resolve(self.recipe, self.train, n, tokens)["batch_tokens"]:  # < one step
                         continue
                     run_id = f"{objective}_{model}_c{format_number(budget)}"
                     yield self.make(run_id, objective, model, tokens, budget=float(budget))

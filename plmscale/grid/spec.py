@@ -10,9 +10,10 @@ never stored twice.
 
 import dataclasses
 
-from plmscale.arithmetic import ModelShape, peak_lr_cheng2024
+from plmscale.arithmetic import ModelShape
 from plmscale.config import schema_defaults
 from plmscale.errors import PlmscaleError
+from plmscale.grid import recipe as recipes
 
 
 @dataclasses.dataclass
@@ -77,6 +78,7 @@ class RunSpec:
     batch_tokens: int
     source_weights: dict | None
     train: TrainSettings
+    recipe: dict  # plmscale.grid.recipe.record: name, version, constants, sha256, the config's overrides
     resources: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -107,7 +109,7 @@ class RunSpec:
 
     # ---- JSON ----------------------------------------------------------------------------------------------
     _CORE = ("run_id", "objective", "model", "shape", "tokens", "budget", "init_from", "seed", "lr",
-             "batch_tokens", "source_weights", "resources")
+             "batch_tokens", "source_weights", "recipe", "resources")
     _DERIVED = ("n_params", "n_params_with_embeddings", "flops_per_token", "flops")
 
     def to_dict(self) -> dict:
@@ -129,7 +131,8 @@ class RunSpec:
     @classmethod
     def from_dict(cls, data: dict, where: str | None = None) -> "RunSpec":
         """A spec from its flat JSON form. Derived counts are recomputed; a missing setting takes its
-        schema default; a missing lr the paper's law of N; an unknown key is an error."""
+        schema default, or its recipe's value (lr, batch, warm-up, min_lr_ratio, β2; the default recipe when
+        the spec names none); an unknown key is an error."""
         where = where or f"run spec {data.get('run_id', '?')}"
         missing = [key for key in ("run_id", "objective", "shape", "tokens") if key not in data]
         if missing:
@@ -142,13 +145,13 @@ class RunSpec:
             shape = ModelShape.from_dict(data["shape"]).to_dict()
         except (KeyError, TypeError, ValueError) as error:
             raise PlmscaleError(f"{where}: shape {data['shape']!r} is not a model shape ({error})") from None
-        lr = data.get("lr")
-        defaults = schema_defaults("train")
+        recipe = recipes.from_record(data.get("recipe"), where)
+        n_params = ModelShape.from_dict(shape).n_params()
+        resolved = recipes.resolve(recipe, data, n_params, int(data["tokens"]))
         return cls(
             run_id=str(data["run_id"]), objective=data["objective"], model=str(data.get("model", "")),
             shape=shape, tokens=int(data["tokens"]), budget=data.get("budget"),
             init_from=data.get("init_from"), seed=int(data.get("seed", 0)),
-            lr=float(lr) if lr else peak_lr_cheng2024(ModelShape.from_dict(shape).n_params()),
-            batch_tokens=int(data.get("batch_tokens") or defaults["batch_tokens"]),
-            source_weights=data.get("source_weights"), train=TrainSettings.from_mapping(data),
-            resources=data.get("resources") or {})
+            lr=resolved["lr"], batch_tokens=resolved["batch_tokens"], source_weights=data.get("source_weights"),
+            train=TrainSettings.from_mapping({**data, **resolved}),
+            recipe=data.get("recipe") or recipes.record(recipe), resources=data.get("resources") or {})

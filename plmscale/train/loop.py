@@ -1,8 +1,9 @@
 """One grid point, trained: `train_run(spec, ...)` -> metrics dict (also written as metrics.json).
 
-The recipe (DESIGN.md, the paper's): AdamW (β1, β2, weight decay from the spec), linear warm-up then cosine
-to lr·min_lr_ratio over exactly this run's steps, gradient clipping, bf16 autocast on CUDA (fp32 on CPU
-unless precision asks for bf16), gradient accumulation from micro-batches to the configured batch.
+What the spec's recipe (plmscale.grid.recipe) resolved is applied as given: AdamW (peak lr, β1, β2, weight
+decay), linear warm-up then cosine to lr·min_lr_ratio over exactly this run's steps, gradient clipping,
+bf16 autocast on CUDA (fp32 on CPU unless precision asks for bf16), gradient accumulation from
+micro-batches to the configured batch.
 
 Tokens. Batches are padded, one sequence per row (see sampler.py); D counts real tokens only (<pad>
 excluded, <cls>/<eos> included; for MLM every real token processed, masked or not, as the paper). The step
@@ -331,6 +332,7 @@ class _Runner:
             "device": str(self.ctx.device.type), "world_size": self.ctx.world, "strategy": self.strategy,
             "precision": "bf16" if self.bf16 else "fp32", "config_hash": self.hash,
             "versions": package_versions(), "init_from": self.init_from, "seed": self.seed,
+            "recipe": self.spec.recipe["name"], "recipe_sha256": self.spec.recipe["sha256"],
         }
         if self.ctx.is_main:
             ckpt.save({"run_id": self.run_id, "shape": self.shape.to_dict(), "model": model_state},
@@ -344,6 +346,7 @@ class _Runner:
                                      "" if valid is None else repr(valid), repr(lr)])
             with write_text(self.out_dir / "provenance.json") as handle:
                 json.dump(provenance({"run_id": self.run_id, "config_hash": self.hash, "seed": self.seed,
+                                      "recipe": self.spec.recipe,
                                       "sampler": "per-example numpy Generator seeded by (seed, stream, step, index)",
                                       "spec": self.spec.to_dict()}), handle, indent=2, default=str)
             with write_text(self.out_dir / "metrics.json") as handle:
