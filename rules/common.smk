@@ -10,6 +10,7 @@ from plmscale.data.demo import SOURCES as DEMO_CORPORA
 from plmscale.data.download import local_path
 from plmscale.errors import PlmscaleError
 from plmscale.grid import expand_grid
+from plmscale.grid.calibration import calibration_specs
 from plmscale.grid.resources import snakemake_resources
 from plmscale.scaling.plots import PLOT_NAMES
 
@@ -97,23 +98,38 @@ def source_setting(key, default=""):
 
 
 # ---- training -----------------------------------------------------------------------------------------
+try:
+    CALIBRATION_SPECS = {spec.run_id: spec for spec in calibration_specs(config, source=", ".join(map(str, workflow.configfiles)) or None)}
+except PlmscaleError as error:
+    raise WorkflowError(str(error)) from None
+# Every run the train rule makes: the study's grid, and the lr sweep's runs (not part of the fits).
+TRAINED_SPECS = {**RUN_SPECS, **CALIBRATION_SPECS}
+
+
 def _alternatives(names):
     """A wildcard regex matching exactly these names (and nothing when there are none)."""
     return "|".join(re.escape(n) for n in sorted(names)) or "(?!x)x"
 
 
-RUN_ID_PATTERN = _alternatives(RUN_SPECS)
+RUN_ID_PATTERN = _alternatives(TRAINED_SPECS)
 
 
 def stage_targets_train():
-    return [f"results/runs/{run_id}/metrics.json" for run_id in RUN_SPECS]
+    targets = [f"results/runs/{run_id}/metrics.json" for run_id in RUN_SPECS]
+    if CALIBRATION_SPECS:
+        targets += ["results/calibration/lr.json", "results/calibration/lr.png"]
+    return targets
+
+
+def calibration_run_files(wildcards):
+    return [f"results/runs/{run_id}/metrics.json" for run_id in CALIBRATION_SPECS]
 
 
 def train_inputs(wildcards):
     """Shards, and for a transfer run the source run's metrics.json (its final weights are written with it)."""
     inputs = {"train": "results/data/shards/train/manifest.json",
               "valid": "results/data/shards/valid/manifest.json"}
-    source = RUN_SPECS[wildcards.run_id].init_from
+    source = TRAINED_SPECS[wildcards.run_id].init_from
     if source is not None:
         inputs["source"] = f"results/runs/{source}/metrics.json"
     return inputs
@@ -121,15 +137,15 @@ def train_inputs(wildcards):
 
 def run_spec_json(wildcards):
     """The run's spec without the resource estimate: a change here (and only here) retrains the run."""
-    return json_param(RUN_SPECS[wildcards.run_id].training_dict())
+    return json_param(TRAINED_SPECS[wildcards.run_id].training_dict())
 
 
 def run_threads(wildcards):
-    return RUN_SPECS[wildcards.run_id].resources["cpus"]
+    return TRAINED_SPECS[wildcards.run_id].resources["cpus"]
 
 
 def _run_resource(key):
-    return lambda wildcards: snakemake_resources(RUN_SPECS[wildcards.run_id].resources)[key]
+    return lambda wildcards: snakemake_resources(TRAINED_SPECS[wildcards.run_id].resources)[key]
 
 
 # Resources of the train rule, from each run's own estimate (None drops a key from the job).

@@ -27,3 +27,25 @@ rule train:
         "../envs/torch.yaml"
     script:
         "../workflow_scripts/train.py"
+
+
+# The optional lr sweep (train.lr_calibration): its runs are trained by the rule above, then the best lr
+# per size refits the small-scale recipe's lr_ref (docs/recipe.md).
+rule calibrate_lr:
+    input:
+        metrics=calibration_run_files,
+    output:
+        summary="results/calibration/lr.json",
+        plot="results/calibration/lr.png",
+    params:
+        train=json_param({key: config["train"][key] for key in ("small_scale", "lr_calibration")}),
+    log:
+        "logs/calibration/lr.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../workflow_scripts/calibrate_lr.py"

@@ -1,6 +1,7 @@
 """The training grid: IsoFLOP arithmetic, run ids, filters, transfer runs, resources, launch commands."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -242,6 +243,63 @@ def test_a_spec_from_another_recipe_version_is_refused():
     spec["recipe"] = dict(spec["recipe"], version=99)
     with pytest.raises(PlmscaleError, match="version 99"):
         RunSpec.from_dict(spec)
+
+
+# ---- lr calibration ----------------------------------------------------------------------------------
+
+def test_lr_sweep_runs_exist_only_when_enabled_and_centre_on_the_law():
+    from plmscale.grid.calibration import calibration_specs
+    assert calibration_specs(load_config({"train": {"ladder": TINY_LADDER}})) == []
+    config = load_config({"train": {"ladder": TINY_LADDER, "seq_len": 128, "small_scale": {"lr_ref": 2e-3},
+                                    "lr_calibration": {"enabled": True, "lr_factors": [0.5, 1, 2]}}})
+    specs = calibration_specs(config)
+    assert len(specs) == 3 * 3 and len({s.run_id for s in specs}) == 9
+    for spec in specs:
+        centre = 2e-3 * (spec.n_params / 5e4) ** (-1 / 3)
+        assert min(abs(spec.lr / centre - f) for f in (0.5, 1, 2)) < 1e-9
+        assert spec.tokens == round(20 * spec.n_params) and spec.objective == "clm"
+    grid_ids = {s.run_id for s in expand_grid(config)}
+    assert not grid_ids & {s.run_id for s in specs}  # the sweep never enters the study's grid
+
+
+def test_lr_sweep_with_an_unknown_anchor_names_the_key():
+    from plmscale.grid.calibration import calibration_specs
+    config = load_config({"train": {"ladder": TINY_LADDER, "lr_calibration": {"enabled": True, "models": ["n9M"]}}})
+    with pytest.raises(PlmscaleError, match=r"train\.lr_calibration\.models \['n9M'\]"):
+        calibration_specs(config)
+
+
+def _sweep(n_params, lr_opt, factors):
+    lrs = [lr_opt * f for f in factors]
+    return {"model": f"n{n_params}", "n_params": n_params, "lrs": lrs,
+            "losses": [2.0 + 0.1 * math.log(lr / lr_opt) ** 2 for lr in lrs]}
+
+
+def test_lr_fit_recovers_the_constant_and_exponent():
+    from plmscale.grid.calibration import fit_lr_constant
+    sizes = [7e3, 5e4, 2.2e5]
+    factors = [0.3, 0.7, 1.9, 4.1]  # the optimum is never a sweep point: the vertex must find it
+    anchors = [_sweep(n, 3e-3 * (n / 5e4) ** (-1 / 3), factors) for n in sizes]
+    result = fit_lr_constant(anchors, n_ref=5e4, exponent=-1 / 3)
+    assert result["identified"] and all(row["bracketed"] for row in result["anchors"])
+    assert result["lr_ref"] == pytest.approx(3e-3, rel=1e-6)
+    assert result["fitted_exponent"] == pytest.approx(-1 / 3, rel=1e-6)
+    assert "lr_ref: 0.003" in result["advice"]
+
+
+def test_lr_fit_refuses_a_sweep_that_misses_the_optimum(tmp_path):
+    from plmscale.grid.calibration import fit_lr_constant, write_calibration
+    anchors = [_sweep(5e4, 1e-2, [0.01, 0.02, 0.05])]  # every lr far below the optimum: loss still falling
+    result = fit_lr_constant(anchors, n_ref=5e4, exponent=-1 / 3)
+    assert not result["identified"] and result["lr_ref"] is None and "widen" in result["advice"]
+    paths = []
+    for i, (lr, loss) in enumerate(zip(anchors[0]["lrs"], anchors[0]["losses"])):
+        paths.append(tmp_path / f"m{i}.json")
+        paths[-1].write_text(json.dumps({"model": "n50k", "n_params": 50000, "peak_lr": lr, "final_valid_loss": loss}))
+    train = load_config({})["train"]
+    written = write_calibration(paths, train, tmp_path / "cal" / "lr.json", tmp_path / "cal" / "lr.png")
+    assert json.loads((tmp_path / "cal" / "lr.json").read_text())["advice"] == written["advice"]
+    assert (tmp_path / "cal" / "lr.png").stat().st_size > 10_000
 
 
 # ---- shapes ------------------------------------------------------------------------------------------

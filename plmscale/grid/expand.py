@@ -41,10 +41,12 @@ class _GridBuilder:
         self.recipe = recipes.recipe_from_config(self.train, self.where)
         self.recipe_record = recipes.record(self.recipe, recipes.overridden(self.recipe, self.train))
 
-    def make(self, run_id, objective, model, tokens, budget=None, init_from=None) -> RunSpec:
+    def make(self, run_id, objective, model, tokens, budget=None, init_from=None, lr=None) -> RunSpec:
         train = self.train
         shape = self.shapes[model]
         resolved = recipes.resolve(self.recipe, train, shapes.n_params(shape), int(tokens))
+        if lr is not None:  # an lr sweep sets its own
+            resolved["lr"] = float(lr)
         spec = RunSpec(
             run_id=run_id, objective=objective, model=model, shape=dict(shape), tokens=int(tokens),
             budget=budget, init_from=init_from, seed=run_seed(self.config["seed"], run_id),
