@@ -107,6 +107,7 @@ def plot_calibration(result: dict, recipe_lr_ref: float | None, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, (sweep, law) = plt.subplots(1, 2, figsize=(10, 4))
     for row in result["anchors"]:
@@ -114,10 +115,13 @@ def plot_calibration(result: dict, recipe_lr_ref: float | None, path) -> None:
         line, = sweep.plot(np.asarray(row["lrs"])[order], np.asarray(row["losses"])[order], "o-",
                            label=f"{row['model']} (N={row['n_params']:,})")
         sweep.axvline(row["best_lr"], color=line.get_color(), ls="--" if row["bracketed"] else ":")
-    sweep.set(xscale="log", xlabel="peak lr", ylabel="final validation loss", title="lr sweep (dashed: best lr)")
+    sweep.set(xscale="log", xlabel="peak lr", ylabel="final validation loss", title="lr sweep (dashed: best lr; dotted: at the edge)")
     sweep.legend(fontsize=8)
     sizes = np.array([r["n_params"] for r in result["anchors"]], dtype=float)
-    law.plot(sizes, [r["best_lr"] for r in result["anchors"]], "ko", label="best lr per size")
+    for bracketed, marker, label in ((True, "ko", "best lr per size"), (False, "wo", "at the sweep's edge")):
+        rows = [r for r in result["anchors"] if r["bracketed"] == bracketed]
+        if rows:
+            law.plot([r["n_params"] for r in rows], [r["best_lr"] for r in rows], marker, mec="k", label=label)
     grid = np.geomspace(sizes.min() / 2, sizes.max() * 2, 50)
     for lr_ref, label, style in ((result["lr_ref"], "refitted", "-"), (recipe_lr_ref, "recipe's", ":")):
         if lr_ref:
@@ -126,6 +130,8 @@ def plot_calibration(result: dict, recipe_lr_ref: float | None, path) -> None:
     law.set(xscale="log", yscale="log", xlabel="non-embedding parameters N", ylabel="peak lr",
             title=f"lr = lr_ref·(N/{result['n_ref']:g})^{result['lr_exponent']:.3g}")
     law.legend(fontsize=8)
+    for axis in (sweep.xaxis, law.xaxis, law.yaxis):
+        axis.set_minor_formatter(ticker.NullFormatter())  # decade labels only: minor ones overlap
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
