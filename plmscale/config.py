@@ -2,6 +2,7 @@
 
 import copy
 import functools
+import json
 import re
 from pathlib import Path
 
@@ -81,6 +82,21 @@ def read_yaml(path, what="config file", hint="") -> dict:
         raise PlmscaleError(f"{what} {path} does not exist{hint}") from None
     except yaml.YAMLError as error:
         raise PlmscaleError(f"{what} {path} is not valid YAML: {error}") from None
+
+
+def read_json_object(path, what="JSON file", hint="") -> dict:
+    """A JSON file holding one object; a missing or malformed file, or another JSON value, is an error
+    that names the file."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise PlmscaleError(f"{what} {path} does not exist{hint}") from None
+    except json.JSONDecodeError as error:
+        raise PlmscaleError(f"{what} {path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(data, dict):
+        raise PlmscaleError(f"{what} {path} holds a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def load_config(config, source=None) -> dict:

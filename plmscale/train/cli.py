@@ -2,9 +2,8 @@
 
 import argparse
 import json
-from pathlib import Path
 
-from plmscale.errors import PlmscaleError
+from plmscale.config import read_json_object
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -27,15 +26,7 @@ def read_spec(path):
     """The RunSpec in a JSON file; a missing, malformed or incomplete file is an error that names it."""
     from plmscale.grid.spec import RunSpec
 
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlmscaleError(f"{path}: run spec not found; `plmscale plan` lists the runs of a config") from None
-    except json.JSONDecodeError as error:
-        raise PlmscaleError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
-    if not isinstance(data, dict):
-        raise PlmscaleError(f"{path}: a run spec is a JSON object (RunSpec.to_dict), not {type(data).__name__}")
+    data = read_json_object(path, "run spec", "; `plmscale plan --json` lists the runs of a config")
     return RunSpec.from_dict(data, where=str(path))
 
 
