@@ -1,6 +1,8 @@
 """Load and validate a plmscale config: defaults filled in, unknown keys rejected with a clear error."""
 
 import copy
+import functools
+import json
 import re
 from pathlib import Path
 
@@ -32,6 +34,22 @@ _Validator = _with_defaults(jsonschema.Draft202012Validator)
 def load_schema() -> dict:
     with open(SCHEMA_PATH) as handle:
         return _numbers_from_scientific_strings(yaml.safe_load(handle))
+
+
+@functools.lru_cache(maxsize=None)
+def _section_defaults(section: str) -> dict:
+    filled = {}
+    _Validator(load_schema()["properties"][section]).validate(filled)  # {} is valid: this only fills
+    return filled
+
+
+def schema_defaults(section: str) -> dict:
+    """A top-level section (e.g. "train") with nothing set: every key at its schema default.
+
+    The schema is the one place defaults are written; code that accepts a partial mapping (a run spec
+    written by hand, a test) fills it from here.
+    """
+    return copy.deepcopy(_section_defaults(section))
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -66,6 +84,21 @@ def read_yaml(path, what="config file", hint="") -> dict:
         raise PlmscaleError(f"{what} {path} is not valid YAML: {error}") from None
 
 
+def read_json_object(path, what="JSON file", hint="") -> dict:
+    """A JSON file holding one object; a missing or malformed file, or another JSON value, is an error
+    that names the file."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise PlmscaleError(f"{what} {path} does not exist{hint}") from None
+    except json.JSONDecodeError as error:
+        raise PlmscaleError(f"{what} {path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    if not isinstance(data, dict):
+        raise PlmscaleError(f"{what} {path} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
 def load_config(config, source=None) -> dict:
     """Validate a config (a dict or a YAML path) and return a copy with every default filled in."""
     if isinstance(config, (str, Path)):
@@ -77,7 +110,19 @@ def load_config(config, source=None) -> dict:
         where = f"config {source}" if source else "config"
         raise PlmscaleError(f"{where} is invalid:\n  " + "\n  ".join(_describe(e) for e in errors))
     _check_consistency(filled, source)
+    _fill_from_recipe(filled["train"], source)
     return filled
+
+
+def _fill_from_recipe(train: dict, source) -> None:
+    """warmup_fraction, min_lr_ratio and beta2 left null take the chosen recipe's values; lr and batch
+    depend on each run's size and budget, so the grid resolves them (plmscale.grid.recipe.resolve)."""
+    from plmscale.grid import recipe as recipes  # the grid imports this module: import when called
+
+    recipe = recipes.recipe_from_config(train, f"config {source}" if source else "config")
+    for key in recipes.FIXED_KEYS:
+        if train[key] is None:
+            train[key] = getattr(recipe, key)
 
 
 def _check_consistency(config: dict, source) -> None:

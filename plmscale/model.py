@@ -1,4 +1,4 @@
-"""The protein language model: one transformer backbone for both objectives, and its FLOPs.
+"""The protein language model: one transformer backbone for both objectives.
 
 One file, one class per concept (nanoGPT style). The same weights serve causal (CLM) and masked (MLM)
 language modelling; only the attention mask differs, which is what makes CLM->MLM transfer a plain
@@ -22,68 +22,18 @@ Choices, and why:
 """
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from plmscale.alphabet import PAD_ID, VOCAB_SIZE
+from plmscale.alphabet import PAD_ID
+# The shape and its arithmetic (counts, FFN width, FLOPs per token) are torch-free, in plmscale.arithmetic;
+# re-exported here because a model file that names its own FLOPs is what nanoGPT's readers look for.
+from plmscale.arithmetic import (ModelShape, default_ffn_dim, flops_per_token_6n,  # noqa: F401
+                                 flops_per_token_with_attention)
 
 IGNORE_INDEX = -100
-
-
-def default_ffn_dim(d_model: int, multiple: int = 64) -> int:
-    """GLU hidden width: 8/3·d (same parameters as a 4·d MLP), rounded up to a multiple of 64."""
-    return int(math.ceil(8 * d_model / 3 / multiple) * multiple)
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    layers: int
-    d_model: int
-    heads: int
-    ffn_dim: int | None = None
-    vocab_size: int = VOCAB_SIZE
-
-    def __post_init__(self):
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
-        if (self.d_model // self.heads) % 2:
-            raise ValueError(f"head dimension {self.d_model // self.heads} must be even for rotary embeddings")
-        if self.ffn_dim is None:
-            object.__setattr__(self, "ffn_dim", default_ffn_dim(self.d_model))
-
-    @classmethod
-    def from_dict(cls, shape: dict) -> "ModelShape":
-        return cls(layers=int(shape["layers"]), d_model=int(shape["d_model"]), heads=int(shape["heads"]),
-                   ffn_dim=None if shape.get("ffn_dim") is None else int(shape["ffn_dim"]))
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out.pop("vocab_size")
-        return out
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.heads
-
-    def n_params(self, non_embedding: bool = True) -> int:
-        """Exact parameter count, analytically; equals Transformer(shape).n_params() (tested)."""
-        d, f = self.d_model, self.ffn_dim
-        per_layer = 4 * d * d + 3 * d * f + 2 * d  # qkv + out, GLU (gate+up+down), two RMSNorm weights
-        total = self.layers * per_layer + d  # + final norm
-        return total if non_embedding else total + self.vocab_size * d
-
-
-def flops_per_token_6n(n_params: int) -> float:
-    """The paper's convention: 6·N per token (forward 2N + backward 4N), N without embeddings."""
-    return 6.0 * n_params
-
-
-def flops_per_token_with_attention(n_params: int, layers: int, d_model: int, seq_len: int) -> float:
-    """6·N plus attention scores and values: 12·L·d·T per token (forward 4·L·d·T, backward twice that)."""
-    return 6.0 * n_params + 12.0 * layers * d_model * seq_len
 
 
 class RMSNorm(nn.Module):

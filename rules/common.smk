@@ -1,11 +1,18 @@
 # Shared by every stage: the validated config, wildcard constraints, and input functions.
 import json
+import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
 from plmscale.config import load_config
+from plmscale.data.demo import SOURCES as DEMO_CORPORA
+from plmscale.data.download import local_path
 from plmscale.errors import PlmscaleError
+from plmscale.grid import expand_grid
+from plmscale.grid.calibration import calibration_specs
+from plmscale.grid.resources import snakemake_resources
+from plmscale.scaling.plots import PLOT_NAMES, PLOTS
 
 # Validate once, fill every default, and fail with a message that names the config file.
 try:
@@ -51,8 +58,6 @@ def all_targets():
 
 
 # ---- the training grid (plmscale.grid): expanded once, at parse time --------------------------------
-from plmscale.grid import expand_grid
-
 try:
     RUN_SPECS = {spec.run_id: spec for spec in expand_grid(config, source=", ".join(map(str, workflow.configfiles)) or None)}
 except PlmscaleError as error:
@@ -61,9 +66,6 @@ RUNS = list(RUN_SPECS.values())  # the grid as a list of plmscale.grid.RunSpec, 
 
 
 # ---- data stage -------------------------------------------------------------------------------------
-from plmscale.data.demo import SOURCES as DEMO_CORPORA
-from plmscale.data.download import local_path
-
 for _source in config["data"]["sources"]:
     if _source["url"].startswith("demo:") and _source["url"][len("demo:"):] not in DEMO_CORPORA:
         raise WorkflowError(
@@ -96,9 +98,12 @@ def source_setting(key, default=""):
 
 
 # ---- training -----------------------------------------------------------------------------------------
-import re
-
-from plmscale.grid.resources import snakemake_resources
+try:
+    CALIBRATION_SPECS = {spec.run_id: spec for spec in calibration_specs(config, source=", ".join(map(str, workflow.configfiles)) or None)}
+except PlmscaleError as error:
+    raise WorkflowError(str(error)) from None
+# Every run the train rule makes: the study's grid, and the lr sweep's runs (not part of the fits).
+TRAINED_SPECS = {**RUN_SPECS, **CALIBRATION_SPECS}
 
 
 def _alternatives(names):
@@ -106,39 +111,49 @@ def _alternatives(names):
     return "|".join(re.escape(n) for n in sorted(names)) or "(?!x)x"
 
 
-SCRATCH_RUN_PATTERN = _alternatives(r for r, s in RUN_SPECS.items() if s.init_from is None)
-TRANSFER_SOURCE_PATTERN = _alternatives(s.init_from for s in RUN_SPECS.values() if s.init_from is not None)
+RUN_ID_PATTERN = _alternatives(TRAINED_SPECS)
 
 
 def stage_targets_train():
-    return [f"results/runs/{run_id}/metrics.json" for run_id in RUN_SPECS]
+    targets = [f"results/runs/{run_id}/metrics.json" for run_id in RUN_SPECS]
+    if CALIBRATION_SPECS:
+        targets += ["results/calibration/lr.json", "results/calibration/lr.png"]
+    return targets
 
 
-def run_id_of(wildcards):
-    return wildcards.run_id if "run_id" in wildcards.keys() else f"tmlm_{wildcards.source_run}"
+def calibration_run_files(wildcards):
+    return [f"results/runs/{run_id}/metrics.json" for run_id in CALIBRATION_SPECS]
+
+
+def train_inputs(wildcards):
+    """Shards, and for a transfer run the source run's metrics.json (its final weights are written with it)."""
+    inputs = {"train": "results/data/shards/train/manifest.json",
+              "valid": "results/data/shards/valid/manifest.json"}
+    source = TRAINED_SPECS[wildcards.run_id].init_from
+    if source is not None:
+        inputs["source"] = f"results/runs/{source}/metrics.json"
+    return inputs
 
 
 def run_spec_json(wildcards):
     """The run's spec without the resource estimate: a change here (and only here) retrains the run."""
-    return json_param(RUN_SPECS[run_id_of(wildcards)].training_dict())
+    return json_param(TRAINED_SPECS[wildcards.run_id].training_dict())
 
 
 def run_threads(wildcards):
-    return RUN_SPECS[run_id_of(wildcards)].resources["cpus"]
+    return TRAINED_SPECS[wildcards.run_id].resources["cpus"]
 
 
 def _run_resource(key):
-    return lambda wildcards: snakemake_resources(RUN_SPECS[run_id_of(wildcards)].resources)[key]
+    return lambda wildcards: snakemake_resources(TRAINED_SPECS[wildcards.run_id].resources)[key]
 
 
-# Resources of both training rules, from each run's own estimate (None drops a key from the job).
+# Resources of the train rule, from each run's own estimate (None drops a key from the job).
 TRAIN_RESOURCES = {key: _run_resource(key) for key in snakemake_resources(
     {"gpus": 0, "nodes": 1, "gpus_per_node": 0, "gpu_model": None, "mem_mb": 0, "runtime_min": 0, "cpus": 1})}
 
 
 # ---- scaling laws -----------------------------------------------------------------------------------
-from plmscale.scaling.plots import PLOT_NAMES, PLOTS
-
 
 def own_run_files(name):
     """metrics.json / curve.csv of every grid run (none when fitting released curves only)."""

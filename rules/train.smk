@@ -1,21 +1,21 @@
 # Training: one job per grid point (plmscale.grid.expand_grid), results/runs/{run_id}/.
-# `rule train` trains from scratch; `rule transfer` starts an MLM run from a finished CLM run's weights.
+# A transfer run (an MLM run started from a finished CLM run's weights) is the same job with one more
+# input, its source run's metrics.json (train_inputs in rules/common.smk).
 # Resources come from each run's own estimate (plmscale.grid.resources): GPUs, nodes, memory, time limit.
-# Input functions and the run-id constraints are in rules/common.smk.
+
 
 rule train:
     input:
-        train="results/data/shards/train/manifest.json",
-        valid="results/data/shards/valid/manifest.json",
+        unpack(train_inputs),
     output:
         metrics="results/runs/{run_id}/metrics.json",
         curve="results/runs/{run_id}/curve.csv",
         provenance="results/runs/{run_id}/provenance.json",
     wildcard_constraints:
-        run_id=SCRATCH_RUN_PATTERN,
+        run_id=RUN_ID_PATTERN,
     params:
         spec=run_spec_json,
-        checkpoint_dir=lambda wildcards: f"results/checkpoints/{wildcards.run_id}",
+        checkpoint_dir="results/checkpoints/{run_id}",
     log:
         "logs/runs/{run_id}/train.log",
     benchmark:
@@ -29,28 +29,23 @@ rule train:
         "../workflow_scripts/train.py"
 
 
-rule transfer:
+# The optional lr sweep (train.lr_calibration): its runs are trained by the rule above, then the best lr
+# per size refits the small-scale recipe's lr_ref (docs/recipe.md).
+rule calibrate_lr:
     input:
-        train="results/data/shards/train/manifest.json",
-        valid="results/data/shards/valid/manifest.json",
-        source="results/runs/{source_run}/metrics.json",
+        metrics=calibration_run_files,
     output:
-        metrics="results/runs/tmlm_{source_run}/metrics.json",
-        curve="results/runs/tmlm_{source_run}/curve.csv",
-        provenance="results/runs/tmlm_{source_run}/provenance.json",
-    wildcard_constraints:
-        source_run=TRANSFER_SOURCE_PATTERN,
+        summary="results/calibration/lr.json",
+        plot="results/calibration/lr.png",
     params:
-        spec=run_spec_json,
-        checkpoint_dir=lambda wildcards: f"results/checkpoints/tmlm_{wildcards.source_run}",
+        train=json_param({key: config["train"][key] for key in ("small_scale", "lr_calibration")}),
     log:
-        "logs/runs/tmlm_{source_run}/train.log",
-    benchmark:
-        "results/benchmarks/runs/tmlm_{source_run}.tsv"
-    threads: run_threads
+        "logs/calibration/lr.log",
+    threads: 1
     resources:
-        **TRAIN_RESOURCES,
+        mem_mb=2000,
+        runtime=10,
     conda:
-        "../envs/torch.yaml"
+        "../envs/python.yaml"
     script:
-        "../workflow_scripts/train.py"
+        "../workflow_scripts/calibrate_lr.py"

@@ -1,6 +1,7 @@
 """The training grid: IsoFLOP arithmetic, run ids, filters, transfer runs, resources, launch commands."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -12,8 +13,9 @@ import yaml
 
 from plmscale.config import load_config
 from plmscale.errors import PlmscaleError
-from plmscale.grid import (RunSpec, expand_grid, format_number, lr_for_params, n_params, run_seed,
-                           shape_for_params)
+from plmscale.arithmetic import ModelShape
+from plmscale.arithmetic import peak_lr_cheng2024 as lr_for_params
+from plmscale.grid import RunSpec, expand_grid, format_number, n_params, run_seed, shape_for_params
 from plmscale.grid import shapes as grid_shapes
 from plmscale.grid.launch import expand_nodelist, first_host, launch_command, torchrun_command
 from plmscale.grid.resources import gpu_counts
@@ -61,7 +63,7 @@ def test_n_params_matches_the_training_module():
         full = grid_shapes.normalise_shape(shape)
         expected = model.ModelShape.from_dict(full).n_params()
         assert n_params(shape) == expected
-        assert grid_shapes._analytic_non_embedding(full["layers"], full["d_model"], full["ffn_dim"]) == expected
+        assert ModelShape(full["layers"], full["d_model"], full["heads"], full["ffn_dim"]).n_params() == expected
 
 
 def test_n_params_equals_a_built_module():
@@ -164,6 +166,142 @@ def test_large_models_get_the_large_batch():
     assert 3.5e-4 < lr_for_params(600e6) < 4e-4
 
 
+# ---- the training recipe ------------------------------------------------------------------------------
+
+TINY_LADDER = {"n7k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
+               "n25k": {"layers": 2, "d_model": 32, "heads": 2, "ffn_dim": 88},
+               "n100k": {"layers": 2, "d_model": 64, "heads": 2, "ffn_dim": 176}}
+
+
+def small_scale_grid(**train):
+    base = {"ladder": TINY_LADDER, "recipe": "small-scale", "seq_len": 128, "device": "cpu",
+            "isoflop": {"budgets": [1e11, 1e12], "min_tokens_per_param": 0.5, "max_tokens_per_param": 1000}}
+    base.update(train)
+    return expand_grid(load_config({"train": base}))
+
+
+def test_small_scale_recipe_scales_lr_with_size_and_batch_with_budget():
+    specs = small_scale_grid(small_scale={"lr_ref": 4e-3, "n_ref": 2e4, "min_steps": 100})
+    assert len({s.model for s in specs}) == 3 and len({s.budget for s in specs}) == 2
+    for spec in specs:
+        assert spec.lr == pytest.approx(4e-3 * (spec.n_params / 2e4) ** (-1 / 3), rel=1e-12)
+        batch = spec.batch_tokens
+        assert batch & (batch - 1) == 0  # a power of two
+        assert batch == 512 or spec.tokens / batch >= 100  # at least min_steps steps unless at the floor
+        assert batch == 524288 or spec.tokens / (2 * batch) < 100  # and the largest such batch
+        assert (spec.train.warmup_fraction, spec.train.min_lr_ratio, spec.train.beta2) == (0.05, 0.0, 0.95)
+        assert spec.recipe["name"] == "small-scale" and spec.recipe["overridden_by_config"] == []
+    by_size = sorted(specs, key=lambda s: s.n_params)
+    assert by_size[0].lr > by_size[-1].lr  # smaller models take larger steps
+    # A 10x budget at the same size: more tokens, a larger batch.
+    small, large = (next(s for s in specs if s.model == "n25k" and s.budget == b) for b in (1e11, 1e12))
+    assert large.batch_tokens > small.batch_tokens
+
+
+def test_explicit_settings_override_the_recipe_and_are_recorded():
+    specs = small_scale_grid(lr=1e-3, batch_tokens=1024, beta2=0.99)
+    for spec in specs:
+        assert spec.lr == 1e-3 and spec.batch_tokens == 1024 and spec.train.beta2 == 0.99
+        assert spec.train.warmup_fraction == 0.05  # not overridden: the recipe's
+        assert set(spec.recipe["overridden_by_config"]) == {"lr", "batch_tokens", "beta2"}
+
+
+def test_recipe_hash_names_the_recipe_and_its_constants():
+    default = small_scale_grid()[0].recipe["sha256"]
+    assert small_scale_grid(lr=1e-3)[0].recipe["sha256"] == default  # overrides are listed, not the recipe
+    assert small_scale_grid(small_scale={"lr_ref": 1e-2})[0].recipe["sha256"] != default
+    cheng = expand_grid(make_config())[0].recipe
+    assert cheng["name"] == "cheng2024" and cheng["sha256"] != default
+    assert cheng["sha256"] == expand_grid(make_config(seq_len=512))[0].recipe["sha256"]
+
+
+def test_cheng2024_recipe_is_the_papers_by_default():
+    config = make_config(ladder={"small": {"layers": 2, "d_model": 128, "heads": 2},
+                                 "big": {"layers": 24, "d_model": 2048, "heads": 32}},
+                         isoflop={"budgets": [1e21], "max_tokens_per_param": 1e12})
+    assert config["train"]["warmup_fraction"] == 0.025 and config["train"]["min_lr_ratio"] == 0.1
+    specs = {s.model: s for s in expand_grid(config)}
+    assert specs["big"].batch_tokens == 1048576 and specs["small"].batch_tokens == 524288
+    assert specs["big"].lr == 3e-4 and specs["small"].lr == 6e-4
+    assert specs["big"].train.beta2 == 0.95
+
+
+def test_plan_prints_the_recipe(tmp_path, capsys):
+    from plmscale.cli import main
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"train": {"ladder": TINY_LADDER, "recipe": "small-scale", "lr": 2e-3,
+                                              "isoflop": {"budgets": [1e11]}}}))
+    assert main(["plan", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    sha = expand_grid(load_config(path))[0].recipe["sha256"]
+    assert f"recipe small-scale v1 (sha256 {sha[:12]})" in out
+    assert "overridden by train.*: lr=0.002" in out
+
+
+def test_a_spec_from_another_recipe_version_is_refused():
+    spec = expand_grid(make_config())[0].to_dict()
+    spec["recipe"] = dict(spec["recipe"], version=99)
+    with pytest.raises(PlmscaleError, match="version 99"):
+        RunSpec.from_dict(spec)
+
+
+# ---- lr calibration ----------------------------------------------------------------------------------
+
+def test_lr_sweep_runs_exist_only_when_enabled_and_centre_on_the_law():
+    from plmscale.grid.calibration import calibration_specs
+    assert calibration_specs(load_config({"train": {"ladder": TINY_LADDER}})) == []
+    config = load_config({"train": {"ladder": TINY_LADDER, "seq_len": 128, "small_scale": {"lr_ref": 2e-3},
+                                    "lr_calibration": {"enabled": True, "lr_factors": [0.5, 1, 2]}}})
+    specs = calibration_specs(config)
+    assert len(specs) == 3 * 3 and len({s.run_id for s in specs}) == 9
+    for spec in specs:
+        centre = 2e-3 * (spec.n_params / 5e4) ** (-1 / 3)
+        assert min(abs(spec.lr / centre - f) for f in (0.5, 1, 2)) < 1e-9
+        assert spec.tokens == round(20 * spec.n_params) and spec.objective == "clm"
+    grid_ids = {s.run_id for s in expand_grid(config)}
+    assert not grid_ids & {s.run_id for s in specs}  # the sweep never enters the study's grid
+
+
+def test_lr_sweep_with_an_unknown_anchor_names_the_key():
+    from plmscale.grid.calibration import calibration_specs
+    config = load_config({"train": {"ladder": TINY_LADDER, "lr_calibration": {"enabled": True, "models": ["n9M"]}}})
+    with pytest.raises(PlmscaleError, match=r"train\.lr_calibration\.models \['n9M'\]"):
+        calibration_specs(config)
+
+
+def _sweep(n_params, lr_opt, factors):
+    lrs = [lr_opt * f for f in factors]
+    return {"model": f"n{n_params}", "n_params": n_params, "lrs": lrs,
+            "losses": [2.0 + 0.1 * math.log(lr / lr_opt) ** 2 for lr in lrs]}
+
+
+def test_lr_fit_recovers_the_constant_and_exponent():
+    from plmscale.grid.calibration import fit_lr_constant
+    sizes = [7e3, 5e4, 2.2e5]
+    factors = [0.3, 0.7, 1.9, 4.1]  # the optimum is never a sweep point: the vertex must find it
+    anchors = [_sweep(n, 3e-3 * (n / 5e4) ** (-1 / 3), factors) for n in sizes]
+    result = fit_lr_constant(anchors, n_ref=5e4, exponent=-1 / 3)
+    assert result["identified"] and all(row["bracketed"] for row in result["anchors"])
+    assert result["lr_ref"] == pytest.approx(3e-3, rel=1e-6)
+    assert result["fitted_exponent"] == pytest.approx(-1 / 3, rel=1e-6)
+    assert "lr_ref: 0.003" in result["advice"]
+
+
+def test_lr_fit_refuses_a_sweep_that_misses_the_optimum(tmp_path):
+    from plmscale.grid.calibration import fit_lr_constant, write_calibration
+    anchors = [_sweep(5e4, 1e-2, [0.01, 0.02, 0.05])]  # every lr far below the optimum: loss still falling
+    result = fit_lr_constant(anchors, n_ref=5e4, exponent=-1 / 3)
+    assert not result["identified"] and result["lr_ref"] is None and "widen" in result["advice"]
+    paths = []
+    for i, (lr, loss) in enumerate(zip(anchors[0]["lrs"], anchors[0]["losses"])):
+        paths.append(tmp_path / f"m{i}.json")
+        paths[-1].write_text(json.dumps({"model": "n50k", "n_params": 50000, "peak_lr": lr, "final_valid_loss": loss}))
+    train = load_config({})["train"]
+    written = write_calibration(paths, train, tmp_path / "cal" / "lr.json", tmp_path / "cal" / "lr.png")
+    assert json.loads((tmp_path / "cal" / "lr.json").read_text())["advice"] == written["advice"]
+    assert (tmp_path / "cal" / "lr.png").stat().st_size > 10_000
+
+
 # ---- shapes ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target", [2e6, 9e6, 35e6, 150e6, 650e6, 3e9, 15e9])
@@ -172,6 +310,34 @@ def test_shape_for_params_is_close_and_sane(target):
     assert abs(n_params(shape) - target) / target < 0.02
     assert shape["d_model"] % 64 == 0 and shape["d_model"] // shape["heads"] == 64
     assert 8 <= shape["d_model"] / shape["layers"] <= 150  # aspect ratio of a real ladder
+
+
+@pytest.mark.parametrize("entry,why", [({"layers": 2, "d_model": 100, "heads": 3}, "not divisible"),
+                                       ({"layers": 2, "d_model": 30, "heads": 2}, "must be even")])
+def test_impossible_ladder_shape_names_the_config_key(entry, why, tmp_path, capsys):
+    """Issue 9: a raw ValueError from the model code became a message naming train.ladder.<name>."""
+    config = make_config(ladder={**LADDER, "odd": entry})
+    with pytest.raises(PlmscaleError, match=rf"study\.yaml: train\.ladder\.odd .*'d_model': {entry['d_model']}.*{why}"):
+        expand_grid(config, source="study.yaml")
+    from plmscale.cli import main
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"train": {"ladder": {**LADDER, "odd": entry}, "isoflop": {"budgets": [1e16]}}}))
+    assert main(["plan", "--config", str(path)]) == 2
+    assert "train.ladder.odd" in capsys.readouterr().err
+
+
+def test_grid_and_model_arithmetic_import_without_torch():
+    """Planning a study (and counting its models) must not need torch: login nodes often lack it."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from plmscale.arithmetic import ModelShape\n"
+            "from plmscale.config import load_config\n"
+            "from plmscale.grid import expand_grid\n"
+            "specs = expand_grid(load_config('configs/paper.yaml'))\n"
+            "print(len(specs), ModelShape(8, 192, 3).n_params())")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[1] == str(3_538_944 + 17 * 192)
 
 
 def _paper_size_map():
@@ -340,9 +506,9 @@ def test_paper_grid_plans_in_snakemake(tmp_path):
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     counts = dict(re.findall(r"^(train|transfer)\s+(\d+)$", result.stdout + result.stderr, flags=re.M))
-    n_transfer = sum(1 for s in specs if s.init_from)
-    assert int(counts.get("train", 0)) == len(specs) - n_transfer
-    assert int(counts.get("transfer", 0)) == n_transfer
+    # One rule trains every grid point, transfer runs included (their source run is an extra input).
+    assert int(counts.get("train", 0)) == len(specs)
+    assert "transfer" not in counts
 
 
 def test_snakemake_resources_for_cpu_one_gpu_node_and_several_nodes():

@@ -9,7 +9,8 @@ from plmscale.model import IGNORE_INDEX
 from plmscale.train.masking import causal_labels, mask_tokens
 from plmscale.train.sampler import (TRAIN_STREAM, SequenceSampler, collate, example_rng, frame,
                                     make_example)
-from plmscale.train.schedule import lr_at, peak_lr_for_size, warmup_steps
+from plmscale.arithmetic import peak_lr_cheng2024 as peak_lr_for_size
+from plmscale.train.schedule import lr_at, warmup_steps
 from train_fixtures import MemoryShards
 
 

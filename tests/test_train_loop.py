@@ -184,3 +184,18 @@ def test_cli_reports_a_missing_spec_without_traceback(tmp_path):
     code = main(["train", "--spec", str(tmp_path / "nope.json"), "--train-shards", "a", "--valid-shards", "b",
                  "--out", "c", "--checkpoint-dir", "d"])
     assert code == 2
+
+
+def test_recipe_decides_a_hand_spec_and_is_in_provenance(shards, tmp_path):
+    from plmscale.grid import recipe as recipes
+
+    small = recipes.make_recipe("small-scale", {"lr_ref": 4e-3, "n_ref": 1e4, "lr_exponent": -1 / 3,
+                                                "min_steps": 20, "min_batch_tokens": 256, "max_batch_tokens": 4096})
+    spec = tiny_spec("clm", tokens=6000, lr=None, batch_tokens=None, warmup_fraction=None,
+                     recipe=recipes.record(small))
+    metrics = run(spec, shards, tmp_path)  # lr, batch and warm-up left to the spec's recipe
+    assert metrics["peak_lr"] == pytest.approx(4e-3 * (metrics["n_params"] / 1e4) ** (-1 / 3))
+    assert metrics["batch_sequences"] == 256 // 64  # 6000/20 tokens -> 256-token batches of 64-token rows
+    assert metrics["recipe"] == "small-scale" and metrics["recipe_sha256"] == recipes.record(small)["sha256"]
+    prov = json.loads((tmp_path / "run" / "out" / "provenance.json").read_text())
+    assert prov["recipe"]["sha256"] == metrics["recipe_sha256"] and prov["recipe"]["constants"]["n_ref"] == 1e4

@@ -4,6 +4,7 @@ import json
 import sys
 
 from plmscale.config import load_config
+from plmscale.grid import recipe as recipes
 from plmscale.grid.expand import expand_grid
 
 
@@ -25,13 +26,14 @@ def _duration(minutes: int) -> str:
 
 
 def format_table(specs) -> str:
-    header = ("run_id", "obj", "model", "N", "D", "C", "D/N", "gpus", "nodes", "strategy", "runtime")
+    header = ("run_id", "obj", "model", "N", "D", "C", "D/N", "lr", "batch", "gpus", "nodes", "strategy",
+              "runtime")
     rows = []
     for s in specs:
         r = s.resources
         runtime = _duration(r["runtime_min"]) + ("!" if r.get("over_max_runtime") else "")
         rows.append((s.run_id, s.objective, s.model, _si(s.n_params), _si(s.tokens), f"{s.flops:.3g}",
-                     f"{s.tokens / s.n_params:.1f}", str(r["gpus"]), str(r["nodes"]), r["strategy"], runtime))
+                     f"{s.tokens / s.n_params:.1f}", f"{s.lr:.3g}", _si(s.batch_tokens), str(r["gpus"]), str(r["nodes"]), r["strategy"], runtime))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     gpu_hours = sum(s.resources["gpus"] * s.resources["runtime_min"] / 60 for s in specs)
@@ -49,5 +51,6 @@ def main(args) -> int:
         json.dump([s.to_dict() for s in specs], sys.stdout, indent=1)
         print()
     else:
+        print(recipes.describe(recipes.recipe_from_config(config["train"], str(args.config)), config["train"]))
         print(format_table(specs))
     return 0

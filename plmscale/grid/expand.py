@@ -4,67 +4,14 @@ A run id names the run for ever (results/runs/{run_id}/), so it is built only fr
 grid point: objective, ladder label, and the budget (`_c1e19`) or token count (`_d2e9`).
 """
 
-import dataclasses
 import hashlib
 import math
 
 from plmscale.errors import PlmscaleError
+from plmscale.grid import recipe as recipes
 from plmscale.grid import shapes
 from plmscale.grid.resources import estimate_resources
-
-# Settings copied from config.train into every spec, so a training job needs nothing else.
-_TRAIN_SETTINGS = ("seq_len", "micro_batch_size", "warmup_fraction", "min_lr_ratio", "weight_decay",
-                   "beta1", "beta2", "grad_clip", "mask_prob", "eval_every_steps", "eval_tokens",
-                   "checkpoint_every_steps", "sampling", "device", "precision", "compile", "threads",
-                   "flops_definition")
-
-
-@dataclasses.dataclass
-class RunSpec:
-    """One grid point: what to train, for how long, and what it is expected to cost."""
-
-    run_id: str
-    objective: str
-    model: str
-    shape: dict
-    tokens: int
-    budget: float | None
-    n_params: int
-    n_params_with_embeddings: int
-    flops_per_token: float
-    flops: float
-    init_from: str | None
-    seed: int
-    lr: float
-    batch_tokens: int
-    resources: dict
-    settings: dict = dataclasses.field(default_factory=dict)  # the rest of config.train, flat in to_dict
-
-    def to_dict(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
-        clashes = set(data) & set(self.settings)
-        if clashes:
-            raise ValueError(f"settings repeat core fields: {sorted(clashes)}")
-        data.update(self.settings)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RunSpec":
-        core = {f.name for f in dataclasses.fields(cls)} - {"settings"}
-        missing = sorted(core - set(data))
-        if missing:
-            raise PlmscaleError(f"run spec {data.get('run_id', '?')} lacks {missing}")
-        return cls(**{k: data[k] for k in core}, settings={k: v for k, v in data.items() if k not in core})
-
-    def training_dict(self) -> dict:
-        """The spec without the planner's resource estimate: what decides the trained model.
-
-        Snakemake reruns a job when its params change; resources are estimates (an assumed MFU), so a
-        new estimate must not retrain the grid.
-        """
-        data = self.to_dict()
-        data.pop("resources")
-        return data
+from plmscale.grid.spec import RunSpec, TrainSettings
 
 
 def format_number(value: float) -> str:
@@ -84,41 +31,31 @@ def run_seed(master_seed: int, run_id: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def batch_tokens_for(train: dict, n: int) -> int:
-    """The paper's rule: 0.5M-token batches below 1B parameters, 1M at and above (when configured)."""
-    large = train.get("batch_tokens_large")
-    if large and n >= train.get("large_model_params", 1e9):
-        return int(large)
-    return int(train["batch_tokens"])
-
-
 class _GridBuilder:
     def __init__(self, config: dict, source: str | None):
         self.config = config
         self.train = config["train"]
         self.where = f"config {source}" if source else "config"
-        self.shapes = {name: shapes.normalise_shape(s) for name, s in self.train["ladder"].items()}
-        self.specs: list[RunSpec] = []
+        self.shapes = {name: shapes.ladder_shape(name, entry, self.where).to_dict()
+                       for name, entry in self.train["ladder"].items()}
+        self.recipe = recipes.recipe_from_config(self.train, self.where)
+        self.recipe_record = recipes.record(self.recipe, recipes.overridden(self.recipe, self.train))
 
-    def make(self, run_id, objective, model, tokens, budget=None, init_from=None) -> RunSpec:
+    def make(self, run_id, objective, model, tokens, budget=None, init_from=None, lr=None) -> RunSpec:
         train = self.train
         shape = self.shapes[model]
-        n = shapes.n_params(shape)
-        per_token = shapes.flops_per_token(shape, train["seq_len"], train["flops_definition"])
-        batch_tokens = batch_tokens_for(train, n)
-        lr = train["lr"] if train["lr"] is not None else shapes.lr_for_params(n)
-        settings = {key: train[key] for key in _TRAIN_SETTINGS}
-        settings["source_weights"] = {s["name"]: s["weight"] for s in self.config["data"]["sources"]}
+        resolved = recipes.resolve(self.recipe, train, shapes.n_params(shape), int(tokens))
+        if lr is not None:  # an lr sweep sets its own
+            resolved["lr"] = float(lr)
         spec = RunSpec(
             run_id=run_id, objective=objective, model=model, shape=dict(shape), tokens=int(tokens),
-            budget=budget, n_params=n, n_params_with_embeddings=shapes.n_params_with_embeddings(shape),
-            flops_per_token=per_token, flops=per_token * int(tokens), init_from=init_from,
-            seed=run_seed(self.config["seed"], run_id), lr=lr, batch_tokens=batch_tokens,
-            resources={}, settings=settings)
-        resources = estimate_resources(spec.to_dict(), train, where=self.where)
-        spec.resources = resources
+            budget=budget, init_from=init_from, seed=run_seed(self.config["seed"], run_id),
+            lr=resolved["lr"], batch_tokens=resolved["batch_tokens"],
+            source_weights={s["name"]: s["weight"] for s in self.config["data"]["sources"]},
+            train=TrainSettings.from_mapping({**train, **resolved}), recipe=self.recipe_record)
+        spec.resources = estimate_resources(spec, train, where=self.where)
         # The resolved strategy only: how many GPUs a node has is the launcher's business, not the run's.
-        spec.settings["distributed"] = {"strategy": resources["strategy"]}
+        spec.train.distributed = {"strategy": spec.resources["strategy"]}
         return spec
 
     def isoflop(self):
@@ -136,7 +73,7 @@ class _GridBuilder:
                     ratio = tokens / n
                     if not iso["min_tokens_per_param"] <= ratio <= iso["max_tokens_per_param"]:
                         continue
-                    if tokens < batch_tokens_for(self.train, n):  # not even one optimizer step
+                    if tokens < recipes.resolve(self.recipe, self.train, n, tokens)["batch_tokens"]:  # < one step
                         continue
                     run_id = f"{objective}_{model}_c{format_number(budget)}"
                     yield self.make(run_id, objective, model, tokens, budget=float(budget))

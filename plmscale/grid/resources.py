@@ -35,29 +35,24 @@ GPU_MEMORY_FIXED_OVERHEAD = 2 * GIB
 EVAL_FLOPS_FRACTION = 1 / 3
 
 
-def training_flops_per_token(spec: dict) -> float:
-    """What the GPU really computes per token: 6N plus attention scores (12·L·d·T), whatever a budget counts."""
-    shape = spec["shape"]
-    return 6.0 * spec["n_params"] + 12.0 * shape["layers"] * shape["d_model"] * spec["seq_len"]
+def total_compute(spec) -> float:
+    """FLOPs of the whole job: training at the real per-token cost (6N plus attention scores, whatever a
+    budget counts) plus periodic evaluation."""
+    per_token = spec.model_shape.flops_per_token(spec.train.seq_len, "with_attention")
+    steps = max(1, math.ceil(spec.tokens / spec.batch_tokens))
+    evaluations = steps // spec.train.eval_every_steps + 1
+    return per_token * spec.tokens + EVAL_FLOPS_FRACTION * per_token * spec.train.eval_tokens * evaluations
 
 
-def total_compute(spec: dict) -> float:
-    """FLOPs of the whole job: training at the real per-token cost plus periodic evaluation."""
-    per_token = training_flops_per_token(spec)
-    steps = max(1, math.ceil(spec["tokens"] / spec["batch_tokens"]))
-    evaluations = steps // spec["eval_every_steps"] + 1
-    return per_token * spec["tokens"] + EVAL_FLOPS_FRACTION * per_token * spec["eval_tokens"] * evaluations
+def state_bytes(spec) -> float:
+    return STATE_BYTES_PER_PARAM * spec.n_params_with_embeddings
 
 
-def state_bytes(spec: dict) -> float:
-    return STATE_BYTES_PER_PARAM * spec["n_params_with_embeddings"]
-
-
-def activation_bytes(spec: dict, bytes_per_value: int = 2) -> float:
+def activation_bytes(spec, bytes_per_value: int = 2) -> float:
     """Activations of one micro batch on one device (16-bit on GPU; pass 4 for fp32 on CPU)."""
-    shape = spec["shape"]
-    tokens = spec["micro_batch_size"] * spec["seq_len"]
-    blocks = tokens * shape["layers"] * shape["d_model"] * ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH
+    shape = spec.model_shape
+    tokens = spec.train.micro_batch_size * spec.train.seq_len
+    blocks = tokens * shape.layers * shape.d_model * ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH
     # The logits and their gradient in fp32 (the loss is computed in fp32), plus the 16-bit copy.
     logits = tokens * VOCAB_SIZE * (4 + 4 + 2)
     return blocks * bytes_per_value / 2 + logits
@@ -80,8 +75,8 @@ def _round_up_mb(value_bytes: float, step_mb: int = 1024) -> int:
     return int(math.ceil(value_bytes / 2**20 / step_mb) * step_mb)
 
 
-def estimate_resources(spec: dict, train: dict, where: str = "config") -> dict:
-    """Resources of one run (a RunSpec dict) under config.train's `resources` and `distributed`."""
+def estimate_resources(spec, train: dict, where: str = "config") -> dict:
+    """Resources of one run (a plmscale.grid.RunSpec) under config.train's `resources` and `distributed`."""
     res = train["resources"]
     margin = res.get("runtime_margin", 1.25)
     compute = total_compute(spec)
@@ -96,18 +91,18 @@ def estimate_resources(spec: dict, train: dict, where: str = "config") -> dict:
     room_for_state = usable - activations
     if room_for_state <= 0:
         raise PlmscaleError(
-            f"{where}: run {spec['run_id']} needs ~{activations / GIB:.1f} GiB of activations per GPU "
-            f"(micro_batch_size {spec['micro_batch_size']} × seq_len {spec['seq_len']}) but a GPU has "
+            f"{where}: run {spec.run_id} needs ~{activations / GIB:.1f} GiB of activations per GPU "
+            f"(micro_batch_size {spec.train.micro_batch_size} × seq_len {spec.train.seq_len}) but a GPU has "
             f"~{usable / GIB:.1f} GiB usable; lower train.micro_batch_size")
     # Every GPU needs at least one micro batch per optimizer step.
-    data_parallel_limit = max(1, spec["batch_tokens"] // (spec["micro_batch_size"] * spec["seq_len"]))
+    data_parallel_limit = max(1, spec.batch_tokens // (spec.train.micro_batch_size * spec.train.seq_len))
     limit = min(res.get("max_gpus", 64), data_parallel_limit)
     counts = gpu_counts(per_node, limit)
 
     fits_replicated = state <= room_for_state
     if requested == "ddp" and not fits_replicated:
         raise PlmscaleError(
-            f"{where}: run {spec['run_id']} needs ~{(state + activations) / GIB:.0f} GiB per GPU with its "
+            f"{where}: run {spec.run_id} needs ~{(state + activations) / GIB:.0f} GiB per GPU with its "
             f"state replicated (DDP); set train.distributed.strategy to fsdp or auto")
     sharded = requested == "fsdp" or (requested == "auto" and not fits_replicated)
 
@@ -121,7 +116,7 @@ def estimate_resources(spec: dict, train: dict, where: str = "config") -> dict:
     fitting = [g for g in counts if memory_ok(g)]
     if not fitting:
         raise PlmscaleError(
-            f"{where}: run {spec['run_id']} does not fit even sharded over {counts[-1]} GPUs "
+            f"{where}: run {spec.run_id} does not fit even sharded over {counts[-1]} GPUs "
             f"(~{state / GIB:.0f} GiB of state); raise train.resources.max_gpus or lower micro_batch_size")
     within_time = [g for g in fitting if runtime_min(g) <= res.get("max_runtime_min", 2880)]
     gpus = within_time[0] if within_time else fitting[-1]
@@ -145,7 +140,7 @@ def estimate_resources(spec: dict, train: dict, where: str = "config") -> dict:
     }
 
 
-def _cpu_resources(spec: dict, train: dict, compute: float, margin: float) -> dict:
+def _cpu_resources(spec, train: dict, compute: float, margin: float) -> dict:
     res = train["resources"]
     threads = train["threads"]
     seconds = compute / (threads * res.get("cpu_flops_per_thread", 2e10)) * margin

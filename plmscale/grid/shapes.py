@@ -1,104 +1,45 @@
-"""Model shapes as numbers: parameter counts, FLOPs per token, a shape for any target size, peak lr.
+"""Ladder shapes for the grid: config entries as ModelShapes, and a shape for any target size.
 
-The grid plans hundreds of runs without building a single torch module, so the counts here are
-analytic. When plmscale.model (the training helper's module) is importable, its `ModelShape` is the
-single source of truth and this file only forwards to it; the fallback formula below describes the
-same architecture (pre-norm blocks, no biases, GLU feed-forward, RMSNorm weights only) and a test
-keeps the two equal.
+Counting (parameters, FLOPs per token) lives in plmscale.arithmetic, torch-free; the functions below take
+a ladder entry (a dict, ffn_dim optional) and forward to it.
 """
 
 import math
 
-from plmscale.alphabet import VOCAB_SIZE
+from plmscale.arithmetic import ModelShape, interpolate_in_log_n
+from plmscale.errors import PlmscaleError
 
 HEAD_DIM = 64  # every derived shape uses 64-wide heads, as ESM-2 and the paper's ladder
 WIDTH_MULTIPLE = 64  # d_model of a derived shape is a multiple of this (tensor-core friendly)
 
 
-def default_ffn_dim(d_model: int) -> int:
-    """GLU hidden width: 8/3·d rounded up to 64, which keeps 4d² + 3·d·ffn ≈ 12·d² per layer."""
-    return int(math.ceil(8 * d_model / 3 / 64) * 64)
+def ladder_shape(name: str, entry: dict, where: str = "config") -> ModelShape:
+    """The ModelShape of train.ladder.<name>; an impossible shape is an error that names the key."""
+    try:
+        return ModelShape.from_dict(entry)
+    except ValueError as error:
+        raise PlmscaleError(f"{where}: train.ladder.{name} {dict(entry)} is not a valid shape: {error}; "
+                            f"pick heads that divide d_model into an even head dimension (e.g. 64)") from None
 
 
 def normalise_shape(shape: dict) -> dict:
     """A ladder entry with every field explicit: {layers, d_model, heads, ffn_dim}."""
-    ffn_dim = shape.get("ffn_dim") or default_ffn_dim(shape["d_model"])
-    return {"layers": int(shape["layers"]), "d_model": int(shape["d_model"]),
-            "heads": int(shape["heads"]), "ffn_dim": int(ffn_dim)}
-
-
-def _model_shape_class():
-    """plmscale.model.ModelShape when the training module (and torch) is present, else None."""
-    try:
-        from plmscale.model import ModelShape
-    except ImportError:
-        return None
-    return ModelShape
-
-
-def _analytic_non_embedding(layers: int, d_model: int, ffn_dim: int) -> int:
-    # Per block: q, k, v, out projections (4·d²), GLU gate/up/down (3·d·ffn), two RMSNorm weights (2·d);
-    # plus the final norm. Token embeddings and the (tied) output head are excluded, as in the paper.
-    return layers * (4 * d_model * d_model + 3 * d_model * ffn_dim + 2 * d_model) + d_model
-
-
-def _model_shape(shape: dict):
-    cls = _model_shape_class()
-    if cls is None:
-        return None
-    return cls.from_dict(normalise_shape(shape))
+    return ModelShape.from_dict(shape).to_dict()
 
 
 def n_params(shape: dict) -> int:
     """Non-embedding parameters (the N of the scaling laws), exact for the module that trains."""
-    model_shape = _model_shape(shape)
-    if model_shape is not None:
-        return int(model_shape.n_params(non_embedding=True))
-    shape = normalise_shape(shape)
-    return _analytic_non_embedding(shape["layers"], shape["d_model"], shape["ffn_dim"])
+    return ModelShape.from_dict(shape).n_params(non_embedding=True)
 
 
 def n_params_with_embeddings(shape: dict) -> int:
     """All parameters: the tied 33-token embedding/output matrix added."""
-    model_shape = _model_shape(shape)
-    if model_shape is not None:
-        return int(model_shape.n_params(non_embedding=False))
-    shape = normalise_shape(shape)
-    return n_params(shape) + VOCAB_SIZE * shape["d_model"]
+    return ModelShape.from_dict(shape).n_params(non_embedding=False)
 
 
 def flops_per_token(shape: dict, seq_len: int, definition: str = "6nd") -> float:
     """Training FLOPs per token: 6·N (the paper's C = 6ND) or 6·N + 12·L·d·T (attention scores too)."""
-    n = n_params(shape)
-    if definition == "6nd":
-        return 6.0 * n
-    if definition == "with_attention":
-        shape = normalise_shape(shape)
-        return 6.0 * n + 12.0 * shape["layers"] * shape["d_model"] * seq_len
-    raise ValueError(f"unknown flops definition {definition!r} (expected 6nd or with_attention)")
-
-
-# Peak learning rate by non-embedding size, DESIGN.md's table of the paper's recipe. Between anchors
-# the rate is interpolated linearly in log N, so neighbouring ladder sizes get neighbouring rates.
-_LR_ANCHORS = ((50e6, 6e-4), (100e6, 5.5e-4), (200e6, 5e-4), (470e6, 4e-4), (880e6, 3.5e-4), (1e9, 3e-4))
-
-
-def _interpolate_in_log_n(n: float, anchors, log_values: bool = False) -> float:
-    """The anchors' value at n: piecewise linear in log n (values linear, or in log space), clamped at
-    the ends."""
-    if n <= anchors[0][0]:
-        return anchors[0][1]
-    for (n0, v0), (n1, v1) in zip(anchors, anchors[1:]):
-        if n <= n1:
-            t = (math.log(n) - math.log(n0)) / (math.log(n1) - math.log(n0))
-            if log_values:
-                return math.exp(math.log(v0) + t * (math.log(v1) - math.log(v0)))
-            return v0 + t * (v1 - v0)
-    return anchors[-1][1]
-
-
-def lr_for_params(n: float) -> float:
-    return round(_interpolate_in_log_n(n, _LR_ANCHORS), 10)
+    return ModelShape.from_dict(shape).flops_per_token(seq_len, definition)
 
 
 # Aspect ratio (d_model / layers) of the paper's ladder, by size: small models are shallow and narrow
@@ -108,7 +49,7 @@ _ASPECT_ANCHORS = ((3.5e6, 24.0), (25e6, 64.0), (85e6, 64.0), (230e6, 37.0), (55
 
 
 def _aspect_for(n: float) -> float:
-    return _interpolate_in_log_n(n, _ASPECT_ANCHORS, log_values=True)
+    return interpolate_in_log_n(n, _ASPECT_ANCHORS, log_values=True)
 
 
 def shape_for_params(target_n: float, aspect: float | None = None, ffn_multiple: int = 8,

@@ -2,9 +2,8 @@
 
 import argparse
 import json
-from pathlib import Path
 
-from plmscale.errors import PlmscaleError
+from plmscale.config import read_json_object
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -23,18 +22,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", default=None, help="also write the log to this file")
 
 
-def read_spec(path) -> dict:
-    path = Path(path)
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlmscaleError(f"{path}: run spec not found; `plmscale plan` lists the runs of a config") from None
-    except json.JSONDecodeError as error:
-        raise PlmscaleError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
-    missing = [k for k in ("run_id", "objective", "shape", "tokens") if k not in spec]
-    if missing:
-        raise PlmscaleError(f"{path}: run spec lacks {', '.join(missing)}; write it with the grid (RunSpec.to_dict)")
-    return spec
+def read_spec(path):
+    """The RunSpec in a JSON file; a missing, malformed or incomplete file is an error that names it."""
+    from plmscale.grid.spec import RunSpec
+
+    data = read_json_object(path, "run spec", "; `plmscale plan --json` lists the runs of a config")
+    return RunSpec.from_dict(data, where=str(path))
 
 
 def main(args: argparse.Namespace) -> int:

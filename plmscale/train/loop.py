@@ -1,8 +1,9 @@
 """One grid point, trained: `train_run(spec, ...)` -> metrics dict (also written as metrics.json).
 
-The recipe (DESIGN.md, the paper's): AdamW (β1, β2, weight decay from the spec), linear warm-up then cosine
-to lr·min_lr_ratio over exactly this run's steps, gradient clipping, bf16 autocast on CUDA (fp32 on CPU
-unless precision asks for bf16), gradient accumulation from micro-batches to the configured batch.
+What the spec's recipe (plmscale.grid.recipe) resolved is applied as given: AdamW (peak lr, β1, β2, weight
+decay), linear warm-up then cosine to lr·min_lr_ratio over exactly this run's steps, gradient clipping,
+bf16 autocast on CUDA (fp32 on CPU unless precision asks for bf16), gradient accumulation from
+micro-batches to the configured batch.
 
 Tokens. Batches are padded, one sequence per row (see sampler.py); D counts real tokens only (<pad>
 excluded, <cls>/<eos> included; for MLM every real token processed, masked or not, as the paper). The step
@@ -24,45 +25,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from plmscale.arithmetic import flops_per_token_6n, flops_per_token_with_attention
 from plmscale.data.atomic import write_text
 from plmscale.errors import PlmscaleError
-from plmscale.model import (IGNORE_INDEX, ModelShape, build_model, flops_per_token_6n,
-                            flops_per_token_with_attention)
+from plmscale.grid.spec import RunSpec
+from plmscale.model import IGNORE_INDEX, build_model
 from plmscale.provenance import config_hash, package_versions, provenance
 from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
 from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, collate, make_example
-from plmscale.train.schedule import lr_at, peak_lr_for_size
+from plmscale.train.schedule import lr_at
 
 log = logging.getLogger(__name__)
 
-# Training settings a spec may carry (flat, or under "train"); defaults as schemas/config.schema.yaml.
-DEFAULTS = dict(seq_len=1024, batch_tokens=524288, micro_batch_size=8, lr=None, warmup_fraction=0.025,
-                min_lr_ratio=0.1, weight_decay=0.1, beta1=0.9, beta2=0.95, grad_clip=1.0, mask_prob=0.15,
-                eval_every_steps=200, eval_tokens=1_000_000, checkpoint_every_steps=500, device="auto",
-                precision="auto", compile=False, threads=None, flops_definition="6nd", seed=0,
-                sampling={"by_cluster": True}, distributed={"strategy": "auto"}, source_weights=None,
-                peak_flops=None, cpu_peak_flops=None)
-
-# Dense bf16 peak FLOP/s of known accelerators (per device), matched against the CUDA device name.
+# Dense bf16 peak FLOP/s of known accelerators (per device), matched against the CUDA device name; an
+# unknown GPU is taken as an H100.
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
                   "V100": 125e12}
-# CPU: per-thread peak guess for MFU when the spec gives none (fp32; bf16 autocast counts 4x, as AMX/
-# AVX512-BF16 machines measure). Only a scale for the MFU column; set cpu_peak_flops for a real figure.
+# CPU: per-thread peak guess for MFU (fp32; bf16 autocast counts 4x, as AMX/AVX512-BF16 machines measure).
+# Only a scale for the MFU column.
 CPU_PEAK_FLOPS_PER_THREAD = 1e11
-
-
-def train_settings(spec: dict) -> dict:
-    settings = {k: v for k, v in DEFAULTS.items()}
-    nested = spec.get("train") or {}
-    for key in DEFAULTS:
-        if key in nested:
-            settings[key] = nested[key]
-        if key in spec:
-            settings[key] = spec[key]
-    if settings["source_weights"] is None and spec.get("sources"):
-        settings["source_weights"] = {s["name"]: float(s.get("weight", 1.0)) for s in spec["sources"]}
-    return settings
 
 
 def open_shards(where):
@@ -73,17 +55,10 @@ def open_shards(where):
     return ShardReader(where)
 
 
-def peak_flops(device: torch.device, precision_bf16: bool, threads: int, settings: dict) -> float:
-    if settings.get("peak_flops"):
-        return float(settings["peak_flops"])
+def peak_flops(device: torch.device, precision_bf16: bool, threads: int) -> float:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, value in GPU_PEAK_FLOPS.items():
-            if key in name:
-                return value
-        return float((settings.get("resources") or {}).get("gpu_peak_flops", 989e12))
-    if settings.get("cpu_peak_flops"):
-        return float(settings["cpu_peak_flops"])
+        return next((value for key, value in GPU_PEAK_FLOPS.items() if key in name), GPU_PEAK_FLOPS["H100"])
     return CPU_PEAK_FLOPS_PER_THREAD * threads * (4 if precision_bf16 else 1)
 
 
@@ -127,79 +102,87 @@ def real_tokens(tokens: torch.Tensor) -> int:
 
 
 class _Runner:
-    """The mutable state of one run; methods are the loop's steps."""
+    """The mutable state of one run; set up in nanoGPT's order (device, data, model, optimizer), then the
+    loop's steps as methods."""
 
-    def __init__(self, spec, train_dir, valid_dir, out_dir, checkpoint_dir, threads, init_weights):
-        self.spec, self.s = spec, train_settings(spec)
-        s = self.s
-        threads = threads or s["threads"]
-        if threads:
-            torch.set_num_threads(int(threads))
-        self.threads = torch.get_num_threads()
-        self.run_id, self.objective = spec["run_id"], spec["objective"]
-        if self.objective not in ("clm", "mlm"):
-            raise PlmscaleError(f"run spec of {self.run_id}: objective {self.objective!r} is not clm or mlm")
+    def __init__(self, spec: RunSpec, train_dir, valid_dir, out_dir, checkpoint_dir, threads, init_weights):
+        self.spec, self.s = spec, spec.train
+        self.run_id, self.objective, self.seed = spec.run_id, spec.objective, spec.seed
         self.out_dir, self.checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
-        self.ctx = distr.setup(s["device"])
-        self.strategy = (s["distributed"] or {}).get("strategy", "auto")
+        # Threads are how a job runs, not what it computes: a rerun on another machine resumes.
+        self.hash = config_hash({k: v for k, v in spec.training_dict().items() if k != "threads"})
+        self._setup_device(threads)
+        self._setup_data(train_dir, valid_dir)
+        resume = ckpt.load_resumable(self.checkpoint_dir, self.hash)
+        self._setup_model(init_weights if resume is None else None, transfer=resume is None)
+        self._setup_optimizer()
+        self.step, self.tokens, self.curve = 0, 0, []
+        self.best_valid, self.last_valid, self.last_train = math.inf, None, None
+        self.wall_before, self.train_seconds = 0.0, 0.0
+        if resume is not None:
+            self._restore(resume)
+
+    # ---- set-up --------------------------------------------------------------------------------------------
+    def _setup_device(self, threads):
+        s = self.s
+        torch.set_num_threads(int(threads or s.threads))
+        self.threads = torch.get_num_threads()
+        self.ctx = distr.setup(s.device)
+        self.strategy = s.strategy
         if self.strategy == "auto":  # the grid resolves auto; a bare spec under torchrun falls back to DDP
             self.strategy = "ddp" if self.ctx.distributed else "none"
-        self.bf16 = s["precision"] == "bf16" or (s["precision"] == "auto" and self.ctx.device.type == "cuda")
+        self.bf16 = s.precision == "bf16" or (s.precision == "auto" and self.ctx.device.type == "cuda")
         if self.ctx.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self.hash = config_hash({k: v for k, v in spec.items() if k not in ("resources", "threads")})
-        self.seed = int(s["seed"])
 
-        self.shape = ModelShape.from_dict(spec["shape"])
-        self.seq_len = int(s["seq_len"])
-        self.micro = int(s["micro_batch_size"])
-        by_cluster = bool((s["sampling"] or {}).get("by_cluster", True))
-        self.sampler = SequenceSampler(open_shards(train_dir), self.seq_len, s["source_weights"], by_cluster,
+    def _setup_data(self, train_dir, valid_dir):
+        """Samplers, the fixed validation set, and the batch geometry that fixes the number of steps."""
+        s, spec = self.s, self.spec
+        self.seq_len, self.micro = s.seq_len, s.micro_batch_size
+        self.sampler = SequenceSampler(open_shards(train_dir), self.seq_len, spec.source_weights, s.by_cluster,
                                        where=str(train_dir))
-        valid_sampler = SequenceSampler(open_shards(valid_dir), self.seq_len, s["source_weights"], by_cluster,
+        valid_sampler = SequenceSampler(open_shards(valid_dir), self.seq_len, spec.source_weights, s.by_cluster,
                                         where=str(valid_dir))
-        self.eval_batches = build_eval_set(valid_sampler, self.objective, self.seed, int(s["eval_tokens"]),
-                                           float(s["mask_prob"]), self.micro)
-
-        # Batch geometry: the global batch in sequences is world-independent when divisible.
-        wanted = max(1, round(int(s["batch_tokens"]) / self.seq_len))
+        self.eval_batches = build_eval_set(valid_sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob,
+                                           self.micro)
+        # The global batch in sequences is world-independent when divisible.
+        wanted = max(1, round(spec.batch_tokens / self.seq_len))
         self.accum = max(1, math.ceil(wanted / (self.micro * self.ctx.world)))
         self.global_seqs = self.accum * self.micro * self.ctx.world
         self.mean_len = self.sampler.mean_framed_length()
-        self.target_tokens = int(spec["tokens"])
+        self.target_tokens = spec.tokens
         self.total_steps = max(1, math.ceil(self.target_tokens / (self.global_seqs * self.mean_len)))
 
+    def _setup_model(self, init_weights, transfer: bool):
+        """The model, its FLOPs per token, and for a transfer run (not resuming) the source run's weights."""
+        spec = self.spec
+        self.shape = spec.model_shape
         torch.manual_seed(self.seed)  # same weights on every rank and in every rerun
         model = build_model(self.shape, max_len=self.seq_len).to(self.ctx.device)
         self.n_params = model.n_params(non_embedding=True)
         self.n_params_all = model.n_params(non_embedding=False)
-        self.peak_lr = float(s["lr"]) if s["lr"] else peak_lr_for_size(self.n_params)
         self.fpt_6n = flops_per_token_6n(self.n_params)
         self.fpt_attn = flops_per_token_with_attention(self.n_params, self.shape.layers, self.shape.d_model,
                                                        self.seq_len)
-        self.fpt_budget = self.fpt_attn if s["flops_definition"] == "with_attention" else self.fpt_6n
-
-        self.init_from = spec.get("init_from")
-        resume = ckpt.load_resumable(self.checkpoint_dir, self.hash)
-        if resume is None and self.init_from:
+        self.fpt_budget = self.fpt_attn if self.s.flops_definition == "with_attention" else self.fpt_6n
+        self.init_from = spec.init_from
+        if transfer and self.init_from:
             source = Path(init_weights) if init_weights else self.checkpoint_dir.parent / self.init_from / ckpt.FINAL
             if not source.exists():
                 raise PlmscaleError(f"{source}: final weights of source run {self.init_from} not found; train "
                                     f"that run first (its checkpoint directory must be kept for transfer)")
             model.load_state_dict(ckpt.load(source)["model"])
             log.info("initialised from %s (%s); optimizer and schedule start fresh", self.init_from, source)
-        if s["compile"] and self.strategy != "fsdp":
+        if self.s.compile and self.strategy != "fsdp":
             model.compile()
         self.model = distr.wrap(model, self.strategy, self.ctx)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, float(s["weight_decay"])), lr=self.peak_lr,
-                                           betas=(float(s["beta1"]), float(s["beta2"])),
-                                           foreach=self.ctx.device.type == "cuda" or None)
-        self.step, self.tokens, self.curve = 0, 0, []
-        self.best_valid, self.last_valid, self.last_train = math.inf, None, None
-        self.wall_before, self.train_seconds = 0.0, 0.0
-        if resume is not None:
-            self._restore(resume)
+
+    def _setup_optimizer(self):
+        s = self.s
+        self.peak_lr = self.spec.lr
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, s.weight_decay), lr=self.peak_lr,
+                                           betas=(s.beta1, s.beta2), foreach=self.ctx.device.type == "cuda" or None)
 
     # ---- state -------------------------------------------------------------------------------------------
     def _restore(self, state):
@@ -234,7 +217,7 @@ class _Runner:
         per_rank = self.accum * self.micro
         first = self.ctx.rank * per_rank
         examples = [make_example(self.sampler, self.objective, self.seed, TRAIN_STREAM, step, first + i,
-                                 float(s["mask_prob"])) for i in range(per_rank)]
+                                 s.mask_prob) for i in range(per_rank)]
         return [collate(examples[j:j + self.micro]) for j in range(0, per_rank, self.micro)]
 
     def _train_step(self):
@@ -243,8 +226,7 @@ class _Runner:
         counts = torch.tensor([float(sum(int((labels != IGNORE_INDEX).sum()) for _, labels in batches)),
                                float(sum(real_tokens(tokens) for tokens, _ in batches))], dtype=torch.float64)
         n_labels, n_tokens = distr.all_reduce_sum(counts, self.ctx).tolist()
-        lr = lr_at(self.step, self.total_steps, self.peak_lr, float(self.s["warmup_fraction"]),
-                   float(self.s["min_lr_ratio"]))
+        lr = lr_at(self.step, self.total_steps, self.peak_lr, self.s.warmup_fraction, self.s.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), dtype=torch.float64)
@@ -260,8 +242,7 @@ class _Runner:
             loss_sum += loss.detach().double().cpu()
         loss_total = distr.all_reduce_sum(loss_sum.reshape(1), self.ctx).item()
         train_loss = loss_total / max(n_labels, 1.0)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.s["grad_clip"])
-                                                   if self.s["grad_clip"] else float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip or float("inf"))
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
         if not math.isfinite(train_loss) or not math.isfinite(float(grad_norm)):
@@ -301,7 +282,7 @@ class _Runner:
     def run(self, stop_after_steps=None) -> dict | None:
         s = self.s
         started = time.time()
-        every_eval, every_ckpt = int(s["eval_every_steps"]), int(s["checkpoint_every_steps"])
+        every_eval, every_ckpt = s.eval_every_steps, s.checkpoint_every_steps
         log.info("%s: %s, %d non-embedding params, %d steps of %d sequences (%d x %d micro-batches x %d ranks), "
                  "peak lr %.3g, %s on %s", self.run_id, self.shape.to_dict(), self.n_params, self.total_steps,
                  self.global_seqs, self.accum, self.micro, self.ctx.world, self.peak_lr,
@@ -335,14 +316,14 @@ class _Runner:
         model_state, _ = distr.full_state(self.model)
         wall = self.wall_before + time.time() - started
         achieved = self.tokens * self.fpt_attn / max(self.train_seconds, 1e-9)
-        peak = peak_flops(self.ctx.device, self.bf16, self.threads, self.s) * self.ctx.world
+        peak = peak_flops(self.ctx.device, self.bf16, self.threads) * self.ctx.world
         metrics = {
-            "run_id": self.run_id, "objective": self.objective, "model": self.spec.get("model"),
+            "run_id": self.run_id, "objective": self.objective, "model": self.spec.model,
             "shape": self.shape.to_dict(), "n_params": self.n_params, "n_params_with_embeddings": self.n_params_all,
             "tokens": self.tokens, "target_tokens": self.target_tokens,
-            "flops": self.tokens * self.fpt_budget, "flops_definition": self.s["flops_definition"],
+            "flops": self.tokens * self.fpt_budget, "flops_definition": self.s.flops_definition,
             "flops_6nd": self.tokens * self.fpt_6n, "flops_with_attention": self.tokens * self.fpt_attn,
-            "budget": self.spec.get("budget"),
+            "budget": self.spec.budget,
             "final_valid_loss": self.last_valid, "best_valid_loss": self.best_valid, "train_loss": self.last_train,
             "steps": self.step, "batch_sequences": self.global_seqs, "seq_len": self.seq_len,
             "peak_lr": self.peak_lr, "wall_seconds": wall,
@@ -352,6 +333,7 @@ class _Runner:
             "precision": "bf16" if self.bf16 else "fp32", "config_hash": self.hash,
             "versions": package_versions(), "init_from": self.init_from, "seed": self.seed,
             "cropped_sequences": self.sampler.n_cropped,  # long proteins cut to a random seq_len window
+            "recipe": self.spec.recipe["name"], "recipe_sha256": self.spec.recipe["sha256"],
         }
         if self.ctx.is_main:
             ckpt.save({"run_id": self.run_id, "shape": self.shape.to_dict(), "model": model_state},
@@ -365,8 +347,9 @@ class _Runner:
                                      "" if valid is None else repr(valid), repr(lr)])
             with write_text(self.out_dir / "provenance.json") as handle:
                 json.dump(provenance({"run_id": self.run_id, "config_hash": self.hash, "seed": self.seed,
+                                      "recipe": self.spec.recipe,
                                       "sampler": "per-example numpy Generator seeded by (seed, stream, step, index)",
-                                      "spec": self.spec}), handle, indent=2, default=str)
+                                      "spec": self.spec.to_dict()}), handle, indent=2, default=str)
             with write_text(self.out_dir / "metrics.json") as handle:
                 json.dump(metrics, handle, indent=2)
             last = self.checkpoint_dir / ckpt.LAST
@@ -376,15 +359,16 @@ class _Runner:
         return metrics
 
 
-def train_run(spec: dict, train_dir, valid_dir, out_dir, checkpoint_dir, threads: int | None = None, *,
+def train_run(spec: RunSpec | dict, train_dir, valid_dir, out_dir, checkpoint_dir, threads: int | None = None, *,
               init_weights=None, stop_after_steps: int | None = None) -> dict | None:
     """Train one grid point; resume from checkpoint_dir/last.pt when a previous attempt left one.
 
-    spec: a RunSpec as a dict (run_id, objective, shape, tokens, model, budget, init_from, seed and the train
-    settings, flat or under "train"). train_dir/valid_dir: shard directories (or ShardReader-like objects).
+    spec: a plmscale.grid.RunSpec, or its flat JSON form (RunSpec.from_dict fills schema defaults).
+    train_dir/valid_dir: shard directories (or ShardReader-like objects).
     Writes out_dir/{metrics.json, curve.csv, provenance.json} and checkpoint_dir/final.pt; returns metrics.
     stop_after_steps (tests): return None after that many steps, as a killed job would stop.
     """
+    spec = spec if isinstance(spec, RunSpec) else RunSpec.from_dict(spec)
     try:
         runner = _Runner(spec, train_dir, valid_dir, out_dir, checkpoint_dir, threads, init_weights)
         return runner.run(stop_after_steps)

@@ -1,21 +1,11 @@
-"""Learning rate: the paper's peak-lr-by-size table, linear warm-up, cosine decay over the run's own steps.
+"""Learning rate over a run: linear warm-up, then cosine decay over the run's own steps.
+
+The peak lr comes from the run spec (its recipe's law of N, plmscale.arithmetic).
 
 The schedule is a pure function of the step, so "scheduler state" in a checkpoint is just the step.
 """
 
 import math
-
-import numpy as np
-
-# (non-embedding parameters, peak lr) anchors from DESIGN.md (Cheng et al. 2024); log-linear in N
-# between anchors, clamped outside.
-PEAK_LR_ANCHORS = ((50e6, 6e-4), (100e6, 5.5e-4), (200e6, 5e-4), (470e6, 4e-4), (880e6, 3.5e-4), (1e9, 3e-4))
-
-
-def peak_lr_for_size(n_params: float) -> float:
-    sizes = np.log([n for n, _ in PEAK_LR_ANCHORS])
-    rates = [lr for _, lr in PEAK_LR_ANCHORS]
-    return float(np.interp(math.log(max(n_params, 1.0)), sizes, rates))
 
 
 def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
