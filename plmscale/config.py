@@ -140,3 +140,9 @@ def _check_consistency(config: dict, source) -> None:
     split = config["data"]["split"]
     if split["valid_fraction"] + split["test_fraction"] >= 1:
         raise PlmscaleError(f"{where}: data.split valid_fraction + test_fraction must be below 1")
+    has_grid = config["train"]["isoflop"]["budgets"] or config["train"]["runs"]
+    if split["valid_fraction"] == 0 and config["fit"]["use_own_runs"] and has_grid:
+        # Every run's scaling point is its final validation loss: without a valid split there is none.
+        raise PlmscaleError(f"{where}: data.split.valid_fraction is 0, but the training grid (train.isoflop / "
+                            "train.runs) scores every run on the valid split; set valid_fraction above 0 (with no grid, "
+                            "the data stage alone runs with valid_fraction 0)")

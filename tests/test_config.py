@@ -33,6 +33,8 @@ def test_scientific_notation_strings_are_numbers():
     ({"data": {"cluster": {"min_seq_id": 1.5}}}, "min_seq_id"),
     ({"data": {"sources": [{"name": "a", "url": "x"}, {"name": "a", "url": "y"}]}}, "unique"),
     ({"data": {"split": {"valid_fraction": 0.5, "test_fraction": 0.5}}}, "below 1"),
+    ({"data": {"split": {"valid_fraction": 0}}, "train": {"isoflop": {"budgets": [1e12]}}},
+     "valid_fraction is 0"),
     ({"train": {"runs": [{"objective": "clm", "model": "nope", "tokens": 1e6}]}}, "not in train.ladder"),
     ({"train": {"objectives": ["gpt"]}}, "objectives"),
 ])
