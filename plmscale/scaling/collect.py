@@ -8,13 +8,13 @@ The columns, the `role` of each run and the `pair` of each transfer run are thos
 stage wrote as `flops`), so an IsoFLOP run lands on its budget.
 """
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from plmscale.config import read_json_object
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.table import CURVE_COLUMNS, RUN_COLUMNS, with_pairs, with_roles
 
@@ -26,15 +26,7 @@ CURVE_FILE_COLUMNS = ("step", "tokens", "flops", "train_loss", "valid_loss")
 
 def read_metrics(path) -> dict:
     path = Path(path)
-    try:
-        with open(path) as handle:
-            metrics = json.load(handle)
-    except FileNotFoundError:
-        raise PlmscaleError(f"{path}: metrics file does not exist; did the training job finish?") from None
-    except json.JSONDecodeError as error:
-        raise PlmscaleError(f"{path}:{error.lineno}: not valid JSON ({error.msg}); rerun the training job") from None
-    if not isinstance(metrics, dict):
-        raise PlmscaleError(f"{path}: expected a JSON object of run metrics")
+    metrics = read_json_object(path, "metrics file", hint="; did the training job finish? rerun it")
     missing = [k for k in METRICS_KEYS if k not in metrics]
     if missing:
         raise PlmscaleError(f"{path}: metrics lack key(s) {', '.join(missing)} (needed by the scaling fit); "
