@@ -62,10 +62,11 @@ def rollout_summary(fit) -> str:
             if "error" in rollout:
                 lines.append(f"{head} none: {rollout['error']}")
                 continue
-            lines.append(f"{head} fit below {rollout['held_out_budget']:.3g} FLOPs, forecast it: loss "
-                         f"{_signed(rollout['loss_error_pct'], rollout.get('loss_error_pct_ci'), '%')}, N_opt x"
-                         f"{rollout['n_opt_ratio']:.3g} (ln {_signed(rollout['n_opt_log_error'], rollout.get('n_opt_log_error_ci'))})"
-                         f" vs the observed {rollout['observed']['source'].split(' (')[0]}")
+            loss = _signed(rollout["loss_error_pct"], rollout.get("loss_error_pct_ci"), "%")
+            n_opt = _signed(rollout["n_opt_log_error"], rollout.get("n_opt_log_error_ci"))
+            observed = rollout["observed"]["source"].split(" (")[0]
+            lines.append(f"{head} fit below {rollout['held_out_budget']:.3g} FLOPs, forecast it: loss {loss}, "
+                         f"N_opt x{rollout['n_opt_ratio']:.3g} (ln {n_opt}) vs the observed {observed}")
     return "\n".join(lines)
 
 
