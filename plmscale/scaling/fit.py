@@ -148,7 +148,7 @@ def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_high
     skipped = {m: {"skipped": f"not identified: {entry[m]['reasons'][0]}" if entry[m].get("reasons")
                    else "not identified"} for m in backtests.METHODS if m not in methods}
     result = backtests.backtest(runs, targets, n_boot=n_boot, seed=seed, min_points=min_points, methods=methods,
-                                parametric_drop_highest_loss=drop_highest_loss) if methods else {}
+                                parametric_drop_highest_loss=drop_highest_loss)
     result.update(skipped)
     result["envelope"] = {"skipped": "the backtest covers the IsoFLOP and parametric fits"}
     return result

@@ -140,7 +140,9 @@ class MethodFit:
     def why_unusable(self) -> str | None:
         """A short sentence for a plot or a prediction: why this method shows nothing (None: it is usable)."""
         if self.law is None:
-            return f"not fitted: {self.error}"
+            # identify's first reason is the short form of a fit error ("only 1 of 3 IsoFLOP budgets ...")
+            first = self.reasons[0] if self.reasons else f"not fitted: {self.error}"
+            return first if first.startswith("not fitted: ") else f"not fitted: {first}"
         if self.identified is False:
             return f"not identified: {self.reasons[0] if self.reasons else 'no reason recorded'}"
         return None

@@ -39,6 +39,7 @@ FLOPS_PER_PARAM_TOKEN = 6.0
 COMPUTE_MARGIN = 3.0
 VALUE_MARGIN = 3.0
 EXTRAPOLATION_STYLE = {"ls": "--", "alpha": 0.55}  # a law beyond the compute range of its data
+LABEL_CHARS = 140  # a reason in a legend is cut here; fit.json and `plmscale fit` have it whole
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -107,7 +108,8 @@ def _wrapped(text: str, width: int = 70) -> str:
 def not_shown_label(objective: str, method: str, entry) -> str:
     """'CLM parametric: not identified: <first reason>', for a legend entry or a note in place of a law."""
     name = METHOD_STYLES.get(method, (None, method))[1]
-    return f"{objective.upper()} {name}: {entry.why_unusable}"
+    why = entry.why_unusable
+    return f"{objective.upper()} {name}: {why if len(why) <= LABEL_CHARS else why[:LABEL_CHARS - 1] + '…'}"
 
 
 def _not_shown_handle(color, style):
