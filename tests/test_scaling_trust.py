@@ -151,6 +151,9 @@ def test_plots_draw_nothing_from_unidentified(degenerate, tmp_path):
     title = fig.axes[0].get_title()
     if iso_hidden:
         assert "N_opt ∝" not in title and ("not identified" in title or "not fitted" in title), title
+        # per-budget parabolas stay as a faded, dashed diagnostic; no optimum is marked
+        assert all(line.get_linestyle() == "--" for line in fig.axes[0].get_lines())
+        assert not any(len(c.get_sizes()) and c.get_sizes()[0] == 160 for c in fig.axes[0].collections)
 
     fig = plots.plot_loss_frontier(fit, tmp_path / "frontier.png")
     assert not any("L(C)" in label for label in _drawn_labels(fig.axes[0]))  # no curves: envelope not fitted

@@ -182,7 +182,8 @@ def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_poi
             entry["backtest"] = backtest_objective(entry, subset, (predict_flops or {}).get(objective, []),
                                                    int(bootstrap), seed, min_points_per_budget, drop_highest_loss)
         objectives[objective] = entry
-    laws = {o: v["parametric"] for o, v in objectives.items()}
+    # The transfer analysis may solve a parametric law for effective tokens: only an identified one.
+    laws = {o: v["parametric"] for o, v in objectives.items() if v["parametric"].get("identified")}
     return {"version": FIT_VERSION, "inputs_sha256": table_sha256(runs_df, curves_df),
             "settings": {"bootstrap": int(bootstrap), "seed": int(seed),
                          "min_points_per_budget": int(min_points_per_budget),

@@ -226,6 +226,8 @@ def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
     budgets = [o.budget for o in iso.optima]
     norm = colors.LogNorm(vmin=min(budgets), vmax=max(budgets)) if budgets else None
     cmap = plt.get_cmap("viridis")
+    # An unidentified fit keeps its per-budget parabolas as a diagnostic (faded, dashed) but marks no optimum.
+    judged_out = iso.identified is False
     for entry in iso.optima:
         color = cmap(0.92 * norm(entry.budget)) if norm else "k"
         points = _scatter_ids(runs, entry.run_ids).sort_values("n_params")
@@ -234,9 +236,11 @@ def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
         if None not in (entry.curvature, entry.n_opt, entry.loss_opt) and len(points):
             x = np.linspace(np.log(points["n_params"].min()) - 0.15, np.log(points["n_params"].max()) + 0.15, 100)
             y = entry.loss_opt + entry.curvature * (x - np.log(entry.n_opt)) ** 2
-            ax.plot(np.exp(x), y, color=color, lw=1.4, ls="-" if entry.kept else "--",
+            solid = entry.kept and not judged_out
+            ax.plot(np.exp(x), y, color=color, lw=1.4 if solid else 1.0, ls="-" if solid else "--",
+                    alpha=1.0 if solid else 0.6,
                     label=f"{_power_of_ten(entry.budget)} FLOPs" + ("" if entry.kept else " (dropped)"))
-            if entry.kept:
+            if solid:
                 ax.scatter([entry.n_opt], [entry.loss_opt], marker="*", s=160, color=color,
                            edgecolor="k", linewidth=0.6, zorder=4)
     ax.set_xscale("log")
@@ -252,7 +256,8 @@ def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     if iso.optima:
-        ax.legend(fontsize=8, loc="upper right", title="★ = fitted optimum", title_fontsize=8)
+        ax.legend(fontsize=8, loc="upper right", title_fontsize=8,
+                  title="fit not identified: no optimum marked" if judged_out else "★ = fitted optimum")
     save_figure(fig, path)
     return fig
 
