@@ -52,6 +52,11 @@ rule fit:
         bootstrap=config["fit"]["bootstrap"],
         seed=config["fit"]["seed"],
         min_points_per_budget=config["fit"]["min_points_per_budget"],
+        # the backtest's leave-one-budget-out targets, the identification criteria, outlier handling
+        predict_flops=json_param(config["fit"]["predict_flops"]),
+        identify=json_param(config["fit"]["identify"]),
+        drop_highest_loss=config["fit"]["parametric"]["drop_highest_loss"],
+        backtest=config["fit"]["backtest"],
     log:
         "logs/scaling/fit.log",
     benchmark:

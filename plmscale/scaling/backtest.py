@@ -11,7 +11,7 @@ has no usable vertex, its best run (then `observed.source` says so: the best run
 the optimum). The forecast interval comes from a bootstrap of the reduced fit (runs resampled within
 their budget, as in the fit stage); the observed vertex gets its own bootstrap interval, and the error's
 interval pairs forecast and observed draws, so that both uncertainties count. The IsoFLOP loss forecast
-uses the law named by `loss_law` (see LOSS_LAWS).
+uses the law named by `loss_law` (see isoflop.LOSS_LAWS; fit.json's is the saturating one).
 
 Leave-one-budget-out (LOBO): refit without each budget in turn and forecast every target in
 `fit.predict_flops`. The spread of those forecasts is the forecast's sensitivity to any single budget.
@@ -59,6 +59,7 @@ import numpy as np
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
 from plmscale.scaling import isoflop, parametric
+from plmscale.scaling.isoflop import LOSS_LAWS, fit_loss_law, loss_at  # noqa: F401 (backtest's API)
 from plmscale.scaling.table import budget_groups, scratch_runs, validate_runs
 
 METHODS = ("isoflop", "parametric")
@@ -66,21 +67,14 @@ METHODS = ("isoflop", "parametric")
 MIN_FIT_BUDGETS = 2
 # The parametric law has 5 constants.
 MIN_PARAMETRIC_RUNS = 5
-# How the IsoFLOP fit's compute-optimal loss is extrapolated. fit.json's law today is the pure power law
-# k_l·C^s; a loss that approaches an irreducible floor bends away from it, so that law forecasts too low
-# (2-4% half a decade out on synthetic Chinchilla-type data, see docs/trust.md).
-LOSS_LAWS = {
-    "saturating": "L_opt = E + k*C^s fitted to the vertex losses (E >= 0; E = 0 with only 2 budgets)",
-    "power": "L_opt = k_l * C^s fitted to the vertex losses (fit.json's IsoFLOP loss law)",
-}
-# Grid of the saturating law's exponent s (negative): for each s, E and k are linear least squares.
-SATURATING_S_GRID = -np.geomspace(1e-3, 3.0, 400)
-GOLDEN_STEPS = 40  # shrinks the bracket around the best grid point by 0.618^40 ≈ 4e-9
 
 
 def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=METHODS, loss_law="saturating",
-             source="runs table"):
-    """Rollout and leave-one-budget-out for each method on one objective's runs; see the module docstring."""
+             source="runs table", parametric_drop_highest_loss=0):
+    """Rollout and leave-one-budget-out for each method on one objective's runs; see the module docstring.
+
+    parametric_drop_highest_loss: as the fit stage's fit.parametric.drop_highest_loss, every parametric
+    refit leaves out the k highest-loss runs among those it is given."""
     runs = validate_runs(runs, source)
     objectives = runs["objective"].unique()
     if len(objectives) != 1:
@@ -96,9 +90,10 @@ def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=M
         raise PlmscaleError(f"fit.predict_flops must be positive numbers of FLOPs; got {list(predict_flops)}")
     scratch = scratch_runs(runs).reset_index(drop=True)
     out = {"settings": {"n_boot": int(n_boot), "seed": int(seed), "min_points_per_budget": int(min_points),
-                        "ci_level": boot.CI_LEVEL, "isoflop_loss_law": loss_law}}
+                        "ci_level": boot.CI_LEVEL, "isoflop_loss_law": loss_law,
+                        "parametric_drop_highest_loss": int(parametric_drop_highest_loss)}}
     rng = np.random.default_rng(seed)
-    study = _Study(scratch, min_points, n_boot, rng, loss_law)
+    study = _Study(scratch, min_points, n_boot, rng, loss_law, int(parametric_drop_highest_loss))
     if "isoflop" in methods:
         out["isoflop"] = {"rollout": study.rollout_isoflop(),
                           "leave_one_budget_out": study.lobo_isoflop(targets)}
@@ -111,8 +106,9 @@ def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=M
 class _Study:
     """One objective's scratch runs with their IsoFLOP design and per-budget parabolas, computed once."""
 
-    def __init__(self, scratch, min_points, n_boot, rng, loss_law):
+    def __init__(self, scratch, min_points, n_boot, rng, loss_law, drop_highest_loss=0):
         self.scratch = scratch
+        self.drop_highest_loss = drop_highest_loss
         self.min_points = min_points
         self.n_boot = int(n_boot)
         self.rng = rng
@@ -194,10 +190,13 @@ class _Study:
             return {"held_out_budget": self._top_budget(), "error": error}
         top = self.designs[-1]
         reduced = self._below_top_mask()
-        if reduced.sum() < MIN_PARAMETRIC_RUNS:
+        if reduced.sum() - self.drop_highest_loss < MIN_PARAMETRIC_RUNS:
             return {"held_out_budget": top["budget"],
-                    "error": f"only {int(reduced.sum())} runs below the top budget ({top['budget']:.3g}); the "
+                    "error": f"only {int(reduced.sum())} runs below the top budget ({top['budget']:.3g}), "
+                             f"{self.drop_highest_loss} of them to drop as outliers; the "
                              f"parametric law needs {MIN_PARAMETRIC_RUNS}"}
+        reduced[np.flatnonzero(reduced)[parametric.highest_loss_mask(self.scratch["loss"][reduced],
+                                                                      self.drop_highest_loss)]] = False
         runs = self.scratch[reduced]
         n, d, loss = (runs[c].to_numpy(float) for c in ("n_params", "tokens", "loss"))
         point = parametric.fit_parametric(n, d, loss)
@@ -272,7 +271,7 @@ class _Study:
         def forecast(indices):
             designs = [self.designs[j] for j in indices]
             per_budget = [self.per_budget[j] for j in indices]
-            laws = isoflop.laws_from_optima(designs, per_budget)
+            laws = isoflop.laws_from_optima(designs, per_budget, loss_law=None)
             if laws["n_budgets"][0] < MIN_FIT_BUDGETS or not np.isfinite(laws["a"][0]):
                 raise PlmscaleError(f"only {int(laws['n_budgets'][0])} bracketed budget(s) left (need "
                                     f"{MIN_FIT_BUDGETS})")
@@ -297,8 +296,10 @@ class _Study:
 
         def forecast(mask):
             runs = self.scratch[mask]
-            if len(runs) < MIN_PARAMETRIC_RUNS:
-                raise PlmscaleError(f"only {len(runs)} runs left (need {MIN_PARAMETRIC_RUNS})")
+            if len(runs) - self.drop_highest_loss < MIN_PARAMETRIC_RUNS:
+                raise PlmscaleError(f"only {len(runs) - self.drop_highest_loss} runs left (need "
+                                    f"{MIN_PARAMETRIC_RUNS})")
+            runs = runs[~parametric.highest_loss_mask(runs["loss"], self.drop_highest_loss)]
             fit = parametric.fit_parametric(runs["n_params"], runs["tokens"], runs["loss"])
             kappa = _kappa(runs)
             out = []
@@ -327,86 +328,13 @@ def _isoflop_forecast(designs, per_budget, flops, loss_law):
 
     Returns (n_opt (B,), loss (B,), description of the loss law used).
     """
-    laws = isoflop.laws_from_optima(designs, per_budget)
+    laws = isoflop.laws_from_optima(designs, per_budget, loss_law=None)
     with np.errstate(invalid="ignore", over="ignore"):
         n_opt = laws["k_n"] * flops ** laws["a"]
     ok = np.stack([r["reason"] == isoflop.OK for r in per_budget], 1)
     losses = np.stack([r["loss_opt"] for r in per_budget], 1)
     params = fit_loss_law([d["budget"] for d in designs], np.where(ok, losses, np.nan), loss_law)
     return n_opt, loss_at(params, flops), LOSS_LAWS[loss_law]
-
-
-def fit_loss_law(budgets, losses, law="saturating"):
-    """Compute-optimal loss against compute, for each row of losses (B, G) at budgets (G,); NaN = not used.
-
-    "power": log L = log k + s·log C by least squares (E = 0). "saturating": L = E + k·C^s with E >= 0, by
-    least squares on relative residuals (the noise of a loss is about proportional to it): for each s on
-    SATURATING_S_GRID, E and k are a weighted linear fit; the best s is refined by golden-section search
-    between its grid neighbours. A row with only 2 losses falls back to the power law (3 constants need 3 points).
-    Returns {"E", "k", "s", "log_c_ref"} with arrays (B,) (NaN where no law fits): L = E + k·(C/C_ref)^s.
-    """
-    log_c = np.log(np.asarray(budgets, float))
-    losses = np.atleast_2d(np.asarray(losses, float))
-    valid = np.isfinite(losses) & (losses > 0)
-    log_c_ref = float(log_c.mean())
-    x = log_c - log_c_ref
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_k, s = isoflop.power_law_fit_batch(x, np.where(valid, np.log(losses), np.nan), valid.astype(float))
-    E = np.zeros(len(losses))
-    k = np.exp(log_k)
-    if law == "saturating":
-        three = valid.sum(1) >= 3
-        if three.any():
-            E_sat, k_sat, s_sat = _saturating_fit(x, losses[three], valid[three])
-            E[three], k[three], s[three] = E_sat, k_sat, s_sat
-    return {"E": E, "k": k, "s": s, "log_c_ref": log_c_ref}
-
-
-def _saturating_fit(x, losses, valid):
-    """L = E + k·exp(s·x) by variable projection over s; arrays (B, G) in, (B,) E, k, s out."""
-    w = np.where(valid, 1.0 / np.where(valid, losses, 1.0) ** 2, 0.0)[:, None, :]
-    y = np.where(valid, losses, 0.0)[:, None, :]
-
-    def linear_fit(s):
-        """E, k and the weighted squared error for exponents s (B, S)."""
-        z = np.exp(s[..., None] * x)
-        sw, sz, szz = w.sum(-1), (w * z).sum(-1), (w * z * z).sum(-1)
-        sy, szy = (w * y).sum(-1), (w * z * y).sum(-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k = (sw * szy - sz * sy) / (sw * szz - sz * sz)
-            E = (sy - k * sz) / sw
-            # A negative floor is unphysical: fit k alone with E = 0 there.
-            k = np.where(E < 0, szy / szz, k)
-            E = np.maximum(E, 0.0)
-            sse = (w * (y - E[..., None] - k[..., None] * z) ** 2).sum(-1)
-        sse = np.where(np.isfinite(sse) & (k > 0), sse, np.inf)
-        return E, k, sse
-
-    grid = np.broadcast_to(SATURATING_S_GRID, (len(losses), len(SATURATING_S_GRID)))
-    _, _, sse = linear_fit(grid)
-    best = np.argmin(sse, 1)
-    found = np.isfinite(sse[np.arange(len(losses)), best])
-    # Golden-section search in log|s| between the best grid point's neighbours, all rows in lock-step.
-    u = np.log(-SATURATING_S_GRID)
-    low = u[np.maximum(best - 1, 0)]
-    high = u[np.minimum(best + 1, len(u) - 1)]
-    ratio = (np.sqrt(5) - 1) / 2
-    for _ in range(GOLDEN_STEPS):
-        left, right = high - ratio * (high - low), low + ratio * (high - low)
-        sse_left = linear_fit(-np.exp(left)[:, None])[2][:, 0]
-        sse_right = linear_fit(-np.exp(right)[:, None])[2][:, 0]
-        go_left = sse_left <= sse_right
-        high = np.where(go_left, right, high)
-        low = np.where(go_left, low, left)
-    s = -np.exp((low + high) / 2)
-    E, k, _ = linear_fit(s[:, None])
-    return (np.where(found, E[:, 0], np.nan), np.where(found, k[:, 0], np.nan), np.where(found, s, np.nan))
-
-
-def loss_at(params, flops):
-    """Loss of fit_loss_law's result at `flops` (B,)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        return params["E"] + params["k"] * np.exp(params["s"] * (np.log(flops) - params["log_c_ref"]))
 
 
 def _lobo(targets, budgets, full, refits):

@@ -2,13 +2,16 @@
 
 import hashlib
 import logging
+from dataclasses import fields
 
 import numpy as np
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
+from plmscale.scaling import backtest as backtests
 from plmscale.scaling import envelope, isoflop, parametric
 from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
+from plmscale.scaling.identify import Criteria, identify
 from plmscale.scaling.published import PUBLISHED
 from plmscale.scaling.table import OBJECTIVES, budget_groups, scratch_runs, validate_curves, validate_runs
 from plmscale.scaling.transfer import analyse_transfer
@@ -65,8 +68,11 @@ def _safe(method, objective, function):
         return {"error": str(error)}
 
 
-def fit_objective(runs, curves, n_boot, rng, min_points):
-    """IsoFLOP, envelope and parametric fits (with bootstrap) for one objective's runs."""
+def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0):
+    """IsoFLOP, envelope and parametric fits (with bootstrap) for one objective's runs.
+
+    drop_highest_loss: the parametric fit leaves out this many highest-loss runs (outliers far above the
+    frontier pull a Huber fit less than a squared one, but still pull); the entry lists them."""
     scratch = scratch_runs(runs).reset_index(drop=True)
     if len(scratch) == 0:
         message = "no scratch runs for this objective"
@@ -83,9 +89,10 @@ def fit_objective(runs, curves, n_boot, rng, min_points):
 
     def fit_isoflop():
         entry = isoflop.isoflop_optima(scratch, min_points)
-        entry["loss_law"] = "L_opt = k_l * C^s (vertex losses of the kept budgets)"
+        entry["loss_law"] = ("L_opt = loss_floor + k_l * C^s (vertex losses of the kept budgets, loss_floor >= 0; "
+                             "a pure power law, loss_floor = 0, with only 2 budgets)")
         if "error" not in entry and counts is not None:
-            _with_intervals(entry, boot.isoflop_draws(scratch, counts, min_points), law_keys)
+            _with_intervals(entry, boot.isoflop_draws(scratch, counts, min_points), law_keys + ("loss_floor",))
         return entry
 
     def fit_envelope():
@@ -103,11 +110,16 @@ def fit_objective(runs, curves, n_boot, rng, min_points):
         return entry
 
     def fit_parametric():
-        entry = parametric.fit_parametric(scratch["n_params"], scratch["tokens"], scratch["loss"])
+        dropped = parametric.highest_loss_mask(scratch["loss"], int(drop_highest_loss))
+        kept = scratch[~dropped]
+        entry = parametric.fit_parametric(kept["n_params"], kept["tokens"], kept["loss"])
         entry["flops_per_param_token"] = kappa
         entry["loss_law"] = "L = E + A/N^alpha + B/D^beta"
+        entry["drop_highest_loss"] = int(drop_highest_loss)
+        entry["dropped_runs"] = [{"run_id": str(row.run_id), "loss": float(row.loss), "n_params": float(row.n_params),
+                                  "tokens": float(row.tokens)} for row in scratch[dropped].itertuples()]
         if counts is not None:
-            draws = boot.parametric_draws(scratch["n_params"], scratch["tokens"], scratch["loss"], counts, entry)
+            draws = boot.parametric_draws(kept["n_params"], kept["tokens"], kept["loss"], counts[:, ~dropped], entry)
             _with_intervals(entry, draws, ("E", "A", "B", "alpha", "beta", "a", "b"),
                             exponent_keys=("a", "b", "alpha", "beta", "E"))
             # Refits that hit the iteration cap still count (they stopped close to their optimum).
@@ -121,9 +133,39 @@ def fit_objective(runs, curves, n_boot, rng, min_points):
             "notes": notes}
 
 
+def judge_objective(entry, runs, criteria):
+    """identify's verdict written into every method entry of one objective (identified, reasons, notes)."""
+    for method in METHODS:
+        verdict = identify(method, entry[method], criteria, runs=runs)
+        entry[method].update(verdict)
+    return entry
+
+
+def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_highest_loss=0):
+    """backtest.backtest for the identified methods it covers (IsoFLOP, parametric); the others record
+    why they were not backtested. Plain JSON, stored as the objective's `backtest`."""
+    methods = [m for m in backtests.METHODS if entry[m].get("identified")]
+    skipped = {m: {"skipped": f"not identified: {entry[m]['reasons'][0]}" if entry[m].get("reasons")
+                   else "not identified"} for m in backtests.METHODS if m not in methods}
+    result = backtests.backtest(runs, targets, n_boot=n_boot, seed=seed, min_points=min_points, methods=methods,
+                                parametric_drop_highest_loss=drop_highest_loss)
+    result.update(skipped)
+    result["envelope"] = {"skipped": "the backtest covers the IsoFLOP and parametric fits"}
+    return result
+
+
 def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_points_per_budget=3,
-            source="runs table", curves_source="curves table"):
-    """Every method for every objective present; see docs for the fit.json layout this returns."""
+            source="runs table", curves_source="curves table", predict_flops=None, identify_criteria=None,
+            drop_highest_loss=0, run_backtest=True):
+    """Every method for every objective present, judged (identify) and backtested; see docs for the
+    fit.json layout this returns.
+
+    predict_flops: {objective: [FLOPs, ...]} (config fit.predict_flops), the leave-one-budget-out targets;
+    identify_criteria: identify.Criteria or the config mapping fit.identify; drop_highest_loss: config
+    fit.parametric.drop_highest_loss.
+    """
+    criteria = (identify_criteria if isinstance(identify_criteria, Criteria)
+                else Criteria.from_config(identify_criteria))
     runs = validate_runs(runs_df, source)
     curves = validate_curves(curves_df, curves_source) if curves_df is not None else None
     objectives = {}
@@ -134,14 +176,23 @@ def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_poi
         # An independent, reproducible stream per objective: adding MLM runs leaves the CLM draws alone.
         sub_rng = np.random.default_rng([seed, OBJECTIVES.index(objective)])
         sub_curves = curves[curves["objective"] == objective] if curves is not None else None
-        objectives[objective] = fit_objective(subset, sub_curves, int(bootstrap), sub_rng, min_points_per_budget)
-    laws = {o: v["parametric"] for o, v in objectives.items()}
+        entry = fit_objective(subset, sub_curves, int(bootstrap), sub_rng, min_points_per_budget, drop_highest_loss)
+        judge_objective(entry, subset, criteria)
+        if run_backtest:
+            entry["backtest"] = backtest_objective(entry, subset, (predict_flops or {}).get(objective, []),
+                                                   int(bootstrap), seed, min_points_per_budget, drop_highest_loss)
+        objectives[objective] = entry
+    # The transfer analysis may solve a parametric law for effective tokens: only an identified one.
+    laws = {o: v["parametric"] for o, v in objectives.items() if v["parametric"].get("identified")}
     return {"version": FIT_VERSION, "inputs_sha256": table_sha256(runs_df, curves_df),
             "settings": {"bootstrap": int(bootstrap), "seed": int(seed),
                          "min_points_per_budget": int(min_points_per_budget),
                          "ci_level": boot.CI_LEVEL, "huber_delta": parametric.HUBER_DELTA,
                          "parametric_grid_starts": int(len(parametric.chinchilla_grid())),
-                         "parametric_refined_starts": parametric.N_REFINE},
+                         "parametric_refined_starts": parametric.N_REFINE,
+                         "parametric_drop_highest_loss": int(drop_highest_loss),
+                         "identify": {f.name: getattr(criteria, f.name) for f in fields(Criteria)},
+                         "predict_flops": {o: [float(c) for c in v] for o, v in (predict_flops or {}).items()}},
             "objectives": objectives,
             "transfer": analyse_transfer(runs, curves, laws),
             "published": PUBLISHED}

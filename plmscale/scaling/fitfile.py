@@ -11,10 +11,16 @@ fit.json only through it, so a hand-edited file is refused before it turns into 
 
 Layout (version 1): {"version": 1, "objectives": {OBJECTIVE: {METHOD: entry, ...}}, "settings", "transfer",
 "published", "provenance", ...}. A method entry is either a law or {"error": why, ...}:
-- isoflop, envelope: k_n, a, k_d, b (N_opt = k_n·C^a, D_opt = k_d·C^b), optional k_l, s (L = k_l·C^s),
-  a_ci, b_ci, bootstrap {draws: {name: [value or null, ...]}}, isoflop `optima`, envelope `points`;
+- isoflop, envelope: k_n, a, k_d, b (N_opt = k_n·C^a, D_opt = k_d·C^b), optional k_l, s and loss_floor
+  (L_opt = loss_floor + k_l·C^s; loss_floor absent = 0, a pure power law, as in the envelope and in files
+  written before the IsoFLOP loss law saturated), a_ci, b_ci, bootstrap {draws: {name: [value or null,
+  ...]}}, isoflop `optima`, envelope `points`;
 - parametric: E, A, B, alpha, beta (L = E + A/N^alpha + B/D^beta), a, b (allocation exponents),
-  flops_per_param_token, intervals and bootstrap draws as above.
+  flops_per_param_token, intervals and bootstrap draws as above, optional `dropped_runs`.
+Every method entry may carry the verdict of identify.identify: `identified` (bool), `reasons` and `notes`
+(lists of sentences). A file without them (written before identification) reads as not judged
+(identified None): predictions and plots treat it as before. Each objective may carry `backtest`
+(backtest.backtest's result per identified method), read as plain data from FitFile.data.
 """
 
 import json
@@ -31,7 +37,8 @@ FIT_VERSION = 1
 METHODS = ("isoflop", "envelope", "parametric")
 # What each law needs: key -> (required, lowest allowed value or None, value must exceed the lowest).
 POWER_LAW_KEYS = {"k_n": (True, 0.0, True), "a": (True, None, False), "k_d": (True, 0.0, True),
-                  "b": (True, None, False), "k_l": (False, 0.0, True), "s": (False, None, False)}
+                  "b": (True, None, False), "k_l": (False, None, False), "s": (False, None, False),
+                  "loss_floor": (False, 0.0, False)}
 PARAMETRIC_KEYS = {"E": (True, 0.0, False), "A": (True, 0.0, True), "B": (True, 0.0, True),
                    "alpha": (True, 0.0, True), "beta": (True, 0.0, True), "a": (True, None, False),
                    "b": (True, None, False), "flops_per_param_token": (False, 0.0, True)}
@@ -56,17 +63,24 @@ class _Bootstrapped:
 
 @dataclass(frozen=True)
 class PowerLaws(_Bootstrapped):
-    """N_opt = k_n·C^a, D_opt = k_d·C^b and, where fitted, L_opt = k_l·C^s (IsoFLOP and envelope)."""
+    """N_opt = k_n·C^a, D_opt = k_d·C^b and, where fitted, L_opt = loss_floor + k_l·C^s (IsoFLOP and
+    envelope; loss_floor None = 0)."""
     k_n: float
     a: float
     k_d: float
     b: float
     k_l: float | None = None
     s: float | None = None
+    loss_floor: float | None = None
 
     @property
     def has_loss_law(self) -> bool:
         return self.k_l is not None and self.s is not None
+
+    def loss(self, flops):
+        """L_opt at flops (a number or an array); NaN/inf where the law overflows."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            return (self.loss_floor or 0.0) + self.k_l * np.float64(flops) ** self.s
 
     def constants(self, what: str) -> tuple:
         """(k, exponent) of N_opt ('n') or D_opt ('d')."""
@@ -106,13 +120,32 @@ class EnvelopePoint:
 
 @dataclass(frozen=True)
 class MethodFit:
-    """One method's entry: a law, or the reason it could not be fitted (error)."""
+    """One method's entry: a law, or the reason it could not be fitted (error), with identify's verdict
+    (identified None: the file predates identification)."""
     method: str
     law: PowerLaws | ParametricLaw | None = None
     error: str | None = None
     loss_law: str | None = None
     optima: tuple = ()
     points: tuple = ()
+    identified: bool | None = None
+    reasons: tuple = ()
+
+    @property
+    def usable(self) -> bool:
+        """A law that may predict and be drawn: fitted, and not judged unidentified."""
+        return self.law is not None and self.identified is not False
+
+    @property
+    def why_unusable(self) -> str | None:
+        """A short sentence for a plot or a prediction: why this method shows nothing (None: it is usable)."""
+        if self.law is None:
+            # identify's first reason is the short form of a fit error ("only 1 of 3 IsoFLOP budgets ...")
+            first = self.reasons[0] if self.reasons else f"not fitted: {self.error}"
+            return first if first.startswith("not fitted: ") else f"not fitted: {first}"
+        if self.identified is False:
+            return f"not identified: {self.reasons[0] if self.reasons else 'no reason recorded'}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -268,10 +301,19 @@ def parse_method(check: _Checker, method: str, entry, key: str) -> MethodFit:
         check.text(loss_law, f"{key}.loss_law")
     optima = _parse_optima(check, entry, key) if method == "isoflop" else ()
     points = _parse_points(check, entry, key) if method == "envelope" else ()
+    identified = entry.get("identified")
+    if identified is not None and not isinstance(identified, bool):
+        check.fail(f"{key}.identified", "must be true or false", identified)
+    reasons = tuple(check.text(r, f"{key}.reasons") for r in check.sequence(entry.get("reasons") or [],
+                                                                             f"{key}.reasons"))
+    if identified is False and not reasons:
+        check.fail(f"{key}.reasons", "must say why a method is not identified", entry.get("reasons"))
     if entry.get("error") is not None:
-        return MethodFit(method, error=check.text(entry["error"], f"{key}.error"), optima=optima, points=points)
+        return MethodFit(method, error=check.text(entry["error"], f"{key}.error"), optima=optima, points=points,
+                         identified=identified, reasons=reasons)
     law = (_parse_parametric if method == "parametric" else _parse_power_laws)(check, entry, key)
-    return MethodFit(method, law=law, loss_law=loss_law, optima=optima, points=points)
+    return MethodFit(method, law=law, loss_law=loss_law, optima=optima, points=points, identified=identified,
+                     reasons=reasons)
 
 
 def check_method(method: str, entry: dict, source: str) -> None:

@@ -20,6 +20,18 @@ REASONS = {
 }
 
 
+# How the compute-optimal loss is extrapolated across budgets. fit.json's IsoFLOP law is the saturating
+# one: a loss that approaches an irreducible floor bends away from a pure power law, which then forecasts
+# too low (2-4% half a decade out on synthetic Chinchilla-type data, see docs/trust.md).
+LOSS_LAWS = {
+    "saturating": "L_opt = E + k*C^s fitted to the vertex losses (E >= 0; E = 0 with only 2 budgets)",
+    "power": "L_opt = k_l * C^s fitted to the vertex losses (no irreducible loss)",
+}
+# Grid of the saturating law's exponent s (negative): for each s, E and k are linear least squares.
+SATURATING_S_GRID = -np.geomspace(1e-3, 3.0, 400)
+GOLDEN_STEPS = 40  # shrinks the bracket around the best grid point by 0.618^40 ≈ 4e-9
+
+
 def power_law_fit(C, y, weights=None):
     """Least squares of log y on log C: y = k·C^a. Returns (k, a) as floats, unrounded."""
     log_k, a = power_law_fit_batch(np.log(np.asarray(C, float)), np.log(np.asarray(y, float))[None, :],
@@ -119,21 +131,27 @@ def fit_budgets_batch(design, counts, min_points):
             "raw_loss": raw_loss, "reason": reason, "edge": edge, "n_distinct": n_distinct}
 
 
-def laws_from_optima(designs, per_budget, valid_only=True):
-    """Power laws N_opt = k_n·C^a, D_opt = k_d·C^b, L_opt = k_l·C^s across budgets, batched (B,)."""
+def laws_from_optima(designs, per_budget, valid_only=True, loss_law="saturating"):
+    """Laws across budgets, batched (B,): N_opt = k_n·C^a, D_opt = k_d·C^b (power laws in C) and the
+    compute-optimal loss L_opt = loss_floor + k_l·C^s (fit_loss_law's `loss_law`; None skips it).
+    """
     log_c = np.log([d["budget"] for d in designs])
     log_kappa = np.log([d["kappa"] for d in designs])
     log_n = np.stack([r["log_n_opt"] for r in per_budget], 1)
     ok = np.stack([r["reason"] == OK for r in per_budget], 1) if valid_only else np.ones_like(log_n, bool)
     log_d = log_c - log_kappa - log_n
-    with np.errstate(invalid="ignore", divide="ignore"):
-        log_l = np.log(np.stack([r["loss_opt"] for r in per_budget], 1))
     weights = ok.astype(float)
     log_k_n, a = power_law_fit_batch(log_c, np.where(ok, log_n, np.nan), weights)
     log_k_d, b = power_law_fit_batch(log_c, np.where(ok, log_d, np.nan), weights)
-    log_k_l, s = power_law_fit_batch(log_c, np.where(ok, log_l, np.nan), weights)
-    return {"k_n": np.exp(log_k_n), "a": a, "k_d": np.exp(log_k_d), "b": b, "k_l": np.exp(log_k_l),
-            "s": s, "n_budgets": ok.sum(1)}
+    out = {"k_n": np.exp(log_k_n), "a": a, "k_d": np.exp(log_k_d), "b": b, "n_budgets": ok.sum(1)}
+    if loss_law is not None:
+        losses = np.stack([r["loss_opt"] for r in per_budget], 1)
+        params = fit_loss_law(np.exp(log_c), np.where(ok, losses, np.nan), loss_law)
+        # k of fit_loss_law multiplies (C/C_ref)^s; fit.json's k_l multiplies C^s itself.
+        with np.errstate(invalid="ignore", over="ignore"):
+            k_l = params["k"] * np.exp(-params["s"] * params["log_c_ref"])
+        out.update({"loss_floor": params["E"], "k_l": k_l, "s": params["s"]})
+    return out
 
 
 def isoflop_optima(df, min_points=3):
@@ -175,3 +193,76 @@ def isoflop_optima(df, min_points=3):
     laws = laws_from_optima(designs, per_budget)
     out.update({key: float(value[0]) for key, value in laws.items() if key != "n_budgets"})
     return out
+
+
+def fit_loss_law(budgets, losses, law="saturating"):
+    """Compute-optimal loss against compute, for each row of losses (B, G) at budgets (G,); NaN = not used.
+
+    "power": log L = log k + s·log C by least squares (E = 0). "saturating": L = E + k·C^s with E >= 0, by
+    least squares on relative residuals (the noise of a loss is about proportional to it): for each s on
+    SATURATING_S_GRID, E and k are a weighted linear fit; the best s is refined by golden-section search
+    between its grid neighbours. A row with only 2 losses falls back to the power law (3 constants need 3 points).
+    Returns {"E", "k", "s", "log_c_ref"} with arrays (B,) (NaN where no law fits): L = E + k·(C/C_ref)^s.
+    """
+    log_c = np.log(np.asarray(budgets, float))
+    losses = np.atleast_2d(np.asarray(losses, float))
+    valid = np.isfinite(losses) & (losses > 0)
+    log_c_ref = float(log_c.mean())
+    x = log_c - log_c_ref
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_k, s = power_law_fit_batch(x, np.where(valid, np.log(losses), np.nan), valid.astype(float))
+    E = np.zeros(len(losses))
+    k = np.exp(log_k)
+    if law == "saturating":
+        three = valid.sum(1) >= 3
+        if three.any():
+            E_sat, k_sat, s_sat = _saturating_fit(x, losses[three], valid[three])
+            E[three], k[three], s[three] = E_sat, k_sat, s_sat
+    return {"E": E, "k": k, "s": s, "log_c_ref": log_c_ref}
+
+
+def _saturating_fit(x, losses, valid):
+    """L = E + k·exp(s·x) by variable projection over s; arrays (B, G) in, (B,) E, k, s out."""
+    w = np.where(valid, 1.0 / np.where(valid, losses, 1.0) ** 2, 0.0)[:, None, :]
+    y = np.where(valid, losses, 0.0)[:, None, :]
+
+    def linear_fit(s):
+        """E, k and the weighted squared error for exponents s (B, S)."""
+        z = np.exp(s[..., None] * x)
+        sw, sz, szz = w.sum(-1), (w * z).sum(-1), (w * z * z).sum(-1)
+        sy, szy = (w * y).sum(-1), (w * z * y).sum(-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = (sw * szy - sz * sy) / (sw * szz - sz * sz)
+            E = (sy - k * sz) / sw
+            # A negative floor is unphysical: fit k alone with E = 0 there.
+            k = np.where(E < 0, szy / szz, k)
+            E = np.maximum(E, 0.0)
+            sse = (w * (y - E[..., None] - k[..., None] * z) ** 2).sum(-1)
+        sse = np.where(np.isfinite(sse) & (k > 0), sse, np.inf)
+        return E, k, sse
+
+    grid = np.broadcast_to(SATURATING_S_GRID, (len(losses), len(SATURATING_S_GRID)))
+    _, _, sse = linear_fit(grid)
+    best = np.argmin(sse, 1)
+    found = np.isfinite(sse[np.arange(len(losses)), best])
+    # Golden-section search in log|s| between the best grid point's neighbours, all rows in lock-step.
+    u = np.log(-SATURATING_S_GRID)
+    low = u[np.maximum(best - 1, 0)]
+    high = u[np.minimum(best + 1, len(u) - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(GOLDEN_STEPS):
+        left, right = high - ratio * (high - low), low + ratio * (high - low)
+        sse_left = linear_fit(-np.exp(left)[:, None])[2][:, 0]
+        sse_right = linear_fit(-np.exp(right)[:, None])[2][:, 0]
+        go_left = sse_left <= sse_right
+        high = np.where(go_left, right, high)
+        low = np.where(go_left, low, left)
+    s = -np.exp((low + high) / 2)
+    E, k, _ = linear_fit(s[:, None])
+    return (np.where(found, E[:, 0], np.nan), np.where(found, k[:, 0], np.nan), np.where(found, s, np.nan))
+
+
+def loss_at(params, flops):
+    """Loss of fit_loss_law's result at `flops` (B,)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return params["E"] + params["k"] * np.exp(params["s"] * (np.log(flops) - params["log_c_ref"]))

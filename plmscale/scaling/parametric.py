@@ -278,6 +278,23 @@ def optimal_allocation(E, A, B, alpha, beta, flops, kappa):
     return n_opt, d_opt, loss
 
 
+def highest_loss_mask(loss, k):
+    """Boolean mask of the k highest losses (config fit.parametric.drop_highest_loss; ties: the later row).
+
+    Epoch AI's replication of Chinchilla drops the worst-fitting runs; a Huber loss already limits what
+    an outlier far above the frontier can pull, this removes it. The caller records what it dropped."""
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise PlmscaleError(f"fit.parametric.drop_highest_loss must be a whole number >= 0, got {k!r}")
+    loss = np.asarray(loss, float)
+    if k and len(loss) - k < 5:
+        raise PlmscaleError(f"fit.parametric.drop_highest_loss = {k} leaves {len(loss) - k} of {len(loss)} runs; "
+                            "the parametric law needs 5")
+    mask = np.zeros(len(loss), bool)
+    if k:
+        mask[np.argsort(loss, kind="stable")[::-1][:int(k)]] = True
+    return mask
+
+
 def fit_parametric(n_params, tokens, loss, weights=None, grid=None, n_refine=N_REFINE):
     """Fit L = E + A/N^α + B/D^β to final losses; see the module docstring for the method.
 

@@ -8,6 +8,7 @@ Axes in FLOPs, parameters and tokens get SI tick labels (10M, 1B, 100B); FLOPs r
 
 import logging
 import math
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -20,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colors, ticker  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from plmscale.scaling.fitfile import FitFile, ParametricLaw, PowerLaws, parse_fit  # noqa: E402
 from plmscale.scaling.published import notebook_n_opt  # noqa: E402
@@ -31,6 +34,12 @@ OBJECTIVE_NAMES = {"clm": "CLM (causal)", "mlm": "MLM (masked)"}
 OBJECTIVE_COLORS = {"clm": "#1f77b4", "mlm": "#d62728"}
 METHOD_STYLES = {"isoflop": ("-", "IsoFLOP"), "envelope": (":", "envelope"), "parametric": ("-.", "parametric")}
 FLOPS_PER_PARAM_TOKEN = 6.0
+# How far the compute axis reaches beyond the data and the prediction targets (factor each side), and the
+# size/token axes beyond what is drawn: enough to read the trend, never decades of empty extrapolation.
+COMPUTE_MARGIN = 3.0
+VALUE_MARGIN = 3.0
+EXTRAPOLATION_STYLE = {"ls": "--", "alpha": 0.55}  # a law beyond the compute range of its data
+LABEL_CHARS = 140  # a reason in a legend is cut here; fit.json and `plmscale fit` have it whole
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -92,6 +101,85 @@ def _objectives(fit):
     return [o for o in ("clm", "mlm") if o in fit.objectives]
 
 
+def _wrapped(text: str, width: int = 70) -> str:
+    return textwrap.fill(text, width, break_long_words=False)
+
+
+def not_shown_label(objective: str, method: str, entry) -> str:
+    """'CLM parametric: not identified: <first reason>', for a legend entry or a note in place of a law."""
+    name = METHOD_STYLES.get(method, (None, method))[1]
+    why = entry.why_unusable
+    return f"{objective.upper()} {name}: {why if len(why) <= LABEL_CHARS else why[:LABEL_CHARS - 1] + '…'}"
+
+
+def _not_shown_handle(color, style):
+    """A legend entry for a law that is not drawn: a greyed, crossed-out sample of its style."""
+    return Line2D([], [], color=color, ls=style, alpha=0.35, marker="x", markersize=5)
+
+
+def data_compute_range(fit, objective: str):
+    """(lowest, highest) compute of the objective's IsoFLOP budgets (else the envelope's points), or None."""
+    budgets = _fit_budgets(fit, objective) or [p.flops for p in fit.method(objective, "envelope").points]
+    return (min(budgets), max(budgets)) if budgets else None
+
+
+def law_compute_range(fit, objective: str, method: str):
+    """The compute span a method's law was fitted on: beyond it, the law extrapolates."""
+    entry = fit.method(objective, method)
+    if method == "isoflop":
+        kept = [o.budget for o in entry.optima if o.kept]
+        if kept:
+            return min(kept), max(kept)
+    if method == "envelope" and entry.points:
+        return min(p.flops for p in entry.points), max(p.flops for p in entry.points)
+    return data_compute_range(fit, objective)
+
+
+def prediction_targets(fit, predictions=None) -> list:
+    """Every compute budget a prediction is made for: the fit's settings.predict_flops and the marks."""
+    targets = []
+    for values in ((fit.data.get("settings") or {}).get("predict_flops") or {}).values():
+        targets += [float(c) for c in values or []]
+    for marks in (predictions or {}).values():
+        targets += [float(c) for c, _ in marks.get("n", [])]
+    return [c for c in targets if c > 0 and math.isfinite(c)]
+
+
+def sane_compute_span(fit, predictions=None, default=(1e18, 1e23)):
+    """The compute axis: the data's budgets and the prediction targets, COMPUTE_MARGIN either side."""
+    points = prediction_targets(fit, predictions)
+    for objective in _objectives(fit):
+        span = data_compute_range(fit, objective)
+        points += list(span) if span else []
+    if not points:
+        return default
+    return min(points) / COMPUTE_MARGIN, max(points) * COMPUTE_MARGIN
+
+
+def _shade_data_range(ax, span, color, label=None):
+    """The compute range the data cover, shaded: what lies outside it is extrapolation."""
+    if span:
+        ax.axvspan(span[0], span[1], color=color, alpha=0.07, lw=0, label=label)
+
+
+def _plot_extrapolated(ax, c_grid, values, span, color, style, lw, label):
+    """One law: the part inside its data's compute span as a line (labelled), the rest dashed and faded."""
+    inside = (c_grid >= span[0] * (1 - 1e-9)) & (c_grid <= span[1] * (1 + 1e-9)) if span else np.ones_like(c_grid, bool)
+    if inside.any():
+        ax.plot(c_grid[inside], values[inside], ls=style, color=color, lw=lw, label=label)
+    segments = []
+    for part in (c_grid < span[0], c_grid > span[1]) if span else ():
+        idx = np.flatnonzero(part)
+        if len(idx) > 1 or (len(idx) == 1 and inside.any()):
+            # join the dashed part to the solid one so the law reads as one curve
+            idx = np.union1d(idx, [idx.max() + 1] if part[0] else [idx.min() - 1])
+            idx = idx[(idx >= 0) & (idx < len(c_grid))]
+            segments.append(np.column_stack([c_grid[idx], values[idx]]))
+    if segments:
+        ax.add_collection(LineCollection(segments, colors=[color], linewidths=lw, linestyles=EXTRAPOLATION_STYLE["ls"],
+                                         alpha=EXTRAPOLATION_STYLE["alpha"]))
+
+
 def _law_constants(law, what: str):
     """(k, exponent) of N_opt ('n') or D_opt ('d') = k·C^exponent for one method's law (None: no law)."""
     if isinstance(law, PowerLaws):
@@ -138,6 +226,8 @@ def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
     budgets = [o.budget for o in iso.optima]
     norm = colors.LogNorm(vmin=min(budgets), vmax=max(budgets)) if budgets else None
     cmap = plt.get_cmap("viridis")
+    # An unidentified fit keeps its per-budget parabolas as a diagnostic (faded, dashed) but marks no optimum.
+    judged_out = iso.identified is False
     for entry in iso.optima:
         color = cmap(0.92 * norm(entry.budget)) if norm else "k"
         points = _scatter_ids(runs, entry.run_ids).sort_values("n_params")
@@ -146,9 +236,11 @@ def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
         if None not in (entry.curvature, entry.n_opt, entry.loss_opt) and len(points):
             x = np.linspace(np.log(points["n_params"].min()) - 0.15, np.log(points["n_params"].max()) + 0.15, 100)
             y = entry.loss_opt + entry.curvature * (x - np.log(entry.n_opt)) ** 2
-            ax.plot(np.exp(x), y, color=color, lw=1.4, ls="-" if entry.kept else "--",
+            solid = entry.kept and not judged_out
+            ax.plot(np.exp(x), y, color=color, lw=1.4 if solid else 1.0, ls="-" if solid else "--",
+                    alpha=1.0 if solid else 0.6,
                     label=f"{_power_of_ten(entry.budget)} FLOPs" + ("" if entry.kept else " (dropped)"))
-            if entry.kept:
+            if solid:
                 ax.scatter([entry.n_opt], [entry.loss_opt], marker="*", s=160, color=color,
                            edgecolor="k", linewidth=0.6, zorder=4)
     ax.set_xscale("log")
@@ -156,65 +248,94 @@ def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
     ax.set_xlabel("model size N (non-embedding parameters)")
     ax.set_ylabel("final validation loss (nats/token)")
     title = f"IsoFLOP profiles, {OBJECTIVE_NAMES.get(objective, objective)}"
-    if iso.law is not None:
+    if iso.usable:
         title += f"\nN_opt ∝ C^{iso.law.a:.3f}" + (f"  [{iso.law.a_ci[0]:.3f}, {iso.law.a_ci[1]:.3f}]"
                                                     if iso.law.a_ci else "")
+    else:
+        title += "\n" + _wrapped(f"no law: {iso.why_unusable}", 80)
     ax.set_title(title)
     ax.grid(True, which="major", alpha=0.3)
     if iso.optima:
-        ax.legend(fontsize=8, loc="upper right", title="★ = fitted optimum", title_fontsize=8)
+        ax.legend(fontsize=8, loc="upper right", title_fontsize=8,
+                  title="fit not identified: no optimum marked" if judged_out else "★ = fitted optimum")
     save_figure(fig, path)
     return fig
 
 
-def plot_optimal_allocation(fit, path, c_range=(1e18, 1e23), predictions=None):
-    """N_opt(C) and D_opt(C) per objective: each method's law, the IsoFLOP 95% band, the optima, the paper."""
+def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
+    """N_opt(C) and D_opt(C) per objective: each identified method's law (dashed beyond its data), the
+    IsoFLOP 95% band, the optima, the data's compute range (shaded), the paper's fit and the predictions.
+
+    c_range: the compute axis; default: the data's budgets and the prediction targets (sane_compute_span).
+    A method that is not identified draws nothing; its legend entry says why.
+    """
     fit = parse_fit(fit)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
-    c_grid = np.logspace(math.log10(c_range[0]), math.log10(c_range[1]), 120)
+    c_range = c_range or sane_compute_span(fit, predictions)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharex=True)
+    c_grid = np.logspace(math.log10(c_range[0]), math.log10(c_range[1]), 160)
+    not_shown = []  # (handle, label) per objective × method that draws nothing
+    drawn_values = {"n": [], "d": []}  # what the y axes must show
     for objective in _objectives(fit):
         color = OBJECTIVE_COLORS[objective]
+        data_span = data_compute_range(fit, objective)
         for ax, what in zip(axes, ("n", "d")):
+            _shade_data_range(ax, data_span, color)
             for method, (style, name) in METHOD_STYLES.items():
-                law = fit.method(objective, method).law
-                constants = _law_constants(law, what)
+                entry = fit.method(objective, method)
+                constants = _law_constants(entry.law, what) if entry.usable else None
                 if constants is None:
+                    if what == "n":  # said once, in the left panel's legend
+                        label = (not_shown_label(objective, method, entry) if not entry.usable else
+                                 f"{objective.upper()} {name}: law overflows, not drawn")
+                        not_shown.append((ax, _not_shown_handle(color, style), _wrapped(label, 60)))
                     continue
                 k, exponent = constants
-                ax.plot(c_grid, k * c_grid ** exponent, ls=style, color=color, lw=1.6 if method == "isoflop" else 1.1,
-                        label=f"{objective.upper()} {name}: {'a' if what == 'n' else 'b'}={exponent:.3f}")
-                band = _band(law, what, c_grid) if method == "isoflop" else None
+                values = k * c_grid ** exponent
+                _plot_extrapolated(ax, c_grid, values, law_compute_range(fit, objective, method), color, style,
+                                   1.6 if method == "isoflop" else 1.1,
+                                   f"{objective.upper()} {name}: {'a' if what == 'n' else 'b'}={exponent:.3f}")
+                drawn_values[what] += [values.min(), values.max()]
+                band = _band(entry.law, what, c_grid) if method == "isoflop" else None
                 if band is not None:
                     ax.fill_between(c_grid, *band, color=color, alpha=0.15, lw=0)
             kept = [o for o in fit.method(objective, "isoflop").optima
                     if o.kept and o.n_opt is not None and o.d_opt is not None]
             if kept:
-                ax.scatter([o.budget for o in kept], [o.n_opt if what == "n" else o.d_opt for o in kept],
-                           color=color, s=25, zorder=3)
+                optima = [o.n_opt if what == "n" else o.d_opt for o in kept]
+                ax.scatter([o.budget for o in kept], optima, color=color, s=25, zorder=3)
+                drawn_values[what] += optima
             k_paper, a_paper = notebook_n_opt(objective)
             paper_n = k_paper * c_grid ** a_paper
             paper = paper_n if what == "n" else c_grid / (FLOPS_PER_PARAM_TOKEN * paper_n)
-            ax.plot(c_grid, paper, ls="--", color="0.35" if objective == "clm" else "0.6", lw=1.0,
+            ax.plot(c_grid, paper, ls="-", color="0.35" if objective == "clm" else "0.6", lw=0.8,
                     label=f"{objective.upper()} paper notebook: {'a' if what == 'n' else 'b'}="
                           f"{a_paper if what == 'n' else 1 - a_paper:.3f}")
             marks = (predictions or {}).get(objective)  # predictions_for_plot: {"n": [(C, N)], "d": [(C, D)]}
             for flops, value in marks[what] if marks else []:
                 ax.scatter([flops], [value], marker="D", s=40, color=color, edgecolor="k", zorder=4)
+                drawn_values[what].append(value)
     for ax, what in zip(axes, ("n", "d")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xlim(*c_range)
+        values = [v for v in drawn_values[what] if v > 0 and math.isfinite(v)]
+        if values:
+            ax.set_ylim(min(values) / VALUE_MARGIN, max(values) * VALUE_MARGIN)
         format_axis(ax.xaxis, "flops")
         format_axis(ax.yaxis, "params" if what == "n" else "tokens")
         ax.set_xlabel("training compute C (FLOPs, 6·N·D)")
         ax.set_ylabel("compute-optimal model size N_opt" if what == "n" else "compute-optimal tokens D_opt")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        handles, labels = ax.get_legend_handles_labels()
+        extra = [(h, label) for owner, h, label in not_shown if owner is ax]
+        handles += [h for h, _ in extra] + [plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.15)]
+        labels += [label for _, label in extra] + ["compute range of the data (dashed beyond: extrapolation)"]
+        ax.legend(handles, labels, fontsize=6.5, loc="upper left")
     axes[0].set_title("Optimal model size (band: IsoFLOP 95% bootstrap)")
     axes[1].set_title("Optimal training tokens")
     fig.tight_layout()
     save_figure(fig, path)
     return fig
-
 
 
 def _loss_vs_flops_axes(ax, xlabel: str, title: str) -> None:
@@ -232,6 +353,7 @@ def plot_loss_frontier(fit, path, curves: pd.DataFrame | None = None):
     """The envelope L(C): lowest loss reached at each compute, with its power-law fit, per objective."""
     fit = parse_fit(fit)
     fig, ax = plt.subplots(figsize=(7.5, 5))
+    handles = []
     for objective in _objectives(fit):
         color = OBJECTIVE_COLORS[objective]
         env = fit.method(objective, "envelope")
@@ -242,13 +364,16 @@ def plot_loss_frontier(fit, path, curves: pd.DataFrame | None = None):
         if points:
             ax.plot([p.flops for p in points], [p.loss for p in points], "o", ms=4, color=color,
                     label=f"{objective.upper()} envelope points")
-            if env.law is not None and env.law.has_loss_law:
+            if env.usable and env.law.has_loss_law:  # drawn over its own points only: no extrapolation
                 c = np.logspace(math.log10(min(p.flops for p in points)), math.log10(max(p.flops for p in points)),
                                 100)
-                ax.plot(c, env.law.k_l * c ** env.law.s, color=color, lw=1.5,
+                ax.plot(c, env.law.loss(c), color=color, lw=1.5,
                         label=f"{objective.upper()} L(C) ∝ C^{env.law.s:.4f}")
+        if not env.usable:
+            handles.append((_not_shown_handle(color, "-"), _wrapped(not_shown_label(objective, "envelope", env), 60)))
     _loss_vs_flops_axes(ax, "training compute C (FLOPs)", "Loss frontier: lower envelope of all training curves")
-    ax.legend(fontsize=8)
+    shown, labels = ax.get_legend_handles_labels()
+    ax.legend(shown + [h for h, _ in handles], labels + [label for _, label in handles], fontsize=7)
     save_figure(fig, path)
     return fig
 
@@ -281,10 +406,11 @@ def plot_training_curves(curves: pd.DataFrame, objective: str, path):
 def plot_parametric(fit, objective: str, path, runs: pd.DataFrame | None = None, budgets=None):
     """Contours of the fitted L(N, D) = E + A/N^α + B/D^β, the efficient frontier and IsoFLOP lines."""
     fit = parse_fit(fit)
-    law = fit.method(objective, "parametric").law
+    entry = fit.method(objective, "parametric")
+    law = entry.law
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    if law is None:
-        ax.text(0.5, 0.5, "no parametric fit", ha="center", va="center", transform=ax.transAxes)
+    if not entry.usable:
+        _parametric_not_shown(ax, fit, entry, objective, runs)
         save_figure(fig, path)
         return fig
     E, A, B, alpha, beta = law.E, law.A, law.B, law.alpha, law.beta
@@ -331,6 +457,22 @@ def plot_parametric(fit, objective: str, path, runs: pd.DataFrame | None = None,
     return fig
 
 
+def _parametric_not_shown(ax, fit, entry, objective, runs):
+    """The runs and the reason, where an unfitted or unidentified parametric law would have been drawn."""
+    mine = main_study(runs[runs["objective"] == objective]) if runs is not None and len(runs) else None
+    if mine is not None and len(mine):
+        ax.scatter(mine["n_params"], mine["tokens"], s=8, color="k", alpha=0.7, label="runs")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        format_axis(ax.xaxis, "params")
+        format_axis(ax.yaxis, "tokens")
+        ax.set_xlabel("model size N (non-embedding parameters)")
+        ax.set_ylabel("training tokens D")
+    ax.text(0.5, 0.5, _wrapped(f"parametric fit {entry.why_unusable}", 55), ha="center", va="center",
+            transform=ax.transAxes, fontsize=9, bbox={"facecolor": "w", "alpha": 0.85, "edgecolor": "0.6"})
+    ax.set_title(f"Parametric fit, {OBJECTIVE_NAMES.get(objective, objective)}: no law drawn")
+
+
 def _fit_budgets(fit, objective):
     return [o.budget for o in fit.method(objective, "isoflop").optima]
 
@@ -375,6 +517,119 @@ def plot_transfer(runs: pd.DataFrame, path, fit=None):
     return fig
 
 
+BACKTESTED_METHODS = ("isoflop", "parametric")  # what backtest.backtest covers
+
+
+def _backtest_slots(fit):
+    """[(objective, method, MethodFit, backtest result or None, why nothing is drawn or None)], in plot order."""
+    slots = []
+    for objective in _objectives(fit):
+        results = ((fit.data.get("objectives") or {}).get(objective) or {}).get("backtest")
+        for method in BACKTESTED_METHODS:
+            entry = fit.method(objective, method)
+            result = (results or {}).get(method)
+            why = None
+            if not entry.usable:
+                why = entry.why_unusable
+            elif not isinstance(result, dict):
+                why = "no backtest in fit.json (rerun `plmscale fit`)"
+            elif "skipped" in result:
+                why = result["skipped"]
+            slots.append((objective, method, entry, None if why else result, why))
+    return slots
+
+
+def _slot_note(ax, x, text):
+    ax.text(x, 0.5, _wrapped(text, 45), rotation=90, ha="center", va="center", fontsize=6.5, color="0.3",
+            transform=ax.get_xaxis_transform())
+
+
+def _relative(ci, observed, scale):
+    """An interval relative to an observed value: percent (scale 'pct') or ratio (scale 'ratio')."""
+    if not ci or not observed:
+        return None
+    return [100 * (c / observed - 1) for c in ci] if scale == "pct" else [c / observed for c in ci]
+
+
+def _point_with_interval(ax, x, y, ci, **style):
+    """A marker with its interval as an error bar (no bar without an interval)."""
+    if y is None or not math.isfinite(y):
+        return
+    yerr = None if ci is None else [[max(y - ci[0], 0)], [max(ci[1] - y, 0)]]
+    ax.errorbar([x], [y], yerr=yerr, fmt=style.pop("fmt", "o"), capsize=3, **style)
+
+
+def plot_backtest(fit, path):
+    """Backtests of the identified fits: rollout (fit below the top budget, forecast it) as forecast vs
+    observed with intervals, for the loss and N_opt; and the leave-one-budget-out spread of N_opt at
+    each prediction target. Methods that are not identified show their reason, never a value."""
+    fit = parse_fit(fit)
+    slots = _backtest_slots(fit)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    loss_ax, n_ax, lobo_ax = axes
+    for x, (objective, method, _entry, result, why) in enumerate(slots):
+        color = OBJECTIVE_COLORS[objective]
+        rollout = (result or {}).get("rollout") or {}
+        if why or "error" in rollout:
+            for ax in (loss_ax, n_ax):
+                _slot_note(ax, x, why or f"no rollout: {rollout['error']}")
+        else:
+            observed, forecast = rollout["observed"], rollout["forecast"]
+            _point_with_interval(loss_ax, x - 0.12, 0.0, _relative(observed.get("loss_ci"), observed["loss"], "pct"),
+                                 color="k", fmt="s", ms=5)
+            _point_with_interval(loss_ax, x + 0.12, rollout["loss_error_pct"],
+                                 _relative(forecast.get("loss_ci"), observed["loss"], "pct"), color=color, ms=6)
+            _point_with_interval(n_ax, x - 0.12, 1.0, _relative(observed.get("n_opt_ci"), observed["n_opt"], "ratio"),
+                                 color="k", fmt="s", ms=5)
+            _point_with_interval(n_ax, x + 0.12, rollout["n_opt_ratio"],
+                                 _relative(forecast.get("n_opt_ci"), observed["n_opt"], "ratio"), color=color, ms=6)
+            for ax in (loss_ax, n_ax):
+                ax.text(x, 0.97, f"held out:\n{_power_of_ten(rollout['held_out_budget'])}", ha="center", va="top",
+                        fontsize=7, color="0.3", transform=ax.get_xaxis_transform())
+        lobo = (result or {}).get("leave_one_budget_out") or {}
+        sensitivity = lobo.get("sensitivity") or []
+        if why or "error" in lobo or not sensitivity:
+            _slot_note(lobo_ax, x, why or (f"no leave-one-out: {lobo['error']}" if "error" in lobo
+                                            else "no fit.predict_flops targets"))
+            continue
+        offsets = np.linspace(-0.2, 0.2, len(sensitivity)) if len(sensitivity) > 1 else [0.0]
+        for offset, spread, full in zip(offsets, sensitivity, lobo.get("full") or []):
+            if full.get("n_opt") and spread.get("n_opt_min") and spread.get("n_opt_max"):
+                low, high = spread["n_opt_min"] / full["n_opt"], spread["n_opt_max"] / full["n_opt"]
+                lobo_ax.vlines(x + offset, low, high, color=color, lw=2.5, alpha=0.7)
+                lobo_ax.plot([x + offset], [1.0], "D", color=color, ms=5, markeredgecolor="k")
+                lobo_ax.text(x + offset, 0.97, f"at {_power_of_ten(spread['flops'])}\nloss spread\n"
+                             f"{spread.get('loss_spread_pct') or 0:.1f}%", ha="center", va="top", fontsize=6.5,
+                             color="0.3", transform=lobo_ax.get_xaxis_transform())
+    ticks = [f"{objective.upper()}\n{METHOD_STYLES[method][1]}" for objective, method, *_ in slots]
+    for ax in axes:
+        ax.set_xticks(range(len(slots)), ticks)
+        ax.set_xlim(-0.6, len(slots) - 0.4)
+        ax.grid(True, axis="y", alpha=0.3)
+    loss_ax.axhline(0, color="0.5", lw=0.8)
+    loss_ax.set_ylabel("compute-optimal loss at the held-out budget,\n% relative to the observed optimum")
+    loss_ax.set_title("Rollout: loss (■ observed, ● forecast; 95% intervals)", fontsize=10)
+    n_ax.axhline(1, color="0.5", lw=0.8)
+    n_ax.set_yscale("log")
+    n_ax.set_ylabel("N_opt at the held-out budget / observed N_opt")
+    n_ax.set_title("Rollout: model size (■ observed, ● forecast)", fontsize=10)
+    lobo_ax.axhline(1, color="0.5", lw=0.8)
+    lobo_ax.set_yscale("log")
+    lobo_ax.set_ylabel("N_opt forecast leaving one budget out / all budgets")
+    lobo_ax.set_title("Leave-one-budget-out at each prediction target", fontsize=10)
+    for ax in (n_ax, lobo_ax):
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2, 5), numticks=12))
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+        low, high = ax.get_ylim()
+        ax.set_ylim(min(low, 0.5), max(high, 2.0) * 1.6)  # room for the labels at the top
+    low, high = loss_ax.get_ylim()
+    loss_ax.set_ylim(low, high + 0.25 * (high - low))
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
+
+
 # ------------------------------------------------------------------------------------------------ driver
 
 @dataclass(frozen=True)
@@ -414,6 +669,7 @@ PLOTS = {
     **_per_objective("parametric", lambda i, path, objective: plot_parametric(i.fit, objective, path, runs=i.runs),
                      "parametric.rst", "Parametric fit"),
     "transfer": Plot(lambda i, path: plot_transfer(i.runs, path, fit=i.fit), "transfer.rst", "Transfer"),
+    "backtest": Plot(lambda i, path: plot_backtest(i.fit, path), "backtest.rst", "Backtest"),
 }
 PLOT_NAMES = list(PLOTS)
 

@@ -7,6 +7,7 @@ budget, then the percentile interval is taken (constants are never rounded on th
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,10 @@ def _power_law_prediction(law, flops):
     with np.errstate(invalid="ignore", over="ignore"):
         n_opt = law.k_n * flops ** law.a
         d_opt = law.k_d * flops ** law.b
-        loss = law.k_l * flops ** law.s if law.has_loss_law else None
+        loss = law.loss(flops) if law.has_loss_law else None
         n_ci = interval(draws["k_n"] * flops ** draws["a"]) if {"k_n", "a"} <= set(draws) else None
         d_ci = interval(draws["k_d"] * flops ** draws["b"]) if {"k_d", "b"} <= set(draws) else None
-        loss_ci = (interval(draws["k_l"] * flops ** draws["s"])
+        loss_ci = (interval(draws.get("loss_floor", 0.0) + draws["k_l"] * flops ** draws["s"])
                    if law.has_loss_law and {"k_l", "s"} <= set(draws) else None)
     return n_opt, d_opt, loss, n_ci, d_ci, loss_ci
 
@@ -56,8 +57,9 @@ def _finite(value):
 def predict(fit, flops: float, objective: str, ladder=None) -> dict:
     """{"objective", "flops", "methods": {METHOD: {"n_opt", "d_opt", "loss", "n_opt_ci", "d_opt_ci"}}}.
 
-    fit: a FitFile (fitfile.read_fit) or a fit.json dict, validated here. A method that was not fitted
-    (or has no loss law) gives null values. With a ladder (name -> n_params), the result also carries
+    fit: a FitFile (fitfile.read_fit) or a fit.json dict, validated here. A method that was not fitted,
+    or that fit.json marks as not identified, gives null values and says why in details.note (a method
+    without a loss law gives a null loss). With a ladder (name -> n_params), the result also carries
     "nearest" {METHOD: name} and "details" (loss intervals, notes) — keys that the JSON output of the CLI
     leaves out to keep its documented shape.
     """
@@ -70,9 +72,11 @@ def predict(fit, flops: float, objective: str, ladder=None) -> dict:
     methods, details, nearest = {}, {}, {}
     for method in METHODS:
         entry = fit.method(objective, method)
-        if entry.law is None:
+        if not entry.usable:
+            # An unidentified law still has numbers; they describe the grid or the optimiser, not the model.
             methods[method] = {"n_opt": None, "d_opt": None, "loss": None, "n_opt_ci": None, "d_opt_ci": None}
-            details[method] = {"note": f"not fitted: {entry.error}"}
+            details[method] = {"note": entry.why_unusable, "identified": entry.identified,
+                               "reasons": list(entry.reasons)}
             continue
         if method == "parametric":
             n, d, loss, n_ci, d_ci, loss_ci = _parametric_prediction(
@@ -81,7 +85,7 @@ def predict(fit, flops: float, objective: str, ladder=None) -> dict:
             n, d, loss, n_ci, d_ci, loss_ci = _power_law_prediction(entry.law, flops)
         n, d, loss = _finite(n), _finite(d), _finite(loss)
         methods[method] = {"n_opt": n, "d_opt": d, "loss": loss, "n_opt_ci": n_ci, "d_opt_ci": d_ci}
-        details[method] = {"loss_ci": loss_ci, "loss_law": entry.loss_law}
+        details[method] = {"loss_ci": loss_ci, "loss_law": entry.loss_law, "identified": entry.identified}
         notes = []
         if n is None or d is None:
             notes.append("the law overflows at this budget: no finite N_opt/D_opt")
@@ -159,7 +163,9 @@ def format_prediction(result) -> str:
     for method, values in result["methods"].items():
         detail = result["details"].get(method, {})
         if values["n_opt"] is None:
-            lines.append(f"  {method:<10} {detail.get('note', 'not fitted')}")
+            lines.append(f"  {method:<10} no prediction: {detail.get('note', 'not fitted')}")
+            for reason in detail.get("reasons", [])[1:]:
+                lines.append(f"  {'':<10}   also: {reason}")
             continue
         line = (f"  {method:<10} N_opt {_fmt(values['n_opt'], values['n_opt_ci'])}  "
                 f"D_opt {_fmt(values['d_opt'], values['d_opt_ci'])}  "
@@ -188,6 +194,10 @@ def main(args: argparse.Namespace) -> int:
     result = predict(fit, args.flops, args.objective, ladder)
     if args.json:
         print(json_text({key: result[key] for key in ("objective", "flops", "methods")}))
+        # The JSON keeps its documented shape; why a method is null goes to stderr.
+        for method, values in result["methods"].items():
+            if values["n_opt"] is None and result["details"].get(method, {}).get("note"):
+                print(f"note: {method}: {result['details'][method]['note']}", file=sys.stderr)
     else:
         print(format_prediction(result))
     return 0
