@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from plmscale.alphabet import VOCAB_SIZE
 
 FFN_MULTIPLE = 64  # the default GLU width is rounded up to this (tensor-core friendly)
+FLOPS_PER_PARAM_TOKEN = 6.0  # the paper's C = 6·N·D: forward 2N + backward 4N per token
 
 
 def default_ffn_dim(d_model: int, multiple: int = FFN_MULTIPLE) -> int:
@@ -76,12 +77,12 @@ class ModelShape:
 
 def flops_per_token_6n(n_params: float) -> float:
     """The paper's convention: 6·N per token (forward 2N + backward 4N), N without embeddings."""
-    return 6.0 * n_params
+    return FLOPS_PER_PARAM_TOKEN * n_params
 
 
 def flops_per_token_with_attention(n_params: float, layers: int, d_model: int, seq_len: int) -> float:
     """6·N plus attention scores and values: 12·L·d·T per token (forward 4·L·d·T, backward twice that)."""
-    return 6.0 * n_params + 12.0 * layers * d_model * seq_len
+    return FLOPS_PER_PARAM_TOKEN * n_params + 12.0 * layers * d_model * seq_len
 
 
 # ---- peak learning rate by model size -----------------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from plmscale.arithmetic import FLOPS_PER_PARAM_TOKEN
 from plmscale.config import read_yaml
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.table import with_roles, write_tables
@@ -69,7 +70,7 @@ class _Format:
             flops_column=fmt.get("flops_column", "Step"),
             loss_column=fmt.get("loss_column", "Value"),
             flops_unit=_number(fmt.get("flops_unit", 1.0), "format.flops_unit", config),
-            flops_per_param_token=_number(fmt.get("flops_per_param_token", 6), "format.flops_per_param_token", config),
+            flops_per_param_token=_number(fmt.get("flops_per_param_token", FLOPS_PER_PARAM_TOKEN), "format.flops_per_param_token", config),
         )
 
 

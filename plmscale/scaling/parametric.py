@@ -264,6 +264,19 @@ def constants(theta):
             "alpha": float(alpha), "beta": float(beta)}
 
 
+def allocation_laws(A, B, alpha, beta, kappa):
+    """The frontier as power laws: ((k_n, a), (k_d, b)) with N_opt = k_n·C^a and D_opt = k_d·C^b.
+
+    Chinchilla's closed form: G = (αA / (βB))^(1/(α+β)), N_opt = G·(C/κ)^a, D_opt = G⁻¹·(C/κ)^b,
+    a = β/(α+β), b = α/(α+β). Exponents near 0 overflow G to inf: callers check finiteness.
+    """
+    alpha, beta, A, B = (np.float64(v) for v in (alpha, beta, A, B))
+    with np.errstate(over="ignore"):
+        G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    a, b = beta / (alpha + beta), alpha / (alpha + beta)
+    return (G * kappa ** -a, a), (kappa ** -b / G, b)
+
+
 def optimal_allocation(E, A, B, alpha, beta, flops, kappa):
     """Minimise L(N, D) subject to C = κ·N·D. Works elementwise on arrays of constants (bootstrap).
 

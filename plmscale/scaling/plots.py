@@ -24,7 +24,9 @@ from matplotlib import colors, ticker  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from plmscale.arithmetic import FLOPS_PER_PARAM_TOKEN  # noqa: E402
 from plmscale.scaling.fitfile import FitFile, ParametricLaw, PowerLaws, parse_fit  # noqa: E402
+from plmscale.scaling.parametric import allocation_laws  # noqa: E402
 from plmscale.scaling.published import notebook_n_opt  # noqa: E402
 from plmscale.scaling.table import main_study, transfer_partners  # noqa: E402
 
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 OBJECTIVE_NAMES = {"clm": "CLM (causal)", "mlm": "MLM (masked)"}
 OBJECTIVE_COLORS = {"clm": "#1f77b4", "mlm": "#d62728"}
 METHOD_STYLES = {"isoflop": ("-", "IsoFLOP"), "envelope": (":", "envelope"), "parametric": ("-.", "parametric")}
-FLOPS_PER_PARAM_TOKEN = 6.0
 # How far the compute axis reaches beyond the data and the prediction targets (factor each side), and the
 # size/token axes beyond what is drawn: enough to read the trend, never decades of empty extrapolation.
 COMPUTE_MARGIN = 3.0
@@ -191,12 +192,7 @@ def _law_constants(law, what: str):
 
 
 def _parametric_allocation(law: ParametricLaw):
-    """Chinchilla's closed form: N_opt = G·(C/6)^a, D_opt = G⁻¹·(C/6)^b with a = β/(α+β)."""
-    alpha, beta, A, B = (np.float64(v) for v in (law.alpha, law.beta, law.A, law.B))
-    with np.errstate(over="ignore"):
-        G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
-    a, b = beta / (alpha + beta), alpha / (alpha + beta)
-    return (G * FLOPS_PER_PARAM_TOKEN ** -a, a), (FLOPS_PER_PARAM_TOKEN ** -b / G, b)
+    return allocation_laws(law.A, law.B, law.alpha, law.beta, FLOPS_PER_PARAM_TOKEN)
 
 
 def _band(law: PowerLaws, what: str, c_grid: np.ndarray):

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from plmscale.arithmetic import ModelShape
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.bootstrap import interval
 from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit, read_fit
@@ -112,7 +113,7 @@ def nearest_shape(ladder: dict, n_params: float) -> dict:
 def load_ladder(path) -> dict:
     """name -> non-embedding parameter count, from a config (train.ladder shapes) or a plain mapping.
 
-    Shapes ({layers, d_model, heads, ffn_dim?}) are counted with plmscale.model.ModelShape; a value may
+    Shapes ({layers, d_model, heads, ffn_dim?}) are counted with plmscale.arithmetic.ModelShape; a value may
     also be a number or {n_params: number}.
     """
     try:
@@ -140,7 +141,6 @@ def ladder_sizes(ladder: dict, where: str = "train.ladder") -> dict:
         elif isinstance(value, dict) and "n_params" in value:
             sizes[name] = float(value["n_params"])
         elif isinstance(value, dict) and {"layers", "d_model", "heads"} <= set(value):
-            from plmscale.model import ModelShape  # imports torch: only when shapes need counting
             try:
                 sizes[name] = float(ModelShape.from_dict(value).n_params())
             except ValueError as error:
