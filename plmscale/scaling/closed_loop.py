@@ -30,7 +30,8 @@ RECORD_VERSION = 1
 WITHIN_FRACTION = 0.02  # "within 2% of the forecast loss" (issue 8's bar; stated, never tuned)
 LOSS_BASIS = {
     "parametric": "L(N, D) at the trained N and D",
-    "isoflop": "compute-optimal loss L_opt(C) (the law has no L(N, D); the trained N is its N_opt up to shape rounding)",
+    "isoflop": ("compute-optimal loss L_opt(C) (the law has no L(N, D); the trained N is its N_opt up to "
+                "shape rounding)"),
     "envelope": "compute-optimal loss L_opt(C) of the lower envelope (no L(N, D))",
 }
 
@@ -92,11 +93,14 @@ def method_forecast(fit: FitFile, objective: str, method: str, flops: float, n_p
                     tokens: float | None = None) -> dict:
     """One method's forecast at C = flops, whether it is identified or not (the verdict comes with it).
 
-    {"identified", "reasons", "n_opt", "n_opt_ci", "loss", "loss_ci", "loss_basis"}; with n_params and
+    {"identified", "verdict_in_fit", "reasons", "n_opt", "n_opt_ci", "loss", "loss_ci", "loss_basis"}
+    (verdict_in_fit false: fit.json predates identification, the method counts as identified); with n_params and
     tokens the parametric loss is L(N, D) there, otherwise (and for the power laws always) L_opt(C).
     """
     identified, reasons = identification(fit, objective, method)
-    out = {"identified": identified, "reasons": reasons, "n_opt": None, "n_opt_ci": None, "loss": None,
+    raw = fit.data.get("objectives", {}).get(objective, {}).get(method) or {}
+    out = {"identified": identified, "verdict_in_fit": raw.get("identified") is not None, "reasons": reasons,
+           "n_opt": None, "n_opt_ci": None, "loss": None,
            "loss_ci": None, "loss_basis": None}
     law = fit.method(objective, method).law
     if law is None:
@@ -279,7 +283,7 @@ def validation_lines(validation: dict, objective: str) -> list[str]:
     lines = []
     for label, record in sorted((validation.get("objectives") or {}).get(objective, {}).items(),
                                 key=lambda item: item[1]["flops"]):
-        head = f"validated at C = {record['flops']:.3g} FLOPs ({label} the top grid budget)"
+        head = f"validated at C = {record['flops']:.3g} FLOPs ({record['multiple']:g}x the top grid budget)"
         if not record["trained"]:
             lines.append(f"{head}: not trained, {record.get('reason')}")
             continue
@@ -291,11 +295,12 @@ def validation_lines(validation: dict, objective: str) -> list[str]:
             if entry["loss"] is None:
                 lines.append(f"  {method:<10}{mark} no loss forecast")
                 continue
-            inside = {True: "inside", False: "outside", None: "no"}[entry["inside_interval"]]
-            within = "within" if entry["within_2pct"] else "not within"
-            lines.append(f"  {method:<10}{mark} forecast {_loss_text(entry['loss'], entry['loss_ci'])}, error "
-                         f"{entry['error_pct']:+.2f}%, {inside} interval, {within} "
-                         f"{100 * validation.get('within_fraction', WITHIN_FRACTION):g}%")
+            parts = [f"forecast {_loss_text(entry['loss'], entry['loss_ci'])}", f"error {entry['error_pct']:+.2f}%"]
+            if entry["inside_interval"] is not None:
+                parts.append(f"{'inside' if entry['inside_interval'] else 'outside'} the interval")
+            within_pct = 100 * validation.get("within_fraction", WITHIN_FRACTION)
+            parts.append(f"{'within' if entry['within_2pct'] else 'not within'} {within_pct:g}%")
+            lines.append(f"  {method:<10}{mark} " + ", ".join(parts))
     return lines
 
 
@@ -316,7 +321,14 @@ def plot_closed_loop(validation: dict, path):
             ax.set_axis_off()
             continue
         records = sorted(validation["objectives"][objective].items(), key=lambda item: item[1]["flops"])
-        ticks, labels = [], []
+        ticks, labels, labelled = [], [], set()
+
+        def legend_label(name):
+            if name in labelled:
+                return None
+            labelled.add(name)
+            return name
+
         for position, (label, record) in enumerate(records):
             ticks.append(position)
             labels.append(f"{label}\nC={record['flops']:.2g}")
@@ -325,24 +337,31 @@ def plot_closed_loop(validation: dict, path):
                         fontsize=7, transform=ax.get_xaxis_transform())
                 continue
             ax.plot([position - 0.4, position + 0.4], [record["observed_loss"]] * 2, color="black", lw=2,
-                    label="observed" if position == 0 else None)
+                    label=legend_label("observed"))
+            missing = []
             for offset, method in zip((-0.2, 0.0, 0.2), METHODS):
                 entry = record["methods"][method]
                 if entry["loss"] is None:
+                    missing.append(method)
                     continue
                 ci = entry["loss_ci"]
                 err = None if not ci else [[max(0.0, entry["loss"] - ci[0])], [max(0.0, ci[1] - entry["loss"])]]
-                face = colours[method] if entry["identified"] else "none"
+                identified = entry["identified"]
                 ax.errorbar(position + offset, entry["loss"], yerr=err, fmt="o", color=colours[method],
-                            markerfacecolor=face, capsize=3,
-                            label=(f"{method}" + ("" if entry["identified"] else " (not identified)"))
-                            if position == 0 else None)
+                            markerfacecolor=colours[method] if identified else "none", capsize=3,
+                            label=legend_label(method if identified else f"{method} (not identified)"))
+                sized = " *" if method == record["forecast_method"] else ""
+                ax.annotate(f"{entry['error_pct']:+.1f}%{sized}", (position + offset, entry["loss"]),
+                            textcoords="offset points", xytext=(4, 0), fontsize=7, color=colours[method])
+            if missing:
+                ax.text(position, 0.02, "no loss forecast: " + ", ".join(missing), ha="center", va="bottom",
+                        fontsize=7, transform=ax.get_xaxis_transform())
         ax.set_xticks(ticks, labels)
         ax.set_xlim(-0.6, len(records) - 0.4)
         ax.set_ylabel("final validation loss (nats)")
-        ax.set_title(f"{objective.upper()}: forecast (95% interval) vs observed")
-        handles, names = ax.get_legend_handles_labels()
-        if handles:
+        ax.set_title(f"{objective.upper()}: forecast (95% interval) vs observed\n"
+                     "(labels: observed vs forecast in %; * sized the run)", fontsize=9)
+        if labelled:
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
