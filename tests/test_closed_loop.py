@@ -149,6 +149,11 @@ def test_closed_loop_jobs_follow_the_config():
     config["fit"]["closed_loop"]["objectives"] = ["mlm"]
     with pytest.raises(PlmscaleError, match="fit.closed_loop.objectives"):
         cl.closed_loop_jobs(config)
+    with pytest.raises(PlmscaleError, match="repeats a multiple"):
+        cl.closed_loop_jobs(demo_config(multiples=[3, 3.0]))
+    released_curves_only = demo_config()
+    released_curves_only["fit"]["use_own_runs"] = False
+    assert cl.closed_loop_jobs(released_curves_only) == []
 
 
 # ---- scoring -----------------------------------------------------------------------------------------
@@ -200,6 +205,9 @@ def test_validation_lines_and_plot(tmp_path):
     error = validation["objectives"]["clm"]["x3"]["methods"]["parametric"]["error_pct"]
     assert any(line.strip().startswith("parametric") and f"{error:+.2f}%" in line for line in lines)
     assert cl.validation_lines(validation, "mlm") == []
+    assert cl.validation_lines(validation, "clm", fit) == lines  # the fit that was scored: no note
+    refitted = {**fit, "inputs_sha256": "another table"}
+    assert "inputs_sha256 differs" in cl.validation_lines(validation, "clm", refitted)[0]
     no_forecast = cl.score_closed_loop(fit, [(untrained, {"trained": False})])
     assert "not trained" in cl.validation_lines(no_forecast, "clm")[0]
     path = tmp_path / "closed_loop.png"

@@ -60,6 +60,10 @@ def closed_loop_jobs(config: dict) -> list[tuple[str, float]]:
     if unknown:
         raise PlmscaleError(f"config: fit.closed_loop.objectives {unknown} are not trained "
                             f"(train.objectives is {config['train']['objectives']}); remove them")
+    labels = [multiple_label(m) for m in settings["multiples"]]
+    if len(set(labels)) != len(labels):
+        raise PlmscaleError(f"config: fit.closed_loop.multiples {settings['multiples']} repeats a multiple; "
+                            "list each once")
     return [(objective, float(m)) for objective in objectives for m in settings["multiples"]]
 
 
@@ -267,7 +271,7 @@ def score_closed_loop(fit, runs) -> dict:
         objectives.setdefault(plan["objective"], {})[f"x{multiple_label(plan['multiple'])}"] = \
             score_run(fit, plan, metrics)
     return {"version": RECORD_VERSION, "within_fraction": WITHIN_FRACTION, "ci_level": 0.95,
-            "objectives": objectives}
+            "fit_inputs_sha256": fit.data.get("inputs_sha256"), "objectives": objectives}
 
 
 # ---- text and plot -----------------------------------------------------------------------------------
@@ -278,9 +282,17 @@ def _loss_text(value, ci) -> str:
     return f"{value:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else " [no interval]")
 
 
-def validation_lines(validation: dict, objective: str) -> list[str]:
-    """Lines for `plmscale predict`: "validated at C = ..." per closed-loop run of this objective."""
+def validation_lines(validation: dict, objective: str, fit=None) -> list[str]:
+    """Lines for `plmscale predict`: "validated at C = ..." per closed-loop run of this objective.
+
+    With the fit being reported on (a FitFile or fit.json dict), a record scored against another fit's
+    tables says so first: its forecasts are not this fit's."""
     lines = []
+    if fit is not None and (validation.get("objectives") or {}).get(objective):
+        ours = parse_fit(fit).data.get("inputs_sha256")
+        if ours != validation.get("fit_inputs_sha256"):
+            lines.append("note: the closed loop below scored a fit of other run tables (inputs_sha256 differs); "
+                         "rerun the workflow's closed_loop_score")
     for label, record in sorted((validation.get("objectives") or {}).get(objective, {}).items(),
                                 key=lambda item: item[1]["flops"]):
         head = f"validated at C = {record['flops']:.3g} FLOPs ({record['multiple']:g}x the top grid budget)"
