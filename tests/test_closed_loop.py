@@ -113,6 +113,13 @@ def test_no_identified_method_gives_a_no_forecast_record_and_no_training():
     assert record["methods"]["envelope"]["reasons"][0].startswith("not fitted")
 
 
+def test_a_fit_without_the_objective_plans_nothing_instead_of_failing():
+    # The DAG is built from the fit.json on disk, which may predate an objective added to the config.
+    plan = cl.plan_closed_loop(demo_config(), hand_made_fit(), "mlm", 3)
+    assert plan["spec"] is None and "has no mlm fit" in plan["reason"]
+    assert plan["flops"] == pytest.approx(3 * max(BUDGETS))
+
+
 def test_a_fit_without_isoflop_budgets_falls_back_to_the_given_one():
     fit = hand_made_fit()
     fit["objectives"]["clm"]["isoflop"]["optima"] = []
@@ -151,6 +158,10 @@ def test_closed_loop_jobs_follow_the_config():
         cl.closed_loop_jobs(config)
     with pytest.raises(PlmscaleError, match="repeats a multiple"):
         cl.closed_loop_jobs(demo_config(multiples=[3, 3.0]))
+    no_budgets = demo_config()
+    no_budgets["train"]["isoflop"]["budgets"] = []
+    with pytest.raises(PlmscaleError, match="train.isoflop.budgets is empty"):
+        cl.closed_loop_jobs(no_budgets)
     released_curves_only = demo_config()
     released_curves_only["fit"]["use_own_runs"] = False
     assert cl.closed_loop_jobs(released_curves_only) == []

@@ -55,6 +55,9 @@ def closed_loop_jobs(config: dict) -> list[tuple[str, float]]:
     settings = config["fit"]["closed_loop"]
     if not settings["multiples"] or not config["fit"]["use_own_runs"]:
         return []
+    if not config["train"]["isoflop"]["budgets"]:
+        raise PlmscaleError("config: fit.closed_loop.multiples scale the top IsoFLOP budget, but "
+                            "train.isoflop.budgets is empty; add budgets or set fit.closed_loop.multiples: []")
     objectives = settings["objectives"] or config["train"]["objectives"]
     unknown = sorted(set(objectives) - set(config["train"]["objectives"]))
     if unknown:
@@ -158,15 +161,17 @@ def choose_forecast(fit, objective: str, multiple: float, methods, fallback_budg
     listed method is identified with a finite N_opt: then there is no forecast to train.
     """
     fit = parse_fit(fit)
-    if objective not in fit.objectives:
-        raise PlmscaleError(f"{fit.source} has no {objective!r} fit; fit.closed_loop.objectives names it")
-    top = top_budget(fit, objective) or fallback_budget
+    top = (top_budget(fit, objective) if objective in fit.objectives else None) or fallback_budget
     if not top:
         raise PlmscaleError(f"{fit.source}: objectives.{objective}.isoflop records no budget, and no fallback "
                             "was given; the closed loop scales the top IsoFLOP budget of the grid")
     flops = float(multiple) * float(top)
     choice = {"objective": objective, "multiple": float(multiple), "top_budget": float(top), "flops": flops,
               "method": None, "n_opt": None, "n_opt_ci": None, "reason": None, "considered": {}}
+    if objective not in fit.objectives:
+        # Not an error: a fit.json from before this objective was added is read while the DAG is built.
+        choice["reason"] = f"{fit.source} has no {objective} fit: no forecast to train"
+        return choice
     for method in methods:
         forecast = method_forecast(fit, objective, method, flops)
         choice["considered"][method] = {"identified": forecast["identified"], "reasons": forecast["reasons"]}
