@@ -12,8 +12,8 @@ config `fit.closed_loop.multiples`, C = m × the top budget of the objective's I
      observation lies inside the interval and whether it is within 2% of the forecast.
 
 The parametric law L(N, D) is evaluated at the trained N and D. The IsoFLOP and envelope laws only know the
-compute-optimal loss L_opt(C), which is what they forecast here (the trained N is their own N_opt up to the
-shape rounding, and the record says so).
+compute-optimal loss L_opt(C), which is what they forecast here: a fair test when the run was sized by the
+same method (its N is that law's N_opt up to shape rounding); each record's loss_basis says which it is.
 """
 
 import math
@@ -30,8 +30,7 @@ RECORD_VERSION = 1
 WITHIN_FRACTION = 0.02  # "within 2% of the forecast loss" (issue 8's bar; stated, never tuned)
 LOSS_BASIS = {
     "parametric": "L(N, D) at the trained N and D",
-    "isoflop": ("compute-optimal loss L_opt(C) (the law has no L(N, D); the trained N is its N_opt up to "
-                "shape rounding)"),
+    "isoflop": "compute-optimal loss L_opt(C) at the law's own N_opt (the IsoFLOP law has no L(N, D))",
     "envelope": "compute-optimal loss L_opt(C) of the lower envelope (no L(N, D))",
 }
 
