@@ -22,6 +22,7 @@ include: "rules/cluster.smk"
 include: "rules/shards.smk"
 include: "rules/train.smk"
 include: "rules/scaling.smk"
+include: "rules/closed_loop.smk"
 
 
 rule all:

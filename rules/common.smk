@@ -54,6 +54,7 @@ def all_targets():
     if config["fit"]["use_own_runs"]:
         targets += stage_targets_train()
     targets += stage_targets_scaling()
+    targets += stage_targets_closed_loop()  # rules/closed_loop.smk
     return targets
 
 

@@ -86,3 +86,47 @@ def shape_for_params(target_n: float, aspect: float | None = None, ffn_multiple:
     if best is None:
         raise ValueError(f"no shape with 64-wide heads fits {target_n:.3g} non-embedding parameters")
     return best[1]
+
+
+def nearest_ladder_entry(target_n: float, ladder: dict) -> str:
+    """The name of the ladder entry whose non-embedding count is nearest target_n in log N."""
+    if not ladder:
+        raise ValueError("the ladder is empty")
+    return min(ladder, key=lambda name: abs(math.log(n_params(ladder[name]) / target_n)))
+
+
+def ladder_like_shape(target_n: float, ladder: dict, ffn_multiple: int = 8) -> dict:
+    """A shape of the ladder's family sized to target_n non-embedding parameters.
+
+    The ladder entry nearest target_n in log N gives the depth and the head count (a forecast model should
+    differ from the grid's models only in size); d_model (a multiple of 2·heads, so the head dimension
+    stays even) and ffn_dim (a multiple of `ffn_multiple` within 1.5-4× d_model) are then chosen so that
+    the count is as close as possible to target_n, the GLU nearest 8/3·d breaking ties.
+    """
+    if not (target_n > 0 and math.isfinite(target_n)):
+        raise ValueError(f"target_n must be a positive number, got {target_n!r}")
+    base = ModelShape.from_dict(ladder[nearest_ladder_entry(target_n, ladder)])
+    layers, heads = base.layers, base.heads
+    step = 2 * heads
+    # N = L·(4d² + 3d·f + 2d) + d with f in [1.5d, 4d] brackets d between these two widths.
+    widest = math.sqrt(target_n / (layers * 8.5))
+    narrowest = math.sqrt(target_n / (layers * 16.0))
+    best = None
+    first = max(1, math.floor(narrowest / step) - 1)
+    for k in range(first, math.ceil(widest / step) + 2):
+        d = k * step
+        low_ffn = math.ceil(1.5 * d / ffn_multiple) * ffn_multiple
+        high_ffn = math.floor(4 * d / ffn_multiple) * ffn_multiple
+        if low_ffn > high_ffn:
+            continue
+        ideal = (target_n - layers * (4 * d * d + 2 * d) - d) / (3 * d * layers)
+        for ffn in {math.floor(ideal / ffn_multiple) * ffn_multiple, math.ceil(ideal / ffn_multiple) * ffn_multiple}:
+            ffn = min(high_ffn, max(low_ffn, ffn))
+            shape = {"layers": layers, "d_model": d, "heads": heads, "ffn_dim": int(ffn)}
+            error = abs(n_params(shape) - target_n) / target_n
+            score = (error, abs(math.log(ffn / (8 * d / 3))))
+            if best is None or score < best[0]:
+                best = (score, shape)
+    if best is None:
+        raise ValueError(f"no {layers}-layer, {heads}-head shape fits {target_n:.3g} non-embedding parameters")
+    return best[1]

@@ -1,0 +1,286 @@
+"""Closed loop: choose the forecast run from fit.json, size its shape, score the forecast; plan it in Snakemake."""
+
+import copy
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from plmscale.config import load_config
+from plmscale.errors import PlmscaleError
+from plmscale.grid import recipe as recipes
+from plmscale.grid.shapes import ladder_like_shape, n_params, nearest_ladder_entry
+from plmscale.scaling import closed_loop as cl
+from plmscale.scaling.parametric import optimal_allocation
+from workflow_helpers import REPO, SNAKEMAKE, planned_rules, run_snakemake, workflow_copy
+
+ISO = {"k_n": 0.5, "a": 0.5, "k_d": 1 / 3, "b": 0.5, "k_l": 40.0, "s": -0.05}
+PARAM = {"E": 1.8, "A": 60.0, "B": 90.0, "alpha": 0.35, "beta": 0.32}
+BUDGETS = [3e11, 6e11, 1.2e12]
+N_DRAWS = 200
+
+
+def draws_around(constants, rng, spread=0.01):
+    return {key: list(value * (1 + spread * rng.standard_normal(N_DRAWS))) for key, value in constants.items()}
+
+
+def hand_made_fit(isoflop_identified=None, parametric_identified=None):
+    """A fit.json document with known laws: IsoFLOP power laws, a parametric law, no envelope."""
+    rng = np.random.default_rng(0)
+    isoflop = {**ISO, "a_ci": [0.49, 0.51], "b_ci": [0.49, 0.51], "loss_law": "L_opt = k_l * C^s",
+               "bootstrap": {"draws": draws_around(ISO, rng)},
+               "optima": [{"budget": b, "n_opt": ISO["k_n"] * b ** ISO["a"], "d_opt": ISO["k_d"] * b ** ISO["b"],
+                           "loss_opt": 2.5, "curvature": 0.1, "kept": True, "run_ids": []} for b in BUDGETS]}
+    a = PARAM["beta"] / (PARAM["alpha"] + PARAM["beta"])
+    parametric = {**PARAM, "a": a, "b": 1 - a, "flops_per_param_token": 6.0,
+                  "bootstrap": {"draws": draws_around(PARAM, rng)}}
+    for entry, verdict in ((isoflop, isoflop_identified), (parametric, parametric_identified)):
+        if verdict is not None:
+            entry["identified"] = verdict
+            entry["reasons"] = [] if verdict else ["optimum at the grid edge in 2 of 3 budgets"]
+    return {"version": 1, "objectives": {"clm": {"isoflop": isoflop, "parametric": parametric,
+                                                 "envelope": {"error": "envelope fit needs training curves"}}}}
+
+
+DEMO_LADDER = yaml.safe_load((REPO / "config.yaml").read_text())["train"]["ladder"]
+PAPER_LADDER = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["train"]["ladder"]
+
+
+def demo_config(**closed_loop):
+    raw = yaml.safe_load((REPO / "config.yaml").read_text())
+    raw["train"]["isoflop"]["budgets"] = BUDGETS
+    raw["fit"]["closed_loop"] = {"multiples": [3], **closed_loop}
+    return load_config(raw)
+
+
+# ---- the ladder-like shape ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ladder, targets", [
+    (DEMO_LADDER, [9e3, 3.1e4, 7.7e4, 1.5e5, 6e5]),
+    (PAPER_LADDER, [6e6, 1.234e8, 7e8, 3e9, 2e10]),
+])
+def test_ladder_like_shape_hits_the_target_in_the_ladders_family(ladder, targets):
+    for target in targets:
+        shape = ladder_like_shape(target, ladder)
+        nearest = ladder[nearest_ladder_entry(target, ladder)]
+        assert abs(n_params(shape) - target) / target < 0.02, (target, shape)
+        assert (shape["layers"], shape["heads"]) == (nearest["layers"], nearest["heads"])
+        assert (shape["d_model"] // shape["heads"]) % 2 == 0 and shape["d_model"] % shape["heads"] == 0
+        assert shape["ffn_dim"] % 8 == 0 and 1.5 * shape["d_model"] <= shape["ffn_dim"] <= 4 * shape["d_model"]
+
+
+def test_ladder_like_shape_reproduces_a_ladder_entry_size():
+    target = n_params(DEMO_LADDER["n55k"])
+    assert n_params(ladder_like_shape(target, DEMO_LADDER)) == pytest.approx(target, rel=1e-3)
+
+
+# ---- choosing the forecast ---------------------------------------------------------------------------
+
+def test_the_first_identified_method_sizes_the_run_at_a_multiple_of_the_top_budget():
+    choice = cl.choose_forecast(hand_made_fit(), "clm", 3, ["isoflop", "parametric"])
+    flops = 3 * max(BUDGETS)
+    assert choice["flops"] == pytest.approx(flops) and choice["top_budget"] == max(BUDGETS)
+    assert choice["method"] == "isoflop"
+    assert choice["n_opt"] == pytest.approx(ISO["k_n"] * flops ** ISO["a"])
+    low, high = choice["n_opt_ci"]
+    assert low < choice["n_opt"] < high
+
+
+def test_an_unidentified_method_is_passed_over():
+    choice = cl.choose_forecast(hand_made_fit(isoflop_identified=False, parametric_identified=True), "clm", 10,
+                                ["isoflop", "parametric"])
+    flops = 10 * max(BUDGETS)
+    expected, _, _ = optimal_allocation(*(PARAM[k] for k in ("E", "A", "B", "alpha", "beta")), flops, 6.0)
+    assert choice["method"] == "parametric"
+    assert choice["n_opt"] == pytest.approx(float(expected))
+    assert choice["considered"]["isoflop"] == {"identified": False,
+                                               "reasons": ["optimum at the grid edge in 2 of 3 budgets"]}
+
+
+def test_no_identified_method_gives_a_no_forecast_record_and_no_training():
+    fit = hand_made_fit(isoflop_identified=False, parametric_identified=False)
+    plan = cl.plan_closed_loop(demo_config(), fit, "clm", 3)
+    assert plan["method"] is None and plan["spec"] is None
+    assert "no identified method" in plan["reason"] and "grid edge" in plan["reason"]
+    record = cl.score_run(fit, plan, {"run_id": plan["run_id"], "trained": False, "reason": plan["reason"]})
+    assert record["trained"] is False and record["reason"] == plan["reason"]
+    # Every method is still listed with its verdict; there is nothing observed to score.
+    assert record["methods"]["isoflop"]["identified"] is False
+    assert record["methods"]["isoflop"]["loss"] is not None
+    assert record["methods"]["isoflop"]["error_pct"] is None
+    assert record["methods"]["envelope"]["reasons"][0].startswith("not fitted")
+
+
+def test_a_fit_without_the_objective_plans_nothing_instead_of_failing():
+    # The DAG is built from the fit.json on disk, which may predate an objective added to the config.
+    plan = cl.plan_closed_loop(demo_config(), hand_made_fit(), "mlm", 3)
+    assert plan["spec"] is None and "has no mlm fit" in plan["reason"]
+    assert plan["flops"] == pytest.approx(3 * max(BUDGETS))
+
+
+def test_a_fit_without_isoflop_budgets_falls_back_to_the_given_one():
+    fit = hand_made_fit()
+    fit["objectives"]["clm"]["isoflop"]["optima"] = []
+    assert cl.choose_forecast(fit, "clm", 3, ["isoflop"], fallback_budget=2e12)["flops"] == pytest.approx(6e12)
+    with pytest.raises(PlmscaleError, match="records no budget"):
+        cl.choose_forecast(fit, "clm", 3, ["isoflop"])
+
+
+# ---- the planned run ---------------------------------------------------------------------------------
+
+def test_the_plan_is_a_grid_like_run_of_the_forecast_size_and_budget():
+    config = demo_config()
+    plan = cl.plan_closed_loop(config, hand_made_fit(), "clm", 3)
+    spec = plan["spec"]
+    assert plan["run_id"] == spec["run_id"] == "fcl_clm_x3"
+    assert abs(spec["n_params"] - plan["n_opt"]) / plan["n_opt"] < 0.02
+    assert spec["flops"] == pytest.approx(plan["flops"], rel=1e-6)
+    assert spec["budget"] == pytest.approx(plan["flops"])
+    # lr and batch as the config's recipe gives a grid run of this size and length.
+    recipe = recipes.recipe_from_config(config["train"])
+    resolved = recipes.resolve(recipe, config["train"], spec["n_params"], spec["tokens"])
+    assert (spec["lr"], spec["batch_tokens"]) == (resolved["lr"], resolved["batch_tokens"])
+    assert spec["seq_len"] == config["train"]["seq_len"]
+    assert plan["resources"]["runtime_min"] >= 1 and "resources" not in spec
+
+
+def test_closed_loop_jobs_follow_the_config():
+    assert cl.closed_loop_jobs(load_config(yaml.safe_load((REPO / "config.yaml").read_text()))) == []
+    assert cl.closed_loop_jobs(demo_config(multiples=[3, 10])) == [("clm", 3.0), ("clm", 10.0), ("mlm", 3.0),
+                                                                   ("mlm", 10.0)]
+    assert cl.closed_loop_jobs(demo_config(objectives=["mlm"])) == [("mlm", 3.0)]
+    config = demo_config()
+    config["train"]["objectives"] = ["clm"]
+    config["fit"]["closed_loop"]["objectives"] = ["mlm"]
+    with pytest.raises(PlmscaleError, match="fit.closed_loop.objectives"):
+        cl.closed_loop_jobs(config)
+    with pytest.raises(PlmscaleError, match="repeats a multiple"):
+        cl.closed_loop_jobs(demo_config(multiples=[3, 3.0]))
+    no_budgets = demo_config()
+    no_budgets["train"]["isoflop"]["budgets"] = []
+    with pytest.raises(PlmscaleError, match="train.isoflop.budgets is empty"):
+        cl.closed_loop_jobs(no_budgets)
+    released_curves_only = demo_config()
+    released_curves_only["fit"]["use_own_runs"] = False
+    assert cl.closed_loop_jobs(released_curves_only) == []
+
+
+# ---- scoring -----------------------------------------------------------------------------------------
+
+def _trained(plan, loss):
+    return {"run_id": plan["run_id"], "final_valid_loss": loss, "n_params": plan["spec"]["n_params"],
+            "tokens": plan["spec"]["tokens"], "flops": plan["spec"]["flops"], "shape": plan["shape"]}
+
+
+def test_score_compares_each_method_with_the_observed_loss():
+    fit = hand_made_fit()
+    plan = cl.plan_closed_loop(demo_config(), fit, "clm", 3)
+    n, d = plan["spec"]["n_params"], plan["spec"]["tokens"]
+    parametric_loss = PARAM["E"] + PARAM["A"] / n ** PARAM["alpha"] + PARAM["B"] / d ** PARAM["beta"]
+    record = cl.score_run(fit, plan, _trained(plan, parametric_loss * 1.01))
+    entry = record["methods"]["parametric"]
+    assert entry["loss"] == pytest.approx(parametric_loss)
+    assert entry["error_pct"] == pytest.approx(1.0, abs=1e-6) and entry["within_2pct"] is True
+    assert "trained N and D" in entry["loss_basis"]
+    iso = record["methods"]["isoflop"]
+    assert iso["loss"] == pytest.approx(ISO["k_l"] * plan["flops"] ** ISO["s"])
+    assert "L_opt(C)" in iso["loss_basis"]
+    low, high = iso["loss_ci"]
+    assert iso["inside_interval"] is (low <= parametric_loss * 1.01 <= high)
+    assert record["methods"]["envelope"]["loss"] is None and record["methods"]["envelope"]["error_pct"] is None
+
+    far = cl.score_run(fit, plan, _trained(plan, parametric_loss * 1.10))["methods"]["parametric"]
+    assert far["within_2pct"] is False and far["inside_interval"] is False
+    assert far["error_pct"] == pytest.approx(10.0, abs=1e-6)
+
+
+def test_an_unidentified_method_is_scored_and_marked():
+    fit = hand_made_fit(isoflop_identified=True, parametric_identified=False)
+    plan = cl.plan_closed_loop(demo_config(), fit, "clm", 3)
+    record = cl.score_run(fit, plan, _trained(plan, 2.4))
+    assert record["forecast_method"] == "isoflop"
+    assert record["methods"]["parametric"]["identified"] is False
+    assert record["methods"]["parametric"]["error_pct"] is not None
+
+
+def test_validation_lines_and_plot(tmp_path):
+    fit = hand_made_fit()
+    plans = [cl.plan_closed_loop(demo_config(multiples=[3, 10]), fit, "clm", m) for m in (3, 10)]
+    untrained = cl.plan_closed_loop(demo_config(), hand_made_fit(False, False), "clm", 3)
+    validation = cl.score_closed_loop(fit, [(plans[0], _trained(plans[0], 2.45)), (plans[1], _trained(plans[1], 2.3))])
+    assert set(validation["objectives"]["clm"]) == {"x3", "x10"}
+    lines = cl.validation_lines(validation, "clm")
+    assert lines[0].startswith(f"validated at C = {3 * max(BUDGETS):.3g}")
+    error = validation["objectives"]["clm"]["x3"]["methods"]["parametric"]["error_pct"]
+    assert any(line.strip().startswith("parametric") and f"{error:+.2f}%" in line for line in lines)
+    assert cl.validation_lines(validation, "mlm") == []
+    assert cl.validation_lines(validation, "clm", fit) == lines  # the fit that was scored: no note
+    refitted = {**fit, "inputs_sha256": "another table"}
+    assert "inputs_sha256 differs" in cl.validation_lines(validation, "clm", refitted)[0]
+    no_forecast = cl.score_closed_loop(fit, [(untrained, {"trained": False})])
+    assert "not trained" in cl.validation_lines(no_forecast, "clm")[0]
+    path = tmp_path / "closed_loop.png"
+    cl.plot_closed_loop(validation, path)
+    assert path.stat().st_size > 0
+
+
+# ---- the workflow plans the closed loop after the fit ------------------------------------------------
+
+DRY_RUN_CONFIG = {
+    "seed": 3,
+    "data": {"demo": {"seed": 11, "n_families": 14, "members_per_family": 6}},
+    "train": {
+        "objectives": ["clm", "mlm"],
+        "ladder": {"n6k": {"layers": 1, "d_model": 16, "heads": 2, "ffn_dim": 48},
+                   "n12k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
+                   "n20k": {"layers": 1, "d_model": 32, "heads": 2, "ffn_dim": 48}},
+        "isoflop": {"budgets": ["3e9", "1e10"], "min_tokens_per_param": 0.5, "max_tokens_per_param": 400},
+        "transfer": [],
+        "seq_len": 64, "batch_tokens": 1024, "micro_batch_size": 16, "lr": 0.003,
+        "device": "cpu", "precision": "fp32", "threads": 1,
+    },
+    "fit": {"bootstrap": 20, "closed_loop": {"multiples": [3]}},
+}
+
+
+@pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")
+def test_dry_run_plans_the_closed_loop_after_the_fit(tmp_path):
+    workdir = workflow_copy(tmp_path / "wf", DRY_RUN_CONFIG)
+    output = run_snakemake(workdir, "--dry-run")
+    jobs = planned_rules(output)
+    assert jobs["closed_loop_train"] == 2 and jobs["closed_loop_score"] == 1 and jobs["fit"] == 1
+    for objective in ("clm", "mlm"):
+        assert f"results/closed_loop/{objective}_x3/metrics.json" in output
+    # Off (the schema default): no closed-loop job at all.
+    off = copy.deepcopy(DRY_RUN_CONFIG)
+    off["fit"].pop("closed_loop")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(off))
+    jobs = planned_rules(run_snakemake(workdir, "--dry-run"))
+    assert "closed_loop_train" not in jobs and "closed_loop_score" not in jobs
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary")
+@pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")
+def test_the_closed_loop_trains_the_planned_run_and_scores_it(tmp_path):
+    config = copy.deepcopy(DRY_RUN_CONFIG)
+    config["train"]["objectives"] = ["clm"]
+    workdir = workflow_copy(tmp_path / "wf", config)
+    run_snakemake(workdir, targets=["results/scaling/closed_loop.json"])
+    results = workdir / "results"
+    plan = json.loads((results / "closed_loop" / "clm_x3" / "plan.json").read_text())
+    metrics = json.loads((results / "closed_loop" / "clm_x3" / "metrics.json").read_text())
+    record = json.loads((results / "scaling" / "closed_loop.json").read_text())["objectives"]["clm"]["x3"]
+    assert set(record["methods"]) == {"isoflop", "envelope", "parametric"}
+    if plan["spec"] is None:  # the tiny grid gave no identified forecast: recorded, nothing trained
+        assert metrics["trained"] is False and record["trained"] is False and plan["reason"]
+    else:
+        assert metrics["run_id"] == "fcl_clm_x3" and metrics["n_params"] == plan["spec"]["n_params"]
+        assert abs(metrics["flops"] - plan["flops"]) <= 6 * metrics["n_params"] * plan["spec"]["batch_tokens"]
+        assert record["observed_loss"] == metrics["final_valid_loss"]
+        assert (results / "checkpoints" / "fcl_clm_x3" / "final.pt").exists()
+        scored = [m for m in record["methods"].values() if m["loss"] is not None]
+        assert scored and all(m["error_pct"] is not None for m in scored)
+    assert "Nothing to be done" in run_snakemake(workdir, "--dry-run", targets=["results/scaling/closed_loop.json"])
