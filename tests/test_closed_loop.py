@@ -284,3 +284,20 @@ def test_the_closed_loop_trains_the_planned_run_and_scores_it(tmp_path):
         scored = [m for m in record["methods"].values() if m["loss"] is not None]
         assert scored and all(m["error_pct"] is not None for m in scored)
     assert "Nothing to be done" in run_snakemake(workdir, "--dry-run", targets=["results/scaling/closed_loop.json"])
+
+
+def test_predict_reports_the_closed_loop_beside_its_fit(tmp_path, capsys):
+    from argparse import Namespace
+
+    from plmscale.scaling import predict
+
+    fit = hand_made_fit()
+    plan = cl.plan_closed_loop(demo_config(), fit, "clm", 3)
+    (tmp_path / "fit.json").write_text(json.dumps(fit))
+    args = Namespace(fit=str(tmp_path / "fit.json"), flops=1e13, objective="clm", ladder=None, json=False)
+    predict.main(args)
+    assert "validated at" not in capsys.readouterr().out
+    validation = cl.score_closed_loop(fit, [(plan, _trained(plan, 2.45))])
+    (tmp_path / "closed_loop.json").write_text(json.dumps(validation))
+    predict.main(args)
+    assert f"validated at C = {3 * max(BUDGETS):.3g}" in capsys.readouterr().out

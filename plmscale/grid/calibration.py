@@ -17,7 +17,7 @@ from plmscale.data.atomic import atomic_path, write_text
 from plmscale.errors import PlmscaleError
 from plmscale.grid import recipe as recipes
 from plmscale.grid import shapes
-from plmscale.grid.expand import _GridBuilder, format_number
+from plmscale.grid.expand import GridBuilder, format_number
 from plmscale.grid.spec import RunSpec
 
 RUN_PREFIX = "lrcal_"
@@ -41,7 +41,7 @@ def calibration_specs(config: dict, source: str | None = None) -> list[RunSpec]:
     settings = train["lr_calibration"]
     if not settings["enabled"]:
         return []
-    builder = _GridBuilder(config, source)
+    builder = GridBuilder(config, source)
     law = recipes.make_recipe("small-scale", train["small_scale"], builder.where)
     specs = []
     for model in anchor_models(train, builder.where):

@@ -31,7 +31,10 @@ def run_seed(master_seed: int, run_id: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-class _GridBuilder:
+class GridBuilder:
+    """Builds the run specs of one config: the grid's runs, and single runs others plan (LR calibration,
+    the closed loop's forecast run), all with the same recipe, seeds and resource estimate."""
+
     def __init__(self, config: dict, source: str | None):
         self.config = config
         self.train = config["train"]
@@ -40,6 +43,10 @@ class _GridBuilder:
                        for name, entry in self.train["ladder"].items()}
         self.recipe = recipes.recipe_from_config(self.train, self.where)
         self.recipe_record = recipes.record(self.recipe, recipes.overridden(self.recipe, self.train))
+
+    def add_shape(self, name: str, shape: dict) -> None:
+        """A shape that is not on the ladder (e.g. sized to a forecast N_opt), usable by make() as `name`."""
+        self.shapes[name] = dict(shape)
 
     def make(self, run_id, objective, model, tokens, budget=None, init_from=None, lr=None) -> RunSpec:
         train = self.train
@@ -102,7 +109,7 @@ def expand_grid(config: dict, source: str | None = None) -> list[RunSpec]:
 
     `config` is a validated config (plmscale.config.load_config); `source` names its file in errors.
     """
-    builder = _GridBuilder(config, source)
+    builder = GridBuilder(config, source)
     specs = list(builder.isoflop()) + list(builder.explicit())
     planned = {}
     for spec in specs:

@@ -195,7 +195,7 @@ def plan_closed_loop(config: dict, fit, objective: str, multiple: float, source:
     """
     # Imported here: the grid imports torch-free modules only, but the scaling stage need not load it at all.
     from plmscale.grid import shapes
-    from plmscale.grid.expand import _GridBuilder
+    from plmscale.grid.expand import GridBuilder
 
     settings = config["fit"]["closed_loop"]
     budgets = [float(b) for b in config["train"]["isoflop"]["budgets"]]
@@ -208,9 +208,9 @@ def plan_closed_loop(config: dict, fit, objective: str, multiple: float, source:
     shape = shapes.normalise_shape(shapes.ladder_like_shape(choice["n_opt"], ladder))
     per_token = shapes.flops_per_token(shape, config["train"]["seq_len"], config["train"]["flops_definition"])
     tokens = round(choice["flops"] / per_token)
-    builder = _GridBuilder(config, source)
+    builder = GridBuilder(config, source)
     model = f"{nearest}-like"
-    builder.shapes[model] = shape  # the grid's own spec building, for a shape that is not on the ladder
+    builder.add_shape(model, shape)
     spec = builder.make(plan["run_id"], objective, model, tokens, budget=choice["flops"])
     plan.update(shape=shape, n_params=spec.n_params, tokens=tokens, nearest_ladder_entry=nearest)
     if tokens < spec.batch_tokens:

@@ -14,8 +14,10 @@ import numpy as np
 import yaml
 
 from plmscale.arithmetic import ModelShape
+from plmscale.config import read_json_object
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.bootstrap import interval
+from plmscale.scaling.closed_loop import validation_lines
 from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit, read_fit
 from plmscale.scaling.parametric import optimal_allocation
 from plmscale.scaling.results import json_text
@@ -200,4 +202,8 @@ def main(args: argparse.Namespace) -> int:
                 print(f"note: {method}: {result['details'][method]['note']}", file=sys.stderr)
     else:
         print(format_prediction(result))
+        validation = Path(args.fit).with_name("closed_loop.json")  # the workflow's closed loop, if it ran
+        if validation.exists():
+            print("\n".join(validation_lines(read_json_object(validation, "closed-loop record"),
+                                             args.objective, fit=fit)))
     return 0
