@@ -9,6 +9,7 @@ rule demo_corpus:
     output:
         fasta=expand("results/data/demo/{name}.fasta.gz", name=DEMO_CORPORA),
         truth=expand("results/data/demo/{name}.truth.tsv", name=DEMO_CORPORA),
+        floor="results/data/demo/floor.json",
     params:
         demo=json_param(config["data"]["demo"]),
         min_length=config["data"]["clean"]["min_length"],

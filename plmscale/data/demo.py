@@ -1,21 +1,37 @@
 """The embedded demo corpus: protein families with a known answer, generated from a seed.
 
-Each family starts from a random ancestor (UniProt background amino-acid frequencies, lognormal length).
-The ancestor gives rise to 2-5 subfamily ancestors at a larger distance, and each member descends from one
-subfamily ancestor at a small distance, so both clustering levels have a planted answer:
+What a model can learn (in the spirit of the quantization model of neural scaling, Michaud et al. 2023): a
+library of `n_motifs` short motifs (lengths motif_min_length..motif_max_length, UniProt background residues)
+used with Zipf frequencies (the k-th most common motif ~ 1/k**motif_zipf). A family ancestor is a chain of
+motifs drawn from the library, joined by short random linkers (geometric, mean `linker_mean`). Common motifs
+are learnt by any model; each rarer one is worth less and needs more capacity and more tokens, so loss keeps
+falling with both N and D over a long tail. Held-out families are new motif chains from the same library,
+so what is learnt on training families transfers to them.
+
+Evolution plants the clustering answer. Each family ancestor gives rise to 2-5 subfamily ancestors at a
+larger distance (substitutions + indels), and each member descends from one subfamily ancestor at a small
+distance (substitutions), so:
 
     identity(member, member of another subfamily)  ~ (1 - family_divergence)^2  ~ 64% at the default 0.2
     identity(member, member of its own subfamily)  ~ (1 - MEMBER_DIVERGENCE)^2  ~ 94%
-    identity(members of different families)        ~ 6% (random)
+    identity(members of different families)        ~ 6% plus short shared motifs (alignments < 80% coverage)
 
 so 50% identity recovers families and 90% recovers subfamilies. Two sources: "reference" (fewer families,
 fewer subfamilies) and "metagenomic" (more families of its own, more subfamilies). Half of the families are
 shared, with independent members in each source. Exact duplicates are planted across and within sources
 (some with the same id in both sources), and a handful of malformed records per source exercises the clean
 step. Every record is listed in {source}.truth.tsv with what the clean step should do with it.
+
+The entropy floor. The generator is a hidden Markov model over (linker | motif m at position j) with a known
+substitution channel, so the Bayes loss of a model that knew the library exactly can be computed by the
+forward (CLM) and forward-backward (MLM) algorithms on fresh held-out-like sequences. write_demo_corpus
+writes it to floor.json: the per-token loss no model of any size can beat on this corpus, the known truth
+for the parametric fit's E. Indels (not in the HMM) are left out of the sequences it is measured on, so it
+is the floor of the indel-free process, a hair under the real one.
 """
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +54,7 @@ FREQUENCIES = np.array(list(BACKGROUND.values())) / sum(BACKGROUND.values())
 MEMBER_DIVERGENCE = 0.03     # member vs its subfamily ancestor: subfamilies stay > 90% identical
 LENGTH_MEDIAN, LENGTH_SIGMA = 260, 0.45   # lognormal, roughly UniProt's length distribution
 LINE_WIDTH = 60
-# The shared motif library: structure common to all families, so a model can learn on training families
-# something that transfers to held-out ones. Ancestors are motifs (Zipf-weighted draws from the library)
-# joined by random background linkers; a bigger model memorises more of the library's long tail.
-N_MOTIFS = 128
-MOTIF_LENGTH = (6, 20)          # inclusive
-MOTIF_ZIPF = 1.0                # usage weight of the k-th motif ~ 1 / k**MOTIF_ZIPF
-LINKER_MEAN = 4                 # geometric linker length (residues) between motifs
+FLOOR_FILE = "floor.json"
 # Malformed record kinds, and what the clean step should do with each (DESIGN.md's alphabet policy).
 MALFORMED = (
     ("illegal_letter", "dropped_invalid"),
@@ -56,7 +66,11 @@ MALFORMED = (
     ("too_long", "dropped_length"),
 )
 DEFAULTS = dict(seed=7, n_families=60, members_per_family=12, family_divergence=0.2, indel_rate=0.01,
-                n_exact_duplicates=20, n_malformed=6)
+                n_exact_duplicates=20, n_malformed=6, n_motifs=4000, motif_zipf=1.2, motif_min_length=6,
+                motif_max_length=20, linker_mean=3.0, floor_sequences=128, floor_seq_len=128)
+# Settings that shape the library (the rest shape families and the file), as generate() takes them.
+LIBRARY_KEYS = ("n_motifs", "motif_zipf", "motif_min_length", "motif_max_length", "linker_mean")
+FLOOR_KEYS = ("floor_sequences", "floor_seq_len")
 
 
 @dataclass
@@ -70,15 +84,38 @@ class DemoRecord:
     line_end: str = "\n"
 
 
+@dataclass
+class MotifLibrary:
+    motifs: list           # arrays of residue indices (into LETTERS)
+    usage: np.ndarray      # probability of each motif at a motif slot (Zipf)
+    linker_mean: float     # mean linker length; linker length ~ geometric on {0, 1, ...}
+
+    @classmethod
+    def draw(cls, seed, n_motifs=4000, motif_zipf=1.2, motif_min_length=6, motif_max_length=20,
+             linker_mean=3.0):
+        if n_motifs < 1 or not 1 <= motif_min_length <= motif_max_length:
+            raise ValueError(f"data.demo: need n_motifs >= 1 and 1 <= motif_min_length <= motif_max_length "
+                             f"(got {n_motifs}, {motif_min_length}, {motif_max_length})")
+        rng = np.random.default_rng([seed, 1])   # drawn once per seed, shared by all families
+        lengths = rng.integers(motif_min_length, motif_max_length + 1, size=n_motifs)
+        motifs = [rng.choice(len(LETTERS), size=int(n), p=FREQUENCIES) for n in lengths]
+        weights = 1.0 / np.arange(1, n_motifs + 1) ** motif_zipf
+        return cls(motifs, weights / weights.sum(), float(linker_mean))
+
+    @property
+    def motif_start_probability(self) -> float:
+        """After a motif or a linker residue, the chance that the next residue starts a motif."""
+        return 1.0 / (self.linker_mean + 1.0)
+
+
 class _Evolver:
     """Random sequences and their mutated descendants, all drawn from one generator."""
 
-    def __init__(self, rng, indel_rate, min_length, max_length, motifs=None):
+    def __init__(self, rng, indel_rate, min_length, max_length, library: MotifLibrary | None = None):
         self.rng = rng
-        self.motifs = motifs or []
-        if self.motifs:
-            weights = 1.0 / np.arange(1, len(self.motifs) + 1) ** MOTIF_ZIPF
-            self.motif_p = weights / weights.sum()
+        self.library = library
+        if library is not None:
+            self.motif_cdf = np.cumsum(library.usage)
         self.indel_rate = indel_rate
         # Keep ancestors clear of the clean step's limits so indels never push a member across them.
         self.low = min(int(min_length * 1.3) + 10, max_length)
@@ -89,12 +126,15 @@ class _Evolver:
 
     def ancestor(self) -> np.ndarray:
         length = int(np.clip(self.rng.lognormal(np.log(LENGTH_MEDIAN), LENGTH_SIGMA), self.low, self.high))
-        if not self.motifs:
+        if self.library is None:
             return self.random_residues(length)
         pieces, total = [], 0
+        start_p = self.library.motif_start_probability
         while total < length:
-            linker = self.random_residues(int(self.rng.geometric(1 / (LINKER_MEAN + 1))) - 1)
-            motif = self.motifs[int(self.rng.choice(len(self.motifs), p=self.motif_p))]
+            linker = self.random_residues(int(self.rng.geometric(start_p)) - 1)
+            k = min(int(np.searchsorted(self.motif_cdf, self.rng.random() * self.motif_cdf[-1], side="right")),
+                    len(self.library.motifs) - 1)
+            motif = self.library.motifs[k]
             pieces += [linker, motif]
             total += len(linker) + len(motif)
         return np.concatenate(pieces)[:length]
@@ -116,14 +156,18 @@ class _Evolver:
         if self.indel_rate <= 0:
             return seq
         draws = self.rng.random(len(seq))
-        pieces = []
-        for i, residue in enumerate(seq):
-            if draws[i] < self.indel_rate / 2:
-                continue
-            pieces.append([residue])
-            if draws[i] > 1 - self.indel_rate / 2:
-                pieces.append(self.random_residues(int(self.rng.integers(1, 4))))
-        return np.concatenate(pieces) if pieces else seq
+        deleted = draws < self.indel_rate / 2
+        after = np.flatnonzero(draws > 1 - self.indel_rate / 2)
+        sizes = self.rng.integers(1, 4, size=len(after))
+        inserted = self.random_residues(int(sizes.sum()))
+        # Inserted runs go right after their position; a deleted position can carry no insertion (draws
+        # cannot be both below rate/2 and above 1 - rate/2).
+        out = np.insert(seq, np.repeat(after + 1, sizes), inserted)
+        keep = np.ones(len(out), dtype=bool)
+        shift = np.searchsorted(np.repeat(after, sizes), np.arange(len(seq)), side="left")
+        keep[np.flatnonzero(deleted) + shift[deleted]] = False
+        out = out[keep]
+        return out if len(out) else seq
 
     def descendant(self, parent: np.ndarray, rate: float, with_indels=True) -> np.ndarray:
         child = self.substitute(parent, rate)
@@ -134,6 +178,14 @@ class _Evolver:
 
 def _text(seq: np.ndarray) -> str:
     return "".join(LETTERS[seq])
+
+
+_LETTER_INDEX = np.full(128, -1, dtype=np.int64)
+_LETTER_INDEX[[ord(c) for c in LETTERS]] = np.arange(len(LETTERS))
+
+
+def _indices(sequence: str) -> np.ndarray:
+    return _LETTER_INDEX[np.frombuffer(sequence.encode("ascii"), dtype=np.uint8)]
 
 
 def _family_roles(n_families):
@@ -151,16 +203,20 @@ def _family_roles(n_families):
     return roles
 
 
+def _rates(family_divergence):
+    """(subfamily ancestor rate, member rate) that compose to family_divergence."""
+    member_rate = min(MEMBER_DIVERGENCE, family_divergence / 3)
+    return 1 - (1 - family_divergence) / (1 - member_rate), member_rate
+
+
 def generate(seed=7, n_families=60, members_per_family=12, family_divergence=0.2, indel_rate=0.01,
-             n_exact_duplicates=20, n_malformed=6, min_length=30, max_length=1022) -> dict:
+             n_exact_duplicates=20, n_malformed=6, min_length=30, max_length=1022, n_motifs=4000,
+             motif_zipf=1.2, motif_min_length=6, motif_max_length=20, linker_mean=3.0) -> dict:
     """Return {source: [DemoRecord, ...]} in file order. Same arguments, same corpus."""
     rng = np.random.default_rng(seed)
-    library_rng = np.random.default_rng([seed, 1])   # the library: drawn once per seed, shared by all families
-    motifs = [library_rng.choice(len(LETTERS), size=int(library_rng.integers(MOTIF_LENGTH[0], MOTIF_LENGTH[1] + 1)),
-                                 p=FREQUENCIES) for _ in range(N_MOTIFS)]
-    evolver = _Evolver(rng, indel_rate, min_length, max_length, motifs)
-    member_rate = min(MEMBER_DIVERGENCE, family_divergence / 3)
-    subfamily_rate = 1 - (1 - family_divergence) / (1 - member_rate)
+    library = MotifLibrary.draw(seed, n_motifs, motif_zipf, motif_min_length, motif_max_length, linker_mean)
+    evolver = _Evolver(rng, indel_rate, min_length, max_length, library)
+    subfamily_rate, member_rate = _rates(family_divergence)
     records = {source: [] for source in SOURCES}
 
     for f, holders in enumerate(_family_roles(n_families)):
@@ -193,8 +249,7 @@ def _plant_malformed(records, rng, evolver, member_rate, n_malformed, max_length
             kind, expected = MALFORMED[(k + 3 * offset) % len(MALFORMED)]
             base = members[int(rng.integers(len(members)))]
             # A fresh relative of an existing member, so a repaired record is a genuine family member.
-            seq = _text(evolver.substitute(np.array([np.flatnonzero(LETTERS == c)[0] for c in base.sequence]),
-                                           member_rate))
+            seq = _text(evolver.substitute(_indices(base.sequence), member_rate))
             family, subfamily, line_end = base.family, base.subfamily, "\n"
             if kind == "illegal_letter":
                 seq = seq[: len(seq) // 2] + "J" + seq[len(seq) // 2:]
@@ -258,9 +313,178 @@ def write_truth(records, path) -> None:
             handle.write(f"{r.seq_id}\t{r.family}\t{r.subfamily}\t{r.kind}\t{r.expected}\n")
 
 
+# ---- the entropy floor ---------------------------------------------------------------------------------------
+
+def _channel(rate: float) -> np.ndarray:
+    """P(observed b | ancestral a) of `substitute(rate)`: keep, or draw a different residue by background."""
+    q = FREQUENCIES
+    change = np.where(np.eye(len(q), dtype=bool), 0.0, q[None, :] / (1 - q[:, None]))
+    return (1 - rate) * np.eye(len(q)) + rate * change
+
+
+class _MotifHMM:
+    """The generator as a hidden Markov model: one linker state, then one state per motif position.
+
+    A linker residue or the last residue of a motif leads to the boundary, from which the next residue is a
+    linker residue (probability 1 - p) or the first residue of motif m (p * usage[m]); a motif position
+    leads to the next one. Emissions: the state's ancestral residue (background for a linker) through the
+    composed subfamily and member substitution channels. State distributions are (states, sequences)
+    arrays, so a transition is one contiguous shift plus a few row gathers.
+    """
+
+    def __init__(self, library: MotifLibrary, family_divergence: float):
+        subfamily_rate, member_rate = _rates(family_divergence)
+        channel = _channel(subfamily_rate) @ _channel(member_rate)
+        residues = np.concatenate(library.motifs)
+        lengths = np.array([len(m) for m in library.motifs])
+        self.first = np.concatenate([[0], np.cumsum(lengths)[:-1]]) + 1   # state 0 is the linker
+        self.last = self.first + lengths - 1
+        self.n_states = 1 + len(residues)
+        self.p = library.motif_start_probability
+        self.start_weights = (self.p * library.usage)[:, None]
+        # emission[s, x] = P(residue x | state s)
+        self.emission = np.empty((self.n_states, len(LETTERS)))
+        self.emission[0] = FREQUENCIES @ channel
+        self.emission[1:] = channel[residues]
+        self.start = self._stationary()
+
+    def emit(self, residues: np.ndarray) -> np.ndarray:
+        """(states, sequences): P(each sequence's residue | state)."""
+        return self.emission[:, residues]
+
+    def advance(self, alpha: np.ndarray) -> np.ndarray:
+        """One transition of state distributions (columns); emission not applied."""
+        boundary = alpha[0] + alpha[self.last].sum(axis=0)
+        out = np.empty_like(alpha)
+        out[1:] = alpha[:-1]
+        out[0] = boundary * (1 - self.p)
+        out[self.first] = self.start_weights * boundary[None, :]
+        return out
+
+    def retreat(self, beta: np.ndarray) -> np.ndarray:
+        """The transpose of advance: beta_t(s) = sum over s' of T(s, s') * beta_{t+1}(s')."""
+        boundary = beta[0] * (1 - self.p) + (beta[self.first] * self.start_weights).sum(axis=0)
+        out = np.empty_like(beta)
+        out[:-1] = beta[1:]
+        out[0] = boundary
+        out[self.last] = boundary[None, :]
+        return out
+
+    def _stationary(self, steps=400) -> np.ndarray:
+        alpha = np.zeros((self.n_states, 1))
+        alpha[0] = 1.0
+        for _ in range(steps):
+            alpha = self.advance(alpha)
+        return alpha[:, 0] / alpha[:, 0].sum()
+
+    def next_residue_losses(self, windows: np.ndarray) -> np.ndarray:
+        """-log P(x_t | x_<t) for every residue of equal-length windows (rows), in nats."""
+        n, length = windows.shape
+        alpha = np.repeat(self.start[:, None], n, axis=1)
+        losses = np.empty((n, length))
+        for t in range(length):
+            if t:
+                alpha = self.advance(alpha)
+            alpha *= self.emit(windows[:, t])
+            total = alpha.sum(axis=0)
+            losses[:, t] = -np.log(total)
+            alpha /= total[None, :]
+        return losses
+
+    def masked_losses(self, windows: np.ndarray, masked: np.ndarray) -> np.ndarray:
+        """-log P(x_t | every unmasked residue) at masked positions (forward-backward; masked emit 1)."""
+        n, length = windows.shape
+
+        def emit(t):
+            out = self.emit(windows[:, t])
+            out[:, masked[:, t]] = 1.0
+            return out
+
+        alphas = np.empty((length, self.n_states, n), dtype=np.float32)   # float32: memory, not accuracy
+        alpha = np.repeat(self.start[:, None], n, axis=1)
+        for t in range(length):
+            if t:
+                alpha = self.advance(alpha)
+            alpha *= emit(t)
+            alpha /= alpha.sum(axis=0, keepdims=True)
+            alphas[t] = alpha
+        beta = np.ones((self.n_states, n))
+        losses = np.full((n, length), np.nan)
+        for t in range(length - 1, -1, -1):
+            cols = np.flatnonzero(masked[:, t])
+            if len(cols):
+                posterior = alphas[t][:, cols] * beta[:, cols]      # P(state_t | all unmasked), unnormalised
+                predicted = (posterior * self.emit(windows[cols, t])).sum(axis=0) / posterior.sum(axis=0)
+                losses[cols, t] = -np.log(predicted)
+            beta = self.retreat(beta * emit(t))
+            beta /= beta.sum(axis=0, keepdims=True)
+        return losses
+
+
+def entropy_floor(seed=7, family_divergence=0.2, n_motifs=4000, motif_zipf=1.2, motif_min_length=6,
+                  motif_max_length=20, linker_mean=3.0, floor_sequences=128, floor_seq_len=128,
+                  mask_prob=0.15, mask_fraction=0.8, random_fraction=0.1, min_length=30, max_length=1022,
+                  **_ignored) -> dict:
+    """The Bayes loss (nats per scored token) of the demo process, CLM and MLM, as the trainer scores it.
+
+    Measured on `floor_sequences` fresh members of new families (the library of this seed, another random
+    stream, no indels), each cut to a random window of floor_seq_len - 2 residues as the trainer frames it.
+    CLM: the window's residues are predicted by the exact forward algorithm, and the <eos> target counts
+    as free (0 nats), so the figure is a lower bound for the trainer's per-token loss. MLM: positions are
+    chosen with mask_prob; a model told which inputs were replaced (an oracle, so again a lower bound)
+    predicts <mask>ed and randomised positions from every other residue (forward-backward) and an unchanged
+    chosen position at 0 nats; measured on a quarter of the windows (forward-backward is the costly part).
+    """
+    library = MotifLibrary.draw(seed, n_motifs, motif_zipf, motif_min_length, motif_max_length, linker_mean)
+    hmm = _MotifHMM(library, family_divergence)
+    rng = np.random.default_rng([seed, 2])
+    evolver = _Evolver(rng, 0.0, min_length, max_length, library)
+    subfamily_rate, member_rate = _rates(family_divergence)
+    room = floor_seq_len - 2
+    windows = []
+    while len(windows) < floor_sequences:
+        member = evolver.substitute(evolver.substitute(evolver.ancestor(), subfamily_rate), member_rate)
+        if len(member) < room:
+            continue   # equal windows keep the algebra batched; lengths >= 126 are most of the corpus
+        offset = int(rng.integers(0, len(member) - room + 1))
+        windows.append(member[offset:offset + room])
+    windows = np.array(windows)
+    clm = hmm.next_residue_losses(windows)
+    clm_per_token = clm.sum() / (clm.size + len(windows))         # + one free <eos> target per window
+    # MLM on a quarter of the windows: forward-backward costs ~3x the forward pass, and ~15% of positions
+    # scored per window still gives a standard error near the CLM figure's.
+    mlm_windows = windows[: max(1, len(windows) // 4)]
+    chosen = rng.random(mlm_windows.shape) < mask_prob
+    hidden = chosen & (rng.random(mlm_windows.shape) < mask_fraction + random_fraction)
+    mlm_losses = np.zeros(mlm_windows.shape)
+    for lo in range(0, len(mlm_windows), 8):                       # chunks bound the memory of the alphas
+        part = slice(lo, lo + 8)
+        mlm_losses[part] = np.nan_to_num(hmm.masked_losses(mlm_windows[part], hidden[part]))
+    per_window_mlm = mlm_losses.sum(axis=1) / np.maximum(chosen.sum(axis=1), 1)
+    mlm_per_token = mlm_losses[chosen].sum() / max(int(chosen.sum()), 1)
+    per_window_clm = clm.sum(axis=1) / (room + 1)
+    return {
+        "clm_floor_nats": float(clm_per_token),
+        "clm_floor_standard_error": float(per_window_clm.std(ddof=1) / np.sqrt(len(windows))),
+        "mlm_floor_nats": float(mlm_per_token),
+        "mlm_floor_standard_error": float(per_window_mlm.std(ddof=1) / np.sqrt(len(mlm_windows)))
+        if len(mlm_windows) > 1 else None,
+        "residue_entropy_nats": float(-np.sum(FREQUENCIES * np.log(FREQUENCIES))),
+        "sequences": int(len(windows)), "mlm_sequences": int(len(mlm_windows)), "window_residues": int(room),
+        "method": "forward / forward-backward on the generator's own HMM (library known); indel-free "
+                  "members of new families; <eos> (CLM) and unchanged chosen positions (MLM) count 0 nats, "
+                  "so both are lower bounds for the trainer's validation loss",
+    }
+
+
 def write_demo_corpus(out_dir, min_length=30, max_length=1022, **settings) -> dict:
-    """Write {source}.fasta.gz and {source}.truth.tsv for both sources; return counts per source."""
+    """Write {source}.fasta.gz and {source}.truth.tsv for both sources and floor.json (entropy_floor, when
+    floor_sequences > 0); return counts per source."""
+    unknown = set(settings) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"data.demo: unknown setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     options = {**DEFAULTS, **settings}
+    floor_settings = {key: options.pop(key) for key in FLOOR_KEYS}
     records = generate(min_length=min_length, max_length=max_length, **options)
     out_dir = Path(out_dir)
     summary = {}
@@ -270,13 +494,27 @@ def write_demo_corpus(out_dir, min_length=30, max_length=1022, **settings) -> di
         summary[source] = {"records": len(items),
                            "residues": sum(len(r.sequence) for r in items),
                            "families": len({r.family for r in items if r.family})}
-        log.info("demo corpus %s: %d records, %d families", source, summary[source]["records"],
-                 summary[source]["families"])
+        log.info("demo corpus %s: %d records, %d residues, %d families", source, summary[source]["records"],
+                 summary[source]["residues"], summary[source]["families"])
+    if floor_settings["floor_sequences"] > 0:
+        library_settings = {key: options[key] for key in LIBRARY_KEYS}
+        floor = entropy_floor(options["seed"], options["family_divergence"], **library_settings,
+                              **floor_settings, min_length=min_length, max_length=max_length)
+        log.info("demo corpus entropy floor: CLM %.4f nats/token (se %.4f), MLM %.4f; residue entropy %.4f",
+                 floor["clm_floor_nats"], floor["clm_floor_standard_error"], floor["mlm_floor_nats"],
+                 floor["residue_entropy_nats"])
+    else:   # the file is still written: the workflow declares it
+        floor = {"clm_floor_nats": None, "mlm_floor_nats": None,
+                 "method": "not measured (data.demo.floor_sequences is 0)"}
+    floor["settings"] = {**options, **floor_settings}
+    with write_text(out_dir / FLOOR_FILE) as handle:
+        json.dump(floor, handle, indent=2)
     return summary
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="directory for {source}.fasta.gz and {source}.truth.tsv")
+    parser.add_argument("--out", required=True,
+                        help="directory for {source}.fasta.gz, {source}.truth.tsv and floor.json")
     for name, default in DEFAULTS.items():
         parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     parser.add_argument("--min-length", type=int, default=30, help="the clean step's min_length")
