@@ -145,6 +145,14 @@ def run_threads(wildcards):
     return TRAINED_SPECS[wildcards.run_id].resources["cpus"]
 
 
+def run_priority(wildcards):
+    """Longest runs first: with more runs than cores, a long run started last leaves cores idle at the
+    end (the demo's 49k-step run alone took the last 8 minutes). Optimizer steps are the cost of tiny
+    models and track FLOPs at a fixed batch for the others."""
+    spec = TRAINED_SPECS[wildcards.run_id]
+    return spec.tokens // spec.batch_tokens
+
+
 def _run_resource(key):
     return lambda wildcards: snakemake_resources(TRAINED_SPECS[wildcards.run_id].resources)[key]
 

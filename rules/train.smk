@@ -21,6 +21,7 @@ rule train:
     benchmark:
         "results/benchmarks/runs/{run_id}.tsv"
     threads: run_threads
+    priority: run_priority
     resources:
         **TRAIN_RESOURCES,
     conda:
