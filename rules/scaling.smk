@@ -57,6 +57,7 @@ rule fit:
         identify=json_param(config["fit"]["identify"]),
         drop_highest_loss=config["fit"]["parametric"]["drop_highest_loss"],
         backtest=config["fit"]["backtest"],
+        isoflop_bootstrap=config["fit"]["isoflop_bootstrap"],
     log:
         "logs/scaling/fit.log",
     benchmark:

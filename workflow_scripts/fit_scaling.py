@@ -23,6 +23,7 @@ fit = fit_all(runs, curves, bootstrap=snakemake.params.bootstrap, seed=snakemake
               source=snakemake.input.runs, curves_source=snakemake.input.curves,
               predict_flops=json.loads(snakemake.params.predict_flops),
               identify_criteria=json.loads(snakemake.params.identify),
-              drop_highest_loss=snakemake.params.drop_highest_loss, run_backtest=snakemake.params.backtest)
+              drop_highest_loss=snakemake.params.drop_highest_loss, run_backtest=snakemake.params.backtest,
+              isoflop_bootstrap=snakemake.params.isoflop_bootstrap)
 write_fit(fit, snakemake.output[0])
 logging.getLogger("plmscale.fit").info("\n%s\n%s", summary_table(fit), rollout_summary(fit))

@@ -16,6 +16,7 @@ batched optimiser (parametric.minimise_batch), a weight vector per row, so no pr
 
 import numpy as np
 
+from plmscale.errors import PlmscaleError
 from plmscale.scaling import envelope, isoflop, parametric
 
 N_BOOTSTRAP = 1000
@@ -45,10 +46,46 @@ def interval(samples, level=CI_LEVEL):
     return [float(low), float(high)]
 
 
-def isoflop_draws(df, counts, min_points):
+def isoflop_draws(df, counts, min_points, losses=None):
     designs = isoflop.budget_designs(df, min_points)
-    per_budget = [isoflop.fit_budgets_batch(d, counts, min_points) for d in designs]
+    per_budget = [isoflop.fit_budgets_batch(d, counts, min_points, losses) for d in designs]
     return isoflop.laws_from_optima(designs, per_budget)
+
+
+def isoflop_residual_losses(df, n_boot, rng, min_points):
+    """(n_boot, n) losses for a residual bootstrap of the IsoFLOP fit, and the pooled residual sd.
+
+    With few sizes per budget (the demo has 4), redrawing runs mostly drops a size: a resample then
+    tests a different design, and half the refits lose their bracket. The residual bootstrap keeps every
+    run: each budget's parabola gives fitted losses and residuals; residuals of all budgets with spare
+    degrees of freedom (more distinct sizes than the parabola's 3 coefficients) are pooled, inflated by
+    sqrt(n / (n - 3)) for the coefficients they fed, and redrawn onto the fitted losses. Runs outside the
+    IsoFLOP design keep their losses. Raises PlmscaleError where no budget has a spare degree of freedom.
+    """
+    designs = isoflop.budget_designs(df, min_points)
+    losses = np.tile(df["loss"].to_numpy(float), (n_boot, 1))
+    ones = np.ones((1, len(df)))
+    fitted, pooled = {}, []
+    for design in designs:
+        x = design["log_n"] - design["log_n"].mean()
+        n_sizes = len(np.unique(np.round(design["log_n"], 9)))
+        X = np.stack([np.ones_like(x), x, x * x], 1)
+        if n_sizes < 3 or isoflop.fit_budgets_batch(design, ones, min_points)["reason"][0] == isoflop.TOO_FEW:
+            continue
+        coef, *_ = np.linalg.lstsq(X, design["loss"], rcond=None)
+        fitted[id(design)] = X @ coef
+        n = len(x)
+        if n > 3:
+            pooled.append((design["loss"] - X @ coef) * np.sqrt(n / (n - 3)))
+    if not pooled:
+        raise PlmscaleError("a residual bootstrap needs a budget with more than 3 runs (residual degrees of "
+                            "freedom); use fit.isoflop_bootstrap: runs, or add sizes per budget")
+    residuals = np.concatenate(pooled)
+    for design in designs:
+        if id(design) in fitted:
+            draws = rng.choice(residuals, size=(n_boot, len(design["positions"])), replace=True)
+            losses[:, design["positions"]] = fitted[id(design)] + draws
+    return losses, float(np.sqrt(np.mean(residuals ** 2)))
 
 
 def envelope_draws(design, run_counts):

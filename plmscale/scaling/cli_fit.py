@@ -95,7 +95,8 @@ def run_fit(runs_path, curves_path=None, out_dir=".", bootstrap=1000, seed=0, mi
                   source=str(runs_path), curves_source=str(curves_path),
                   predict_flops=settings.get("predict_flops"), identify_criteria=settings.get("identify"),
                   drop_highest_loss=(settings.get("parametric") or {}).get("drop_highest_loss", 0),
-                  run_backtest=settings.get("backtest", True))
+                  run_backtest=settings.get("backtest", True),
+                  isoflop_bootstrap=settings.get("isoflop_bootstrap", "runs"))
     fit["inputs"] = {"runs": {"path": str(runs_path), "sha256": sha256_file(runs_path)}}
     if curves_path:
         fit["inputs"]["curves"] = {"path": str(curves_path), "sha256": sha256_file(curves_path)}

@@ -68,11 +68,13 @@ def _safe(method, objective, function):
         return {"error": str(error)}
 
 
-def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0):
+def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, isoflop_bootstrap="runs"):
     """IsoFLOP, envelope and parametric fits (with bootstrap) for one objective's runs.
 
     drop_highest_loss: the parametric fit leaves out this many highest-loss runs (outliers far above the
-    frontier pull a Huber fit less than a squared one, but still pull); the entry lists them."""
+    frontier pull a Huber fit less than a squared one, but still pull); the entry lists them.
+    isoflop_bootstrap: "runs" (redraw runs within each budget) or "residuals" (keep every run, redraw the
+    parabolas' pooled residuals: bootstrap.isoflop_residual_losses; for grids of few sizes per budget)."""
     scratch = scratch_runs(runs).reset_index(drop=True)
     if len(scratch) == 0:
         message = "no scratch runs for this objective"
@@ -92,7 +94,15 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0):
         entry["loss_law"] = ("L_opt = loss_floor + k_l * C^s (vertex losses of the kept budgets, loss_floor >= 0; "
                              "a pure power law, loss_floor = 0, with only 2 budgets)")
         if "error" not in entry and counts is not None:
-            _with_intervals(entry, boot.isoflop_draws(scratch, counts, min_points), law_keys + ("loss_floor",))
+            if isoflop_bootstrap == "residuals":
+                losses, residual_sd = boot.isoflop_residual_losses(scratch, n_boot, rng, min_points)
+                draws = boot.isoflop_draws(scratch, np.ones_like(counts), min_points, losses)
+            else:
+                draws = boot.isoflop_draws(scratch, counts, min_points)
+            _with_intervals(entry, draws, law_keys + ("loss_floor",))
+            entry["bootstrap"]["scheme"] = isoflop_bootstrap
+            if isoflop_bootstrap == "residuals":
+                entry["bootstrap"]["residual_sd"] = residual_sd
         return entry
 
     def fit_envelope():
@@ -156,13 +166,13 @@ def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_high
 
 def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_points_per_budget=3,
             source="runs table", curves_source="curves table", predict_flops=None, identify_criteria=None,
-            drop_highest_loss=0, run_backtest=True):
+            drop_highest_loss=0, run_backtest=True, isoflop_bootstrap="runs"):
     """Every method for every objective present, judged (identify) and backtested; see docs for the
     fit.json layout this returns.
 
     predict_flops: {objective: [FLOPs, ...]} (config fit.predict_flops), the leave-one-budget-out targets;
     identify_criteria: identify.Criteria or the config mapping fit.identify; drop_highest_loss: config
-    fit.parametric.drop_highest_loss.
+    fit.parametric.drop_highest_loss; isoflop_bootstrap: config fit.isoflop_bootstrap (runs | residuals).
     """
     criteria = (identify_criteria if isinstance(identify_criteria, Criteria)
                 else Criteria.from_config(identify_criteria))
@@ -176,7 +186,8 @@ def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_poi
         # An independent, reproducible stream per objective: adding MLM runs leaves the CLM draws alone.
         sub_rng = np.random.default_rng([seed, OBJECTIVES.index(objective)])
         sub_curves = curves[curves["objective"] == objective] if curves is not None else None
-        entry = fit_objective(subset, sub_curves, int(bootstrap), sub_rng, min_points_per_budget, drop_highest_loss)
+        entry = fit_objective(subset, sub_curves, int(bootstrap), sub_rng, min_points_per_budget, drop_highest_loss,
+                              isoflop_bootstrap)
         judge_objective(entry, subset, criteria)
         if run_backtest:
             entry["backtest"] = backtest_objective(entry, subset, (predict_flops or {}).get(objective, []),
@@ -191,6 +202,7 @@ def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_poi
                          "parametric_grid_starts": int(len(parametric.chinchilla_grid())),
                          "parametric_refined_starts": parametric.N_REFINE,
                          "parametric_drop_highest_loss": int(drop_highest_loss),
+                         "isoflop_bootstrap": isoflop_bootstrap,
                          "identify": {f.name: getattr(criteria, f.name) for f in fields(Criteria)},
                          "predict_flops": {o: [float(c) for c in v] for o, v in (predict_flops or {}).items()}},
             "objectives": objectives,

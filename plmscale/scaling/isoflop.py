@@ -83,14 +83,19 @@ def budget_designs(df, min_points):
     return designs
 
 
-def fit_budgets_batch(design, counts, min_points):
+def fit_budgets_batch(design, counts, min_points, losses=None):
     """Parabola loss ~ p0 + p1·x + p2·x², x = log N centred, for each weight row in counts (B, n_runs).
+
+    losses: None (every row fits the observed losses) or (B, n_runs) losses per row, aligned with counts
+    (a residual bootstrap perturbs the losses and keeps every run).
 
     Returns dict of (B,) arrays: log_n_opt (vertex), loss_opt, curvature (p2, per (ln N)^2), raw_log_n,
     raw_loss (argmin among included runs), reason (OK or a code), edge (+1 largest, -1 smallest, 0).
     """
     w = np.asarray(counts, float)[:, design["positions"]]
-    log_n, loss = design["log_n"], design["loss"]
+    log_n = design["log_n"]
+    loss = np.broadcast_to(design["loss"] if losses is None else np.asarray(losses, float)[:, design["positions"]],
+                           w.shape)
     centre = log_n.mean()
     x = log_n - centre
     included = w > 0
@@ -103,7 +108,7 @@ def fit_budgets_batch(design, counts, min_points):
 
     masked_loss = np.where(included, loss, np.inf)
     raw = np.argmin(masked_loss, axis=1)
-    raw_log_n, raw_loss = log_n[raw], loss[raw]
+    raw_log_n, raw_loss = log_n[raw], np.take_along_axis(loss, raw[:, None], 1)[:, 0]
     lo = np.where(present.any(1), np.argmax(present, 1), 0)
     hi = np.where(present.any(1), len(sizes) - 1 - np.argmax(present[:, ::-1], 1), 0)
     raw_size = size_index[raw]
@@ -111,7 +116,7 @@ def fit_budgets_batch(design, counts, min_points):
 
     X = np.stack([np.ones_like(x), x, x * x], 1)
     xtwx = np.einsum("bi,ij,ik->bjk", w, X, X)
-    xtwy = np.einsum("bi,ij,i->bj", w, X, loss)
+    xtwy = np.einsum("bi,ij,bi->bj", w, X, loss)
     enough = n_distinct >= max(3, min_points)
     xtwx[~enough] = np.eye(3)  # keeps the batched solve finite; these rows are flagged TOO_FEW below
     coef = np.linalg.solve(xtwx, xtwy[..., None])[..., 0]
