@@ -51,6 +51,7 @@ PAPER_LADDER = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["tr
 def demo_config(**closed_loop):
     raw = yaml.safe_load((REPO / "config.yaml").read_text())
     raw["train"]["isoflop"]["budgets"] = BUDGETS
+    raw["train"]["objectives"] = ["clm", "mlm"]
     raw["fit"]["closed_loop"] = {"multiples": [3], **closed_loop}
     return load_config(raw)
 
@@ -147,7 +148,9 @@ def test_the_plan_is_a_grid_like_run_of_the_forecast_size_and_budget():
 
 
 def test_closed_loop_jobs_follow_the_config():
-    assert cl.closed_loop_jobs(load_config(yaml.safe_load((REPO / "config.yaml").read_text()))) == []
+    # On in the demo (one CLM run at 3x its top budget), off in the paper's study.
+    assert cl.closed_loop_jobs(load_config(yaml.safe_load((REPO / "config.yaml").read_text()))) == [("clm", 3.0)]
+    assert cl.closed_loop_jobs(load_config(REPO / "configs" / "paper.yaml")) == []
     assert cl.closed_loop_jobs(demo_config(multiples=[3, 10])) == [("clm", 3.0), ("clm", 10.0), ("mlm", 3.0),
                                                                    ("mlm", 10.0)]
     assert cl.closed_loop_jobs(demo_config(objectives=["mlm"])) == [("mlm", 3.0)]
@@ -230,7 +233,8 @@ def test_validation_lines_and_plot(tmp_path):
 
 DRY_RUN_CONFIG = {
     "seed": 3,
-    "data": {"demo": {"seed": 11, "n_families": 14, "members_per_family": 6}},
+    "data": {"demo": {"seed": 11, "n_families": 14, "members_per_family": 6, "floor_sequences": 0},
+             "split": {"valid_fraction": 0.2, "test_fraction": 0.1}},
     "train": {
         "objectives": ["clm", "mlm"],
         "ladder": {"n6k": {"layers": 1, "d_model": 16, "heads": 2, "ffn_dim": 48},

@@ -28,7 +28,7 @@ CANNOT_INSTALL = 3  # slurm-cluster.sh's exit status when Slurm is missing and a
 
 # The demo corpus, smaller, and a grid of two tiny CLM runs on the CPU: the whole DAG in about a minute.
 TINY = {
-    "data": {"demo": {"n_families": 20, "members_per_family": 6}},
+    "data": {"demo": {"n_families": 20, "members_per_family": 6, "floor_sequences": 0}},
     "train": {
         "ladder": {"t1": {"layers": 1, "d_model": 16, "heads": 2},
                    "t2": {"layers": 2, "d_model": 16, "heads": 2}},
@@ -40,7 +40,7 @@ TINY = {
         "eval_tokens": 1024, "checkpoint_every_steps": 1000, "device": "cpu", "precision": "fp32",
         "threads": 1,
     },
-    "fit": {"bootstrap": 10},
+    "fit": {"bootstrap": 10, "closed_loop": {"multiples": []}},  # no IsoFLOP grid: no closed loop
 }
 # Fields of metrics.json that measure the machine, not the training.
 TIMING_KEYS = {"wall_seconds", "tokens_per_second", "achieved_flops_per_second", "mfu",
