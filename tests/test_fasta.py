@@ -2,7 +2,9 @@
 
 import gzip
 
+import numpy as np
 import pytest
+from Bio import SeqIO
 
 from plmscale.data.fasta import read_fasta, read_fasta_batches
 from plmscale.errors import PlmscaleError
@@ -152,3 +154,22 @@ def test_non_ascii_id_is_refused_with_file_and_line(tmp_path):
     with pytest.raises(PlmscaleError, match=r"y\.fa, line 3: record id 'prot_é'.*ASCII"):
         for batch in read_fasta_batches(path):
             batch.check_ascii_ids()
+
+
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n", b"\r"])
+def test_records_agree_with_biopython_as_reference_parser(tmp_path, line_end):
+    """Biopython's SeqIO is the reference: same ids, descriptions and sequences on a wrapped, mixed-case
+    corpus with descriptions, whatever the line endings (Biopython reads the file with universal newlines)."""
+    rng = np.random.default_rng(0)
+    letters = np.array(list("ACDEFGHIKLMNPQRSTVWYacdefghik"))
+    text = b""
+    for i in range(300):
+        seq = "".join(rng.choice(letters, size=int(rng.integers(1, 400))))
+        wrapped = [seq[j:j + 60] for j in range(0, len(seq), 60)]
+        text += f">seq{i} description {i} n=1".encode() + line_end + line_end.join(w.encode() for w in wrapped) + line_end
+    path = write(tmp_path / "corpus.fasta.gz", text, gz=True)
+    ours = [(h.decode(), s) for batch in read_fasta_batches(path, chunk_size=4096)
+            for h, s in zip(batch.headers, (batch.seq[a:b] for a, b in zip(batch.offsets[:-1], batch.offsets[1:])))]
+    with gzip.open(path, "rt", newline=None) as handle:
+        reference = [(record.description, str(record.seq).upper().encode()) for record in SeqIO.parse(handle, "fasta")]
+    assert ours == reference

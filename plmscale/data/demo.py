@@ -55,7 +55,7 @@ MEMBER_DIVERGENCE = 0.03     # member vs its subfamily ancestor: subfamilies sta
 LENGTH_MEDIAN, LENGTH_SIGMA = 260, 0.45   # lognormal, roughly UniProt's length distribution
 LINE_WIDTH = 60
 FLOOR_FILE = "floor.json"
-# Malformed record kinds, and what the clean step should do with each (DESIGN.md's alphabet policy).
+# Malformed record kinds, and what the clean step should do with each (the alphabet policy of clean.py).
 MALFORMED = (
     ("illegal_letter", "dropped_invalid"),
     ("lowercase", "kept"),
