@@ -52,3 +52,15 @@ def test_residual_losses_perturb_only_fitted_budgets_and_need_spare_degrees_of_f
     three_sizes = isoflop_runs(law, np.random.default_rng(2), sizes_per_budget=3, spread=3.0, budgets=BUDGETS[:3])
     with pytest.raises(PlmscaleError, match="more than 3 runs"):
         boot.isoflop_residual_losses(three_sizes, 10, np.random.default_rng(0), 3)
+
+
+def test_the_backtest_draws_its_intervals_with_the_fits_scheme():
+    from plmscale.scaling.backtest import backtest
+
+    _, runs = four_size_table(3)
+    failed = {}
+    for scheme in ("runs", "residuals"):
+        rollout = backtest(runs, [1e21], n_boot=100, methods=("isoflop",), isoflop_bootstrap=scheme)["isoflop"]["rollout"]
+        failed[scheme] = rollout["bootstrap"]["n_failed"] / rollout["bootstrap"]["n"]
+        assert rollout["loss_error_pct_ci"] is not None
+    assert failed["residuals"] < failed["runs"], failed

@@ -70,9 +70,11 @@ MIN_PARAMETRIC_RUNS = 5
 
 
 def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=METHODS, loss_law="saturating",
-             source="runs table", parametric_drop_highest_loss=0):
+             source="runs table", parametric_drop_highest_loss=0, isoflop_bootstrap="runs"):
     """Rollout and leave-one-budget-out for each method on one objective's runs; see the module docstring.
 
+    isoflop_bootstrap: the IsoFLOP intervals' scheme, as the fit stage's fit.isoflop_bootstrap (runs |
+    residuals: bootstrap.isoflop_residual_losses).
     parametric_drop_highest_loss: as the fit stage's fit.parametric.drop_highest_loss, every parametric
     refit leaves out the k highest-loss runs among those it is given."""
     runs = validate_runs(runs, source)
@@ -91,9 +93,10 @@ def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=M
     scratch = scratch_runs(runs).reset_index(drop=True)
     out = {"settings": {"n_boot": int(n_boot), "seed": int(seed), "min_points_per_budget": int(min_points),
                         "ci_level": boot.CI_LEVEL, "isoflop_loss_law": loss_law,
-                        "parametric_drop_highest_loss": int(parametric_drop_highest_loss)}}
+                        "parametric_drop_highest_loss": int(parametric_drop_highest_loss),
+                        "isoflop_bootstrap": isoflop_bootstrap}}
     rng = np.random.default_rng(seed)
-    study = _Study(scratch, min_points, n_boot, rng, loss_law, int(parametric_drop_highest_loss))
+    study = _Study(scratch, min_points, n_boot, rng, loss_law, int(parametric_drop_highest_loss), isoflop_bootstrap)
     if "isoflop" in methods:
         out["isoflop"] = {"rollout": study.rollout_isoflop(),
                           "leave_one_budget_out": study.lobo_isoflop(targets)}
@@ -106,7 +109,7 @@ def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=M
 class _Study:
     """One objective's scratch runs with their IsoFLOP design and per-budget parabolas, computed once."""
 
-    def __init__(self, scratch, min_points, n_boot, rng, loss_law, drop_highest_loss=0):
+    def __init__(self, scratch, min_points, n_boot, rng, loss_law, drop_highest_loss=0, isoflop_bootstrap="runs"):
         self.scratch = scratch
         self.drop_highest_loss = drop_highest_loss
         self.min_points = min_points
@@ -121,9 +124,13 @@ class _Study:
         # Bootstrap strata as in the fit stage: the runs of one budget are redrawn among themselves.
         self.strata = np.where(np.isnan(self.budgets), "outside IsoFLOP design", self.budgets.astype(str))
         # Bootstrap of every budget's parabola, shared by the observed top vertex and the IsoFLOP rollout.
-        if self.n_boot and len(scratch):
-            counts = boot.draw_counts(self.strata, self.n_boot, rng)
-            self.per_budget_draws = [isoflop.fit_budgets_batch(d, counts, min_points) for d in self.designs]
+        if self.n_boot and self.designs:
+            if isoflop_bootstrap == "residuals":
+                losses, _ = boot.isoflop_residual_losses(scratch, self.n_boot, rng, min_points)
+                counts = np.ones((self.n_boot, len(scratch)))
+            else:
+                losses, counts = None, boot.draw_counts(self.strata, self.n_boot, rng)
+            self.per_budget_draws = [isoflop.fit_budgets_batch(d, counts, min_points, losses) for d in self.designs]
         else:
             self.per_budget_draws = None
         self._observed = None

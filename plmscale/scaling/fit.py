@@ -151,14 +151,14 @@ def judge_objective(entry, runs, criteria):
     return entry
 
 
-def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_highest_loss=0):
+def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_highest_loss=0, isoflop_bootstrap="runs"):
     """backtest.backtest for the identified methods it covers (IsoFLOP, parametric); the others record
     why they were not backtested. Plain JSON, stored as the objective's `backtest`."""
     methods = [m for m in backtests.METHODS if entry[m].get("identified")]
     skipped = {m: {"skipped": f"not identified: {entry[m]['reasons'][0]}" if entry[m].get("reasons")
                    else "not identified"} for m in backtests.METHODS if m not in methods}
     result = backtests.backtest(runs, targets, n_boot=n_boot, seed=seed, min_points=min_points, methods=methods,
-                                parametric_drop_highest_loss=drop_highest_loss)
+                                parametric_drop_highest_loss=drop_highest_loss, isoflop_bootstrap=isoflop_bootstrap)
     result.update(skipped)
     result["envelope"] = {"skipped": "the backtest covers the IsoFLOP and parametric fits"}
     return result
@@ -191,7 +191,8 @@ def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_poi
         judge_objective(entry, subset, criteria)
         if run_backtest:
             entry["backtest"] = backtest_objective(entry, subset, (predict_flops or {}).get(objective, []),
-                                                   int(bootstrap), seed, min_points_per_budget, drop_highest_loss)
+                                                   int(bootstrap), seed, min_points_per_budget, drop_highest_loss,
+                                                   isoflop_bootstrap)
         objectives[objective] = entry
     # The transfer analysis may solve a parametric law for effective tokens: only an identified one.
     laws = {o: v["parametric"] for o, v in objectives.items() if v["parametric"].get("identified")}
