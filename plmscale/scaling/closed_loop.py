@@ -19,12 +19,9 @@ same method (its N is that law's N_opt up to shape rounding); each record's loss
 import math
 from pathlib import Path
 
-import numpy as np
 
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.bootstrap import interval
 from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit
-from plmscale.scaling.parametric import optimal_allocation
 
 RECORD_VERSION = 1
 WITHIN_FRACTION = 0.02  # "within 2% of the forecast loss" (issue 8's bar; stated, never tuned)
@@ -111,43 +108,19 @@ def method_forecast(fit: FitFile, objective: str, method: str, flops: float, n_p
     law = fit.method(objective, method).law
     if law is None:
         return out
-    flops = np.float64(flops)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        if isinstance(law, ParametricLaw):
-            kappa = law.flops_per_param_token
-            if kappa is None:
-                out["reasons"] = reasons + ["fit.json lacks flops_per_param_token: no N_opt at a budget"]
-                return out
-            n_opt, _, loss_opt = optimal_allocation(law.E, law.A, law.B, law.alpha, law.beta, flops, kappa)
-            draws = law.draws
-            has_draws = {"E", "A", "B", "alpha", "beta"} <= set(draws)
-            if has_draws:
-                n_draws, _, loss_opt_draws = optimal_allocation(draws["E"], draws["A"], draws["B"],
-                                                                draws["alpha"], draws["beta"], flops, kappa)
-                out["n_opt_ci"] = interval(n_draws)
-            if n_params is not None and tokens is not None:
-                out["loss"] = law.E + law.A / n_params ** law.alpha + law.B / tokens ** law.beta
-                if has_draws:
-                    out["loss_ci"] = interval(draws["E"] + draws["A"] / n_params ** draws["alpha"]
-                                              + draws["B"] / tokens ** draws["beta"])
-                out["loss_basis"] = LOSS_BASIS["parametric"]
-            else:
-                out["loss"] = loss_opt
-                out["loss_ci"] = interval(loss_opt_draws) if has_draws else None
-                out["loss_basis"] = "compute-optimal loss L_opt(C)"
-            out["n_opt"] = n_opt
-        else:
-            out["n_opt"] = law.k_n * flops ** law.a
-            if {"k_n", "a"} <= set(law.draws):
-                out["n_opt_ci"] = interval(law.draws["k_n"] * flops ** law.draws["a"])
-            if law.has_loss_law:
-                # A saturating law (loss_floor + k_l·C^s) where the fit has one, a pure power law before.
-                floor = getattr(law, "loss_floor", None) or 0.0
-                out["loss"] = floor + law.k_l * flops ** law.s
-                if {"k_l", "s"} <= set(law.draws):
-                    out["loss_ci"] = interval(law.draws.get("loss_floor", 0.0)
-                                              + law.draws["k_l"] * flops ** law.draws["s"])
-                out["loss_basis"] = LOSS_BASIS[method]
+    if isinstance(law, ParametricLaw) and law.flops_per_param_token is None:
+        out["reasons"] = reasons + ["fit.json lacks flops_per_param_token: no N_opt at a budget"]
+        return out
+    forecast = law.forecast(flops)
+    out.update(n_opt=forecast["n_opt"], n_opt_ci=forecast["n_opt_ci"], loss_basis=LOSS_BASIS[method])
+    if isinstance(law, ParametricLaw) and n_params is not None and tokens is not None:
+        out["loss"], out["loss_ci"] = law.loss_at(n_params, tokens)
+    elif isinstance(law, ParametricLaw):
+        out.update(loss=forecast["loss"], loss_ci=forecast["loss_ci"], loss_basis="compute-optimal loss L_opt(C)")
+    elif law.has_loss_law:  # loss_floor + k_l·C^s where the fit has a floor, a pure power law before
+        out.update(loss=forecast["loss"], loss_ci=forecast["loss_ci"])
+    else:
+        out["loss_basis"] = None
     out["n_opt"], out["loss"] = _finite(out["n_opt"]), _finite(out["loss"])
     return out
 

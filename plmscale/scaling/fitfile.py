@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from plmscale.errors import PlmscaleError
+from plmscale.scaling.bootstrap import interval
+from plmscale.scaling.parametric import optimal_allocation
 from plmscale.scaling.results import json_ready, write_json
 
 FIT_VERSION = 1
@@ -86,6 +88,19 @@ class PowerLaws(_Bootstrapped):
         """(k, exponent) of N_opt ('n') or D_opt ('d')."""
         return (self.k_n, self.a) if what == "n" else (self.k_d, self.b)
 
+    def forecast(self, flops) -> dict:
+        """{n_opt, d_opt, loss, n_opt_ci, d_opt_ci, loss_ci} at flops; intervals from the stored draws (None
+        without them), loss None without a loss law, NaN/inf where the law overflows."""
+        flops, d = np.float64(flops), self.draws
+        with np.errstate(invalid="ignore", over="ignore"):
+            return {
+                "n_opt": self.k_n * flops ** self.a, "d_opt": self.k_d * flops ** self.b,
+                "loss": self.loss(flops) if self.has_loss_law else None,
+                "n_opt_ci": interval(d["k_n"] * flops ** d["a"]) if {"k_n", "a"} <= set(d) else None,
+                "d_opt_ci": interval(d["k_d"] * flops ** d["b"]) if {"k_d", "b"} <= set(d) else None,
+                "loss_ci": (interval(d.get("loss_floor", 0.0) + d["k_l"] * flops ** d["s"])
+                            if self.has_loss_law and {"k_l", "s"} <= set(d) else None)}
+
 
 @dataclass(frozen=True)
 class ParametricLaw(_Bootstrapped):
@@ -98,6 +113,33 @@ class ParametricLaw(_Bootstrapped):
     a: float
     b: float
     flops_per_param_token: float | None = None
+
+    @property
+    def _has_draws(self) -> bool:
+        return {"E", "A", "B", "alpha", "beta"} <= set(self.draws)
+
+    def forecast(self, flops) -> dict:
+        """The compute-optimal {n_opt, d_opt, loss} at flops (C = flops_per_param_token·N·D, which must be
+        known) with their intervals from the stored draws (None without them)."""
+        kappa = self.flops_per_param_token
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            n_opt, d_opt, loss = optimal_allocation(self.E, self.A, self.B, self.alpha, self.beta, flops, kappa)
+            out = {"n_opt": float(n_opt), "d_opt": float(d_opt), "loss": float(loss),
+                   "n_opt_ci": None, "d_opt_ci": None, "loss_ci": None}
+            if self._has_draws:
+                d = self.draws
+                n, dd, l = optimal_allocation(d["E"], d["A"], d["B"], d["alpha"], d["beta"], flops, kappa)
+                out.update(n_opt_ci=interval(n), d_opt_ci=interval(dd), loss_ci=interval(l))
+        return out
+
+    def loss_at(self, n_params, tokens) -> tuple:
+        """(L(N, D), its interval from the stored draws or None)."""
+        d = self.draws
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            loss = self.E + self.A / n_params ** self.alpha + self.B / tokens ** self.beta
+            ci = (interval(d["E"] + d["A"] / n_params ** d["alpha"] + d["B"] / tokens ** d["beta"])
+                  if self._has_draws else None)
+        return loss, ci
 
 
 @dataclass(frozen=True)

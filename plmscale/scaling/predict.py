@@ -10,47 +10,21 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from plmscale.arithmetic import ModelShape
 from plmscale.config import read_json_object
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.bootstrap import interval
 from plmscale.scaling.closed_loop import validation_lines
 from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit, read_fit
-from plmscale.scaling.parametric import optimal_allocation
 from plmscale.scaling.results import json_text
 
 
-def _power_law_prediction(law, flops):
-    flops = np.float64(flops)  # numpy powers overflow to inf (reported as null) instead of raising
-    draws = law.draws
-    with np.errstate(invalid="ignore", over="ignore"):
-        n_opt = law.k_n * flops ** law.a
-        d_opt = law.k_d * flops ** law.b
-        loss = law.loss(flops) if law.has_loss_law else None
-        n_ci = interval(draws["k_n"] * flops ** draws["a"]) if {"k_n", "a"} <= set(draws) else None
-        d_ci = interval(draws["k_d"] * flops ** draws["b"]) if {"k_d", "b"} <= set(draws) else None
-        loss_ci = (interval(draws.get("loss_floor", 0.0) + draws["k_l"] * flops ** draws["s"])
-                   if law.has_loss_law and {"k_l", "s"} <= set(draws) else None)
-    return n_opt, d_opt, loss, n_ci, d_ci, loss_ci
-
-
-def _parametric_prediction(law: ParametricLaw, flops, where):
-    kappa = law.flops_per_param_token
-    if kappa is None:
+def _parametric_forecast(law: ParametricLaw, flops, where) -> dict:
+    if law.flops_per_param_token is None:
         raise PlmscaleError(f"{where}.flops_per_param_token is missing: the parametric law cannot turn "
                             "FLOPs into N and D without it; rerun `plmscale fit`")
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        n_opt, d_opt, loss = optimal_allocation(law.E, law.A, law.B, law.alpha, law.beta, flops, kappa)
-    n_ci = d_ci = loss_ci = None
-    if {"E", "A", "B", "alpha", "beta"} <= set(law.draws):
-        d = law.draws
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            n, dd, l = optimal_allocation(d["E"], d["A"], d["B"], d["alpha"], d["beta"], flops, kappa)
-        n_ci, d_ci, loss_ci = interval(n), interval(dd), interval(l)
-    return float(n_opt), float(d_opt), float(loss), n_ci, d_ci, loss_ci
+    return law.forecast(flops)
 
 
 def _finite(value):
@@ -82,11 +56,11 @@ def predict(fit, flops: float, objective: str, ladder=None) -> dict:
                                "reasons": list(entry.reasons)}
             continue
         if method == "parametric":
-            n, d, loss, n_ci, d_ci, loss_ci = _parametric_prediction(
-                entry.law, flops, f"{fit.source}: objectives.{objective}.parametric")
+            forecast = _parametric_forecast(entry.law, flops, f"{fit.source}: objectives.{objective}.parametric")
         else:
-            n, d, loss, n_ci, d_ci, loss_ci = _power_law_prediction(entry.law, flops)
-        n, d, loss = _finite(n), _finite(d), _finite(loss)
+            forecast = entry.law.forecast(flops)
+        n, d, loss = _finite(forecast["n_opt"]), _finite(forecast["d_opt"]), _finite(forecast["loss"])
+        n_ci, d_ci, loss_ci = forecast["n_opt_ci"], forecast["d_opt_ci"], forecast["loss_ci"]
         methods[method] = {"n_opt": n, "d_opt": d, "loss": loss, "n_opt_ci": n_ci, "d_opt_ci": d_ci}
         details[method] = {"loss_ci": loss_ci, "loss_law": entry.loss_law, "identified": entry.identified}
         notes = []
