@@ -2,60 +2,7 @@
 # compute-optimal at multiples of the top IsoFLOP budget, then score every method's forecast against it.
 # The run is planned from fit.json (plmscale.scaling.closed_loop.plan_closed_loop), so its spec and
 # resources are known only once the fit exists: a dry run before then shows them as <TBD>.
-from functools import lru_cache
-
-from plmscale.grid.resources import snakemake_resources
-from plmscale.scaling.closed_loop import closed_loop_jobs, multiple_label, plan_closed_loop
-from plmscale.scaling.fitfile import read_fit
-
-try:
-    CLOSED_LOOP_JOBS = closed_loop_jobs(config)
-except PlmscaleError as error:
-    raise WorkflowError(str(error)) from None
-CLOSED_LOOP_MULTIPLES = {multiple_label(m): m for _, m in CLOSED_LOOP_JOBS}
-CLOSED_LOOP_DIRS = [f"results/closed_loop/{o}_x{multiple_label(m)}" for o, m in CLOSED_LOOP_JOBS]
-# A job with nothing to train still claims these (the scheduler needs numbers before it knows).
-NOT_TRAINED_RESOURCES = {"gpus": 0, "nodes": 1, "gpus_per_node": 0, "gpu_model": None, "mem_mb": 1000,
-                         "runtime_min": 5, "cpus": 1}
-
-
-def stage_targets_closed_loop():
-    if not CLOSED_LOOP_JOBS:
-        return []
-    return ["results/scaling/closed_loop.json", "results/scaling/closed_loop.png"]
-
-
-@lru_cache(maxsize=None)
-def _closed_loop_plan_cached(fit_path, modified, objective, multiple):
-    return plan_closed_loop(config, read_fit(fit_path), objective, multiple,
-                            source=", ".join(map(str, workflow.configfiles)) or None)
-
-
-def closed_loop_plan(wildcards, input):
-    """The plan for this job from the current fit.json; before the fit exists Snakemake shows <TBD>."""
-    fit_path = Path(input.fit)
-    if not fit_path.exists():
-        raise FileNotFoundError(2, "fit.json is not written yet", str(input.fit))
-    return _closed_loop_plan_cached(str(fit_path), fit_path.stat().st_mtime_ns, wildcards.objective,
-                                    CLOSED_LOOP_MULTIPLES[wildcards.multiple])
-
-
-def closed_loop_plan_json(wildcards, input):
-    return json_param(closed_loop_plan(wildcards, input))
-
-
-def _closed_loop_resource(key):
-    def resource(wildcards, input):
-        plan = closed_loop_plan(wildcards, input)
-        return snakemake_resources(plan.get("resources") or NOT_TRAINED_RESOURCES)[key]
-
-    return resource
-
-
-CLOSED_LOOP_RESOURCES = {key: _closed_loop_resource(key) for key in snakemake_resources(NOT_TRAINED_RESOURCES)}
-# Threads must be known before the plan: a grid run's CPU count under the same settings.
-CLOSED_LOOP_THREADS = (config["train"]["threads"] if config["train"]["device"] == "cpu"
-                       else config["train"]["resources"]["cpus_per_gpu"])
+# Its input functions and the plan they read are in rules/common.smk.
 
 
 rule closed_loop_train:

@@ -1,6 +1,7 @@
 # Shared by every stage: the validated config, wildcard constraints, and input functions.
 import json
 import re
+from functools import lru_cache
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -12,6 +13,8 @@ from plmscale.errors import PlmscaleError
 from plmscale.grid import expand_grid
 from plmscale.grid.calibration import calibration_specs
 from plmscale.grid.resources import snakemake_resources
+from plmscale.scaling.closed_loop import closed_loop_jobs, multiple_label, plan_closed_loop
+from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.plots import PLOT_NAMES, PLOTS
 
 # Validate once, fill every default, and fail with a message that names the config file.
@@ -103,7 +106,7 @@ try:
     CALIBRATION_SPECS = {spec.run_id: spec for spec in calibration_specs(config, source=", ".join(map(str, workflow.configfiles)) or None)}
 except PlmscaleError as error:
     raise WorkflowError(str(error)) from None
-# Every run the train rule makes: the study's grid, and the lr sweep's runs (not part of the fits).
+# Every run that train makes (the study's grid, and the lr sweep's runs, which are not part of the fits).
 TRAINED_SPECS = {**RUN_SPECS, **CALIBRATION_SPECS}
 
 
@@ -191,3 +194,54 @@ def plot_outputs():
     return {name: report(f"results/scaling/{name}.png", caption=f"../report/{plot.caption}",
                          category="Scaling laws", subcategory=plot.subcategory)
             for name, plot in PLOTS.items()}
+
+
+# ---- closed loop (rules/closed_loop.smk) ------------------------------------------------------------
+try:
+    CLOSED_LOOP_JOBS = closed_loop_jobs(config)
+except PlmscaleError as error:
+    raise WorkflowError(str(error)) from None
+CLOSED_LOOP_MULTIPLES = {multiple_label(m): m for _, m in CLOSED_LOOP_JOBS}
+CLOSED_LOOP_DIRS = [f"results/closed_loop/{o}_x{multiple_label(m)}" for o, m in CLOSED_LOOP_JOBS]
+# A job with nothing to train still claims these (the scheduler needs numbers before it knows).
+NOT_TRAINED_RESOURCES = {"gpus": 0, "nodes": 1, "gpus_per_node": 0, "gpu_model": None, "mem_mb": 1000,
+                         "runtime_min": 5, "cpus": 1}
+
+
+def stage_targets_closed_loop():
+    if not CLOSED_LOOP_JOBS:
+        return []
+    return ["results/scaling/closed_loop.json", "results/scaling/closed_loop.png"]
+
+
+@lru_cache(maxsize=None)
+def _closed_loop_plan_cached(fit_path, modified, objective, multiple):
+    return plan_closed_loop(config, read_fit(fit_path), objective, multiple,
+                            source=", ".join(map(str, workflow.configfiles)) or None)
+
+
+def closed_loop_plan(wildcards, input):
+    """The plan for this job from the current fit.json; before the fit exists Snakemake shows <TBD>."""
+    fit_path = Path(input.fit)
+    if not fit_path.exists():
+        raise FileNotFoundError(2, "fit.json is not written yet", str(input.fit))
+    return _closed_loop_plan_cached(str(fit_path), fit_path.stat().st_mtime_ns, wildcards.objective,
+                                    CLOSED_LOOP_MULTIPLES[wildcards.multiple])
+
+
+def closed_loop_plan_json(wildcards, input):
+    return json_param(closed_loop_plan(wildcards, input))
+
+
+def _closed_loop_resource(key):
+    def resource(wildcards, input):
+        plan = closed_loop_plan(wildcards, input)
+        return snakemake_resources(plan.get("resources") or NOT_TRAINED_RESOURCES)[key]
+
+    return resource
+
+
+CLOSED_LOOP_RESOURCES = {key: _closed_loop_resource(key) for key in snakemake_resources(NOT_TRAINED_RESOURCES)}
+# Threads must be known before the plan: a grid run's CPU count under the same settings.
+CLOSED_LOOP_THREADS = (config["train"]["threads"] if config["train"]["device"] == "cpu"
+                       else config["train"]["resources"]["cpus_per_gpu"])
