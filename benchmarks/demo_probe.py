@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from plmscale.alphabet import encode  # noqa: E402
 from plmscale.data import demo  # noqa: E402
+from plmscale.data.shards import MemoryShards  # noqa: E402
 
 LADDER = {  # config.yaml's demo ladder
     "n7k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
@@ -39,23 +39,6 @@ LADDER = {  # config.yaml's demo ladder
     "n100k": {"layers": 2, "d_model": 64, "heads": 2, "ffn_dim": 176},
     "n220k": {"layers": 2, "d_model": 96, "heads": 2, "ffn_dim": 256},
 }
-
-
-class MemoryReader:
-    """The attributes of a ShardReader that the sampler and the eval set use, over in-memory sequences."""
-
-    def __init__(self, sequences, cluster_ids, source_ids, sources):
-        self._seqs = [encode(s) for s in sequences]
-        self.lengths = np.array([len(s) for s in self._seqs], dtype=np.int64)
-        self.cluster_ids = np.asarray(cluster_ids, dtype=np.int64)
-        self.source_ids = np.asarray(source_ids, dtype=np.int64)
-        self.sources = list(sources)
-
-    def __len__(self):
-        return len(self._seqs)
-
-    def __getitem__(self, i):
-        return self._seqs[int(i)]
 
 
 def memory_split(settings: dict, valid_fraction: float):
@@ -74,7 +57,7 @@ def memory_split(settings: dict, valid_fraction: float):
             seqs.append(r.sequence)
             clusters.append(family_index[r.family])
             sources.append(s)
-    return {name: MemoryReader(*columns, demo.SOURCES) for name, columns in parts.items()}
+    return {name: MemoryShards(*columns, demo.SOURCES) for name, columns in parts.items()}
 
 
 def spec_for(objective, size, budget, seed, args):

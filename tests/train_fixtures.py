@@ -2,25 +2,7 @@
 
 import numpy as np
 
-from plmscale.alphabet import encode
-
-
-class MemoryShards:
-    """In-memory stand-in with ShardReader's attributes (used where writing real shards adds nothing)."""
-
-    def __init__(self, sequences, cluster_ids, source_ids, sources):
-        self._seqs = [encode(s) for s in sequences]
-        self.lengths = np.array([len(s) for s in self._seqs], dtype=np.int64)
-        self.cluster_ids = np.asarray(cluster_ids, dtype=np.int64)
-        self.source_ids = np.asarray(source_ids, dtype=np.int16)
-        self.sources = list(sources)
-        self.manifest = {"n_sequences": len(self._seqs), "sources": self.sources}
-
-    def __len__(self):
-        return len(self._seqs)
-
-    def __getitem__(self, i):
-        return self._seqs[i]
+from plmscale.data.shards import MemoryShards  # noqa: F401  (the tests import it from here)
 
 
 def demo_split(n_families=24, members_per_family=6, seed=3, max_length=200):

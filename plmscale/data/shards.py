@@ -26,7 +26,7 @@ import threading
 
 import numpy as np
 
-from plmscale.alphabet import TOKENS
+from plmscale.alphabet import TOKENS, encode
 from plmscale.data.atomic import DeferredFile, remove_stale_temporaries, write_json
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import provenance
@@ -354,3 +354,22 @@ class ShardReader:
             elif sha256_file(path) != expected:
                 problems.append(f"{name}: sha256 differs from the manifest")
         return problems
+
+
+class MemoryShards:
+    """In-memory stand-in with ShardReader's attributes, for the sampler and the eval set where writing
+    real shards adds nothing (tests, the demo probe)."""
+
+    def __init__(self, sequences, cluster_ids, source_ids, sources):
+        self._seqs = [encode(s) for s in sequences]
+        self.lengths = np.array([len(s) for s in self._seqs], dtype=np.int64)
+        self.cluster_ids = np.asarray(cluster_ids, dtype=np.int64)
+        self.source_ids = np.asarray(source_ids, dtype=np.int16)
+        self.sources = list(sources)
+        self.manifest = {"n_sequences": len(self._seqs), "sources": self.sources}
+
+    def __len__(self):
+        return len(self._seqs)
+
+    def __getitem__(self, i):
+        return self._seqs[int(i)]
