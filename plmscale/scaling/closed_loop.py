@@ -73,10 +73,7 @@ def identification(fit: FitFile, objective: str, method: str) -> tuple[bool, lis
     entry = fit.method(objective, method)
     if entry.law is None:
         return False, [f"not fitted: {entry.error}"]
-    raw = fit.data.get("objectives", {}).get(objective, {}).get(method) or {}
-    verdict = raw.get("identified")
-    reasons = [str(r) for r in raw.get("reasons") or []]
-    return (True if verdict is None else bool(verdict)), reasons
+    return entry.identified is not False, list(entry.reasons)
 
 
 def top_budget(fit: FitFile, objective: str) -> float | None:
@@ -101,8 +98,8 @@ def method_forecast(fit: FitFile, objective: str, method: str, flops: float, n_p
     tokens the parametric loss is L(N, D) there, otherwise (and for the power laws always) L_opt(C).
     """
     identified, reasons = identification(fit, objective, method)
-    raw = fit.data.get("objectives", {}).get(objective, {}).get(method) or {}
-    out = {"identified": identified, "verdict_in_fit": raw.get("identified") is not None, "reasons": reasons,
+    out = {"identified": identified, "verdict_in_fit": fit.method(objective, method).identified is not None,
+           "reasons": reasons,
            "n_opt": None, "n_opt_ci": None, "loss": None,
            "loss_ci": None, "loss_basis": None}
     law = fit.method(objective, method).law
