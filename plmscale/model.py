@@ -59,16 +59,26 @@ class Rotary(nn.Module):
         angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)  # (T, head_dim)
         # Not persistent: derived, so never in a checkpoint.
-        self.register_buffer("cos", angles.cos()[:, None, :], persistent=False)  # (T, 1, head_dim)
-        self.register_buffer("sin", angles.sin()[:, None, :], persistent=False)
+        self.register_buffer("cos", angles.cos(), persistent=False)  # (T, head_dim)
+        self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x):
-        """x: (..., T, H, head_dim) -> rotated x, same shape and dtype."""
-        length = x.shape[-3]
+    def forward(self, x, positions=None):
+        """x: (B, T, ..., head_dim), the token axis second -> rotated x, same shape and dtype.
+
+        positions (B, T) int64: each token's position (packed rows restart at 0 per sequence); None means
+        0..T-1 in every row. Positions never exceed T-1, so the table only has to cover the row length.
+        """
+        length = x.shape[1]
         if length > self.cos.shape[0]:
             self._build(length)
             self.cos, self.sin = self.cos.to(x.device), self.sin.to(x.device)
-        cos, sin = self.cos[:length].to(x.dtype), self.sin[:length].to(x.dtype)
+        if positions is None:
+            cos, sin = self.cos[:length][None], self.sin[:length][None]  # (1, T, head_dim)
+        else:
+            cos, sin = self.cos[positions], self.sin[positions]  # (B, T, head_dim)
+        # Broadcast over the axes between tokens and head_dim (q/k, heads).
+        view = cos.shape[:2] + (1,) * (x.ndim - 3) + cos.shape[-1:]
+        cos, sin = cos.view(view).to(x.dtype), sin.view(view).to(x.dtype)
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin
