@@ -43,3 +43,178 @@ def test_mlm_model_sees_token_order():
         reversed_then_logits = model(tokens[:, order], causal=False)[0]
         logits_then_reversed = model(tokens, causal=False)[0, order]
     assert not torch.allclose(reversed_then_logits, logits_then_reversed, atol=1e-2)
+
+
+# ---- packed vs padded model ------------------------------------------------------------------------------------
+def _examples(objective, lengths, seq_len=48, seed=0):
+    from plmscale.train.masking import causal_labels, mask_tokens
+    from plmscale.train.sampler import frame
+
+    rng = np.random.default_rng(seed)
+    examples = []
+    for length in lengths:
+        tokens = frame(rng.integers(4, 24, length), seq_len, rng)
+        examples.append(mask_tokens(tokens, rng, 0.3) if objective == "mlm" else (tokens, causal_labels(tokens)))
+    return examples
+
+
+def _loss_and_labels(model, batches, causal):
+    loss = sum(float(model(b.tokens, causal, **b.model_kwargs())[1]) for b in batches)
+    return loss, sum(b.n_labels for b in batches)
+
+
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_packed_loss_per_token_equals_padded(objective):
+    from plmscale.train.packing import micro_batches
+
+    torch.manual_seed(0)
+    model = build_model({"layers": 2, "d_model": 32, "heads": 2}).eval()
+    examples = _examples(objective, [30, 5, 12, 40, 3, 20, 8, 17])
+    padded = micro_batches(examples, 3, 48, packed=False)
+    packed = micro_batches(examples, 2, 48, packed=True)
+    assert any(len(set(row.tolist())) > 2 for b in packed for row in b.doc_ids)  # a row with several sequences
+    assert any((b.tokens == PAD_ID).any() for b in packed)  # and a padded tail
+    with torch.no_grad():
+        padded_loss, padded_labels = _loss_and_labels(model, padded, objective == "clm")
+        packed_loss, packed_labels = _loss_and_labels(model, packed, objective == "clm")
+    assert packed_labels == padded_labels > 0
+    assert packed_loss / packed_labels == pytest.approx(padded_loss / padded_labels, abs=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_packed_logits_of_each_sequence_equal_its_own_row(causal):
+    from plmscale.train.packing import collate_packed
+
+    torch.manual_seed(0)
+    model = build_model({"layers": 2, "d_model": 32, "heads": 2}).eval()
+    examples = _examples("clm", [10, 20, 6])
+    packed = collate_packed(examples, [[0, 1, 2]], 48)
+    with torch.no_grad():
+        logits = model(packed.tokens, causal, doc_ids=packed.doc_ids, positions=packed.positions)[0]
+        at = 0
+        for inputs, _ in examples:
+            alone = model(torch.from_numpy(inputs)[None], causal)[0]
+            torch.testing.assert_close(logits[at:at + len(inputs)], alone, atol=1e-5, rtol=1e-5)
+            at += len(inputs)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_no_token_attends_across_documents(causal):
+    from plmscale.train.packing import collate_packed
+
+    torch.manual_seed(0)
+    model = build_model({"layers": 2, "d_model": 32, "heads": 2}).eval()
+    examples = _examples("clm", [12, 9, 15])
+    packed = collate_packed(examples, [[0, 1, 2]], 48)
+    changed = packed.tokens.clone()
+    middle = packed.doc_ids == 1
+    changed[middle] = (changed[middle] - 4 + 7) % 20 + 4  # another sequence in the middle document
+    with torch.no_grad():
+        before = model(packed.tokens, causal, doc_ids=packed.doc_ids)
+        after = model(changed, causal, doc_ids=packed.doc_ids)
+    others = ~middle[0]
+    assert torch.equal(before[0, others], after[0, others])
+    assert not torch.allclose(before[0, middle[0]], after[0, middle[0]])
+
+
+def test_positions_restart_at_each_sequence_and_follow_from_document_ids():
+    from plmscale.model import positions_from_doc_ids
+    from plmscale.train.packing import collate_packed
+
+    examples = _examples("clm", [3, 1, 5])
+    packed = collate_packed(examples, [[0, 1], [2]], 12)
+    assert packed.positions.tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3],
+                                         [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 4]]
+    assert packed.doc_ids.tolist() == [[0] * 5 + [1] * 3 + [2] * 4, [0] * 7 + [1] * 5]
+    assert torch.equal(positions_from_doc_ids(packed.doc_ids), packed.positions)
+
+
+# ---- the packer ------------------------------------------------------------------------------------------------
+def test_packer_places_every_sequence_exactly_once_within_seq_len():
+    from plmscale.train.packing import pack_rows
+
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(3, 129, 300)
+    rows = pack_rows(lengths, 128)
+    placed = sorted(i for row in rows for i in row)
+    assert placed == list(range(300))
+    assert all(sum(lengths[i] for i in row) <= 128 for row in rows)
+    assert rows == pack_rows(lengths, 128)  # deterministic
+    # First fit: a sequence never sits in a later row while an earlier row still has room for it (room
+    # only shrinks, so the final room bounds the room at placement time).
+    room = [128 - sum(lengths[i] for i in row) for row in rows]
+    for r, row in enumerate(rows):
+        assert all(room[earlier] < lengths[i] for i in row for earlier in range(r))
+    assert sum(lengths) / (128 * len(rows)) > 0.9  # rows are nearly full
+
+
+def test_packer_refuses_a_sequence_longer_than_a_row():
+    from plmscale.errors import PlmscaleError
+    from plmscale.train.packing import pack_rows
+
+    with pytest.raises(PlmscaleError, match="seq_len 16"):
+        pack_rows([10, 17], 16)
+
+
+def test_packed_batches_hold_the_same_tokens_and_labels_as_padded():
+    from plmscale.train.packing import micro_batches
+
+    examples = _examples("mlm", [30, 5, 46, 12, 3, 20, 8, 17, 40])
+    padded = micro_batches(examples, 4, 48, packed=False)
+    packed = micro_batches(examples, 2, 48, packed=True)
+    real = sum(len(inputs) for inputs, _ in examples)  # D: framed tokens, <cls>/<eos> included, no <pad>
+    assert sum(b.n_real_tokens for b in packed) == sum(b.n_real_tokens for b in padded) == real
+    assert sum(b.n_labels for b in packed) == sum(b.n_labels for b in padded)
+    assert all(b.tokens.shape[1] == 48 and b.tokens.shape[0] <= 2 for b in packed)
+    # Every example appears as one contiguous document, with its own labels.
+    found = []
+    for b in packed:
+        for row in range(b.tokens.shape[0]):
+            for doc in b.doc_ids[row].unique().tolist():
+                where = b.doc_ids[row] == doc
+                tokens = b.tokens[row][where].numpy()
+                if (tokens != PAD_ID).any():
+                    found.append((tokens.tolist(), b.labels[row][where].numpy().tolist()))
+    assert sorted(found) == sorted((i.tolist(), t.tolist()) for i, t in examples)
+
+
+def test_packing_setting_resolves_per_device():
+    from plmscale.errors import PlmscaleError
+    from plmscale.grid.spec import RunSpec
+    from plmscale.train.packing import PACK_ON_CPU_BY_DEFAULT, resolve_packing
+    from train_fixtures import tiny_spec
+
+    assert resolve_packing("auto", "cuda") is True
+    assert resolve_packing("auto", "cpu") is PACK_ON_CPU_BY_DEFAULT
+    assert resolve_packing(False, "cuda") is False and resolve_packing(True, "cpu") is True
+    with pytest.raises(PlmscaleError, match="train.packing"):
+        resolve_packing("yes", "cpu")
+    assert RunSpec.from_dict(tiny_spec()).train.packing == "auto"
+    assert RunSpec.from_dict(tiny_spec(packing=False)).train.packing is False
+
+
+# ---- training runs ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from train_fixtures import member_split, shard_dirs
+
+    return shard_dirs(tmp_path_factory.mktemp("packing"), member_split(n_families=4))
+
+
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_packed_run_reads_the_same_tokens_and_resumes_identically(shards, tmp_path, objective):
+    from plmscale.train import train_run
+    from train_fixtures import tiny_spec
+
+    spec = tiny_spec(objective, tokens=8000, checkpoint_every_steps=4, packing=True)
+    full = train_run(spec, *shards, tmp_path / "full", tmp_path / "ck_full", threads=1)
+    padded = train_run({**spec, "packing": False}, *shards, tmp_path / "padded", tmp_path / "ck_padded", threads=1)
+    assert full["packing"] is True and padded["packing"] is False
+    # Same examples per step: the same real tokens (D), and the same losses up to float rounding.
+    assert full["tokens"] == padded["tokens"] and full["steps"] == padded["steps"]
+    assert full["final_valid_loss"] == pytest.approx(padded["final_valid_loss"], rel=1e-3)
+    assert train_run(spec, *shards, tmp_path / "half", tmp_path / "ck", threads=1, stop_after_steps=6) is None
+    assert torch.load(tmp_path / "ck" / "last.pt", weights_only=True)["step"] == 4
+    resumed = train_run(spec, *shards, tmp_path / "half", tmp_path / "ck", threads=1)
+    assert resumed["tokens"] == full["tokens"] and resumed["steps"] == full["steps"]
+    assert resumed["final_valid_loss"] == full["final_valid_loss"]
