@@ -27,6 +27,8 @@ Choices, and why:
   is empty. Same weights, same loss per sequence as padded rows.
 """
 
+import functools
+import logging
 import math
 
 import torch
@@ -40,6 +42,7 @@ from plmscale.arithmetic import (ModelShape, default_ffn_dim, flops_per_token_6n
                                  flops_per_token_with_attention)
 
 IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
 
 
 def _flex_attention_api():
@@ -62,6 +65,26 @@ def flex_attention_api():
     return _FLEX or None
 
 
+@functools.cache
+def flex_attention_works(head_dim: int, dtype: torch.dtype, device: str) -> bool:
+    """Whether flex attention runs at this head width and dtype here: tried once on a small causal mask,
+    so that a kernel this torch cannot build falls back to the boolean mask instead of failing a run."""
+    api = flex_attention_api()
+    if api is None:
+        return False
+    attention, create_block_mask, _ = api
+    try:
+        q = torch.randn(1, 1, 256, head_dim, device=device, dtype=dtype)
+        mask = create_block_mask(lambda b, h, q_index, kv_index: q_index >= kv_index, 1, None, 256, 256,
+                                 device=device)
+        attention(q, q, q, block_mask=mask)
+        return True
+    except Exception as error:  # any failure to build the kernel: the boolean mask is always correct
+        log.warning("flex attention unavailable for head_dim %d %s on %s (%s: %s); packed rows use a boolean "
+                    "attention mask", head_dim, dtype, device, type(error).__name__, error)
+        return False
+
+
 def positions_from_doc_ids(doc_ids: torch.Tensor) -> torch.Tensor:
     """(B, T) document ids, each document a contiguous run -> each token's offset in its document."""
     length = doc_ids.shape[1]
@@ -73,10 +96,15 @@ def positions_from_doc_ids(doc_ids: torch.Tensor) -> torch.Tensor:
     return index - start_index
 
 
-def document_mask(doc_ids: torch.Tensor, causal: bool, use_flex: bool | None = None):
-    """Who may attend to whom in packed rows: a FlexAttention BlockMask (CUDA, when available) or a boolean
-    (B, 1, T, T) mask, True = may attend. use_flex None: flex on CUDA when this torch has it."""
-    api = flex_attention_api() if (use_flex or (use_flex is None and doc_ids.is_cuda)) else None
+@torch.compiler.disable  # built eagerly once per micro-batch; compiled blocks take the mask as an input
+def document_mask(doc_ids: torch.Tensor, causal: bool, head_dim: int | None = None, use_flex: bool | None = None):
+    """Who may attend to whom in packed rows: a FlexAttention BlockMask (CUDA, when flex attention works at
+    this head_dim) or a boolean (B, 1, T, T) mask, True = may attend. use_flex forces the choice."""
+    if use_flex is None:
+        use_flex = doc_ids.is_cuda and head_dim is not None and flex_attention_works(
+            head_dim, torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.float32,
+            str(doc_ids.device))
+    api = flex_attention_api() if use_flex else None
     if api is not None:
         _, create_block_mask, _ = api
         batch, length = doc_ids.shape
@@ -218,7 +246,7 @@ class Transformer(nn.Module):
     def forward(self, tokens, causal: bool, labels=None, doc_ids=None, positions=None):
         mask = None
         if doc_ids is not None:
-            mask = document_mask(doc_ids, causal)
+            mask = document_mask(doc_ids, causal, self.shape.head_dim)
             if positions is None:
                 positions = positions_from_doc_ids(doc_ids)
         elif not causal:

@@ -218,3 +218,28 @@ def test_packed_run_reads_the_same_tokens_and_resumes_identically(shards, tmp_pa
     resumed = train_run(spec, *shards, tmp_path / "half", tmp_path / "ck", threads=1)
     assert resumed["tokens"] == full["tokens"] and resumed["steps"] == full["steps"]
     assert resumed["final_valid_loss"] == full["final_valid_loss"]
+
+
+@pytest.mark.slow
+def test_flex_attention_block_mask_gives_the_boolean_masks_logits(monkeypatch):
+    # The CUDA path (FlexAttention block mask from the document mask_mod), run forward-only on CPU where
+    # this torch compiles flex attention: same logits as the boolean mask, causal and bidirectional.
+    import plmscale.model as model_module
+    from plmscale.train.packing import collate_packed
+
+    if model_module.flex_attention_api() is None:
+        pytest.skip("this torch has no flex attention")
+    torch.manual_seed(0)
+    model = build_model({"layers": 2, "d_model": 64, "heads": 4}).eval()
+    examples = _examples("clm", [100, 60, 200, 30, 90], seq_len=256)
+    packed = collate_packed(examples, [[0, 1, 3], [2], [4]], 256)
+    boolean_mask = model_module.document_mask
+    with torch.no_grad():
+        for causal in (True, False):
+            expected = model(packed.tokens, causal, doc_ids=packed.doc_ids)
+            monkeypatch.setattr(model_module, "document_mask",
+                                lambda doc_ids, causal, head_dim=None: boolean_mask(doc_ids, causal, use_flex=True))
+            flex = model(packed.tokens, causal, doc_ids=packed.doc_ids)
+            monkeypatch.setattr(model_module, "document_mask", boolean_mask)
+            assert not isinstance(boolean_mask(packed.doc_ids, causal, use_flex=True), torch.Tensor)
+            torch.testing.assert_close(flex, expected, atol=1e-5, rtol=1e-5)
