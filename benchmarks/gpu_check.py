@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from plmscale.alphabet import PAD_ID  # noqa: E402
 from plmscale.arithmetic import ModelShape  # noqa: E402
 from plmscale.data.shards import MemoryShards  # noqa: E402
-from plmscale.model import build_model, flex_attention_api  # noqa: E402
+from plmscale.model import build_model, flex_attention_api, flex_attention_works  # noqa: E402
 from plmscale.train.loop import GPU_PEAK_FLOPS, train_run  # noqa: E402
 from plmscale.train.packing import micro_batches  # noqa: E402
 from plmscale.train.sampler import TRAIN_STREAM, SequenceSampler, make_example  # noqa: E402
@@ -72,11 +72,12 @@ class Settings:
         self.shapes = ({"tiny-a": {"layers": 2, "d_model": 32, "heads": 2},
                         "tiny-b": {"layers": 2, "d_model": 64, "heads": 4}} if dry_run else ESM2_SHAPES)
         self.seq_len = 128 if dry_run else 1024
-        self.micro = {"tiny-a": 4, "tiny-b": 4, "35M": 32, "150M": 16, "650M": 8}
+        # rows (packed) or sequences (padded) per step: ~16-64k tokens, well inside an H200's memory
+        self.micro = {"tiny-a": 4, "tiny-b": 4, "35M": 64, "150M": 32, "650M": 16}
         self.warmup_steps, self.timed_steps = (1, 2) if dry_run else (3, 8)
         self.compile_options = [False] if dry_run else [False, True]
-        self.compile_budget_s = 150.0  # compile + warm-up of one config
-        self.total_budget_s = 50.0 if dry_run else 440.0  # the whole check; the rest is skipped past it
+        self.compile_budget_s = 120.0  # compile + warm-up of one config; not started with less time left
+        self.total_budget_s = 50.0 if dry_run else 400.0  # the whole check; the rest is skipped past it
 
 
 # ---- data ------------------------------------------------------------------------------------------------------
@@ -104,8 +105,12 @@ def environment(cfg: Settings) -> dict:
             "numpy": np.__version__, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "device": cfg.device, "cuda_available": torch.cuda.is_available()}
     if cfg.device == "cuda":
+        head_dims = sorted({ModelShape.from_dict(s).head_dim for s in [cfg.run_shape, *cfg.shapes.values()]})
         info.update(device_name=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
                     flex_attention=flex_attention_api() is not None,
+                    # which packed rows get FlexAttention (else the boolean-mask fallback), per head width
+                    flex_attention_bf16_by_head_dim={d: flex_attention_works(d, torch.bfloat16, "cuda")
+                                                     for d in head_dims},
                     memory_gib=torch.cuda.get_device_properties(0).total_memory / 2 ** 30)
     else:
         info.update(device_name=platform.processor() or "cpu", threads=torch.get_num_threads(),
@@ -232,6 +237,9 @@ def throughput(cfg: Settings, shards, peak: float, nominal: float | None, deadli
                 if time.perf_counter() > deadline:
                     skipped.append(f"{name}: total time budget spent")
                     continue
+                if use_compile and deadline - time.perf_counter() < cfg.compile_budget_s:
+                    skipped.append(f"{name}: less time left than a compile's budget ({cfg.compile_budget_s:.0f} s)")
+                    continue
                 try:
                     rows.append(time_config(cfg, sampler, size, shape_dict, packed, use_compile, peak, nominal,
                                             deadline))
@@ -240,6 +248,8 @@ def throughput(cfg: Settings, shards, peak: float, nominal: float | None, deadli
                     skipped.append(f"{name}: {reason}")
                 except torch.OutOfMemoryError:
                     skipped.append(f"{name}: out of memory at micro-batch {cfg.micro[size]}")
+                except Exception as error:  # one config failing (a kernel, a compile) must not end the rest
+                    skipped.append(f"{name}: failed, {type(error).__name__}: {str(error)[:300]}")
                 finally:
                     if cfg.device == "cuda":
                         torch.cuda.empty_cache()
@@ -340,7 +350,7 @@ def summary(report) -> str:
              f"{report['environment']['device_name']}, torch {report['environment']['torch']}"]
     matmul = report.get("matmul")
     if matmul:
-        lines.append(f"matmul {matmul['dtype']} {matmul['size']}^3: {matmul['flops_per_second'] / 1e12:.1f} TFLOP/s "
+        lines.append(f"matmul {matmul['dtype']} {matmul['size']}^3: {matmul['flops_per_second'] / 1e12:.3f} TFLOP/s "
                      f"measured (nominal {matmul['nominal_bf16_peak'] or 'n/a'})")
     for key, value in report.get("packing_equivalence", {}).items():
         lines.append(f"packed vs padded loss/token {key}: {value['packed']:.6f} vs {value['padded']:.6f} "

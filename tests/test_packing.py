@@ -181,11 +181,13 @@ def test_packed_batches_hold_the_same_tokens_and_labels_as_padded():
 def test_packing_setting_resolves_per_device():
     from plmscale.errors import PlmscaleError
     from plmscale.grid.spec import RunSpec
-    from plmscale.train.packing import PACK_ON_CPU_BY_DEFAULT, resolve_packing
+    from plmscale.train.packing import CPU_PACK_BELOW_FILL, resolve_packing
     from train_fixtures import tiny_spec
 
-    assert resolve_packing("auto", "cuda") is True
-    assert resolve_packing("auto", "cpu") is PACK_ON_CPU_BY_DEFAULT
+    assert resolve_packing("auto", "cuda") is True and resolve_packing("auto", "cuda", 0.99) is True
+    assert resolve_packing("auto", "cpu", CPU_PACK_BELOW_FILL / 2) is True  # short proteins, long rows
+    assert resolve_packing("auto", "cpu", 0.99) is False  # rows already full of cropped sequences
+    assert resolve_packing("auto", "cpu", np.float64(0.1)) is True  # a plain bool: metrics.json holds it
     assert resolve_packing(False, "cuda") is False and resolve_packing(True, "cpu") is True
     with pytest.raises(PlmscaleError, match="train.packing"):
         resolve_packing("yes", "cpu")
@@ -243,3 +245,71 @@ def test_flex_attention_block_mask_gives_the_boolean_masks_logits(monkeypatch):
             monkeypatch.setattr(model_module, "document_mask", boolean_mask)
             assert not isinstance(boolean_mask(packed.doc_ids, causal, use_flex=True), torch.Tensor)
             torch.testing.assert_close(flex, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_packs_on_cpu_only_where_rows_would_be_mostly_padding(shards, tmp_path):
+    from plmscale.train import train_run
+    from train_fixtures import tiny_spec
+
+    # The fixture's proteins frame to ~110 tokens: a quarter of a 512 row, but cropped to fill a 64 row.
+    long_rows = train_run(tiny_spec("clm", tokens=3000, seq_len=512, batch_tokens=4096), *shards,
+                          tmp_path / "long", tmp_path / "ck_long", threads=1)
+    full_rows = train_run(tiny_spec("clm", tokens=3000), *shards, tmp_path / "full", tmp_path / "ck_full", threads=1)
+    assert long_rows["packing"] is True and full_rows["packing"] is False
+
+
+def _varied_lengths_split():
+    """(train, valid) of random proteins 10-200 residues long: packed rows then hold 1-6 sequences."""
+    from plmscale.data.shards import MemoryShards
+
+    rng = np.random.default_rng(2)
+    letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+
+    def make(n):
+        sequences = ["".join(rng.choice(letters, int(rng.integers(10, 201)))) for _ in range(n)]
+        return MemoryShards(sequences, list(range(n)), [0] * n, ["random"])
+
+    return make(200), make(40)
+
+
+def _packed_rank(rank, world, port, spec, out):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    from plmscale.train import train_run
+    train_run(spec, *_varied_lengths_split(), f"{out}/out", f"{out}/ck", threads=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_packed_ranks_with_unequal_row_counts_match_one_process(strategy, tmp_path):
+    # One packed row per micro-batch, rows of 256 and sequences of 12-202 tokens: the two ranks' halves of
+    # a step need different numbers of micro-batches, and the short rank runs empty ones (FSDP's forwards
+    # are collectives). Same global batch, so the same tokens and loss as one process.
+    import json
+
+    import torch.multiprocessing as mp
+
+    from plmscale.train import train_run
+    from plmscale.train.packing import micro_batches
+    from plmscale.train.sampler import SequenceSampler, make_example
+    from test_train_distributed import _free_port
+    from train_fixtures import tiny_spec
+
+    spec = tiny_spec("mlm", tokens=8000, seq_len=256, batch_tokens=2048, micro_batch_size=1, packing=True,
+                     checkpoint_every_steps=4, eval_every_steps=4, distributed={"strategy": strategy})
+    train, valid = _varied_lengths_split()
+    sampler = SequenceSampler(train, 256)
+    rows_per_rank = [[len(micro_batches([make_example(sampler, "mlm", 11, 0, step, rank * 4 + i, 0.15)
+                                         for i in range(4)], 1, 256, True)) for rank in (0, 1)]
+                     for step in range(4)]
+    assert any(a != b for a, b in rows_per_rank)  # the case under test happens
+    single = train_run({**spec, "distributed": {"strategy": "none"}}, train, valid, tmp_path / "single" / "out",
+                       tmp_path / "single" / "ck", threads=1)
+    mp.spawn(_packed_rank, args=(2, _free_port(), spec, str(tmp_path / "two")), nprocs=2, join=True)
+    ranks = json.loads((tmp_path / "two" / "out" / "metrics.json").read_text())
+    assert ranks["world_size"] == 2 and ranks["packing"] is True and ranks["batch_sequences"] == 8
+    assert ranks["tokens"] == single["tokens"] and ranks["steps"] == single["steps"]
+    assert ranks["final_valid_loss"] == pytest.approx(single["final_valid_loss"], abs=1e-5)
+    assert ranks["train_loss"] == pytest.approx(single["train_loss"], abs=1e-5)

@@ -135,7 +135,6 @@ class _Runner:
         if self.strategy == "auto":  # the grid resolves auto; a bare spec under torchrun falls back to DDP
             self.strategy = "ddp" if self.ctx.distributed else "none"
         self.bf16 = s.precision == "bf16" or (s.precision == "auto" and self.ctx.device.type == "cuda")
-        self.packed = resolve_packing(s.packing, self.ctx.device.type)
         if self.ctx.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -146,6 +145,8 @@ class _Runner:
         self.seq_len, self.micro = s.seq_len, s.micro_batch_size
         self.sampler = SequenceSampler(open_shards(train_dir), self.seq_len, spec.source_weights, s.by_cluster,
                                        where=str(train_dir))
+        self.packed = resolve_packing(s.packing, self.ctx.device.type,
+                                      mean_fill=self.sampler.mean_framed_length() / self.seq_len)
         valid_sampler = SequenceSampler(open_shards(valid_dir), self.seq_len, spec.source_weights, s.by_cluster,
                                         where=str(valid_dir))
         self.eval_batches = build_eval_set(valid_sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob,

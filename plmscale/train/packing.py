@@ -22,17 +22,20 @@ from plmscale.errors import PlmscaleError
 from plmscale.model import IGNORE_INDEX
 from plmscale.train.sampler import collate
 
-# train.packing: auto packs on CUDA (padding wastes most of a GPU step at protein lengths) and on CPU only
-# where it was measured faster there (benchmarks/packing_throughput.py, docs/benchmarks.md).
-PACK_ON_CPU_BY_DEFAULT = False
+# train.packing auto: packed on CUDA (padding wastes most of a GPU step at protein lengths). On CPU, packed
+# where an example fills less than this fraction of seq_len on average: there packing removed enough padding
+# to beat the padded rows' fused attention; with most examples cropped to seq_len (rows already full) the
+# document mask only costs (benchmarks/packing_throughput.py, docs/benchmarks.md "Packed sequences").
+CPU_PACK_BELOW_FILL = 0.5
 
 
-def resolve_packing(setting, device_type: str) -> bool:
-    """train.packing (auto | true | false) -> whether this run packs on this device."""
+def resolve_packing(setting, device_type: str, mean_fill: float | None = None) -> bool:
+    """train.packing (auto | true | false) -> whether this run packs on this device. mean_fill: an
+    example's expected real tokens / seq_len under the run's sampler (decides auto on CPU)."""
     if setting is True or setting is False:
         return setting
     if setting == "auto":
-        return device_type == "cuda" or PACK_ON_CPU_BY_DEFAULT
+        return device_type == "cuda" or (mean_fill is not None and bool(mean_fill < CPU_PACK_BELOW_FILL))
     raise PlmscaleError(f"train.packing is {setting!r}; use auto, true or false")
 
 
