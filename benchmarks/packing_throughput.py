@@ -3,7 +3,7 @@
 Each measurement is a short `train_run` (sampler, crops, MLM masking, micro-batches, AdamW, the loop's own
 `tokens_per_second`: real tokens, i.e. all but <pad>, per second of training steps) of a ~1.8M-parameter
 model, once padded (one sequence per row) and once packed (first-fit rows of seq_len, document masking),
-alternating over rounds so machine load hits both alike. Same examples per step either way.
+alternating over rounds (after a discarded warm-up of each) so machine load hits both alike. Same examples per step either way.
 
 Length distributions:
 - demo: the demo corpus generator (plmscale.data.demo) with config.yaml's demo settings, a few hundred
@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from plmscale.data.shards import MemoryShards  # noqa: E402
 from plmscale.train.loop import train_run  # noqa: E402
 
-SHAPE = {"layers": 4, "d_model": 192, "heads": 4}  # 1.77M non-embedding parameters
+DEFAULT_SHAPE = "4,192,4"  # layers, d_model, heads: 1.77M non-embedding parameters
 
 
 def read_fasta_sequences(path) -> list[str]:
@@ -89,10 +89,10 @@ def length_summary(sequences, seq_len) -> dict:
             "cropped_fraction": float((lengths > seq_len - 2).mean()), "mean_framed_tokens": float(framed.mean())}
 
 
-def measure(shards, seq_len, packing, steps, batch_seqs, micro, threads, objective, workdir) -> dict:
+def measure(shards, shape, seq_len, packing, steps, batch_seqs, micro, threads, objective, workdir) -> dict:
     mean_framed = float((np.minimum(shards.lengths, seq_len - 2) + 2).mean())
     spec = {"run_id": f"bench_{objective}_{seq_len}_{'packed' if packing else 'padded'}", "objective": objective,
-            "model": "bench", "shape": SHAPE, "tokens": int(steps * batch_seqs * mean_framed), "budget": None,
+            "model": "bench", "shape": shape, "tokens": int(steps * batch_seqs * mean_framed), "budget": None,
             "init_from": None, "resources": {"gpus": 0}, "seq_len": seq_len, "batch_tokens": batch_seqs * seq_len,
             "micro_batch_size": micro, "lr": 1e-3, "warmup_fraction": 0.1, "eval_every_steps": 10 ** 6,
             "eval_tokens": 512, "checkpoint_every_steps": 10 ** 6, "device": "cpu", "precision": "fp32",
@@ -116,11 +116,13 @@ def main(argv=None):
     parser.add_argument("--batch-sequences", type=int, default=16, help="sequences per step")
     parser.add_argument("--micro", type=int, default=8, help="micro_batch_size (sequences, or packed rows)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--shape", default=DEFAULT_SHAPE, help="layers,d_model,heads")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    shape = dict(zip(("layers", "d_model", "heads"), (int(v) for v in args.shape.split(","))))
 
     distributions = {"demo corpus": demo_sequences(args.demo_families)}
     fasta = dict(item.split("=", 1) for item in args.fasta) or mmseqs_examples()
@@ -136,9 +138,13 @@ def main(argv=None):
             shards = corpus(sequences)
             for seq_len in args.seq_lens:
                 rounds = {"padded": [], "packed": []}
-                for _ in range(args.rounds):
-                    for mode in ("padded", "packed"):
-                        rounds[mode].append(measure(shards, seq_len, mode == "packed", args.steps,
+                for mode in rounds:  # warm-up (allocator, kernels at these shapes), not counted
+                    measure(shards, shape, seq_len, mode == "packed", 1, args.batch_sequences, args.micro,
+                            args.threads, args.objective, workdir)
+                for r in range(args.rounds):
+                    # Alternate which goes first, so a drift in machine load hits both alike.
+                    for mode in (("padded", "packed") if r % 2 == 0 else ("packed", "padded")):
+                        rounds[mode].append(measure(shards, shape, seq_len, mode == "packed", args.steps,
                                                     args.batch_sequences, args.micro, args.threads,
                                                     args.objective, workdir))
                 padded = statistics.median(r["tokens_per_second"] for r in rounds["padded"])
@@ -148,7 +154,9 @@ def main(argv=None):
                        "speedup": packed / padded, "rounds": rounds}
                 results.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
-    report = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "shape": SHAPE,
+    from plmscale.arithmetic import ModelShape
+    report = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "shape": shape,
+              "n_params": ModelShape.from_dict(shape).n_params(),
               "objective": args.objective, "steps": args.steps, "batch_sequences": args.batch_sequences,
               "micro": args.micro, "rounds": args.rounds, "load_average_after": os.getloadavg(),
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "sources": {"demo corpus": "plmscale.data.demo",
