@@ -313,3 +313,16 @@ def test_packed_ranks_with_unequal_row_counts_match_one_process(strategy, tmp_pa
     assert ranks["tokens"] == single["tokens"] and ranks["steps"] == single["steps"]
     assert ranks["final_valid_loss"] == pytest.approx(single["final_valid_loss"], abs=1e-5)
     assert ranks["train_loss"] == pytest.approx(single["train_loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_an_empty_micro_batch_adds_no_loss_and_no_gradient(causal):
+    from plmscale.train.packing import empty_batch
+
+    torch.manual_seed(0)
+    model = build_model({"layers": 1, "d_model": 32, "heads": 2})
+    batch = empty_batch(16)
+    _, loss = model(batch.tokens, causal, **batch.model_kwargs())
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and batch.n_labels == 0 and batch.n_real_tokens == 0
+    assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in model.parameters())

@@ -242,7 +242,7 @@ class _Runner:
                                           float(sum(b.n_real_tokens for b in batches))], dtype=torch.float64),
                             per_rank_batches])
         n_labels, n_tokens, *rank_batches = distr.all_reduce_sum(counts, self.ctx).tolist()
-        batches += [empty_batch(self.seq_len, self.packed) for _ in range(int(max(rank_batches)) - len(batches))]
+        batches += [empty_batch(self.seq_len) for _ in range(int(max(rank_batches)) - len(batches))]
         lr = lr_at(self.step, self.total_steps, self.peak_lr, self.s.warmup_fraction, self.s.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -115,12 +115,14 @@ def collate_packed(examples, rows, seq_len: int) -> Batch:
     return Batch(*(torch.from_numpy(a) for a in (tokens, labels, doc_ids, positions)))
 
 
-def empty_batch(seq_len: int, packed: bool) -> Batch:
-    """One row of <pad> and no label: a micro-batch that adds nothing (equal micro-batch counts on all ranks)."""
+def empty_batch(seq_len: int) -> Batch:
+    """One row of <pad> and no label: a micro-batch that adds nothing (equal micro-batch counts on all ranks).
+
+    Laid out as one packed document whatever the run's layout: a padded row of pads only would leave MLM
+    attention with no key at all (NaN), a document of pads attends to itself.
+    """
     tokens = torch.full((1, seq_len), PAD_ID, dtype=torch.int64)
     labels = torch.full((1, seq_len), IGNORE_INDEX, dtype=torch.int64)
-    if not packed:
-        return Batch(tokens, labels)
     return Batch(tokens, labels, torch.zeros_like(tokens), torch.arange(seq_len)[None])
 
 
