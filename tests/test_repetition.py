@@ -187,14 +187,14 @@ def test_expansion_pairs_each_repeated_run_with_a_mixture_run_of_the_same_budget
     assert len(mixture.source_weights) == 2
     for key in ("tokens", "lr", "batch_tokens", "shape", "objective"):
         assert getattr(repeated, key) == getattr(mixture, key)
-    assert repeated.seed != mixture.seed and repeated.train.eval_every_steps == 50
+    assert repeated.seed == mixture.seed and repeated.train.eval_every_steps == 50  # same initial weights
     # The subset travels through the spec's JSON form (the train rule's params); other runs' JSON is unchanged.
     assert RunSpec.from_dict(repeated.to_dict()).subset == repeated.subset
     assert "subset" not in mixture.to_dict()
 
 
 def test_no_study_without_source_or_budgets_and_clear_errors():
-    assert repetition_specs(load_config(default_config_with({}))) == []
+    assert repetition_specs(study_config(source=None)) == []
     assert repetition_specs(study_config(tokens=[])) == []
     with pytest.raises(PlmscaleError, match="train.repetition.models"):
         repetition_specs(study_config(models=["n1B"]))
@@ -245,15 +245,12 @@ def test_summary_and_figure_from_run_files(tmp_path):
 # ---- the workflow -----------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")
-def test_dry_run_plans_the_study_outside_the_scaling_fits(tmp_path):
-    config = default_config_with({"train": {"repetition": {
-        "source": "reference", "unique_tokens": 1e5, "models": ["n7k"], "objectives": ["clm", "mlm"],
-        "tokens": [2e6], "fit_points": "curve", "eval_every_steps": 400}}})
-    workdir = workflow_copy(tmp_path / "wf", config)
+def test_dry_run_plans_the_demos_study_outside_the_scaling_fits(tmp_path):
+    workdir = workflow_copy(tmp_path / "wf", default_config_with({}))  # the demo, config.yaml, as it is
     output = run_snakemake(workdir, "--dry-run", "--forceall")
     jobs = planned_rules(output)
     assert jobs["repetition"] == 1
-    study = {"rep_clm_n7k_u1e5_d2e6", "mix_clm_n7k_d2e6", "rep_mlm_n7k_u1e5_d2e6", "mix_mlm_n7k_d2e6"}
+    study = {"rep_clm_n25k_u5e4_d1e6", "mix_clm_n25k_d1e6", "rep_mlm_n25k_u5e4_d1e6", "mix_mlm_n25k_d1e6"}
     assert study <= planned_run_ids(output)
     # The study's runs feed only the repetition rule: collect (and so the scaling fits) never reads them.
     collect = output.split("rule collect:", 1)[1].split("\n\n", 1)[0]

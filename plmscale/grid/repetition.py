@@ -62,6 +62,9 @@ def repetition_specs(config: dict, source: str | None = None) -> list:
                     spec = builder.make(repetition_run_id("rep", objective, model, tokens, unique), objective, model,
                                         round(tokens))
                     spec.subset = {"source": study["source"], "unique_tokens": unique, "seed": seed}
+                    # The mixture run's seed: the same initial weights, so the pair differs in its data only
+                    # (common random numbers: seed noise largely cancels in the gap).
+                    spec.seed = runs[0].seed
                     spec.source_weights = {study["source"]: 1.0}
                     runs.append(spec)
                 for spec in runs:

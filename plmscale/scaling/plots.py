@@ -641,7 +641,7 @@ def plot_repetition(runs: pd.DataFrame, curves: pd.DataFrame, summary: dict, pat
             curve = curves[curves["run_id"] == run.run_id].sort_values("tokens")
             curve = curve[curve["tokens"] > 0]
             repeated = run.kind == "rep"
-            label = (f"{run.model}: {run.source}, U={si_label(run.unique_tokens)}" if repeated
+            label = (f"{run.model}: {run.source}, U={si_label(float(f'{run.unique_tokens:.2g}'))} tokens" if repeated
                      else f"{run.model}: mixture")
             color = color_of[run.n_params]
             style = {"ls": "--" if repeated else "-", "lw": 1.2, "alpha": 0.9}
@@ -660,14 +660,15 @@ def plot_repetition(runs: pd.DataFrame, curves: pd.DataFrame, summary: dict, pat
                                 xytext=(0, 6), ha="center", fontsize=7, color=color)
         ax.set_xscale("log")
         format_axis(ax.xaxis, "tokens")
+        ax.xaxis.set_minor_formatter(ticker.FuncFormatter(si_label))  # budgets often span less than a decade
         ax.set_xlabel("tokens processed D")
         ax.set_ylabel("validation loss (nats/token, the mixture's valid split)")
         entry = summary.get("objectives", {}).get(objective, {})
         if entry.get("r_star") is not None:
             low, high = entry["interval"]
             verdict = {"identified": f"R* = {entry['r_star']:.3g} [{low:.3g}, {high:.3g}]",
-                       "bounded_below": f"R* > {low:.3g} (no penalty seen)",
-                       "bounded_above": f"R* < {high:.3g}"}[entry["status"]]
+                       "bounded_below": f"R* > {min(low, entry['profile_interval'][0]):.3g} (bounded below only)",
+                       "bounded_above": f"R* < {max(high, entry['profile_interval'][1]):.3g}"}[entry["status"]]
         else:
             verdict = "R* not fitted"
         ax.set_title(f"{OBJECTIVE_NAMES.get(objective, objective)}: repeated vs mixture\n{verdict}", fontsize=10)

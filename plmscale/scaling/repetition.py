@@ -125,6 +125,16 @@ def fit_r_star(repeated: list) -> float:
     return float(math.exp(refined.x if refined.fun <= sse[i] else scan[i]))
 
 
+def profile_interval(repeated: list, variance: float, level: float = CONFIDENCE) -> list:
+    """The R* whose squared log-residuals stay within chi2(1)·variance of the best (laws held fixed): an
+    interval that, unlike the bootstrap's, still bounds R* from one side when the best R* is a search end."""
+    from scipy.stats import chi2
+    scan = np.linspace(math.log(R_STAR_MIN), math.log(R_STAR_MAX), 161)
+    sse = np.array([_r_star_sse(x, repeated) for x in scan])
+    inside = scan[sse <= sse.min() + chi2.ppf(level, 1) * max(variance, 1e-300)]
+    return [float(math.exp(inside.min())), float(math.exp(inside.max()))]
+
+
 # ---------------------------------------------------------------------------------------------- tables
 
 def points_table(runs: pd.DataFrame, curves: pd.DataFrame | None, mode: str) -> pd.DataFrame:
@@ -164,8 +174,8 @@ def _fit_once(models, mix_losses: dict, rep_losses: dict, mix, rep):
         repeated.append((rep[m]["tokens"].to_numpy(float), rep[m]["unique_tokens"].to_numpy(float),
                          np.log(rep_losses[m]), law))
     if not repeated:
-        return None, laws
-    return fit_r_star(repeated), laws
+        return None, laws, repeated
+    return fit_r_star(repeated), laws, repeated
 
 
 def _interval(values, level=CONFIDENCE):
@@ -174,19 +184,21 @@ def _interval(values, level=CONFIDENCE):
     return [float(np.exp(np.percentile(values, tail))), float(np.exp(np.percentile(values, 100 - tail)))]
 
 
-def _status(r_star: float, interval) -> tuple[str, str]:
-    at_top = r_star >= R_STAR_MAX * 0.99 or interval[1] >= R_STAR_MAX * 0.99
-    at_bottom = r_star <= R_STAR_MIN * 1.01 or interval[0] <= R_STAR_MIN * 1.01
-    if r_star >= R_STAR_MAX * 0.99:
-        return "bounded_below", (f"repetition does not hurt within these budgets: the best R* is the search's "
-                                 f"upper end ({R_STAR_MAX:g}); R* > {interval[0]:.3g} (2.5th bootstrap percentile)")
-    if at_top:
-        return "bounded_below", (f"the interval reaches the search's upper end ({R_STAR_MAX:g}): only R* > "
-                                 f"{interval[0]:.3g} is supported; train more epochs to pin it")
-    if at_bottom:
+def _status(r_star: float, interval, profile) -> tuple[str, str]:
+    """identified | bounded_below | bounded_above, and why. A bound is the profile interval's inner end (the
+    bootstrap's percentiles sit on the search end when every refit does)."""
+    top, bottom = R_STAR_MAX * 0.99, R_STAR_MIN * 1.01
+    if r_star >= top:
+        return "bounded_below", (f"repetition does not hurt within these budgets (the best R* is the search's upper "
+                                 f"end, {R_STAR_MAX:g}): R* is only bounded below, R* > {profile[0]:.3g} "
+                                 f"(profile, {CONFIDENCE:.0%})")
+    if interval[1] >= top or profile[1] >= top:
+        return "bounded_below", (f"R* = {r_star:.3g} but its interval reaches the search's upper end: only "
+                                 f"R* > {min(interval[0], profile[0]):.3g} is supported; train more epochs to pin it")
+    if r_star <= bottom or interval[0] <= bottom or profile[0] <= bottom:
         return "bounded_above", (f"repeated data is worth at most its unique tokens (R* at the search's lower end "
-                                 f"{R_STAR_MIN:g}): R* < {interval[1]:.3g}; the restricted source may differ from "
-                                 f"the mixture, not only repeat")
+                                 f"{R_STAR_MIN:g}): R* < {max(interval[1], profile[1]):.3g}; the restricted source "
+                                 f"may differ from the mixture, not only repeat")
     return "identified", ""
 
 
@@ -221,7 +233,7 @@ def fit_repetition(points: pd.DataFrame, bootstrap: int = N_BOOTSTRAP, seed: int
         models, mix, rep = _design(points, objective)
         mix_losses = {m: mix[m]["loss"].to_numpy(float) for m in models}
         rep_losses = {m: rep[m]["loss"].to_numpy(float) for m in models}
-        r_star, laws = _fit_once(models, mix_losses, rep_losses, mix, rep)
+        r_star, laws, repeated = _fit_once(models, mix_losses, rep_losses, mix, rep)
         entry = {"laws": laws, "models": models,
                  "n_repeated_points": int(sum(len(rep[m]) for m in models)),
                  "max_epochs": float(max([(rep[m]["tokens"] / rep[m]["unique_tokens"]).max()
@@ -244,12 +256,15 @@ def fit_repetition(points: pd.DataFrame, bootstrap: int = N_BOOTSTRAP, seed: int
         for _ in range(int(bootstrap)):
             new_mix = {m: fitted_mix[m] * np.exp(rng.choice(res_mix, len(fitted_mix[m]))) for m in laws}
             new_rep = {m: fitted_rep[m] * np.exp(rng.choice(res_rep, len(fitted_rep[m]))) for m in laws}
-            drawn, _ = _fit_once(list(laws), new_mix, new_rep, mix, rep)
+            drawn, _, _ = _fit_once(list(laws), new_mix, new_rep, mix, rep)
             if drawn is not None:
                 draws.append(drawn)
         interval = _interval(draws) if draws else [r_star, r_star]
-        status, reason = _status(r_star, interval)
-        entry.update({"r_star": r_star, "interval": interval, "confidence": CONFIDENCE,
+        # Residual variance of both arms (3 constants per law, 1 for R*) for the profile interval.
+        n_free = max(len(res_mix) + len(res_rep) - 3 * len(laws) - 1, 1)
+        profile = profile_interval(repeated, float(np.sum(res_mix ** 2) + np.sum(res_rep ** 2)) / n_free)
+        status, reason = _status(r_star, interval, profile)
+        entry.update({"r_star": r_star, "interval": interval, "profile_interval": profile, "confidence": CONFIDENCE,
                       "n_bootstrap": len(draws), "status": status, "reason": reason,
                       "half_life_epochs": r_star * math.log(2) if status == "identified" else None})
         result[objective] = entry
