@@ -660,7 +660,9 @@ def plot_repetition(runs: pd.DataFrame, curves: pd.DataFrame, summary: dict, pat
                                 xytext=(0, 6), ha="center", fontsize=7, color=color)
         ax.set_xscale("log")
         format_axis(ax.xaxis, "tokens")
-        ax.xaxis.set_minor_formatter(ticker.FuncFormatter(si_label))  # budgets often span less than a decade
+        # Budgets often span less than a decade: label the 2x, 3x and 5x minor ticks too.
+        ax.xaxis.set_minor_formatter(ticker.FuncFormatter(
+            lambda value, pos: si_label(value) if f"{value:.0e}"[0] in "235" else ""))
         ax.set_xlabel("tokens processed D")
         ax.set_ylabel("validation loss (nats/token, the mixture's valid split)")
         entry = summary.get("objectives", {}).get(objective, {})
