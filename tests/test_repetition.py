@@ -193,6 +193,16 @@ def test_expansion_pairs_each_repeated_run_with_a_mixture_run_of_the_same_budget
     assert "subset" not in mixture.to_dict()
 
 
+def test_plan_lists_the_study_with_the_grid(tmp_path, capsys):
+    import yaml
+    from plmscale.cli import main
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(default_config_with({})))
+    assert main(["plan", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "rep_clm_n25k_u5e4_d1e6" in out and "mix_mlm_n25k_d1e6" in out and "clm_n14k_c5e11" in out
+
+
 def test_no_study_without_source_or_budgets_and_clear_errors():
     assert repetition_specs(study_config(source=None)) == []
     assert repetition_specs(study_config(tokens=[])) == []
