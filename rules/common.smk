@@ -12,6 +12,7 @@ from plmscale.data.download import local_path
 from plmscale.errors import PlmscaleError
 from plmscale.grid import expand_grid
 from plmscale.grid.calibration import calibration_specs
+from plmscale.grid.repetition import repetition_settings, repetition_specs
 from plmscale.grid.resources import snakemake_resources
 from plmscale.scaling.closed_loop import closed_loop_jobs, multiple_label, plan_closed_loop
 from plmscale.scaling.fitfile import read_fit
@@ -58,6 +59,7 @@ def all_targets():
         targets += stage_targets_train()
     targets += stage_targets_scaling()
     targets += stage_targets_closed_loop()  # rules/closed_loop.smk
+    targets += stage_targets_repetition()  # rules/repetition.smk
     return targets
 
 
@@ -106,8 +108,14 @@ try:
     CALIBRATION_SPECS = {spec.run_id: spec for spec in calibration_specs(config, source=", ".join(map(str, workflow.configfiles)) or None)}
 except PlmscaleError as error:
     raise WorkflowError(str(error)) from None
-# Every run that train makes (the study's grid, and the lr sweep's runs, which are not part of the fits).
-TRAINED_SPECS = {**RUN_SPECS, **CALIBRATION_SPECS}
+# The repetition study's runs (train.repetition): trained by the train rule, fitted by rules/repetition.smk.
+try:
+    REPETITION_SPECS = {spec.run_id: spec for spec in repetition_specs(config, source=", ".join(map(str, workflow.configfiles)) or None)}
+except PlmscaleError as error:
+    raise WorkflowError(str(error)) from None
+# Every run that train makes (the study's grid, and the lr sweep's and repetition study's runs, which are
+# not part of the fits).
+TRAINED_SPECS = {**RUN_SPECS, **CALIBRATION_SPECS, **REPETITION_SPECS}
 
 
 def _alternatives(names):
@@ -245,3 +253,18 @@ CLOSED_LOOP_RESOURCES = {key: _closed_loop_resource(key) for key in snakemake_re
 # Threads must be known before the plan: a grid run's CPU count under the same settings.
 CLOSED_LOOP_THREADS = (config["train"]["threads"] if config["train"]["device"] == "cpu"
                        else config["train"]["resources"]["cpus_per_gpu"])
+
+
+# ---- repetition study (rules/repetition.smk) ---------------------------------------------------------
+REPETITION = repetition_settings(config) if config["fit"]["use_own_runs"] else None
+
+
+def stage_targets_repetition():
+    if REPETITION is None:
+        return []
+    return ["results/scaling/repetition.json", "results/scaling/repetition.png"]
+
+
+def repetition_run_files(name):
+    """metrics.json / curve.csv of every run of the repetition study."""
+    return [f"results/runs/{run_id}/{name}" for run_id in REPETITION_SPECS]

@@ -39,6 +39,7 @@ TINY = {
         "seq_len": 64, "batch_tokens": 1024, "micro_batch_size": 8, "eval_every_steps": 4,
         "eval_tokens": 1024, "checkpoint_every_steps": 1000, "device": "cpu", "precision": "fp32",
         "threads": 1,
+        "repetition": {"source": None},  # the demo's repetition study needs more data than this corpus has
     },
     "fit": {"bootstrap": 10, "closed_loop": {"multiples": []}},  # no IsoFLOP grid: no closed loop
 }

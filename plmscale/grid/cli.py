@@ -6,6 +6,7 @@ import sys
 from plmscale.config import load_config
 from plmscale.grid import recipe as recipes
 from plmscale.grid.expand import expand_grid
+from plmscale.grid.repetition import repetition_specs
 
 
 def configure_parser(parser) -> None:
@@ -47,6 +48,7 @@ def format_table(specs) -> str:
 def main(args) -> int:
     config = load_config(args.config)
     specs = expand_grid(config, source=str(args.config))
+    specs += repetition_specs(config, source=str(args.config))  # trained too, though not part of the fits
     if args.json:
         json.dump([s.to_dict() for s in specs], sys.stdout, indent=1)
         print()

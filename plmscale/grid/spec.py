@@ -81,6 +81,9 @@ class RunSpec:
     train: TrainSettings
     recipe: dict  # plmscale.grid.recipe.record: name, version, constants, sha256, the config's overrides
     resources: dict = dataclasses.field(default_factory=dict)
+    # The repetition study's restricted data (plmscale.train.subset): {source, unique_tokens, seed}, or None
+    # to train on the whole split. Written only when set, so other runs' specs (and params) are unchanged.
+    subset: dict | None = None
 
     def __post_init__(self):
         if self.objective not in ("clm", "mlm"):
@@ -116,6 +119,8 @@ class RunSpec:
     def to_dict(self) -> dict:
         """One flat object: the core fields, the derived counts (for readers) and every training setting."""
         data = {key: getattr(self, key) for key in self._CORE + self._DERIVED}
+        if self.subset is not None:
+            data["subset"] = dict(self.subset)
         data.update(dataclasses.asdict(self.train))
         return data
 
@@ -138,7 +143,7 @@ class RunSpec:
         missing = [key for key in ("run_id", "objective", "shape", "tokens") if key not in data]
         if missing:
             raise PlmscaleError(f"{where} lacks {', '.join(missing)}; write it with the grid (RunSpec.to_dict)")
-        unknown = sorted(set(data) - set(cls._CORE) - set(cls._DERIVED) - set(SETTING_KEYS))
+        unknown = sorted(set(data) - set(cls._CORE) - set(cls._DERIVED) - set(SETTING_KEYS) - {"subset"})
         if unknown:
             raise PlmscaleError(f"{where}: unknown keys {unknown}; a run spec holds {sorted(cls._CORE)} and "
                                 f"config.train's settings {sorted(SETTING_KEYS)}")
@@ -155,4 +160,5 @@ class RunSpec:
             init_from=data.get("init_from"), seed=int(data.get("seed", 0)),
             lr=resolved["lr"], batch_tokens=resolved["batch_tokens"], source_weights=data.get("source_weights"),
             train=TrainSettings.from_mapping({**data, **resolved}),
-            recipe=data.get("recipe") or recipes.record(recipe), resources=data.get("resources") or {})
+            recipe=data.get("recipe") or recipes.record(recipe), resources=data.get("resources") or {},
+            subset=data.get("subset"))

@@ -37,6 +37,7 @@ from plmscale.train import distributed as distr
 from plmscale.train.packing import empty_batch, micro_batches, resolve_packing
 from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, make_example
 from plmscale.train.schedule import lr_at
+from plmscale.train.subset import epochs, restricted_reader
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,11 @@ class _Runner:
         """Samplers, the fixed validation set, and the batch geometry that fixes the number of steps."""
         s, spec = self.s, self.spec
         self.seq_len, self.micro = s.seq_len, s.micro_batch_size
-        self.sampler = SequenceSampler(open_shards(train_dir), self.seq_len, spec.source_weights, s.by_cluster,
+        train_reader = open_shards(train_dir)
+        if spec.subset is not None:  # the repetition study: whole clusters of one source, ~U tokens
+            train_reader = restricted_reader(train_reader, spec.subset, where=str(train_dir))
+        self.unique_tokens = train_reader.unique_tokens if spec.subset is not None else None
+        self.sampler = SequenceSampler(train_reader, self.seq_len, spec.source_weights, s.by_cluster,
                                        where=str(train_dir))
         self.packed = resolve_packing(s.packing, self.ctx.device.type,
                                       mean_fill=self.sampler.mean_framed_length() / self.seq_len)
@@ -348,6 +353,9 @@ class _Runner:
             "cropped_sequences": self.sampler.n_cropped,  # long proteins cut to a random seq_len window
             "recipe": self.spec.recipe["name"], "recipe_sha256": self.spec.recipe["sha256"],
         }
+        if self.unique_tokens is not None:  # repeated data: D / U is the epoch count
+            metrics.update({"subset": self.spec.subset, "unique_tokens": self.unique_tokens,
+                            "epochs": epochs(self.tokens, self.unique_tokens)})
         if self.ctx.is_main:
             ckpt.save({"run_id": self.run_id, "shape": self.shape.to_dict(), "model": model_state},
                       self.checkpoint_dir / ckpt.FINAL)
