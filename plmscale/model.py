@@ -85,8 +85,10 @@ class Attention(nn.Module):
     def forward(self, x, causal: bool, key_mask=None):
         batch, length, width = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim)
-        qk = self.rotary(qkv[:, :, :2])  # rotate q and k in one pass
-        q, k = qk.unbind(2)
+        # Rotate q and k in one pass: the rotary tables index axis -3, so q's and k's heads are laid side by
+        # side there as (B, T, 2H, hd), keeping positions on that axis.
+        qk = self.rotary(qkv[:, :, :2].reshape(batch, length, 2 * self.heads, self.head_dim))
+        q, k = qk.view(batch, length, 2, self.heads, self.head_dim).unbind(2)
         v = qkv[:, :, 2]
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                            attn_mask=key_mask, is_causal=causal and key_mask is None)
