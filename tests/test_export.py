@@ -89,3 +89,149 @@ def test_fused_rotation_equals_rotating_q_and_k_by_position():
     expected = attention.out(reference.transpose(1, 2).reshape(2, 17, SHAPE["d_model"]))
     with torch.no_grad():
         assert (attention(x, causal=True) - expected).abs().max() < 1e-5
+
+
+# --- transformers loads a CLM export ---
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_clm_export_loads_in_transformers_with_identical_logits(tmp_path, attention):
+    transformers = pytest.importorskip("transformers")
+    from plmscale.export.files import export_run
+
+    model = write_finished_run(tmp_path / "results", "clm_r1", "clm")
+    out = export_run("clm_r1", results=tmp_path / "results")
+    assert out == tmp_path / "results" / "export" / "clm_r1"
+    hf = transformers.LlamaForCausalLM.from_pretrained(out, attn_implementation=attention).eval()
+    assert hf.dtype == torch.float32
+    assert hf.config.model_type == "llama" and hf.config.tie_word_embeddings
+    assert hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr()
+    tokens = protein_batch()
+    real = tokens != PAD_ID
+    assert not real.all()  # rows of several lengths: right padding is exercised
+    with torch.no_grad():
+        ours = model(tokens, causal=True)
+        theirs = hf(input_ids=tokens, attention_mask=real.long()).logits
+    assert (ours - theirs)[real].abs().max() <= 1e-5
+
+
+def test_exported_file_reads_with_the_safetensors_package_and_back(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    from plmscale.export.safetensors_io import read_safetensors, write_safetensors
+
+    tensors = {"a": torch.randn(3, 5), "b.c": torch.randn(7).to(torch.bfloat16), "e": torch.arange(4),
+               "f": torch.randn(2, 2).to(torch.float16)[:, 0]}  # a non-contiguous view
+    write_safetensors(tensors, tmp_path / "ours.safetensors", {"format": "pt"})
+    theirs = safetensors_torch.load_file(tmp_path / "ours.safetensors")
+    assert theirs.keys() == tensors.keys() and all(torch.equal(theirs[k], tensors[k]) for k in tensors)
+    safetensors_torch.save_file({k: v.contiguous() for k, v in tensors.items()}, tmp_path / "theirs.safetensors",
+                                metadata={"x": "y"})
+    back, metadata = read_safetensors(tmp_path / "theirs.safetensors")
+    assert metadata == {"x": "y"} and all(torch.equal(back[k], tensors[k]) for k in tensors)
+
+
+# --- plmscale's own loader ---
+
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_load_exported_gives_identical_logits(tmp_path, objective):
+    from plmscale.export import load_exported
+    from plmscale.export.files import export_run
+
+    model = write_finished_run(tmp_path / "results", "run", objective)
+    out = export_run("run", tmp_path / "elsewhere", results=tmp_path / "results")
+    loaded = load_exported(out)
+    tokens = protein_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens, causal=objective == "clm"), model(tokens, causal=objective == "clm"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["plmscale"]["objective"] == objective and config["plmscale"]["seq_len"] == 128
+    # A masked model must not pose as a causal Llama: no transformers architecture is named.
+    assert config["architectures"] == (["LlamaForCausalLM"] if objective == "clm" else [])
+
+
+def test_bfloat16_export_loads_as_the_rounded_weights(tmp_path):
+    from plmscale.export import load_exported
+    from plmscale.export.files import export_run
+
+    model = write_finished_run(tmp_path / "results", "run")
+    out = export_run("run", results=tmp_path / "results", dtype="bfloat16")
+    loaded = load_exported(out)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor.to(torch.bfloat16).float()), name
+    assert (out / "model.safetensors").stat().st_size < 0.6 * sum(t.numel() * 4 for t in model.state_dict().values())
+
+
+def test_export_writes_vocabulary_tokenizer_and_model_card(tmp_path):
+    from plmscale.export.files import export_run
+
+    model = write_finished_run(tmp_path / "results", "clm_card")
+    out = export_run("clm_card", results=tmp_path / "results")
+    assert (out / "vocab.txt").read_text().splitlines() == list(TOKENS)
+    card = (out / "README.md").read_text()
+    for fact in ("CLM", f"{model.n_params():,}", "123,456", "2.3456", "test-recipe", "LlamaForCausalLM",
+                 "load_exported"):
+        assert fact in card, fact
+    tokenizers = pytest.importorskip("tokenizers")
+    tokenizer = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
+    sequence = "MKTAYIAKQRXBZUO"
+    assert tokenizer.encode(sequence).ids == [CLS_ID, *encode(sequence).tolist(), EOS_ID]
+    assert tokenizer.decode(tokenizer.encode(sequence).ids) == sequence
+
+
+def test_export_replaces_an_earlier_export_but_nothing_else(tmp_path):
+    from plmscale.export.files import export_run
+
+    write_finished_run(tmp_path / "results", "run")
+    out = export_run("run", results=tmp_path / "results")
+    (out / "stale.txt").write_text("from an earlier export")
+    assert export_run("run", results=tmp_path / "results") == out and not (out / "stale.txt").exists()
+    keep = tmp_path / "my_notes"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(PlmscaleError, match="my_notes exists and is not an earlier export"):
+        export_run("run", keep, results=tmp_path / "results")
+    assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_export_of_a_bad_path_names_the_file_and_what_to_do(tmp_path):
+    from plmscale.export.files import export_run
+
+    results = tmp_path / "results"
+    with pytest.raises(PlmscaleError, match=r"checkpoints/absent/final.pt does not exist.*train it first.*--results"):
+        export_run("absent", results=results)
+    with pytest.raises(PlmscaleError, match=r"moved/final.pt does not exist; give the final.pt of a finished run"):
+        export_run(tmp_path / "moved" / "final.pt")
+    write_finished_run(results, "run")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "final.pt").write_bytes((results / "checkpoints" / "run" / "final.pt").read_bytes())
+    with pytest.raises(PlmscaleError, match=r"no metrics.json for .*moved/final.pt.*pass --metrics"):
+        export_run(moved / "final.pt")
+    out = export_run(moved / "final.pt", tmp_path / "out", metrics=results / "runs" / "run" / "metrics.json")
+    assert (out / "model.safetensors").is_file()
+    (moved / "final.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PlmscaleError, match=r"moved/final.pt: cannot read checkpoint"):
+        export_run(moved / "final.pt", tmp_path / "out2", metrics=results / "runs" / "run" / "metrics.json")
+
+
+def test_truncated_export_is_named_when_loading(tmp_path):
+    from plmscale.export import load_exported
+    from plmscale.export.files import export_run
+
+    write_finished_run(tmp_path / "results", "run")
+    out = export_run("run", results=tmp_path / "results")
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(PlmscaleError, match=r"model.safetensors: not a readable safetensors file"):
+        load_exported(out)
+    with pytest.raises(PlmscaleError, match=r"config.json does not exist"):
+        load_exported(tmp_path / "results")
+
+
+def test_export_command(tmp_path, capsys):
+    from plmscale.cli import main
+
+    write_finished_run(tmp_path / "results", "run", "mlm")
+    assert main(["export", "run", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "x")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "x")
+    assert main(["export", "other", "--results", str(tmp_path / "results")]) == 2
+    assert "other/final.pt does not exist" in capsys.readouterr().err
