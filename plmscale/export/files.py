@@ -45,6 +45,8 @@ def export_run(run, out_dir=None, results="results", metrics=None, dtype="float3
     out_dir = Path(out_dir) if out_dir else Path(results) / "export" / loaded.run_id
     facts = {key: loaded.metrics[key] for key in RUN_FACTS if key in loaded.metrics}
     facts["run_id"] = loaded.run_id
+    facts.setdefault("n_params", loaded.model.n_params())
+    facts.setdefault("n_params_with_embeddings", loaded.model.n_params(non_embedding=False))
     shape = loaded.model.shape
     state = {name: tensor.to(getattr(torch, dtype)) for name, tensor in loaded.model.state_dict().items()}
     tensors = to_llama_names(state, shape)
@@ -148,6 +150,7 @@ def tokenizer_json() -> dict:
 def model_card(loaded: LoadedRun, facts: dict, config: dict) -> str:
     objective = {"clm": "causal (next-token) language model", "mlm": "masked language model"}[loaded.objective]
     shape = loaded.model.shape
+    where = f"path/to/{loaded.run_id}"  # the export directory, wherever it is copied to
 
     def number(key, fmt="{:,}"):
         value = facts.get(key)
@@ -169,7 +172,7 @@ def model_card(loaded: LoadedRun, facts: dict, config: dict) -> str:
         f"| training FLOPs | {number('flops', '{:.3g}')} |",
         f"| final validation loss (nats/token) | {number('final_valid_loss', '{:.4f}')} |",
         f"| recipe | {facts.get('recipe', 'unknown')} |",
-        f"| context | {loaded.seq_len} tokens (<cls> + up to {loaded.max_residues} residues + <eos>) |",
+        f"| context | {loaded.seq_len} tokens (`<cls>` + up to {loaded.max_residues} residues + `<eos>`) |",
         f"| weights dtype | {config['dtype']} |",
         "",
         "Architecture: pre-norm RMSNorm (eps 1e-6), SwiGLU, rotary position embeddings (rotate-half, base "
@@ -188,8 +191,8 @@ def model_card(loaded: LoadedRun, facts: dict, config: dict) -> str:
             "",
             "```python",
             "from transformers import LlamaForCausalLM, PreTrainedTokenizerFast",
-            "model = LlamaForCausalLM.from_pretrained(\"EXPORT_DIR\").eval()",
-            "tokenizer = PreTrainedTokenizerFast(tokenizer_file=\"EXPORT_DIR/tokenizer.json\")",
+            f"model = LlamaForCausalLM.from_pretrained(\"{where}\").eval()",
+            f"tokenizer = PreTrainedTokenizerFast(tokenizer_file=\"{where}/tokenizer.json\")",
             "ids = tokenizer(\"MKTAYIAKQR\", return_tensors=\"pt\").input_ids  # <cls> M K ... <eos>",
             "logits = model(ids).logits",
             "```",
@@ -207,12 +210,12 @@ def model_card(loaded: LoadedRun, facts: dict, config: dict) -> str:
         "",
         "```python",
         "from plmscale.export import load_exported",
-        "model = load_exported(\"EXPORT_DIR\")",
+        f"model = load_exported(\"{where}\")",
         f"logits = model(tokens, causal={causal})  # tokens: (batch, length) int64 ids of vocab.txt",
         "```",
         "",
-        "Score sequences (`plmscale score FASTA --run EXPORT_DIR`) or sample new ones "
-        "(`plmscale generate --run EXPORT_DIR`, CLM only); see docs/export.md.",
+        f"Score sequences (`plmscale score FASTA --run {where}`) or sample new ones "
+        f"(`plmscale generate --run {where}`, CLM only); see plmscale's docs/export.md.",
         "",
     ]
     return "\n".join(lines)
