@@ -235,3 +235,12 @@ def test_export_command(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "x")
     assert main(["export", "other", "--results", str(tmp_path / "results")]) == 2
     assert "other/final.pt does not exist" in capsys.readouterr().err
+
+
+def test_a_tensor_without_a_llama_name_is_never_dropped():
+    from plmscale.export.llama import to_llama_names
+
+    model = random_model()
+    state = dict(model.state_dict(), **{"blocks.0.attn.new_gate": torch.zeros(3)})
+    with pytest.raises(ValueError, match=r"blocks.0.attn.new_gate.*extend plmscale/export/llama.py"):
+        to_llama_names(state, model.shape)

@@ -42,7 +42,17 @@ def to_llama_names(state: dict, shape: ModelShape) -> dict:
             theirs + "mlp.down_proj.weight": state[ours + "ffn.down.weight"],
         })
     out["model.norm.weight"] = state["final_norm.weight"]
+    unmapped = sorted(set(state) - _plmscale_names(shape))
+    if unmapped:  # the model gained a tensor this mapping does not know: never drop weights silently
+        raise ValueError(f"no Llama name for the model's tensors {unmapped}; extend plmscale/export/llama.py")
     return out
+
+
+def _plmscale_names(shape: ModelShape) -> set:
+    per_block = ("attn_norm.weight", "attn.qkv.weight", "attn.out.weight", "ffn_norm.weight", "ffn.gate_up.weight",
+                 "ffn.down.weight")
+    return {"embed.weight", "final_norm.weight"} | {f"blocks.{i}.{name}" for i in range(shape.layers)
+                                                    for name in per_block}
 
 
 def from_llama_names(tensors: dict, shape: ModelShape, where: str = "weights") -> dict:
