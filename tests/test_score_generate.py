@@ -154,11 +154,21 @@ class ScriptedModel(torch.nn.Module):
         return logits
 
 
+class AlwaysEos(torch.nn.Module):
+    def forward(self, tokens, causal):
+        logits = torch.zeros(*tokens.shape, 33)
+        logits[..., EOS_ID] = 50.0
+        return logits
+
+
 def test_generation_stops_at_eos_per_sequence():
     loaded = LoadedRun("scripted", ScriptedModel(), "clm", seq_len=64)
     sequences = sample(loaded, 4, seed=0)
     assert [(len(r), ended) for r, ended in sequences] == [(2, True), (3, True), (4, True), (5, True)]
     assert all(set(r.tolist()) == {TOKEN_TO_ID["L"]} for r, _ in sequences)
+    # <eos> never comes before the first residue, however likely
+    always_eos = LoadedRun("eos", AlwaysEos(), "clm", seq_len=64)
+    assert [(len(r), ended) for r, ended in sample(always_eos, 3, seed=0)] == [(1, True)] * 3
     # a limit shorter than the script ends sequences without <eos>
     assert [(len(r), ended) for r, ended in sample(loaded, 4, max_length=3, seed=0)] == \
         [(2, True), (3, True), (3, False), (3, False)]

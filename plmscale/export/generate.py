@@ -2,9 +2,10 @@
 
 Sampling starts from <cls>, as every training sequence did, and draws one token at a time from the model's
 next-token distribution restricted to residue letters and <eos> (the other special tokens are not protein),
-with temperature and nucleus (top-p) filtering. A sequence ends at <eos> or at --max-length residues
-(default and upper limit: the run's context, seq_len - 2). All n sequences are sampled as one batch from
-one torch generator seeded by --seed, so the same run, n, settings and seed give the same FASTA.
+with temperature and nucleus (top-p) filtering. A sequence ends at <eos> (never before its first residue) or
+at --max-length residues (default and upper limit: the run's context, seq_len - 2). All n sequences are
+sampled as one batch from one torch generator seeded by --seed, so the same run, n, settings and seed give
+the same FASTA.
 
 The model has no key/value cache: each new token runs the whole prefix again, which is fine for the small
 models of a scaling grid and the context lengths of proteins.
@@ -60,10 +61,12 @@ def sample(loaded, n: int, max_length: int | None = None, temperature: float = 1
     disallowed[ALLOWED_IDS] = False
     tokens = torch.full((n, 1), CLS_ID, dtype=torch.long, device=device)
     finished = torch.zeros(n, dtype=torch.bool, device=device)
-    for _ in range(max_length + 1):  # max_length residues, then one more step in which <eos> may come
+    for step in range(max_length + 1):  # max_length residues, then one more step in which <eos> may come
         with torch.no_grad():
             logits = loaded.model(tokens, causal=True)[:, -1].float()
         logits = logits.masked_fill(disallowed, float("-inf"))
+        if step == 0:  # a protein has at least one residue: an empty FASTA record helps nobody
+            logits[:, EOS_ID] = float("-inf")
         if temperature == 0:
             chosen = logits.argmax(dim=-1)
         else:
