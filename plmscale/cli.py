@@ -16,6 +16,9 @@ COMMANDS = {
     "import-curves": ("plmscale.scaling.importer", "import released training curves into runs.csv"),
     "fit": ("plmscale.scaling.cli_fit", "fit scaling laws to a runs table"),
     "predict": ("plmscale.scaling.predict", "compute-optimal model size and tokens for a budget"),
+    "export": ("plmscale.export.files", "write a finished run as safetensors + config others can load"),
+    "score": ("plmscale.export.score", "per-sequence log-likelihood (CLM) or pseudo-perplexity (MLM) of a FASTA"),
+    "generate": ("plmscale.export.generate", "sample protein sequences from a CLM run as FASTA"),
 }
 
 

@@ -1,0 +1,215 @@
+"""`plmscale score` and `plmscale generate`: scores agree with the model's own loss, sampling is valid FASTA."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from plmscale.alphabet import CLS_ID, EOS_ID, MASK_ID, RESIDUE_LETTERS, TOKEN_TO_ID, encode
+from plmscale.errors import PlmscaleError
+from plmscale.export.runs import LoadedRun, load_run
+from plmscale.export.score import mlm_pseudo_log_likelihood, score_fasta, score_sequence
+from plmscale.export.generate import sample, to_fasta
+from plmscale.train.masking import causal_labels
+from test_export import random_model, write_finished_run
+
+
+SEQUENCE = ("MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALR"
+            "PDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVG"
+            "IGGKLSDGHRHDVRAPDYDDWUTPSSELGHAGLNGDILVWNPVLEDAFELSSMGIRVDADTLKHQLALTGDEDRLELEWHQALLRGEMPQTIGGGIGQSR"
+            "LTMLLLQLPHIGQVQAGVWPAACRESVPALL")
+
+
+def loaded_run(objective, seq_len=128, seed=0):
+    return LoadedRun("test_run", random_model(seed=seed, seq_len=seq_len), objective, seq_len)
+
+
+def clm_loss_sum(model, residues: np.ndarray) -> float:
+    """The training loss of one framed sequence, summed over its labelled positions (what the loop minimises)."""
+    tokens = np.concatenate([[CLS_ID], residues, [EOS_ID]]).astype(np.int64)
+    with torch.no_grad():
+        _, loss = model(torch.from_numpy(tokens)[None], causal=True,
+                        labels=torch.from_numpy(causal_labels(tokens))[None])
+    return float(loss)
+
+
+# --- score ---
+
+def test_clm_score_is_minus_the_models_own_loss():
+    loaded = loaded_run("clm")
+    residues = encode(SEQUENCE[:100])
+    score = score_sequence(loaded, "s", residues)
+    assert score.n_scored == 101 and score.windows == 1  # 100 residues and <eos>
+    assert score.log_likelihood == pytest.approx(-clm_loss_sum(loaded.model, residues), rel=1e-5)
+    assert score.perplexity == pytest.approx(math.exp(clm_loss_sum(loaded.model, residues) / 101), rel=1e-5)
+
+
+def test_clm_scores_of_a_file_batch_several_records_without_changing_them(tmp_path):
+    loaded = loaded_run("clm")
+    lengths = [5, 40, 126, 17, 90]
+    fasta = tmp_path / "s.fa"
+    fasta.write_text("".join(f">r{i} some description\n{SEQUENCE[i:i + n].lower()}\n" for i, n in enumerate(lengths)))
+    rows = []
+    assert score_fasta(loaded, fasta, rows.append, batch_tokens=400) == len(lengths)
+    assert [r.record_id for r in rows] == [f"r{i}" for i in range(len(lengths))]
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        expected = -clm_loss_sum(loaded.model, encode(SEQUENCE[i:i + n]))
+        assert row.length == n and row.log_likelihood == pytest.approx(expected, rel=1e-5, abs=1e-4)
+
+
+def test_long_sequence_is_scored_in_windows_of_the_context():
+    loaded = loaded_run("clm", seq_len=64)  # 62 residues per window
+    residues = encode(SEQUENCE[:150])
+    score = score_sequence(loaded, "long", residues)
+    assert score.windows == 3 and score.n_scored == 151
+    pieces = [residues[:62], residues[62:124], residues[124:]]
+    # each window is framed <cls> piece <eos>; only the last window's <eos> counts
+    expected = sum(-clm_loss_sum(loaded.model, p) for p in pieces)
+    for piece in pieces[:2]:
+        tokens = torch.tensor([[CLS_ID, *piece.tolist(), EOS_ID]])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(loaded.model(tokens, causal=True)[0, -2], dim=-1)
+        expected -= float(log_probs[EOS_ID])
+    assert score.log_likelihood == pytest.approx(expected, rel=1e-5)
+
+
+def test_mlm_pseudo_perplexity_batched_equals_masking_one_position_at_a_time():
+    loaded = loaded_run("mlm")
+    residues = encode(SEQUENCE[:23])
+    framed = [CLS_ID, *residues.tolist(), EOS_ID]
+    expected = 0.0
+    for position in range(1, len(framed) - 1):
+        masked = list(framed)
+        masked[position] = MASK_ID
+        with torch.no_grad():
+            logits = loaded.model(torch.tensor([masked]), causal=False)[0, position]
+        expected += float(torch.log_softmax(logits, dim=-1)[framed[position]])
+    for batch_tokens in (25, 60, 10_000):  # one copy per pass, a few per pass, all at once
+        assert mlm_pseudo_log_likelihood(loaded.model, residues, batch_tokens) == pytest.approx(expected, rel=1e-5)
+    score = score_sequence(loaded, "m", residues)
+    assert score.n_scored == 23 and score.perplexity == pytest.approx(math.exp(-expected / 23), rel=1e-5)
+
+
+def test_bad_fasta_and_unknown_residues_are_named(tmp_path):
+    loaded = loaded_run("clm")
+    unknown = tmp_path / "unknown.fa"
+    unknown.write_text(">ok\nMKT\n>bad_one\nMKJL\n")
+    with pytest.raises(PlmscaleError, match=r"unknown.fa, line 3: record 'bad_one' has letter 'J'.*X for an unknown"):
+        score_fasta(loaded, unknown, lambda row: None)
+    headless = tmp_path / "headless.fa"
+    headless.write_text("MKTAYIAK\n")
+    with pytest.raises(PlmscaleError, match=r"headless.fa, line 1: sequence data before the first header"):
+        score_fasta(loaded, headless, lambda row: None)
+    empty_record = tmp_path / "empty_record.fa"
+    empty_record.write_text(">empty\n>next\nMKT\n")
+    with pytest.raises(PlmscaleError, match=r"record 'empty' has no residues"):
+        score_fasta(loaded, empty_record, lambda row: None)
+
+
+def test_score_command_on_a_trained_run(tmp_path, capsys):
+    """A real (tiny) training run through the CLI: the table has a row per record and the run's own framing."""
+    from plmscale.cli import main
+    from plmscale.train.loop import train_run
+    from train_fixtures import demo_split, tiny_spec
+
+    results = tmp_path / "results"
+    train, valid = demo_split()
+    train_run(tiny_spec("mlm", tokens=4000, run_id="mlm_t"), train, valid, results / "runs" / "mlm_t",
+              results / "checkpoints" / "mlm_t", threads=1)
+    fasta = tmp_path / "q.fa"
+    fasta.write_text(">a\nMKTAYIAKQR\n>b\nGGGG\n")
+    assert main(["score", str(fasta), "--run", "mlm_t", "--results", str(results), "--out",
+                 str(tmp_path / "s.tsv")]) == 0
+    lines = (tmp_path / "s.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["id", "length", "n_scored", "pseudo_log_likelihood",
+                                    "mean_pseudo_log_likelihood", "pseudo_perplexity", "windows"]
+    cells = [line.split("\t") for line in lines[1:]]
+    assert [(c[0], c[1], c[6]) for c in cells] == [("a", "10", "1"), ("b", "4", "1")]
+    loaded = load_run("mlm_t", results)
+    assert float(cells[0][3]) == pytest.approx(score_sequence(loaded, "a", encode("MKTAYIAKQR")).log_likelihood)
+    # exported or not, the same model gives the same scores
+    assert main(["export", "mlm_t", "--results", str(results)]) == 0
+    capsys.readouterr()
+    assert main(["score", str(fasta), "--run", str(results / "export" / "mlm_t")]) == 0
+    assert capsys.readouterr().out.splitlines() == lines
+    assert main(["generate", "--run", "mlm_t", "--results", str(results)]) == 2
+    assert "masked language model" in capsys.readouterr().err
+
+
+# --- generate ---
+
+class ScriptedModel(torch.nn.Module):
+    """Next-token logits that spell row i as i + 2 copies of L, then <eos>: a known answer for sampling."""
+
+    def forward(self, tokens, causal):
+        assert causal
+        batch, length = tokens.shape
+        logits = torch.full((batch, length, 33), -1e4)
+        logits[..., TOKEN_TO_ID["C"]] = 0.0  # also allowed, but far less likely than the scripted token
+        for row in range(batch):
+            for t in range(length):
+                logits[row, t, EOS_ID if t >= row + 2 else TOKEN_TO_ID["L"]] = 30.0
+        logits[..., MASK_ID] = 1e4  # never sampled, however likely: not a residue
+        return logits
+
+
+class AlwaysEos(torch.nn.Module):
+    def forward(self, tokens, causal):
+        logits = torch.zeros(*tokens.shape, 33)
+        logits[..., EOS_ID] = 50.0
+        return logits
+
+
+def test_generation_stops_at_eos_per_sequence():
+    loaded = LoadedRun("scripted", ScriptedModel(), "clm", seq_len=64)
+    sequences = sample(loaded, 4, seed=0)
+    assert [(len(r), ended) for r, ended in sequences] == [(2, True), (3, True), (4, True), (5, True)]
+    assert all(set(r.tolist()) == {TOKEN_TO_ID["L"]} for r, _ in sequences)
+    # <eos> never comes before the first residue, however likely
+    always_eos = LoadedRun("eos", AlwaysEos(), "clm", seq_len=64)
+    assert [(len(r), ended) for r, ended in sample(always_eos, 3, seed=0)] == [(1, True)] * 3
+    # a limit shorter than the script ends sequences without <eos>
+    assert [(len(r), ended) for r, ended in sample(loaded, 4, max_length=3, seed=0)] == \
+        [(2, True), (3, True), (3, False), (3, False)]
+
+
+def test_generation_is_valid_fasta_and_deterministic_by_seed(tmp_path):
+    from plmscale.data.fasta import read_fasta
+
+    loaded = loaded_run("clm", seq_len=48)
+    first = to_fasta(sample(loaded, 6, seed=5, temperature=1.2, top_p=0.95), "r", 5)
+    assert to_fasta(sample(loaded, 6, seed=5, temperature=1.2, top_p=0.95), "r", 5) == first
+    assert to_fasta(sample(loaded, 6, seed=6, temperature=1.2, top_p=0.95), "r", 6) != first
+    path = tmp_path / "generated.fa"
+    path.write_text(first)
+    records = list(read_fasta(path))
+    assert [i.decode() for i, _ in records] == [f"r_sample{i}" for i in range(6)]
+    assert all(0 < len(s) <= 46 and set(s.decode()) <= set(RESIDUE_LETTERS) for _, s in records)
+
+
+def test_generation_refuses_masked_models_and_lengths_beyond_the_context():
+    with pytest.raises(PlmscaleError, match="masked language model.*use a CLM run"):
+        sample(loaded_run("mlm"), 2)
+    with pytest.raises(PlmscaleError, match="--max-length 500: give 1 to 126 residues"):
+        sample(loaded_run("clm"), 2, max_length=500)
+
+
+def test_generate_command(tmp_path, capsys):
+    from plmscale.cli import main
+
+    write_finished_run(tmp_path / "results", "clm_g", "clm", seq_len=40)
+    argv = ["generate", "--run", "clm_g", "--results", str(tmp_path / "results"), "-n", "3", "--seed", "7",
+            "--top-p", "0.9"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert main(argv) == 0 and capsys.readouterr().out == out
+    headers = [line for line in out.splitlines() if line.startswith(">")]
+    assert len(headers) == 3 and all("seed=7" in h for h in headers)
+
+
+def test_a_directory_that_is_no_export_is_named(tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(PlmscaleError, match=r"half is a directory but not an export"):
+        load_run(tmp_path / "half")
