@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from plmscale.data.linefasta import read_records
-from plmscale.data.split import SPLITS, read_split_ids, split_by_cluster, split_of
+from plmscale.data.split import SPLITS, SplitIdStream, read_split_ids, split_by_cluster, split_of
 from plmscale.errors import PlmscaleError
 
 HEADER = re.compile(r"^(\S+)$")
@@ -153,3 +153,22 @@ def test_member_missing_from_the_fasta_is_an_error_in_any_partition(tmp_path):
     with pytest.raises(PlmscaleError, match=r"lists 1 ids missing from .*'ghost\|1'"):
         _split(tmp_path, (unique, clusters, provenance), n_partitions=5)
     assert not any((tmp_path / "out").glob("*.fasta.gz"))
+
+
+def test_id_stream_reads_the_sidecars_in_batches(tmp_path):
+    inputs = _inputs(tmp_path, n_clusters=50)
+    out, _ = _split(tmp_path, inputs, valid_fraction=0.2, test_fraction=0.2)
+    for split in SPLITS:
+        whole = read_split_ids(out[split])
+        with SplitIdStream(out[split]) as ids:
+            assert len(ids) == len(whole[0])
+            parts = [ids.take(n) for n in (7, 0, len(ids) - 7)]
+            with pytest.raises(PlmscaleError, match="more records than its id sidecars"):
+                ids.take(1)
+        for k in range(2):
+            assert np.concatenate([p[k] for p in parts]).tobytes() == whole[k].tobytes()
+    cluster_path = tmp_path / "out" / "train.cluster_ids.npy"
+    cluster_path.write_bytes(cluster_path.read_bytes()[:-8])  # one id short of its header
+    with pytest.raises(PlmscaleError, match="rerun the split stage"):
+        with SplitIdStream(out["train"]) as ids:
+            ids.take(len(ids))

@@ -285,17 +285,13 @@ def _check_not_empty(per_split, fractions, n_clusters, unique_fasta) -> None:
             f"data.split.salt, or set data.split.{split}_fraction: 0 to have no {split} split")
 
 
-def _write_npy(path, values) -> None:
-    with write_binary(path) as handle:
-        np.save(handle, values, allow_pickle=False)
-
-
-def read_split_ids(fasta_path, n_expected=None) -> tuple:
-    """(cluster ids int64, source ids int16) of a split FASTA, from its sidecars, checked for size."""
+def read_split_ids(fasta_path, n_expected=None, mmap_mode=None) -> tuple:
+    """(cluster ids int64, source ids int16) of a split FASTA, from its sidecars, checked for size.
+    mmap_mode "r" maps them instead of reading them (SplitIdStream reads them in bounded memory)."""
     arrays = []
     for path, dtype in zip(sidecar_paths(fasta_path), (np.int64, np.int16)):
         try:
-            values = np.load(path, allow_pickle=False)
+            values = np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
         except FileNotFoundError:
             raise PlmscaleError(f"{path} is missing: the split stage writes it next to {fasta_path}; "
                                 "rerun the split stage") from None
@@ -308,3 +304,48 @@ def read_split_ids(fasta_path, n_expected=None) -> tuple:
     if len(arrays[0]) != len(arrays[1]) or (n_expected is not None and len(arrays[0]) != n_expected):
         raise PlmscaleError(f"the id sidecars of {fasta_path} disagree with it in length; rerun the split stage")
     return arrays[0], arrays[1]
+
+
+class SplitIdStream:
+    """The id sidecars of a split FASTA read front to back, a batch at a time: the tokenizer's memory then
+    does not grow with the split (loading them whole costs 10 bytes per sequence)."""
+
+    def __init__(self, fasta_path):
+        self.fasta_path = fasta_path
+        mapped = read_split_ids(fasta_path, mmap_mode="r")   # checks the headers; reads no data
+        self.n = len(mapped[0])
+        self._files = []
+        for path, values in zip(sidecar_paths(fasta_path), mapped):
+            # np.load maps an empty array as a plain array (no offset): nothing to read then.
+            offset = getattr(values, "offset", None)
+            handle = open(path, "rb")
+            if offset is not None:
+                handle.seek(offset)
+            self._files.append((handle, values.dtype))
+        self._done = 0
+
+    def __len__(self):
+        return self.n
+
+    def take(self, count: int) -> tuple:
+        """The next `count` (cluster ids, source ids)."""
+        if self._done + count > self.n:
+            raise PlmscaleError(f"{self.fasta_path} holds more records than its id sidecars ({self.n}); "
+                                "rerun the split stage")
+        arrays = tuple(np.fromfile(handle, dtype=dtype, count=count) for handle, dtype in self._files)
+        if any(len(values) != count for values in arrays):
+            raise PlmscaleError(f"the id sidecars of {self.fasta_path} are shorter than their headers say; "
+                                "rerun the split stage")
+        self._done += count
+        return arrays
+
+    def close(self):
+        for handle, _ in self._files:
+            handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
