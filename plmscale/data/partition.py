@@ -26,6 +26,7 @@ import os
 from contextlib import ExitStack
 from pathlib import Path
 
+from plmscale.data.atomic import atomic_path
 from plmscale.errors import PlmscaleError
 
 # Fixed-width hex: sorting lines as text sorts them by (source index, record index).
@@ -72,7 +73,7 @@ def partitions_needed(n_keys: int, mem_mb: int, bytes_per_entry: int) -> int:
 
 
 class OverBudget(PlmscaleError):
-    pass
+    """A partition job's dict outgrew its memory budget (the message says which count fits)."""
 
 
 def check_budget(n_entries: int, budget: int, *, what: str, inputs: list, n_partitions: int, mem_mb: int,
@@ -109,7 +110,6 @@ class PartitionWriter:
         self._files = []
 
     def __enter__(self):
-        from plmscale.data.atomic import atomic_path
         for path in self.paths:
             tmp = self._stack.enter_context(atomic_path(path))
             self._files.append(self._stack.enter_context(open(tmp, "wb", buffering=0)))
