@@ -1,6 +1,7 @@
 """Exact dedup across sources: first copy kept, ids prefixed by source, provenance and counts right."""
 
 import gzip
+import random
 import json
 
 import pytest
@@ -80,3 +81,69 @@ def test_a_source_left_empty_warns_and_is_listed(tmp_path, caplog):
     stats = dedup(clean, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json")
     assert stats["empty_sources"] == ["gone"]
     assert "'gone' has no sequence left" in caplog.text
+
+
+def _reference_dedup(sources: dict):
+    """The single in-memory pass dedup replaced: the expected records, provenance and per-source counts."""
+    first, records, per_source = {}, [], {}
+    for index, (source, records_of_source) in enumerate(sources.items()):
+        counts = {"seen": 0, "kept": 0, "duplicates": 0, "duplicates_within_source": 0}
+        for seq_id, sequence in records_of_source:
+            counts["seen"] += 1
+            if sequence in first:
+                entry = first[sequence]
+                counts["duplicates"] += 1
+                counts["duplicates_within_source"] += source in entry[1]
+                entry[1].add(source)
+                entry[2] += 1
+                continue
+            first[sequence] = [f"{source}|{seq_id}", {source}, 1]
+            records.append((f"{source}|{seq_id}", sequence))
+            counts["kept"] += 1
+        per_source[source] = counts
+    order = list(sources)
+    provenance = [(uid, sorted(holders, key=order.index), n) for uid, holders, n in first.values()]
+    return records, provenance, per_source
+
+
+@pytest.fixture
+def corpus_with_duplicates(tmp_path):
+    """Three sources drawing from one pool: copies within a source, across sources and across partitions."""
+    rng = random.Random(3)
+    pool = ["".join(rng.choices("ACDEFGHIKLMNPQRSTVWY", k=rng.randint(5, 40))) for _ in range(400)]
+    sources = {name: [(f"{name[0]}{i}", rng.choice(pool)) for i in range(300)] for name in ("ref", "meta", "env")}
+    paths = {name: _fasta(tmp_path / f"{name}.fa.gz", records) for name, records in sources.items()}
+    return sources, paths
+
+
+@pytest.mark.parametrize("n_partitions", [1, 3, 8])
+def test_partitioned_dedup_equals_the_in_memory_pass(tmp_path, corpus_with_duplicates, n_partitions):
+    sources, paths = corpus_with_duplicates
+    records, provenance, per_source = _reference_dedup(sources)
+    out = tmp_path / "out"
+    stats = dedup(paths, out / "u.fa.gz", out / "p.tsv.gz", out / "s.json", n_partitions=n_partitions)
+    assert list(read_records(out / "u.fa.gz")) == records
+    assert list(read_provenance(out / "p.tsv.gz")) == provenance
+    assert stats["per_source"] == per_source
+    n_input = sum(len(r) for r in sources.values())
+    assert stats["n_seen"] == n_input == stats["n_unique"] + stats["n_duplicates"]
+    assert all(c["seen"] == c["kept"] + c["duplicates"] for c in stats["per_source"].values())
+    assert stats["n_shared_across_sources"] == sum(1 for _, holders, _ in provenance if len(holders) > 1) > 0
+
+
+def test_partition_count_does_not_change_a_byte(tmp_path, corpus_with_duplicates):
+    _, paths = corpus_with_duplicates
+    for count in (1, 5):
+        dedup(paths, tmp_path / f"{count}/u.fa.gz", tmp_path / f"{count}/p.tsv.gz", tmp_path / f"{count}/s.json",
+              n_partitions=count)
+    for name in ("u.fa.gz", "p.tsv.gz", "s.json"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "5" / name).read_bytes()
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name], "scratch partitions must be removed"
+
+
+def test_repeated_id_is_found_across_partitions(tmp_path):
+    # Different sequences hash to different partitions: the check must work across them.
+    bad = _fasta(tmp_path / "bad.fa.gz", [(f"x{i}", "MKV" + "A" * i) for i in range(20)] + [("x3", "GGGWWW")])
+    with pytest.raises(PlmscaleError, match=r"bad.fa.gz: id 'x3' occurs twice"):
+        dedup({"s": bad}, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json", n_partitions=6)
+    assert not (tmp_path / "u.fa.gz").exists()

@@ -4,10 +4,11 @@ import gzip
 import json
 import re
 
+import numpy as np
 import pytest
 
 from plmscale.data.linefasta import read_records
-from plmscale.data.split import SPLITS, read_split_ids, split_by_cluster, split_of
+from plmscale.data.split import SPLITS, SplitIdStream, read_split_ids, split_by_cluster, split_of
 from plmscale.errors import PlmscaleError
 
 HEADER = re.compile(r"^(\S+)$")
@@ -99,3 +100,75 @@ def test_a_zero_fraction_gives_an_empty_split_and_a_too_small_corpus_says_what_t
     with pytest.raises(PlmscaleError, match=r"valid split is empty: 2 clusters.*data\.split\.valid_fraction: 0"):
         _split(tmp_path, tiny, name="tiny_out", valid_fraction=0.01, test_fraction=0)
     assert not (tmp_path / "tiny_out" / "train.fasta.gz").exists()
+
+
+def _reference_join(inputs, settings):
+    """What the single in-memory join gave: per split, the (id, dense cluster, source name) in FASTA order."""
+    unique, clusters, provenance = inputs
+    rows = [line.split("\t") for line in clusters.read_text().splitlines()[1:]]
+    names = sorted({cluster for cluster, _ in rows})
+    member_cluster = {member: names.index(cluster) for cluster, member in rows}
+    with gzip.open(provenance, "rt") as handle:
+        first_source = {line.split("\t")[0]: line.split("\t")[1].split(",")[0] for line in handle.readlines()[1:]}
+    expected = {split: [] for split in SPLITS}
+    for seq_id, _ in read_records(unique):
+        cluster = member_cluster[seq_id]
+        split = split_of(names[cluster], settings.get("salt", "plmscale-split-v1"), settings["valid_fraction"],
+                         settings["test_fraction"])
+        expected[split].append((seq_id, cluster, first_source[seq_id]))
+    return expected
+
+
+@pytest.mark.parametrize("n_partitions", [1, 4])
+def test_partitioned_join_equals_the_in_memory_join(tmp_path, n_partitions):
+    inputs = _inputs(tmp_path, n_clusters=120)
+    settings = {"valid_fraction": 0.2, "test_fraction": 0.1}
+    out, stats = _split(tmp_path, inputs, n_partitions=n_partitions, **settings)
+    expected = _reference_join(inputs, settings)
+    for split in SPLITS:
+        cluster_ids, source_ids = read_split_ids(out[split])
+        found = [(header, int(c), stats["sources"][s])
+                 for (header, _), c, s in zip(read_records(out[split]), cluster_ids, source_ids)]
+        assert found == expected[split]
+        assert stats["splits"][split]["n_clusters"] == len({c for _, c, _ in expected[split]})
+
+
+def test_partition_count_does_not_change_a_byte(tmp_path):
+    inputs = _inputs(tmp_path, n_clusters=80)
+    one, _ = _split(tmp_path, inputs, name="one", valid_fraction=0.2, test_fraction=0.2, n_partitions=1)
+    many, _ = _split(tmp_path, inputs, name="many", valid_fraction=0.2, test_fraction=0.2, n_partitions=7)
+    for name in sorted(p.name for p in (tmp_path / "one").iterdir()):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many" / name).read_bytes(), name
+    # The streamed sidecars are exactly what np.save writes.
+    cluster_ids, _ = read_split_ids(one["train"])
+    np.save(tmp_path / "saved.npy", cluster_ids)
+    assert (tmp_path / "saved.npy").read_bytes() == (tmp_path / "one" / "train.cluster_ids.npy").read_bytes()
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name], "scratch partitions must be removed"
+
+
+def test_member_missing_from_the_fasta_is_an_error_in_any_partition(tmp_path):
+    unique, clusters, provenance = _inputs(tmp_path, n_clusters=30)
+    with open(clusters, "a") as handle:
+        handle.write("zzz\tghost|1\n")
+    with pytest.raises(PlmscaleError, match=r"lists 1 ids missing from .*'ghost\|1'"):
+        _split(tmp_path, (unique, clusters, provenance), n_partitions=5)
+    assert not any((tmp_path / "out").glob("*.fasta.gz"))
+
+
+def test_id_stream_reads_the_sidecars_in_batches(tmp_path):
+    inputs = _inputs(tmp_path, n_clusters=50)
+    out, _ = _split(tmp_path, inputs, valid_fraction=0.2, test_fraction=0.2)
+    for split in SPLITS:
+        whole = read_split_ids(out[split])
+        with SplitIdStream(out[split]) as ids:
+            assert len(ids) == len(whole[0])
+            parts = [ids.take(n) for n in (7, 0, len(ids) - 7)]
+            with pytest.raises(PlmscaleError, match="more records than its id sidecars"):
+                ids.take(1)
+        for k in range(2):
+            assert np.concatenate([p[k] for p in parts]).tobytes() == whole[k].tobytes()
+    cluster_path = tmp_path / "out" / "train.cluster_ids.npy"
+    cluster_path.write_bytes(cluster_path.read_bytes()[:-8])  # one id short of its header
+    with pytest.raises(PlmscaleError, match="rerun the split stage"):
+        with SplitIdStream(out["train"]) as ids:
+            ids.take(len(ids))

@@ -1,7 +1,10 @@
-"""Snakemake script: exact duplicates across sources (rule dedup)."""
-from plmscale.data.dedup import dedup
+"""Snakemake script: the dedup partitions merged back into corpus order (rule dedup)."""
+from plmscale.data.dedup import gather
 from plmscale.logging_setup import log_to_file
 
 log_to_file(snakemake.log[0])
-dedup(dict(zip(snakemake.params.sources, snakemake.input)), snakemake.output.fasta,
-      snakemake.output.provenance, snakemake.output.stats)
+inputs = snakemake.input
+partitions = [{"kept": kept, "provenance": provenance, "ids": ids, "stats": stats}
+              for kept, provenance, ids, stats in zip(inputs.kept, inputs.provenance, inputs.ids, inputs.stats)]
+gather(snakemake.params.clean_fastas, partitions, snakemake.output.fasta, snakemake.output.provenance,
+       snakemake.output.stats)

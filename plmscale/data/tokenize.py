@@ -15,7 +15,7 @@ from plmscale.alphabet import ENCODE_TABLE, INVALID
 from plmscale.data.fasta import DEFAULT_CHUNK_SIZE, read_fasta_batches
 from plmscale.data.gzio import open_read, read_block
 from plmscale.data.shards import ShardWriter
-from plmscale.data.split import read_split_ids
+from plmscale.data.split import SplitIdStream
 from plmscale.errors import PlmscaleError
 
 log = logging.getLogger("plmscale.tokenize")
@@ -26,33 +26,36 @@ def tokenize_split(fasta_path, out_dir, split, sources, max_tokens_per_shard,
                    chunk_size=DEFAULT_CHUNK_SIZE) -> dict:
     """Write shards for one split; sources fixes the order of source ids. Returns the manifest."""
     sources = list(sources)
-    cluster_ids, source_ids = read_split_ids(fasta_path)
-    if len(source_ids) and (source_ids.min() < 0 or source_ids.max() >= len(sources)):
-        raise PlmscaleError(f"the source ids of {fasta_path} go beyond the {len(sources)} configured sources "
-                            f"{sources}: the split files do not match the config; rerun the split stage")
     started = last_report = time.monotonic()
     done = 0
-    with ShardWriter(out_dir, split, sources, max_tokens_per_shard) as writer:
+    # The id sidecars are read a batch at a time, next to the FASTA: memory does not grow with the split.
+    with ShardWriter(out_dir, split, sources, max_tokens_per_shard) as writer, SplitIdStream(fasta_path) as ids:
+        n_ids = len(ids)
         # An empty split (its fraction is 0) is an empty file: nothing to read, an empty manifest.
         batches = (read_fasta_batches(fasta_path, chunk_size=chunk_size, check_duplicate_ids=False)
-                   if len(cluster_ids) or not _is_empty(fasta_path) else ())
+                   if n_ids or not _is_empty(fasta_path) else ())
         # Ids are unique by construction upstream (dedup, split); the check would cost time here.
         for batch in batches:
             n = len(batch)
-            if done + n > len(cluster_ids):
-                raise PlmscaleError(f"{fasta_path} holds more records than its id sidecars ({len(cluster_ids)}); "
+            if done + n > n_ids:
+                raise PlmscaleError(f"{fasta_path} holds more records than its id sidecars ({n_ids}); "
                                     "rerun the split stage")
+            cluster_ids, source_ids = ids.take(n)
+            if len(source_ids) and (source_ids.min() < 0 or source_ids.max() >= len(sources)):
+                raise PlmscaleError(f"the source ids of {fasta_path} go beyond the {len(sources)} configured "
+                                    f"sources {sources}: the split files do not match the config; rerun the "
+                                    "split stage")
             tokens = batch.seq.translate(ENCODE_TABLE)
             if bytes([INVALID]) in tokens:
                 _raise_invalid(batch, tokens)
-            writer.add(tokens, batch.lengths, cluster_ids[done:done + n], source_ids[done:done + n])
+            writer.add(tokens, batch.lengths, cluster_ids, source_ids)
             done += n
             now = time.monotonic()
             if now - last_report >= PROGRESS_EVERY_S:
                 last_report = now
                 _log_progress(fasta_path, writer, now - started)
-        if done != len(cluster_ids):
-            raise PlmscaleError(f"{fasta_path} holds {done} records but its id sidecars {len(cluster_ids)}; "
+        if done != n_ids:
+            raise PlmscaleError(f"{fasta_path} holds {done} records but its id sidecars {n_ids}; "
                                 "rerun the split stage")
         manifest = writer.close()
     _log_progress(fasta_path, writer, time.monotonic() - started)

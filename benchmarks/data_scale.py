@@ -1,0 +1,309 @@
+"""Benchmark: peak memory and wall time of every data step at two corpus sizes, next to MMseqs2.
+
+    python benchmarks/data_scale.py --sizes 1000000 10000000 --workdir /tmp/plmscale-datascale
+
+For each size N, generates two sources of N/2 raw records each (numpy; residues drawn from the UniProt
+background composition, lengths 30-90, mean ~50: short so that N = 10^7 runs in well under an hour on two
+cores), with exact duplicates (5%, within and across sources) and near-duplicates (10%, ~3% of residues
+substituted: what linclust at 90% identity merges), then runs the workflow's own functions step by step:
+
+  clean            per source (plmscale.data.clean)
+  dedup scatter    per source (plmscale.data.dedup.scatter_source)
+  dedup partition  per partition; P from partition.partitions_needed(N, --mem-mb), as in the workflow
+  dedup gather     merge back into corpus order
+  cluster          plmscale.data.mmseqs.cluster_sequences (linclust at 90%, no second level) without the
+                   MMseqs2 process: our numbering, reading and sorting of its output
+  MMseqs2          easy-linclust itself, the baseline (its peak RSS, wall time and peak disk: database,
+                   temporary files and the numbered input)
+  split            one job, its join hash-partitioned inside (P from the same budget)
+  tokenize         per split (plmscale.data.tokenize)
+
+Every step (each partition, each source, each split) runs in its own subprocess, so its peak RSS (VmHWM)
+is its own; a step's row gives the largest peak over its jobs and the sum of their wall times (what one
+core spends; Slurm runs the jobs of a step side by side). MMseqs2 runs under /usr/bin/time for its own peak.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from plmscale.data import dedup as dedup_module  # noqa: E402
+from plmscale.data import split as split_module  # noqa: E402
+from plmscale.data.gzio import open_write  # noqa: E402
+from plmscale.data.partition import partition_names, partitions_needed  # noqa: E402
+
+AMINO = np.frombuffer(b"ARNDCQEGHILKMFPSTWYV", np.uint8)
+# UniProtKB/Swiss-Prot background composition (%), same order as AMINO
+BACKGROUND = np.array([8.25, 5.53, 4.06, 5.45, 1.37, 3.93, 6.75, 7.07, 2.27, 5.96,
+                       9.66, 5.84, 2.42, 3.86, 4.70, 6.56, 5.34, 1.08, 2.92, 6.87])
+SOURCES = ("reference", "metagenomic")
+MIN_LEN, MAX_LEN = 30, 90
+EXACT_SHARE, NEAR_SHARE, NEAR_SUBSTITUTION = 0.05, 0.10, 0.03
+CHUNK = 200_000
+
+
+# ---- corpus ---------------------------------------------------------------------------------------------
+def generate(directory: Path, n: int, seed=0) -> dict:
+    """Two raw gzip FASTA sources of n // 2 records each; returns {source: path}."""
+    rng = np.random.default_rng(seed)
+    probabilities = BACKGROUND / BACKGROUND.sum()
+    recent = []   # a window of earlier sequences to copy: duplicates without holding the corpus
+    paths = {}
+    for source in SOURCES:
+        paths[source] = directory / f"{source}.raw.fasta.gz"
+        with open_write(paths[source]) as out:
+            for start in range(0, n // 2, CHUNK):
+                m = min(CHUNK, n // 2 - start)
+                lengths = rng.integers(MIN_LEN, MAX_LEN + 1, m)
+                residues = AMINO[rng.choice(20, size=int(lengths.sum()), p=probabilities)]
+                offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+                kind = rng.random(m)
+                # Per record: which positions a near-duplicate changes, and to what.
+                substitute = rng.random((m, MAX_LEN)) < NEAR_SUBSTITUTION
+                replacement = AMINO[rng.integers(0, 20, (m, MAX_LEN))]
+                blob = residues.tobytes()
+                records = []
+                for k in range(m):
+                    if recent and kind[k] < EXACT_SHARE:
+                        sequence = recent[int(kind[k] * 1e9) % len(recent)]
+                    elif recent and kind[k] < EXACT_SHARE + NEAR_SHARE:
+                        template = np.frombuffer(recent[int(kind[k] * 1e9) % len(recent)], np.uint8).copy()
+                        where = substitute[k, :len(template)]
+                        template[where] = replacement[k, :len(template)][where]
+                        sequence = template.tobytes()
+                    else:
+                        sequence = blob[offsets[k]:offsets[k + 1]]
+                    records.append(b">%s_%09d len=%d\n%s\n" % (source[:3].upper().encode(), start + k,
+                                                               len(sequence), sequence))
+                    if k % 50 == 0:
+                        recent.append(sequence)
+                        if len(recent) > 20_000:
+                            del recent[:10_000]
+                out.write(b"".join(records))
+    return paths
+
+
+# ---- one step in a subprocess -----------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_step(args) -> dict:
+    """Inside the subprocess: run one job of one step; return what the parent records."""
+    spec = json.loads(args.step)
+    kind, started = spec["kind"], time.monotonic()
+    extra = {}
+    if kind == "clean":
+        from plmscale.data.clean import clean_fasta
+        clean_fasta(spec["raw"], spec["clean"], spec["clean"] + ".stats.json", spec["source"], MIN_LEN - 5,
+                    None, False)
+    elif kind == "dedup_scatter":
+        dedup_module.scatter_source(spec["clean"], spec["index"], spec["outputs"])
+    elif kind == "dedup_partition":
+        dedup_module.dedup_partition(spec["scattered"], spec["outputs"], n_partitions=spec["n_partitions"],
+                                     mem_mb=spec["mem_mb"])
+    elif kind == "dedup_gather":
+        dedup_module.gather(spec["clean"], spec["partitions"], spec["fasta"], spec["provenance"], spec["stats"])
+    elif kind == "cluster":
+        extra = _cluster_with_mmseqs_measured(spec)
+    elif kind == "split":
+        split_module.split_by_cluster(spec["fasta"], spec["clusters"], spec["provenance"], spec["out"],
+                                      spec["stats"], valid_fraction=0.05, test_fraction=0.05,
+                                      sources=list(SOURCES), n_partitions=spec["n_partitions"],
+                                      mem_mb=spec["mem_mb"])
+    elif kind == "tokenize":
+        from plmscale.data.tokenize import tokenize_split
+        tokenize_split(spec["fasta"], spec["out_dir"], spec["split"], list(SOURCES), 100_000_000)
+    else:
+        raise SystemExit(f"unknown step {kind}")
+    return {"wall_s": time.monotonic() - started, "peak_rss_mb": peak_rss_mb(), **extra}
+
+
+def _cluster_with_mmseqs_measured(spec) -> dict:
+    """cluster_sequences with MMseqs2 run under /usr/bin/time (its own peak RSS and wall time) and the
+    disk of its work folder sampled every second."""
+    from plmscale.data.mmseqs import cluster_sequences
+    measures = Path(spec["work"]) / "mmseqs_time.txt"
+    wrapper = Path(spec["work"]) / "mmseqs_timed"
+    wrapper.write_text(f"#!/bin/sh\nexec /usr/bin/time -a -o {measures} -f '%M %e' {shutil.which('mmseqs')} "
+                       '"$@"\n')
+    wrapper.chmod(0o755)
+    tmp_root = Path(spec["work"]) / "mmseqs_tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    peak_disk = [0]
+    stop = threading.Event()
+
+    def sample_disk():
+        while not stop.wait(1.0):
+            peak_disk[0] = max(peak_disk[0], _disk_bytes(tmp_root))
+
+    sampler = threading.Thread(target=sample_disk, daemon=True)
+    sampler.start()
+    try:
+        cluster_sequences(spec["fasta"], spec["clusters"], spec["sizes"], spec["stats"], method="linclust",
+                          min_seq_id=0.9, coverage=0.8, threads=spec["threads"], mem_mb=spec["mem_mb"],
+                          tmp_root=tmp_root, mmseqs_log=Path(spec["work"]) / "mmseqs.log", binary=str(wrapper))
+    finally:
+        stop.set()
+        sampler.join()
+    runs = [line.split() for line in measures.read_text().splitlines() if line.strip()]
+    # One line per mmseqs call: the version query and easy-linclust (whose own sub-steps it waits for).
+    return {"mmseqs_wall_s": sum(float(wall) for _, wall in runs),
+            "mmseqs_peak_rss_mb": max(int(rss) for rss, _ in runs) / 1024,
+            "mmseqs_peak_disk_gb": peak_disk[0] / 1e9}
+
+
+def _disk_bytes(root: Path) -> int:
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+            except OSError:  # removed while walking
+                pass
+    return total
+
+
+def spawn(spec: dict) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--step", json.dumps(spec)], capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1"})
+    if result.returncode != 0:
+        raise SystemExit(f"step {spec['kind']} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ---- one corpus size --------------------------------------------------------------------------------------
+def measure(n: int, workdir: Path, mem_mb: int, threads: int, mmseqs_mem_mb: int) -> dict:
+    work = workdir / f"n{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = time.monotonic()
+    raw = generate(work, n)
+    rows = {"generate (not a workflow step)": {"jobs": 1, "wall_s": time.monotonic() - started,
+                                                "peak_rss_mb": float("nan")}}
+
+    def record(name, results):
+        rows[name] = {"jobs": len(results), "wall_s": sum(r["wall_s"] for r in results),
+                      "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
+        print(f"  n={n:>11,} {name:<34} {len(results):>4} jobs {rows[name]['wall_s']:8.1f} s "
+              f"{rows[name]['peak_rss_mb']:8.1f} MB", flush=True)
+        return results
+
+    clean = {source: str(work / f"{source}.clean.fasta.gz") for source in SOURCES}
+    record("clean", [spawn({"kind": "clean", "raw": str(raw[s]), "clean": clean[s], "source": s})
+                     for s in SOURCES])
+
+    n_dedup = partitions_needed(n, mem_mb, dedup_module.BYTES_PER_ENTRY)
+    names = partition_names(n_dedup)
+    scattered = {s: [str(work / "scatter" / s / f"{name}.tsv") for name in names] for s in SOURCES}
+    record("dedup scatter", [spawn({"kind": "dedup_scatter", "clean": clean[s], "index": i,
+                                                   "outputs": scattered[s]}) for i, s in enumerate(SOURCES)])
+    partitions = [{key: str(path) for key, path in dedup_module.partition_paths(work / "parts", name).items()}
+                  for name in names]
+    record("dedup partition", [spawn({"kind": "dedup_partition", "scattered": {s: scattered[s][k] for s in SOURCES},
+                                      "outputs": partitions[k], "n_partitions": n_dedup, "mem_mb": mem_mb})
+                               for k in range(n_dedup)])
+    unique, provenance = str(work / "unique.fasta.gz"), str(work / "provenance.tsv.gz")
+    record("dedup gather", [spawn({"kind": "dedup_gather", "clean": clean, "partitions": partitions,
+                                   "fasta": unique, "provenance": provenance, "stats": str(work / "dedup.json")})])
+    shutil.rmtree(work / "scatter")
+    shutil.rmtree(work / "parts")
+
+    clusters = str(work / "clusters.tsv")
+    (cluster,) = record("cluster (plmscale, incl. MMseqs2)", [spawn(
+        {"kind": "cluster", "fasta": unique, "clusters": clusters, "sizes": str(work / "sizes.tsv"),
+         "stats": str(work / "cluster.json"), "work": str(work), "threads": threads, "mem_mb": mmseqs_mem_mb})])
+    rows["cluster (plmscale, without MMseqs2)"] = {"jobs": 1, "wall_s": cluster["wall_s"] - cluster["mmseqs_wall_s"],
+                                                   "peak_rss_mb": cluster["peak_rss_mb"]}
+    rows["MMseqs2 easy-linclust (baseline)"] = {"jobs": 1, "wall_s": cluster["mmseqs_wall_s"],
+                                                "peak_rss_mb": cluster["mmseqs_peak_rss_mb"],
+                                                "peak_disk_gb": cluster["mmseqs_peak_disk_gb"]}
+    del rows["cluster (plmscale, incl. MMseqs2)"]
+    print(f"  n={n:>11,} MMseqs2: {cluster['mmseqs_wall_s']:.1f} s, {cluster['mmseqs_peak_rss_mb']:.0f} MB, "
+          f"peak disk {cluster['mmseqs_peak_disk_gb']:.2f} GB", flush=True)
+
+    n_split = partitions_needed(n, mem_mb, split_module.BYTES_PER_ENTRY)
+    out = {split: str(work / "split" / f"{split}.fasta.gz") for split in split_module.SPLITS}
+    record("split (partitioned join)", [spawn({"kind": "split", "fasta": unique, "clusters": clusters,
+                                               "provenance": provenance, "out": out,
+                                               "stats": str(work / "split" / "stats.json"),
+                                               "n_partitions": n_split, "mem_mb": mem_mb})])
+    record("tokenize", [spawn({"kind": "tokenize", "fasta": out[split], "out_dir": str(work / "shards" / split),
+                               "split": split}) for split in split_module.SPLITS])
+    stats = {name: json.loads((work / name).read_text()) for name in ("dedup.json", "cluster.json")}
+    rows["_corpus"] = {"n_raw": n, "n_unique": stats["dedup.json"]["n_unique"],
+                       "n_clusters": stats["cluster.json"]["n_clusters"],
+                       "residues_unique": stats["dedup.json"]["n_residues_unique"],
+                       "partitions": {"dedup": n_dedup, "split": n_split}}
+    shutil.rmtree(work)
+    return rows
+
+
+def table(results: dict) -> str:
+    sizes = list(results)
+    steps = [name for name in results[sizes[0]] if not name.startswith("_")]
+    head = "| step | " + " | ".join(f"wall s, N={n:,}" for n in sizes) + " | " + \
+        " | ".join(f"peak RSS MB, N={n:,}" for n in sizes) + " | RSS ratio |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(sizes))]
+    for step in steps:
+        walls = [results[n][step]["wall_s"] for n in sizes]
+        rss = [results[n][step]["peak_rss_mb"] for n in sizes]
+        ratio = rss[-1] / rss[0] if rss[0] == rss[0] and rss[0] else float("nan")
+        lines.append(f"| {step} | " + " | ".join(f"{w:.1f}" for w in walls) + " | " +
+                     " | ".join("-" if r != r else f"{r:.0f}" for r in rss) + " | " +
+                     ("-" if ratio != ratio else f"{ratio:.2f}") + " |")
+    for n in sizes:
+        corpus = results[n]["_corpus"]
+        disk = results[n]["MMseqs2 easy-linclust (baseline)"]["peak_disk_gb"]
+        lines.append(f"\nN={n:,}: {corpus['n_unique']:,} unique, {corpus['residues_unique']:,} residues, "
+                     f"{corpus['n_clusters']:,} clusters; partitions {corpus['partitions']}; MMseqs2 peak disk "
+                     f"{disk:.2f} GB")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/plmscale-datascale"))
+    parser.add_argument("--mem-mb", type=int, default=200,
+                        help="memory budget of a partition job; sets P (200: 4 dedup partitions per 10^6 sequences)")
+    parser.add_argument("--threads", type=int, default=2, help="MMseqs2 threads")
+    parser.add_argument("--mmseqs-mem-mb", type=int, default=8000, help="mem_mb of the cluster step (MMseqs2 gets 80%%)")
+    parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--combine", type=Path, nargs="+", help="print one table from earlier --json files")
+    parser.add_argument("--step", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.step:
+        print(json.dumps(run_step(args)))
+        return
+    if args.combine:
+        results = {}
+        for path in args.combine:
+            results.update({int(n): rows for n, rows in json.loads(path.read_text()).items()})
+        print(table(dict(sorted(results.items()))))
+        return
+    results = {}
+    for n in args.sizes:
+        results[n] = measure(n, args.workdir, args.mem_mb, args.threads, args.mmseqs_mem_mb)
+    if args.json:
+        args.json.write_text(json.dumps({str(n): r for n, r in results.items()}, indent=2))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
