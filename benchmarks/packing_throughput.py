@@ -3,7 +3,8 @@
 Each measurement is a short `train_run` (sampler, crops, MLM masking, micro-batches, AdamW, the loop's own
 `tokens_per_second`: real tokens, i.e. all but <pad>, per second of training steps) of a ~1.8M-parameter
 model, once padded (one sequence per row) and once packed (first-fit rows of seq_len, document masking),
-alternating over rounds (after a discarded warm-up of each) so machine load hits both alike. Same examples per step either way.
+alternating over rounds (after a discarded warm-up of each) so machine load hits both alike. Same examples
+per step either way. Also real tokens per CPU-second of the steps (StepCpuTime).
 
 Length distributions:
 - demo: the demo corpus generator (plmscale.data.demo) with config.yaml's demo settings, a few hundred
