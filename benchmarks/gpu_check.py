@@ -318,7 +318,6 @@ def time_config(cfg, sampler, size, shape_dict, packed, use_compile, peak, nomin
            "useful_mfu_vs_nominal": useful_flops / seconds / nominal if nominal else None}
     if cfg.device == "cuda":
         row["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
-    del model, optimizer
     return row
 
 

@@ -3,7 +3,8 @@
 Each measurement is a short `train_run` (sampler, crops, MLM masking, micro-batches, AdamW, the loop's own
 `tokens_per_second`: real tokens, i.e. all but <pad>, per second of training steps) of a ~1.8M-parameter
 model, once padded (one sequence per row) and once packed (first-fit rows of seq_len, document masking),
-alternating over rounds (after a discarded warm-up of each) so machine load hits both alike. Same examples per step either way.
+alternating over rounds (after a discarded warm-up of each) so machine load hits both alike. Same examples
+per step either way. Also real tokens per CPU-second of the steps (StepCpuTime).
 
 Length distributions:
 - demo: the demo corpus generator (plmscale.data.demo) with config.yaml's demo settings, a few hundred
@@ -99,10 +100,36 @@ def measure(shards, shape, seq_len, packing, steps, batch_seqs, micro, threads, 
             "seed": 1, "packing": packing}
     run_dir = Path(tempfile.mkdtemp(dir=workdir))
     started = time.perf_counter()
-    metrics = train_run(spec, shards, shards, run_dir / "out", run_dir / "ck", threads=threads)
-    return {"tokens_per_second": metrics["tokens_per_second"], "steps": metrics["steps"],
-            "tokens": metrics["tokens"], "train_loss": metrics["train_loss"], "packing": metrics["packing"],
-            "wall_seconds": time.perf_counter() - started}
+    with StepCpuTime() as cpu:
+        metrics = train_run(spec, shards, shards, run_dir / "out", run_dir / "ck", threads=threads)
+    return {"tokens_per_second": metrics["tokens_per_second"], "tokens_per_cpu_second": metrics["tokens"] / cpu.seconds,
+            "steps": metrics["steps"], "tokens": metrics["tokens"], "train_loss": metrics["train_loss"],
+            "packing": metrics["packing"], "wall_seconds": time.perf_counter() - started}
+
+
+class StepCpuTime:
+    """CPU seconds (this process, all threads) spent in the loop's training steps. Unlike the loop's own
+    wall-clock tokens_per_second, it does not count time the process waited for a core, so it still
+    compares the two layouts on a machine other jobs share."""
+
+    def __enter__(self):
+        from plmscale.train import loop
+
+        self.seconds, self._loop = 0.0, loop
+        self._original = original = loop._Runner._train_step
+
+        def timed(runner):
+            before = time.process_time()
+            try:
+                return original(runner)
+            finally:
+                self.seconds += time.process_time() - before
+
+        loop._Runner._train_step = timed
+        return self
+
+    def __exit__(self, *exc):
+        self._loop._Runner._train_step = self._original
 
 
 def main(argv=None):
@@ -147,11 +174,12 @@ def main(argv=None):
                         rounds[mode].append(measure(shards, shape, seq_len, mode == "packed", args.steps,
                                                     args.batch_sequences, args.micro, args.threads,
                                                     args.objective, workdir))
-                padded = statistics.median(r["tokens_per_second"] for r in rounds["padded"])
-                packed = statistics.median(r["tokens_per_second"] for r in rounds["packed"])
-                row = {"distribution": name, "seq_len": seq_len, **length_summary(sequences, seq_len),
-                       "padded_tokens_per_second": padded, "packed_tokens_per_second": packed,
-                       "speedup": packed / padded, "rounds": rounds}
+                row = {"distribution": name, "seq_len": seq_len, **length_summary(sequences, seq_len)}
+                for unit in ("tokens_per_second", "tokens_per_cpu_second"):
+                    for mode in rounds:
+                        row[f"{mode}_{unit}"] = statistics.median(r[unit] for r in rounds[mode])
+                    row[f"speedup_{unit}"] = row[f"packed_{unit}"] / row[f"padded_{unit}"]
+                row["rounds"] = rounds
                 results.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
     from plmscale.arithmetic import ModelShape
@@ -180,13 +208,16 @@ def cpu_name() -> str:
 
 
 def markdown(report) -> str:
-    lines = ["| lengths | seq_len | median / p90 residues | cropped | padded tok/s | packed tok/s | packed/padded |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| lengths | seq_len | median / p90 residues | cropped | mean fill | padded tok/s | packed tok/s | "
+             "packed/padded (wall) | padded tok/CPU-s | packed tok/CPU-s | packed/padded (CPU) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report["results"]:
         lines.append(f"| {row['distribution']} | {row['seq_len']} | {row['median_residues']:.0f} / "
                      f"{row['p90_residues']:.0f} | {row['cropped_fraction']:.1%} | "
+                     f"{row['mean_framed_tokens'] / row['seq_len']:.2f} | "
                      f"{row['padded_tokens_per_second']:,.0f} | {row['packed_tokens_per_second']:,.0f} | "
-                     f"{row['speedup']:.2f}x |")
+                     f"{row['speedup_tokens_per_second']:.2f}x | {row['padded_tokens_per_cpu_second']:,.0f} | "
+                     f"{row['packed_tokens_per_cpu_second']:,.0f} | {row['speedup_tokens_per_cpu_second']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
