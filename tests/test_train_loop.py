@@ -199,3 +199,12 @@ def test_recipe_decides_a_hand_spec_and_is_in_provenance(shards, tmp_path):
     assert metrics["recipe"] == "small-scale" and metrics["recipe_sha256"] == recipes.record(small)["sha256"]
     prov = json.loads((tmp_path / "run" / "out" / "provenance.json").read_text())
     assert prov["recipe"]["sha256"] == metrics["recipe_sha256"] and prov["recipe"]["constants"]["n_ref"] == 1e4
+
+
+def test_a_checkpoint_of_the_model_without_positions_is_not_resumed(tmp_path):
+    """Version-1 checkpoints predate the rotary fix (their model had no position information): a rerun must
+    start over rather than continue that model under the fixed code."""
+    ckpt.save({"format_version": 1, "config_hash": "h", "step": 7}, tmp_path / ckpt.LAST)
+    assert ckpt.load_resumable(tmp_path, "h") is None
+    ckpt.save({"format_version": ckpt.FORMAT_VERSION, "config_hash": "h", "step": 7}, tmp_path / ckpt.LAST)
+    assert ckpt.load_resumable(tmp_path, "h")["step"] == 7

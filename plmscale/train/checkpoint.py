@@ -23,7 +23,9 @@ from plmscale.errors import PlmscaleError
 log = logging.getLogger(__name__)
 
 LAST, FINAL = "last.pt", "final.pt"
-FORMAT_VERSION = 1
+# 2: rotary embeddings rotate by token position (43aa279). A version-1 checkpoint holds a model trained
+# without position information: resuming it would mix two models in one curve, so it is ignored.
+FORMAT_VERSION = 2
 
 
 def rng_state() -> dict:
