@@ -24,6 +24,7 @@ include: "rules/train.smk"
 include: "rules/scaling.smk"
 include: "rules/closed_loop.smk"
 include: "rules/repetition.smk"
+include: "rules/export.smk"
 
 
 rule all:

@@ -60,6 +60,7 @@ def all_targets():
     targets += stage_targets_scaling()
     targets += stage_targets_closed_loop()  # rules/closed_loop.smk
     targets += stage_targets_repetition()  # rules/repetition.smk
+    targets += stage_targets_export()  # rules/export.smk
     return targets
 
 
@@ -124,6 +125,14 @@ def _alternatives(names):
 
 
 RUN_ID_PATTERN = _alternatives(TRAINED_SPECS)
+
+# Runs to export (export.runs, rules/export.smk): each must be a run this study trains.
+_unknown_exports = [run_id for run_id in config["export"]["runs"] if run_id not in TRAINED_SPECS]
+if _unknown_exports:
+    raise WorkflowError(
+        f"export.runs names {', '.join(_unknown_exports)}, not a run of this study; `plmscale plan` lists the run "
+        f"ids (grid, extra, transfer and repetition runs); fix the list in {', '.join(map(str, workflow.configfiles))}")
+EXPORT_ID_PATTERN = _alternatives(config["export"]["runs"])
 
 
 def stage_targets_train():
@@ -268,3 +277,13 @@ def stage_targets_repetition():
 def repetition_run_files(name):
     """metrics.json / curve.csv of every run of the repetition study."""
     return [f"results/runs/{run_id}/{name}" for run_id in REPETITION_SPECS]
+
+
+def stage_targets_export():
+    if not config["fit"]["use_own_runs"]:
+        return []
+    targets = [f"results/export/{run_id}" for run_id in config["export"]["runs"]]
+    if config["export"]["samples"]:
+        targets += [f"results/export/{run_id}.samples.fasta" for run_id in config["export"]["runs"]
+                    if TRAINED_SPECS[run_id].objective == "clm"]
+    return targets

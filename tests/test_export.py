@@ -6,10 +6,12 @@ import os
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from plmscale.alphabet import CLS_ID, EOS_ID, PAD_ID, TOKENS, encode
 from plmscale.errors import PlmscaleError
 from plmscale.model import Rotary, build_model
+from workflow_helpers import SNAKEMAKE, default_config_with, planned_rules, run_snakemake, workflow_copy
 
 # Nothing is ever downloaded: set before transformers / huggingface_hub are imported.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -244,3 +246,14 @@ def test_a_tensor_without_a_llama_name_is_never_dropped():
     state = dict(model.state_dict(), **{"blocks.0.attn.new_gate": torch.zeros(3)})
     with pytest.raises(ValueError, match=r"blocks.0.attn.new_gate.*extend plmscale/export/llama.py"):
         to_llama_names(state, model.shape)
+
+
+@pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")
+def test_the_workflow_plans_the_configured_exports_and_refuses_an_unknown_run(tmp_path):
+    workdir = workflow_copy(tmp_path / "wf", default_config_with({}))
+    jobs = planned_rules(run_snakemake(workdir, "--dry-run"))
+    # The demo exports a CLM grid point (sampled too) and the CLM->MLM transfer run (an MLM: not sampled).
+    assert jobs["export_run"] == 2 and jobs["sample_sequences"] == 1
+    (workdir / "config.yaml").write_text(yaml.safe_dump(default_config_with({"export": {"runs": ["clm_n99k"]}})))
+    output = run_snakemake(workdir, "--dry-run", check=False)
+    assert "export.runs names clm_n99k, not a run of this study" in output

@@ -32,6 +32,7 @@ CONFIG = {
         "device": "cpu", "precision": "fp32", "threads": 1,
     },
     "fit": {"bootstrap": 20, "predict_flops": {"clm": ["1e12"], "mlm": ["1e12"]}},
+    "export": {"runs": ["clm_n12k_c1e10", "tmlm_clm_n12k_c1e10"], "samples": 3},
 }
 METRICS_KEYS = {"run_id", "objective", "shape", "n_params", "n_params_with_embeddings", "tokens", "flops",
                 "flops_6nd", "flops_with_attention", "final_valid_loss", "best_valid_loss", "train_loss",
@@ -73,6 +74,24 @@ def test_every_run_and_the_fit_are_complete(finished):
     assert set(predictions) == {"clm", "mlm"}
     for name in ("isoflop_clm", "optimal_allocation", "loss_frontier"):
         assert (finished / f"results/scaling/{name}.png").stat().st_size > 10_000
+
+
+def test_the_exported_runs_load_and_the_clm_samples(finished):
+    import torch
+
+    from plmscale.alphabet import RESIDUE_IDS, TOKENS
+    from plmscale.export.files import load_exported
+    from plmscale.train import checkpoint as ckpt
+
+    for run_id in CONFIG["export"]["runs"]:
+        model = load_exported(finished / f"results/export/{run_id}")
+        trained = ckpt.load(finished / f"results/checkpoints/{run_id}/final.pt")["model"]
+        assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in trained.items())
+    records = (finished / "results/export/clm_n12k_c1e10.samples.fasta").read_text().split(">")[1:]
+    residues = {TOKENS[int(i)] for i in RESIDUE_IDS}
+    assert len(records) == 3
+    assert all(set("".join(record.splitlines()[1:])) <= residues for record in records)
+    assert not (finished / "results/export/tmlm_clm_n12k_c1e10.samples.fasta").exists()  # MLM: no sampling
 
 
 def test_a_finished_study_has_nothing_to_do(finished):
