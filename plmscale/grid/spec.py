@@ -80,6 +80,8 @@ class RunSpec:
     train: TrainSettings
     recipe: dict  # plmscale.grid.recipe.record: name, version, constants, sha256, the config's overrides
     resources: dict = dataclasses.field(default_factory=dict)
+    # A warmup-stable-decay grid's trunk or branch (plmscale.grid.wsd); None for a run with its own schedule.
+    wsd: dict | None = None
 
     def __post_init__(self):
         if self.objective not in ("clm", "mlm"):
@@ -89,6 +91,11 @@ class RunSpec:
     @property
     def model_shape(self) -> ModelShape:
         return ModelShape.from_dict(self.shape)
+
+    @property
+    def wsd_role(self) -> str | None:
+        """"trunk", "branch", or None (a run with its own cosine schedule)."""
+        return self.wsd["role"] if self.wsd else None
 
     @property
     def n_params(self) -> int:
@@ -109,12 +116,14 @@ class RunSpec:
 
     # ---- JSON ----------------------------------------------------------------------------------------------
     _CORE = ("run_id", "objective", "model", "shape", "tokens", "budget", "init_from", "seed", "lr",
-             "batch_tokens", "source_weights", "recipe", "resources")
+             "batch_tokens", "source_weights", "recipe", "resources", "wsd")
     _DERIVED = ("n_params", "n_params_with_embeddings", "flops_per_token", "flops")
 
     def to_dict(self) -> dict:
         """One flat object: the core fields, the derived counts (for readers) and every training setting."""
         data = {key: getattr(self, key) for key in self._CORE + self._DERIVED}
+        if data["wsd"] is None:  # left out, so that a cosine run's params (and its checkpoint hash) stay as they were
+            del data["wsd"]
         data.update(dataclasses.asdict(self.train))
         return data
 
@@ -154,4 +163,5 @@ class RunSpec:
             init_from=data.get("init_from"), seed=int(data.get("seed", 0)),
             lr=resolved["lr"], batch_tokens=resolved["batch_tokens"], source_weights=data.get("source_weights"),
             train=TrainSettings.from_mapping({**data, **resolved}),
-            recipe=data.get("recipe") or recipes.record(recipe), resources=data.get("resources") or {})
+            recipe=data.get("recipe") or recipes.record(recipe), resources=data.get("resources") or {},
+            wsd=data.get("wsd"))
