@@ -23,6 +23,7 @@ include: "rules/shards.smk"
 include: "rules/train.smk"
 include: "rules/scaling.smk"
 include: "rules/closed_loop.smk"
+include: "rules/cross_check.smk"
 
 
 rule all:

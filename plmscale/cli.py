@@ -16,6 +16,7 @@ COMMANDS = {
     "import-curves": ("plmscale.scaling.importer", "import released training curves into runs.csv"),
     "fit": ("plmscale.scaling.cli_fit", "fit scaling laws to a runs table"),
     "predict": ("plmscale.scaling.predict", "compute-optimal model size and tokens for a budget"),
+    "cross-check": ("plmscale.scaling.cross_check", "two fits side by side (e.g. a cosine and a WSD grid)"),
 }
 
 

@@ -59,6 +59,8 @@ def all_targets():
         targets += stage_targets_train()
     targets += stage_targets_scaling()
     targets += stage_targets_closed_loop()  # rules/closed_loop.smk
+    if config["fit"]["cross_check"]["fit"]:  # rules/cross_check.smk
+        targets += expand("results/scaling/cross_check.{ext}", ext=("json", "md", "png"))
     return targets
 
 

@@ -215,14 +215,63 @@ def test_branch_without_its_trunk_state_says_what_to_train(shards, tmp_path):
 
 # ---- the workflow -------------------------------------------------------------------------------------
 
-def test_dry_run_plans_trunks_before_their_branches(tmp_path):
-    config = default_config_with({"train": {"isoflop": {"schedule": "wsd"}}})
+def test_dry_run_plans_trunks_before_their_branches_and_the_cross_check(tmp_path):
+    other = tmp_path / "cosine" / "fit.json"
+    other.parent.mkdir()
+    other.write_text("{}")
+    config = default_config_with({"train": {"isoflop": {"schedule": "wsd"}},
+                                  "fit": {"cross_check": {"fit": str(other), "label": "cosine", "this_label": "wsd"}}})
     workdir = workflow_copy(tmp_path / "wf", copy.deepcopy(config))
-    output = run_snakemake(workdir, "--dry-run", targets=["results/runs/clm_n14k_c5e11/metrics.json"])
+    output = run_snakemake(workdir, "--dry-run", targets=["results/scaling/cross_check.md"])
     rules = planned_rules(output)
-    assert rules.get("train_trunk_clm_n14k_trunk") == 1 and rules.get("train") == 1
-    assert "results/checkpoints/clm_n14k_trunk/branch_clm_n14k_c5e11.pt" in output
     specs = expand_grid(load_config(config), trunks=True)
-    trunk_rules = {r for r in rules if r.startswith("train_trunk_")}
-    assert trunk_rules == {"train_trunk_clm_n14k_trunk"}
-    assert len([s for s in specs if s.wsd_role == "trunk"]) == 5
+    trunks = [s for s in specs if s.wsd_role == "trunk"]
+    assert {r for r in rules if r.startswith("train_trunk_")} == {f"train_trunk_{t.run_id.replace('.', '_')}"
+                                                                  for t in trunks}
+    assert all(rules[f"train_trunk_{t.run_id.replace('.', '_')}"] == 1 for t in trunks) and len(trunks) == 5
+    assert rules["train"] == len(specs) - len(trunks) and rules["cross_check"] == 1
+    # each branch job reads its trunk's state at its decay start, which only the trunk's job writes
+    branch_job = output[output.index("output: results/runs/clm_n14k_c5e11/metrics.json") - 400:]
+    assert "results/checkpoints/clm_n14k_trunk/branch_clm_n14k_c5e11.pt" in branch_job.split("output:")[0]
+    trunk_job = output[output.index("rule train_trunk_clm_n14k_trunk:"):][:1500]
+    assert "results/checkpoints/clm_n14k_trunk/branch_clm_n14k_c5e11.pt" in trunk_job.split("log:")[0]
+
+
+# ---- collect and the cross-check -----------------------------------------------------------------------
+
+def test_collect_marks_branches_with_their_schedule_and_trunk(trained_family):
+    from plmscale.scaling.collect import collect_runs
+    root, _, metrics = trained_family
+    runs, _ = collect_runs(sorted((root / "runs").glob("*/metrics.json")), sorted((root / "runs").glob("*/curve.csv")))
+    assert list(runs["schedule"]) == ["wsd", "wsd"] and list(runs["trunk"]) == ["clm_tiny_trunk"] * 2
+    assert sorted(runs["flops"]) == sorted(m["flops"] for m in metrics.values())
+
+
+def fake_fit(a, ci, n_opts, kept=(True, True)):
+    optima = [{"budget": b, "n_opt": n, "raw_n_opt": n, "loss_opt": 2.0, "kept": k}
+              for b, n, k in zip((1e11, 2e11), n_opts, kept)]
+    return {"objectives": {"clm": {"isoflop": {"a": a, "a_ci": ci, "identified": True, "reasons": [],
+                                               "optima": optima}}}}
+
+
+def fake_runs(losses):
+    return __import__("pandas").DataFrame(
+        [{"run_id": f"clm_n{n}_c{b:g}", "objective": "clm", "budget": b, "n_params": n, "loss": loss}
+         for (b, n), loss in losses.items()])
+
+
+def test_cross_check_lays_two_fits_side_by_side(tmp_path):
+    from plmscale.scaling import cross_check
+    cosine = (fake_fit(0.5, [0.4, 0.6], (1000, 1400)), fake_runs({(1e11, 1000): 2.5, (2e11, 1000): 2.4}))
+    wsd_fit = (fake_fit(0.7, [0.65, 0.75], (1100, 1800), kept=(True, False)),
+               fake_runs({(1e11, 1000): 2.52, (2e11, 1000): 2.38}))
+    result = cross_check.compare({"cosine": cosine, "wsd": wsd_fit})
+    clm = result["objectives"]["clm"]
+    assert [round(p["difference"], 6) for p in clm["points"]] == [0.02, -0.02]
+    assert [round(r["n_opt_ratio"], 6) for r in clm["budgets"]] == [1.1, round(1800 / 1400, 6)]
+    assert clm["budgets"][1]["wsd"]["bracketed"] is False
+    assert clm["a_difference"] == pytest.approx(0.2) and clm["a_intervals_overlap"] is False
+    text = cross_check.markdown(result)
+    assert "a = 0.700 [0.650, 0.750]" in text and "+0.0200" in text
+    with pytest.raises(Exception, match="exactly two"):
+        cross_check.compare({"cosine": cosine})
