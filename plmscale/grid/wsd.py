@@ -121,7 +121,7 @@ def describe_cost(specs) -> str:
     lines = ["WSD grid: one trunk per size, one decay branch per budget (FLOPs, budget definition):"]
     for objective, model, n_budgets, wsd_flops, cosine_flops in cost.families:
         lines.append(f"  {trunk_id(objective, model)}: {n_budgets} branches, {wsd_flops:.3g} trained vs "
-                     f"{cosine_flops:.3g} as cosine runs ({1 - wsd_flops / cosine_flops:.0%} saved)")
+                     f"{cosine_flops:.3g} as cosine runs ({max(0.0, 1 - wsd_flops / cosine_flops):.0%} saved)")
     lines.append(f"WSD total {cost.wsd_flops:.3g} FLOPs vs {cost.cosine_flops:.3g} for per-budget cosine runs: "
                  f"{cost.saving:.1%} saved (the table's C of a branch is its budget, trunk tokens included: the grid "
                  f"point's compute, not what it costs to train)")
