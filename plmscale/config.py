@@ -6,8 +6,12 @@ import json
 import re
 from pathlib import Path
 
-import jsonschema
 import yaml
+
+try:
+    import jsonschema
+except ImportError:  # a bare GPU machine (benchmarks/gpu_check.py) trains from specs, validating no config
+    jsonschema = None
 
 from plmscale.errors import PlmscaleError
 
@@ -28,7 +32,16 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": fill_then_check})
 
 
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
+_Validator = _with_defaults(jsonschema.Draft202012Validator) if jsonschema else None
+
+
+def _fill_defaults_without_jsonschema(schema: dict, instance: dict) -> None:
+    """What _Validator's filling does for nested objects, for a machine without jsonschema."""
+    for name, subschema in schema.get("properties", {}).items():
+        if "default" in subschema and name not in instance:
+            instance[name] = copy.deepcopy(subschema["default"])
+        if isinstance(instance.get(name), dict):
+            _fill_defaults_without_jsonschema(subschema, instance[name])
 
 
 def load_schema() -> dict:
@@ -39,7 +52,10 @@ def load_schema() -> dict:
 @functools.lru_cache(maxsize=None)
 def _section_defaults(section: str) -> dict:
     filled = {}
-    _Validator(load_schema()["properties"][section]).validate(filled)  # {} is valid: this only fills
+    if _Validator is None:
+        _fill_defaults_without_jsonschema(load_schema()["properties"][section], filled)
+    else:
+        _Validator(load_schema()["properties"][section]).validate(filled)  # {} is valid: this only fills
     return filled
 
 
@@ -52,7 +68,7 @@ def schema_defaults(section: str) -> dict:
     return copy.deepcopy(_section_defaults(section))
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _describe(error: "jsonschema.ValidationError") -> str:
     where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
         return f"at {where}: {error.message} — check the spelling against schemas/config.schema.yaml"
@@ -105,6 +121,8 @@ def load_config(config, source=None) -> dict:
         source = source or str(config)
         config = read_yaml(config)
     filled = _numbers_from_scientific_strings(copy.deepcopy(dict(config)))
+    if _Validator is None:
+        raise PlmscaleError("validating a config needs the jsonschema package: pip install jsonschema")
     errors = sorted(_Validator(load_schema()).iter_errors(filled), key=lambda e: list(e.absolute_path))
     if errors:
         where = f"config {source}" if source else "config"

@@ -88,6 +88,20 @@ def test_optimal_allocation_plot(study, tmp_path):
     assert len(fig.axes[0].collections) >= 2  # bootstrap bands
 
 
+def test_optimal_allocation_draws_no_paper_line_for_an_objective_without_a_law(study, tmp_path):
+    fit, _, _ = study
+    fit = {**fit, "objectives": {**fit["objectives"],
+                                 "mlm": {method: {"error": "only 1 of 3 IsoFLOP budgets bracketed"}
+                                         for method in ("isoflop", "envelope", "parametric")}}}
+    fig = plots.plot_optimal_allocation(fit, tmp_path / "alloc.png")
+    for ax in fig.axes:
+        labels = [line.get_label() for line in ax.get_lines()]
+        assert any(label.startswith("CLM paper") for label in labels)
+        assert not any(label.startswith("MLM") for label in labels), labels  # nothing drawn for MLM
+    legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    assert any(text.startswith("MLM") and "not fitted" in text for text in legend)  # but it says why
+
+
 def test_curves_frontier_parametric_transfer(study, tmp_path):
     fit, runs, curves = study
     fig = plots.plot_training_curves(curves, "mlm", tmp_path / "curves.png")

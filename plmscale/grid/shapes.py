@@ -99,7 +99,8 @@ def ladder_like_shape(target_n: float, ladder: dict, ffn_multiple: int = 8) -> d
     """A shape of the ladder's family sized to target_n non-embedding parameters.
 
     The ladder entry nearest target_n in log N gives the depth and the head count (a forecast model should
-    differ from the grid's models only in size); d_model (a multiple of 2·heads, so the head dimension
+    differ from the grid's models only in size); d_model (a multiple of the ladder's head dimension when
+    all its entries share one, the head count following; else a multiple of 2·heads, so the head dimension
     stays even) and ffn_dim (a multiple of `ffn_multiple` within 1.5-4× d_model) are then chosen so that
     the count is as close as possible to target_n, the GLU nearest 8/3·d breaking ties.
     """
@@ -107,7 +108,11 @@ def ladder_like_shape(target_n: float, ladder: dict, ffn_multiple: int = 8) -> d
         raise ValueError(f"target_n must be a positive number, got {target_n!r}")
     base = ModelShape.from_dict(ladder[nearest_ladder_entry(target_n, ladder)])
     layers, heads = base.layers, base.heads
-    step = 2 * heads
+    # A ladder with one head dimension throughout (the paper's: 64) keeps it, and the head count follows the
+    # width: a head_dim like 70 would leave the tensor-core-friendly sizes the ladder was built on.
+    head_dims = {ModelShape.from_dict(shape).head_dim for shape in ladder.values()}
+    fixed_head_dim = head_dims.pop() if len(ladder) > 1 and len(head_dims) == 1 else None
+    step = fixed_head_dim or 2 * heads
     # N = L·(4d² + 3d·f + 2d) + d with f in [1.5d, 4d] brackets d between these two widths.
     widest = math.sqrt(target_n / (layers * 8.5))
     narrowest = math.sqrt(target_n / (layers * 16.0))
@@ -122,7 +127,8 @@ def ladder_like_shape(target_n: float, ladder: dict, ffn_multiple: int = 8) -> d
         ideal = (target_n - layers * (4 * d * d + 2 * d) - d) / (3 * d * layers)
         for ffn in {math.floor(ideal / ffn_multiple) * ffn_multiple, math.ceil(ideal / ffn_multiple) * ffn_multiple}:
             ffn = min(high_ffn, max(low_ffn, ffn))
-            shape = {"layers": layers, "d_model": d, "heads": heads, "ffn_dim": int(ffn)}
+            shape = {"layers": layers, "d_model": d, "heads": d // fixed_head_dim if fixed_head_dim else heads,
+                     "ffn_dim": int(ffn)}
             error = abs(n_params(shape) - target_n) / target_n
             score = (error, abs(math.log(ffn / (8 * d / 3))))
             if best is None or score < best[0]:

@@ -37,6 +37,7 @@ class TrainSettings:
     precision: str
     compile: bool
     threads: int
+    packing: bool | str  # auto | true | false (plmscale.train.packing.resolve_packing)
     flops_definition: str
     distributed: dict
 

@@ -260,7 +260,8 @@ def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
 
 def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
     """N_opt(C) and D_opt(C) per objective: each identified method's law (dashed beyond its data), the
-    IsoFLOP 95% band, the optima, the data's compute range (shaded), the paper's fit and the predictions.
+    IsoFLOP 95% band, the optima, the data's compute range (shaded), the paper's fit (beside an objective
+    with at least one usable law) and the predictions.
 
     c_range: the compute axis; default: the data's budgets and the prediction targets (sane_compute_span).
     A method that is not identified draws nothing; its legend entry says why.
@@ -274,6 +275,9 @@ def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
     for objective in _objectives(fit):
         color = OBJECTIVE_COLORS[objective]
         data_span = data_compute_range(fit, objective)
+        # The paper's line is a reference for the study's own laws: beside an objective with none it would read
+        # as this study's result.
+        with_reference = any(fit.method(objective, method).usable for method in METHOD_STYLES)
         for ax, what in zip(axes, ("n", "d")):
             _shade_data_range(ax, data_span, color)
             for method, (style, name) in METHOD_STYLES.items():
@@ -300,12 +304,13 @@ def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
                 optima = [o.n_opt if what == "n" else o.d_opt for o in kept]
                 ax.scatter([o.budget for o in kept], optima, color=color, s=25, zorder=3)
                 drawn_values[what] += optima
-            k_paper, a_paper = notebook_n_opt(objective)
-            paper_n = k_paper * c_grid ** a_paper
-            paper = paper_n if what == "n" else c_grid / (FLOPS_PER_PARAM_TOKEN * paper_n)
-            ax.plot(c_grid, paper, ls="-", color="0.35" if objective == "clm" else "0.6", lw=0.8,
-                    label=f"{objective.upper()} paper notebook: {'a' if what == 'n' else 'b'}="
-                          f"{a_paper if what == 'n' else 1 - a_paper:.3f}")
+            if with_reference:
+                k_paper, a_paper = notebook_n_opt(objective)
+                paper_n = k_paper * c_grid ** a_paper
+                paper = paper_n if what == "n" else c_grid / (FLOPS_PER_PARAM_TOKEN * paper_n)
+                ax.plot(c_grid, paper, ls="-", color="0.35" if objective == "clm" else "0.6", lw=0.8,
+                        label=f"{objective.upper()} paper notebook: {'a' if what == 'n' else 'b'}="
+                              f"{a_paper if what == 'n' else 1 - a_paper:.3f}")
             marks = (predictions or {}).get(objective)  # predictions_for_plot: {"n": [(C, N)], "d": [(C, D)]}
             for flops, value in marks[what] if marks else []:
                 ax.scatter([flops], [value], marker="D", s=40, color=color, edgecolor="k", zorder=4)

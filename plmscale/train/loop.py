@@ -6,7 +6,8 @@ trunk at constant lr and branches that decay from its checkpoints: plmscale.grid
 bf16 autocast on CUDA (fp32 on CPU unless precision asks for bf16), gradient accumulation from
 micro-batches to the configured batch.
 
-Tokens. Batches are padded, one sequence per row (see sampler.py); D counts real tokens only (<pad>
+Tokens. Batches are padded, one sequence per row (see sampler.py), or packed, several sequences per row
+with document masking (train.packing; see packing.py), the same examples either way; D counts real tokens only (<pad>
 excluded, <cls>/<eos> included; for MLM every real token processed, masked or not, as the paper). The step
 count is fixed before training, from the configured D and the sampler's exact expected tokens per sequence,
 so the schedule spans the run's own budget; metrics report the tokens actually processed (within a few
@@ -35,7 +36,8 @@ from plmscale.model import IGNORE_INDEX, build_model
 from plmscale.provenance import config_hash, package_versions, provenance
 from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
-from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, collate, make_example
+from plmscale.train.packing import empty_batch, micro_batches, resolve_packing
+from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, make_example
 from plmscale.train.schedule import lr_at, wsd_lr_at
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ def param_groups(model, weight_decay: float):
 
 
 def build_eval_set(sampler: SequenceSampler, objective: str, seed: int, eval_tokens: int, mask_prob: float,
-                   micro: int):
+                   micro: int, packed: bool = False):
     """Fixed validation micro-batches: eval_tokens real tokens drawn once, the same for every run of a seed.
 
     If the validation split holds fewer tokens than asked, every sequence is used once instead.
@@ -95,7 +97,7 @@ def build_eval_set(sampler: SequenceSampler, objective: str, seed: int, eval_tok
             examples.append(example)
             total, i = total + len(example[0]), i + 1
     examples.sort(key=lambda e: len(e[0]))  # similar lengths together: little padding
-    return [collate(examples[j:j + micro]) for j in range(0, len(examples), micro)]
+    return micro_batches(examples, micro, sampler.seq_len, packed)
 
 
 def real_tokens(tokens: torch.Tensor) -> int:
@@ -111,8 +113,9 @@ class _Runner:
         self.spec, self.s = spec, spec.train
         self.run_id, self.objective, self.seed = spec.run_id, spec.objective, spec.seed
         self.out_dir, self.checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
-        # Threads are how a job runs, not what it computes: a rerun on another machine resumes.
-        self.hash = config_hash({k: v for k, v in spec.training_dict().items() if k != "threads"})
+        # Threads and packing are how a job runs, not what it computes (packing lays the same examples out
+        # differently, same loss): a rerun on another machine resumes.
+        self.hash = config_hash({k: v for k, v in spec.training_dict().items() if k not in ("threads", "packing")})
         self._setup_device(threads)
         self._setup_data(train_dir, valid_dir)
         resume = ckpt.load_resumable(self.checkpoint_dir, self.hash)
@@ -151,10 +154,12 @@ class _Runner:
         self.seq_len, self.micro = s.seq_len, s.micro_batch_size
         self.sampler = SequenceSampler(open_shards(train_dir), self.seq_len, spec.source_weights, s.by_cluster,
                                        where=str(train_dir))
+        self.packed = resolve_packing(s.packing, self.ctx.device.type,
+                                      mean_fill=self.sampler.mean_framed_length() / self.seq_len)
         valid_sampler = SequenceSampler(open_shards(valid_dir), self.seq_len, spec.source_weights, s.by_cluster,
                                         where=str(valid_dir))
         self.eval_batches = build_eval_set(valid_sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob,
-                                           self.micro)
+                                           self.micro, self.packed)
         # The global batch in sequences is world-independent when divisible.
         wanted = max(1, round(spec.batch_tokens / self.seq_len))
         self.accum = max(1, math.ceil(wanted / (self.micro * self.ctx.world)))
@@ -280,20 +285,32 @@ class _Runner:
         return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _micro_batches(self, step):
-        """This rank's slice of the global batch of `step`, as accum micro-batches."""
+        """This rank's slice of the global batch of `step`, as micro-batches (accum of them when padded; as
+        many as the packed rows need when packed)."""
         s = self.s
         per_rank = self.accum * self.micro
         first = self.ctx.rank * per_rank
         examples = [make_example(self.sampler, self.objective, self.seed, TRAIN_STREAM, step, first + i,
                                  s.mask_prob) for i in range(per_rank)]
-        return [collate(examples[j:j + self.micro]) for j in range(0, per_rank, self.micro)]
+        return micro_batches(examples, self.micro, self.seq_len, self.packed)
+
+    def _forward(self, batch):
+        """(logits, summed loss) of one micro-batch already on the device."""
+        with self._autocast():
+            return self.model(batch.tokens, causal=self.objective == "clm", **batch.model_kwargs())
 
     def _train_step(self):
         batches = self._micro_batches(self.step)
         device = self.ctx.device
-        counts = torch.tensor([float(sum(int((labels != IGNORE_INDEX).sum()) for _, labels in batches)),
-                               float(sum(real_tokens(tokens) for tokens, _ in batches))], dtype=torch.float64)
-        n_labels, n_tokens = distr.all_reduce_sum(counts, self.ctx).tolist()
+        # Packed ranks may need different numbers of micro-batches; every rank runs the most (topped up with
+        # empty ones), since FSDP's forward and the gradient sync are collectives.
+        per_rank_batches = torch.zeros(self.ctx.world, dtype=torch.float64)
+        per_rank_batches[self.ctx.rank] = len(batches)
+        counts = torch.cat([torch.tensor([float(sum(b.n_labels for b in batches)),
+                                          float(sum(b.n_real_tokens for b in batches))], dtype=torch.float64),
+                            per_rank_batches])
+        n_labels, n_tokens, *rank_batches = distr.all_reduce_sum(counts, self.ctx).tolist()
+        batches += [empty_batch(self.seq_len) for _ in range(int(max(rank_batches)) - len(batches))]
         lr = self._lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -301,11 +318,9 @@ class _Runner:
         # Each rank divides by the GLOBAL label count; gradient averaging over ranks then multiplies by
         # 1/world, so scale by world: the result is the token-weighted mean over the whole global batch.
         scale = self.ctx.world / max(n_labels, 1.0)
-        for i, (tokens, labels) in enumerate(batches):
-            tokens, labels = tokens.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        for i, batch in enumerate(batches):
             with distr.sync_gradients(self.model, enabled=i == len(batches) - 1):
-                with self._autocast():
-                    _, loss = self.model(tokens, causal=self.objective == "clm", labels=labels)
+                _, loss = self._forward(batch.to(device, non_blocking=True))
                 (loss * scale).backward()
             loss_sum += loss.detach().double().cpu()
         loss_total = distr.all_reduce_sum(loss_sum.reshape(1), self.ctx).item()
@@ -336,12 +351,10 @@ class _Runner:
         n_rounds = math.ceil(len(batches) / self.ctx.world)
         for r in range(n_rounds):
             index = r * self.ctx.world + self.ctx.rank
-            tokens, labels = batches[min(index, len(batches) - 1)]
-            tokens, labels = tokens.to(self.ctx.device), labels.to(self.ctx.device)
-            with self._autocast():
-                _, loss = self.model(tokens, causal=self.objective == "clm", labels=labels)
+            batch = batches[min(index, len(batches) - 1)].to(self.ctx.device)
+            _, loss = self._forward(batch)
             if index < len(batches):
-                totals += torch.tensor([float(loss), float((labels != IGNORE_INDEX).sum())], dtype=torch.float64)
+                totals += torch.tensor([float(loss), float(batch.n_labels)], dtype=torch.float64)
         totals = distr.all_reduce_sum(totals, self.ctx).cpu()
         self.model.train()
         return float(totals[0] / max(float(totals[1]), 1.0))
@@ -400,7 +413,7 @@ class _Runner:
             "tokens_per_second": self.tokens / max(self.train_seconds, 1e-9),
             "achieved_flops_per_second": achieved, "peak_flops_per_second": peak, "mfu": achieved / peak,
             "device": str(self.ctx.device.type), "world_size": self.ctx.world, "strategy": self.strategy,
-            "precision": "bf16" if self.bf16 else "fp32", "config_hash": self.hash,
+            "precision": "bf16" if self.bf16 else "fp32", "packing": self.packed, "config_hash": self.hash,
             "versions": package_versions(), "init_from": self.init_from, "seed": self.seed,
             "cropped_sequences": self.sampler.n_cropped,  # long proteins cut to a random seq_len window
             "recipe": self.spec.recipe["name"], "recipe_sha256": self.spec.recipe["sha256"],

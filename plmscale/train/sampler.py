@@ -9,9 +9,9 @@ index). Nothing carries over between steps, so a resumed run sees exactly the ba
 would, and the global batch is the same whatever the number of ranks (each rank draws its own slice of
 the example indices).
 
-Batches are padded, one sequence per row (not packed): a sequence keeps position 0 = <cls> as in ESM, and
-attention needs no document mask. Each micro-batch is padded only to its longest row, and only real
-tokens (everything but <pad>) count toward D.
+`collate` pads, one sequence per row: a sequence keeps position 0 = <cls> as in ESM, and attention needs
+no document mask. Each micro-batch is padded only to its longest row, and only real tokens (everything but
+<pad>) count toward D. plmscale.train.packing lays the same examples out packed instead (train.packing).
 """
 
 import numpy as np
