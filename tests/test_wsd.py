@@ -70,6 +70,13 @@ def test_wsd_grid_has_one_trunk_per_size_and_the_cosine_grid_points_as_branches(
         assert trunk.tokens == round(0.8 * top)
 
 
+def test_decay_fraction_outside_olmos_range_is_a_config_error():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["train"]["isoflop"].update(schedule="wsd", decay_fraction=0.5)
+    with pytest.raises(Exception, match="decay_fraction"):
+        load_config(config)
+
+
 def test_branch_points_sit_at_each_budget_minus_its_decay():
     family = {"trunk": "clm_x_trunk", "decay_fraction": 0.2,
               "branches": {"clm_x_c1": 1000, "clm_x_c2": 2000, "clm_x_c4": 4000}}
