@@ -25,6 +25,7 @@ include: "rules/scaling.smk"
 include: "rules/closed_loop.smk"
 include: "rules/repetition.smk"
 include: "rules/export.smk"
+include: "rules/cross_check.smk"
 
 
 rule all:

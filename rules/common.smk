@@ -14,6 +14,7 @@ from plmscale.grid import expand_grid
 from plmscale.grid.calibration import calibration_specs
 from plmscale.grid.repetition import repetition_settings, repetition_specs
 from plmscale.grid.resources import snakemake_resources
+from plmscale.grid.wsd import branch_checkpoint_name
 from plmscale.scaling.closed_loop import closed_loop_jobs, multiple_label, plan_closed_loop
 from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.plots import PLOT_NAMES, PLOTS
@@ -61,6 +62,8 @@ def all_targets():
     targets += stage_targets_closed_loop()  # rules/closed_loop.smk
     targets += stage_targets_repetition()  # rules/repetition.smk
     targets += stage_targets_export()  # rules/export.smk
+    if config["fit"]["cross_check"]["fit"]:  # rules/cross_check.smk
+        targets += expand("results/scaling/cross_check.{ext}", ext=("json", "md", "png"))
     return targets
 
 
@@ -70,6 +73,12 @@ try:
 except PlmscaleError as error:
     raise WorkflowError(str(error)) from None
 RUNS = list(RUN_SPECS.values())  # the grid as a list of plmscale.grid.RunSpec, in expand_grid's order
+# The trunks of a WSD grid (train.isoflop.schedule wsd): not grid points; train.smk trains each.
+try:
+    TRUNK_SPECS = {spec.run_id: spec for spec in expand_grid(config, source=", ".join(map(str, workflow.configfiles)) or None, trunks=True)
+                   if spec.wsd_role == "trunk"}
+except PlmscaleError as error:
+    raise WorkflowError(str(error)) from None
 
 
 # ---- data stage -------------------------------------------------------------------------------------
@@ -150,10 +159,21 @@ def train_inputs(wildcards):
     """Shards, and for a transfer run the source run's metrics.json (its final weights are written with it)."""
     inputs = {"train": "results/data/shards/train/manifest.json",
               "valid": "results/data/shards/valid/manifest.json"}
-    source = TRAINED_SPECS[wildcards.run_id].init_from
-    if source is not None:
-        inputs["source"] = f"results/runs/{source}/metrics.json"
+    spec = TRAINED_SPECS[wildcards.run_id]
+    if spec.init_from is not None:
+        inputs["source"] = f"results/runs/{spec.init_from}/metrics.json"
+    if spec.wsd_role == "branch":  # a WSD branch starts from its trunk's state at its decay start
+        inputs["trunk_state"] = trunk_branch_state(spec.wsd["trunk"], spec.run_id)
     return inputs
+
+
+def trunk_branch_state(trunk_id, branch_id):
+    return f"results/checkpoints/{trunk_id}/{branch_checkpoint_name(branch_id)}"
+
+
+def trunk_rule_name(trunk_id):
+    """A rule name (an identifier) for a trunk's run id, which may hold dots, plus or minus signs."""
+    return "train_trunk_{}".format(re.sub(r"\W", "_", trunk_id))
 
 
 def run_spec_json(wildcards):

@@ -4,12 +4,14 @@ A run id names the run for ever (results/runs/{run_id}/), so it is built only fr
 grid point: objective, ladder label, and the budget (`_c1e19`) or token count (`_d2e9`).
 """
 
+import dataclasses
 import hashlib
 import math
 
 from plmscale.errors import PlmscaleError
 from plmscale.grid import recipe as recipes
 from plmscale.grid import shapes
+from plmscale.grid import wsd as wsd_grid
 from plmscale.grid.resources import estimate_resources
 from plmscale.grid.spec import RunSpec, TrainSettings
 
@@ -48,19 +50,25 @@ class GridBuilder:
         """A shape that is not on the ladder (e.g. sized to a forecast N_opt), usable by make() as `name`."""
         self.shapes[name] = dict(shape)
 
-    def make(self, run_id, objective, model, tokens, budget=None, init_from=None, lr=None) -> RunSpec:
+    def make(self, run_id, objective, model, tokens, budget=None, init_from=None, lr=None, *, batch_tokens=None,
+             seed=None, wsd=None, trained_tokens=None) -> RunSpec:
+        """One run spec. A WSD trunk/branch passes its family's batch and seed, its `wsd` record, and the
+        tokens it trains itself (a branch's decay only) for the resource estimate."""
         train = self.train
         shape = self.shapes[model]
         resolved = recipes.resolve(self.recipe, train, shapes.n_params(shape), int(tokens))
         if lr is not None:  # an lr sweep sets its own
             resolved["lr"] = float(lr)
+        if batch_tokens is not None:  # a WSD family shares one batch: its largest budget's
+            resolved["batch_tokens"] = int(batch_tokens)
         spec = RunSpec(
             run_id=run_id, objective=objective, model=model, shape=dict(shape), tokens=int(tokens),
-            budget=budget, init_from=init_from, seed=run_seed(self.config["seed"], run_id),
+            budget=budget, init_from=init_from, seed=run_seed(self.config["seed"], run_id) if seed is None else seed,
             lr=resolved["lr"], batch_tokens=resolved["batch_tokens"],
             source_weights={s["name"]: s["weight"] for s in self.config["data"]["sources"]},
-            train=TrainSettings.from_mapping({**train, **resolved}), recipe=self.recipe_record)
-        spec.resources = estimate_resources(spec, train, where=self.where)
+            train=TrainSettings.from_mapping({**train, **resolved}), recipe=self.recipe_record, wsd=wsd)
+        trained = spec if trained_tokens is None else dataclasses.replace(spec, tokens=int(trained_tokens))
+        spec.resources = estimate_resources(trained, train, where=self.where)
         # The resolved strategy only: how many GPUs a node has is the launcher's business, not the run's.
         spec.train.distributed = {"strategy": spec.resources["strategy"]}
         return spec
@@ -85,6 +93,29 @@ class GridBuilder:
                     run_id = f"{objective}_{model}_c{format_number(budget)}"
                     yield self.make(run_id, objective, model, tokens, budget=float(budget))
 
+    def wsd_families(self, points):
+        """The WSD grid of these IsoFLOP points: (branches in the points' order, one trunk per objective and
+        size). The family's batch, lr and seed are its trunk's; the batch is resolved at its largest budget."""
+        fraction = self.train["isoflop"]["decay_fraction"]
+        families = {}
+        for point in points:
+            families.setdefault((point.objective, point.model), []).append(point)
+        trunks, branch_of = [], {}
+        for (objective, model), members in families.items():
+            top = max(members, key=lambda p: p.tokens)
+            trunk = wsd_grid.trunk_id(objective, model)
+            record = {"trunk": trunk, "decay_fraction": fraction,
+                      "branches": {p.run_id: p.tokens for p in members}}
+            trunk_spec = self.make(trunk, objective, model, round((1 - fraction) * top.tokens),
+                                   batch_tokens=top.batch_tokens, wsd={"role": "trunk", **record})
+            trunks.append(trunk_spec)
+            for p in members:
+                branch_of[p.run_id] = self.make(
+                    p.run_id, objective, model, p.tokens, budget=p.budget, batch_tokens=top.batch_tokens,
+                    seed=trunk_spec.seed, wsd={"role": "branch", **record},
+                    trained_tokens=max(1, round(fraction * p.tokens)))
+        return [branch_of[p.run_id] for p in points], trunks
+
     def explicit(self):
         for entry in self.train["runs"]:
             run_id = f"{entry['objective']}_{entry['model']}_d{format_number(entry['tokens'])}"
@@ -104,13 +135,18 @@ class GridBuilder:
                             init_from=source.run_id)
 
 
-def expand_grid(config: dict, source: str | None = None) -> list[RunSpec]:
+def expand_grid(config: dict, source: str | None = None, *, trunks: bool = False) -> list[RunSpec]:
     """Every run of the study, in a stable order: IsoFLOP runs, explicit runs, then transfer runs.
 
     `config` is a validated config (plmscale.config.load_config); `source` names its file in errors.
+    With train.isoflop.schedule wsd the IsoFLOP runs are WSD branches (plmscale.grid.wsd); their trunks
+    are not grid points and come only with trunks=True, after everything else.
     """
     builder = GridBuilder(config, source)
-    specs = list(builder.isoflop()) + list(builder.explicit())
+    isoflop, trunk_specs = list(builder.isoflop()), []
+    if config["train"]["isoflop"]["schedule"] == "wsd":
+        isoflop, trunk_specs = builder.wsd_families(isoflop)
+    specs = isoflop + list(builder.explicit())
     planned = {}
     for spec in specs:
         if spec.run_id in planned:
@@ -125,4 +161,4 @@ def expand_grid(config: dict, source: str | None = None) -> list[RunSpec]:
                 f"run per CLM source (its id is {spec.run_id!r})")
         planned[spec.run_id] = spec
         specs.append(spec)
-    return specs
+    return specs + trunk_specs if trunks else specs

@@ -84,6 +84,8 @@ class RunSpec:
     # The repetition study's restricted data (plmscale.train.subset): {source, unique_tokens, seed}, or None
     # to train on the whole split. Written only when set, so other runs' specs (and params) are unchanged.
     subset: dict | None = None
+    # A warmup-stable-decay grid's trunk or branch (plmscale.grid.wsd); None for a run with its own schedule.
+    wsd: dict | None = None
 
     def __post_init__(self):
         if self.objective not in ("clm", "mlm"):
@@ -93,6 +95,11 @@ class RunSpec:
     @property
     def model_shape(self) -> ModelShape:
         return ModelShape.from_dict(self.shape)
+
+    @property
+    def wsd_role(self) -> str | None:
+        """"trunk", "branch", or None (a run with its own cosine schedule)."""
+        return self.wsd["role"] if self.wsd else None
 
     @property
     def n_params(self) -> int:
@@ -113,7 +120,7 @@ class RunSpec:
 
     # ---- JSON ----------------------------------------------------------------------------------------------
     _CORE = ("run_id", "objective", "model", "shape", "tokens", "budget", "init_from", "seed", "lr",
-             "batch_tokens", "source_weights", "recipe", "resources")
+             "batch_tokens", "source_weights", "recipe", "resources", "wsd")
     _DERIVED = ("n_params", "n_params_with_embeddings", "flops_per_token", "flops")
 
     def to_dict(self) -> dict:
@@ -121,6 +128,8 @@ class RunSpec:
         data = {key: getattr(self, key) for key in self._CORE + self._DERIVED}
         if self.subset is not None:
             data["subset"] = dict(self.subset)
+        if data["wsd"] is None:  # left out, so that a cosine run's params (and its checkpoint hash) stay as they were
+            del data["wsd"]
         data.update(dataclasses.asdict(self.train))
         return data
 
@@ -161,4 +170,5 @@ class RunSpec:
             lr=resolved["lr"], batch_tokens=resolved["batch_tokens"], source_weights=data.get("source_weights"),
             train=TrainSettings.from_mapping({**data, **resolved}),
             recipe=data.get("recipe") or recipes.record(recipe), resources=data.get("resources") or {},
-            subset=data.get("subset"))
+            subset=data.get("subset"),
+            wsd=data.get("wsd"))

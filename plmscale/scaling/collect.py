@@ -2,7 +2,8 @@
 them with imported ones.
 
 The columns, the `role` of each run and the `pair` of each transfer run are those of plmscale.scaling.table
-(own runs add kind: "transfer" or "", design: isoflop | long | transfer, and model).
+(own runs add kind: "transfer" or "", design: isoflop | long | transfer, model, and schedule: cosine | wsd
+with trunk: the WSD trunk a branch decayed from, empty otherwise).
 
 `loss` is the run's final validation loss and `flops` the budget's FLOPs definition (what the training
 stage wrote as `flops`), so an IsoFLOP run lands on its budget.
@@ -54,6 +55,8 @@ def run_row(metrics: dict) -> dict:
         "loss": float(metrics["final_valid_loss"]),
         "budget": float(budget) if budget not in (None, "") else None,
         "source": "own", "init_from": init_from, **_kind_and_design(metrics), "model": metrics.get("model"),
+        # a WSD branch is a grid point like a cosine run; these say how it was trained
+        "schedule": metrics.get("schedule", "cosine"), "trunk": (metrics.get("wsd") or {}).get("trunk", ""),
     }
 
 
@@ -88,7 +91,7 @@ def collect_runs(metrics_paths, curve_paths=()):
         curve_path = curve_by_dir.get(path.parent)
         if curve_path is not None:
             curves.append(read_curve(curve_path, metrics))
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["kind", "design", "model"])
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["kind", "design", "model", "schedule", "trunk"])
     duplicated = runs["run_id"][runs["run_id"].duplicated()]
     if len(duplicated):
         raise PlmscaleError(f"run id(s) {sorted(duplicated.unique())} appear in more than one metrics.json")

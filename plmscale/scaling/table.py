@@ -3,7 +3,8 @@ transfer runs with their from-scratch partners, validation and writing. Every ot
 facts from here instead of re-deriving them.
 
 runs.csv  : run_id, objective, n_params, tokens, flops, loss, budget, source, init_from, role, pair
-            (+ whatever the producer adds: kind, design, model, label, file, ...)
+            (+ whatever the producer adds: kind, design, model, schedule, trunk, label, file, ...;
+            schedule wsd + trunk: a branch of a warmup-stable-decay grid, plmscale.grid.wsd)
 curves.csv: run_id, objective, n_params, flops, tokens, loss, role (+ kind, design)
 
 role: main              from scratch, part of the scaling study (IsoFLOP, long and off-grid runs)

@@ -1,7 +1,8 @@
 """One grid point, trained: `train_run(spec, ...)` -> metrics dict (also written as metrics.json).
 
 What the spec's recipe (plmscale.grid.recipe) resolved is applied as given: AdamW (peak lr, β1, β2, weight
-decay), linear warm-up then cosine to lr·min_lr_ratio over exactly this run's steps, gradient clipping,
+decay), linear warm-up then cosine to lr·min_lr_ratio over exactly this run's steps (or, in a WSD grid, a
+trunk at constant lr and branches that decay from its checkpoints: plmscale.grid.wsd), gradient clipping,
 bf16 autocast on CUDA (fp32 on CPU unless precision asks for bf16), gradient accumulation from
 micro-batches to the configured batch.
 
@@ -29,6 +30,7 @@ import torch
 from plmscale.arithmetic import flops_per_token_6n, flops_per_token_with_attention
 from plmscale.data.atomic import write_text
 from plmscale.errors import PlmscaleError
+from plmscale.grid import wsd as wsd_grid
 from plmscale.grid.spec import RunSpec
 from plmscale.model import IGNORE_INDEX, build_model
 from plmscale.provenance import config_hash, package_versions, provenance
@@ -36,7 +38,7 @@ from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
 from plmscale.train.packing import empty_batch, micro_batches, resolve_packing
 from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, make_example
-from plmscale.train.schedule import lr_at
+from plmscale.train.schedule import lr_at, wsd_lr_at
 from plmscale.train.subset import epochs, restricted_reader
 
 log = logging.getLogger(__name__)
@@ -118,13 +120,20 @@ class _Runner:
         self._setup_device(threads)
         self._setup_data(train_dir, valid_dir)
         resume = ckpt.load_resumable(self.checkpoint_dir, self.hash)
+        if resume is not None and self.wsd_role == "trunk" and self._missing_branch_states(resume["step"]):
+            log.warning("%s: a branch-point state before step %d is missing; training the trunk from scratch",
+                        self.run_id, resume["step"])
+            resume = None
         self._setup_model(init_weights if resume is None else None, transfer=resume is None)
         self._setup_optimizer()
         self.step, self.tokens, self.curve = 0, 0, []
         self.best_valid, self.last_valid, self.last_train = math.inf, None, None
         self.wall_before, self.train_seconds = 0.0, 0.0
+        self.trunk_wall_seconds = 0.0  # a WSD branch: the part of wall_seconds its trunk spent
         if resume is not None:
             self._restore(resume)
+        elif self.wsd_role == "branch":
+            self._start_branch()
 
     # ---- set-up --------------------------------------------------------------------------------------------
     def _setup_device(self, threads):
@@ -162,7 +171,61 @@ class _Runner:
         self.global_seqs = self.accum * self.micro * self.ctx.world
         self.mean_len = self.sampler.mean_framed_length()
         self.target_tokens = spec.tokens
-        self.total_steps = max(1, math.ceil(self.target_tokens / (self.global_seqs * self.mean_len)))
+        self.total_steps = self._steps_for(self.target_tokens)
+        self._setup_wsd()
+
+    def _steps_for(self, tokens) -> int:
+        return max(1, math.ceil(tokens / (self.global_seqs * self.mean_len)))
+
+    def _setup_wsd(self):
+        """A WSD trunk trains to its last branch point and saves its state at each; a branch runs its
+        budget's steps and decays over the last ones (plmscale.grid.wsd.branch_points)."""
+        self.wsd_role = self.spec.wsd_role
+        self.save_at = {}  # trunk: step -> branch run ids whose decay starts there
+        if self.wsd_role is None:
+            return
+        points = wsd_grid.branch_points(self.spec.wsd, self._steps_for, self.s.warmup_fraction,
+                                        where=f"run {self.run_id}")
+        self.warmup = points.warmup
+        if self.wsd_role == "trunk":
+            self.total_steps = self.decay_start = points.trunk_steps  # constant lr to the end
+            for branch, step in points.decay_start.items():
+                self.save_at.setdefault(step, []).append(branch)
+        else:
+            self.total_steps = points.total[self.run_id]
+            self.decay_start = points.decay_start[self.run_id]
+        self.trunk_dir = self.checkpoint_dir.parent / self.spec.wsd["trunk"]
+
+    def _lr(self, step) -> float:
+        if self.wsd_role is None:
+            return lr_at(step, self.total_steps, self.peak_lr, self.s.warmup_fraction, self.s.min_lr_ratio)
+        return wsd_lr_at(step, self.total_steps, self.decay_start, self.warmup, self.peak_lr, self.s.min_lr_ratio)
+
+    # A trunk keeps its branch-point states in a private folder while it trains and moves them to the
+    # declared outputs (branch_<run_id>.pt) at the end: Snakemake deletes the outputs of an interrupted
+    # job, and the trunk's resume needs every state it has passed.
+    def _private_branch_state(self, branch) -> Path:
+        return self.checkpoint_dir / "branch_points" / wsd_grid.branch_checkpoint_name(branch)
+
+    def _missing_branch_states(self, step) -> bool:
+        return any(not self._private_branch_state(branch).exists()
+                   for at, branches in self.save_at.items() if at <= step for branch in branches)
+
+    def _start_branch(self):
+        """A branch starts from its trunk's full state at its decay start (weights, optimizer, RNG, curve)."""
+        source = self.trunk_dir / wsd_grid.branch_checkpoint_name(self.run_id)
+        if not source.exists():
+            raise PlmscaleError(f"{source}: the trunk's state at this branch's decay start is missing; train "
+                                f"the trunk {self.spec.wsd['trunk']} first (Snakemake does: it is this job's input)")
+        state = ckpt.load(source)
+        if int(state["step"]) != self.decay_start:
+            raise PlmscaleError(
+                f"{source} is the trunk at step {state['step']}, but {self.run_id} decays from step "
+                f"{self.decay_start}: the trunk was trained with other data or settings; retrain it")
+        self._restore(state)
+        self.trunk_wall_seconds = self.wall_before
+        log.info("%s: branched from %s at step %d/%d; 1-sqrt decay over the last %d steps", self.run_id,
+                 self.spec.wsd["trunk"], self.step, self.total_steps, self.total_steps - self.decay_start)
 
     def _setup_model(self, init_weights, transfer: bool):
         """The model, its FLOPs per token, and for a transfer run (not resuming) the source run's weights."""
@@ -203,18 +266,23 @@ class _Runner:
         self.last_valid = state["last_valid"]
         self.last_train = state["last_train"]
         self.wall_before, self.train_seconds = float(state["wall_seconds"]), float(state["train_seconds"])
+        self.trunk_wall_seconds = float(state.get("trunk_wall_seconds", 0.0))
         log.info("resumed %s at step %d/%d (%d tokens)", self.run_id, self.step, self.total_steps, self.tokens)
 
-    def _checkpoint(self, started):
+    def _checkpoint(self, started, paths=None):
+        """The full state to last.pt (or to `paths`: a WSD trunk's branch points)."""
         model_state, optim_state = distr.full_state(self.model, self.optimizer)  # collective under FSDP
         if self.ctx.is_main:
-            ckpt.save({"format_version": ckpt.FORMAT_VERSION, "run_id": self.run_id, "config_hash": self.hash,
-                       "step": self.step, "tokens": self.tokens, "total_steps": self.total_steps,
-                       "model": model_state, "optimizer": optim_state, "rng": ckpt.rng_state(),
-                       "curve": self.curve, "best_valid": self.best_valid, "last_valid": self.last_valid,
-                       "last_train": self.last_train, "wall_seconds": self.wall_before + time.time() - started,
-                       "train_seconds": self.train_seconds, "world_size": self.ctx.world},
-                      self.checkpoint_dir / ckpt.LAST)
+            state = {"format_version": ckpt.FORMAT_VERSION, "run_id": self.run_id, "config_hash": self.hash,
+                     "step": self.step, "tokens": self.tokens, "total_steps": self.total_steps,
+                     "model": model_state, "optimizer": optim_state, "rng": ckpt.rng_state(),
+                     "curve": self.curve, "best_valid": self.best_valid, "last_valid": self.last_valid,
+                     "last_train": self.last_train, "wall_seconds": self.wall_before + time.time() - started,
+                     "train_seconds": self.train_seconds, "world_size": self.ctx.world,
+                     "trunk_wall_seconds": self.trunk_wall_seconds}
+            for path in paths or [self.checkpoint_dir / ckpt.LAST]:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                ckpt.save(state, path)
         distr.barrier(self.ctx)
 
     # ---- one step ------------------------------------------------------------------------------------------
@@ -248,7 +316,7 @@ class _Runner:
                             per_rank_batches])
         n_labels, n_tokens, *rank_batches = distr.all_reduce_sum(counts, self.ctx).tolist()
         batches += [empty_batch(self.seq_len) for _ in range(int(max(rank_batches)) - len(batches))]
-        lr = lr_at(self.step, self.total_steps, self.peak_lr, self.s.warmup_fraction, self.s.min_lr_ratio)
+        lr = self._lr(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), dtype=torch.float64)
@@ -318,12 +386,14 @@ class _Runner:
                     f"fsdp / more GPUs; seq_len changes the study") from error
             self.train_seconds += time.time() - step_started
             valid = None
-            if self.step % every_eval == 0 or self.step == self.total_steps:
+            if self.step % every_eval == 0 or self.step == self.total_steps or self.step in self.save_at:
                 valid = self.evaluate()
                 self.last_valid, self.best_valid = valid, min(self.best_valid, valid)
                 log.info("step %d/%d tokens %d train %.4f valid %.4f lr %.3g", self.step, self.total_steps,
                          self.tokens, train_loss, valid, lr)
             self.curve.append([self.step, self.tokens, self.tokens * self.fpt_budget, train_loss, valid, lr])
+            if self.step in self.save_at:  # a WSD trunk at a branch's decay start
+                self._checkpoint(started, [self._private_branch_state(b) for b in self.save_at[self.step]])
             if self.step % every_ckpt == 0 and self.step < self.total_steps:
                 self._checkpoint(started)
             if stop_after_steps is not None and self.step >= stop_after_steps and self.step < self.total_steps:
@@ -352,13 +422,25 @@ class _Runner:
             "versions": package_versions(), "init_from": self.init_from, "seed": self.seed,
             "cropped_sequences": self.sampler.n_cropped,  # long proteins cut to a random seq_len window
             "recipe": self.spec.recipe["name"], "recipe_sha256": self.spec.recipe["sha256"],
+            "schedule": "wsd" if self.wsd_role else "cosine",
         }
         if self.unique_tokens is not None:  # repeated data: D / U is the epoch count
             metrics.update({"subset": self.spec.subset, "unique_tokens": self.unique_tokens,
                             "epochs": epochs(self.tokens, self.unique_tokens)})
-        if self.ctx.is_main:
+        if self.wsd_role:
+            metrics["wsd"] = {"role": self.wsd_role, "trunk": self.spec.wsd["trunk"], "warmup_steps": self.warmup,
+                              "decay_start_step": self.decay_start, "decay_fraction": self.spec.wsd["decay_fraction"],
+                              "trunk_wall_seconds": self.trunk_wall_seconds,
+                              "own_wall_seconds": wall - self.trunk_wall_seconds}
+        if self.ctx.is_main and self.wsd_role == "trunk":  # the branch points become the declared outputs
+            for branches in self.save_at.values():
+                for branch in branches:
+                    self._private_branch_state(branch).replace(
+                        self.checkpoint_dir / wsd_grid.branch_checkpoint_name(branch))
+        elif self.ctx.is_main:  # a trunk's final weights are its last branch point's
             ckpt.save({"run_id": self.run_id, "shape": self.shape.to_dict(), "model": model_state},
                       self.checkpoint_dir / ckpt.FINAL)
+        if self.ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with write_text(self.out_dir / "curve.csv") as handle:
                 writer = csv.writer(handle, lineterminator="\n")

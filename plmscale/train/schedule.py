@@ -1,4 +1,5 @@
-"""Learning rate over a run: linear warm-up, then cosine decay over the run's own steps.
+"""Learning rate over a run: linear warm-up, then cosine decay over the run's own steps (`lr_at`), or
+warm-up, a constant phase and a short 1-sqrt decay at the end (`wsd_lr_at`, the WSD grid's branches).
 
 The peak lr comes from the run spec (its recipe's law of N, plmscale.arithmetic).
 
@@ -26,3 +27,24 @@ def lr_at(step: int, total_steps: int, peak_lr: float, warmup_fraction: float = 
     progress = min(1.0, (step - warm) / decay_steps)
     floor = peak_lr * min_lr_ratio
     return floor + (peak_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def wsd_lr_at(step: int, total_steps: int, decay_start: int, warmup: int, peak_lr: float,
+              min_lr_ratio: float = 0.0) -> float:
+    """Warmup-stable-decay: lr of update number `step` (0-based) of a run that ends after total_steps updates.
+
+    Linear warm-up to peak_lr over `warmup` updates, peak_lr until update decay_start, then 1-sqrt decay
+    (lr = floor + (peak - floor)·(1 - sqrt(progress))) reaching peak_lr·min_lr_ratio at the last update.
+    A WSD trunk never decays: it calls this with decay_start = total_steps. The shape is the one of
+    Hägele et al. 2024 and OLMo's ladder; the sqrt keeps lr high for longer than a linear decay.
+    """
+    if not 0 <= warmup <= decay_start <= total_steps:
+        raise ValueError(f"WSD schedule needs 0 <= warmup ({warmup}) <= decay_start ({decay_start}) "
+                         f"<= total_steps ({total_steps})")
+    if step < warmup:
+        return peak_lr * (step + 1) / warmup
+    if step < decay_start:
+        return peak_lr
+    progress = min(1.0, (step - decay_start + 1) / (total_steps - decay_start))
+    floor = peak_lr * min_lr_ratio
+    return floor + (peak_lr - floor) * (1.0 - math.sqrt(progress))

@@ -1,0 +1,186 @@
+"""Two fits of the same study side by side: e.g. a cosine IsoFLOP grid and its WSD twin (docs/wsd.md).
+
+`plmscale cross-check --fit cosine=A/fit.json --fit wsd=B/fit.json --out DIR` reads each fit.json and the
+runs.csv next to it and writes DIR/cross_check.json, DIR/cross_check.md (the tables) and DIR/cross_check.png
+(the IsoFLOP profiles of both grids on one figure); in the workflow, fit.cross_check does the same into
+results/scaling/ and the report (rules/cross_check.smk). It compares, per objective:
+- every grid point both grids trained (same run id): final loss of each and the difference;
+- per budget: the IsoFLOP vertex N_opt (and the best grid size), whether the budget was bracketed;
+- the exponent a of N_opt ∝ C^a with its interval, and whether the method was identified.
+Nothing is judged here: the figures are laid out so that a reader (and docs/wsd.md) can.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from plmscale.config import read_json_object
+from plmscale.errors import PlmscaleError
+
+
+def read_fit_and_runs(fit_path) -> tuple[dict, pd.DataFrame | None]:
+    fit_path = Path(fit_path)
+    fit = read_json_object(fit_path, "fit file", hint="; run the fit first (snakemake results/scaling/fit.json)")
+    runs_path = fit_path.with_name("runs.csv")
+    runs = pd.read_csv(runs_path) if runs_path.exists() else None
+    return fit, runs
+
+
+def _isoflop_summary(fit: dict, objective: str) -> dict | None:
+    iso = (fit.get("objectives", {}).get(objective) or {}).get("isoflop")
+    if not iso:
+        return None
+    budgets = {float(o["budget"]): {"n_opt": o.get("n_opt"), "raw_n_opt": o.get("raw_n_opt"),
+                                    "loss_opt": o.get("loss_opt"), "bracketed": bool(o.get("kept"))}
+               for o in iso.get("optima", [])}
+    return {"a": iso.get("a"), "a_ci": iso.get("a_ci"), "identified": iso.get("identified"),
+            "reasons": iso.get("reasons") or [], "error": iso.get("error"), "budgets": budgets}
+
+
+def compare(fits: dict) -> dict:
+    """fits: label -> (fit.json dict, runs DataFrame or None), two labels in reading order."""
+    if len(fits) != 2:
+        raise PlmscaleError(f"a cross-check compares exactly two fits; got {len(fits)} ({', '.join(fits)})")
+    (label_a, (fit_a, runs_a)), (label_b, (fit_b, runs_b)) = fits.items()
+    objectives = sorted(set(fit_a.get("objectives", {})) & set(fit_b.get("objectives", {})))
+    out = {"labels": [label_a, label_b], "objectives": {}}
+    for objective in objectives:
+        a, b = _isoflop_summary(fit_a, objective), _isoflop_summary(fit_b, objective)
+        if a is None or b is None or not (a["budgets"] or b["budgets"]):
+            continue  # e.g. an objective with no IsoFLOP grid (the demo's MLM)
+        budgets = []
+        for budget in sorted(set(a["budgets"]) | set(b["budgets"])):
+            row = {"budget": budget, label_a: a["budgets"].get(budget), label_b: b["budgets"].get(budget)}
+            n_a, n_b = (row[label_a] or {}).get("n_opt"), (row[label_b] or {}).get("n_opt")
+            row["n_opt_ratio"] = n_b / n_a if n_a and n_b else None
+            budgets.append(row)
+        entry = {"isoflop": {label_a: {k: a[k] for k in ("a", "a_ci", "identified", "reasons", "error")},
+                             label_b: {k: b[k] for k in ("a", "a_ci", "identified", "reasons", "error")}},
+                 "budgets": budgets, "points": _points(objective, label_a, runs_a, label_b, runs_b)}
+        ci_a, ci_b = a["a_ci"], b["a_ci"]
+        entry["a_difference"] = (b["a"] - a["a"]) if a["a"] is not None and b["a"] is not None else None
+        entry["a_intervals_overlap"] = (ci_a[0] <= ci_b[1] and ci_b[0] <= ci_a[1]) if ci_a and ci_b else None
+        out["objectives"][objective] = entry
+    return out
+
+
+def _points(objective, label_a, runs_a, label_b, runs_b) -> list:
+    """Grid points (IsoFLOP runs) both tables hold, with their final losses."""
+    if runs_a is None or runs_b is None:
+        return []
+
+    def isoflop(runs):
+        runs = runs[(runs["objective"] == objective) & runs["budget"].notna()]
+        return runs.set_index("run_id")
+
+    a, b = isoflop(runs_a), isoflop(runs_b)
+    rows = []
+    for run_id in sorted(set(a.index) & set(b.index), key=lambda r: (a.loc[r, "budget"], a.loc[r, "n_params"])):
+        loss_a, loss_b = float(a.loc[run_id, "loss"]), float(b.loc[run_id, "loss"])
+        rows.append({"run_id": run_id, "budget": float(a.loc[run_id, "budget"]), "n_params": int(a.loc[run_id, "n_params"]),
+                     label_a: loss_a, label_b: loss_b, "difference": loss_b - loss_a})
+    return rows
+
+
+def _fmt(value, spec=".4g"):
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def markdown(result: dict) -> str:
+    label_a, label_b = result["labels"]
+    lines = []
+    for objective, entry in result["objectives"].items():
+        lines.append(f"### {objective.upper()}: {label_a} vs {label_b}\n")
+        if entry["points"]:
+            lines.append(f"| run | budget | N | loss {label_a} | loss {label_b} | {label_b} − {label_a} |")
+            lines.append("|---|---:|---:|---:|---:|---:|")
+            for p in entry["points"]:
+                lines.append(f"| {p['run_id']} | {p['budget']:.3g} | {p['n_params']:,} | {p[label_a]:.4f} | "
+                             f"{p[label_b]:.4f} | {p['difference']:+.4f} |")
+            diffs = [p["difference"] for p in entry["points"]]
+            lines.append(f"\nmean difference {sum(diffs) / len(diffs):+.4f}, range [{min(diffs):+.4f}, "
+                         f"{max(diffs):+.4f}] nats over {len(diffs)} points\n")
+        lines.append(f"| budget | N_opt {label_a} | N_opt {label_b} | ratio | best grid N {label_a} | "
+                     f"best grid N {label_b} | bracketed {label_a} / {label_b} |")
+        lines.append("|---:|---:|---:|---:|---:|---:|---|")
+        for row in entry["budgets"]:
+            ra, rb = row[label_a] or {}, row[label_b] or {}
+            lines.append(f"| {row['budget']:.3g} | {_fmt(ra.get('n_opt'), ',.0f')} | {_fmt(rb.get('n_opt'), ',.0f')} | "
+                         f"{_fmt(row['n_opt_ratio'], '.2f')} | {_fmt(ra.get('raw_n_opt'), ',.0f')} | "
+                         f"{_fmt(rb.get('raw_n_opt'), ',.0f')} | {ra.get('bracketed')} / {rb.get('bracketed')} |")
+        lines.append("")
+        for label in (label_a, label_b):
+            iso = entry["isoflop"][label]
+            ci = iso["a_ci"]
+            lines.append(f"- {label}: a = {_fmt(iso['a'], '.3f')}" +
+                         (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "") +
+                         f", identified: {iso['identified']}" +
+                         (f" ({'; '.join(iso['reasons'])})" if iso["reasons"] else
+                          f" ({iso['error']})" if iso["error"] else ""))
+        if entry["a_difference"] is not None:
+            lines.append(f"- a({label_b}) − a({label_a}) = {entry['a_difference']:+.3f}; intervals overlap: "
+                         f"{entry['a_intervals_overlap']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(result: dict, fits: dict, path) -> None:
+    """IsoFLOP profiles (final loss vs N per budget) of both grids; the second dashed, vertices marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label_a, label_b = result["labels"]
+    objectives = [o for o, e in result["objectives"].items() if e["points"]]
+    fig, axes = plt.subplots(1, max(1, len(objectives)), figsize=(6 * max(1, len(objectives)), 4.2), squeeze=False)
+    for ax, objective in zip(axes[0], objectives):
+        points = pd.DataFrame(result["objectives"][objective]["points"])
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, (budget, group) in enumerate(points.groupby("budget")):
+            group = group.sort_values("n_params")
+            color = colors[i % len(colors)]
+            ax.plot(group["n_params"], group[label_a], "o-", color=color, label=f"{budget:.2g} {label_a}")
+            ax.plot(group["n_params"], group[label_b], "s--", color=color, mfc="none", label=f"{budget:.2g} {label_b}")
+            for label, marker in ((label_a, "v"), (label_b, "^")):
+                row = next((r for r in result["objectives"][objective]["budgets"] if r["budget"] == budget), None)
+                opt = (row or {}).get(label) or {}
+                if opt.get("n_opt") and opt.get("loss_opt"):
+                    ax.plot([opt["n_opt"]], [opt["loss_opt"]], marker, color=color, ms=9)
+        ax.set_xscale("log")
+        ax.set_xlabel("non-embedding parameters N")
+        ax.set_ylabel("final validation loss (nats/token)")
+        ax.set_title(f"{objective.upper()} IsoFLOP profiles: {label_a} (solid) vs {label_b} (dashed)")
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_all(fits: dict, out) -> dict:
+    """cross_check.{json,md,png} in `out` for fits (label -> (fit.json dict, runs)); returns the result."""
+    result = compare(fits)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cross_check.json").write_text(json.dumps(result, indent=1, default=float))
+    (out / "cross_check.md").write_text(markdown(result))
+    plot(result, fits, out / "cross_check.png")
+    return result
+
+
+def configure_parser(parser) -> None:
+    parser.add_argument("--fit", action="append", required=True, metavar="LABEL=PATH",
+                        help="a fit.json (its runs.csv beside it), twice: e.g. cosine=a/fit.json wsd=b/fit.json")
+    parser.add_argument("--out", required=True, help="directory for cross_check.{json,md,png}")
+
+
+def main(args) -> int:
+    fits = {}
+    for item in args.fit:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise PlmscaleError(f"--fit {item!r}: write LABEL=PATH, e.g. wsd=results/scaling/fit.json")
+        fits[label] = read_fit_and_runs(path)
+    print(markdown(write_all(fits, args.out)))
+    return 0
