@@ -345,3 +345,16 @@ def test_workflow_plans_the_identity_step_before_training(tmp_path):
     config["data"]["identity"] = {"bins": [0.9, 0.5]}
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     assert "data.identity.bins must be increasing" in run_snakemake(work, "--dry-run", check=False)
+
+
+def test_closed_loop_scores_the_loss_the_fit_was_fitted_on():
+    from test_closed_loop import _trained, demo_config, hand_made_fit
+
+    from plmscale.scaling import closed_loop as cl
+
+    fit = hand_made_fit()
+    plan = cl.plan_closed_loop(demo_config(), fit, "clm", 3)
+    metrics = {**_trained(plan, 2.5), "valid_loss_by_identity": {"<0.5": 2.9, ">=0.9": 2.2}}
+    assert cl.score_run(fit, plan, metrics)["observed_loss"] == 2.5
+    fit = {**fit, "settings": {**fit.get("settings", {}), "loss_column": "valid_loss_id_<0.5"}}
+    assert cl.score_run(fit, plan, metrics)["observed_loss"] == 2.9

@@ -135,6 +135,14 @@ def identity_columns(metrics: dict) -> dict:
             for label, value in (metrics.get(key) or {}).items()}
 
 
+def final_loss(metrics: dict, loss_column=DEFAULT_LOSS_COLUMN):
+    """A run's final loss in the sense of loss_column (fit.loss_column): final_valid_loss for `loss`, the
+    bin's entry of valid_loss_by_identity for valid_loss_id_<bin> (None where the run has none)."""
+    if loss_column == DEFAULT_LOSS_COLUMN:
+        return metrics.get("final_valid_loss")
+    return (metrics.get(IDENTITY_COLUMN_PREFIXES[IDENTITY_LOSS_PREFIX]) or {}).get(loss_column[len(IDENTITY_LOSS_PREFIX):])
+
+
 def identity_bins(df) -> list:
     """Bins with a loss column in a runs table, in bin order (no_hit, then rising identity)."""
     from plmscale.data.identity import ordered_bins
