@@ -518,7 +518,7 @@ def plot_loss_by_identity(runs: pd.DataFrame, path):
     """Final loss vs N on the valid sequences of each identity-to-train bin: one panel per bin (columns)
     and objective (rows), a line per IsoFLOP budget, other runs of the main study as grey markers."""
     bins = identity_bins(runs)
-    study = main_study(runs) if len(runs) else runs
+    study = (main_study(runs) if len(runs) else runs).reset_index(drop=True)
     objectives = [o for o in ("clm", "mlm") if bins and len(study) and
                   study.loc[study["objective"] == o, [f"{IDENTITY_LOSS_PREFIX}{b}" for b in bins]].notna().any().any()]
     if not objectives:
@@ -541,16 +541,18 @@ def plot_loss_by_identity(runs: pd.DataFrame, path):
             ax = axes[row][col]
             column = f"{IDENTITY_LOSS_PREFIX}{label}"
             for budget in finite:
-                group = mine[(budgets[mine.index] == budget) & mine[column].notna()].sort_values("n_params")
+                group = mine[(budgets[mine.index] == budget).to_numpy() & mine[column].notna().to_numpy()]
+                group = group.sort_values("n_params")
                 if len(group):
                     ax.plot(group["n_params"], group[column], "o-", ms=4, lw=1.2, color=cmap(0.92 * norm(budget)),
                             label=f"{_power_of_ten(budget)} FLOPs")
-            others = mine[budgets[mine.index].isna() & mine[column].notna()]
+            others = mine[budgets[mine.index].isna().to_numpy() & mine[column].notna().to_numpy()]
             if len(others):
                 ax.scatter(others["n_params"], others[column], marker="D", s=20, color="0.4", zorder=3,
                            label="other runs")
             n_seqs = _bin_sequences(runs, label)
-            ax.set_title(f"{OBJECTIVE_NAMES.get(objective, objective)}\nidentity {label}"
+            what = "no hit in training" if label == "no_hit" else f"identity {label}"
+            ax.set_title(f"{OBJECTIVE_NAMES.get(objective, objective)}\n{what}"
                          + (f" · {n_seqs:,} valid seqs" if n_seqs is not None else ""), fontsize=9)
             ax.set_xscale("log")
             format_axis(ax.xaxis, "params")
@@ -568,7 +570,7 @@ def plot_loss_by_identity(runs: pd.DataFrame, path):
         fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(handles), 6),
                    bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("Final validation loss by identity to the training set", fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
+    fig.tight_layout(rect=(0, 0.05 if handles else 0, 1, 1))
     save_figure(fig, path)
     return fig
 
