@@ -18,13 +18,14 @@ training's per-bin evaluation relies on and checks through `length`):
 and summary.json with the count per bin of each split; the counts add up to the split's records.
 
 MMseqs2 sees records under numbers, never their ids (it parses ids such as `sp|x`), as in mmseqs.py. Memory:
-per query a float and an int (numpy), plus the ids of the distinct train records that are some query's best
-hit; nothing per train record, whose ids go to a file and are read back streaming.
+a few numbers per query (~40 bytes: identity, bit score, hit, length, bin), plus the ids of the distinct
+train records that are some query's best hit; nothing per train record, whose ids go to a file read back once.
 """
 
 import logging
 import os
 import shutil
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +87,17 @@ def assign_bins(identity: np.ndarray, edges) -> np.ndarray:
 
 # ---- numbering -------------------------------------------------------------------------------------------
 
-def _number_records(fasta, numbered, ids_out, first=0) -> np.ndarray:
+def _number_records(fasta, numbered, ids_out, first=0, lengths=None) -> int:
     """Append fasta's records to `numbered` as `>first`, `>first+1`, ..., their ids to `ids_out` (one a
-    line); return their lengths."""
-    lengths = []
+    line), and their lengths to `lengths` (an array("q"), or None to keep nothing); return the count."""
+    count = 0
     for header, sequence in read_records(fasta):
-        numbered.write(f">{first + len(lengths)}\n{sequence}\n")
+        numbered.write(f">{first + count}\n{sequence}\n")
         ids_out.write(record_id(header) + "\n")
-        lengths.append(len(sequence))
-    return np.asarray(lengths, dtype=np.int64)
+        if lengths is not None:
+            lengths.append(len(sequence))
+        count += 1
+    return count
 
 
 # ---- hits ------------------------------------------------------------------------------------------------
@@ -169,14 +172,15 @@ def search_identity(train_fasta, query_fastas: dict, out_tables: dict, out_summa
     run = _Runner(binary, mmseqs_log, work, settings_key="data.identity")
     try:
         with open(work / "target.fasta", "w") as numbered, open(work / "target.ids", "w") as ids:
-            n_train = len(_number_records(train_fasta, numbered, ids))
+            n_train = _number_records(train_fasta, numbered, ids)
         if n_train == 0:
             raise PlmscaleError(f"{train_fasta}: the train split is empty; nothing to search against")
         lengths, offsets = {}, {}
         with open(work / "query.fasta", "w") as numbered, open(work / "query.ids", "w") as ids:
             for split in splits:  # one query set, numbered on: split k starts where split k-1 ended
                 offsets[split] = sum(len(v) for v in lengths.values())
-                lengths[split] = _number_records(query_fastas[split], numbered, ids, first=offsets[split])
+                lengths[split] = array("q")  # 8 bytes a query
+                _number_records(query_fastas[split], numbered, ids, first=offsets[split], lengths=lengths[split])
         n_queries = sum(len(v) for v in lengths.values())
         hits = work / "hits.tsv"
         if n_queries:
