@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from plmscale.config import load_config
 from plmscale.data.demo import SOURCES as DEMO_CORPORA
 from plmscale.data.download import local_path
+from plmscale.data.identity import check_edges as check_identity_edges
 from plmscale.errors import PlmscaleError
 from plmscale.grid import expand_grid
 from plmscale.grid.calibration import calibration_specs
@@ -51,7 +52,22 @@ def stage_targets_data():
     """The data stages serve training only: fitting released curves (fit.use_own_runs false) skips them."""
     if not config["fit"]["use_own_runs"]:
         return []
-    return shard_manifests()
+    return shard_manifests() + identity_outputs()
+
+
+# ---- identity to the train split (rules/identity.smk, docs/ood.md) ----------------------------------
+IDENTITY_TABLES = {split: f"results/data/identity/{split}.tsv" for split in ("valid", "test")}
+IDENTITY_SUMMARY = "results/data/identity/summary.json"
+try:
+    check_identity_edges(config["data"]["identity"]["bins"])
+except PlmscaleError as error:
+    raise WorkflowError(str(error)) from None
+
+
+def identity_outputs():
+    if not config["data"]["identity"]["enabled"]:
+        return []
+    return [*IDENTITY_TABLES.values(), IDENTITY_SUMMARY]
 
 
 def all_targets():
@@ -159,6 +175,8 @@ def train_inputs(wildcards):
     """Shards, and for a transfer run the source run's metrics.json (its final weights are written with it)."""
     inputs = {"train": "results/data/shards/train/manifest.json",
               "valid": "results/data/shards/valid/manifest.json"}
+    if config["data"]["identity"]["enabled"]:  # read by the run as <valid shards>/../../identity/valid.tsv
+        inputs["identity"] = IDENTITY_TABLES["valid"]
     spec = TRAINED_SPECS[wildcards.run_id]
     if spec.init_from is not None:
         inputs["source"] = f"results/runs/{spec.init_from}/metrics.json"

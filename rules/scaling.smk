@@ -58,6 +58,7 @@ rule fit:
         drop_highest_loss=config["fit"]["parametric"]["drop_highest_loss"],
         backtest=config["fit"]["backtest"],
         isoflop_bootstrap=config["fit"]["isoflop_bootstrap"],
+        loss_column=config["fit"]["loss_column"],
     log:
         "logs/scaling/fit.log",
     benchmark:

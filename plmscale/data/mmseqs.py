@@ -77,7 +77,8 @@ def _tail(path, lines=LOG_TAIL_LINES) -> str:
 class _Runner:
     """Runs mmseqs commands, appending their output to one log file."""
 
-    def __init__(self, binary, log_path, work_dir):
+    def __init__(self, binary, log_path, work_dir, settings_key="data.cluster"):
+        self.settings_key = settings_key  # the config section a failure message points to
         self.binary = find_mmseqs(binary)
         self.log_path = Path(log_path)
         self.work_dir = str(work_dir)
@@ -99,9 +100,10 @@ class _Runner:
                 raise PlmscaleError(f"could not start {self.binary}: {error}; {INSTALL_HINT}") from None
         if result.returncode != 0:
             tail = _tail(self.log_path)
-            hint = ("MMseqs2 ran out of its memory allowance: raise data.cluster.mem_mb in the config"
+            hint = (f"MMseqs2 ran out of its memory allowance: raise {self.settings_key}.mem_mb in the config"
                     if "Cannot fit databases" in tail else
-                    "Check the data.cluster settings (extra_args especially) and the memory given to the rule")
+                    f"Check the {self.settings_key} settings (extra_args especially) and the memory given to "
+                    "the rule")
             raise PlmscaleError(
                 f"MMseqs2 failed (exit code {result.returncode}) running: {' '.join(command)}\n"
                 f"last lines of its log {self.log_path}:\n{tail}\n{hint}.")

@@ -96,7 +96,8 @@ def run_fit(runs_path, curves_path=None, out_dir=".", bootstrap=1000, seed=0, mi
                   predict_flops=settings.get("predict_flops"), identify_criteria=settings.get("identify"),
                   drop_highest_loss=(settings.get("parametric") or {}).get("drop_highest_loss", 0),
                   run_backtest=settings.get("backtest", True),
-                  isoflop_bootstrap=settings.get("isoflop_bootstrap", "runs"))
+                  isoflop_bootstrap=settings.get("isoflop_bootstrap", "runs"),
+                  loss_column=settings.get("loss_column", "loss"))
     fit["inputs"] = {"runs": {"path": str(runs_path), "sha256": sha256_file(runs_path)}}
     if curves_path:
         fit["inputs"]["curves"] = {"path": str(curves_path), "sha256": sha256_file(curves_path)}
@@ -115,6 +116,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="bootstrap seed (default: the config's, else 0)")
     parser.add_argument("--min-points-per-budget", type=int,
                         help="model sizes an IsoFLOP budget needs to be fitted (default: the config's, else 3)")
+    parser.add_argument("--loss-column", metavar="COLUMN",
+                        help="runs table column fitted as the loss: loss, or valid_loss_id_<bin> for one identity "
+                             "bin (default: the config's fit.loss_column, else loss; docs/ood.md)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -125,6 +129,8 @@ def main(args: argparse.Namespace) -> int:
     min_points = settings["min_points_per_budget"] if args.min_points_per_budget is None else args.min_points_per_budget
     if bootstrap < 0:
         raise PlmscaleError("--bootstrap must be 0 or more")
+    if args.loss_column is not None:
+        settings = {**settings, "loss_column": args.loss_column}
     fit, path = run_fit(args.runs, args.curves, args.out, bootstrap, seed, min_points, settings)
     print(summary_table(fit))
     rollouts = rollout_summary(fit)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit
+from plmscale.scaling.table import DEFAULT_LOSS_COLUMN, final_loss
 
 RECORD_VERSION = 1
 WITHIN_FRACTION = 0.02  # "within 2% of the forecast loss" (issue 8's bar; stated, never tuned)
@@ -213,7 +214,9 @@ def score_run(fit, plan: dict, metrics: dict) -> dict:
     record["forecast_method"] = record.pop("method")
     trained = plan.get("spec") is not None and metrics.get("trained", True) is not False
     record["trained"] = trained
-    observed = _finite(metrics.get("final_valid_loss")) if trained else None
+    # The loss the fit was fitted on (fit.loss_column: the valid loss, or one identity bin's).
+    loss_column = fit.data.get("settings", {}).get("loss_column", DEFAULT_LOSS_COLUMN)
+    observed = _finite(final_loss(metrics, loss_column)) if trained else None
     n_params = metrics.get("n_params") if trained else None
     tokens = metrics.get("tokens") if trained else None
     if trained:

@@ -17,7 +17,8 @@ import pandas as pd
 
 from plmscale.config import read_json_object
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.table import CURVE_COLUMNS, RUN_COLUMNS, with_pairs, with_roles
+from plmscale.scaling.table import (CURVE_COLUMNS, IDENTITY_COLUMN_PREFIXES, RUN_COLUMNS, identity_bins,
+                                    identity_columns, with_pairs, with_roles)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def run_row(metrics: dict) -> dict:
         "source": "own", "init_from": init_from, **_kind_and_design(metrics), "model": metrics.get("model"),
         # a WSD branch is a grid point like a cosine run; these say how it was trained
         "schedule": metrics.get("schedule", "cosine"), "trunk": (metrics.get("wsd") or {}).get("trunk", ""),
+        **identity_columns(metrics),
     }
 
 
@@ -91,7 +93,8 @@ def collect_runs(metrics_paths, curve_paths=()):
         curve_path = curve_by_dir.get(path.parent)
         if curve_path is not None:
             curves.append(read_curve(curve_path, metrics))
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["kind", "design", "model", "schedule", "trunk"])
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["kind", "design", "model", "schedule", "trunk"]
+                        + _identity_column_names(rows))
     duplicated = runs["run_id"][runs["run_id"].duplicated()]
     if len(duplicated):
         raise PlmscaleError(f"run id(s) {sorted(duplicated.unique())} appear in more than one metrics.json")
@@ -101,6 +104,12 @@ def collect_runs(metrics_paths, curve_paths=()):
     curves_df = with_roles(curves_df, "own curves")
     log.info("collected %d own runs (%d with curves)", len(runs), len(curves))
     return runs, curves_df
+
+
+def _identity_column_names(rows) -> list:
+    """The per-bin columns any row has, grouped by quantity (loss, tokens, sequences), bins in order."""
+    bins = identity_bins(pd.DataFrame(columns=sorted({key for row in rows for key in row})))
+    return [f"{prefix}{label}" for prefix in IDENTITY_COLUMN_PREFIXES for label in bins]
 
 
 def merge_tables(*pairs):

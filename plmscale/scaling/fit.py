@@ -13,7 +13,8 @@ from plmscale.scaling import envelope, isoflop, parametric
 from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
 from plmscale.scaling.identify import Criteria, identify
 from plmscale.scaling.published import PUBLISHED
-from plmscale.scaling.table import OBJECTIVES, budget_groups, scratch_runs, validate_curves, validate_runs
+from plmscale.scaling.table import (DEFAULT_LOSS_COLUMN, OBJECTIVES, budget_groups, scratch_runs, validate_curves,
+                                    validate_runs, with_loss_column)
 from plmscale.scaling.transfer import analyse_transfer
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def _safe(method, objective, function):
         return {"error": str(error)}
 
 
-def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, isoflop_bootstrap="runs"):
+def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, isoflop_bootstrap="runs",
+                  no_curves_reason="envelope fit needs training curves (--curves CURVES.csv)"):
     """IsoFLOP, envelope and parametric fits (with bootstrap) for one objective's runs.
 
     drop_highest_loss: the parametric fit leaves out this many highest-loss runs (outliers far above the
@@ -107,7 +109,7 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
 
     def fit_envelope():
         if curves is None:
-            raise PlmscaleError("envelope fit needs training curves (--curves CURVES.csv)")
+            raise PlmscaleError(no_curves_reason)
         own = curves[curves["run_id"].isin(set(scratch["run_id"])) |
                      ~curves["run_id"].isin(set(runs["run_id"]))]
         entry = envelope.fit_envelope(own)
@@ -166,16 +168,25 @@ def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_high
 
 def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_points_per_budget=3,
             source="runs table", curves_source="curves table", predict_flops=None, identify_criteria=None,
-            drop_highest_loss=0, run_backtest=True, isoflop_bootstrap="runs"):
+            drop_highest_loss=0, run_backtest=True, isoflop_bootstrap="runs", loss_column=DEFAULT_LOSS_COLUMN):
     """Every method for every objective present, judged (identify) and backtested; see docs for the
     fit.json layout this returns.
 
     predict_flops: {objective: [FLOPs, ...]} (config fit.predict_flops), the leave-one-budget-out targets;
     identify_criteria: identify.Criteria or the config mapping fit.identify; drop_highest_loss: config
-    fit.parametric.drop_highest_loss; isoflop_bootstrap: config fit.isoflop_bootstrap (runs | residuals).
+    fit.parametric.drop_highest_loss; isoflop_bootstrap: config fit.isoflop_bootstrap (runs | residuals);
+    loss_column: config fit.loss_column, the runs table's column fitted as the loss (table.with_loss_column).
+    A bin's loss (valid_loss_id_<bin>) exists only at the end of a run: the curves, which hold the whole
+    validation loss, are then left out, and with them the envelope fit.
     """
     criteria = (identify_criteria if isinstance(identify_criteria, Criteria)
                 else Criteria.from_config(identify_criteria))
+    no_curves_reason = "envelope fit needs training curves (--curves CURVES.csv)"
+    if loss_column != DEFAULT_LOSS_COLUMN:
+        runs_df = with_loss_column(runs_df, loss_column, source)
+        curves_df = None
+        no_curves_reason = (f"not fitted: fit.loss_column is {loss_column}, a loss measured at the end of each run "
+                            "only, and the envelope needs whole curves of that loss")
     runs = validate_runs(runs_df, source)
     curves = validate_curves(curves_df, curves_source) if curves_df is not None else None
     objectives = {}
@@ -187,7 +198,7 @@ def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_poi
         sub_rng = np.random.default_rng([seed, OBJECTIVES.index(objective)])
         sub_curves = curves[curves["objective"] == objective] if curves is not None else None
         entry = fit_objective(subset, sub_curves, int(bootstrap), sub_rng, min_points_per_budget, drop_highest_loss,
-                              isoflop_bootstrap)
+                              isoflop_bootstrap, no_curves_reason)
         judge_objective(entry, subset, criteria)
         if run_backtest:
             entry["backtest"] = backtest_objective(entry, subset, (predict_flops or {}).get(objective, []),
@@ -203,7 +214,7 @@ def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_poi
                          "parametric_grid_starts": int(len(parametric.chinchilla_grid())),
                          "parametric_refined_starts": parametric.N_REFINE,
                          "parametric_drop_highest_loss": int(drop_highest_loss),
-                         "isoflop_bootstrap": isoflop_bootstrap,
+                         "isoflop_bootstrap": isoflop_bootstrap, "loss_column": loss_column,
                          "identify": {f.name: getattr(criteria, f.name) for f in fields(Criteria)},
                          "predict_flops": {o: [float(c) for c in v] for o, v in (predict_flops or {}).items()}},
             "objectives": objectives,

@@ -12,13 +12,24 @@ role: main              from scratch, part of the scaling study (IsoFLOP, long a
       transfer-baseline from scratch, trained only as the partner of a transfer run
       incomplete        stopped before its schedule ended (its final loss overstates the budget's loss)
 pair: on a transfer run, the run_id of its from-scratch partner; on that partner, its own run_id.
+
+Own runs trained with the identity table (plmscale.data.identity, docs/ood.md) add, per identity-to-train
+bin of the valid split (e.g. no_hit, <0.5, 0.5-0.9, >=0.9):
+valid_loss_id_<bin>       the final model's loss on the valid sequences of that bin (empty without a table)
+valid_tokens_id_<bin>     real tokens that loss was measured on
+valid_sequences_id_<bin>  valid sequences in the bin
+A fit uses `loss` unless fit.loss_column names one of the valid_loss_id_<bin> columns (with_loss_column).
 """
+
+import logging
 
 import numpy as np
 import pandas as pd
 
 from plmscale.data.atomic import atomic_path
 from plmscale.errors import PlmscaleError
+
+log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("run_id", "objective", "n_params", "tokens", "flops", "loss")
 RUN_COLUMNS = ["run_id", "objective", "n_params", "tokens", "flops", "loss", "budget", "source", "init_from",
@@ -31,6 +42,13 @@ ROLES = (MAIN, TRANSFER, TRANSFER_BASELINE, INCOMPLETE)
 SCALING_ROLES = (MAIN, TRANSFER_BASELINE)
 # Runs of the main study as the figures show it: the side runs of transfer experiments left out.
 MAIN_STUDY_ROLES = (MAIN, INCOMPLETE)
+# Per identity bin (see the module docstring): column prefix -> the metrics.json key it comes from.
+IDENTITY_LOSS_PREFIX, IDENTITY_TOKENS_PREFIX, IDENTITY_SEQUENCES_PREFIX = (
+    "valid_loss_id_", "valid_tokens_id_", "valid_sequences_id_")
+IDENTITY_COLUMN_PREFIXES = {IDENTITY_LOSS_PREFIX: "valid_loss_by_identity",
+                            IDENTITY_TOKENS_PREFIX: "valid_tokens_by_identity",
+                            IDENTITY_SEQUENCES_PREFIX: "valid_sequences_by_identity"}
+DEFAULT_LOSS_COLUMN = "loss"
 # A scratch run within this relative size of a transfer run has the same model (parameter counts of one
 # shape differ slightly between exports).
 SAME_SIZE_REL = 0.02
@@ -110,6 +128,53 @@ def validate_runs(df, source="runs table"):
         df["budget"] = budget
     df["init_from"] = text_column(df, "init_from")
     return with_roles(df, source).reset_index(drop=True)
+
+
+def identity_columns(metrics: dict) -> dict:
+    """The per-bin columns of one run from its metrics.json ({} when it was trained without the table)."""
+    return {f"{prefix}{label}": value for prefix, key in IDENTITY_COLUMN_PREFIXES.items()
+            for label, value in (metrics.get(key) or {}).items()}
+
+
+def final_loss(metrics: dict, loss_column=DEFAULT_LOSS_COLUMN):
+    """A run's final loss in the sense of loss_column (fit.loss_column): final_valid_loss for `loss`, the
+    bin's entry of valid_loss_by_identity for valid_loss_id_<bin> (None where the run has none)."""
+    if loss_column == DEFAULT_LOSS_COLUMN:
+        return metrics.get("final_valid_loss")
+    return (metrics.get(IDENTITY_COLUMN_PREFIXES[IDENTITY_LOSS_PREFIX]) or {}).get(loss_column[len(IDENTITY_LOSS_PREFIX):])
+
+
+def identity_bins(df) -> list:
+    """Bins with a loss column in a runs table, in bin order (no_hit, then rising identity)."""
+    from plmscale.data.identity import ordered_bins
+
+    return ordered_bins(c[len(IDENTITY_LOSS_PREFIX):] for c in df.columns if str(c).startswith(IDENTITY_LOSS_PREFIX))
+
+
+def with_loss_column(df, column=DEFAULT_LOSS_COLUMN, source="runs table"):
+    """A copy of df whose `loss` is `column` (fit.loss_column): loss itself, or one bin's valid_loss_id_<bin>."""
+    if column == DEFAULT_LOSS_COLUMN:
+        return df
+    if column not in df.columns:
+        bins = [f"{IDENTITY_LOSS_PREFIX}{b}" for b in identity_bins(df)]
+        choices = (f"one of {', '.join(bins)}" if bins else
+                   "a valid_loss_id_<bin> column: none here, runs get them when trained with the identity table "
+                   "(data.identity.enabled)")
+        raise PlmscaleError(f"fit.loss_column {column!r} is not a column of {source}; use "
+                            f"{DEFAULT_LOSS_COLUMN!r} or {choices}")
+    values = _as_numbers(df, column, source)
+    missing = values.isna()
+    if missing.all():
+        raise PlmscaleError(f"fit.loss_column {column!r}: the column is empty for every run of {source} (the bin "
+                            "holds no evaluated sequences, or the runs predate the identity table); pick another bin")
+    out = df.copy()
+    out["loss"] = values
+    if missing.any():
+        # Imported runs (released curves) and runs trained without the table have no per-bin loss.
+        log.warning("fit.loss_column %s: left out %d run(s) without a value: %s", column, int(missing.sum()),
+                    _list_ids(df.loc[missing, "run_id"]))
+        out = out[~missing]
+    return out
 
 
 def validate_curves(df, source="curves table"):

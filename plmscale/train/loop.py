@@ -36,6 +36,7 @@ from plmscale.model import IGNORE_INDEX, build_model
 from plmscale.provenance import config_hash, package_versions, provenance
 from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
+from plmscale.train import identity_eval
 from plmscale.train.packing import empty_batch, micro_batches, resolve_packing
 from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, make_example
 from plmscale.train.schedule import lr_at, wsd_lr_at
@@ -165,6 +166,12 @@ class _Runner:
                                         where=str(valid_dir))
         self.eval_batches = build_eval_set(valid_sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob,
                                            self.micro, self.packed)
+        # Final loss per identity-to-train bin when the identity table is there (identity_eval).
+        self.identity_sets = identity_eval.bin_eval_sets(
+            valid_sampler.reader, valid_dir,
+            lambda reader, where: SequenceSampler(reader, self.seq_len, spec.source_weights, s.by_cluster, where=where),
+            lambda sampler: build_eval_set(sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob, self.micro,
+                                            self.packed))
         # The global batch in sequences is world-independent when divisible.
         wanted = max(1, round(spec.batch_tokens / self.seq_len))
         self.accum = max(1, math.ceil(wanted / (self.micro * self.ctx.world)))
@@ -348,10 +355,10 @@ class _Runner:
         return train_loss, lr
 
     @torch.no_grad()
-    def evaluate(self) -> float:
+    def evaluate(self, batches=None) -> float:
         self.model.eval()
         totals = torch.zeros(2, dtype=torch.float64)
-        batches = self.eval_batches
+        batches = self.eval_batches if batches is None else batches
         # FSDP needs every rank in every forward; pad the shards with a repeat whose sum is dropped.
         n_rounds = math.ceil(len(batches) / self.ctx.world)
         for r in range(n_rounds):
@@ -424,6 +431,7 @@ class _Runner:
             "recipe": self.spec.recipe["name"], "recipe_sha256": self.spec.recipe["sha256"],
             "schedule": "wsd" if self.wsd_role else "cosine",
         }
+        metrics.update(identity_eval.evaluate_bins(self.identity_sets, self.evaluate))  # every rank evaluates
         if self.unique_tokens is not None:  # repeated data: D / U is the epoch count
             metrics.update({"subset": self.spec.subset, "unique_tokens": self.unique_tokens,
                             "epochs": epochs(self.tokens, self.unique_tokens)})
