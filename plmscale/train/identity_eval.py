@@ -94,14 +94,12 @@ def evaluate_bins(identity_sets, evaluate) -> dict:
     valid_sequences_by_identity (valid sequences in the bin); {} without a table.
 
     evaluate(batches) -> mean loss per label over those batches (the run's own evaluate)."""
-    from plmscale.train.loop import real_tokens
-
     if not identity_sets:
         return {}
     losses, tokens, sequences = {}, {}, {}
     for label, (batches, n_sequences) in identity_sets["sets"].items():
         losses[label] = float(evaluate(batches)) if batches else None
-        tokens[label] = int(sum(real_tokens(t) for t, _ in batches)) if batches else 0
+        tokens[label] = int(sum(batch.n_real_tokens for batch in batches)) if batches else 0
         sequences[label] = int(n_sequences)
     log.info("final valid loss by identity to train: %s", losses)
     return {"valid_loss_by_identity": losses, "valid_tokens_by_identity": tokens,

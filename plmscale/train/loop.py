@@ -32,7 +32,7 @@ from plmscale.data.atomic import write_text
 from plmscale.errors import PlmscaleError
 from plmscale.grid import wsd as wsd_grid
 from plmscale.grid.spec import RunSpec
-from plmscale.model import IGNORE_INDEX, build_model
+from plmscale.model import build_model
 from plmscale.provenance import config_hash, package_versions, provenance
 from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
@@ -100,11 +100,6 @@ def build_eval_set(sampler: SequenceSampler, objective: str, seed: int, eval_tok
             total, i = total + len(example[0]), i + 1
     examples.sort(key=lambda e: len(e[0]))  # similar lengths together: little padding
     return micro_batches(examples, micro, sampler.seq_len, packed)
-
-
-def real_tokens(tokens: torch.Tensor) -> int:
-    from plmscale.alphabet import PAD_ID
-    return int((tokens != PAD_ID).sum())
 
 
 class _Runner:
