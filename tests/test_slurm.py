@@ -42,6 +42,7 @@ TINY = {
         "repetition": {"source": None},  # the demo's repetition study needs more data than this corpus has
     },
     "fit": {"bootstrap": 10, "closed_loop": {"multiples": []}},  # no IsoFLOP grid: no closed loop
+    "export": {"runs": []},  # the demo exports runs of its own grid, not of this one
 }
 # Fields of metrics.json that measure the machine, not the training.
 TIMING_KEYS = {"wall_seconds", "tokens_per_second", "achieved_flops_per_second", "mfu",

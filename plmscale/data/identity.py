@@ -29,7 +29,6 @@ from array import array
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from plmscale.data.atomic import remove_stale_temporaries, write_json, write_text
 from plmscale.data.linefasta import read_records, record_id
@@ -105,6 +104,8 @@ def _number_records(fasta, numbered, ids_out, first=0, lengths=None) -> int:
 def best_hits(hits_tsv, n_queries: int):
     """(identity, target) per query number from MMseqs2's `query target fident bits` table: the highest
     fident, ties to the higher bit score, then the lower target number. NaN / -1 where a query has no hit."""
+    import pandas as pd  # here, not at the top: training imports this module, and GPU nodes may lack pandas
+
     best_identity = np.full(n_queries, np.nan)
     best_bits = np.full(n_queries, -np.inf)
     best_target = np.full(n_queries, -1, dtype=np.int64)
@@ -244,8 +245,11 @@ def _check_counts(split, counts, n, fasta) -> None:
 
 # ---- reading -----------------------------------------------------------------------------------------------
 
-def read_identity_table(path) -> pd.DataFrame:
-    """A table written by search_identity, checked: its columns, and bins that are bin labels."""
+def read_identity_table(path):
+    """A table written by search_identity (a pandas DataFrame), checked: its columns, and bins that are bin
+    labels."""
+    import pandas as pd
+
     try:
         table = pd.read_csv(path, sep="\t", dtype={"seq_id": str, "best_hit": str, "bin": str},
                             keep_default_na=False, na_values={"identity": [""]})
