@@ -317,7 +317,7 @@ def _write_clusters(out_clusters, header, rows, sizes_path) -> dict:
             for row in group:
                 handle.write("\t".join(row) + "\n")
                 size += 1
-                if row[1] != previous_subcluster:  # rows of a subcluster are adjacent within its cluster
+                if len(row) == 3 and row[1] != previous_subcluster:  # a subcluster's rows are adjacent
                     subclusters += 1
                     previous_subcluster = row[1]
             sizes_out.write(f"{cluster_id}\t{size}\t{subclusters}\n")
