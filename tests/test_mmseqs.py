@@ -1,6 +1,7 @@
 """MMseqs2 clustering with the real binary: planted families recovered, output sorted and reproducible,
 clear errors for a missing binary or a failing run."""
 
+import random
 import shutil
 from collections import Counter
 
@@ -8,7 +9,10 @@ import pytest
 from scipy.special import comb
 
 from plmscale.data.demo import generate
-from plmscale.data.mmseqs import _check_every_sequence_once, cluster_sequences, read_clusters
+import plmscale.data.external_sort as external_sort
+from plmscale.data.mmseqs import (_check_every_sequence_once, _coarse_rows, _fine_rows, _members_with_coarse_representative,
+                                  _members_with_ids, _number_records, _write_fine_level, cluster_sequences,
+                                  read_clusters)
 from plmscale.errors import PlmscaleError
 
 pytestmark = pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary")
@@ -156,3 +160,112 @@ def test_mmseqs_temporaries_stay_next_to_the_outputs_and_leftovers_are_removed(c
     assert not leftover.exists()
     assert sorted(p.name for p in out.iterdir()) == ["clusters.tsv", "mmseqs.log", "sizes.tsv", "stats.json"]
     assert "/tmp/" not in (out / "stats.json").read_text()
+
+
+@pytest.fixture
+def tiny_sort_chunks(monkeypatch):
+    """Spill every 5 records and merge 3 runs at a time, so a small corpus exercises the on-disk sort and
+    its multi-pass merge."""
+    monkeypatch.setattr(external_sort, "CHUNK_RECORDS", 5)
+    monkeypatch.setattr(external_sort, "MERGE_FAN_IN", 3)
+
+
+def _random_clustering(record_numbers, n_clusters, rng):
+    """MMseqs2-like (representative, member) pairs: each cluster's representative is one of its members."""
+    groups = {}
+    for number in record_numbers:
+        groups.setdefault(rng.randrange(n_clusters), []).append(number)
+    pairs = [(rng.choice(members), member) for members in groups.values() for member in members]
+    rng.shuffle(pairs)
+    return pairs
+
+
+def test_streamed_naming_equals_the_in_memory_result(tmp_path, tiny_sort_chunks):
+    """Ids whose numeric and lexicographic orders differ ("10" < "9"), record numbers past 9 (so MMseqs2's
+    numbers too sort differently as text), and many clusters: the streamed joins and sorts must give the
+    rows a plain in-memory pass gives."""
+    rng = random.Random(3)
+    ids = [str(n) for n in rng.sample(range(1, 2000), 400)] + [f"s{n}" for n in range(30)]
+    rng.shuffle(ids)
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{i} description\nMKV\n" for i in ids))
+    work = tmp_path / "work"
+    work.mkdir()
+    assert _number_records(fasta, work / "numbered.fasta", work / "ids.txt") == len(ids)
+    fine_pairs = _random_clustering(range(len(ids)), 120, rng)
+    (work / "level1.tsv").write_text("".join(f"{rep}\t{member}\n" for rep, member in fine_pairs))
+
+    # In memory, as the starting commit did it: {member: representative}, then the smallest member names.
+    rep_of = {ids[member]: ids[rep] for rep, member in fine_pairs}
+    fine_name = {}
+    for member, rep in rep_of.items():
+        fine_name[rep] = min(fine_name.get(rep, member), member)
+    fine = {member: fine_name[rep] for member, rep in rep_of.items()}
+    expected_fine = sorted((fine[m], m) for m in fine)
+    members = _members_with_ids(work / "level1.tsv", work / "ids.txt", len(ids), fasta, work)
+    assert list(_fine_rows(members, work)) == expected_fine
+    assert len({name for name, _ in expected_fine}) > 50
+
+    # The second level clusters the canonical members again.
+    members = _members_with_ids(work / "level1.tsv", work / "ids.txt", len(ids), fasta, work)
+    _write_fine_level(members, work / "named.tsv", work / "canonical.txt", work)
+    canonical = sorted(int(n) for n in (work / "canonical.txt").read_text().split())
+    assert canonical == sorted(ids.index(name) for name in set(fine.values()))
+    coarse_pairs = _random_clustering(canonical, 15, rng)
+    (work / "level2.tsv").write_text("".join(f"{rep}\t{member}\n" for rep, member in coarse_pairs))
+    coarse_rep_of = {ids[member]: rep for rep, member in coarse_pairs}
+    coarse_rep = {m: coarse_rep_of[fine[m]] for m in fine}
+    coarse_name = {}
+    for member, rep in coarse_rep.items():
+        coarse_name[rep] = min(coarse_name.get(rep, member), member)
+    expected_coarse = sorted((coarse_name[coarse_rep[m]], fine[m], m) for m in fine)
+    streamed = _coarse_rows(_members_with_coarse_representative(
+        work / "named.tsv", work / "level2.tsv", len(ids), fasta, "mmseqs.log", work), work)
+    assert list(streamed) == expected_coarse
+    assert sorted(p.name for p in work.iterdir()) == ["canonical.txt", "ids.txt", "level1.tsv", "level2.tsv",
+                                                     "named.tsv", "numbered.fasta"]  # no sort runs left
+
+
+def test_streamed_check_reports_missing_and_repeated_records(tmp_path, tiny_sort_chunks):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{i}\nMKV\n" for i in ("b", "a", "c", "10", "9")))
+    work = tmp_path / "work"
+    work.mkdir()
+    n = _number_records(fasta, work / "numbered.fasta", work / "ids.txt")
+    (work / "pairs.tsv").write_text("0\t0\n0\t1\n3\t3\n")  # "c" (2) and "9" (4) left out
+    with pytest.raises(PlmscaleError, match=r"2 missing \(e\.g\. \['c', '9'\]\)"):
+        list(_members_with_ids(work / "pairs.tsv", work / "ids.txt", n, fasta, work))
+    (work / "pairs.tsv").write_text("0\t0\n0\t1\n0\t2\n3\t3\n3\t4\n3\t2\n")
+    with pytest.raises(PlmscaleError, match=r"1 repeated \(e\.g\. \['c'\]\)"):
+        list(_members_with_ids(work / "pairs.tsv", work / "ids.txt", n, fasta, work))
+    (work / "pairs.tsv").write_text("0\t0\n0\t5\n")
+    with pytest.raises(PlmscaleError, match="not record numbers"):
+        list(_members_with_ids(work / "pairs.tsv", work / "ids.txt", n, fasta, work))
+
+
+@pytest.mark.parametrize("second_level", [None, {"min_seq_id": 0.5}], ids=["one_level", "two_levels"])
+def test_spilled_sorts_give_the_same_tables_as_in_memory_ones(second_level, tmp_path, monkeypatch):
+    """End to end with MMseqs2, numeric ids: the tables are the same bytes whether every sort fits in
+    memory or spills runs of 5 records."""
+    records = generate(seed=4, n_families=30, members_per_family=6, n_exact_duplicates=0, n_malformed=0)
+    sequences = [r.sequence for items in records.values() for r in items]
+    numbers = random.Random(0).sample(range(1, 10 * len(sequences)), len(sequences))
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{n}\n{s}\n" for n, s in zip(numbers, sequences)))
+    outputs = []
+    for chunk, fan_in in ((10**6, 64), (5, 3)):
+        monkeypatch.setattr(external_sort, "CHUNK_RECORDS", chunk)
+        monkeypatch.setattr(external_sort, "MERGE_FAN_IN", fan_in)
+        rows = _run(fasta, tmp_path / str(chunk), method="linclust", min_seq_id=0.9, second_level=second_level)
+        outputs.append([(tmp_path / str(chunk) / name).read_bytes()
+                        for name in ("clusters.tsv", "sizes.tsv", "stats.json")])
+    assert outputs[0] == outputs[1]
+    assert rows == sorted(rows) and len({row[0] for row in rows}) > 20
+
+
+def test_repeated_ids_are_refused_before_clustering(tmp_path, tiny_sort_chunks):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{i}\nMKV\n" for i in ["x", "y", "z", "u", "v", "w", "y", "t", "s"]))
+    with pytest.raises(PlmscaleError, match=r"ids must be unique before clustering; repeated: \['y'\]"):
+        _run(fasta, tmp_path / "out")
+    assert not (tmp_path / "out" / "clusters.tsv").exists()

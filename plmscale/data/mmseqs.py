@@ -7,6 +7,9 @@ Reproducible by construction:
 - Each cluster is named by its smallest member id, never by MMseqs2's representative: with several threads
   MMseqs2 may pick another representative of the same members on a rerun, and the split hashes the name.
 - MMseqs2's output order varies between runs, so everything written here is sorted.
+- Memory does not grow with the corpus: ids live in a file in record order, never in a list, and every
+  join, grouping and ordering is an external sort (`plmscale.data.external_sort`) followed by a streaming
+  merge, in the same order Python's `sorted` gives, so the tables are those an in-memory pass would write.
 
 MMseqs2's temporary files go to a hidden `.mmseqs.tmp-PID` folder next to the outputs (or under tmp_root):
 on the same disk as the results, not in /tmp, and removed on the next run if a kill left it behind.
@@ -22,9 +25,11 @@ import shutil
 import subprocess
 import os
 from collections import Counter
+from itertools import groupby
 from pathlib import Path
 
 from plmscale.data.atomic import remove_stale_temporaries, write_json, write_text
+from plmscale.data.external_sort import sorted_records
 from plmscale.data.gzio import open_read
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import mmseqs_version
@@ -44,26 +49,47 @@ def find_mmseqs(binary="mmseqs") -> str:
 
 def fasta_ids(path) -> list:
     """Ids (first word of each header) of a FASTA file, in order."""
-    return _number_records(path, None)
-
-
-def _number_records(path, numbered_path) -> list:
-    """Ids of path's records in order; with numbered_path, also write a copy whose record k is `>k`."""
-    ids = []
     with io.BufferedReader(open_read(path), 1 << 20) as handle:
-        out = open(numbered_path, "wb") if numbered_path is not None else None
-        try:
-            for line in handle:
-                if line.startswith(b">"):
-                    words = line[1:].split(None, 1)
-                    ids.append(words[0].decode("ascii", errors="backslashreplace") if words else "")
-                    line = b">%d\n" % (len(ids) - 1)
-                if out is not None:
-                    out.write(line)
-        finally:
-            if out is not None:
-                out.close()
-    return ids
+        return [_header_id(line) for line in handle if line.startswith(b">")]
+
+
+def _header_id(line) -> str:
+    words = line[1:].split(None, 1)
+    return words[0].decode("ascii", errors="backslashreplace") if words else ""
+
+
+def _number_records(path, numbered_path, ids_path) -> int:
+    """Write a copy of path whose record k is `>k`, and its ids one a line in record order; return the
+    number of records."""
+    count = 0
+    with io.BufferedReader(open_read(path), 1 << 20) as handle, open(numbered_path, "wb") as out, \
+            open(ids_path, "w", buffering=1 << 20) as ids_out:
+        for line in handle:
+            if line.startswith(b">"):
+                ids_out.write(_header_id(line) + "\n")
+                line = b">%d\n" % count
+                count += 1
+            out.write(line)
+    return count
+
+
+def _read_ids(ids_path):
+    with open(ids_path, buffering=1 << 20) as handle:
+        for line in handle:
+            yield line[:-1]
+
+
+def _check_unique_ids(fasta, ids_path, work) -> None:
+    repeated = []
+    previous = None
+    for (record_id,) in sorted_records(((i,) for i in _read_ids(ids_path)), work):
+        if record_id == previous and (not repeated or repeated[-1] != record_id):
+            repeated.append(record_id)
+            if len(repeated) == 5:
+                break
+        previous = record_id
+    if repeated:
+        raise PlmscaleError(f"{fasta}: ids must be unique before clustering; repeated: {repeated[:5]}")
 
 
 def _tail(path, lines=LOG_TAIL_LINES) -> str:
@@ -110,7 +136,8 @@ class _Runner:
 
 
 def _easy_cluster(run, method, fasta, prefix, tmp, min_seq_id, coverage, cov_mode, cluster_mode,
-                  sensitivity, threads, mem_mb, extra_args):
+                  sensitivity, threads, mem_mb, extra_args) -> Path:
+    """Run easy-linclust/easy-cluster; return the path of its (representative, member) table."""
     args = [f"easy-{method}", fasta, prefix, tmp, "--min-seq-id", min_seq_id, "-c", coverage,
             "--cov-mode", cov_mode, "--cluster-mode", cluster_mode, "--threads", max(1, int(threads))]
     if method == "cluster":
@@ -119,20 +146,102 @@ def _easy_cluster(run, method, fasta, prefix, tmp, min_seq_id, coverage, cov_mod
         # Leave headroom for MMseqs2's own bookkeeping beyond the split it is told about.
         args += ["--split-memory-limit", f"{max(64, int(mem_mb * 0.8))}M"]
     run(args + list(extra_args))
-    return _read_pairs(f"{prefix}_cluster.tsv")
+    return Path(f"{prefix}_cluster.tsv")
 
 
-def _read_pairs(path) -> dict:
-    """MMseqs2 cluster.tsv (representative, member) -> {member: representative}, as MMseqs2 names them."""
-    member_to_rep = {}
-    with open(path) as handle:
+def _first_as_int(record):
+    return int(record[0])
+
+
+def _group_then_member(record):
+    return int(record[0]), record[1]
+
+
+def _numbered_pairs(path, n_records, fasta):
+    """MMseqs2's cluster.tsv rows (representative, member), checked to be record numbers of `fasta`;
+    yields (member, representative)."""
+    with open(path, buffering=1 << 20) as handle:
         for line in handle:
             rep, member = line.rstrip("\n").split("\t")
-            if member in member_to_rep:
-                raise PlmscaleError(f"{path}: member {member!r} is listed twice in MMseqs2's output; "
-                                    "this should not happen — check the MMseqs2 version (14+ expected)")
-            member_to_rep[member] = rep
-    return member_to_rep
+            for number in (rep, member):
+                if not (number.isascii() and number.isdigit() and int(number) < n_records):
+                    raise PlmscaleError(f"MMseqs2 returned ids that are not record numbers of {fasta}; check "
+                                        "the MMseqs2 version (14+ expected) and data.cluster.extra_args")
+            yield member, rep
+
+
+def _members_with_ids(pairs_path, ids_path, n_records, fasta, work):
+    """Yield (representative number, member id, member number) for every record of `fasta`, in record
+    order, after checking that MMseqs2 listed each record exactly once."""
+    by_member = sorted_records(_numbered_pairs(pairs_path, n_records, fasta), work, key=_first_as_int)
+    coverage = _Coverage(fasta)
+    expected = enumerate(_read_ids(ids_path))
+    found = ((int(member), member, rep) for member, rep in by_member)
+    for (_, member_id), (_, member, rep) in _match_exactly_once(expected, found, coverage):
+        yield rep, member_id, member
+    coverage.raise_if_any()
+
+
+def _with_group_first(records, work):
+    """records: (group number, member id, ...). Yield (first, record) for each record, grouped by group
+    number, `first` being the group's record with the smallest member id: the cluster's canonical member,
+    whose id names the cluster whichever member MMseqs2 chose as representative."""
+    ordered = sorted_records(records, work, key=_group_then_member)
+    for _, group in groupby(ordered, key=_first_as_int):
+        first = next(group)
+        yield first, first
+        for record in group:
+            yield first, record
+
+
+def _fine_rows(members, work):
+    """(cluster name, member id) for every member, in output order."""
+    return sorted_records(((first[1], record[1]) for first, record in _with_group_first(members, work)), work)
+
+
+def _write_fine_level(members, fine_rows_path, canonical_path, work) -> None:
+    """Write (canonical member number, cluster name, member id) for every member, and the canonical
+    members' numbers: the second level clusters those records."""
+    with open(fine_rows_path, "w", buffering=1 << 20) as rows_out, \
+            open(canonical_path, "w", buffering=1 << 20) as canonical_out:
+        for first, record in _with_group_first(members, work):
+            if first is record:
+                canonical_out.write(first[2] + "\n")
+            rows_out.write(f"{first[2]}\t{first[1]}\t{record[1]}\n")
+
+
+def _read_tsv(path):
+    with open(path, buffering=1 << 20) as handle:
+        for line in handle:
+            yield tuple(line[:-1].split("\t"))
+
+
+def _members_with_coarse_representative(fine_rows_path, coarse_pairs_path, n_records, fasta, mmseqs_log, work):
+    """Yield (coarse representative number, member id, fine cluster name) for every member: a coarse
+    cluster holds every member of the fine clusters whose canonical members it holds."""
+    fine_rows = sorted_records(_read_tsv(fine_rows_path), work, key=_first_as_int)
+    coarse = sorted_records(_numbered_pairs(coarse_pairs_path, n_records, fasta), work, key=_first_as_int)
+    current_number, current_rep = -1, None
+    for canonical, fine_name, member_id in fine_rows:
+        number = int(canonical)
+        while current_number < number:
+            pair = next(coarse, None)
+            if pair is None:
+                break
+            if int(pair[0]) == current_number:
+                raise PlmscaleError(f"{coarse_pairs_path}: member {pair[0]!r} is listed twice in MMseqs2's "
+                                    "output; this should not happen — check the MMseqs2 version (14+ expected)")
+            current_number, current_rep = int(pair[0]), pair[1]
+        if current_number != number:
+            raise PlmscaleError(f"MMseqs2's second level left out representatives of the first; see "
+                                f"{mmseqs_log}")
+        yield current_rep, member_id, fine_name
+
+
+def _coarse_rows(members_with_coarse, work):
+    """(cluster name, subcluster name, member id) for every member, in output order."""
+    named = ((first[1], record[2], record[1]) for first, record in _with_group_first(members_with_coarse, work))
+    return sorted_records(named, work)
 
 
 def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linclust", min_seq_id=0.5,
@@ -151,64 +260,40 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     try:
-        ids = _number_records(fasta, work / "numbered.fasta")
-        repeated = [i for i, n in Counter(ids).items() if n > 1]
-        if repeated:
-            raise PlmscaleError(f"{fasta}: ids must be unique before clustering; repeated: {repeated[:5]}")
+        ids_path = work / "ids.txt"
+        n_records = _number_records(fasta, work / "numbered.fasta", ids_path)
+        _check_unique_ids(fasta, ids_path, work)
         run = _Runner(binary, mmseqs_log, work)
         common = dict(cov_mode=cov_mode, cluster_mode=cluster_mode, sensitivity=sensitivity,
                       threads=threads, mem_mb=mem_mb, extra_args=extra_args)
-        member_to_rep = _easy_cluster(run, method, work / "numbered.fasta", work / "level1",
-                                      work / "tmp1", min_seq_id, coverage, **common)
-        fine = _canonical_names(_as_ids(member_to_rep, ids, fasta))
+        fine_pairs = _easy_cluster(run, method, work / "numbered.fasta", work / "level1", work / "tmp1",
+                                   min_seq_id, coverage, **common)
+        members = _members_with_ids(fine_pairs, ids_path, n_records, fasta, work)
         if second_level:
             # The coarse level clusters each fine cluster's canonical member, not MMseqs2's representative
             # (which may change between runs), so its input depends on the fine memberships only.
-            number = {record_id: k for k, record_id in enumerate(ids)}
-            canonical = {str(number[fine[ids[int(m)]]]) for m in member_to_rep}
-            _keep_records(work / "numbered.fasta", canonical, work / "level1_canonical.fasta")
-            rep_to_coarse = _easy_cluster(
+            fine_rows_path, canonical_path = work / "level1_named.tsv", work / "level1_canonical.txt"
+            _write_fine_level(members, fine_rows_path, canonical_path, work)
+            canonical = sorted_records(((line,) for line in _read_ids(canonical_path)), work, key=_first_as_int)
+            _keep_records(work / "numbered.fasta", (int(number) for (number,) in canonical),
+                          work / "level1_canonical.fasta")
+            coarse_pairs = _easy_cluster(
                 run, second_level.get("method", "cluster"), work / "level1_canonical.fasta", work / "level2",
                 work / "tmp2", second_level["min_seq_id"], second_level.get("coverage", coverage), **common)
-            # A coarse cluster holds every member of the fine clusters whose canonical members it holds.
-            member_to_coarse = {m: rep_to_coarse.get(str(number[fine[ids[int(m)]]])) for m in member_to_rep}
-            if None in member_to_coarse.values():
-                raise PlmscaleError(f"MMseqs2's second level left out representatives of the first; see "
-                                    f"{mmseqs_log}")
-            coarse = _canonical_names(_as_ids(member_to_coarse, ids, fasta))
-            rows = sorted((coarse[member], fine[member], member) for member in fine)
+            rows = _coarse_rows(_members_with_coarse_representative(
+                fine_rows_path, coarse_pairs, n_records, fasta, mmseqs_log, work), work)
             header = ("cluster_id", "subcluster_id", "member_id")
         else:
-            rows = sorted((fine[member], member) for member in fine)
+            rows = _fine_rows(members, work)
             header = ("cluster_id", "member_id")
-        _check_every_sequence_once(fasta, ids, [row[-1] for row in rows])
+        summary = _write_clusters(out_clusters, header, rows, work / "cluster_sizes.unsorted.tsv")
+        _write_sizes(out_sizes, work / "cluster_sizes.unsorted.tsv", bool(second_level), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    with write_text(out_clusters) as handle:
-        handle.write("\t".join(header) + "\n")
-        for row in rows:
-            handle.write("\t".join(row) + "\n")
-
-    sizes = Counter(row[0] for row in rows)
-    subclusters = {}
-    if second_level:
-        for cluster_id, subcluster_id, _ in rows:
-            subclusters.setdefault(cluster_id, set()).add(subcluster_id)
-    with write_text(out_sizes) as handle:
-        handle.write("cluster_id\tsize" + ("\tn_subclusters" if second_level else "") + "\n")
-        for cluster_id, size in sorted(sizes.items(), key=lambda item: (-item[1], item[0])):
-            extra = f"\t{len(subclusters[cluster_id])}" if second_level else ""
-            handle.write(f"{cluster_id}\t{size}{extra}\n")
-
-    histogram = Counter(sizes.values())
     stats = {
-        "n_sequences": len(rows),
-        "n_clusters": len(sizes),
-        "n_subclusters": len({row[1] for row in rows}) if second_level else None,
-        "n_singletons": histogram.get(1, 0),
-        "largest_cluster": max(sizes.values(), default=0),
-        "size_histogram": {str(size): histogram[size] for size in sorted(histogram)},
+        **summary,
+        "n_subclusters": summary["n_subclusters"] if second_level else None,
         "settings": {"method": method, "min_seq_id": min_seq_id, "coverage": coverage, "cov_mode": cov_mode,
                      "cluster_mode": cluster_mode, "sensitivity": sensitivity if method == "cluster" else None,
                      "second_level": second_level, "extra_args": list(extra_args)},
@@ -221,49 +306,123 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
     return stats
 
 
-def _keep_records(path, keep: set, out_path) -> None:
-    """Copy the records of a numbered FASTA whose number is in `keep` (a set of str)."""
+def _write_clusters(out_clusters, header, rows, sizes_path) -> dict:
+    """Write the sorted rows; as each cluster ends (rows are grouped by cluster), note its size and
+    number of subclusters in sizes_path. Return the counts for stats.json."""
+    n_sequences = n_clusters = n_subclusters = largest = 0
+    histogram = Counter()
+    with write_text(out_clusters) as handle, open(sizes_path, "w", buffering=1 << 20) as sizes_out:
+        handle.write("\t".join(header) + "\n")
+        for cluster_id, group in groupby(rows, key=lambda row: row[0]):
+            size = subclusters = 0
+            previous_subcluster = None
+            for row in group:
+                handle.write("\t".join(row) + "\n")
+                size += 1
+                if len(row) == 3 and row[1] != previous_subcluster:  # a subcluster's rows are adjacent
+                    subclusters += 1
+                    previous_subcluster = row[1]
+            sizes_out.write(f"{cluster_id}\t{size}\t{subclusters}\n")
+            n_sequences += size
+            n_clusters += 1
+            n_subclusters += subclusters
+            largest = max(largest, size)
+            histogram[size] += 1
+    return {"n_sequences": n_sequences, "n_clusters": n_clusters, "n_subclusters": n_subclusters,
+            "n_singletons": histogram.get(1, 0), "largest_cluster": largest,
+            "size_histogram": {str(size): histogram[size] for size in sorted(histogram)}}
+
+
+def _write_sizes(out_sizes, sizes_path, second_level, work) -> None:
+    """cluster_sizes.tsv: largest clusters first, ties by name."""
+    by_size = sorted_records(_read_tsv(sizes_path), work, key=lambda row: (-int(row[1]), row[0]))
+    with write_text(out_sizes) as handle:
+        handle.write("cluster_id\tsize" + ("\tn_subclusters" if second_level else "") + "\n")
+        for cluster_id, size, subclusters in by_size:
+            handle.write(f"{cluster_id}\t{size}" + (f"\t{subclusters}" if second_level else "") + "\n")
+
+
+def _keep_records(path, keep_numbers, out_path) -> None:
+    """Copy the records of a numbered FASTA (record k is `>k`) whose number is in `keep_numbers`, an
+    ascending iterable of int."""
+    wanted = iter(keep_numbers)
+    next_wanted = next(wanted, None)
+    number = -1
+    keeping = False
     with open(path, "rb") as handle, open(out_path, "wb") as out:
-        keeping = False
         for line in handle:
             if line.startswith(b">"):
-                keeping = line[1:].strip().decode() in keep
+                number += 1
+                keeping = number == next_wanted
+                if keeping:
+                    next_wanted = next(wanted, None)
             if keeping:
                 out.write(line)
 
 
-def _as_ids(member_to_rep, ids, fasta) -> dict:
-    """MMseqs2's numbers (as text) back to record ids: {member id: representative id}."""
-    try:
-        return {ids[int(member)]: ids[int(rep)] for member, rep in member_to_rep.items()}
-    except (ValueError, IndexError):
-        raise PlmscaleError(f"MMseqs2 returned ids that are not record numbers of {fasta}; check the "
-                            "MMseqs2 version (14+ expected) and data.cluster.extra_args") from None
+class _Coverage:
+    """Counts of sequences missing from, repeated in or unknown to a clustering, with a few examples."""
+
+    EXAMPLES = 3
+
+    def __init__(self, fasta):
+        self.fasta = fasta
+        self.counts = {"missing": 0, "repeated": 0, "unknown": 0}
+        self.examples = {kind: [] for kind in self.counts}
+
+    def note(self, kind, record_id) -> None:
+        self.counts[kind] += 1
+        if len(self.examples[kind]) < self.EXAMPLES:
+            self.examples[kind].append(record_id)
+
+    def raise_if_any(self) -> None:
+        if any(self.counts.values()):
+            c, e = self.counts, self.examples
+            raise PlmscaleError(
+                f"clustering of {self.fasta} does not cover every sequence exactly once: {c['missing']} missing "
+                f"(e.g. {e['missing']}), {c['repeated']} repeated (e.g. {e['repeated']}), {c['unknown']} unknown "
+                f"(e.g. {e['unknown']}). Ids with spaces or unusual characters can confuse MMseqs2; check the "
+                "dedup output and the MMseqs2 log.")
 
 
-def _canonical_names(member_to_rep) -> dict:
-    """{member: name of its cluster}, the name being the smallest member id: it depends on who is in the
-    cluster only, not on which member MMseqs2 happened to choose as representative."""
-    smallest = {}
-    for member, rep in member_to_rep.items():
-        if rep not in smallest or member < smallest[rep]:
-            smallest[rep] = member
-    return {member: smallest[rep] for member, rep in member_to_rep.items()}
+_END = object()
+
+
+def _match_exactly_once(expected, found, coverage):
+    """Merge `expected` (key, id) with unique keys and `found` (key, ...) tuples, both ascending by key.
+    Yield (expected item, found item) per match; note in `coverage` the expected keys never found, the
+    found ones repeated (each repeated sequence once) and those not expected."""
+    expected = iter(expected)
+    want = next(expected, _END)
+    previous_key = previous_id = last_repeated = _END
+    for item in found:
+        key = item[0]
+        if key == previous_key:
+            if previous_key != last_repeated:
+                coverage.note("repeated", previous_id)
+                last_repeated = previous_key
+            continue
+        previous_key, previous_id = key, item[1]
+        while want is not _END and want[0] < key:
+            coverage.note("missing", want[1])
+            want = next(expected, _END)
+        if want is not _END and want[0] == key:
+            previous_id = want[1]
+            yield want, item
+            want = next(expected, _END)
+        else:
+            coverage.note("unknown", item[1])
+    while want is not _END:
+        coverage.note("missing", want[1])
+        want = next(expected, _END)
 
 
 def _check_every_sequence_once(fasta, ids, members) -> None:
-    counts = Counter(members)
-    twice = [m for m, n in counts.items() if n > 1]
-    missing = [i for i in ids if i not in counts]
-    known = set(ids)
-    unknown = [m for m in counts if m not in known]
-    if twice or missing or unknown:
-        raise PlmscaleError(
-            f"clustering of {fasta} does not cover every sequence exactly once: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(twice)} repeated (e.g. {twice[:3]}), {len(unknown)} unknown "
-            f"(e.g. {unknown[:3]}). Ids with spaces or unusual characters can confuse MMseqs2; check the "
-            "dedup output and the MMseqs2 log.")
-
+    """Raise unless `members` holds each of `ids` exactly once; both must be sorted the same way."""
+    coverage = _Coverage(fasta)
+    for _ in _match_exactly_once(((i, i) for i in ids), ((m, m) for m in members), coverage):
+        pass
+    coverage.raise_if_any()
 
 def read_clusters(path):
     """Yield rows of clusters.tsv as tuples: (cluster_id, member_id) or (cluster_id, subcluster_id, member_id)."""
