@@ -15,7 +15,6 @@ Baselines (named, measured in the same run):
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,16 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from plmscale.provenance import cpu_model  # noqa: E402
 
-def cpu_model():
-    """The CPU's model name (as lscpu prints it), or the architecture where /proc/cpuinfo is missing."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+
 
 
 def main():

@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from plmscale.provenance import cpu_model  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -183,7 +185,7 @@ def main(argv=None):
                 results.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
     from plmscale.arithmetic import ModelShape
-    report = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "shape": shape,
+    report = {"cpu": cpu_model(), "threads": args.threads, "torch": torch.__version__, "shape": shape,
               "n_params": ModelShape.from_dict(shape).n_params(),
               "objective": args.objective, "steps": args.steps, "batch_sequences": args.batch_sequences,
               "micro": args.micro, "rounds": args.rounds, "load_average_after": os.getloadavg(),
@@ -197,14 +199,6 @@ def main(argv=None):
     return report
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def markdown(report) -> str:

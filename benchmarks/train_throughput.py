@@ -26,6 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from plmscale.provenance import cpu_model  # noqa: E402
+
 from plmscale.model import ModelShape, Transformer, flops_per_token_with_attention  # noqa: E402
 from plmscale.train.loop import GPU_PEAK_FLOPS  # noqa: E402
 from plmscale.train.masking import mask_tokens  # noqa: E402
@@ -136,7 +138,7 @@ def run_cpu(args):
         rows[1]["speedup_vs_hf"] = rows[1]["tokens_per_second"] / rows[0]["tokens_per_second"]
         results += rows
         print(json.dumps(rows, indent=1), flush=True)
-    return {"device": "cpu", "threads": args.threads, "cpu": cpu_name(), "load_average": os.getloadavg(),
+    return {"device": "cpu", "threads": args.threads, "cpu": cpu_model(), "load_average": os.getloadavg(),
             "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()}, "batch": args.batch,
             "seq_len": args.seq_len, "compile": args.compile, "torch": torch.__version__, "results": results}
 
@@ -169,14 +171,6 @@ def run_cuda(args):
             "compile": args.compile, "torch": torch.__version__, "results": results}
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def markdown(report) -> str:

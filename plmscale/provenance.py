@@ -12,6 +12,18 @@ from pathlib import Path
 _PACKAGES = ("plmscale", "torch", "numpy", "pandas", "scipy", "snakemake", "biopython", "matplotlib")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (as lscpu prints it), or the architecture where /proc/cpuinfo is missing: what
+    benchmark records name their machine by."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def sha256_file(path, chunk_size=1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from plmscale.data.atomic import remove_stale_temporaries, write_json, write_text
+from plmscale.data.atomic import write_json, write_text
 from plmscale.data.linefasta import read_records, record_id
-from plmscale.data.mmseqs import _Runner
+from plmscale.data.mmseqs import _Runner, fresh_work_dir
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import mmseqs_version
 
@@ -164,12 +164,7 @@ def search_identity(train_fasta, query_fastas: dict, out_tables: dict, out_summa
     if set(out_tables) != set(splits):
         raise ValueError("query_fastas and out_tables must name the same splits")
     mmseqs_log = Path(mmseqs_log or Path(out_summary).with_name("mmseqs.log"))
-    tmp_root = Path(tmp_root) if tmp_root else Path(out_summary).resolve().parent
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(tmp_root)
-    work = tmp_root / f".mmseqs.tmp-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    work = fresh_work_dir(tmp_root, beside=out_summary)
     run = _Runner(binary, mmseqs_log, work, settings_key="data.identity")
     try:
         with open(work / "target.fasta", "w") as numbered, open(work / "target.ids", "w") as ids:

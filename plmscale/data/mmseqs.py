@@ -100,6 +100,18 @@ def _tail(path, lines=LOG_TAIL_LINES) -> str:
         return "(no log)"
 
 
+def fresh_work_dir(tmp_root, beside) -> Path:
+    """A new private MMseqs2 work folder in tmp_root (default: the folder of the output file `beside`), after
+    removing what killed jobs left there."""
+    tmp_root = Path(tmp_root) if tmp_root else Path(beside).resolve().parent
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(tmp_root)
+    work = tmp_root / f".mmseqs.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    return work
+
+
 class _Runner:
     """Runs mmseqs commands, appending their output to one log file."""
 
@@ -253,12 +265,7 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
         raise PlmscaleError(f"data.cluster.method must be linclust or cluster, not {method!r}")
     fasta = Path(fasta).resolve()
     mmseqs_log = Path(mmseqs_log or Path(out_stats).with_name("mmseqs.log"))
-    tmp_root = Path(tmp_root) if tmp_root else Path(out_clusters).resolve().parent
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(tmp_root)
-    work = tmp_root / f".mmseqs.tmp-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    work = fresh_work_dir(tmp_root, beside=out_clusters)
     try:
         ids_path = work / "ids.txt"
         n_records = _number_records(fasta, work / "numbered.fasta", ids_path)
