@@ -18,6 +18,7 @@ import numpy as np
 
 from plmscale.data.identity import ordered_bins, read_identity_table
 from plmscale.errors import PlmscaleError
+from plmscale.train.subset import SubsetReader
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +30,6 @@ def table_for_shards(valid_dir) -> Path | None:
     valid_dir = Path(valid_dir)
     path = valid_dir.parent.parent / "identity" / f"{valid_dir.name}.tsv"
     return path if path.exists() else None
-
-
-class ReaderView:
-    """The sequences of a shard reader at the given indices, with the attributes SequenceSampler reads."""
-
-    def __init__(self, reader, indices):
-        self.reader = reader
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.lengths = np.asarray(reader.lengths, dtype=np.int64)[self.indices]
-        self.cluster_ids = np.asarray(reader.cluster_ids, dtype=np.int64)[self.indices]
-        self.source_ids = np.asarray(reader.source_ids, dtype=np.int16)[self.indices]
-        self.sources = list(reader.sources)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        return self.reader[int(self.indices[int(i)])]
 
 
 def bin_indices(table, reader, where) -> dict:
@@ -79,7 +62,7 @@ def bin_eval_sets(valid_reader, valid_dir, make_sampler, make_eval_set) -> dict 
     sets = {}
     for label, indices in bin_indices(table, valid_reader, path).items():
         try:
-            sampler = make_sampler(ReaderView(valid_reader, indices), f"{path} bin {label}")
+            sampler = make_sampler(SubsetReader(valid_reader, indices, f"identity bin {label}"), f"{path} bin {label}")
         except PlmscaleError as error:  # e.g. the bin holds only sources the run gives no weight
             log.warning("identity bin %s is not evaluated: %s", label, error)
             sets[label] = (None, len(indices))
