@@ -81,14 +81,19 @@ def test_packed_loss_per_token_equals_padded(objective):
     assert packed_loss / packed_labels == pytest.approx(padded_loss / padded_labels, abs=1e-5)
 
 
-@pytest.mark.parametrize("causal", [True, False])
-def test_packed_logits_of_each_sequence_equal_its_own_row(causal):
+def _model_and_one_packed_row(lengths):
+    """A small seeded model, CLM examples of these lengths, and all of them packed into one 48-token row."""
     from plmscale.train.packing import collate_packed
 
     torch.manual_seed(0)
     model = build_model({"layers": 2, "d_model": 32, "heads": 2}).eval()
-    examples = _examples("clm", [10, 20, 6])
-    packed = collate_packed(examples, [[0, 1, 2]], 48)
+    examples = _examples("clm", lengths)
+    return model, examples, collate_packed(examples, [list(range(len(lengths)))], 48)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_packed_logits_of_each_sequence_equal_its_own_row(causal):
+    model, examples, packed = _model_and_one_packed_row([10, 20, 6])
     with torch.no_grad():
         logits = model(packed.tokens, causal, doc_ids=packed.doc_ids, positions=packed.positions)[0]
         at = 0
@@ -100,12 +105,7 @@ def test_packed_logits_of_each_sequence_equal_its_own_row(causal):
 
 @pytest.mark.parametrize("causal", [True, False])
 def test_no_token_attends_across_documents(causal):
-    from plmscale.train.packing import collate_packed
-
-    torch.manual_seed(0)
-    model = build_model({"layers": 2, "d_model": 32, "heads": 2}).eval()
-    examples = _examples("clm", [12, 9, 15])
-    packed = collate_packed(examples, [[0, 1, 2]], 48)
+    model, _, packed = _model_and_one_packed_row([12, 9, 15])
     changed = packed.tokens.clone()
     middle = packed.doc_ids == 1
     changed[middle] = (changed[middle] - 4 + 7) % 20 + 4  # another sequence in the middle document
