@@ -332,7 +332,9 @@ def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
         extra = [(h, label) for owner, h, label in not_shown if owner is ax]
         handles += [h for h, _ in extra] + [plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.15)]
         labels += [label for _, label in extra] + ["compute range of the data (dashed beyond: extrapolation)"]
-        ax.legend(handles, labels, fontsize=6.5, loc="upper left")
+        # Sentences on why a method draws nothing would cover the optima: they go under the panel.
+        placement = {"loc": "upper left", "bbox_to_anchor": (0.0, -0.24)} if extra else {"loc": "upper left"}
+        ax.legend(handles, labels, fontsize=6.5, **placement)
     axes[0].set_title("Optimal model size (band: IsoFLOP 95% bootstrap)")
     axes[1].set_title("Optimal training tokens")
     fig.tight_layout()
