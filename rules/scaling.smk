@@ -59,6 +59,7 @@ rule fit:
         backtest=config["fit"]["backtest"],
         isoflop_bootstrap=config["fit"]["isoflop_bootstrap"],
         loss_column=config["fit"]["loss_column"],
+        grid_objectives=config["train"]["objectives"],
     log:
         "logs/scaling/fit.log",
     benchmark:

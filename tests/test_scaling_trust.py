@@ -10,6 +10,7 @@ import json
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection, PolyCollection
 
@@ -333,3 +334,20 @@ def test_fit_cli_reads_the_config_and_prints_rollouts(tmp_path, capsys, syntheti
     bad.write_text("fit:\n  identify: {max_width: 0.2}\n")
     assert cli_main(["fit", str(tmp_path / "runs.csv"), "--config", str(bad), "--out", str(tmp_path)]) == 2
     assert "max_width" in capsys.readouterr().err
+
+
+def test_an_objective_outside_the_grid_says_so_first():
+    """The demo's MLM (one run from scratch, no IsoFLOP grid): fit.json must say it is not in the grid, not
+    only that a fit failed; CLM, in the grid, is judged on its own."""
+    rng = np.random.default_rng(4)
+    clm = isoflop_runs(random_law(rng), rng, noise=0.005)
+    mlm = clm.iloc[:1].assign(objective="mlm", run_id="mlm_one")
+    runs = pd.concat([clm, mlm], ignore_index=True)
+    fit = fit_all(runs, bootstrap=0, run_backtest=False, grid_objectives=["clm"])["objectives"]
+    assert fit["mlm"]["in_isoflop_grid"] is False and "in_isoflop_grid" not in fit["clm"]
+    for method in ("isoflop", "parametric"):
+        reasons = fit["mlm"][method]["reasons"]
+        assert fit["mlm"][method]["identified"] is False
+        assert reasons[0].startswith("mlm is not in the IsoFLOP grid (train.objectives is ['clm'])")
+        assert len(reasons) >= 2  # the fit's own reason is kept after it
+    assert not any("not in the IsoFLOP grid" in r for m in METHODS for r in fit["clm"][m].get("reasons", []))

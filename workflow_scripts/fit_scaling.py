@@ -24,6 +24,7 @@ fit = fit_all(runs, curves, bootstrap=snakemake.params.bootstrap, seed=snakemake
               predict_flops=json.loads(snakemake.params.predict_flops),
               identify_criteria=json.loads(snakemake.params.identify),
               drop_highest_loss=snakemake.params.drop_highest_loss, run_backtest=snakemake.params.backtest,
-              isoflop_bootstrap=snakemake.params.isoflop_bootstrap, loss_column=snakemake.params.loss_column)
+              isoflop_bootstrap=snakemake.params.isoflop_bootstrap, loss_column=snakemake.params.loss_column,
+              grid_objectives=snakemake.params.grid_objectives)
 write_fit(fit, snakemake.output[0])
 logging.getLogger("plmscale.fit").info("\n%s\n%s", summary_table(fit), rollout_summary(fit))

@@ -153,6 +153,18 @@ def judge_objective(entry, runs, criteria):
     return entry
 
 
+def mark_outside_grid(entry, objective, grid_objectives):
+    """An objective the IsoFLOP grid does not train: the first reason of every unidentified method says so
+    (runs added by hand, e.g. train.runs at several budgets, may still identify a law)."""
+    why = (f"{objective} is not in the IsoFLOP grid (train.objectives is {list(grid_objectives)}): its "
+           f"{entry['n_runs']} run(s) are extra or transfer runs, not an IsoFLOP design")
+    entry["in_isoflop_grid"] = False
+    for method in METHODS:
+        if not entry[method].get("identified"):
+            entry[method]["reasons"] = [why] + list(entry[method].get("reasons", []))
+    return entry
+
+
 def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_highest_loss=0, isoflop_bootstrap="runs"):
     """backtest.backtest for the identified methods it covers (IsoFLOP, parametric); the others record
     why they were not backtested. Plain JSON, stored as the objective's `backtest`."""
@@ -168,7 +180,8 @@ def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_high
 
 def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_points_per_budget=3,
             source="runs table", curves_source="curves table", predict_flops=None, identify_criteria=None,
-            drop_highest_loss=0, run_backtest=True, isoflop_bootstrap="runs", loss_column=DEFAULT_LOSS_COLUMN):
+            drop_highest_loss=0, run_backtest=True, isoflop_bootstrap="runs", loss_column=DEFAULT_LOSS_COLUMN,
+            grid_objectives=None):
     """Every method for every objective present, judged (identify) and backtested; see docs for the
     fit.json layout this returns.
 
@@ -178,6 +191,9 @@ def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_poi
     loss_column: config fit.loss_column, the runs table's column fitted as the loss (table.with_loss_column).
     A bin's loss (valid_loss_id_<bin>) exists only at the end of a run: the curves, which hold the whole
     validation loss, are then left out, and with them the envelope fit.
+    grid_objectives: config train.objectives, the objectives the IsoFLOP grid trains. An objective with runs
+    but no grid (the demo's MLM: one run from scratch, one transfer run) gets that as its first reason, so
+    fit.json says why it has no law rather than only that a fit failed.
     """
     criteria = (identify_criteria if isinstance(identify_criteria, Criteria)
                 else Criteria.from_config(identify_criteria))
@@ -200,6 +216,8 @@ def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_poi
         entry = fit_objective(subset, sub_curves, int(bootstrap), sub_rng, min_points_per_budget, drop_highest_loss,
                               isoflop_bootstrap, no_curves_reason)
         judge_objective(entry, subset, criteria)
+        if grid_objectives is not None and objective not in grid_objectives:
+            mark_outside_grid(entry, objective, grid_objectives)
         if run_backtest:
             entry["backtest"] = backtest_objective(entry, subset, (predict_flops or {}).get(objective, []),
                                                    int(bootstrap), seed, min_points_per_budget, drop_highest_loss,
