@@ -76,6 +76,15 @@ def test_ladder_like_shape_hits_the_target_in_the_ladders_family(ladder, targets
         assert shape["ffn_dim"] % 8 == 0 and 1.5 * shape["d_model"] <= shape["ffn_dim"] <= 4 * shape["d_model"]
 
 
+def test_ladder_like_shape_keeps_the_ladders_ffn_ratio_when_the_count_allows():
+    """The demo's closed loop at 1.5e12 forecast 28,878 parameters: matching the count exactly gave d_model 40
+    with ffn_dim 64 (1.6·d), a shape unlike every rung (2.7-4·d); a 2% looser count keeps the ratio."""
+    for target in (28_878, 9e3, 4.1e4, 7.7e4):
+        shape = ladder_like_shape(target, DEMO_LADDER)
+        assert abs(n_params(shape) - target) / target <= 0.02, (target, shape)
+        assert 2.2 <= shape["ffn_dim"] / shape["d_model"] <= 3.5, (target, shape)
+
+
 def test_ladder_like_shape_reproduces_a_ladder_entry_size():
     target = n_params(DEMO_LADDER["n55k"])
     assert n_params(ladder_like_shape(target, DEMO_LADDER)) == pytest.approx(target, rel=1e-3)
