@@ -26,6 +26,8 @@ rule closed_loop_train:
     benchmark:
         "results/benchmarks/closed_loop/{objective}_x{multiple}.tsv"
     threads: CLOSED_LOOP_THREADS
+    # The last training on the way to the report: ahead of any run still queued (the repetition study's).
+    priority: 10**9
     resources:
         **CLOSED_LOOP_RESOURCES,
     conda:

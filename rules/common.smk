@@ -206,9 +206,13 @@ def run_threads(wildcards):
 def run_priority(wildcards):
     """Longest runs first: with more runs than cores, a long run started last leaves cores idle at the
     end (the demo's 49k-step run alone took the last 8 minutes). Optimizer steps are the cost of tiny
-    models and track FLOPs at a fixed batch for the others."""
+    models and track FLOPs at a fixed batch for the others. The repetition study's runs go after every
+    other run: nothing downstream of the fit waits for them, so they fill the cores the fit and the
+    one-job closed loop leave idle."""
+    if wildcards.run_id in REPETITION_SPECS:
+        return 0
     spec = TRAINED_SPECS[wildcards.run_id]
-    return spec.tokens // spec.batch_tokens
+    return 1 + spec.tokens // spec.batch_tokens
 
 
 def _run_resource(key):

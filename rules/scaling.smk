@@ -64,7 +64,7 @@ rule fit:
         "logs/scaling/fit.log",
     benchmark:
         "results/benchmarks/scaling/fit.tsv"
-    threads: 2
+    threads: 1  # numpy on one BLAS thread (the fit script sets it); a second core would only wait
     resources:
         mem_mb=4000,
         runtime=30,
