@@ -31,7 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from plmscale.data import demo  # noqa: E402
 from plmscale.data.shards import MemoryShards  # noqa: E402
 
-LADDER = {  # config.yaml's demo ladder
+LADDER = {  # config.yaml's demo ladder, and rungs on either side of it
+    "n1.3k": {"layers": 2, "d_model": 8, "heads": 2, "ffn_dim": 16},
+    "n2k": {"layers": 2, "d_model": 8, "heads": 2, "ffn_dim": 32},
+    "n3.5k": {"layers": 2, "d_model": 12, "heads": 2, "ffn_dim": 32},
     "n7k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
     "n14k": {"layers": 2, "d_model": 24, "heads": 2, "ffn_dim": 64},
     "n25k": {"layers": 2, "d_model": 32, "heads": 2, "ffn_dim": 88},
@@ -72,7 +75,7 @@ def spec_for(objective, size, budget, seed, args):
             "lr": lr, "warmup_fraction": args.warmup_fraction, "min_lr_ratio": args.min_lr_ratio,
             "eval_every_steps": 10 ** 9, "eval_tokens": args.eval_tokens, "checkpoint_every_steps": 10 ** 9,
             "device": "cpu", "precision": "fp32", "threads": 1, "flops_definition": "6nd",
-            "sources": [{"name": "reference", "weight": 0.4}, {"name": "metagenomic", "weight": 0.6}]}
+            "source_weights": {"reference": 0.4, "metagenomic": 0.6}}
 
 
 _READERS = {}

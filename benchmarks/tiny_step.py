@@ -1,0 +1,106 @@
+"""What one optimizer step of a demo-sized model costs on CPU, and what the fused AdamW kernel saves.
+
+The demo's models (2 layers, 2k-55k non-embedding parameters) are bound by the fixed cost of a step, not by
+FLOPs, so a run costs its number of steps. This times the step the trainer takes (forward and backward of a
+512-token CLM batch, gradient clipping, AdamW, zero_grad) with AdamW's single-tensor path on CPU (what the
+trainer used before: the baseline) and with the fused kernel (plmscale.train.loop.optimizer_kernel), in
+alternating rounds so that a busy machine slows both alike, one thread. It also times the parts of the step
+alone. Prints a table; --markdown appends it to a file.
+
+    python benchmarks/tiny_step.py --markdown docs/benchmarks.md
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from plmscale.model import build_model  # noqa: E402
+from plmscale.provenance import cpu_model  # noqa: E402
+from plmscale.train.loop import optimizer_kernel  # noqa: E402
+
+SHAPES = {  # config.yaml's demo ladder
+    "n2k": {"layers": 2, "d_model": 8, "heads": 2, "ffn_dim": 32},
+    "n7k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
+    "n25k": {"layers": 2, "d_model": 32, "heads": 2, "ffn_dim": 88},
+    "n55k": {"layers": 2, "d_model": 48, "heads": 2, "ffn_dim": 128},
+}
+KERNELS = {"single-tensor (baseline)": {"foreach": False}, "fused": optimizer_kernel(torch.device("cpu"), "none")}
+
+
+def make_step(shape, kernel, batch=4, seq_len=128):
+    torch.manual_seed(0)
+    model = build_model(shape, max_len=seq_len)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), **kernel)
+    tokens = torch.randint(4, 24, (batch, seq_len))
+
+    def step():
+        _, loss = model(tokens, causal=True, labels=tokens)
+        (loss / tokens.numel()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def optimizer_only():  # AdamW on gradients of one backward, kept (zero_grad would leave nothing to update)
+        if next(model.parameters()).grad is None:
+            _, loss = model(tokens, causal=True, labels=tokens)
+            (loss / tokens.numel()).backward()
+        optimizer.step()
+
+    return model, step, optimizer_only
+
+
+def time_ms(function, repeats):
+    started = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - started) / repeats * 1e3
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--steps", type=int, default=200, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    rows = []
+    for size in args.sizes:
+        steps = {name: make_step(SHAPES[size], kernel) for name, kernel in KERNELS.items()}
+        n_params = steps["fused"][0].n_params()
+        for _, step, _ in steps.values():
+            time_ms(step, 20)  # warm-up: allocator, first-call dispatch
+        whole = {name: [] for name in KERNELS}
+        alone = {name: [] for name in KERNELS}
+        for _ in range(args.rounds):
+            for name, (model, step, optimizer_only) in steps.items():
+                whole[name].append(time_ms(step, args.steps))
+                optimizer_only()  # the one backward it needs, outside the timing
+                alone[name].append(time_ms(optimizer_only, args.steps))
+                model.zero_grad(set_to_none=True)
+        base = statistics.median(whole["single-tensor (baseline)"])
+        for name in KERNELS:
+            step_ms = statistics.median(whole[name])
+            rows.append(f"| {size} | {n_params:,} | {name} | {step_ms:.2f} | {statistics.median(alone[name]):.2f} | "
+                        f"{base / step_ms:.2f}x |")
+    load = os.getloadavg()[0]
+    lines = [f"Machine: {cpu_model()}, 1 thread, torch {torch.__version__}; one CLM step of 4 x 128 tokens; median "
+             f"of {args.rounds} alternating rounds of {args.steps} steps; 1-minute load average {load:.1f} at the end.",
+             "", "| model | N (non-emb.) | AdamW | ms per step | ms in AdamW alone | step speed vs baseline |",
+             "|---|---:|---|---:|---:|---:|", *rows]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "a") as handle:
+            handle.write("\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
