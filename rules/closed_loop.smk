@@ -26,8 +26,7 @@ rule closed_loop_train:
     benchmark:
         "results/benchmarks/closed_loop/{objective}_x{multiple}.tsv"
     threads: CLOSED_LOOP_THREADS
-    # The last training on the way to the report: ahead of any run still queued (the repetition study's).
-    priority: 10**9
+    priority: CRITICAL_PATH_PRIORITY
     resources:
         **CLOSED_LOOP_RESOURCES,
     conda:

@@ -203,6 +203,11 @@ def run_threads(wildcards):
     return TRAINED_SPECS[wildcards.run_id].resources["cpus"]
 
 
+# collect -> fit -> closed loop: once the grid is done, these go ahead of any run still queued (the
+# repetition study's, which the fit does not wait for), so those runs share the cores with them.
+CRITICAL_PATH_PRIORITY = 10**9
+
+
 def run_priority(wildcards):
     """Longest runs first: with more runs than cores, a long run started last leaves cores idle at the
     end (the demo's 49k-step run alone took the last 8 minutes). Optimizer steps are the cost of tiny

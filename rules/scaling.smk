@@ -33,6 +33,7 @@ rule collect:
     log:
         "logs/scaling/collect.log",
     threads: 1
+    priority: CRITICAL_PATH_PRIORITY
     resources:
         mem_mb=2000,
         runtime=10,
@@ -65,6 +66,7 @@ rule fit:
     benchmark:
         "results/benchmarks/scaling/fit.tsv"
     threads: 1  # numpy on one BLAS thread (the fit script sets it); a second core would only wait
+    priority: CRITICAL_PATH_PRIORITY
     resources:
         mem_mb=4000,
         runtime=30,

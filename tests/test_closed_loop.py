@@ -2,7 +2,6 @@
 
 import copy
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -278,29 +277,7 @@ def test_dry_run_plans_the_closed_loop_after_the_fit(tmp_path):
     assert "closed_loop_train" not in jobs and "closed_loop_score" not in jobs
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary")
-@pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")
-def test_the_closed_loop_trains_the_planned_run_and_scores_it(tmp_path):
-    config = copy.deepcopy(DRY_RUN_CONFIG)
-    config["train"]["objectives"] = ["clm"]
-    workdir = workflow_copy(tmp_path / "wf", config)
-    run_snakemake(workdir, targets=["results/scaling/closed_loop.json"])
-    results = workdir / "results"
-    plan = json.loads((results / "closed_loop" / "clm_x3" / "plan.json").read_text())
-    metrics = json.loads((results / "closed_loop" / "clm_x3" / "metrics.json").read_text())
-    record = json.loads((results / "scaling" / "closed_loop.json").read_text())["objectives"]["clm"]["x3"]
-    assert set(record["methods"]) == {"isoflop", "envelope", "parametric"}
-    if plan["spec"] is None:  # the tiny grid gave no identified forecast: recorded, nothing trained
-        assert metrics["trained"] is False and record["trained"] is False and plan["reason"]
-    else:
-        assert metrics["run_id"] == "fcl_clm_x3" and metrics["n_params"] == plan["spec"]["n_params"]
-        assert abs(metrics["flops"] - plan["flops"]) <= 6 * metrics["n_params"] * plan["spec"]["batch_tokens"]
-        assert record["observed_loss"] == metrics["final_valid_loss"]
-        assert (results / "checkpoints" / "fcl_clm_x3" / "final.pt").exists()
-        scored = [m for m in record["methods"].values() if m["loss"] is not None]
-        assert scored and all(m["error_pct"] is not None for m in scored)
-    assert "Nothing to be done" in run_snakemake(workdir, "--dry-run", targets=["results/scaling/closed_loop.json"])
+# The closed loop trained and scored by the real workflow: tests/test_workflow.py (its study has it on).
 
 
 def test_predict_reports_the_closed_loop_beside_its_fit(tmp_path, capsys):
