@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # files only; no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib import colors, ticker  # noqa: E402
+from matplotlib import colors, ticker, transforms  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
@@ -259,6 +259,9 @@ def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
     return fig
 
 
+LEGEND_BELOW_AXIS_POINTS = 44  # tick labels (~14 pt) + x label (~14 pt) + padding
+
+
 def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
     """N_opt(C) and D_opt(C) per objective: each identified method's law (dashed beyond its data), the
     IsoFLOP 95% band, the optima, the data's compute range (shaded), the paper's fit (beside an objective
@@ -332,8 +335,11 @@ def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
         extra = [(h, label) for owner, h, label in not_shown if owner is ax]
         handles += [h for h, _ in extra] + [plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.15)]
         labels += [label for _, label in extra] + ["compute range of the data (dashed beyond: extrapolation)"]
-        # Sentences on why a method draws nothing would cover the optima: they go under the panel.
-        placement = {"loc": "upper left", "bbox_to_anchor": (0.0, -0.24)} if extra else {"loc": "upper left"}
+        # Sentences on why a method draws nothing would cover the optima: they go under the panel, a fixed
+        # distance below the axis (in points, clear of tick labels and x label whatever the panel's height).
+        below = ax.transAxes + transforms.ScaledTranslation(0, -LEGEND_BELOW_AXIS_POINTS / 72, fig.dpi_scale_trans)
+        placement = ({"loc": "upper left", "bbox_to_anchor": (0.0, 0.0), "bbox_transform": below} if extra
+                     else {"loc": "upper left"})
         ax.legend(handles, labels, fontsize=6.5, **placement)
     axes[0].set_title("Optimal model size (band: IsoFLOP 95% bootstrap)")
     axes[1].set_title("Optimal training tokens")
