@@ -235,7 +235,10 @@ def test_dry_run_plans_trunks_before_their_branches_and_the_cross_check(tmp_path
     trunks = [s for s in specs if s.wsd_role == "trunk"]
     assert {r for r in rules if r.startswith("train_trunk_")} == {f"train_trunk_{t.run_id.replace('.', '_')}"
                                                                   for t in trunks}
-    assert all(rules[f"train_trunk_{t.run_id.replace('.', '_')}"] == 1 for t in trunks) and len(trunks) == 5
+    # one trunk per model size of the grid (the demo's six)
+    sizes = {s.model for s in specs if s.wsd_role != "trunk"}
+    assert all(rules[f"train_trunk_{t.run_id.replace('.', '_')}"] == 1 for t in trunks)
+    assert sorted(t.model for t in trunks) == sorted(sizes) and len(sizes) == 6
     assert rules["train"] == len(specs) - len(trunks) and rules["cross_check"] == 1
     # each branch job reads its trunk's state at its decay start, which only the trunk's job writes
     branch_job = output[output.index("output: results/runs/clm_n14k_c5e11/metrics.json") - 400:]
