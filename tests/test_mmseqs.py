@@ -10,9 +10,8 @@ from scipy.special import comb
 
 from plmscale.data.demo import generate
 import plmscale.data.external_sort as external_sort
-from plmscale.data.mmseqs import (_check_every_sequence_once, _coarse_rows, _fine_rows, _members_with_coarse_representative,
-                                  _members_with_ids, _number_records, _write_fine_level, cluster_sequences,
-                                  read_clusters)
+from plmscale.data.mmseqs import (_coarse_rows, _fine_rows, _members_with_coarse_representative, _members_with_ids,
+                                  _number_records, _write_fine_level, cluster_sequences, read_clusters)
 from plmscale.errors import PlmscaleError
 
 pytestmark = pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary")
@@ -100,13 +99,6 @@ def test_failing_mmseqs_shows_log_tail(corpus, tmp_path):
         _run(corpus[0], tmp_path, extra_args=["--no-such-option", "1"])
     assert "no-such-option" in str(caught.value)
     assert not (tmp_path / "clusters.tsv").exists()
-
-
-def test_coverage_check_fails_loudly():
-    with pytest.raises(PlmscaleError, match="1 missing"):
-        _check_every_sequence_once("in.fa", ["a", "b"], ["a"])
-    with pytest.raises(PlmscaleError, match="1 repeated"):
-        _check_every_sequence_once("in.fa", ["a", "b"], ["a", "b", "b"])
 
 
 def _dead_pid():

@@ -62,11 +62,12 @@ def _write_run(records, run_dir, name) -> Path:
     return path
 
 
-def _read_run(path):
-    with open(path, buffering=1 << 16) as handle:
+def read_tsv(path, buffering=1 << 16):
+    """Records of a file written as these runs are (tab-separated fields, one record a line), as tuples."""
+    with open(path, buffering=buffering) as handle:
         for line in handle:
             yield tuple(line[:-1].split("\t"))
 
 
 def _merge(paths, key):
-    return heapq.merge(*(_read_run(path) for path in paths), key=key)
+    return heapq.merge(*(read_tsv(path) for path in paths), key=key)

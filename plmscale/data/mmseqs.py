@@ -29,7 +29,7 @@ from itertools import groupby
 from pathlib import Path
 
 from plmscale.data.atomic import remove_stale_temporaries, write_json, write_text
-from plmscale.data.external_sort import sorted_records
+from plmscale.data.external_sort import read_tsv, sorted_records
 from plmscale.data.gzio import open_read
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import mmseqs_version
@@ -222,16 +222,10 @@ def _write_fine_level(members, fine_rows_path, canonical_path, work) -> None:
             rows_out.write(f"{first[2]}\t{first[1]}\t{record[1]}\n")
 
 
-def _read_tsv(path):
-    with open(path, buffering=1 << 20) as handle:
-        for line in handle:
-            yield tuple(line[:-1].split("\t"))
-
-
 def _members_with_coarse_representative(fine_rows_path, coarse_pairs_path, n_records, fasta, mmseqs_log, work):
     """Yield (coarse representative number, member id, fine cluster name) for every member: a coarse
     cluster holds every member of the fine clusters whose canonical members it holds."""
-    fine_rows = sorted_records(_read_tsv(fine_rows_path), work, key=_first_as_int)
+    fine_rows = sorted_records(read_tsv(fine_rows_path, 1 << 20), work, key=_first_as_int)
     coarse = sorted_records(_numbered_pairs(coarse_pairs_path, n_records, fasta), work, key=_first_as_int)
     current_number, current_rep = -1, None
     for canonical, fine_name, member_id in fine_rows:
@@ -342,7 +336,7 @@ def _write_clusters(out_clusters, header, rows, sizes_path) -> dict:
 
 def _write_sizes(out_sizes, sizes_path, second_level, work) -> None:
     """cluster_sizes.tsv: largest clusters first, ties by name."""
-    by_size = sorted_records(_read_tsv(sizes_path), work, key=lambda row: (-int(row[1]), row[0]))
+    by_size = sorted_records(read_tsv(sizes_path, 1 << 20), work, key=lambda row: (-int(row[1]), row[0]))
     with write_text(out_sizes) as handle:
         handle.write("cluster_id\tsize" + ("\tn_subclusters" if second_level else "") + "\n")
         for cluster_id, size, subclusters in by_size:
@@ -423,13 +417,6 @@ def _match_exactly_once(expected, found, coverage):
         coverage.note("missing", want[1])
         want = next(expected, _END)
 
-
-def _check_every_sequence_once(fasta, ids, members) -> None:
-    """Raise unless `members` holds each of `ids` exactly once; both must be sorted the same way."""
-    coverage = _Coverage(fasta)
-    for _ in _match_exactly_once(((i, i) for i in ids), ((m, m) for m in members), coverage):
-        pass
-    coverage.raise_if_any()
 
 def read_clusters(path):
     """Yield rows of clusters.tsv as tuples: (cluster_id, member_id) or (cluster_id, subcluster_id, member_id)."""
