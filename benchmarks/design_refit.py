@@ -15,7 +15,6 @@ moves.
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,18 +22,21 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from plmscale.scaling.collect import read_metrics, run_row  # noqa: E402
 from plmscale.scaling.fit import fit_all  # noqa: E402
+
+COLUMNS = ["run_id", "objective", "n_params", "tokens", "flops", "loss", "budget"]
 
 
 def read_runs(runs_dir: Path) -> pd.DataFrame:
+    """CLM IsoFLOP grid points as the collect step classifies them (no transfer, repetition or extra runs),
+    with each run's wall seconds."""
     rows = []
     for path in sorted(runs_dir.glob("*/metrics.json")):
-        m = json.loads(path.read_text())
-        if m.get("objective") != "clm" or m.get("budget") is None or m.get("init_from") or m.get("subset"):
-            continue  # IsoFLOP grid points only: no transfer, repetition or closed-loop runs
-        rows.append({"run_id": m["run_id"], "objective": "clm", "n_params": m["n_params"], "tokens": m["tokens"],
-                     "flops": m["flops"], "loss": m["final_valid_loss"], "budget": m["budget"],
-                     "wall_seconds": m["wall_seconds"]})
+        metrics = read_metrics(path)
+        row = run_row(metrics)
+        if row["objective"] == "clm" and row["design"] == "isoflop":
+            rows.append({**{key: row[key] for key in COLUMNS}, "wall_seconds": metrics["wall_seconds"]})
     if not rows:
         raise SystemExit(f"{runs_dir}: no CLM grid runs (*/metrics.json with a budget) found")
     return pd.DataFrame(rows)
@@ -69,7 +71,8 @@ def main(argv=None):
     parser.add_argument("--bootstrap", type=int, default=200)
     args = parser.parse_args(argv)
     runs = read_runs(args.runs_dir)
-    print(f"{len(runs)} CLM grid runs in {args.runs_dir}, budgets {sorted(runs['budget'].unique())}")
+    budgets = ", ".join(f"{b:g}" for b in sorted(runs["budget"].unique()))
+    print(f"{len(runs)} CLM grid runs in {args.runs_dir}, budgets {budgets}")
     for design in args.design:
         budgets = [float(b) for b in design.split(",")]
         for window in args.window or [(25.0, 4000.0)]:

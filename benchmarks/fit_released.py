@@ -25,8 +25,6 @@ sys.path.insert(0, str(ROOT))
 from plmscale.provenance import cpu_model  # noqa: E402
 
 
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/published/ScalingProteinLM/data"))

@@ -199,8 +199,6 @@ def main(argv=None):
     return report
 
 
-
-
 def markdown(report) -> str:
     lines = ["| lengths | seq_len | median / p90 residues | cropped | mean fill | padded tok/s | packed tok/s | "
              "packed/padded (wall) | padded tok/CPU-s | packed tok/CPU-s | packed/padded (CPU) |",

@@ -4,8 +4,8 @@ The demo's models (2 layers, 2k-55k non-embedding parameters) are bound by the f
 FLOPs, so a run costs its number of steps. This times the step the trainer takes (forward and backward of a
 512-token CLM batch, gradient clipping, AdamW, zero_grad) with AdamW's single-tensor path on CPU (what the
 trainer used before: the baseline) and with the fused kernel (plmscale.train.loop.optimizer_kernel), in
-alternating rounds so that a busy machine slows both alike, one thread. It also times the parts of the step
-alone. Prints a table; --markdown appends it to a file.
+alternating rounds so that a busy machine slows both alike, one thread. It also times AdamW's step alone.
+Prints a table; --markdown appends it to a file.
 
     python benchmarks/tiny_step.py --markdown docs/benchmarks.md
 """
@@ -21,16 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from plmscale.config import load_config  # noqa: E402
 from plmscale.model import build_model  # noqa: E402
 from plmscale.provenance import cpu_model  # noqa: E402
 from plmscale.train.loop import optimizer_kernel  # noqa: E402
 
-SHAPES = {  # config.yaml's demo ladder
-    "n2k": {"layers": 2, "d_model": 8, "heads": 2, "ffn_dim": 32},
-    "n7k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
-    "n25k": {"layers": 2, "d_model": 32, "heads": 2, "ffn_dim": 88},
-    "n55k": {"layers": 2, "d_model": 48, "heads": 2, "ffn_dim": 128},
-}
+LADDER = load_config(Path(__file__).resolve().parent.parent / "config.yaml")["train"]["ladder"]  # the demo's
+DEFAULT_SIZES = ["n2k", "n7k", "n25k", "n55k"]
 KERNELS = {"single-tensor (baseline)": {"foreach": False}, "fused": optimizer_kernel(torch.device("cpu"), "none")}
 
 
@@ -65,7 +62,7 @@ def time_ms(function, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, choices=list(LADDER))
     parser.add_argument("--steps", type=int, default=200, help="steps per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--markdown", type=Path)
@@ -73,7 +70,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     rows = []
     for size in args.sizes:
-        steps = {name: make_step(SHAPES[size], kernel) for name, kernel in KERNELS.items()}
+        steps = {name: make_step(LADDER[size], kernel) for name, kernel in KERNELS.items()}
         n_params = steps["fused"][0].n_params()
         for _, step, _ in steps.values():
             time_ms(step, 20)  # warm-up: allocator, first-call dispatch

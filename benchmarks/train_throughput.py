@@ -171,8 +171,6 @@ def run_cuda(args):
             "compile": args.compile, "torch": torch.__version__, "results": results}
 
 
-
-
 def markdown(report) -> str:
     lines = ["## Training throughput", "",
              f"`benchmarks/train_throughput.py`, {report['cpu']}, {report['threads']} threads, torch "
