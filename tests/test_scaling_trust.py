@@ -336,18 +336,24 @@ def test_fit_cli_reads_the_config_and_prints_rollouts(tmp_path, capsys, syntheti
     assert "max_width" in capsys.readouterr().err
 
 
-def test_an_objective_outside_the_grid_says_so_first():
+def test_an_objective_outside_the_grid_says_so_first(tmp_path):
     """The demo's MLM (one run from scratch, no IsoFLOP grid): fit.json must say it is not in the grid, not
-    only that a fit failed; CLM, in the grid, is judged on its own."""
+    only that a fit failed; CLM, in the grid, is judged on its own. `plmscale fit --config` says the same
+    as the workflow's fit rule."""
     rng = np.random.default_rng(4)
     clm = isoflop_runs(random_law(rng), rng, noise=0.005)
     mlm = clm.iloc[:1].assign(objective="mlm", run_id="mlm_one")
     runs = pd.concat([clm, mlm], ignore_index=True)
-    fit = fit_all(runs, bootstrap=0, run_backtest=False, grid_objectives=["clm"])["objectives"]
-    assert fit["mlm"]["in_isoflop_grid"] is False and "in_isoflop_grid" not in fit["clm"]
-    for method in ("isoflop", "parametric"):
-        reasons = fit["mlm"][method]["reasons"]
-        assert fit["mlm"][method]["identified"] is False
-        assert reasons[0].startswith("mlm is not in the IsoFLOP grid (train.objectives is ['clm'])")
-        assert len(reasons) >= 2  # the fit's own reason is kept after it
-    assert not any("not in the IsoFLOP grid" in r for m in METHODS for r in fit["clm"][m].get("reasons", []))
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    config = tmp_path / "config.yaml"
+    config.write_text("train:\n  objectives: [clm]\nfit:\n  bootstrap: 0\n  backtest: false\n")
+    assert cli_main(["fit", str(tmp_path / "runs.csv"), "--config", str(config), "--out", str(tmp_path)]) == 0
+    from_cli = json.loads((tmp_path / "fit.json").read_text())["objectives"]
+    for fit in (fit_all(runs, bootstrap=0, run_backtest=False, grid_objectives=["clm"])["objectives"], from_cli):
+        assert fit["mlm"]["in_isoflop_grid"] is False and "in_isoflop_grid" not in fit["clm"]
+        for method in ("isoflop", "parametric"):
+            reasons = fit["mlm"][method]["reasons"]
+            assert fit["mlm"][method]["identified"] is False
+            assert reasons[0].startswith("mlm is not in the IsoFLOP grid (train.objectives is ['clm'])")
+            assert len(reasons) >= 2  # the fit's own reason is kept after it
+        assert not any("not in the IsoFLOP grid" in r for m in METHODS for r in fit["clm"][m].get("reasons", []))

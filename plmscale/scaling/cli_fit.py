@@ -78,16 +78,23 @@ def _signed(value, ci=None, unit=""):
 
 
 def fit_settings(config_path=None) -> dict:
-    """The `fit` section of a plmscale config (validated, defaults filled in), or the defaults alone."""
+    """The `fit` section of a plmscale config (validated, defaults filled in), or the defaults alone. With a
+    config, also `grid_objectives` (its train.objectives), so fit.json says what the workflow's fit says of
+    an objective outside the IsoFLOP grid."""
     from plmscale.config import load_config, read_yaml
 
     config = read_yaml(config_path) if config_path else {}
-    return load_config(config, source=str(config_path) if config_path else None)["fit"]
+    loaded = load_config(config, source=str(config_path) if config_path else None)
+    settings = dict(loaded["fit"])
+    if config_path:
+        settings["grid_objectives"] = loaded["train"]["objectives"]
+    return settings
 
 
 def run_fit(runs_path, curves_path=None, out_dir=".", bootstrap=1000, seed=0, min_points_per_budget=3,
             settings=None):
-    """settings: a config's `fit` section (fit_settings) for predict_flops, identify, parametric, backtest."""
+    """settings: a config's `fit` section (fit_settings) for predict_flops, identify, parametric, backtest,
+    and the grid's objectives."""
     settings = settings or {}
     runs = read_table(runs_path, "runs table")
     curves = read_table(curves_path, "curves table") if curves_path else None
@@ -97,7 +104,7 @@ def run_fit(runs_path, curves_path=None, out_dir=".", bootstrap=1000, seed=0, mi
                   drop_highest_loss=(settings.get("parametric") or {}).get("drop_highest_loss", 0),
                   run_backtest=settings.get("backtest", True),
                   isoflop_bootstrap=settings.get("isoflop_bootstrap", "runs"),
-                  loss_column=settings.get("loss_column", "loss"))
+                  loss_column=settings.get("loss_column", "loss"), grid_objectives=settings.get("grid_objectives"))
     fit["inputs"] = {"runs": {"path": str(runs_path), "sha256": sha256_file(runs_path)}}
     if curves_path:
         fit["inputs"]["curves"] = {"path": str(curves_path), "sha256": sha256_file(curves_path)}
