@@ -81,6 +81,27 @@ def test_packed_loss_per_token_equals_padded(objective):
     assert packed_loss / packed_labels == pytest.approx(padded_loss / padded_labels, abs=1e-5)
 
 
+@pytest.mark.parametrize("objective", ["clm", "mlm"])
+def test_full_width_rows_give_the_loss_of_rows_padded_to_the_longest(objective):
+    """What a compiled run trains on (train.compile: every padded row seq_len wide, one shape): the same
+    batches, labels and loss as rows padded to the batch's longest sequence."""
+    from plmscale.train.packing import micro_batches
+
+    torch.manual_seed(0)
+    model = build_model({"layers": 2, "d_model": 32, "heads": 2}).eval()
+    examples = _examples(objective, [30, 5, 12, 40, 3, 20, 8, 17])
+    longest = micro_batches(examples, 3, 48, packed=False)
+    full = micro_batches(examples, 3, 48, packed=False, full_width=True)
+    assert {b.tokens.shape[1] for b in full} == {48} and {b.tokens.shape[1] for b in longest} != {48}
+    for narrow, wide in zip(longest, full, strict=True):
+        width = narrow.tokens.shape[1]
+        assert torch.equal(wide.tokens[:, :width], narrow.tokens) and (wide.tokens[:, width:] == PAD_ID).all()
+        assert wide.n_labels == narrow.n_labels
+    with torch.no_grad():
+        assert _loss_and_labels(model, full, objective == "clm")[0] == pytest.approx(
+            _loss_and_labels(model, longest, objective == "clm")[0], rel=1e-5)
+
+
 def _model_and_one_packed_row(lengths):
     """A small seeded model, CLM examples of these lengths, and all of them packed into one 48-token row."""
     from plmscale.train.packing import collate_packed

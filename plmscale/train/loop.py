@@ -21,6 +21,9 @@ import csv
 import json
 import logging
 import math
+import os
+import shutil
+import sysconfig
 import time
 from pathlib import Path
 
@@ -76,7 +79,7 @@ def param_groups(model, weight_decay: float):
 
 
 def build_eval_set(sampler: SequenceSampler, objective: str, seed: int, eval_tokens: int, mask_prob: float,
-                   micro: int, packed: bool = False):
+                   micro: int, packed: bool = False, full_width: bool = False):
     """Fixed validation micro-batches: eval_tokens real tokens drawn once, the same for every run of a seed.
 
     If the validation split holds fewer tokens than asked, every sequence is used once instead.
@@ -99,7 +102,7 @@ def build_eval_set(sampler: SequenceSampler, objective: str, seed: int, eval_tok
             examples.append(example)
             total, i = total + len(example[0]), i + 1
     examples.sort(key=lambda e: len(e[0]))  # similar lengths together: little padding
-    return micro_batches(examples, micro, sampler.seq_len, packed)
+    return micro_batches(examples, micro, sampler.seq_len, packed, full_width)
 
 
 class _Runner:
@@ -159,14 +162,16 @@ class _Runner:
                                       mean_fill=self.sampler.mean_framed_length() / self.seq_len)
         valid_sampler = SequenceSampler(open_shards(valid_dir), self.seq_len, spec.source_weights, s.by_cluster,
                                         where=str(valid_dir))
+        # Padded rows all seq_len wide when compiled: one shape, so one compiled graph (packing.micro_batches).
+        self.full_width = bool(s.compile) and not self.packed
         self.eval_batches = build_eval_set(valid_sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob,
-                                           self.micro, self.packed)
+                                           self.micro, self.packed, self.full_width)
         # Final loss per identity-to-train bin when the identity table is there (identity_eval).
         self.identity_sets = identity_eval.bin_eval_sets(
             valid_sampler.reader, valid_dir,
             lambda reader, where: SequenceSampler(reader, self.seq_len, spec.source_weights, s.by_cluster, where=where),
             lambda sampler: build_eval_set(sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob, self.micro,
-                                            self.packed))
+                                            self.packed, self.full_width))
         # The global batch in sequences is world-independent when divisible.
         wanted = max(1, round(spec.batch_tokens / self.seq_len))
         self.accum = max(1, math.ceil(wanted / (self.micro * self.ctx.world)))
@@ -250,6 +255,8 @@ class _Runner:
             model.load_state_dict(ckpt.load(source)["model"])
             log.info("initialised from %s (%s); optimizer and schedule start fresh", self.init_from, source)
         if self.s.compile and self.strategy != "fsdp":
+            if self.ctx.device.type == "cpu":
+                check_cpu_compiler()
             model.compile()
         self.model = distr.wrap(model, self.strategy, self.ctx)
 
@@ -299,7 +306,7 @@ class _Runner:
         first = self.ctx.rank * per_rank
         examples = [make_example(self.sampler, self.objective, self.seed, TRAIN_STREAM, step, first + i,
                                  s.mask_prob) for i in range(per_rank)]
-        return micro_batches(examples, self.micro, self.seq_len, self.packed)
+        return micro_batches(examples, self.micro, self.seq_len, self.packed, self.full_width)
 
     def _forward(self, batch):
         """(logits, summed loss) of one micro-batch already on the device."""
@@ -463,6 +470,21 @@ class _Runner:
                 last.unlink()
         distr.barrier(self.ctx)
         return metrics
+
+
+def check_cpu_compiler():
+    """torch.compile on CPU builds C++ kernels with the system compiler against Python's headers; without
+    them a run fails at its first step with a long inductor traceback, so say what is missing up front."""
+    compiler = os.environ.get("CXX") or "g++"  # what inductor looks for on Linux
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    missing = []
+    if shutil.which(compiler) is None:
+        missing.append(f"a C++ compiler ('{compiler}' is not on PATH; Debian: apt-get install g++, or set CXX)")
+    if not headers.exists():
+        missing.append(f"Python's headers ({headers}; Debian: apt-get install python3-dev)")
+    if missing:
+        raise PlmscaleError("train.compile is true, and torch.compile builds C++ kernels on CPU, but this machine "
+                            f"lacks {' and '.join(missing)}: install them, or set train.compile: false")
 
 
 def optimizer_kernel(device: torch.device, strategy: str) -> dict:

@@ -132,9 +132,9 @@ def make_example(sampler: SequenceSampler, objective: str, seed: int, stream: in
     return tokens, causal_labels(tokens)
 
 
-def collate(examples) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest example: tokens with <pad>, labels with IGNORE_INDEX."""
-    width = max(len(inputs) for inputs, _ in examples)
+def collate(examples, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest example (or to `width`): tokens with <pad>, labels with IGNORE_INDEX."""
+    width = width or max(len(inputs) for inputs, _ in examples)
     tokens = np.full((len(examples), width), PAD_ID, dtype=np.int64)
     labels = np.full((len(examples), width), IGNORE_INDEX, dtype=np.int64)
     for row, (inputs, target) in enumerate(examples):
