@@ -10,7 +10,7 @@ import yaml
 from plmscale.config import load_config
 from plmscale.errors import PlmscaleError
 from plmscale.grid import recipe as recipes
-from plmscale.grid.shapes import ladder_like_shape, n_params, nearest_ladder_entry
+from plmscale.grid.shapes import ffn_granularity, ladder_like_shape, n_params, nearest_ladder_entry
 from plmscale.scaling import closed_loop as cl
 from plmscale.scaling.parametric import optimal_allocation
 from workflow_helpers import REPO, SNAKEMAKE, planned_rules, run_snakemake, workflow_copy
@@ -72,7 +72,7 @@ def test_ladder_like_shape_hits_the_target_in_the_ladders_family(ladder, targets
             assert shape["d_model"] // shape["heads"] == 64, (target, shape)
         else:  # head dimensions vary along the ladder: the forecast keeps the nearest entry's head count
             assert shape["heads"] == nearest["heads"]
-        assert shape["ffn_dim"] % 8 == 0 and 1.5 * shape["d_model"] <= shape["ffn_dim"] <= 4 * shape["d_model"]
+        assert shape["ffn_dim"] % ffn_granularity(ladder) == 0 and 1.5 * shape["d_model"] <= shape["ffn_dim"] <= 4 * shape["d_model"]
 
 
 def test_ladder_like_shape_keeps_the_ladders_ffn_ratio_when_the_count_allows():
@@ -82,6 +82,18 @@ def test_ladder_like_shape_keeps_the_ladders_ffn_ratio_when_the_count_allows():
         shape = ladder_like_shape(target, DEMO_LADDER)
         assert abs(n_params(shape) - target) / target <= 0.02, (target, shape)
         assert 2.2 <= shape["ffn_dim"] / shape["d_model"] <= 3.5, (target, shape)
+
+
+def test_ffn_steps_follow_the_ladders_own_granularity():
+    """Steps of 8 leave a 3-layer, 2-head model of ~29k parameters no GLU near 8/3·d within 2% of the count
+    (d_model 32 with ffn_dim 56, 1.75·d); a ladder built in steps of 4 lends its forecasts steps of 4."""
+    ladder = {"a": {"layers": 3, "d_model": 20, "heads": 2, "ffn_dim": 52},
+              "b": {"layers": 3, "d_model": 28, "heads": 2, "ffn_dim": 64}}
+    assert ffn_granularity(ladder) == 4 and ffn_granularity(PAPER_LADDER) == 8
+    shape = ladder_like_shape(28_878, ladder)
+    assert shape["ffn_dim"] % 4 == 0 and 2.4 <= shape["ffn_dim"] / shape["d_model"] <= 3.0, shape
+    coarse = ladder_like_shape(28_878, ladder, ffn_multiple=8)
+    assert not 2.2 <= coarse["ffn_dim"] / coarse["d_model"] <= 3.5, coarse
 
 
 def test_ladder_like_shape_reproduces_a_ladder_entry_size():

@@ -98,19 +98,28 @@ def nearest_ladder_entry(target_n: float, ladder: dict) -> str:
 COUNT_TOLERANCE = 0.02  # a forecast shape may miss its parameter count by this fraction to stay ladder-like
 
 
-def ladder_like_shape(target_n: float, ladder: dict, ffn_multiple: int = 8) -> dict:
+def ffn_granularity(ladder: dict, largest: int = 8) -> int:
+    """The step of ffn_dim for shapes derived from a ladder: its entries' common divisor, at most `largest`.
+    A 3-layer, 2-head model of ~29k parameters has no GLU near 8/3·d within 2% of the count in steps of 8
+    (d_model 32 with ffn_dim 56, 1.75·d, was the nearest); a ladder whose rungs use steps of 4 allows 4."""
+    return min(largest, math.gcd(*(ModelShape.from_dict(shape).ffn_dim for shape in ladder.values())))
+
+
+def ladder_like_shape(target_n: float, ladder: dict, ffn_multiple: int | None = None) -> dict:
     """A shape of the ladder's family sized to target_n non-embedding parameters.
 
     The ladder entry nearest target_n in log N gives the depth and the head count (a forecast model should
     differ from the grid's models only in size); d_model (a multiple of the ladder's head dimension when
     all its entries share one, the head count following; else a multiple of 2·heads, so the head dimension
-    stays even) and ffn_dim (a multiple of `ffn_multiple` within 1.5-4× d_model) are then chosen: among the
-    shapes within `COUNT_TOLERANCE` of target_n, the one whose GLU is nearest 8/3·d (the ladders' own ratio),
-    else the nearest count. Matching the count alone picks odd shapes at small sizes: 28.9k parameters came
-    out as d_model 40 with ffn_dim 64 (1.6·d) where d_model 32 with ffn_dim 104 is 1.9% off.
+    stays even) and ffn_dim (a multiple of `ffn_multiple`, by default ffn_granularity(ladder), within
+    1.5-4× d_model) are then chosen: among the shapes within `COUNT_TOLERANCE` of target_n, the one whose
+    GLU is nearest 8/3·d (the ladders' own ratio), else the nearest count. Matching the count alone picks
+    odd shapes at small sizes: 28.9k parameters came out as d_model 40 with ffn_dim 64 (1.6·d) where
+    d_model 32 with ffn_dim 104 is 1.9% off.
     """
     if not (target_n > 0 and math.isfinite(target_n)):
         raise ValueError(f"target_n must be a positive number, got {target_n!r}")
+    ffn_multiple = ffn_multiple or ffn_granularity(ladder)
     base = ModelShape.from_dict(ladder[nearest_ladder_entry(target_n, ladder)])
     layers, heads = base.layers, base.heads
     # A ladder with one head dimension throughout (the paper's: 64) keeps it, and the head count follows the
