@@ -1,10 +1,13 @@
-"""What one optimizer step of a demo-sized model costs on CPU, and what the fused AdamW kernel saves.
+"""What one optimizer step of a demo-sized model costs on CPU, and what the fused AdamW kernel and
+torch.compile save.
 
-The demo's models (2 layers, 2k-55k non-embedding parameters) are bound by the fixed cost of a step, not by
-FLOPs, so a run costs its number of steps. This times the step the trainer takes (forward and backward of a
-512-token CLM batch, gradient clipping, AdamW, zero_grad) with AdamW's single-tensor path on CPU (what the
-trainer used before: the baseline) and with the fused kernel (plmscale.train.loop.optimizer_kernel), in
-alternating rounds so that a busy machine slows both alike, one thread. It also times AdamW's step alone.
+The demo's models (2-4 layers, 2k-55k non-embedding parameters) are bound by the fixed cost of a step, not
+by FLOPs, so a run costs its number of steps. This times the step the trainer takes (forward and backward of
+a 512-token CLM batch, gradient clipping, AdamW, zero_grad) three ways, in alternating rounds so that a busy
+machine slows all alike, one thread: AdamW's single-tensor path on CPU (what the trainer used first: the
+baseline), the fused kernel (plmscale.train.loop.optimizer_kernel), and the fused kernel with the model
+compiled (train.compile, as the demo trains). It also times AdamW's step alone, and the compiled variant's
+first step (the compilation; a warm inductor cache in /tmp makes later runs of a shape far cheaper).
 Prints a table; --markdown appends it to a file.
 
     python benchmarks/tiny_step.py --markdown docs/benchmarks.md
@@ -28,17 +31,21 @@ from plmscale.train.loop import optimizer_kernel  # noqa: E402
 
 LADDER = load_config(Path(__file__).resolve().parent.parent / "config.yaml")["train"]["ladder"]  # the demo's
 DEFAULT_SIZES = ["n2k", "n7k", "n25k", "n55k"]
-KERNELS = {"single-tensor (baseline)": {"foreach": False}, "fused": optimizer_kernel(torch.device("cpu"), "none")}
+FUSED = optimizer_kernel(torch.device("cpu"), "none")
+BASELINE = "single-tensor AdamW (baseline)"
+VARIANTS = {BASELINE: ({"foreach": False}, False), "fused AdamW": (FUSED, False),
+            "fused AdamW + compile": (FUSED, True)}
 
 
-def make_step(shape, kernel, batch=4, seq_len=128):
+def make_step(shape, kernel, compiled=False, batch=4, seq_len=128):
     torch.manual_seed(0)
     model = build_model(shape, max_len=seq_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), **kernel)
     tokens = torch.randint(4, 24, (batch, seq_len))
+    forward = torch.compile(model) if compiled else model
 
     def step():
-        _, loss = model(tokens, causal=True, labels=tokens)
+        _, loss = forward(tokens, causal=True, labels=tokens)
         (loss / tokens.numel()).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -70,28 +77,30 @@ def main(argv=None):
     torch.set_num_threads(1)
     rows = []
     for size in args.sizes:
-        steps = {name: make_step(LADDER[size], kernel) for name, kernel in KERNELS.items()}
-        n_params = steps["fused"][0].n_params()
-        for _, step, _ in steps.values():
+        steps = {name: make_step(LADDER[size], kernel, compiled) for name, (kernel, compiled) in VARIANTS.items()}
+        n_params = steps[BASELINE][0].n_params()
+        first_step = {}
+        for name, (_, step, _) in steps.items():
+            first_step[name] = time_ms(step, 1) / 1e3  # the compiled variant compiles here
             time_ms(step, 20)  # warm-up: allocator, first-call dispatch
-        whole = {name: [] for name in KERNELS}
-        alone = {name: [] for name in KERNELS}
+        whole = {name: [] for name in VARIANTS}
+        alone = {name: [] for name in VARIANTS}
         for _ in range(args.rounds):
             for name, (model, step, optimizer_only) in steps.items():
                 whole[name].append(time_ms(step, args.steps))
                 optimizer_only()  # the one backward it needs, outside the timing
                 alone[name].append(time_ms(optimizer_only, args.steps))
                 model.zero_grad(set_to_none=True)
-        base = statistics.median(whole["single-tensor (baseline)"])
-        for name in KERNELS:
+        base = statistics.median(whole[BASELINE])
+        for name in VARIANTS:
             step_ms = statistics.median(whole[name])
-            rows.append(f"| {size} | {n_params:,} | {name} | {step_ms:.2f} | {statistics.median(alone[name]):.2f} | "
-                        f"{base / step_ms:.2f}x |")
+            rows.append(f"| {size} | {LADDER[size]['layers']} | {n_params:,} | {name} | {step_ms:.2f} | "
+                        f"{statistics.median(alone[name]):.2f} | {base / step_ms:.2f}x | {first_step[name]:.1f} |")
     load = os.getloadavg()[0]
     lines = [f"Machine: {cpu_model()}, 1 thread, torch {torch.__version__}; one CLM step of 4 x 128 tokens; median "
              f"of {args.rounds} alternating rounds of {args.steps} steps; 1-minute load average {load:.1f} at the end.",
-             "", "| model | N (non-emb.) | AdamW | ms per step | ms in AdamW alone | step speed vs baseline |",
-             "|---|---:|---|---:|---:|---:|", *rows]
+             "", "| model | layers | N (non-emb.) | step | ms per step | ms in AdamW alone | step speed vs baseline "
+             "| first step, s |", "|---|---:|---:|---|---:|---:|---:|---:|", *rows]
     text = "\n".join(lines)
     print(text)
     if args.markdown:
