@@ -28,7 +28,9 @@ CANNOT_INSTALL = 3  # slurm-cluster.sh's exit status when Slurm is missing and a
 
 # The demo corpus, smaller, and a grid of two tiny CLM runs on the CPU: the whole DAG in about a minute.
 TINY = {
-    "data": {"demo": {"n_families": 20, "members_per_family": 6, "floor_sequences": 0}},
+    # The demo's 5%/2.5% held out need thousands of clusters; this corpus has a few dozen.
+    "data": {"demo": {"n_families": 20, "members_per_family": 6, "floor_sequences": 0},
+             "split": {"valid_fraction": 0.1, "test_fraction": 0.05}},
     "train": {
         "ladder": {"t1": {"layers": 1, "d_model": 16, "heads": 2},
                    "t2": {"layers": 2, "d_model": 16, "heads": 2}},

@@ -64,8 +64,9 @@ def test_compile_on_cpu_without_a_compiler_says_what_to_install(shards, tmp_path
 
 
 def test_compiled_steps_rerun_identically_and_learn_as_eager_steps_do(shards, tmp_path):
-    """train.compile, the demo's setting: a compiled run is the same run again (same final loss to the last
-    bit), and follows the eager run to within float reordering. Compiling costs ~10-30 s once per graph."""
+    """train.compile (configs/paper.yaml's setting; off in the demo): a compiled run is the same run again
+    (same final loss to the last bit), and follows the eager run to within float reordering. Compiling
+    costs ~10-30 s once per graph."""
     settings = dict(tokens=6000, eval_every_steps=100)
     eager = run(tiny_spec(**settings), shards, tmp_path, "eager")
     torch._dynamo.utils.counters.clear()
