@@ -1,13 +1,14 @@
 """What one optimizer step of a demo-sized model costs on CPU, and what the fused AdamW kernel and
 torch.compile save.
 
-The demo's models (2-4 layers, 2k-55k non-embedding parameters) are bound by the fixed cost of a step, not
+The demo's models (2 layers, 2k-55k non-embedding parameters) are bound by the fixed cost of a step, not
 by FLOPs, so a run costs its number of steps. This times the step the trainer takes (forward and backward of
 a 512-token CLM batch, gradient clipping, AdamW, zero_grad) three ways, in alternating rounds so that a busy
 machine slows all alike, one thread: AdamW's single-tensor path on CPU (what the trainer used first: the
 baseline), the fused kernel (plmscale.train.loop.optimizer_kernel), and the fused kernel with the model
-compiled (train.compile, as the demo trains). It also times AdamW's step alone, and the compiled variant's
-first step (the compilation; a warm inductor cache in /tmp makes later runs of a shape far cheaper).
+compiled (train.compile; off in the demo, docs/benchmarks.md says why). It also times AdamW's step alone,
+and the compiled variant's first step (the compilation; a warm inductor cache in /tmp makes later runs of
+a shape far cheaper).
 Prints a table; --markdown appends it to a file.
 
     python benchmarks/tiny_step.py --markdown docs/benchmarks.md

@@ -72,7 +72,8 @@ def test_ladder_like_shape_hits_the_target_in_the_ladders_family(ladder, targets
             assert shape["d_model"] // shape["heads"] == 64, (target, shape)
         else:  # head dimensions vary along the ladder: the forecast keeps the nearest entry's head count
             assert shape["heads"] == nearest["heads"]
-        assert shape["ffn_dim"] % ffn_granularity(ladder) == 0 and 1.5 * shape["d_model"] <= shape["ffn_dim"] <= 4 * shape["d_model"]
+        assert shape["ffn_dim"] % ffn_granularity(ladder) == 0
+        assert 1.5 * shape["d_model"] <= shape["ffn_dim"] <= 4 * shape["d_model"]
 
 
 def test_ladder_like_shape_keeps_the_ladders_ffn_ratio_when_the_count_allows():

@@ -143,6 +143,7 @@ class _Runner:
         self.strategy = s.strategy
         if self.strategy == "auto":  # the grid resolves auto; a bare spec under torchrun falls back to DDP
             self.strategy = "ddp" if self.ctx.distributed else "none"
+        self.compiled = bool(s.compile) and self.strategy != "fsdp"  # FSDP's sharded model runs eagerly
         self.bf16 = s.precision == "bf16" or (s.precision == "auto" and self.ctx.device.type == "cuda")
         if self.ctx.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -163,7 +164,7 @@ class _Runner:
         valid_sampler = SequenceSampler(open_shards(valid_dir), self.seq_len, spec.source_weights, s.by_cluster,
                                         where=str(valid_dir))
         # Padded rows all seq_len wide when compiled: one shape, so one compiled graph (packing.micro_batches).
-        self.full_width = bool(s.compile) and not self.packed
+        self.full_width = self.compiled and not self.packed
         self.eval_batches = build_eval_set(valid_sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob,
                                            self.micro, self.packed, self.full_width)
         # Final loss per identity-to-train bin when the identity table is there (identity_eval).
@@ -254,7 +255,7 @@ class _Runner:
                                     f"that run first (its checkpoint directory must be kept for transfer)")
             model.load_state_dict(ckpt.load(source)["model"])
             log.info("initialised from %s (%s); optimizer and schedule start fresh", self.init_from, source)
-        if self.s.compile and self.strategy != "fsdp":
+        if self.compiled:
             if self.ctx.device.type == "cpu":
                 check_cpu_compiler()
             model.compile()
