@@ -52,7 +52,7 @@ def stage_targets_data():
     """The data stages serve training only: fitting released curves (fit.use_own_runs false) skips them."""
     if not config["fit"]["use_own_runs"]:
         return []
-    return shard_manifests() + identity_outputs()
+    return shard_manifests() + identity_outputs() + demo_floor_targets()
 
 
 # ---- identity to the train split (rules/identity.smk, docs/ood.md) ----------------------------------
@@ -103,6 +103,22 @@ for _source in config["data"]["sources"]:
         raise WorkflowError(
             f"data.sources {_source['name']!r}: url {_source['url']!r} names no demo corpus; "
             f"use one of {['demo:' + name for name in DEMO_CORPORA]}")
+
+
+# params of demo_corpus and demo_floor: the generator's settings and the clean step's length limits.
+DEMO_PARAMS = dict(
+    demo=json_param(config["data"]["demo"]),
+    min_length=config["data"]["clean"]["min_length"],
+    # The demo plants over-long records just past the cap; with no cap it still needs a length.
+    max_length=config["data"]["clean"]["max_length"] or 1022,
+)
+
+
+def demo_floor_targets():
+    """floor.json (the known truth for the parametric fit's E) whenever a source is generated."""
+    if any(source["url"].startswith("demo:") for source in config["data"]["sources"]):
+        return ["results/data/demo/floor.json"]
+    return []
 
 
 def demo_corpus_path(source_name):

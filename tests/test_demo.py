@@ -7,7 +7,7 @@ import json
 import pytest
 
 from plmscale.cli import main as cli_main
-from plmscale.data.demo import MALFORMED, generate, write_demo_corpus
+from plmscale.data.demo import MALFORMED, generate, write_demo_corpus, write_demo_floor
 
 SMALL = dict(seed=3, n_families=10, members_per_family=6, n_exact_duplicates=8, n_malformed=7)
 NO_FLOOR = dict(floor_sequences=0)   # the floor has its own tests; files without it are quick
@@ -119,7 +119,7 @@ def test_floor_hmm_is_a_distribution_and_its_conditionals_agree():
 
 
 def test_floor_is_below_the_residue_entropy_and_written(tmp_path):
-    write_demo_corpus(tmp_path, **{**SMALL, "n_motifs": 200, "floor_sequences": 8})
+    write_demo_floor(tmp_path / "floor.json", **{**SMALL, "n_motifs": 200, "floor_sequences": 8})
     floor = json.loads((tmp_path / "floor.json").read_text())
     # Motif structure is learnable: the Bayes loss sits well under the background entropy; MLM sees both
     # sides, so it sits lower still.
@@ -130,3 +130,5 @@ def test_floor_is_below_the_residue_entropy_and_written(tmp_path):
 def test_unknown_setting_is_named(tmp_path):
     with pytest.raises(ValueError, match="n_motif"):
         write_demo_corpus(tmp_path, n_motif=3)
+    with pytest.raises(ValueError, match="n_motif"):
+        write_demo_floor(tmp_path / "floor.json", n_motif=3)

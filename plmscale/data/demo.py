@@ -24,7 +24,7 @@ step. Every record is listed in {source}.truth.tsv with what the clean step shou
 
 The entropy floor. The generator is a hidden Markov model over (linker | motif m at position j) with a known
 substitution channel, so the Bayes loss of a model that knew the library exactly can be computed by the
-forward (CLM) and forward-backward (MLM) algorithms on fresh held-out-like sequences. write_demo_corpus
+forward (CLM) and forward-backward (MLM) algorithms on fresh held-out-like sequences. write_demo_floor
 writes it to floor.json: the per-token loss no model of any size can beat on this corpus, the known truth
 for the parametric fit's E. Indels (not in the HMM) are left out of the sequences it is measured on, so it
 is the floor of the indel-free process, a hair under the real one.
@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plmscale.categorical import Categorical
 from plmscale.data.atomic import write_gzip_text, write_text
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ BACKGROUND = {
 }
 LETTERS = np.array(list(BACKGROUND), dtype="<U1")
 FREQUENCIES = np.array(list(BACKGROUND.values())) / sum(BACKGROUND.values())
+RESIDUES = Categorical(FREQUENCIES)  # draws exactly as rng.choice(len(LETTERS), p=FREQUENCIES), faster
+LETTER_CODES = np.frombuffer("".join(LETTERS).encode("ascii"), dtype=np.uint8)
 MEMBER_DIVERGENCE = 0.03     # member vs its subfamily ancestor: subfamilies stay > 90% identical
 LENGTH_MEDIAN, LENGTH_SIGMA = 260, 0.45   # lognormal, roughly UniProt's length distribution
 LINE_WIDTH = 60
@@ -98,7 +101,7 @@ class MotifLibrary:
                              f"(got {n_motifs}, {motif_min_length}, {motif_max_length})")
         rng = np.random.default_rng([seed, 1])   # drawn once per seed, shared by all families
         lengths = rng.integers(motif_min_length, motif_max_length + 1, size=n_motifs)
-        motifs = [rng.choice(len(LETTERS), size=int(n), p=FREQUENCIES) for n in lengths]
+        motifs = [RESIDUES.draw(rng, int(n)) for n in lengths]
         weights = 1.0 / np.arange(1, n_motifs + 1) ** motif_zipf
         return cls(motifs, weights / weights.sum(), float(linker_mean))
 
@@ -122,7 +125,7 @@ class _Evolver:
         self.high = max(self.low, int(max_length * 0.9))
 
     def random_residues(self, n) -> np.ndarray:
-        return self.rng.choice(len(LETTERS), size=n, p=FREQUENCIES)
+        return RESIDUES.draw(self.rng, n)
 
     def ancestor(self) -> np.ndarray:
         length = int(np.clip(self.rng.lognormal(np.log(LENGTH_MEDIAN), LENGTH_SIGMA), self.low, self.high))
@@ -177,7 +180,7 @@ class _Evolver:
 
 
 def _text(seq: np.ndarray) -> str:
-    return "".join(LETTERS[seq])
+    return LETTER_CODES[seq].tobytes().decode("ascii")
 
 
 _LETTER_INDEX = np.full(128, -1, dtype=np.int64)
@@ -477,14 +480,19 @@ def entropy_floor(seed=7, family_divergence=0.2, n_motifs=4000, motif_zipf=1.2, 
     }
 
 
-def write_demo_corpus(out_dir, min_length=30, max_length=1022, **settings) -> dict:
-    """Write {source}.fasta.gz and {source}.truth.tsv for both sources and floor.json (entropy_floor, when
-    floor_sequences > 0); return counts per source."""
+def _settings(settings) -> dict:
     unknown = set(settings) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"data.demo: unknown setting(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    options = {**DEFAULTS, **settings}
-    floor_settings = {key: options.pop(key) for key in FLOOR_KEYS}
+    return {**DEFAULTS, **settings}
+
+
+def write_demo_corpus(out_dir, min_length=30, max_length=1022, **settings) -> dict:
+    """Write {source}.fasta.gz and {source}.truth.tsv for both sources; return counts per source.
+    Settings are data.demo's (the floor's are accepted and left to write_demo_floor)."""
+    options = _settings(settings)
+    for key in FLOOR_KEYS:
+        options.pop(key)
     records = generate(min_length=min_length, max_length=max_length, **options)
     out_dir = Path(out_dir)
     summary = {}
@@ -496,20 +504,27 @@ def write_demo_corpus(out_dir, min_length=30, max_length=1022, **settings) -> di
                            "families": len({r.family for r in items if r.family})}
         log.info("demo corpus %s: %d records, %d residues, %d families", source, summary[source]["records"],
                  summary[source]["residues"], summary[source]["families"])
-    if floor_settings["floor_sequences"] > 0:
-        library_settings = {key: options[key] for key in LIBRARY_KEYS}
-        floor = entropy_floor(options["seed"], options["family_divergence"], **library_settings,
-                              **floor_settings, min_length=min_length, max_length=max_length)
+    return summary
+
+
+def write_demo_floor(path, min_length=30, max_length=1022, **settings) -> dict:
+    """Write floor.json (entropy_floor of the process the settings describe, when floor_sequences > 0) and
+    return it. Independent of write_demo_corpus (its own random stream), so the two can run side by side."""
+    options = _settings(settings)
+    if options["floor_sequences"] > 0:
+        floor_settings = {key: options[key] for key in LIBRARY_KEYS + FLOOR_KEYS}
+        floor = entropy_floor(options["seed"], options["family_divergence"], **floor_settings,
+                              min_length=min_length, max_length=max_length)
         log.info("demo corpus entropy floor: CLM %.4f nats/token (se %.4f), MLM %.4f; residue entropy %.4f",
                  floor["clm_floor_nats"], floor["clm_floor_standard_error"], floor["mlm_floor_nats"],
                  floor["residue_entropy_nats"])
     else:   # the file is still written: the workflow declares it
         floor = {"clm_floor_nats": None, "mlm_floor_nats": None,
                  "method": "not measured (data.demo.floor_sequences is 0)"}
-    floor["settings"] = {**options, **floor_settings}
-    with write_text(out_dir / FLOOR_FILE) as handle:
+    floor["settings"] = options
+    with write_text(path) as handle:
         json.dump(floor, handle, indent=2)
-    return summary
+    return floor
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -525,4 +540,6 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = {name: getattr(args, name) for name in DEFAULTS}
     write_demo_corpus(args.out, min_length=args.min_length, max_length=args.max_length, **settings)
+    write_demo_floor(Path(args.out) / FLOOR_FILE, min_length=args.min_length, max_length=args.max_length,
+                     **settings)
     return 0

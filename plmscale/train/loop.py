@@ -260,6 +260,8 @@ class _Runner:
                 check_cpu_compiler()
             model.compile()
         self.model = distr.wrap(model, self.strategy, self.ctx)
+        # In the model's order, for clipping: walking the module tree every step costs ~2% of a tiny step.
+        self.parameters = list(self.model.parameters())
 
     def _setup_optimizer(self):
         s = self.s
@@ -340,7 +342,7 @@ class _Runner:
             loss_sum += loss.detach().double().cpu()
         loss_total = distr.all_reduce_sum(loss_sum.reshape(1), self.ctx).item()
         train_loss = loss_total / max(n_labels, 1.0)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip or float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.s.grad_clip or float("inf"))
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
         if not math.isfinite(train_loss) or not math.isfinite(float(grad_norm)):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from plmscale.alphabet import CLS_ID, EOS_ID, PAD_ID
+from plmscale.categorical import Categorical
 from plmscale.errors import PlmscaleError
 from plmscale.model import IGNORE_INDEX
 from plmscale.train.masking import causal_labels, mask_tokens
@@ -69,6 +70,7 @@ class SequenceSampler:
             weights = counts[present].astype(float)
         self.source_index = np.array(present)
         self.source_prob = weights / weights.sum()
+        self.source_draw = Categorical(self.source_prob)
         # Sequences ordered by (source, cluster, index): a source is a contiguous segment, a cluster a
         # contiguous run inside it.
         self.order = np.lexsort((np.arange(len(source_ids)), cluster_ids, source_ids))
@@ -83,7 +85,7 @@ class SequenceSampler:
 
     def pick(self, rng: np.random.Generator) -> int:
         """Sequence index: a source by weight, then (by_cluster) a cluster uniformly, then a member."""
-        k = int(rng.choice(len(self.source_prob), p=self.source_prob)) if len(self.source_prob) > 1 else 0
+        k = self.source_draw.draw(rng) if len(self.source_prob) > 1 else 0
         lo, hi = self.segments[k]
         if self.by_cluster:
             bounds = self.cluster_starts[k]
