@@ -270,12 +270,18 @@ def fake_runs(losses):
          for (b, n), loss in losses.items()])
 
 
-def test_cross_check_lays_two_fits_side_by_side(tmp_path):
-    from plmscale.scaling import cross_check
+def cosine_and_wsd_fits():
+    """Two fits of one two-budget grid; the WSD one's optimum at 2e11 is not bracketed."""
     cosine = (fake_fit(0.5, [0.4, 0.6], (1000, 1400)), fake_runs({(1e11, 1000): 2.5, (2e11, 1000): 2.4}))
     wsd_fit = (fake_fit(0.7, [0.65, 0.75], (1100, 1800), kept=(True, False)),
                fake_runs({(1e11, 1000): 2.52, (2e11, 1000): 2.38}))
-    result = cross_check.compare({"cosine": cosine, "wsd": wsd_fit})
+    return {"cosine": cosine, "wsd": wsd_fit}
+
+
+def test_cross_check_lays_two_fits_side_by_side(tmp_path):
+    from plmscale.scaling import cross_check
+    fits = cosine_and_wsd_fits()
+    result = cross_check.compare(fits)
     clm = result["objectives"]["clm"]
     assert [round(p["difference"], 6) for p in clm["points"]] == [0.02, -0.02]
     assert [round(r["n_opt_ratio"], 6) for r in clm["budgets"]] == [1.1, round(1800 / 1400, 6)]
@@ -284,4 +290,18 @@ def test_cross_check_lays_two_fits_side_by_side(tmp_path):
     text = cross_check.markdown(result)
     assert "a = 0.700 [0.650, 0.750]" in text and "+0.0200" in text
     with pytest.raises(Exception, match="exactly two"):
-        cross_check.compare({"cosine": cosine})
+        cross_check.compare({"cosine": fits["cosine"]})
+
+
+def test_cross_check_plot_leaves_unbracketed_vertices_open(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from plmscale.scaling import cross_check
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at its markers
+    fits = cosine_and_wsd_fits()
+    cross_check.plot(cross_check.compare(fits), fits, tmp_path / "cross_check.png")
+    assert (tmp_path / "cross_check.png").stat().st_size > 0
+    faces = {line.get_gid(): line.get_markerfacecolor() for line in figures[0].axes[0].lines
+             if (line.get_gid() or "").startswith("vertex")}
+    assert faces["vertex wsd 2e+11"] == "none"                      # its optimum sits at the grid's edge
+    assert "none" not in (faces["vertex wsd 1e+11"], faces["vertex cosine 2e+11"], faces["vertex cosine 1e+11"])

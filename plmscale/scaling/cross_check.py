@@ -127,7 +127,8 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, fits: dict, path) -> None:
-    """IsoFLOP profiles (final loss vs N per budget) of both grids; the second dashed, vertices marked."""
+    """IsoFLOP profiles (final loss vs N per budget) of both grids; the second dashed, vertices marked
+    (filled where the budget's optimum is bracketed, open where it is not)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -147,11 +148,14 @@ def plot(result: dict, fits: dict, path) -> None:
                 row = next((r for r in result["objectives"][objective]["budgets"] if r["budget"] == budget), None)
                 opt = (row or {}).get(label) or {}
                 if opt.get("n_opt") and opt.get("loss_opt"):
-                    ax.plot([opt["n_opt"]], [opt["loss_opt"]], marker, color=color, ms=9)
+                    # Open: the parabola's minimum is not inside the grid, so it is no optimum to compare.
+                    ax.plot([opt["n_opt"]], [opt["loss_opt"]], marker, color=color, ms=9,
+                            mfc=color if opt.get("bracketed") else "none", gid=f"vertex {label} {budget:g}")
         ax.set_xscale("log")
         ax.set_xlabel("non-embedding parameters N")
         ax.set_ylabel("final validation loss (nats/token)")
         ax.set_title(f"{objective.upper()} IsoFLOP profiles: {label_a} (solid) vs {label_b} (dashed)")
+        ax.plot([], [], "v", color="gray", mfc="none", label="open vertex: not bracketed")
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
