@@ -11,20 +11,20 @@ rule closed_loop_train:
         train="results/data/shards/train/manifest.json",
         valid="results/data/shards/valid/manifest.json",
     output:
-        plan="results/closed_loop/{objective}_x{multiple}/plan.json",
-        metrics="results/closed_loop/{objective}_x{multiple}/metrics.json",
-        curve="results/closed_loop/{objective}_x{multiple}/curve.csv",
-        provenance="results/closed_loop/{objective}_x{multiple}/provenance.json",
+        plan="results/closed_loop/{objective}_x{label}/plan.json",
+        metrics="results/closed_loop/{objective}_x{label}/metrics.json",
+        curve="results/closed_loop/{objective}_x{label}/curve.csv",
+        provenance="results/closed_loop/{objective}_x{label}/provenance.json",
     wildcard_constraints:
         objective="clm|mlm",
-        multiple=_alternatives(CLOSED_LOOP_MULTIPLES),
+        label=_alternatives(CLOSED_LOOP_LABELS),
     params:
         plan=closed_loop_plan_json,
-        checkpoint_dir=lambda wildcards: f"results/checkpoints/fcl_{wildcards.objective}_x{wildcards.multiple}",
+        checkpoint_dir=lambda wildcards: f"results/checkpoints/fcl_{wildcards.objective}_x{wildcards.label}",
     log:
-        "logs/closed_loop/{objective}_x{multiple}/train.log",
+        "logs/closed_loop/{objective}_x{label}/train.log",
     benchmark:
-        "results/benchmarks/closed_loop/{objective}_x{multiple}.tsv"
+        "results/benchmarks/closed_loop/{objective}_x{label}.tsv"
     threads: CLOSED_LOOP_THREADS
     priority: CRITICAL_PATH_PRIORITY
     resources:

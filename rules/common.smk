@@ -16,7 +16,7 @@ from plmscale.grid.calibration import calibration_specs
 from plmscale.grid.repetition import repetition_settings, repetition_specs
 from plmscale.grid.resources import snakemake_resources
 from plmscale.grid.wsd import branch_checkpoint_name
-from plmscale.scaling.closed_loop import closed_loop_jobs, multiple_label, plan_closed_loop
+from plmscale.scaling.closed_loop import closed_loop_jobs, plan_closed_loop, run_label
 from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.plots import PLOT_NAMES, PLOTS
 
@@ -281,8 +281,9 @@ try:
     CLOSED_LOOP_JOBS = closed_loop_jobs(config)
 except PlmscaleError as error:
     raise WorkflowError(str(error)) from None
-CLOSED_LOOP_MULTIPLES = {multiple_label(m): m for _, m in CLOSED_LOOP_JOBS}
-CLOSED_LOOP_DIRS = [f"results/closed_loop/{o}_x{multiple_label(m)}" for o, m in CLOSED_LOOP_JOBS]
+# "3" -> (3.0, None); with a depth search (fit.closed_loop.layers) "3_L2" -> (3.0, 2), "3_L3" -> (3.0, 3).
+CLOSED_LOOP_LABELS = {run_label(m, layers): (m, layers) for _, m, layers in CLOSED_LOOP_JOBS}
+CLOSED_LOOP_DIRS = [f"results/closed_loop/{o}_x{run_label(m, layers)}" for o, m, layers in CLOSED_LOOP_JOBS]
 # A job with nothing to train still claims these (the scheduler needs numbers before it knows).
 NOT_TRAINED_RESOURCES = {"gpus": 0, "nodes": 1, "gpus_per_node": 0, "gpu_model": None, "mem_mb": 1000,
                          "runtime_min": 5, "cpus": 1}
@@ -295,9 +296,10 @@ def stage_targets_closed_loop():
 
 
 @lru_cache(maxsize=None)
-def _closed_loop_plan_cached(fit_path, modified, objective, multiple):
+def _closed_loop_plan_cached(fit_path, modified, objective, label):
+    multiple, layers = CLOSED_LOOP_LABELS[label]
     return plan_closed_loop(config, read_fit(fit_path), objective, multiple,
-                            source=", ".join(map(str, workflow.configfiles)) or None)
+                            source=", ".join(map(str, workflow.configfiles)) or None, layers=layers)
 
 
 def closed_loop_plan(wildcards, input):
@@ -306,7 +308,7 @@ def closed_loop_plan(wildcards, input):
     if not fit_path.exists():
         raise FileNotFoundError(2, "fit.json is not written yet", str(input.fit))
     return _closed_loop_plan_cached(str(fit_path), fit_path.stat().st_mtime_ns, wildcards.objective,
-                                    CLOSED_LOOP_MULTIPLES[wildcards.multiple])
+                                    wildcards.label)
 
 
 def closed_loop_plan_json(wildcards, input):

@@ -173,12 +173,16 @@ def test_the_plan_is_a_grid_like_run_of_the_forecast_size_and_budget():
 
 
 def test_closed_loop_jobs_follow_the_config():
-    # On in the demo (one CLM run at 3x its top budget), off in the paper's study.
-    assert cl.closed_loop_jobs(load_config(yaml.safe_load((REPO / "config.yaml").read_text()))) == [("clm", 3.0)]
+    # On in the demo (CLM at 3x its top budget, 2 and 3 layers), off in the paper's study.
+    assert cl.closed_loop_jobs(load_config(yaml.safe_load((REPO / "config.yaml").read_text()))) == [
+        ("clm", 3.0, 2), ("clm", 3.0, 3)]
     assert cl.closed_loop_jobs(load_config(REPO / "configs" / "paper.yaml")) == []
-    assert cl.closed_loop_jobs(demo_config(multiples=[3, 10])) == [("clm", 3.0), ("clm", 10.0), ("mlm", 3.0),
-                                                                   ("mlm", 10.0)]
-    assert cl.closed_loop_jobs(demo_config(objectives=["mlm"])) == [("mlm", 3.0)]
+    assert cl.closed_loop_jobs(demo_config(multiples=[3, 10])) == [("clm", 3.0, None), ("clm", 10.0, None),
+                                                                   ("mlm", 3.0, None), ("mlm", 10.0, None)]
+    assert cl.closed_loop_jobs(demo_config(objectives=["mlm"])) == [("mlm", 3.0, None)]
+    assert cl.closed_loop_jobs(demo_config(objectives=["clm"], layers=[2, 3])) == [("clm", 3.0, 2), ("clm", 3.0, 3)]
+    with pytest.raises(PlmscaleError, match="repeats a depth"):
+        cl.closed_loop_jobs(demo_config(layers=[2, 2]))
     config = demo_config()
     config["train"]["objectives"] = ["clm"]
     config["fit"]["closed_loop"]["objectives"] = ["mlm"]
@@ -193,6 +197,43 @@ def test_closed_loop_jobs_follow_the_config():
     released_curves_only = demo_config()
     released_curves_only["fit"]["use_own_runs"] = False
     assert cl.closed_loop_jobs(released_curves_only) == []
+
+
+def test_a_depth_search_plans_one_run_per_depth_at_the_same_forecast():
+    """fit.closed_loop.layers: the forecast N_opt and budget are shared; only the depth (and the width that
+    keeps N) differs, each run with its own id."""
+    config = demo_config(layers=[2, 3])
+    plans = {layers: cl.plan_closed_loop(config, hand_made_fit(), "clm", 3, layers=layers) for layers in (2, 3)}
+    assert [plans[d]["run_id"] for d in (2, 3)] == ["fcl_clm_x3_L2", "fcl_clm_x3_L3"]
+    assert [plans[d]["shape"]["layers"] for d in (2, 3)] == [2, 3]
+    assert plans[3]["shape"]["d_model"] < plans[2]["shape"]["d_model"]
+    assert plans[2]["n_opt"] == plans[3]["n_opt"] and plans[2]["flops"] == plans[3]["flops"]
+    # The same batches for every depth, and those of the run without a search (common random numbers).
+    plain = cl.plan_closed_loop(demo_config(), hand_made_fit(), "clm", 3)
+    assert plans[2]["spec"]["seed"] == plans[3]["spec"]["seed"] == plain["spec"]["seed"]
+    for plan in plans.values():
+        assert abs(plan["spec"]["n_params"] - plan["n_opt"]) / plan["n_opt"] < 0.02
+        assert plan["spec"]["flops"] == pytest.approx(plan["flops"], rel=1e-6)
+
+
+def test_a_depth_search_marks_the_best_depth_and_says_so():
+    fit = hand_made_fit()
+    config = demo_config(layers=[2, 3])
+    plans = [cl.plan_closed_loop(config, fit, "clm", 3, layers=layers) for layers in (2, 3)]
+    validation = cl.score_closed_loop(fit, [(plans[0], _trained(plans[0], 2.45)),
+                                            (plans[1], _trained(plans[1], 2.40))])
+    records = validation["objectives"]["clm"]
+    assert set(records) == {"x3_L2", "x3_L3"}
+    assert records["x3_L3"]["best_of_depths"] is True and records["x3_L2"]["best_of_depths"] is False
+    lines = cl.validation_lines(validation, "clm")
+    heads = [line for line in lines if line.startswith("validated")]
+    assert "2 layers" in heads[0] and "one of depths 2, 3" in heads[0]
+    assert "3 layers" in heads[1] and "best of depths 2, 3" in heads[1]
+    # Without a search nothing is marked.
+    single = cl.plan_closed_loop(demo_config(), fit, "clm", 3)
+    plain = cl.score_closed_loop(fit, [(single, _trained(single, 2.45))])["objectives"]["clm"]["x3"]
+    assert "best_of_depths" not in plain and "depths" not in cl.validation_lines(
+        {"objectives": {"clm": {"x3": plain}}}, "clm")[0]
 
 
 # ---- scoring -----------------------------------------------------------------------------------------
@@ -282,6 +323,15 @@ def test_dry_run_plans_the_closed_loop_after_the_fit(tmp_path):
     assert jobs["closed_loop_train"] == 2 and jobs["closed_loop_score"] == 1 and jobs["fit"] == 1
     for objective in ("clm", "mlm"):
         assert f"results/closed_loop/{objective}_x3/metrics.json" in output
+    # A depth search: one job per depth, each in its own directory.
+    searched = copy.deepcopy(DRY_RUN_CONFIG)
+    searched["fit"]["closed_loop"]["layers"] = [1, 2]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(searched))
+    output = run_snakemake(workdir, "--dry-run")
+    assert planned_rules(output)["closed_loop_train"] == 4
+    for objective in ("clm", "mlm"):
+        for depth in (1, 2):
+            assert f"results/closed_loop/{objective}_x3_L{depth}/metrics.json" in output
     # Off (the schema default): no closed-loop job at all.
     off = copy.deepcopy(DRY_RUN_CONFIG)
     off["fit"].pop("closed_loop")

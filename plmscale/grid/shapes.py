@@ -105,11 +105,13 @@ def ffn_granularity(ladder: dict, largest: int = 8) -> int:
     return min(largest, math.gcd(*(ModelShape.from_dict(shape).ffn_dim for shape in ladder.values())))
 
 
-def ladder_like_shape(target_n: float, ladder: dict, ffn_multiple: int | None = None) -> dict:
+def ladder_like_shape(target_n: float, ladder: dict, ffn_multiple: int | None = None,
+                      layers: int | None = None) -> dict:
     """A shape of the ladder's family sized to target_n non-embedding parameters.
 
     The ladder entry nearest target_n in log N gives the depth and the head count (a forecast model should
-    differ from the grid's models only in size); d_model (a multiple of the ladder's head dimension when
+    differ from the grid's models only in size; `layers` overrides the depth, the closed loop's depth
+    search); d_model (a multiple of the ladder's head dimension when
     all its entries share one, the head count following; else a multiple of 2·heads, so the head dimension
     stays even) and ffn_dim (a multiple of `ffn_multiple`, by default ffn_granularity(ladder), within
     1.5-4× d_model) are then chosen: among the shapes within `COUNT_TOLERANCE` of target_n, the one whose
@@ -121,7 +123,7 @@ def ladder_like_shape(target_n: float, ladder: dict, ffn_multiple: int | None = 
         raise ValueError(f"target_n must be a positive number, got {target_n!r}")
     ffn_multiple = ffn_multiple or ffn_granularity(ladder)
     base = ModelShape.from_dict(ladder[nearest_ladder_entry(target_n, ladder)])
-    layers, heads = base.layers, base.heads
+    layers, heads = layers or base.layers, base.heads
     # A ladder with one head dimension throughout (the paper's: 64) keeps it, and the head count follows the
     # width: a head_dim like 70 would leave the tensor-core-friendly sizes the ladder was built on.
     head_dims = {ModelShape.from_dict(shape).head_dim for shape in ladder.values()}

@@ -40,12 +40,19 @@ def multiple_label(multiple: float) -> str:
     return f"{float(multiple):g}"
 
 
-def closed_loop_run_id(objective: str, multiple: float) -> str:
-    return f"fcl_{objective}_x{multiple_label(multiple)}"
+def run_label(multiple: float, layers: int | None = None) -> str:
+    """(3, None) -> "3", (3, 3) -> "3_L3": the x{label} of a closed-loop run's id, directory and record."""
+    return multiple_label(multiple) + (f"_L{int(layers)}" if layers else "")
 
 
-def closed_loop_jobs(config: dict) -> list[tuple[str, float]]:
-    """(objective, multiple) of every closed-loop run the config asks for; none when it is off.
+def closed_loop_run_id(objective: str, multiple: float, layers: int | None = None) -> str:
+    return f"fcl_{objective}_x{run_label(multiple, layers)}"
+
+
+def closed_loop_jobs(config: dict) -> list[tuple[str, float, int | None]]:
+    """(objective, multiple, layers) of every closed-loop run the config asks for; none when it is off.
+    layers is None (the ladder's depth at N_opt) unless fit.closed_loop.layers lists depths: then one job
+    per depth.
 
     It needs the study's own shards, so a fit of released curves only (fit.use_own_runs false) has none.
     """
@@ -64,7 +71,11 @@ def closed_loop_jobs(config: dict) -> list[tuple[str, float]]:
     if len(set(labels)) != len(labels):
         raise PlmscaleError(f"config: fit.closed_loop.multiples {settings['multiples']} repeats a multiple; "
                             "list each once")
-    return [(objective, float(m)) for objective in objectives for m in settings["multiples"]]
+    depths = settings.get("layers") or [None]
+    if len(set(depths)) != len(depths):
+        raise PlmscaleError(f"config: fit.closed_loop.layers {depths} repeats a depth; list each once")
+    return [(objective, float(m), depth) for objective in objectives for m in settings["multiples"]
+            for depth in depths]
 
 
 # ---- what a fit says at a budget ---------------------------------------------------------------------
@@ -157,8 +168,10 @@ def choose_forecast(fit, objective: str, multiple: float, methods, fallback_budg
 
 # ---- the run to train --------------------------------------------------------------------------------
 
-def plan_closed_loop(config: dict, fit, objective: str, multiple: float, source: str | None = None) -> dict:
-    """The closed-loop run for (objective, multiple): the forecast it tests and the spec that trains it.
+def plan_closed_loop(config: dict, fit, objective: str, multiple: float, source: str | None = None,
+                     layers: int | None = None) -> dict:
+    """The closed-loop run for (objective, multiple, layers): the forecast it tests and the spec that trains
+    it. layers None: as deep as the ladder entry nearest N_opt; else that depth at the same N_opt.
 
     JSON-ready: the choice (choose_forecast) plus "run_id", and when a forecast exists "shape", "n_params",
     "tokens", "nearest_ladder_entry", "spec" (RunSpec.training_dict: what decides the model) and
@@ -166,23 +179,27 @@ def plan_closed_loop(config: dict, fit, objective: str, multiple: float, source:
     """
     # Imported here: the grid imports torch-free modules only, but the scaling stage need not load it at all.
     from plmscale.grid import shapes
-    from plmscale.grid.expand import GridBuilder
+    from plmscale.grid.expand import GridBuilder, run_seed
 
     settings = config["fit"]["closed_loop"]
     budgets = [float(b) for b in config["train"]["isoflop"]["budgets"]]
     choice = choose_forecast(fit, objective, multiple, settings["methods"], max(budgets, default=None))
-    plan = {"version": RECORD_VERSION, **choice, "run_id": closed_loop_run_id(objective, multiple), "spec": None}
+    plan = {"version": RECORD_VERSION, **choice, "run_id": closed_loop_run_id(objective, multiple, layers),
+            "layers_requested": layers, "depths_searched": settings.get("layers"), "spec": None}
     if choice["method"] is None:
         return plan
     ladder = config["train"]["ladder"]
     nearest = shapes.nearest_ladder_entry(choice["n_opt"], ladder)
-    shape = shapes.normalise_shape(shapes.ladder_like_shape(choice["n_opt"], ladder))
+    shape = shapes.normalise_shape(shapes.ladder_like_shape(choice["n_opt"], ladder, layers=layers))
     per_token = shapes.flops_per_token(shape, config["train"]["seq_len"], config["train"]["flops_definition"])
     tokens = round(choice["flops"] / per_token)
     builder = GridBuilder(config, source)
-    model = f"{nearest}-like"
+    model = f"{nearest}-like" + (f"-L{layers}" if layers else "")
     builder.add_shape(model, shape)
-    spec = builder.make(plan["run_id"], objective, model, tokens, budget=choice["flops"])
+    # One seed for every depth of a search (the run without a depth's): the depths see the same batches, so
+    # their difference is the depth's, not the data order's (common random numbers).
+    seed = run_seed(config["seed"], closed_loop_run_id(objective, multiple))
+    spec = builder.make(plan["run_id"], objective, model, tokens, budget=choice["flops"], seed=seed)
     plan.update(shape=shape, n_params=spec.n_params, tokens=tokens, nearest_ladder_entry=nearest)
     if tokens < spec.batch_tokens:
         plan["reason"] = (f"the forecast N_opt {choice['n_opt']:.3g} leaves {tokens} tokens at C = "
@@ -210,7 +227,8 @@ def score_run(fit, plan: dict, metrics: dict) -> dict:
     """One closed-loop run against every method's forecast (identified or not, marked)."""
     fit = parse_fit(fit)
     record = {key: plan.get(key) for key in ("run_id", "objective", "multiple", "top_budget", "flops", "method",
-                                             "n_opt", "n_opt_ci", "reason", "nearest_ladder_entry")}
+                                             "n_opt", "n_opt_ci", "reason", "nearest_ladder_entry",
+                                             "depths_searched")}
     record["forecast_method"] = record.pop("method")
     trained = plan.get("spec") is not None and metrics.get("trained", True) is not False
     record["trained"] = trained
@@ -238,15 +256,27 @@ def score_run(fit, plan: dict, metrics: dict) -> dict:
 
 
 def score_closed_loop(fit, runs) -> dict:
-    """closed_loop.json: {"version", "within_fraction", "objectives": {objective: {"x{m}": score_run}}}.
+    """closed_loop.json: {"version", "within_fraction", "objectives": {objective: {"x{label}": score_run}}}.
 
-    runs: (plan, metrics) pairs, one per closed-loop job.
+    runs: (plan, metrics) pairs, one per closed-loop job. With a depth search (fit.closed_loop.layers) each
+    record of a multiple says whether it is the best of its depths (`best_of_depths`): the lowest observed
+    loss, the compute-optimal model of those tried, which is what an L_opt(C) forecast describes.
     """
     fit = parse_fit(fit)
     objectives = {}
     for plan, metrics in runs:
-        objectives.setdefault(plan["objective"], {})[f"x{multiple_label(plan['multiple'])}"] = \
-            score_run(fit, plan, metrics)
+        label = run_label(plan["multiple"], plan.get("layers_requested"))
+        objectives.setdefault(plan["objective"], {})[f"x{label}"] = score_run(fit, plan, metrics)
+    for records in objectives.values():
+        searched = {}
+        for record in records.values():
+            if record.get("depths_searched"):
+                searched.setdefault(record["multiple"], []).append(record)
+        for group in searched.values():
+            observed = [r for r in group if r.get("observed_loss") is not None]
+            best = min(observed, key=lambda r: r["observed_loss"]) if observed else None
+            for record in group:
+                record["best_of_depths"] = record is best
     return {"version": RECORD_VERSION, "within_fraction": WITHIN_FRACTION, "ci_level": 0.95,
             "fit_inputs_sha256": fit.data.get("inputs_sha256"), "objectives": objectives}
 
@@ -257,6 +287,19 @@ def _loss_text(value, ci) -> str:
     if value is None:
         return "n/a"
     return f"{value:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else " [no interval]")
+
+
+def _in_order(validation: dict, objective: str) -> list:
+    """(label, record) of one objective by budget, the depths of a budget in label order."""
+    records = (validation.get("objectives") or {}).get(objective, {})
+    return sorted(records.items(), key=lambda item: (item[1]["flops"], item[0]))
+
+
+def _depth_note(record: dict) -> str:
+    if not record.get("depths_searched"):
+        return ""
+    depths = ", ".join(str(d) for d in record["depths_searched"])
+    return f" (best of depths {depths})" if record.get("best_of_depths") else f" (one of depths {depths})"
 
 
 def validation_lines(validation: dict, objective: str, fit=None) -> list[str]:
@@ -270,13 +313,13 @@ def validation_lines(validation: dict, objective: str, fit=None) -> list[str]:
         if ours != validation.get("fit_inputs_sha256"):
             lines.append("note: the closed loop below scored a fit of other run tables (inputs_sha256 differs); "
                          "rerun the workflow's closed_loop_score")
-    for label, record in sorted((validation.get("objectives") or {}).get(objective, {}).items(),
-                                key=lambda item: item[1]["flops"]):
+    for label, record in _in_order(validation, objective):
         head = f"validated at C = {record['flops']:.3g} FLOPs ({record['multiple']:g}x the top grid budget)"
         if not record["trained"]:
             lines.append(f"{head}: not trained, {record.get('reason')}")
             continue
-        lines.append(f"{head}: trained N = {record['n_params']:.3g}, D = {record['tokens']:.3g}, "
+        depth = (f", {record['shape']['layers']} layers" if record.get("shape") else "") + _depth_note(record)
+        lines.append(f"{head}: trained N = {record['n_params']:.3g}, D = {record['tokens']:.3g}{depth}, "
                      f"observed loss {record['observed_loss']:.4g} (run {record['run_id']}, sized by "
                      f"{record['forecast_method']})")
         for method, entry in record["methods"].items():
@@ -309,7 +352,7 @@ def plot_closed_loop(validation: dict, path):
             ax.text(0.5, 0.5, "no closed-loop runs", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
             continue
-        records = sorted(validation["objectives"][objective].items(), key=lambda item: item[1]["flops"])
+        records = _in_order(validation, objective)
         ticks, labels, labelled = [], [], set()
 
         def legend_label(name):
@@ -320,7 +363,7 @@ def plot_closed_loop(validation: dict, path):
 
         for position, (label, record) in enumerate(records):
             ticks.append(position)
-            labels.append(f"{label}\nC={record['flops']:.2g}")
+            labels.append(f"{label}\nC={record['flops']:.2g}" + ("\nbest depth" if record.get("best_of_depths") else ""))
             if not record["trained"]:
                 ax.text(position, 0.5, "not trained:\nno identified\nforecast", ha="center", va="center",
                         fontsize=7, transform=ax.get_xaxis_transform())
