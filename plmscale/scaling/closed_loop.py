@@ -6,10 +6,12 @@ config `fit.closed_loop.multiples`, C = m × the top budget of the objective's I
      sizes a shape of the ladder's family to it (grid.shapes.ladder_like_shape), gives it D = C / FLOPs
      per token, and builds its run spec exactly as the grid builds a run (recipe lr and batch, seed, resources).
      Without an identified method there is no forecast to test: the plan says so and nothing is trained.
-  2. The workflow trains that spec (results/closed_loop/{objective}_x{m}/).
+     With `fit.closed_loop.layers` the same N_opt and D are planned at each listed depth (one seed for all).
+  2. The workflow trains that spec (results/closed_loop/{objective}_x{m}/, or _x{m}_L{layers}/ per depth).
   3. `score_closed_loop` compares the observed final validation loss with every method's forecast and its
      95% bootstrap interval, identified or not (marked), and states the error in %, whether the
-     observation lies inside the interval and whether it is within 2% of the forecast.
+     observation lies inside the interval and whether it is within 2% of the forecast; of a depth search,
+     the run with the lowest loss is marked `best_of_depths`.
 
 The parametric law L(N, D) is evaluated at the trained N and D. The IsoFLOP and envelope laws only know the
 compute-optimal loss L_opt(C), which is what they forecast here: a fair test when the run was sized by the
