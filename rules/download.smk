@@ -1,7 +1,8 @@
 # Download: every source in data.sources -> results/data/raw/{source}.fasta.gz (always gzip).
-# Both run on the submitting machine: compute nodes of a cluster often have no network.
+# These run on the submitting machine: compute nodes of a cluster often have no network.
 localrules:
     demo_corpus,
+    demo_floor,
     download,
 
 
@@ -24,8 +25,8 @@ rule demo_corpus:
 
 
 # The demo process's entropy floor (docs/demo-design.md): its own random stream, so it is computed beside
-# the corpus rather than after it (on the demo, each takes about half a minute on one core). Compute only, so
-# unlike the corpus and the downloads it is not a local rule.
+# the corpus rather than after it (on the demo, each takes about half a minute on one core). Local, like the
+# corpus: half a minute is less than a cluster's queue.
 rule demo_floor:
     output:
         floor="results/data/demo/floor.json",

@@ -158,12 +158,12 @@ def test_workflow_on_slurm_matches_local_run(slurm_env, tmp_path):
         env=slurm_env)
     finish(local_run)
 
-    # Every job of the DAG ran, either as a declared local rule (demo data, downloads: they need the
-    # submit host's network) or as a Slurm job of this run that completed.
+    # Every job of the DAG ran, either as a declared local rule (the demo corpus and its floor; downloads: they
+    # need the submit host's network) or as a Slurm job of this run that completed.
     expected = jobs_per_rule(log)
     local_jobs = jobs_per_rule(log, "localrule")
     assert expected + local_jobs == dag, (expected, local_jobs, dag)
-    assert set(local_jobs) <= {"demo_corpus", "download"}, local_jobs
+    assert set(local_jobs) <= {"demo_corpus", "demo_floor", "download"}, local_jobs
     run_uuid = re.search(r"SLURM run ID: (\S+)", log).group(1)
     jobs = sacct_jobs(run_uuid, slurm_env)
     assert all(job["state"] == "COMPLETED" and job["exit_code"] == "0:0" for job in jobs), jobs
