@@ -25,6 +25,8 @@ from plmscale.config import load_config  # noqa: E402
 from plmscale.data import demo  # noqa: E402
 from plmscale.provenance import cpu_model  # noqa: E402
 
+from markdown_table import publish  # noqa: E402  (benchmarks/, this script's directory)
+
 BASELINE = "Generator.choice(p=...) (baseline)"
 CURRENT = "Categorical (plmscale.categorical)"
 
@@ -76,11 +78,7 @@ def main():
         median = statistics.median(times[name])
         lines.append(f"| generate, {name} | {median:.1f} | {base / median:.2f}x |")
     lines.append(f"| entropy floor (its own rule, beside the corpus) | {floor_seconds:.1f} | |")
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a") as handle:
-            handle.write("\n" + text + "\n")
+    publish("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":

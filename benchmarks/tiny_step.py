@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from plmscale.config import load_config  # noqa: E402
 from plmscale.model import build_model  # noqa: E402
 from plmscale.provenance import cpu_model  # noqa: E402
+
+from markdown_table import publish  # noqa: E402  (benchmarks/, this script's directory)
 from plmscale.train.loop import optimizer_kernel  # noqa: E402
 
 LADDER = load_config(Path(__file__).resolve().parent.parent / "config.yaml")["train"]["ladder"]  # the demo's
@@ -102,11 +104,7 @@ def main(argv=None):
              f"of {args.rounds} alternating rounds of {args.steps} steps; 1-minute load average {load:.1f} at the end.",
              "", "| model | layers | N (non-emb.) | step | ms per step | ms in AdamW alone | step speed vs baseline "
              "| first step, s |", "|---|---:|---:|---|---:|---:|---:|---:|", *rows]
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a") as handle:
-            handle.write("\n" + text + "\n")
+    publish("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":
