@@ -114,19 +114,19 @@ DEMO_PARAMS = dict(
 )
 
 
-def demo_floor_targets():
-    """floor.json (the known truth for the parametric fit's E) whenever a source is generated."""
-    if any(source["url"].startswith("demo:") for source in config["data"]["sources"]):
-        return ["results/data/demo/floor.json"]
-    return []
-
-
 def demo_corpus_path(source_name):
     """The generated demo file behind a "demo:<name>" url, or None for a real url."""
     url = SOURCE_BY_NAME[source_name]["url"]
     if url.startswith("demo:"):
         return f"results/data/demo/{url[len('demo:'):]}.fasta.gz"
     return None
+
+
+def demo_floor_targets():
+    """floor.json (the known truth for the parametric fit's E) whenever a source is generated."""
+    if any(demo_corpus_path(name) for name in SOURCE_BY_NAME):
+        return ["results/data/demo/floor.json"]
+    return []
 
 
 def download_input(wildcards):
