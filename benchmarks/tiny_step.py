@@ -1,11 +1,12 @@
-"""What one optimizer step of a demo-sized model costs on CPU, and what the fused AdamW kernel and
-torch.compile save.
+"""What one optimizer step of a demo-sized model costs on CPU, and what the fused AdamW kernel, calling it
+without torch.optim, and torch.compile save.
 
 The demo's models (2 layers, 2k-55k non-embedding parameters) are bound by the fixed cost of a step, not
 by FLOPs, so a run costs its number of steps. This times the step the trainer takes (forward and backward of
 a 512-token CLM batch, gradient clipping, AdamW, zero_grad) three ways, in alternating rounds so that a busy
 machine slows all alike, one thread: AdamW's single-tensor path on CPU (what the trainer used first: the
-baseline), the fused kernel (plmscale.train.loop.optimizer_kernel), and the fused kernel with the model
+baseline), the fused kernel through torch.optim (plmscale.train.loop.optimizer_kernel), the same kernel
+called directly (plmscale.train.adamw, what a one-process CPU run uses), and the fused kernel with the model
 compiled (train.compile; off in the demo, docs/benchmarks.md says why). It also times AdamW's step alone,
 and the compiled variant's first step (the compilation; a warm inductor cache in /tmp makes later runs of
 a shape far cheaper).
@@ -30,20 +31,30 @@ from plmscale.model import build_model  # noqa: E402
 from plmscale.provenance import cpu_model  # noqa: E402
 
 from markdown_table import publish  # noqa: E402  (benchmarks/, this script's directory)
+from plmscale.train.adamw import FusedAdamW  # noqa: E402
 from plmscale.train.loop import optimizer_kernel  # noqa: E402
 
 LADDER = load_config(Path(__file__).resolve().parent.parent / "config.yaml")["train"]["ladder"]  # the demo's
 DEFAULT_SIZES = ["n2k", "n7k", "n25k", "n55k"]
 FUSED = optimizer_kernel(torch.device("cpu"), "none")
 BASELINE = "single-tensor AdamW (baseline)"
-VARIANTS = {BASELINE: ({"foreach": False}, False), "fused AdamW": (FUSED, False),
-            "fused AdamW + compile": (FUSED, True)}
 
 
-def make_step(shape, kernel, compiled=False, batch=4, seq_len=128):
+def torch_adamw(kernel):
+    return lambda params: torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), **kernel)
+
+
+# name: (optimizer from parameters, compiled)
+VARIANTS = {BASELINE: (torch_adamw({"foreach": False}), False), "fused AdamW": (torch_adamw(FUSED), False),
+            "fused kernel, no torch.optim": (lambda params: FusedAdamW([{"params": params}], lr=1e-3,
+                                                                       betas=(0.9, 0.95)), False),
+            "fused AdamW + compile": (torch_adamw(FUSED), True)}
+
+
+def make_step(shape, make_optimizer, compiled=False, batch=4, seq_len=128):
     torch.manual_seed(0)
     model = build_model(shape, max_len=seq_len)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), **kernel)
+    optimizer = make_optimizer(list(model.parameters()))
     tokens = torch.randint(4, 24, (batch, seq_len))
     forward = torch.compile(model) if compiled else model
 
@@ -80,7 +91,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     rows = []
     for size in args.sizes:
-        steps = {name: make_step(LADDER[size], kernel, compiled) for name, (kernel, compiled) in VARIANTS.items()}
+        steps = {name: make_step(LADDER[size], optimizer, compiled) for name, (optimizer, compiled) in VARIANTS.items()}
         n_params = steps[BASELINE][0].n_params()
         first_step = {}
         for name, (_, step, _) in steps.items():

@@ -96,7 +96,6 @@ def positions_from_doc_ids(doc_ids: torch.Tensor) -> torch.Tensor:
     return index - start_index
 
 
-@torch.compiler.disable  # built eagerly once per micro-batch; compiled blocks take the mask as an input
 def document_mask(doc_ids: torch.Tensor, causal: bool, head_dim: int | None = None, use_flex: bool | None = None):
     """Who may attend to whom in packed rows: a FlexAttention BlockMask (CUDA, when flex attention works at
     this head_dim) or a boolean (B, 1, T, T) mask, True = may attend. use_flex forces the choice."""
@@ -239,6 +238,16 @@ class Transformer(nn.Module):
             std = 0.02 / math.sqrt(2 * self.shape.layers) if name.endswith(("out.weight", "down.weight")) else 0.02
             nn.init.normal_(param, mean=0.0, std=std)
 
+    def compile(self, *args, **kwargs):
+        """nn.Module.compile, with the document mask built eagerly (once per micro-batch; compiled blocks
+        take it as an input). Marked here, not at import: torch.compiler.disable imports torch._dynamo, ~2 s
+        of CPU that an eager run would pay for nothing."""
+        self._document_mask = torch.compiler.disable(document_mask)
+        super().compile(*args, **kwargs)
+
+    def _document_mask(self, *args):
+        return document_mask(*args)
+
     def n_params(self, non_embedding: bool = True) -> int:
         total = sum(p.numel() for p in self.parameters())
         return total - self.embed.weight.numel() if non_embedding else total
@@ -246,7 +255,7 @@ class Transformer(nn.Module):
     def forward(self, tokens, causal: bool, labels=None, doc_ids=None, positions=None):
         mask = None
         if doc_ids is not None:
-            mask = document_mask(doc_ids, causal, self.shape.head_dim)
+            mask = self._document_mask(doc_ids, causal, self.shape.head_dim)
             if positions is None:
                 positions = positions_from_doc_ids(doc_ids)
         elif not causal:

@@ -37,6 +37,7 @@ from plmscale.grid import wsd as wsd_grid
 from plmscale.grid.spec import RunSpec
 from plmscale.model import build_model
 from plmscale.provenance import config_hash, package_versions, provenance
+from plmscale.train import adamw
 from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
 from plmscale.train import identity_eval
@@ -266,8 +267,8 @@ class _Runner:
     def _setup_optimizer(self):
         s = self.s
         self.peak_lr = self.spec.lr
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, s.weight_decay), lr=self.peak_lr,
-                                           betas=(s.beta1, s.beta2), **optimizer_kernel(self.ctx.device, self.strategy))
+        self.optimizer = make_optimizer(param_groups(self.model, s.weight_decay), self.peak_lr, (s.beta1, s.beta2),
+                                        self.ctx, self.strategy)
 
     # ---- state -------------------------------------------------------------------------------------------
     def _restore(self, state):
@@ -491,12 +492,20 @@ def check_cpu_compiler():
 
 
 def optimizer_kernel(device: torch.device, strategy: str) -> dict:
-    """AdamW's implementation: fused on CPU (one kernel over all tensors instead of ~0.5 ms of per-tensor
-    Python: a demo model's whole step is 1.06-1.11x faster, docs/benchmarks.md), foreach on CUDA. FSDP's
-    sharded DTensor parameters keep the foreach/for-loop path the fused CPU kernel does not take."""
+    """torch.optim.AdamW's implementation: fused on CPU (one kernel over all tensors instead of ~0.5 ms of
+    per-tensor Python: a demo model's whole step is 1.06-1.11x faster, docs/benchmarks.md), foreach on CUDA.
+    FSDP's sharded DTensor parameters keep the foreach/for-loop path the fused CPU kernel does not take."""
     if device.type == "cpu" and strategy != "fsdp":
         return {"fused": True}
     return {"foreach": device.type == "cuda" or None}
+
+
+def make_optimizer(groups, lr: float, betas: tuple, ctx: distr.DistContext, strategy: str):
+    """AdamW. One process on the CPU: the same fused kernel without torch.optim (plmscale.train.adamw: no
+    torch._dynamo import, less Python per step; the same numbers); otherwise torch.optim.AdamW."""
+    if ctx.device.type == "cpu" and not ctx.distributed and adamw.available():
+        return adamw.FusedAdamW(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, **optimizer_kernel(ctx.device, strategy))
 
 
 def train_run(spec: RunSpec | dict, train_dir, valid_dir, out_dir, checkpoint_dir, threads: int | None = None, *,
