@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from plmscale.alphabet import PAD_ID
+import plmscale.model as model_module
 from plmscale.model import Rotary, build_model
 
 
@@ -138,6 +139,18 @@ def test_no_token_attends_across_documents(causal):
     assert not torch.allclose(before[0, middle[0]], after[0, middle[0]])
 
 
+def test_a_compiled_model_builds_the_document_mask_eagerly_and_an_eager_one_never_loads_dynamo():
+    """Transformer.compile marks the mask builder for torch.compile to skip (it is built once per
+    micro-batch and passed in); the marker imports torch._dynamo, so eager models go without it."""
+    torch.manual_seed(0)
+    model = build_model({"layers": 1, "d_model": 8, "heads": 2, "ffn_dim": 16}, max_len=16)
+    assert not getattr(model._document_mask, "_torchdynamo_disable", False)
+    model.compile()
+    assert model._document_mask._torchdynamo_disable
+    doc_ids = torch.tensor([[0, 0, 1, 1, 1, 2, 2, 2]])
+    assert torch.equal(model._document_mask(doc_ids, True, 4), model_module.document_mask(doc_ids, True, 4))
+
+
 def test_positions_restart_at_each_sequence_and_follow_from_document_ids():
     from plmscale.model import positions_from_doc_ids
     from plmscale.train.packing import collate_packed
@@ -247,7 +260,6 @@ def test_packed_run_reads_the_same_tokens_and_resumes_identically(shards, tmp_pa
 def test_flex_attention_block_mask_gives_the_boolean_masks_logits(monkeypatch):
     # The CUDA path (FlexAttention block mask from the document mask_mod), run forward-only on CPU where
     # this torch compiles flex attention: same logits as the boolean mask, causal and bidirectional.
-    import plmscale.model as model_module
     from plmscale.train.packing import collate_packed
 
     if model_module.flex_attention_api() is None:
