@@ -139,6 +139,28 @@ def test_seeds_stable_and_distinct():
     assert run_seed(1, specs[0].run_id) != specs[0].seed
 
 
+def test_replicates_repeat_each_grid_point_under_its_own_seed():
+    single = expand_grid(make_config(runs=[{"objective": "clm", "model": "n3M", "tokens": 2e9}]))
+    config = make_config(runs=[{"objective": "clm", "model": "n3M", "tokens": 2e9}])
+    config["train"]["isoflop"]["replicates"] = 3
+    specs = {s.run_id: s for s in expand_grid(config)}
+    grid = [s for s in single if s.budget is not None]
+    assert len(specs) == 3 * len(grid) + 1  # the explicit run is not replicated
+    for point in grid:
+        copies = [specs[point.run_id], specs[f"{point.run_id}_r2"], specs[f"{point.run_id}_r3"]]
+        assert specs[point.run_id].to_dict() == point.to_dict()  # replicate 1 is the grid as before
+        assert {(c.model, c.tokens, c.budget, c.lr, c.batch_tokens) for c in copies} == {
+            (point.model, point.tokens, point.budget, point.lr, point.batch_tokens)}
+        assert len({c.seed for c in copies}) == 3
+
+
+def test_replicates_with_a_wsd_schedule_are_refused():
+    config = make_config()
+    config["train"]["isoflop"].update(replicates=2, schedule="wsd")
+    with pytest.raises(PlmscaleError, match="replicates > 1 needs schedule cosine"):
+        expand_grid(config, source="study.yaml")
+
+
 def test_spec_round_trips_and_carries_train_settings():
     spec = expand_grid(make_config(seq_len=512))[0]
     data = spec.to_dict()
@@ -509,6 +531,16 @@ def test_paper_grid_plans_in_snakemake(tmp_path):
     # One rule trains every grid point, transfer runs included (their source run is an extra input).
     assert int(counts.get("train", 0)) == len(specs)
     assert "transfer" not in counts
+
+
+def test_the_workflow_trains_every_replicate(tmp_path):
+    """`snakemake -n` on the demo config with train.isoflop.replicates 2: a train job for each replicate."""
+    from workflow_helpers import default_config_with, planned_run_ids, run_snakemake, workflow_copy
+    config = default_config_with({"train": {"isoflop": {"replicates": 2}}})
+    grid = {s.run_id for s in expand_grid(load_config(REPO / "config.yaml")) if s.budget is not None}
+    planned = planned_run_ids(run_snakemake(workflow_copy(tmp_path / "wf", config), "--dry-run"))
+    assert grid and {f"{run_id}_r2" for run_id in grid} | grid <= planned
+    assert not any(run_id.endswith("_r3") for run_id in planned)
 
 
 def test_snakemake_resources_for_cpu_one_gpu_node_and_several_nodes():

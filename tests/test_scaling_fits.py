@@ -69,6 +69,45 @@ def test_isoflop_drops_budget_whose_optimum_is_at_the_grid_edge(experiment):
     assert BUDGETS[0] not in result["budgets"]
 
 
+def _demo_like_budget(losses_by_size, replicate_losses=()):
+    """One budget of four sizes (the demo's design), plus extra runs (size index, loss) as replicates."""
+    sizes = [7e3, 14e3, 25e3, 55e3]
+    rows = [{"run_id": f"clm_{i}", "n_params": n, "loss": loss} for i, (n, loss) in enumerate(zip(sizes, losses_by_size))]
+    rows += [{"run_id": f"clm_{i}_r{k + 2}", "n_params": sizes[i], "loss": loss}
+             for k, (i, loss) in enumerate(replicate_losses)]
+    table = pd.DataFrame(rows)
+    table["objective"], table["budget"], table["flops"] = "clm", 5e11, 5e11
+    table["tokens"] = table["flops"] / (6 * table["n_params"])
+    # a second, clean budget so that the table is a study
+    other = table.iloc[:4].copy()
+    other["run_id"] = other["run_id"] + "_low"
+    other["budget"] = other["flops"] = 2.5e11
+    other["tokens"] = other["flops"] / (6 * other["n_params"])
+    other["loss"] = [2.32, 2.29, 2.30, 2.36]
+    return validate_runs(pd.concat([table, other], ignore_index=True))
+
+
+def test_one_lucky_run_at_the_edge_unbrackets_a_budget_and_replicates_restore_it():
+    """The failure of the demo's master seed 1236: a lucky run of the largest size, 3% below its
+    siblings, becomes the budget's lowest point and the budget is dropped as unbracketed. With two more
+    seeds of every size (train.isoflop.replicates: 3) the size's mean decides, and the budget is kept."""
+    typical = [2.26, 2.21, 2.22, 2.27]             # U-shaped, lowest at 14k
+    lucky = [2.26, 2.21, 2.22, 2.20]               # the 55k run 3% below its typical loss
+    single = isoflop.isoflop_optima(_demo_like_budget(lucky))
+    assert 5e11 not in single["budgets"]
+    assert "largest" in {d["budget"]: d["reason"] for d in single["dropped_budgets"]}[5e11]
+
+    # the two other seeds of each size land near the typical loss
+    replicates = [(i, typical[i] + delta) for i in range(4) for delta in (0.004, -0.003)]
+    replicated = isoflop.isoflop_optima(_demo_like_budget(lucky, replicates))
+    assert 5e11 in replicated["budgets"]
+    top = next(o for o in replicated["optima"] if o["budget"] == 5e11)
+    assert top["n_runs"] == 12 and top["n_sizes"] == 4
+    assert top["raw_n_opt"] == pytest.approx(14e3)  # the lowest mean, not the lowest single run
+    assert top["raw_loss"] == pytest.approx(np.mean([2.21, 2.214, 2.207]))
+    assert 14e3 < top["n_opt"] < 25e3
+
+
 def test_budget_grouping_without_budget_column(experiment):
     _, runs, _ = experiment
     noisy = runs.drop(columns=["budget"]).copy()

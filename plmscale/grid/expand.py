@@ -91,7 +91,11 @@ class GridBuilder:
                     if tokens < recipes.resolve(self.recipe, self.train, n, tokens)["batch_tokens"]:  # < one step
                         continue
                     run_id = f"{objective}_{model}_c{format_number(budget)}"
-                    yield self.make(run_id, objective, model, tokens, budget=float(budget))
+                    # Replicates: the same point again under other seeds (batches, initial weights); the
+                    # first keeps the plain id, so one replicate is the grid as it always was.
+                    for replicate in range(1, iso["replicates"] + 1):
+                        yield self.make(run_id if replicate == 1 else f"{run_id}_r{replicate}", objective, model,
+                                        tokens, budget=float(budget))
 
     def wsd_families(self, points):
         """The WSD grid of these IsoFLOP points: (branches in the points' order, one trunk per objective and
@@ -145,6 +149,9 @@ def expand_grid(config: dict, source: str | None = None, *, trunks: bool = False
     builder = GridBuilder(config, source)
     isoflop, trunk_specs = list(builder.isoflop()), []
     if config["train"]["isoflop"]["schedule"] == "wsd":
+        if config["train"]["isoflop"]["replicates"] > 1:
+            raise PlmscaleError(f"{builder.where}: train.isoflop.replicates > 1 needs schedule cosine (a WSD "
+                                f"family shares one trunk, so its branches would not be independent replicates)")
         isoflop, trunk_specs = builder.wsd_families(isoflop)
     specs = isoflop + list(builder.explicit())
     planned = {}

@@ -90,7 +90,9 @@ def fit_budgets_batch(design, counts, min_points, losses=None):
     (a residual bootstrap perturbs the losses and keeps every run).
 
     Returns dict of (B,) arrays: log_n_opt (vertex), loss_opt, curvature (p2, per (ln N)^2), raw_log_n,
-    raw_loss (argmin among included runs), reason (OK or a code), edge (+1 largest, -1 smallest, 0).
+    raw_loss (the lowest mean loss of a size among included runs: replicates of a size are averaged, so one
+    lucky run does not move the raw optimum to an edge), reason (OK or a code), edge (+1 largest, -1
+    smallest, 0).
     """
     w = np.asarray(counts, float)[:, design["positions"]]
     log_n = design["log_n"]
@@ -106,12 +108,17 @@ def fit_budgets_batch(design, counts, min_points, losses=None):
         present[:, j] = included[:, size_index == j].any(1)
     n_distinct = present.sum(1)
 
-    masked_loss = np.where(included, loss, np.inf)
-    raw = np.argmin(masked_loss, axis=1)
-    raw_log_n, raw_loss = log_n[raw], np.take_along_axis(loss, raw[:, None], 1)[:, 0]
+    # Mean loss of each size over its included runs (each run once, however often a resample drew it).
+    size_loss = np.full((w.shape[0], len(sizes)), np.inf)
+    for j in range(len(sizes)):
+        members = included[:, size_index == j]
+        total = np.where(members, loss[:, size_index == j], 0.0).sum(1)
+        size_loss[:, j] = np.where(present[:, j], total / np.maximum(members.sum(1), 1), np.inf)
+    raw_size = np.argmin(size_loss, axis=1)
+    size_log_n = np.array([log_n[size_index == j][0] for j in range(len(sizes))])
+    raw_log_n, raw_loss = size_log_n[raw_size], np.take_along_axis(size_loss, raw_size[:, None], 1)[:, 0]
     lo = np.where(present.any(1), np.argmax(present, 1), 0)
     hi = np.where(present.any(1), len(sizes) - 1 - np.argmax(present[:, ::-1], 1), 0)
-    raw_size = size_index[raw]
     edge = np.where(raw_size == lo, -1, np.where(raw_size == hi, 1, 0))
 
     X = np.stack([np.ones_like(x), x, x * x], 1)
