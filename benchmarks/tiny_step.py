@@ -3,7 +3,7 @@ without torch.optim, and torch.compile save.
 
 The demo's models (2 layers, 2k-55k non-embedding parameters) are bound by the fixed cost of a step, not
 by FLOPs, so a run costs its number of steps. This times the step the trainer takes (forward and backward of
-a 512-token CLM batch, gradient clipping, AdamW, zero_grad) three ways, in alternating rounds so that a busy
+a 512-token CLM batch, gradient clipping, AdamW, zero_grad) four ways, in alternating rounds so that a busy
 machine slows all alike, one thread: AdamW's single-tensor path on CPU (what the trainer used first: the
 baseline), the fused kernel through torch.optim (plmscale.train.loop.optimizer_kernel), the same kernel
 called directly (plmscale.train.adamw, what a one-process CPU run uses), and the fused kernel with the model
