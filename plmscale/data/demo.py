@@ -349,11 +349,14 @@ class _MotifHMM:
         self.emission = np.empty((self.n_states, len(LETTERS)))
         self.emission[0] = FREQUENCIES @ channel
         self.emission[1:] = channel[residues]
+        self.emission_by_residue = np.ascontiguousarray(self.emission.T)
         self.start = self._stationary()
 
     def emit(self, residues: np.ndarray) -> np.ndarray:
         """(states, sequences): P(each sequence's residue | state)."""
-        return self.emission[:, residues]
+        # emission[:, residues], gathered as rows of the transpose: the same values in the same (column-major)
+        # layout, so the same sums, ~3x faster than gathering columns
+        return self.emission_by_residue.take(residues, axis=0).T
 
     def advance(self, alpha: np.ndarray) -> np.ndarray:
         """One transition of state distributions (columns); emission not applied."""
