@@ -101,22 +101,19 @@ def fit_budgets_batch(design, counts, min_points, losses=None):
     centre = log_n.mean()
     x = log_n - centre
     included = w > 0
-    # Distinct sizes present in each resample (duplicate runs of one size do not bracket anything).
-    sizes, size_index = np.unique(np.round(log_n, 9), return_inverse=True)
+    # Distinct sizes present in each resample (duplicate runs of one size do not bracket anything), and each
+    # size's mean loss over its included runs (each run once, however often a resample drew it).
+    sizes, first_run, size_index = np.unique(np.round(log_n, 9), return_index=True, return_inverse=True)
     present = np.zeros((w.shape[0], len(sizes)), bool)
-    for j in range(len(sizes)):
-        present[:, j] = included[:, size_index == j].any(1)
-    n_distinct = present.sum(1)
-
-    # Mean loss of each size over its included runs (each run once, however often a resample drew it).
     size_loss = np.full((w.shape[0], len(sizes)), np.inf)
     for j in range(len(sizes)):
         members = included[:, size_index == j]
+        present[:, j] = members.any(1)
         total = np.where(members, loss[:, size_index == j], 0.0).sum(1)
         size_loss[:, j] = np.where(present[:, j], total / np.maximum(members.sum(1), 1), np.inf)
+    n_distinct = present.sum(1)
     raw_size = np.argmin(size_loss, axis=1)
-    size_log_n = np.array([log_n[size_index == j][0] for j in range(len(sizes))])
-    raw_log_n, raw_loss = size_log_n[raw_size], np.take_along_axis(size_loss, raw_size[:, None], 1)[:, 0]
+    raw_log_n, raw_loss = log_n[first_run][raw_size], np.take_along_axis(size_loss, raw_size[:, None], 1)[:, 0]
     lo = np.where(present.any(1), np.argmax(present, 1), 0)
     hi = np.where(present.any(1), len(sizes) - 1 - np.argmax(present[:, ::-1], 1), 0)
     edge = np.where(raw_size == lo, -1, np.where(raw_size == hi, 1, 0))
