@@ -173,9 +173,9 @@ def test_the_plan_is_a_grid_like_run_of_the_forecast_size_and_budget():
 
 
 def test_closed_loop_jobs_follow_the_config():
-    # On in the demo (CLM at 3x its top budget, 2 and 3 layers), off in the paper's study.
+    # On in the demo (CLM at 3x its top budget, 3 layers), off in the paper's study.
     assert cl.closed_loop_jobs(load_config(yaml.safe_load((REPO / "config.yaml").read_text()))) == [
-        ("clm", 3.0, 2), ("clm", 3.0, 3)]
+        ("clm", 3.0, 3)]
     assert cl.closed_loop_jobs(load_config(REPO / "configs" / "paper.yaml")) == []
     assert cl.closed_loop_jobs(demo_config(multiples=[3, 10])) == [("clm", 3.0, None), ("clm", 10.0, None),
                                                                    ("mlm", 3.0, None), ("mlm", 10.0, None)]
@@ -234,6 +234,11 @@ def test_a_depth_search_marks_the_best_depth_and_says_so():
     plain = cl.score_closed_loop(fit, [(single, _trained(single, 2.45))])["objectives"]["clm"]["x3"]
     assert "best_of_depths" not in plain and "depths" not in cl.validation_lines(
         {"objectives": {"clm": {"x3": plain}}}, "clm")[0]
+    # One listed depth (the demo's [3]) sets the depth; nothing was searched, so nothing is marked.
+    set_depth = cl.plan_closed_loop(demo_config(layers=[3]), fit, "clm", 3, layers=3)
+    record = cl.score_closed_loop(fit, [(set_depth, _trained(set_depth, 2.40))])["objectives"]["clm"]["x3_L3"]
+    line = cl.validation_lines({"objectives": {"clm": {"x3_L3": record}}}, "clm")[0]
+    assert "best_of_depths" not in record and "3 layers" in line and "depths" not in line
 
 
 # ---- scoring -----------------------------------------------------------------------------------------

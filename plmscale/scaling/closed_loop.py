@@ -6,7 +6,8 @@ config `fit.closed_loop.multiples`, C = m × the top budget of the objective's I
      sizes a shape of the ladder's family to it (grid.shapes.ladder_like_shape), gives it D = C / FLOPs
      per token, and builds its run spec exactly as the grid builds a run (recipe lr and batch, seed, resources).
      Without an identified method there is no forecast to test: the plan says so and nothing is trained.
-     With `fit.closed_loop.layers` the same N_opt and D are planned at each listed depth (one seed for all).
+     With `fit.closed_loop.layers` the same N_opt and D are planned at each listed depth (one seed for all);
+     one listed depth sets the depth, two or more are a depth search.
   2. The workflow trains that spec (results/closed_loop/{objective}_x{m}/, or _x{m}_L{layers}/ per depth).
   3. `score_closed_loop` compares the observed final validation loss with every method's forecast and its
      95% bootstrap interval, identified or not (marked), and states the error in %, whether the
@@ -272,7 +273,7 @@ def score_closed_loop(fit, runs) -> dict:
     for records in objectives.values():
         searched = {}
         for record in records.values():
-            if record.get("depths_searched"):
+            if len(record.get("depths_searched") or []) > 1:
                 searched.setdefault(record["multiple"], []).append(record)
         for group in searched.values():
             observed = [r for r in group if r.get("observed_loss") is not None]
@@ -298,7 +299,7 @@ def _in_order(validation: dict, objective: str) -> list:
 
 
 def _depth_note(record: dict) -> str:
-    if not record.get("depths_searched"):
+    if len(record.get("depths_searched") or []) < 2:  # no depth or one set depth: nothing was searched
         return ""
     depths = ", ".join(str(d) for d in record["depths_searched"])
     return f" (best of depths {depths})" if record.get("best_of_depths") else f" (one of depths {depths})"
