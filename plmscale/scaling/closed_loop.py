@@ -386,8 +386,9 @@ def plot_closed_loop(validation: dict, path):
                             markerfacecolor=colours[method] if identified else "none", capsize=3,
                             label=legend_label(method if identified else f"{method} (not identified)"))
                 sized = " *" if method == record["forecast_method"] else ""
-                ax.annotate(f"{entry['error_pct']:+.1f}%{sized}", (position + offset, entry["loss"]),
-                            textcoords="offset points", xytext=(4, 0), fontsize=7, color=colours[method])
+                ax.annotate(f"{entry['error_pct']:+.2f}%{sized}", (position + offset, entry["loss"]),
+                            textcoords="offset points", xytext=(4, 3), fontsize=7, color=colours[method],
+                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
             if missing:
                 ax.text(position, 0.02, "no loss forecast: " + ", ".join(missing), ha="center", va="bottom",
                         fontsize=7, transform=ax.get_xaxis_transform())
