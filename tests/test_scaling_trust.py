@@ -357,3 +357,9 @@ def test_an_objective_outside_the_grid_says_so_first(tmp_path):
             assert reasons[0].startswith("mlm is not in the IsoFLOP grid (train.objectives is ['clm'])")
             assert len(reasons) >= 2  # the fit's own reason is kept after it
         assert not any("not in the IsoFLOP grid" in r for m in METHODS for r in fit["clm"][m].get("reasons", []))
+    # The backtest plot gives such an objective one column with the shared reason, not one per method.
+    fig = plots.plot_backtest(fit_all(runs, bootstrap=0, run_backtest=False, grid_objectives=["clm"]),
+                              tmp_path / "backtest.png")
+    ticks = [label.get_text() for label in fig.axes[0].get_xticklabels()]
+    assert [t for t in ticks if t.startswith("MLM")] == ["MLM\nall methods"]
+    assert any("mlm is not in the IsoFLOP grid" in " ".join(t.get_text().split()) for t in fig.axes[0].texts)

@@ -601,10 +601,12 @@ BACKTESTED_METHODS = ("isoflop", "parametric")  # what backtest.backtest covers
 
 
 def _backtest_slots(fit):
-    """[(objective, method, MethodFit, backtest result or None, why nothing is drawn or None)], in plot order."""
+    """[(objective, method, MethodFit, backtest result or None, why nothing is drawn or None)], in plot order.
+    An objective whose methods all fail for one reason (e.g. no IsoFLOP grid) gets one slot, method None."""
     slots = []
     for objective in _objectives(fit):
         results = ((fit.data.get("objectives") or {}).get(objective) or {}).get("backtest")
+        own = []
         for method in BACKTESTED_METHODS:
             entry = fit.method(objective, method)
             result = (results or {}).get(method)
@@ -615,7 +617,10 @@ def _backtest_slots(fit):
                 why = "no backtest in fit.json (rerun `plmscale fit`)"
             elif "skipped" in result:
                 why = result["skipped"]
-            slots.append((objective, method, entry, None if why else result, why))
+            own.append((objective, method, entry, None if why else result, why))
+        reasons = {why for *_, why in own}
+        shared = len(own) > 1 and len(reasons) == 1 and None not in reasons
+        slots.extend([(objective, None, None, None, reasons.pop())] if shared else own)
     return slots
 
 
@@ -681,7 +686,8 @@ def plot_backtest(fit, path):
                 lobo_ax.text(x + offset, 0.97, f"at {_power_of_ten(spread['flops'])}\nloss spread\n"
                              f"{spread.get('loss_spread_pct') or 0:.1f}%", ha="center", va="top", fontsize=6.5,
                              color="0.3", transform=lobo_ax.get_xaxis_transform())
-    ticks = [f"{objective.upper()}\n{METHOD_STYLES[method][1]}" for objective, method, *_ in slots]
+    ticks = [f"{objective.upper()}\n{METHOD_STYLES[method][1] if method else 'all methods'}"
+             for objective, method, *_ in slots]
     for ax in axes:
         ax.set_xticks(range(len(slots)), ticks)
         ax.set_xlim(-0.6, len(slots) - 0.4)
