@@ -236,6 +236,7 @@ def test_a_depth_search_marks_the_best_depth_and_says_so():
         {"objectives": {"clm": {"x3": plain}}}, "clm")[0]
     # One listed depth (the demo's [3]) sets the depth; nothing was searched, so nothing is marked.
     set_depth = cl.plan_closed_loop(demo_config(layers=[3]), fit, "clm", 3, layers=3)
+    assert set_depth["depths_searched"] is None and set_depth["shape"]["layers"] == 3
     record = cl.score_closed_loop(fit, [(set_depth, _trained(set_depth, 2.40))])["objectives"]["clm"]["x3_L3"]
     line = cl.validation_lines({"objectives": {"clm": {"x3_L3": record}}}, "clm")[0]
     assert "best_of_depths" not in record and "3 layers" in line and "depths" not in line

@@ -187,8 +187,10 @@ def plan_closed_loop(config: dict, fit, objective: str, multiple: float, source:
     settings = config["fit"]["closed_loop"]
     budgets = [float(b) for b in config["train"]["isoflop"]["budgets"]]
     choice = choose_forecast(fit, objective, multiple, settings["methods"], max(budgets, default=None))
+    # One listed depth sets the depth; only two or more are a search (scored against each other).
+    depths = settings.get("layers") or []
     plan = {"version": RECORD_VERSION, **choice, "run_id": closed_loop_run_id(objective, multiple, layers),
-            "layers_requested": layers, "depths_searched": settings.get("layers"), "spec": None}
+            "layers_requested": layers, "depths_searched": depths if len(depths) > 1 else None, "spec": None}
     if choice["method"] is None:
         return plan
     ladder = config["train"]["ladder"]
@@ -273,7 +275,7 @@ def score_closed_loop(fit, runs) -> dict:
     for records in objectives.values():
         searched = {}
         for record in records.values():
-            if len(record.get("depths_searched") or []) > 1:
+            if record.get("depths_searched"):
                 searched.setdefault(record["multiple"], []).append(record)
         for group in searched.values():
             observed = [r for r in group if r.get("observed_loss") is not None]
@@ -299,7 +301,7 @@ def _in_order(validation: dict, objective: str) -> list:
 
 
 def _depth_note(record: dict) -> str:
-    if len(record.get("depths_searched") or []) < 2:  # no depth or one set depth: nothing was searched
+    if not record.get("depths_searched"):
         return ""
     depths = ", ".join(str(d) for d in record["depths_searched"])
     return f" (best of depths {depths})" if record.get("best_of_depths") else f" (one of depths {depths})"
