@@ -13,6 +13,7 @@ try:
 except ImportError:  # a bare GPU machine (benchmarks/gpu_check.py) trains from specs, validating no config
     jsonschema = None
 
+from plmscale import recipe as recipes
 from plmscale.errors import PlmscaleError
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -132,11 +133,30 @@ def load_config(config, source=None) -> dict:
     return filled
 
 
+def _merge(base: dict, over: dict) -> dict:
+    """Nested mappings merged key by key, the later file winning; lists are replaced (as Snakemake merges
+    several --configfile)."""
+    merged = dict(base)
+    for key, value in over.items():
+        both_mappings = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merge(base[key], value) if both_mappings else value
+    return merged
+
+
+def load_config_files(paths) -> tuple[dict, str]:
+    """One validated config from one or more YAML files merged left to right, and the files' names joined
+    with " + " (what error messages call the config)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    config = {}
+    for path in paths:
+        config = _merge(config, read_yaml(path))
+    source = " + ".join(map(str, paths))
+    return load_config(config, source=source), source
+
+
 def _fill_from_recipe(train: dict, source) -> None:
     """warmup_fraction, min_lr_ratio and beta2 left null take the chosen recipe's values; lr and batch
-    depend on each run's size and budget, so the grid resolves them (plmscale.grid.recipe.resolve)."""
-    from plmscale.grid import recipe as recipes  # the grid imports this module: import when called
-
+    depend on each run's size and budget, so the grid resolves them (plmscale.recipe.resolve)."""
     recipe = recipes.recipe_from_config(train, f"config {source}" if source else "config")
     for key in recipes.FIXED_KEYS:
         if train[key] is None:

@@ -17,7 +17,7 @@ from plmscale.arithmetic import ModelShape
 from plmscale.arithmetic import peak_lr_cheng2024 as lr_for_params
 from plmscale.grid import RunSpec, expand_grid, format_number, n_params, run_seed, shape_for_params
 from plmscale.grid import shapes as grid_shapes
-from plmscale.grid.launch import expand_nodelist, first_host, launch_command, torchrun_command
+from plmscale.train.launch import expand_nodelist, first_host, launch_command, torchrun_command
 from plmscale.grid.resources import gpu_counts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -479,7 +479,7 @@ def test_launch_command_wraps_multi_node_in_srun():
     assert "--standalone" in single
     multi = launch_command({"run_id": "x"}, 2, 8, ["-m", "plmscale.cli"], env={})
     assert multi[:5] == ["srun", "--nodes", "2", "--ntasks-per-node", "1"]
-    assert "plmscale.grid.launch" in multi and multi[-2:] == ["-m", "plmscale.cli"]
+    assert "plmscale.train.launch" in multi and multi[-2:] == ["-m", "plmscale.cli"]
 
 
 # ---- plan CLI ----------------------------------------------------------------------------------------

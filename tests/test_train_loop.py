@@ -208,7 +208,7 @@ def test_cli_reports_a_missing_spec_without_traceback(tmp_path):
 
 
 def test_recipe_decides_a_hand_spec_and_is_in_provenance(shards, tmp_path):
-    from plmscale.grid import recipe as recipes
+    from plmscale import recipe as recipes
 
     small = recipes.make_recipe("small-scale", {"lr_ref": 4e-3, "n_ref": 1e4, "lr_exponent": -1 / 3,
                                                 "min_steps": 20, "min_batch_tokens": 256, "max_batch_tokens": 4096})

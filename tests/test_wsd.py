@@ -106,7 +106,7 @@ def test_wsd_saving_matches_the_arithmetic_of_shared_trunks():
 
 
 def test_plan_prints_the_wsd_grid_cost_against_cosine_runs(tmp_path, capsys):
-    from plmscale.grid.cli import main
+    from plmscale.cli.plan import main
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["train"]["isoflop"]["schedule"] = "wsd"
     path = tmp_path / "wsd.yaml"
@@ -130,7 +130,7 @@ def test_plan_prints_the_wsd_grid_cost_against_cosine_runs(tmp_path, capsys):
 
 
 def test_plan_merges_an_overlay_config(tmp_path, capsys):
-    from plmscale.grid.cli import main
+    from plmscale.cli.plan import main
     main(type("Args", (), {"config": [str(REPO / "config.yaml"), str(REPO / "configs" / "demo-wsd.yaml")],
                            "json": False})())
     assert "WSD total" in capsys.readouterr().out

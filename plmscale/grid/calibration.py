@@ -15,7 +15,7 @@ import numpy as np
 
 from plmscale.data.atomic import atomic_path, write_text
 from plmscale.errors import PlmscaleError
-from plmscale.grid import recipe as recipes
+from plmscale import recipe as recipes
 from plmscale.grid import shapes
 from plmscale.grid.expand import GridBuilder, format_number
 from plmscale.grid.spec import RunSpec

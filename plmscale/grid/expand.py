@@ -9,7 +9,7 @@ import hashlib
 import math
 
 from plmscale.errors import PlmscaleError
-from plmscale.grid import recipe as recipes
+from plmscale import recipe as recipes
 from plmscale.grid import shapes
 from plmscale.grid import wsd as wsd_grid
 from plmscale.grid.resources import estimate_resources

@@ -1,6 +1,6 @@
 """One grid point, trained: `train_run(spec, ...)` -> metrics dict (also written as metrics.json).
 
-What the spec's recipe (plmscale.grid.recipe) resolved is applied as given: AdamW (peak lr, β1, β2, weight
+What the spec's recipe (plmscale.recipe) resolved is applied as given: AdamW (peak lr, β1, β2, weight
 decay), linear warm-up then cosine to lr·min_lr_ratio over exactly this run's steps (or, in a WSD grid, a
 trunk at constant lr and branches that decay from its checkpoints: plmscale.grid.wsd), gradient clipping,
 bf16 autocast on CUDA (fp32 on CPU unless precision asks for bf16), gradient accumulation from

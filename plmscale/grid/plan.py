@@ -1,20 +1,9 @@
-"""`plmscale plan`: the grid a config describes, as a table (or JSON) — before anything is trained."""
+"""The grid a config describes, as text for `plmscale plan` (plmscale.cli.plan) — before anything is trained."""
 
-import json
-import sys
-
-from plmscale.config import load_config
-from plmscale.grid import recipe as recipes
+from plmscale import recipe as recipes
 from plmscale.grid.expand import expand_grid
 from plmscale.grid.repetition import repetition_specs
 from plmscale.grid.wsd import describe_cost
-
-
-def configure_parser(parser) -> None:
-    parser.add_argument("--config", nargs="+", default=["config.yaml"],
-                        help="config file (default: config.yaml); several are merged left to right, as "
-                             "snakemake --configfile merges them (e.g. config.yaml configs/demo-wsd.yaml)")
-    parser.add_argument("--json", action="store_true", help="print every run spec as JSON instead")
 
 
 def _si(value: float) -> str:
@@ -51,34 +40,16 @@ def format_table(specs) -> str:
     return "\n".join(lines)
 
 
-def merged_config(paths) -> tuple[dict, str]:
-    """One config from one or more YAML files, nested mappings merged key by key (lists replaced)."""
-    from plmscale.config import read_yaml
-
-    def merge(base, over):
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-        return out
-
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    config = {}
-    for path in paths:
-        config = merge(config, read_yaml(path) or {})
-    source = " + ".join(map(str, paths))
-    return load_config(config, source=source), source
+def planned_specs(config: dict, source=None) -> list:
+    """Every run the config trains: the grid (with WSD trunks) and the repetition study's runs, which are
+    trained too though not part of the fits."""
+    return expand_grid(config, source=source, trunks=True) + repetition_specs(config, source=source)
 
 
-def main(args) -> int:
-    config, source = merged_config(args.config)
-    specs = expand_grid(config, source=source, trunks=True)
-    specs += repetition_specs(config, source=source)  # trained too, though not part of the fits
-    if args.json:
-        json.dump([s.to_dict() for s in specs], sys.stdout, indent=1)
-        print()
-    else:
-        print(recipes.describe(recipes.recipe_from_config(config["train"], str(args.config)), config["train"]))
-        print(format_table(specs))
-        if config["train"]["isoflop"]["schedule"] == "wsd":
-            print(describe_cost(specs))
-    return 0
+def describe_plan(config: dict, specs, source=None) -> str:
+    """The recipe line, the run table, and for a WSD grid its cost against a cosine grid."""
+    recipe = recipes.recipe_from_config(config["train"], f"config {source}" if source else "config")
+    lines = [recipes.describe(recipe, config["train"]), format_table(specs)]
+    if config["train"]["isoflop"]["schedule"] == "wsd":
+        lines.append(describe_cost(specs))
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The `plmscale` command: each subcommand lives in the module that owns its logic."""
+"""The `plmscale` command: one module per subcommand, plmscale.cli.<command> (dashes as underscores), with
+`configure_parser(parser)` and `main(args) -> int`; the logic stays in the library modules they call."""
 
 import argparse
 import importlib
@@ -9,17 +10,17 @@ from plmscale.errors import PlmscaleError
 
 # name -> (module defining configure_parser(parser) and main(args) -> int, one-line help)
 COMMANDS = {
-    "demo-corpus": ("plmscale.data.demo", "write the generated demo protein corpus"),
-    "inspect-shards": ("plmscale.data.inspect", "summarise a shard directory and decode a few sequences"),
-    "plan": ("plmscale.grid.cli", "list the training grid of a config: run ids, FLOPs, resources"),
-    "train": ("plmscale.train.cli", "train one grid point from a run spec"),
-    "import-curves": ("plmscale.scaling.importer", "import released training curves into runs.csv"),
-    "fit": ("plmscale.scaling.cli_fit", "fit scaling laws to a runs table"),
-    "predict": ("plmscale.scaling.predict", "compute-optimal model size and tokens for a budget"),
-    "export": ("plmscale.export.files", "write a finished run as safetensors + config others can load"),
-    "score": ("plmscale.export.score", "per-sequence log-likelihood (CLM) or pseudo-perplexity (MLM) of a FASTA"),
-    "generate": ("plmscale.export.generate", "sample protein sequences from a CLM run as FASTA"),
-    "cross-check": ("plmscale.scaling.cross_check", "two fits side by side (e.g. a cosine and a WSD grid)"),
+    "demo-corpus": ("plmscale.cli.demo_corpus", "write the generated demo protein corpus"),
+    "inspect-shards": ("plmscale.cli.inspect_shards", "summarise a shard directory and decode a few sequences"),
+    "plan": ("plmscale.cli.plan", "list the training grid of a config: run ids, FLOPs, resources"),
+    "train": ("plmscale.cli.train", "train one grid point from a run spec"),
+    "import-curves": ("plmscale.cli.import_curves", "import released training curves into runs.csv"),
+    "fit": ("plmscale.cli.fit", "fit scaling laws to a runs table"),
+    "predict": ("plmscale.cli.predict", "compute-optimal model size and tokens for a budget"),
+    "export": ("plmscale.cli.export", "write a finished run as safetensors + config others can load"),
+    "score": ("plmscale.cli.score", "per-sequence log-likelihood (CLM) or pseudo-perplexity (MLM) of a FASTA"),
+    "generate": ("plmscale.cli.generate", "sample protein sequences from a CLM run as FASTA"),
+    "cross-check": ("plmscale.cli.cross_check", "two fits side by side (e.g. a cosine and a WSD grid)"),
 }
 
 
@@ -50,6 +51,3 @@ def main(argv=None) -> int:
         print(f"plmscale {args.command}: error: {error}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())
