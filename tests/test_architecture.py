@@ -11,11 +11,12 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "plmscale"
 
 # Lowest first; a module may import its own layer and the layers below it. A module belongs to the layer of
 # the longest name prefix listed. Why this order (it is what the code does, checked by the tests below):
-# - base: leaf modules every stage shares (run_metrics is the metrics.json contract, written by train and read
-#   by scaling, export and plots, so it sits below all of them);
+# - base: leaf modules every stage shares;
 # - config: loading and validating the config; the training recipe fills the config's recipe keys, so it
 #   sits with config, below the grid that resolves it per run;
-# - data and model: the data stages and the network; neither reads the config nor the other;
+# - data and model: the data stages and the network; neither reads the config nor the other. run_metrics (the
+#   metrics.json contract: written by train, read by the grid's lr calibration, scaling, export and plots) sits
+#   here, not in base, because it writes through plmscale.data.atomic;
 # - grid: run specs from the config (shapes, resources, recipes per run);
 # - train: trains one run spec on data shards with the model; the launcher (train.launch) is here;
 # - scaling: fits the runs' metrics; the closed loop plans new runs with the grid;
@@ -24,9 +25,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "plmscale"
 # - cli: the `plmscale` command, one module per subcommand, calling any layer.
 LAYERS = [
     ("base", ["plmscale", "plmscale.errors", "plmscale.alphabet", "plmscale.arithmetic", "plmscale.categorical",
-              "plmscale.logging_setup", "plmscale.provenance", "plmscale.run_metrics"]),
+              "plmscale.logging_setup", "plmscale.provenance"]),
     ("config", ["plmscale.config", "plmscale.recipe"]),
-    ("data, model", ["plmscale.data", "plmscale.model"]),
+    ("data, model", ["plmscale.data", "plmscale.model", "plmscale.run_metrics"]),
     ("grid", ["plmscale.grid"]),
     ("train", ["plmscale.train"]),
     ("scaling", ["plmscale.scaling"]),

@@ -317,7 +317,9 @@ def test_lr_fit_refuses_a_sweep_that_misses_the_optimum(tmp_path):
     paths = []
     for i, (lr, loss) in enumerate(zip(anchors[0]["lrs"], anchors[0]["losses"])):
         paths.append(tmp_path / f"m{i}.json")
-        paths[-1].write_text(json.dumps({"model": "n50k", "n_params": 50000, "peak_lr": lr, "final_valid_loss": loss}))
+        paths[-1].write_text(json.dumps({"run_id": f"lr{i}", "objective": "clm", "model": "n50k", "n_params": 50000,
+                                         "tokens": 10**6, "flops": 3e11, "budget": None, "init_from": None,
+                                         "peak_lr": lr, "final_valid_loss": loss}))
     train = load_config({})["train"]
     written = write_calibration(paths, train, tmp_path / "cal" / "lr.json", tmp_path / "cal" / "lr.png")
     assert json.loads((tmp_path / "cal" / "lr.json").read_text())["advice"] == written["advice"]

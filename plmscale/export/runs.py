@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plmscale import run_metrics
 from plmscale.errors import PlmscaleError
 from plmscale.export.llama import from_llama_names, shape_from_config
 
@@ -71,15 +72,12 @@ def locate_run(run, results="results", metrics=None) -> RunFiles:
 
 
 def read_metrics(path) -> dict:
-    from plmscale.config import read_json_object
-
-    metrics = read_json_object(path, "run metrics", "; it is written when a run finishes")
-    for key in ("objective", "shape", "seq_len"):
-        if key not in metrics:
+    """The run's metrics.json (plmscale.run_metrics), with the model's shape and context it needs to load."""
+    metrics = run_metrics.read_metrics(path)
+    for key in ("shape", "seq_len"):
+        if getattr(metrics, key) is None:
             raise PlmscaleError(f"{path} has no {key!r}: not the metrics.json of a finished plmscale run")
-    if metrics["objective"] not in ("clm", "mlm"):
-        raise PlmscaleError(f"{path}: objective {metrics['objective']!r} is neither 'clm' nor 'mlm'")
-    return metrics
+    return metrics.to_dict()
 
 
 def load_checkpoint_run(files: RunFiles) -> LoadedRun:
