@@ -3,7 +3,9 @@
 import copy
 import functools
 import json
+import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -90,15 +92,46 @@ def _numbers_from_scientific_strings(value):
     return value
 
 
-def read_yaml(path, what="config file", hint="") -> dict:
-    """A YAML file's content ({} when empty); a missing or malformed file is an error that names it."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key written twice in one mapping is an error (PyYAML keeps the last one
+    silently: two `m1:` ladder entries would train only the second)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: PyYAML's own error says so below
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one mapping (lines {first} and "
+                                f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path, what="config file", hint="", sections="data, train, fit, ...") -> dict:
+    """A YAML file's top-level mapping ({} when empty); a missing or malformed file, a key written twice,
+    or a file that is not a mapping is an error that names the file."""
     try:
         with open(path) as handle:
-            return yaml.safe_load(handle) or {}
+            data = yaml.load(handle, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise PlmscaleError(f"{what} {path} does not exist{hint}") from None
     except yaml.YAMLError as error:
         raise PlmscaleError(f"{what} {path} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PlmscaleError(f"{path}: the {what} must be a mapping of sections ({sections}), got a "
+                            f"{_yaml_type(data)}")
+    return data
+
+
+def _yaml_type(value) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__)
 
 
 def read_json_object(path, what="JSON file", hint="") -> dict:
@@ -121,12 +154,16 @@ def load_config(config, source=None) -> dict:
     if isinstance(config, (str, Path)):
         source = source or str(config)
         config = read_yaml(config)
+    where = f"config {source}" if source else "config"
+    if not isinstance(config, Mapping):
+        raise PlmscaleError(f"{where}: the config must be a mapping of sections (data, train, fit, ...), got a "
+                            f"{_yaml_type(config)}")
     filled = _numbers_from_scientific_strings(copy.deepcopy(dict(config)))
+    _check_finite(filled, where)
     if _Validator is None:
         raise PlmscaleError("validating a config needs the jsonschema package: pip install jsonschema")
     errors = sorted(_Validator(load_schema()).iter_errors(filled), key=lambda e: list(e.absolute_path))
     if errors:
-        where = f"config {source}" if source else "config"
         raise PlmscaleError(f"{where} is invalid:\n  " + "\n  ".join(_describe(e) for e in errors))
     _check_consistency(filled, source)
     _fill_from_recipe(filled["train"], source)
@@ -152,6 +189,20 @@ def load_config_files(paths) -> tuple[dict, str]:
         config = _merge(config, read_yaml(path))
     source = " + ".join(map(str, paths))
     return load_config(config, source=source), source
+
+
+def _check_finite(value, where: str, key: str = "") -> None:
+    """YAML's .nan and .inf are floats that pass every schema bound; a setting must be a finite number."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_finite(item, where, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list):
+        for item in value:
+            _check_finite(item, where, key)
+    elif isinstance(value, float) and not math.isfinite(value):
+        what = ("budgets in FLOPs must be finite positive numbers (e.g. 1e19)" if key == "train.isoflop.budgets"
+                else "settings must be finite numbers")
+        raise PlmscaleError(f"{where}: {key} holds {value}; {what}")
 
 
 def _fill_from_recipe(train: dict, source) -> None:

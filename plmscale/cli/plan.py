@@ -11,6 +11,8 @@ def configure_parser(parser) -> None:
     parser.add_argument("--config", nargs="+", default=["config.yaml"],
                         help="config file (default: config.yaml); several are merged left to right, as "
                              "snakemake --configfile merges them (e.g. config.yaml configs/demo-wsd.yaml)")
+    parser.add_argument("--results", default="results",
+                        help="results folder whose train-split manifest gives each run's epochs (default: results)")
     parser.add_argument("--json", action="store_true", help="print every run spec as JSON instead")
 
 
@@ -21,5 +23,5 @@ def main(args) -> int:
         json.dump([s.to_dict() for s in specs], sys.stdout, indent=1)
         print()
     else:
-        print(describe_plan(config, specs, source))
+        print(describe_plan(config, specs, source, args.results))
     return 0
