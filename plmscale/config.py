@@ -92,6 +92,10 @@ def _numbers_from_scientific_strings(value):
     return value
 
 
+class _RepeatedKey(yaml.constructor.ConstructorError):
+    pass
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, but a key written twice in one mapping is an error (PyYAML keeps the last one
     silently: two `m1:` ladder entries would train only the second)."""
@@ -105,9 +109,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: PyYAML's own error says so below
                 continue
             if first != key_node.start_mark.line + 1:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} appears twice in one mapping (lines {first} and "
-                                f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+                raise _RepeatedKey(problem=f"the key {key!r} appears twice in one mapping (lines {first} and "
+                                           f"{key_node.start_mark.line + 1}); keep one")
         return super().construct_mapping(node, deep=deep)
 
 
@@ -119,6 +122,8 @@ def read_yaml(path, what="config file", hint="", sections="data, train, fit, ...
             data = yaml.load(handle, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise PlmscaleError(f"{what} {path} does not exist{hint}") from None
+    except _RepeatedKey as error:
+        raise PlmscaleError(f"{what} {path}: {error.problem}") from None
     except yaml.YAMLError as error:
         raise PlmscaleError(f"{what} {path} is not valid YAML: {error}") from None
     if data is None:

@@ -25,7 +25,8 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="plmscale", description=__doc__)
+    parser = argparse.ArgumentParser(prog="plmscale", description="Compute-optimal scaling studies of protein "
+                                     "language models: the workflow's steps as commands.")
     parser.add_argument("--version", action="version", version=f"plmscale {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
