@@ -82,11 +82,6 @@ class RunMetrics:
         check_against_schema(data, where)
         return cls(**{key: value for key, value in data.items() if key != VERSION_KEY})
 
-    def get(self, key: str, default=None):
-        """Like dict.get, for readers that treat a field as optional."""
-        value = getattr(self, key, None)
-        return default if value is None else value
-
 
 REQUIRED = tuple(f.name for f in dataclasses.fields(RunMetrics) if f.default is dataclasses.MISSING)
 
