@@ -33,7 +33,7 @@ COMMON = textwrap.dedent(f"""
     import sys
     sys.path.insert(0, {str(ROOT)!r})
     import torch
-    import plmscale.grid.launch
+    import plmscale.train.launch
     from plmscale.model import build_model
     from plmscale.train import distributed as distr
     from plmscale.train import loop

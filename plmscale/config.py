@@ -3,7 +3,9 @@
 import copy
 import functools
 import json
+import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -13,6 +15,7 @@ try:
 except ImportError:  # a bare GPU machine (benchmarks/gpu_check.py) trains from specs, validating no config
     jsonschema = None
 
+from plmscale import recipe as recipes
 from plmscale.errors import PlmscaleError
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -89,15 +92,51 @@ def _numbers_from_scientific_strings(value):
     return value
 
 
-def read_yaml(path, what="config file", hint="") -> dict:
-    """A YAML file's content ({} when empty); a missing or malformed file is an error that names it."""
+class _RepeatedKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key written twice in one mapping is an error (PyYAML keeps the last one
+    silently: two `m1:` ladder entries would train only the second)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: PyYAML's own error says so below
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise _RepeatedKey(problem=f"the key {key!r} appears twice in one mapping (lines {first} and "
+                                           f"{key_node.start_mark.line + 1}); keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path, what="config file", hint="", sections="data, train, fit, ...") -> dict:
+    """A YAML file's top-level mapping ({} when empty); a missing or malformed file, a key written twice,
+    or a file that is not a mapping is an error that names the file."""
     try:
         with open(path) as handle:
-            return yaml.safe_load(handle) or {}
+            data = yaml.load(handle, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise PlmscaleError(f"{what} {path} does not exist{hint}") from None
+    except _RepeatedKey as error:
+        raise PlmscaleError(f"{what} {path}: {error.problem}") from None
     except yaml.YAMLError as error:
         raise PlmscaleError(f"{what} {path} is not valid YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PlmscaleError(f"{path}: the {what} must be a mapping of sections ({sections}), got a "
+                            f"{_yaml_type(data)}")
+    return data
+
+
+def _yaml_type(value) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__)
 
 
 def read_json_object(path, what="JSON file", hint="") -> dict:
@@ -120,23 +159,60 @@ def load_config(config, source=None) -> dict:
     if isinstance(config, (str, Path)):
         source = source or str(config)
         config = read_yaml(config)
+    where = f"config {source}" if source else "config"
+    if not isinstance(config, Mapping):
+        raise PlmscaleError(f"{where}: the config must be a mapping of sections (data, train, fit, ...), got a "
+                            f"{_yaml_type(config)}")
     filled = _numbers_from_scientific_strings(copy.deepcopy(dict(config)))
+    _check_finite(filled, where)
     if _Validator is None:
         raise PlmscaleError("validating a config needs the jsonschema package: pip install jsonschema")
     errors = sorted(_Validator(load_schema()).iter_errors(filled), key=lambda e: list(e.absolute_path))
     if errors:
-        where = f"config {source}" if source else "config"
         raise PlmscaleError(f"{where} is invalid:\n  " + "\n  ".join(_describe(e) for e in errors))
     _check_consistency(filled, source)
     _fill_from_recipe(filled["train"], source)
     return filled
 
 
+def _merge(base: dict, over: dict) -> dict:
+    """Nested mappings merged key by key, the later file winning; lists are replaced (as Snakemake merges
+    several --configfile)."""
+    merged = dict(base)
+    for key, value in over.items():
+        both_mappings = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merge(base[key], value) if both_mappings else value
+    return merged
+
+
+def load_config_files(paths) -> tuple[dict, str]:
+    """One validated config from one or more YAML files merged left to right, and the files' names joined
+    with " + " (what error messages call the config)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    config = {}
+    for path in paths:
+        config = _merge(config, read_yaml(path))
+    source = " + ".join(map(str, paths))
+    return load_config(config, source=source), source
+
+
+def _check_finite(value, where: str, key: str = "") -> None:
+    """YAML's .nan and .inf are floats that pass every schema bound; a setting must be a finite number."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_finite(item, where, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list):
+        for item in value:
+            _check_finite(item, where, key)
+    elif isinstance(value, float) and not math.isfinite(value):
+        what = ("budgets in FLOPs must be finite positive numbers (e.g. 1e19)" if key == "train.isoflop.budgets"
+                else "settings must be finite numbers")
+        raise PlmscaleError(f"{where}: {key} holds {value}; {what}")
+
+
 def _fill_from_recipe(train: dict, source) -> None:
     """warmup_fraction, min_lr_ratio and beta2 left null take the chosen recipe's values; lr and batch
-    depend on each run's size and budget, so the grid resolves them (plmscale.grid.recipe.resolve)."""
-    from plmscale.grid import recipe as recipes  # the grid imports this module: import when called
-
+    depend on each run's size and budget, so the grid resolves them (plmscale.recipe.resolve)."""
     recipe = recipes.recipe_from_config(train, f"config {source}" if source else "config")
     for key in recipes.FIXED_KEYS:
         if train[key] is None:

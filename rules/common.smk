@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from plmscale.config import load_config
+from plmscale.config import load_config, read_yaml
 from plmscale.data.demo import SOURCES as DEMO_CORPORA
 from plmscale.data.download import local_path
 from plmscale.data.identity import check_edges as check_identity_edges
@@ -20,11 +20,28 @@ from plmscale.scaling.closed_loop import closed_loop_jobs, plan_closed_loop, run
 from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.plots import PLOT_NAMES, PLOTS
 
+# The config files' names, for messages that say where to fix a setting (None when given on the command line).
+CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or None
+
+
+def checked(function, *args, **kwargs):
+    """function(*args, **kwargs), a PlmscaleError (a message naming the config key and what to do) ending the
+    workflow as a WorkflowError, without a traceback."""
+    try:
+        return function(*args, **kwargs)
+    except PlmscaleError as error:
+        raise WorkflowError(str(error)) from None
+
+
+def _validated_config():
+    # Snakemake has read the files already, keeping the last of a key written twice: read them again to refuse that.
+    for path in workflow.configfiles:
+        read_yaml(path)
+    return load_config(dict(config), source=CONFIG_SOURCE)
+
+
 # Validate once, fill every default, and fail with a message that names the config file.
-try:
-    _validated = load_config(dict(config), source=", ".join(map(str, workflow.configfiles)) or None)
-except PlmscaleError as error:
-    raise WorkflowError(str(error)) from None
+_validated = checked(_validated_config)
 config.clear()
 config.update(_validated)
 
@@ -58,10 +75,7 @@ def stage_targets_data():
 # ---- identity to the train split (rules/identity.smk, docs/ood.md) ----------------------------------
 IDENTITY_TABLES = {split: f"results/data/identity/{split}.tsv" for split in ("valid", "test")}
 IDENTITY_SUMMARY = "results/data/identity/summary.json"
-try:
-    check_identity_edges(config["data"]["identity"]["bins"])
-except PlmscaleError as error:
-    raise WorkflowError(str(error)) from None
+checked(check_identity_edges, config["data"]["identity"]["bins"])
 
 
 def identity_outputs():
@@ -84,17 +98,11 @@ def all_targets():
 
 
 # ---- the training grid (plmscale.grid): expanded once, at parse time --------------------------------
-try:
-    RUN_SPECS = {spec.run_id: spec for spec in expand_grid(config, source=", ".join(map(str, workflow.configfiles)) or None)}
-except PlmscaleError as error:
-    raise WorkflowError(str(error)) from None
+RUN_SPECS = {spec.run_id: spec for spec in checked(expand_grid, config, source=CONFIG_SOURCE)}
 RUNS = list(RUN_SPECS.values())  # the grid as a list of plmscale.grid.RunSpec, in expand_grid's order
 # The trunks of a WSD grid (train.isoflop.schedule wsd): not grid points; train.smk trains each.
-try:
-    TRUNK_SPECS = {spec.run_id: spec for spec in expand_grid(config, source=", ".join(map(str, workflow.configfiles)) or None, trunks=True)
-                   if spec.wsd_role == "trunk"}
-except PlmscaleError as error:
-    raise WorkflowError(str(error)) from None
+TRUNK_SPECS = {spec.run_id: spec for spec in checked(expand_grid, config, source=CONFIG_SOURCE, trunks=True)
+               if spec.wsd_role == "trunk"}
 
 
 # ---- data stage -------------------------------------------------------------------------------------
@@ -146,15 +154,9 @@ def source_setting(key, default=""):
 
 
 # ---- training -----------------------------------------------------------------------------------------
-try:
-    CALIBRATION_SPECS = {spec.run_id: spec for spec in calibration_specs(config, source=", ".join(map(str, workflow.configfiles)) or None)}
-except PlmscaleError as error:
-    raise WorkflowError(str(error)) from None
+CALIBRATION_SPECS = {spec.run_id: spec for spec in checked(calibration_specs, config, source=CONFIG_SOURCE)}
 # The repetition study's runs (train.repetition): trained by the train rule, fitted by rules/repetition.smk.
-try:
-    REPETITION_SPECS = {spec.run_id: spec for spec in repetition_specs(config, source=", ".join(map(str, workflow.configfiles)) or None)}
-except PlmscaleError as error:
-    raise WorkflowError(str(error)) from None
+REPETITION_SPECS = {spec.run_id: spec for spec in checked(repetition_specs, config, source=CONFIG_SOURCE)}
 # Every run that train makes (the study's grid, and the lr sweep's and repetition study's runs, which are
 # not part of the fits).
 TRAINED_SPECS = {**RUN_SPECS, **CALIBRATION_SPECS, **REPETITION_SPECS}
@@ -172,7 +174,7 @@ _unknown_exports = [run_id for run_id in config["export"]["runs"] if run_id not 
 if _unknown_exports:
     raise WorkflowError(
         f"export.runs names {', '.join(_unknown_exports)}, not a run of this study; `plmscale plan` lists the run "
-        f"ids (grid, extra, transfer and repetition runs); fix the list in {', '.join(map(str, workflow.configfiles))}")
+        f"ids (grid, extra, transfer and repetition runs); fix the list in {CONFIG_SOURCE}")
 EXPORT_ID_PATTERN = _alternatives(config["export"]["runs"])
 
 
@@ -277,10 +279,7 @@ def plot_outputs():
 
 
 # ---- closed loop (rules/closed_loop.smk) ------------------------------------------------------------
-try:
-    CLOSED_LOOP_JOBS = closed_loop_jobs(config)
-except PlmscaleError as error:
-    raise WorkflowError(str(error)) from None
+CLOSED_LOOP_JOBS = checked(closed_loop_jobs, config)
 # "3" -> (3.0, None); with a depth search (fit.closed_loop.layers) "3_L2" -> (3.0, 2), "3_L3" -> (3.0, 3).
 CLOSED_LOOP_LABELS = {run_label(m, layers): (m, layers) for _, m, layers in CLOSED_LOOP_JOBS}
 CLOSED_LOOP_DIRS = [f"results/closed_loop/{o}_x{run_label(m, layers)}" for o, m, layers in CLOSED_LOOP_JOBS]
@@ -299,7 +298,7 @@ def stage_targets_closed_loop():
 def _closed_loop_plan_cached(fit_path, modified, objective, label):
     multiple, layers = CLOSED_LOOP_LABELS[label]
     return plan_closed_loop(config, read_fit(fit_path), objective, multiple,
-                            source=", ".join(map(str, workflow.configfiles)) or None, layers=layers)
+                            source=CONFIG_SOURCE, layers=layers)
 
 
 def closed_loop_plan(wildcards, input):
@@ -330,7 +329,7 @@ CLOSED_LOOP_THREADS = (config["train"]["threads"] if config["train"]["device"] =
 
 
 # ---- repetition study (rules/repetition.smk) ---------------------------------------------------------
-REPETITION = repetition_settings(config) if config["fit"]["use_own_runs"] else None
+REPETITION = checked(repetition_settings, config) if config["fit"]["use_own_runs"] else None
 
 
 def stage_targets_repetition():

@@ -146,7 +146,7 @@ def test_a_cpu_training_process_never_imports_torch_dynamo(tmp_path):
         import sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
         import torch
-        import plmscale.grid.launch, plmscale.train.loop as loop
+        import plmscale.train.launch, plmscale.train.loop as loop
         from plmscale.model import build_model
         from plmscale.train import distributed as distr
         model = build_model({SHAPE!r}, max_len=32)

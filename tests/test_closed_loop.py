@@ -9,7 +9,7 @@ import yaml
 
 from plmscale.config import load_config
 from plmscale.errors import PlmscaleError
-from plmscale.grid import recipe as recipes
+from plmscale import recipe as recipes
 from plmscale.grid.shapes import ffn_granularity, ladder_like_shape, n_params, nearest_ladder_entry
 from plmscale.scaling import closed_loop as cl
 from plmscale.scaling.parametric import optimal_allocation

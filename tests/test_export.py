@@ -45,7 +45,8 @@ def write_finished_run(results, run_id, objective="clm", shape=SHAPE, seq_len=12
               results / "checkpoints" / run_id / "final.pt")
     metrics = {"run_id": run_id, "objective": objective, "model": "test", "shape": model.shape.to_dict(),
                "n_params": model.n_params(), "n_params_with_embeddings": model.n_params(non_embedding=False),
-               "tokens": 123_456, "flops": 6.0 * model.n_params() * 123_456, "final_valid_loss": 2.3456,
+               "tokens": 123_456, "flops": 6.0 * model.n_params() * 123_456, "budget": None, "init_from": None,
+               "final_valid_loss": 2.3456,
                "seq_len": seq_len, "recipe": "test-recipe", "seed": seed}
     (results / "runs" / run_id / "metrics.json").write_text(json.dumps(metrics))
     return model

@@ -17,7 +17,7 @@ from plmscale.arithmetic import ModelShape
 from plmscale.arithmetic import peak_lr_cheng2024 as lr_for_params
 from plmscale.grid import RunSpec, expand_grid, format_number, n_params, run_seed, shape_for_params
 from plmscale.grid import shapes as grid_shapes
-from plmscale.grid.launch import expand_nodelist, first_host, launch_command, torchrun_command
+from plmscale.train.launch import expand_nodelist, first_host, launch_command, torchrun_command
 from plmscale.grid.resources import gpu_counts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,9 +101,10 @@ def test_models_filtered_by_tokens_per_param():
     assert not any(s.model == "n1M" for s in specs)
 
 
-def test_budget_below_one_optimizer_step_is_dropped():
+def test_budget_below_one_optimizer_step_is_refused():
     config = make_config(isoflop={"budgets": [1e12], "min_tokens_per_param": 0, "max_tokens_per_param": 1e6})
-    assert expand_grid(config) == []  # 1e12 / 6N is below one 524288-token batch for every size
+    with pytest.raises(PlmscaleError, match="1e\\+12 has no run: n1M, n3M, n10M .* shorter than one optimizer step"):
+        expand_grid(config)  # 1e12 / 6N is below one 524288-token batch for every size
 
 
 def test_explicit_and_transfer_runs():
@@ -317,7 +318,9 @@ def test_lr_fit_refuses_a_sweep_that_misses_the_optimum(tmp_path):
     paths = []
     for i, (lr, loss) in enumerate(zip(anchors[0]["lrs"], anchors[0]["losses"])):
         paths.append(tmp_path / f"m{i}.json")
-        paths[-1].write_text(json.dumps({"model": "n50k", "n_params": 50000, "peak_lr": lr, "final_valid_loss": loss}))
+        paths[-1].write_text(json.dumps({"run_id": f"lr{i}", "objective": "clm", "model": "n50k", "n_params": 50000,
+                                         "tokens": 10**6, "flops": 3e11, "budget": None, "init_from": None,
+                                         "peak_lr": lr, "final_valid_loss": loss}))
     train = load_config({})["train"]
     written = write_calibration(paths, train, tmp_path / "cal" / "lr.json", tmp_path / "cal" / "lr.png")
     assert json.loads((tmp_path / "cal" / "lr.json").read_text())["advice"] == written["advice"]
@@ -479,7 +482,7 @@ def test_launch_command_wraps_multi_node_in_srun():
     assert "--standalone" in single
     multi = launch_command({"run_id": "x"}, 2, 8, ["-m", "plmscale.cli"], env={})
     assert multi[:5] == ["srun", "--nodes", "2", "--ntasks-per-node", "1"]
-    assert "plmscale.grid.launch" in multi and multi[-2:] == ["-m", "plmscale.cli"]
+    assert "plmscale.train.launch" in multi and multi[-2:] == ["-m", "plmscale.cli"]
 
 
 # ---- plan CLI ----------------------------------------------------------------------------------------
@@ -559,3 +562,52 @@ def test_snakemake_resources_for_cpu_one_gpu_node_and_several_nodes():
     assert two_nodes["gpu"] is None and two_nodes["nodes"] == 2 and two_nodes["tasks"] == 2
     assert two_nodes["mpi"] == "srun"
     assert two_nodes["slurm_extra"] == "--ntasks-per-node=1 --gpus-per-node=h100:8"
+
+
+# ---- budgets that train nothing, runs that repeat their data (issue 27) ------------------------------------
+
+@pytest.mark.parametrize("budget", [1e3, 1e40])
+def test_a_budget_with_no_model_in_the_window_is_refused(budget):
+    """A budget outside every model's tokens-per-parameter window used to vanish from the grid (plan: 0 runs,
+    snakemake: the data stage only, rc 0)."""
+    with pytest.raises(PlmscaleError) as error:
+        expand_grid(make_config(isoflop={"budgets": [1e16, budget]}), source="study.yaml")
+    message = str(error.value)
+    assert f"train.isoflop.budgets {budget:g} has no run" in message and "study.yaml" in message
+    assert "min_tokens_per_param" in message and "max_tokens_per_param" in message
+    assert "n1M … n10M" in message  # the ladder's size range
+
+
+def _write_train_manifest(results, n_tokens, n_sequences):
+    folder = results / "data" / "shards" / "train"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"n_tokens": n_tokens, "n_sequences": n_sequences}))
+
+
+def test_plan_shows_epochs_and_warns_about_runs_that_repeat_their_data(tmp_path, capsys):
+    from plmscale.cli import main
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"train": {"ladder": LADDER, "isoflop": {"budgets": [1e16, 1e17]}}}))
+    specs = {s.run_id: s for s in expand_grid(load_config(path))}
+    split_tokens = 10**9  # more than some runs' tokens, fewer than others'
+    _write_train_manifest(tmp_path / "results", split_tokens - 2 * 1000, 1000)
+    repeated = sorted(r for r, s in specs.items() if s.tokens > split_tokens)
+    assert repeated and len(repeated) < len(specs)
+    assert main(["plan", "--config", str(path), "--results", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("run_id"))
+    assert "epochs" in header.split()
+    warning = next(line for line in out.splitlines() if line.startswith("warning:"))
+    assert all(run_id in warning for run_id in repeated)
+    assert not any(run_id in warning for run_id in specs if run_id not in repeated)
+    for run_id in repeated:
+        assert f"{run_id} ({specs[run_id].tokens / split_tokens:.2g})" in warning
+
+
+def test_plan_says_epochs_are_unknown_before_the_data_stage(tmp_path, capsys):
+    from plmscale.cli import main
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"train": {"ladder": LADDER, "isoflop": {"budgets": [1e16]}}}))
+    assert main(["plan", "--config", str(path), "--results", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: unknown until the data stage" in out and "warning:" not in out

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from plmscale.errors import PlmscaleError
+from plmscale import run_metrics
 from plmscale.train import checkpoint as ckpt
 from plmscale.train import loop, train_run
 from train_fixtures import member_split, shard_dirs, tiny_spec, unigram_entropy
@@ -39,6 +41,8 @@ def test_outputs_have_every_key_and_consistent_counts(shards, tmp_path):
     assert METRIC_KEYS <= set(metrics)
     on_disk = json.loads((tmp_path / "run" / "out" / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
+    assert list(on_disk)[0] == "metrics_version" and on_disk["metrics_version"] == run_metrics.METRICS_VERSION
+    assert run_metrics.read_metrics(tmp_path / "run" / "out" / "metrics.json").to_dict() == on_disk
     assert metrics["n_params"] == 2 * (4 * 32 * 32 + 3 * 32 * 128 + 64) + 32
     assert metrics["flops"] == metrics["flops_6nd"] == 6 * metrics["n_params"] * metrics["tokens"]
     assert metrics["flops_with_attention"] > metrics["flops_6nd"]
@@ -208,7 +212,7 @@ def test_cli_reports_a_missing_spec_without_traceback(tmp_path):
 
 
 def test_recipe_decides_a_hand_spec_and_is_in_provenance(shards, tmp_path):
-    from plmscale.grid import recipe as recipes
+    from plmscale import recipe as recipes
 
     small = recipes.make_recipe("small-scale", {"lr_ref": 4e-3, "n_ref": 1e4, "lr_exponent": -1 / 3,
                                                 "min_steps": 20, "min_batch_tokens": 256, "max_batch_tokens": 4096})
@@ -229,3 +233,84 @@ def test_a_checkpoint_of_the_model_without_positions_is_not_resumed(tmp_path):
     assert ckpt.load_resumable(tmp_path, "h") is None
     ckpt.save({"format_version": ckpt.FORMAT_VERSION, "config_hash": "h", "step": 7}, tmp_path / ckpt.LAST)
     assert ckpt.load_resumable(tmp_path, "h")["step"] == 7
+
+
+# ---- metrics.json: one typed record (plmscale.run_metrics) and schemas/metrics.schema.json ----------------
+
+def test_the_metrics_schema_and_the_dataclass_agree():
+    """Users read the schema, code reads the dataclass: the same keys, the same required ones, the same types."""
+    import dataclasses
+    import typing
+
+    schema = run_metrics.load_schema()
+    fields = {f.name: f for f in dataclasses.fields(run_metrics.RunMetrics)}
+    assert list(schema["properties"]) == [run_metrics.VERSION_KEY, *fields]  # the order metrics.json is written in
+    assert schema["required"] == list(run_metrics.REQUIRED) and schema["additionalProperties"] is False
+    python_types = {"string": str, "integer": int, "number": float, "boolean": bool, "object": dict,
+                    "array": list, "null": type(None)}
+    for name, field in fields.items():
+        declared = schema["properties"][name]["type"]
+        declared = {python_types[t] for t in (declared if isinstance(declared, list) else [declared])}
+        annotated = set(typing.get_args(field.type)) or {field.type}
+        if name not in run_metrics.REQUIRED:  # optional for hand-written records: the dataclass allows None
+            declared.add(type(None))
+        assert declared == annotated, name
+
+
+def _minimal_metrics(**changes):
+    record = {"run_id": "clm_n1M_c1e15", "objective": "clm", "model": "n1M", "n_params": 10**6, "tokens": 2e8,
+              "flops": 1.2e15, "budget": 1.2e15, "final_valid_loss": 2.5, "init_from": None}
+    record.update(changes)
+    return {key: value for key, value in record.items() if value != "drop"}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"final_valid_loss": "drop"}, r"metrics lack key\(s\) final_valid_loss"),
+    ({"n_params": "many"}, r"n_params is 'many', not integer"),
+    ({"objective": "gpt"}, r"objective is 'gpt', not one of \['clm', 'mlm'\]"),
+    ({"final_loss": 2.0}, r"unknown metrics key\(s\) final_loss"),
+    ({"metrics_version": 99}, r"metrics_version 99 is not the version this plmscale reads \(1\); rerun"),
+])
+def test_reading_bad_metrics_names_the_file_and_the_key(tmp_path, changes, message):
+    path = tmp_path / "run" / "metrics.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(_minimal_metrics(**changes)))
+    with pytest.raises(PlmscaleError, match=re.escape(str(path)) + ": " + message):
+        run_metrics.read_metrics(path)
+
+
+def test_metrics_from_before_the_version_key_still_read(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(_minimal_metrics()))
+    metrics = run_metrics.read_metrics(path)
+    assert metrics.final_valid_loss == 2.5 and metrics.shape is None
+    assert metrics.to_dict()[run_metrics.VERSION_KEY] == run_metrics.METRICS_VERSION
+
+
+# ---- a write that fails names its file (issue 27) ---------------------------------------------------------
+
+def test_a_failed_metrics_write_names_the_file(tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_metrics.json, "dump", disk_full)
+    target = tmp_path / "runs" / "r" / "metrics.json"
+    metrics = run_metrics.RunMetrics(**_minimal_metrics())
+    with pytest.raises(PlmscaleError, match=re.escape(f"could not write run metrics {target}: No space left on "
+                                                      f"device; free disk space or make {target.parent} writable")):
+        run_metrics.write_metrics(target, metrics)
+    assert not target.exists() and not list(target.parent.iterdir())  # no half file, no temporary left
+
+
+def test_a_failed_checkpoint_write_names_the_file(tmp_path):
+    blocker = tmp_path / "checkpoints"
+    blocker.write_text("a file where the checkpoint folder should be")
+    with pytest.raises(PlmscaleError, match=re.escape(f"could not write checkpoint {blocker / 'r' / 'final.pt'}")):
+        ckpt.save({"model": {}}, blocker / "r" / "final.pt")
+
+
+def test_a_run_whose_outputs_cannot_be_written_names_the_file(shards, tmp_path):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the results folder should be")
+    with pytest.raises(PlmscaleError, match=re.escape(f"could not write run directory {blocker / 'out'}")):
+        train_run(tiny_spec(tokens=2000), *shards, blocker / "out", tmp_path / "checkpoints", threads=1)

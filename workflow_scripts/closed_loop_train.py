@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from plmscale.grid.launch import run_training_job
+from plmscale.train.launch import run_training_job
 from plmscale.logging_setup import log_to_file
 from plmscale.scaling.closed_loop import write_not_trained
 from plmscale.scaling.results import write_json

@@ -30,7 +30,6 @@ for the parametric fit's E. Indels (not in the HMM) are left out of the sequence
 is the floor of the indel-free process, a hair under the real one.
 """
 
-import argparse
 import json
 import logging
 from dataclasses import dataclass
@@ -528,21 +527,3 @@ def write_demo_floor(path, min_length=30, max_length=1022, **settings) -> dict:
     with write_text(path) as handle:
         json.dump(floor, handle, indent=2)
     return floor
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True,
-                        help="directory for {source}.fasta.gz, {source}.truth.tsv and floor.json")
-    for name, default in DEFAULTS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
-    parser.add_argument("--min-length", type=int, default=30, help="the clean step's min_length")
-    parser.add_argument("--max-length", type=int, default=1022, help="the clean step's max_length")
-
-
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    settings = {name: getattr(args, name) for name in DEFAULTS}
-    write_demo_corpus(args.out, min_length=args.min_length, max_length=args.max_length, **settings)
-    write_demo_floor(Path(args.out) / FLOOR_FILE, min_length=args.min_length, max_length=args.max_length,
-                     **settings)
-    return 0

@@ -1,4 +1,4 @@
-"""`plmscale export RUN`: a finished run as files others can load, and the loader for them.
+"""A finished run as files others can load (`plmscale export RUN`, plmscale.cli.export), and the loader for them.
 
 The export directory holds
 - model.safetensors: the weights under Llama's tensor names (plmscale.export.llama);
@@ -11,7 +11,6 @@ The export directory holds
 load_exported(directory) -> Transformer needs only torch and plmscale, for both objectives.
 """
 
-import argparse
 import json
 import logging
 import os
@@ -20,8 +19,8 @@ from pathlib import Path
 
 from plmscale.alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, TOKENS, UNK_ID
 from plmscale.errors import PlmscaleError
-from plmscale.export.llama import config_dict, from_llama_names, shape_from_config, to_llama_names
-from plmscale.export.runs import CONFIG, WEIGHTS, LoadedRun, load_checkpoint_run, locate_run, read_config
+from plmscale.export.llama import config_dict, to_llama_names
+from plmscale.export.runs import CONFIG, WEIGHTS, LoadedRun, load_checkpoint_run, load_exported_run, locate_run
 
 log = logging.getLogger("plmscale.export")
 
@@ -90,32 +89,6 @@ def load_exported(directory):
     framed <cls> residues <eos> as in training.
     """
     return load_exported_run(directory).model
-
-
-def load_exported_run(directory) -> LoadedRun:
-    import torch
-
-    from plmscale.export.safetensors_io import read_safetensors
-    from plmscale.model import build_model
-
-    directory = Path(directory)
-    config = read_config(directory)
-    info = config.get("plmscale")
-    if not isinstance(info, dict) or info.get("objective") not in ("clm", "mlm"):
-        raise PlmscaleError(f"{directory / CONFIG} has no plmscale block with the objective; is this a "
-                            f"directory written by `plmscale export`?")
-    shape = shape_from_config(config, where=str(directory / CONFIG))
-    tensors, _ = read_safetensors(directory / WEIGHTS)
-    state = from_llama_names(tensors, shape, where=str(directory / WEIGHTS))
-    seq_len = int(info.get("seq_len") or config.get("max_position_embeddings") or 1024)
-    model = build_model(shape, max_len=seq_len)
-    try:
-        model.load_state_dict({name: tensor.to(torch.float32) for name, tensor in state.items()})
-    except RuntimeError as error:
-        raise PlmscaleError(f"{directory / WEIGHTS} does not match the shape in config.json ({error}); export "
-                            f"the run again") from None
-    model.eval()
-    return LoadedRun(str(info.get("run_id") or directory.name), model, info["objective"], seq_len, dict(info))
 
 
 def tokenizer_json() -> dict:
@@ -219,21 +192,3 @@ def model_card(loaded: LoadedRun, facts: dict, config: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", help="run id (with --results) or path to a run's final.pt")
-    parser.add_argument("--results", default="results", help="results folder of the workflow (default: results)")
-    parser.add_argument("--metrics", default=None,
-                        help="the run's metrics.json, when RUN is a final.pt away from its results folder")
-    parser.add_argument("--out", default=None, help="output directory (default: RESULTS/export/RUN_ID)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype (default: float32)")
-
-
-def main(args: argparse.Namespace) -> int:
-    from plmscale.logging_setup import log_to_file
-
-    log_to_file()
-    out_dir = export_run(args.run, args.out, args.results, args.metrics, args.dtype)
-    print(out_dir)
-    return 0

@@ -11,7 +11,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plmscale import run_metrics
 from plmscale.errors import PlmscaleError
+from plmscale.export.llama import from_llama_names, shape_from_config
 
 FINAL = "final.pt"
 METRICS = "metrics.json"
@@ -70,15 +72,12 @@ def locate_run(run, results="results", metrics=None) -> RunFiles:
 
 
 def read_metrics(path) -> dict:
-    from plmscale.config import read_json_object
-
-    metrics = read_json_object(path, "run metrics", "; it is written when a run finishes")
-    for key in ("objective", "shape", "seq_len"):
-        if key not in metrics:
+    """The run's metrics.json (plmscale.run_metrics), with the model's shape and context it needs to load."""
+    metrics = run_metrics.read_metrics(path)
+    for key in ("shape", "seq_len"):
+        if getattr(metrics, key) is None:
             raise PlmscaleError(f"{path} has no {key!r}: not the metrics.json of a finished plmscale run")
-    if metrics["objective"] not in ("clm", "mlm"):
-        raise PlmscaleError(f"{path}: objective {metrics['objective']!r} is neither 'clm' nor 'mlm'")
-    return metrics
+    return metrics.to_dict()
 
 
 def load_checkpoint_run(files: RunFiles) -> LoadedRun:
@@ -108,13 +107,37 @@ def is_export_dir(path) -> bool:
 def load_run(run, results="results", metrics=None) -> LoadedRun:
     """A LoadedRun from a run id, a final.pt path or an export directory."""
     if is_export_dir(run):
-        from plmscale.export.files import load_exported_run
-
         return load_exported_run(run)
     if Path(run).is_dir():
         raise PlmscaleError(f"{run} is a directory but not an export ({CONFIG} and {WEIGHTS} are not both in it); "
                             f"give an export directory, a run id or a final.pt")
     return load_checkpoint_run(locate_run(run, results, metrics))
+
+
+def load_exported_run(directory) -> LoadedRun:
+    import torch
+
+    from plmscale.export.safetensors_io import read_safetensors
+    from plmscale.model import build_model
+
+    directory = Path(directory)
+    config = read_config(directory)
+    info = config.get("plmscale")
+    if not isinstance(info, dict) or info.get("objective") not in ("clm", "mlm"):
+        raise PlmscaleError(f"{directory / CONFIG} has no plmscale block with the objective; is this a "
+                            f"directory written by `plmscale export`?")
+    shape = shape_from_config(config, where=str(directory / CONFIG))
+    tensors, _ = read_safetensors(directory / WEIGHTS)
+    state = from_llama_names(tensors, shape, where=str(directory / WEIGHTS))
+    seq_len = int(info.get("seq_len") or config.get("max_position_embeddings") or 1024)
+    model = build_model(shape, max_len=seq_len)
+    try:
+        model.load_state_dict({name: tensor.to(torch.float32) for name, tensor in state.items()})
+    except RuntimeError as error:
+        raise PlmscaleError(f"{directory / WEIGHTS} does not match the shape in config.json ({error}); export "
+                            f"the run again") from None
+    model.eval()
+    return LoadedRun(str(info.get("run_id") or directory.name), model, info["objective"], seq_len, dict(info))
 
 
 def read_config(directory) -> dict:

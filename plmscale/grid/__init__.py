@@ -1,4 +1,4 @@
-"""The training grid of a study: run specs, model shapes, resource estimates, and launch commands."""
+"""The training grid of a study: run specs, model shapes, resource estimates, and the plan table."""
 
 from plmscale.grid.expand import expand_grid, format_number, run_seed
 from plmscale.grid.resources import estimate_resources

@@ -15,10 +15,11 @@ import numpy as np
 
 from plmscale.data.atomic import atomic_path, write_text
 from plmscale.errors import PlmscaleError
-from plmscale.grid import recipe as recipes
+from plmscale import recipe as recipes
 from plmscale.grid import shapes
 from plmscale.grid.expand import GridBuilder, format_number
 from plmscale.grid.spec import RunSpec
+from plmscale.run_metrics import read_metrics
 
 RUN_PREFIX = "lrcal_"
 
@@ -94,12 +95,11 @@ def collect_anchors(metrics_paths) -> list[dict]:
     """The sweep's metrics.json files grouped by size: [{model, n_params, lrs, losses}]."""
     by_model = {}
     for path in metrics_paths:
-        with open(path) as handle:
-            metrics = json.load(handle)
-        entry = by_model.setdefault(metrics["model"], {"model": metrics["model"], "n_params": metrics["n_params"],
-                                                       "lrs": [], "losses": []})
-        entry["lrs"].append(float(metrics["peak_lr"]))
-        entry["losses"].append(float(metrics["final_valid_loss"]))
+        metrics = read_metrics(path)
+        entry = by_model.setdefault(metrics.model, {"model": metrics.model, "n_params": metrics.n_params,
+                                                    "lrs": [], "losses": []})
+        entry["lrs"].append(float(metrics.peak_lr))
+        entry["losses"].append(float(metrics.final_valid_loss))
     return sorted(by_model.values(), key=lambda a: a["n_params"])
 
 

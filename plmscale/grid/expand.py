@@ -9,7 +9,7 @@ import hashlib
 import math
 
 from plmscale.errors import PlmscaleError
-from plmscale.grid import recipe as recipes
+from plmscale import recipe as recipes
 from plmscale.grid import shapes
 from plmscale.grid import wsd as wsd_grid
 from plmscale.grid.resources import estimate_resources
@@ -79,23 +79,53 @@ class GridBuilder:
         models = sorted(models, key=lambda m: shapes.n_params(self.shapes[m]))  # small to large in every budget
         for objective in self.train["objectives"]:
             for budget in iso["budgets"]:
-                for model in models:
-                    shape = self.shapes[model]
-                    n = shapes.n_params(shape)
-                    per_token = shapes.flops_per_token(shape, self.train["seq_len"],
-                                                       self.train["flops_definition"])
-                    tokens = round(budget / per_token)
-                    ratio = tokens / n
-                    if not iso["min_tokens_per_param"] <= ratio <= iso["max_tokens_per_param"]:
-                        continue
-                    if tokens < recipes.resolve(self.recipe, self.train, n, tokens)["batch_tokens"]:  # < one step
-                        continue
-                    run_id = f"{objective}_{model}_c{format_number(budget)}"
+                points = [(model, round(tokens)) for model, tokens in self._budget_tokens(models, budget)
+                          if self._trainable(model, round(tokens))]
+                if not points:
+                    raise PlmscaleError(self._empty_budget(models, budget))
+                run_id_base = f"{objective}_{{}}_c{format_number(budget)}"
+                for model, tokens in points:
+                    run_id = run_id_base.format(model)
                     # Replicates: the same point again under other seeds (batches, initial weights); the
                     # first keeps the plain id, so one replicate is the grid as it always was.
                     for replicate in range(1, iso["replicates"] + 1):
                         yield self.make(run_id if replicate == 1 else f"{run_id}_r{replicate}", objective, model,
                                         tokens, budget=float(budget))
+
+    def _budget_tokens(self, models, budget):
+        """(model, tokens) of every model at this budget: D = C / FLOPs per token (not rounded)."""
+        for model in models:
+            per_token = shapes.flops_per_token(self.shapes[model], self.train["seq_len"],
+                                               self.train["flops_definition"])
+            yield model, budget / per_token
+
+    def _trainable(self, model, tokens) -> bool:
+        """Inside the tokens-per-parameter window, and at least one optimizer step long."""
+        iso = self.train["isoflop"]
+        n = shapes.n_params(self.shapes[model])
+        if not iso["min_tokens_per_param"] <= tokens / n <= iso["max_tokens_per_param"]:
+            return False
+        return tokens >= recipes.resolve(self.recipe, self.train, n, tokens)["batch_tokens"]
+
+    def _empty_budget(self, models, budget) -> str:
+        """Why a budget has no run: a budget that trains nothing is a mistake, not a smaller grid."""
+        iso = self.train["isoflop"]
+        ratios = {model: tokens / shapes.n_params(self.shapes[model])
+                  for model, tokens in self._budget_tokens(models, budget)}
+        sizes = [shapes.n_params(self.shapes[m]) for m in models]
+        window = (f"[{iso['min_tokens_per_param']:g}, {iso['max_tokens_per_param']:g}] "
+                  f"(train.isoflop.min_tokens_per_param, max_tokens_per_param)")
+        in_window = [m for m, r in ratios.items()
+                     if iso["min_tokens_per_param"] <= r <= iso["max_tokens_per_param"]]
+        ladder = (f"the models ({models[0]} … {models[-1]}, N = {min(sizes):.3g} … {max(sizes):.3g} non-embedding "
+                  f"parameters)")
+        why = (f"{', '.join(in_window)} inside the tokens-per-parameter window {window} but shorter than one "
+               f"optimizer step (batch) there" if in_window else
+               f"D/N of {ladder} runs from {min(ratios.values()):.3g} ({min(ratios, key=ratios.get)}) to "
+               f"{max(ratios.values()):.3g} ({max(ratios, key=ratios.get)}), outside the tokens-per-parameter "
+               f"window {window}")
+        return (f"{self.where}: train.isoflop.budgets {budget:g} has no run: {why}; remove the budget, add ladder "
+                f"sizes that fit it, or widen the window")
 
     def wsd_families(self, points):
         """The WSD grid of these IsoFLOP points: (branches in the points' order, one trunk per objective and

@@ -11,9 +11,9 @@ never stored twice.
 import dataclasses
 
 from plmscale.arithmetic import ModelShape
-from plmscale.config import schema_defaults
+from plmscale.config import read_json_object, schema_defaults
 from plmscale.errors import PlmscaleError
-from plmscale.grid import recipe as recipes
+from plmscale import recipe as recipes
 
 
 @dataclasses.dataclass
@@ -79,7 +79,7 @@ class RunSpec:
     batch_tokens: int
     source_weights: dict | None
     train: TrainSettings
-    recipe: dict  # plmscale.grid.recipe.record: name, version, constants, sha256, the config's overrides
+    recipe: dict  # plmscale.recipe.record: name, version, constants, sha256, the config's overrides
     resources: dict = dataclasses.field(default_factory=dict)
     # The repetition study's restricted data (plmscale.train.subset): {source, unique_tokens, seed}, or None
     # to train on the whole split. Written only when set, so other runs' specs (and params) are unchanged.
@@ -172,3 +172,9 @@ class RunSpec:
             recipe=data.get("recipe") or recipes.record(recipe), resources=data.get("resources") or {},
             subset=data.get("subset"),
             wsd=data.get("wsd"))
+
+
+def read_spec(path) -> RunSpec:
+    """The RunSpec in a JSON file; a missing, malformed or incomplete file is an error that names it."""
+    data = read_json_object(path, "run spec", "; `plmscale plan --json` lists the runs of a config")
+    return RunSpec.from_dict(data, where=str(path))

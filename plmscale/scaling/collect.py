@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from plmscale.config import read_json_object
+from plmscale import run_metrics
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.table import (CURVE_COLUMNS, IDENTITY_COLUMN_PREFIXES, RUN_COLUMNS, identity_bins,
                                     identity_columns, with_pairs, with_roles)
@@ -28,7 +28,7 @@ CURVE_FILE_COLUMNS = ("step", "tokens", "flops", "train_loss", "valid_loss")
 
 def read_metrics(path) -> dict:
     path = Path(path)
-    metrics = read_json_object(path, "metrics file", hint="; did the training job finish? rerun it")
+    metrics = run_metrics.read_metrics(path).to_dict()
     missing = [k for k in METRICS_KEYS if k not in metrics]
     if missing:
         raise PlmscaleError(f"{path}: metrics lack key(s) {', '.join(missing)} (needed by the scaling fit); "

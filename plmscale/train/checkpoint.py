@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from plmscale.data.atomic import atomic_path
-from plmscale.errors import PlmscaleError
+from plmscale.errors import PlmscaleError, naming_the_file
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(obj: dict, path) -> None:
-    """torch.save through a temporary sibling and a rename: a kill mid-write leaves the old file intact."""
+    """torch.save through a temporary sibling and a rename: a kill mid-write leaves the old file intact, and a
+    failed write (disk full, read-only folder) is an error that names the checkpoint."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with naming_the_file(path, "checkpoint"), atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            try:
+                torch.save(obj, handle)
+            except RuntimeError as error:  # torch's stream writer reports a failed write as a RuntimeError
+                raise OSError(str(error)) from error
             handle.flush()
             os.fsync(handle.fileno())
 

@@ -1,6 +1,6 @@
 """One grid point, trained: `train_run(spec, ...)` -> metrics dict (also written as metrics.json).
 
-What the spec's recipe (plmscale.grid.recipe) resolved is applied as given: AdamW (peak lr, β1, β2, weight
+What the spec's recipe (plmscale.recipe) resolved is applied as given: AdamW (peak lr, β1, β2, weight
 decay), linear warm-up then cosine to lr·min_lr_ratio over exactly this run's steps (or, in a WSD grid, a
 trunk at constant lr and branches that decay from its checkpoints: plmscale.grid.wsd), gradient clipping,
 bf16 autocast on CUDA (fp32 on CPU unless precision asks for bf16), gradient accumulation from
@@ -32,11 +32,12 @@ import torch
 
 from plmscale.arithmetic import flops_per_token_6n, flops_per_token_with_attention
 from plmscale.data.atomic import write_text
-from plmscale.errors import PlmscaleError
+from plmscale.errors import PlmscaleError, naming_the_file
 from plmscale.grid import wsd as wsd_grid
 from plmscale.grid.spec import RunSpec
 from plmscale.model import build_model
 from plmscale.provenance import config_hash, package_versions, provenance
+from plmscale.run_metrics import RunMetrics, write_metrics
 from plmscale.train import adamw
 from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
@@ -415,65 +416,75 @@ class _Runner:
 
     def _finish(self, started) -> dict:
         model_state, _ = distr.full_state(self.model)
-        wall = self.wall_before + time.time() - started
+        metrics = self._metrics(self.wall_before + time.time() - started)  # every rank evaluates the bins
+        if self.ctx.is_main:
+            self._write_outputs(metrics, model_state)
+        distr.barrier(self.ctx)
+        return metrics.to_dict()
+
+    def _metrics(self, wall: float) -> RunMetrics:
+        """The finished run's record (plmscale.run_metrics): what it trained, to what loss, at what speed."""
         achieved = self.tokens * self.fpt_attn / max(self.train_seconds, 1e-9)
         peak = peak_flops(self.ctx.device, self.bf16, self.threads) * self.ctx.world
-        metrics = {
-            "run_id": self.run_id, "objective": self.objective, "model": self.spec.model,
-            "shape": self.shape.to_dict(), "n_params": self.n_params, "n_params_with_embeddings": self.n_params_all,
-            "tokens": self.tokens, "target_tokens": self.target_tokens,
-            "flops": self.tokens * self.fpt_budget, "flops_definition": self.s.flops_definition,
-            "flops_6nd": self.tokens * self.fpt_6n, "flops_with_attention": self.tokens * self.fpt_attn,
-            "budget": self.spec.budget,
-            "final_valid_loss": self.last_valid, "best_valid_loss": self.best_valid, "train_loss": self.last_train,
-            "steps": self.step, "batch_sequences": self.global_seqs, "seq_len": self.seq_len,
-            "peak_lr": self.peak_lr, "wall_seconds": wall,
-            "tokens_per_second": self.tokens / max(self.train_seconds, 1e-9),
-            "achieved_flops_per_second": achieved, "peak_flops_per_second": peak, "mfu": achieved / peak,
-            "device": str(self.ctx.device.type), "world_size": self.ctx.world, "strategy": self.strategy,
-            "precision": "bf16" if self.bf16 else "fp32", "packing": self.packed, "config_hash": self.hash,
-            "versions": package_versions(), "init_from": self.init_from, "seed": self.seed,
-            "cropped_sequences": self.sampler.n_cropped,  # long proteins cut to a random seq_len window
-            "recipe": self.spec.recipe["name"], "recipe_sha256": self.spec.recipe["sha256"],
-            "schedule": "wsd" if self.wsd_role else "cosine",
-        }
-        metrics.update(identity_eval.evaluate_bins(self.identity_sets, self.evaluate))  # every rank evaluates
+        optional = identity_eval.evaluate_bins(self.identity_sets, self.evaluate)
         if self.unique_tokens is not None:  # repeated data: D / U is the epoch count
-            metrics.update({"subset": self.spec.subset, "unique_tokens": self.unique_tokens,
-                            "epochs": epochs(self.tokens, self.unique_tokens)})
+            optional.update({"subset": self.spec.subset, "unique_tokens": self.unique_tokens,
+                             "epochs": epochs(self.tokens, self.unique_tokens)})
         if self.wsd_role:
-            metrics["wsd"] = {"role": self.wsd_role, "trunk": self.spec.wsd["trunk"], "warmup_steps": self.warmup,
-                              "decay_start_step": self.decay_start, "decay_fraction": self.spec.wsd["decay_fraction"],
-                              "trunk_wall_seconds": self.trunk_wall_seconds,
-                              "own_wall_seconds": wall - self.trunk_wall_seconds}
-        if self.ctx.is_main and self.wsd_role == "trunk":  # the branch points become the declared outputs
+            optional["wsd"] = {"role": self.wsd_role, "trunk": self.spec.wsd["trunk"], "warmup_steps": self.warmup,
+                               "decay_start_step": self.decay_start, "decay_fraction": self.spec.wsd["decay_fraction"],
+                               "trunk_wall_seconds": self.trunk_wall_seconds,
+                               "own_wall_seconds": wall - self.trunk_wall_seconds}
+        return RunMetrics(
+            run_id=self.run_id, objective=self.objective, model=self.spec.model,
+            shape=self.shape.to_dict(), n_params=self.n_params, n_params_with_embeddings=self.n_params_all,
+            tokens=self.tokens, target_tokens=self.target_tokens,
+            flops=self.tokens * self.fpt_budget, flops_definition=self.s.flops_definition,
+            flops_6nd=self.tokens * self.fpt_6n, flops_with_attention=self.tokens * self.fpt_attn,
+            budget=self.spec.budget,
+            final_valid_loss=self.last_valid, best_valid_loss=self.best_valid, train_loss=self.last_train,
+            steps=self.step, batch_sequences=self.global_seqs, seq_len=self.seq_len,
+            peak_lr=self.peak_lr, wall_seconds=wall,
+            tokens_per_second=self.tokens / max(self.train_seconds, 1e-9),
+            achieved_flops_per_second=achieved, peak_flops_per_second=peak, mfu=achieved / peak,
+            device=str(self.ctx.device.type), world_size=self.ctx.world, strategy=self.strategy,
+            precision="bf16" if self.bf16 else "fp32", packing=self.packed, config_hash=self.hash,
+            versions=package_versions(), init_from=self.init_from, seed=self.seed,
+            cropped_sequences=self.sampler.n_cropped,  # long proteins cut to a random seq_len window
+            recipe=self.spec.recipe["name"], recipe_sha256=self.spec.recipe["sha256"],
+            schedule="wsd" if self.wsd_role else "cosine", **optional)
+
+    def _write_outputs(self, metrics: RunMetrics, model_state) -> None:
+        """The final weights, then curve.csv, provenance.json and metrics.json (last: the workflow's sign that
+        the run is complete); a write that fails names its file."""
+        if self.wsd_role == "trunk":  # the branch points become the declared outputs
             for branches in self.save_at.values():
                 for branch in branches:
-                    self._private_branch_state(branch).replace(
-                        self.checkpoint_dir / wsd_grid.branch_checkpoint_name(branch))
-        elif self.ctx.is_main:  # a trunk's final weights are its last branch point's
+                    target = self.checkpoint_dir / wsd_grid.branch_checkpoint_name(branch)
+                    with naming_the_file(target, "branch checkpoint"):
+                        self._private_branch_state(branch).replace(target)
+        else:  # a trunk's final weights are its last branch point's
             ckpt.save({"run_id": self.run_id, "shape": self.shape.to_dict(), "model": model_state},
                       self.checkpoint_dir / ckpt.FINAL)
-        if self.ctx.is_main:
+        with naming_the_file(self.out_dir, "run directory"):
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            with write_text(self.out_dir / "curve.csv") as handle:
-                writer = csv.writer(handle, lineterminator="\n")
-                writer.writerow(["step", "tokens", "flops", "train_loss", "valid_loss", "lr"])
-                for step, tokens, flops, train, valid, lr in self.curve:
-                    writer.writerow([step, tokens, repr(float(flops)), repr(train),
-                                     "" if valid is None else repr(valid), repr(lr)])
-            with write_text(self.out_dir / "provenance.json") as handle:
-                json.dump(provenance({"run_id": self.run_id, "config_hash": self.hash, "seed": self.seed,
-                                      "recipe": self.spec.recipe,
-                                      "sampler": "per-example numpy Generator seeded by (seed, stream, step, index)",
-                                      "spec": self.spec.to_dict()}), handle, indent=2, default=str)
-            with write_text(self.out_dir / "metrics.json") as handle:
-                json.dump(metrics, handle, indent=2)
-            last = self.checkpoint_dir / ckpt.LAST
-            if last.exists():  # outputs are complete: the rolling checkpoint has done its job
-                last.unlink()
-        distr.barrier(self.ctx)
-        return metrics
+        curve_path = self.out_dir / "curve.csv"
+        with naming_the_file(curve_path, "training curve"), write_text(curve_path) as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["step", "tokens", "flops", "train_loss", "valid_loss", "lr"])
+            for step, tokens, flops, train, valid, lr in self.curve:
+                writer.writerow([step, tokens, repr(float(flops)), repr(train),
+                                 "" if valid is None else repr(valid), repr(lr)])
+        provenance_path = self.out_dir / "provenance.json"
+        with naming_the_file(provenance_path, "run provenance"), write_text(provenance_path) as handle:
+            json.dump(provenance({"run_id": self.run_id, "config_hash": self.hash, "seed": self.seed,
+                                  "recipe": self.spec.recipe,
+                                  "sampler": "per-example numpy Generator seeded by (seed, stream, step, index)",
+                                  "spec": self.spec.to_dict()}), handle, indent=2, default=str)
+        write_metrics(self.out_dir / "metrics.json", metrics)
+        last = self.checkpoint_dir / ckpt.LAST
+        if last.exists():  # outputs are complete: the rolling checkpoint has done its job
+            last.unlink()
 
 
 def check_cpu_compiler():

@@ -3,12 +3,12 @@
 import argparse
 import json
 
-from plmscale.config import read_json_object
+from plmscale.grid.spec import read_spec
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", required=True, help="run spec JSON (a RunSpec as written by the grid)")
-    # --train-dir/--valid-dir/--out-dir: the spellings plmscale.grid.launch's torchrun workers use.
+    # --train-dir/--valid-dir/--out-dir: the spellings plmscale.train.launch's torchrun workers use.
     parser.add_argument("--train-shards", "--train-dir", dest="train_shards", required=True,
                         help="training shard directory")
     parser.add_argument("--valid-shards", "--valid-dir", dest="valid_shards", required=True,
@@ -22,17 +22,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", default=None, help="also write the log to this file")
 
 
-def read_spec(path):
-    """The RunSpec in a JSON file; a missing, malformed or incomplete file is an error that names it."""
-    from plmscale.grid.spec import RunSpec
-
-    data = read_json_object(path, "run spec", "; `plmscale plan --json` lists the runs of a config")
-    return RunSpec.from_dict(data, where=str(path))
-
-
 def main(args: argparse.Namespace) -> int:
     from plmscale.logging_setup import log_to_file
-    from plmscale.train.loop import train_run
+    from plmscale.train.loop import train_run  # torch: loaded only for this command
 
     log_to_file(args.log)
     spec = read_spec(args.spec)

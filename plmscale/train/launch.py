@@ -2,7 +2,7 @@
 
 One node: `torchrun --standalone --nproc-per-node K ...`.
 Several nodes (a Slurm allocation): the job's batch step runs `srun` with one task per node; each
-task is `python -m plmscale.grid.launch`, which reads its own node's Slurm environment and execs
+task is `python -m plmscale.train.launch`, which reads its own node's Slurm environment and execs
 torchrun with a c10d rendezvous on the first host of SLURM_JOB_NODELIST:
     torchrun --nnodes N --nproc-per-node K --node-rank $SLURM_NODEID
              --rdzv-backend c10d --rdzv-endpoint <first host>:29500 --rdzv-id $SLURM_JOB_ID ...
@@ -121,7 +121,7 @@ def launch_command(spec: dict, nodes: int, gpus_per_node: int, script_args: list
     if nodes == 1:
         return torchrun_command(spec, 1, gpus_per_node, script_args, env)
     return ["srun", "--nodes", str(nodes), "--ntasks-per-node", "1", "--kill-on-bad-exit=1",
-            sys.executable, "-m", "plmscale.grid.launch", "--run-id", str(spec.get("run_id", "run")),
+            sys.executable, "-m", "plmscale.train.launch", "--run-id", str(spec.get("run_id", "run")),
             "--nodes", str(nodes), "--gpus-per-node", str(gpus_per_node), "--", *script_args]
 
 
@@ -147,7 +147,7 @@ def run_training_job(spec: dict, train_dir, valid_dir, out_dir, checkpoint_dir, 
     spec_path = out_dir / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
     if gpus_per_node * nodes <= 1:
-        from plmscale.train import train_run
+        from plmscale.train.loop import train_run
         train_run(spec, train_dir, valid_dir, out_dir, checkpoint_dir, threads)
         return
     # Each worker gets an equal share of the job's CPUs for its data path and intra-op threads.
