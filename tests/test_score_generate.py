@@ -58,20 +58,28 @@ def test_clm_scores_of_a_file_batch_several_records_without_changing_them(tmp_pa
         assert row.length == n and row.log_likelihood == pytest.approx(expected, rel=1e-5, abs=1e-4)
 
 
-def test_long_sequence_is_scored_in_windows_of_the_context():
-    loaded = loaded_run("clm", seq_len=64)  # 62 residues per window
+def _summed_log_p_after_first(model, row) -> float:
+    tokens = torch.tensor([list(row)])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(tokens, causal=True)[0].float(), dim=-1)
+    return float(sum(log_probs[t, row[t + 1]] for t in range(len(row) - 1)))
+
+
+def test_long_sequence_is_scored_in_windows_framed_as_training_crops():
+    """Issue 27: windows are cut from <cls> residues <eos> as training crops are, so only the first holds <cls>
+    and only the last <eos>; CLM windows overlap by one token, so each token is predicted exactly once."""
+    loaded = loaded_run("clm", seq_len=64)
     residues = encode(SEQUENCE[:150])
+    stream = [CLS_ID, *residues.tolist(), EOS_ID]  # 152 tokens: windows at 0, 63, 126
     score = score_sequence(loaded, "long", residues)
     assert score.windows == 3 and score.n_scored == 151
-    pieces = [residues[:62], residues[62:124], residues[124:]]
-    # each window is framed <cls> piece <eos>; only the last window's <eos> counts
-    expected = sum(-clm_loss_sum(loaded.model, p) for p in pieces)
-    for piece in pieces[:2]:
-        tokens = torch.tensor([[CLS_ID, *piece.tolist(), EOS_ID]])
-        with torch.no_grad():
-            log_probs = torch.log_softmax(loaded.model(tokens, causal=True)[0, -2], dim=-1)
-        expected -= float(log_probs[EOS_ID])
+    pieces = [stream[0:64], stream[63:127], stream[126:152]]
+    assert sum(len(p) - 1 for p in pieces) == 151
+    expected = sum(_summed_log_p_after_first(loaded.model, p) for p in pieces)
     assert score.log_likelihood == pytest.approx(expected, rel=1e-5)
+    mlm = loaded_run("mlm", seq_len=64)
+    assert score_sequence(mlm, "long", residues).windows == 3  # 152 tokens in windows of 64, no overlap
+    assert score_sequence(mlm, "long", residues).n_scored == 150
 
 
 def test_mlm_pseudo_perplexity_batched_equals_masking_one_position_at_a_time():
@@ -86,7 +94,8 @@ def test_mlm_pseudo_perplexity_batched_equals_masking_one_position_at_a_time():
             logits = loaded.model(torch.tensor([masked]), causal=False)[0, position]
         expected += float(torch.log_softmax(logits, dim=-1)[framed[position]])
     for batch_tokens in (25, 60, 10_000):  # one copy per pass, a few per pass, all at once
-        assert mlm_pseudo_log_likelihood(loaded.model, residues, batch_tokens) == pytest.approx(expected, rel=1e-5)
+        assert mlm_pseudo_log_likelihood(loaded.model, np.array(framed), batch_tokens) == pytest.approx(expected,
+                                                                                                     rel=1e-5)
     score = score_sequence(loaded, "m", residues)
     assert score.n_scored == 23 and score.perplexity == pytest.approx(math.exp(-expected / 23), rel=1e-5)
 

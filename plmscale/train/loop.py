@@ -42,7 +42,7 @@ from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
 from plmscale.train import identity_eval
 from plmscale.train.packing import empty_batch, micro_batches, resolve_packing
-from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, make_example
+from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, framed_lengths, make_example
 from plmscale.train.schedule import lr_at, wsd_lr_at
 from plmscale.train.subset import epochs, restricted_reader
 
@@ -86,7 +86,7 @@ def build_eval_set(sampler: SequenceSampler, objective: str, seed: int, eval_tok
     If the validation split holds fewer tokens than asked, every sequence is used once instead.
     """
     reader = sampler.reader
-    framed = np.minimum(np.asarray(reader.lengths), sampler.seq_len - 2) + 2
+    framed = framed_lengths(reader.lengths, sampler.seq_len)
     examples = []
     if framed.sum() <= eval_tokens:
         from plmscale.train.masking import causal_labels, mask_tokens
