@@ -61,8 +61,11 @@ def open_shards(where):
     """A ShardReader for a directory; an object with its attributes (tests) is used as it is."""
     if hasattr(where, "lengths"):
         return where
+    from plmscale.data.shard_check import verify_shard_files
     from plmscale.data.shards import ShardReader
-    return ShardReader(where)
+    reader = ShardReader(where)
+    verify_shard_files(where, reader.manifest)  # sha256 and vocabulary, once per change of the files
+    return reader
 
 
 def peak_flops(device: torch.device, precision_bf16: bool, threads: int) -> float:
