@@ -222,3 +222,16 @@ def test_a_clm_trained_on_crops_does_not_learn_to_stop_at_the_crop_length(tmp_pa
     with torch.no_grad():
         p_eos = torch.softmax(loaded.model(starts, causal=True)[:, -1].float(), dim=-1)[:, EOS_ID]
     assert float(p_eos.max()) < 0.2  # the old framing: close to 1 for every protein
+    import json
+    assert json.loads((tmp_path / "run" / "provenance.json").read_text())["effective_source_mix"] == {"a": 1.0}
+
+
+def test_a_weighted_source_without_sequences_is_warned_about_and_the_effective_mix_recorded(caplog):
+    """Issue 27: a source emptied by dedup kept its weight while the sampler drew 0% from it, silently."""
+    caplog.set_level("WARNING")
+    shards = MemoryShards(["MKVL", "GGHH", "WWAA"], [0, 1, 2], [0, 0, 0], ["kept", "emptied", "other"])
+    sampler = SequenceSampler(shards, 64, {"kept": 0.2, "emptied": 0.5, "other": 0.3}, where="train shards")
+    assert sampler.effective_mix == {"kept": 1.0, "emptied": 0.0, "other": 0.0}
+    assert "train shards: source(s) emptied, other have a weight in data.sources but no sequence" in caplog.text
+    two = MemoryShards(["MKVL", "GGHH"], [0, 1], [0, 1], ["a", "b"])
+    assert SequenceSampler(two, 64, {"a": 1, "b": 3}).effective_mix == {"a": 0.25, "b": 0.75}

@@ -468,6 +468,7 @@ class _Runner:
             with write_text(self.out_dir / "provenance.json") as handle:
                 json.dump(provenance({"run_id": self.run_id, "config_hash": self.hash, "seed": self.seed,
                                       "recipe": self.spec.recipe,
+                                      "effective_source_mix": self.sampler.effective_mix,
                                       "sampler": "per-example numpy Generator seeded by (seed, stream, step, index)",
                                       "spec": self.spec.to_dict()}), handle, indent=2, default=str)
             with write_text(self.out_dir / "metrics.json") as handle:

@@ -17,6 +17,8 @@ no document mask. Each micro-batch is padded only to its longest row, and only r
 <pad>) count toward D. plmscale.train.packing lays the same examples out packed instead (train.packing).
 """
 
+import logging
+
 import numpy as np
 import torch
 
@@ -25,6 +27,8 @@ from plmscale.categorical import Categorical
 from plmscale.errors import PlmscaleError
 from plmscale.model import IGNORE_INDEX
 from plmscale.train.masking import causal_labels, mask_tokens
+
+log = logging.getLogger(__name__)
 
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 
@@ -91,6 +95,7 @@ class SequenceSampler:
         self.source_index = np.array(present)
         self.source_prob = weights / weights.sum()
         self.source_draw = Categorical(self.source_prob)
+        self.effective_mix = self._effective_mix(names, present, source_weights, reader, where)
         # Sequences ordered by (source, cluster, index): a source is a contiguous segment, a cluster a
         # contiguous run inside it.
         self.order = np.lexsort((np.arange(len(source_ids)), cluster_ids, source_ids))
@@ -102,6 +107,22 @@ class SequenceSampler:
             self.segments.append((int(lo), int(hi)))
             starts = np.flatnonzero(np.diff(sorted_clusters[lo:hi])) + 1
             self.cluster_starts.append(np.concatenate([[0], starts, [hi - lo]]).astype(np.int64))
+
+    def _effective_mix(self, names, present, source_weights, reader, where) -> dict:
+        """What the sampler really draws, per source: a weighted source with no sequence here (emptied by
+        the clean or dedup step, or by the split) gets 0, the others renormalised; warned about."""
+        mix = {names[i]: float(p) for i, p in zip(present, self.source_prob)}
+        starved = sorted(name for name, weight in (source_weights or {}).items()
+                         if float(weight) > 0 and name not in mix)
+        mix.update(dict.fromkeys(starved, 0.0))
+        # A subset (an identity bin, the repetition study's one source) leaves sources out on purpose.
+        whole_split = getattr(reader, "manifest", {}).get("subset_of") is None
+        if starved:
+            log.log(logging.WARNING if whole_split else logging.INFO,
+                    "%s: source(s) %s have a weight in data.sources but no sequence in these shards (see "
+                    "results/data/dedup/stats.json, empty_sources): nothing is drawn from them, and the mix "
+                    "actually used is %s", where, ", ".join(starved), {k: round(v, 4) for k, v in mix.items()})
+        return mix
 
     def pick(self, rng: np.random.Generator) -> int:
         """Sequence index: a source by weight, then (by_cluster) a cluster uniformly, then a member."""
