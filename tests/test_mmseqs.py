@@ -5,6 +5,7 @@ import random
 import shutil
 from collections import Counter
 
+import numpy as np
 import pytest
 from scipy.special import comb
 
@@ -261,3 +262,16 @@ def test_repeated_ids_are_refused_before_clustering(tmp_path, tiny_sort_chunks):
     with pytest.raises(PlmscaleError, match=r"ids must be unique before clustering; repeated: \['y'\]"):
         _run(fasta, tmp_path / "out")
     assert not (tmp_path / "out" / "clusters.tsv").exists()
+
+
+def test_too_little_memory_names_the_key_to_raise_first(tmp_path):
+    """Issue 27: the error quoted MMseqs2's log but did not lead with the config key to raise."""
+    rng = np.random.default_rng(4)
+    fasta = tmp_path / "random.fasta"
+    fasta.write_text("".join(f">r{i}\n{''.join(rng.choice(list('ACDEFGHIKLMNPQRSTVWY'), 200))}\n"
+                             for i in range(300)))
+    with pytest.raises(PlmscaleError) as caught:
+        cluster_sequences(fasta, tmp_path / "clusters.tsv", tmp_path / "sizes.tsv", tmp_path / "stats.json",
+                          method="cluster", threads=1, mem_mb=1)
+    assert str(caught.value).splitlines()[0] == ("MMseqs2 ran out of memory: raise data.cluster.mem_mb (now 1 MB) "
+                                                 "in the config, e.g. double it.")
