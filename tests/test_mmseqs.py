@@ -1,6 +1,7 @@
 """MMseqs2 clustering with the real binary: planted families recovered, output sorted and reproducible,
 clear errors for a missing binary or a failing run."""
 
+import json
 import random
 import shutil
 from collections import Counter
@@ -113,7 +114,11 @@ def test_clusters_are_named_by_their_smallest_member(corpus, tmp_path):
     """The name must not depend on MMseqs2's choice of representative (which varies with threads)."""
     for settings in ({"method": "linclust", "min_seq_id": 0.5},
                      {"method": "linclust", "min_seq_id": 0.9, "second_level": {"min_seq_id": 0.5}}):
-        rows = _run(corpus[0], tmp_path / settings["method"] / str(len(settings)), **settings)
+        out = tmp_path / settings["method"] / str(len(settings))
+        rows = _run(corpus[0], out, **settings)
+        # Issue 27: the second level runs easy-cluster -s 4, yet stats.json said sensitivity null.
+        used = json.loads((out / "stats.json").read_text())["settings"]["sensitivity"]
+        assert used == (4.0 if "second_level" in settings else None)
         for column in range(len(rows[0]) - 1):
             members = {}
             for row in rows:

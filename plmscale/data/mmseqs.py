@@ -303,11 +303,13 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    # -s is given to every easy-cluster call (either level) and to no easy-linclust one.
+    levels = [method] + ([second_level.get("method", "cluster")] if second_level else [])
     stats = {
         **summary,
         "n_subclusters": summary["n_subclusters"] if second_level else None,
         "settings": {"method": method, "min_seq_id": min_seq_id, "coverage": coverage, "cov_mode": cov_mode,
-                     "cluster_mode": cluster_mode, "sensitivity": sensitivity if method == "cluster" else None,
+                     "cluster_mode": cluster_mode, "sensitivity": sensitivity if "cluster" in levels else None,
                      "second_level": second_level, "extra_args": list(extra_args)},
         "mmseqs_version": mmseqs_version(run.binary),
         "commands": run.commands,
