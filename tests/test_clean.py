@@ -130,3 +130,15 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
     leftover.write_bytes(b"half")
     run(tmp_path)
     assert not leftover.exists()
+
+
+def test_a_trailing_stop_codon_is_stripped_and_counted(tmp_path):
+    """Issue 27: a trailing `*` was removed silently; stats now count the records that had one."""
+    data = b">a\nMKV*\n>b\nMKVL\n>c\nMK\nVL*\n>d\nMK*VL\n>e\nMKVLA**\n"
+    out, _, stats = run(tmp_path, data=data)
+    assert gzip.decompress(out.read_bytes()).decode() == ">a\nMKV\n>b\nMKVL\n>c\nMKVL\n"
+    assert stats["stripped_stop_codons"] == 3  # a, c and e (whose remaining `*` makes it invalid)
+    assert stats["dropped_invalid"] == 2 and stats["invalid_letters"] == {"*": 2}
+    (tmp_path / "again").mkdir()
+    _, _, plain = run(tmp_path / "again", data=b">a\nMKV\n")
+    assert plain["stripped_stop_codons"] == 0

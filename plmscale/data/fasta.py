@@ -46,6 +46,7 @@ class RecordBatch:
         self.lines = lines        # int64: 1-based line number of each header in the file
         self._buf, self._starts, self._ends = buf, header_starts, header_ends
         self.n_newlines = 0       # line endings in this batch's text, for line numbers
+        self.n_stripped_stops = 0  # records whose one trailing '*' (a stop codon) was removed
         self.text_end = len(buf)  # the batch's text is buf[:text_end]; the rest belongs to later batches
         self._headers = self._ids = self._tagged = None
 
@@ -253,6 +254,7 @@ def _parse(path, buf, end, lines_before) -> RecordBatch:
     np.cumsum(lengths, out=offsets[1:])
     if len(residues) and residues.max() >= ord("a"):
         residues = np.frombuffer(residues.tobytes().translate(_UPPER), dtype=np.uint8)
+    n_stripped_stops = 0
     if b"*" in buf and len(residues):
         ends = offsets[1:]
         has_star = (lengths > 0) & (residues[np.maximum(ends - 1, 0)] == _STAR)
@@ -260,9 +262,11 @@ def _parse(path, buf, end, lines_before) -> RecordBatch:
             residues = np.delete(residues, ends[has_star] - 1)
             lengths = lengths - has_star
             np.cumsum(lengths, out=offsets[1:])
+            n_stripped_stops = int(has_star.sum())
     batch = RecordBatch(path, buf, starts, text_ends, residues.tobytes(), offsets,
                         header_lines.astype(np.int64))
     batch.n_newlines, batch.text_end = len(newlines), end
+    batch.n_stripped_stops = n_stripped_stops
     return batch
 
 
