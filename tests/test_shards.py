@@ -236,3 +236,25 @@ def test_a_byte_outside_the_vocabulary_names_the_shard_and_offset(tmp_path):
     data.write_bytes(bytes(raw))
     with pytest.raises(PlmscaleError, match=r"byte offset 7: token id 2 \('<eos>'\) is not a residue"):
         open_shards(tmp_path / "s")
+
+
+def test_a_shard_that_cannot_be_written_is_named(tmp_path, monkeypatch):
+    """Issue 27: a full disk while tokenizing ended in an OSError naming no file."""
+    import os
+
+    from plmscale.data import atomic
+
+    split, _ = make_split_input(tmp_path)
+    real_open = open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and str(path).endswith(".bin.tmp-%d" % os.getpid()):
+            handle.close()
+            return real_open("/dev/full", mode)
+        return handle
+
+    monkeypatch.setattr(atomic, "open", full_disk_open, raising=False)
+    with pytest.raises(PlmscaleError, match=r"could not write .*shard_00000.bin: No space left on device"):
+        tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000)
+    assert not [p for p in (tmp_path / "s").iterdir() if ".tmp-" in p.name]  # nothing half-written left

@@ -104,7 +104,7 @@ class _HashedFile(DeferredFile):
             self._write_now(view)
 
     def _write_now(self, view):
-        self.handle.write(view)
+        DeferredFile.write(self, view)  # a failure names the shard file
         self.digest.update(view)
 
 
