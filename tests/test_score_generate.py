@@ -222,3 +222,73 @@ def test_a_directory_that_is_no_export_is_named(tmp_path):
     (tmp_path / "half" / "config.json").write_text("{}")
     with pytest.raises(PlmscaleError, match=r"half is a directory but not an export"):
         load_run(tmp_path / "half")
+
+
+# --- issue 27: messages and bounded generation ---
+
+def test_score_names_a_missing_directory_or_empty_fasta(tmp_path, capsys):
+    import gzip
+
+    from plmscale.cli import main
+
+    write_finished_run(tmp_path / "results", "clm_s", "clm", seq_len=40)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.fa").write_bytes(b"")
+    (tmp_path / "empty.fa.gz").write_bytes(gzip.compress(b""))
+    cases = {"missing.fa": "does not exist; give the FASTA file of the sequences to score",
+             "folder": "is a directory; give the FASTA file of the sequences to score",
+             "empty.fa": "is empty: it holds no FASTA records — give a FASTA file holding the sequences to score",
+             "empty.fa.gz": "is empty: it holds no FASTA records — give a FASTA file holding the sequences"}
+    for name, expected in cases.items():
+        argv = ["score", str(tmp_path / name), "--run", "clm_s", "--results", str(tmp_path / "results")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name} {expected}" in err and "download" not in err
+        with pytest.raises(PlmscaleError, match=expected):
+            score_fasta(loaded_run("clm"), tmp_path / name, lambda row: None)
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -1.0])
+def test_generate_refuses_a_temperature_that_is_not_a_finite_number_of_zero_or_more(temperature):
+    with pytest.raises(PlmscaleError, match=rf"--temperature {temperature}: give 0 .* or a finite positive number"):
+        sample(loaded_run("clm"), 2, temperature=temperature)
+
+
+def test_generation_runs_in_bounded_batches_and_streams_them(tmp_path, capsys, monkeypatch):
+    """Issue 27: -n 100000000 sampled everything in one batch and was killed for memory."""
+    import plmscale.export.generate as generate
+    from plmscale.cli import main
+    from plmscale.export.generate import iter_samples
+
+    loaded = loaded_run("clm", seq_len=24)
+    parts = list(iter_samples(loaded, 5, seed=3, batch_size=2))
+    assert [len(p) for p in parts] == [2, 2, 1]
+    # Batch 0 is seeded by the seed itself: up to a batch's worth, the samples of one unbatched draw.
+    one_batch = sample(loaded, 2, seed=3, batch_size=256)
+    assert all(np.array_equal(a, b) and x == y for (a, x), (b, y) in zip(parts[0], one_batch))
+    batched = sample(loaded, 5, seed=3, batch_size=2)  # the same batches, collected
+    assert len(batched) == 5
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(batched, [s for p in parts for s in p]))
+    write_finished_run(tmp_path / "results", "clm_b", "clm", seq_len=24)
+    writes = []
+    monkeypatch.setattr(generate, "BATCH_SIZE", 2)
+    monkeypatch.setattr("sys.stdout.write", lambda text: writes.append(text) or len(text))
+    assert main(["generate", "--run", "clm_b", "--results", str(tmp_path / "results"), "-n", "5",
+                 "--seed", "1"]) == 0
+    assert len(writes) == 3  # one write per batch, as each finishes
+    headers = [line for text in writes for line in text.splitlines() if line.startswith(">")]
+    assert [h.split()[0] for h in headers] == [f">clm_b_sample{i}" for i in range(5)]
+
+
+def test_an_unreadable_final_checkpoint_says_what_retrains_the_run(tmp_path):
+    """Issue 27: it said 'delete the file to start the run over', but then metrics.json still marks the run done."""
+    results = tmp_path / "results"
+    write_finished_run(results, "clm_t", "clm")
+    final = results / "checkpoints" / "clm_t" / "final.pt"
+    final.write_bytes(final.read_bytes()[:1000])
+    with pytest.raises(PlmscaleError) as caught:
+        load_run("clm_t", results)
+    message = str(caught.value)
+    assert f"retrain the run: delete its directory {results / 'runs' / 'clm_t'}/" in message
+    assert f"snakemake --forcerun {results / 'runs' / 'clm_t' / 'metrics.json'}" in message
+    assert "start the run over" not in message

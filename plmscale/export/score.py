@@ -15,14 +15,11 @@ scores are easy to tell apart (they are a little worse than the model could do w
 view).
 """
 
-import argparse
-import csv
 import logging
 import math
-import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -153,12 +150,23 @@ def score_batch_clm(loaded, records: list, batch_tokens=DEFAULT_BATCH_TOKENS, de
     return scores
 
 
+def check_fasta_path(path) -> None:
+    """A FASTA to score must be an existing file: say so, naming it, before reading."""
+    path = Path(path)
+    if path.is_dir():
+        raise PlmscaleError(f"{path} is a directory; give the FASTA file of the sequences to score")
+    if not path.exists():
+        raise PlmscaleError(f"{path} does not exist; give the FASTA file of the sequences to score")
+
+
 def read_records(path):
     """(id, residue ids) for each record of a FASTA file; an unknown letter is an error naming file, line,
     record and letter."""
     from plmscale.data.fasta import read_fasta_batches
 
-    for batch in read_fasta_batches(path, check_duplicate_ids=False):
+    check_fasta_path(path)
+    for batch in read_fasta_batches(path, check_duplicate_ids=False,
+                                    empty_hint="give a FASTA file holding the sequences to score"):
         tokens = batch.seq.translate(ENCODE_TABLE)
         if bytes([INVALID]) in tokens:
             position = tokens.index(bytes([INVALID]))
@@ -211,42 +219,3 @@ def columns(objective: str) -> list:
         return ["id", "length", "n_scored", "log_likelihood", "mean_log_likelihood", "perplexity", "windows"]
     return ["id", "length", "n_scored", "pseudo_log_likelihood", "mean_pseudo_log_likelihood", "pseudo_perplexity",
             "windows"]
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("fasta", metavar="FASTA", help="sequences to score (plain or gzip FASTA)")
-    parser.add_argument("--run", required=True,
-                        help="run id (with --results), a run's final.pt, or a directory from `plmscale export`")
-    parser.add_argument("--results", default="results", help="results folder of the workflow (default: results)")
-    parser.add_argument("--metrics", default=None, help="the run's metrics.json, when --run is a moved final.pt")
-    parser.add_argument("--out", default=None, help="write the table here (TSV) instead of stdout")
-    parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
-                        help=f"tokens per forward pass (default {DEFAULT_BATCH_TOKENS})")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-
-
-def main(args: argparse.Namespace) -> int:
-    from plmscale.data.atomic import atomic_path
-    from plmscale.export.runs import load_run
-    from plmscale.logging_setup import log_to_file
-
-    log_to_file()
-    torch = _torch()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.batch_tokens < 1:
-        raise PlmscaleError(f"--batch-tokens {args.batch_tokens}: give a positive number")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_run(args.run, args.results, args.metrics)
-    loaded.model.to(device)
-    log.info("scoring with %s (%s, context %d residues; longer sequences in windows)", loaded.run_id,
-             loaded.objective, loaded.max_residues)
-    with (atomic_path(args.out) if args.out else nullcontext()) as target:
-        with (open(target, "w", newline="") if target else nullcontext(sys.stdout)) as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(columns(loaded.objective))
-            score_fasta(loaded, args.fasta, lambda s: writer.writerow(
-                [s.record_id, s.length, s.n_scored, repr(s.log_likelihood), repr(s.mean), repr(s.perplexity),
-                 s.windows]), args.batch_tokens, device)
-    return 0

@@ -17,8 +17,8 @@ COMMANDS = {
     "fit": ("plmscale.scaling.cli_fit", "fit scaling laws to a runs table"),
     "predict": ("plmscale.scaling.predict", "compute-optimal model size and tokens for a budget"),
     "export": ("plmscale.export.files", "write a finished run as safetensors + config others can load"),
-    "score": ("plmscale.export.score", "per-sequence log-likelihood (CLM) or pseudo-perplexity (MLM) of a FASTA"),
-    "generate": ("plmscale.export.generate", "sample protein sequences from a CLM run as FASTA"),
+    "score": ("plmscale.cli.score", "per-sequence log-likelihood (CLM) or pseudo-perplexity (MLM) of a FASTA"),
+    "generate": ("plmscale.cli.generate", "sample protein sequences from a CLM run as FASTA"),
     "cross-check": ("plmscale.scaling.cross_check", "two fits side by side (e.g. a cosine and a WSD grid)"),
 }
 
