@@ -130,3 +130,30 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
     leftover.write_bytes(b"half")
     run(tmp_path)
     assert not leftover.exists()
+
+
+def test_a_trailing_stop_codon_is_stripped_and_counted(tmp_path):
+    """Issue 27: a trailing `*` was removed silently; stats now count the records that had one."""
+    data = b">a\nMKV*\n>b\nMKVL\n>c\nMK\nVL*\n>d\nMK*VL\n>e\nMKVLA**\n"
+    out, _, stats = run(tmp_path, data=data)
+    assert gzip.decompress(out.read_bytes()).decode() == ">a\nMKV\n>b\nMKVL\n>c\nMKVL\n"
+    assert stats["stripped_stop_codons"] == 3  # a, c and e (whose remaining `*` makes it invalid)
+    assert stats["dropped_invalid"] == 2 and stats["invalid_letters"] == {"*": 2}
+    (tmp_path / "again").mkdir()
+    _, _, plain = run(tmp_path / "again", data=b">a\nMKV\n")
+    assert plain["stripped_stop_codons"] == 0
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    """Issue 27: a write failure ended in a raw OSError with no path."""
+    import os
+
+    from plmscale.data.atomic import temporary_name
+
+    out = tmp_path / "clean" / "src.fasta.gz"
+    out.parent.mkdir()
+    os.symlink("/dev/full", temporary_name(out))  # the temporary the output goes to: writes get ENOSPC
+    with pytest.raises(PlmscaleError, match=r"could not write .*clean/src.fasta.gz: No space left on device; "
+                                            r"free disk space there, then run again"):
+        run(tmp_path)
+    assert not out.exists() and not os.path.lexists(temporary_name(out))

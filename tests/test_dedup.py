@@ -147,3 +147,14 @@ def test_repeated_id_is_found_across_partitions(tmp_path):
     with pytest.raises(PlmscaleError, match=r"bad.fa.gz: id 'x3' occurs twice"):
         dedup({"s": bad}, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json", n_partitions=6)
     assert not (tmp_path / "u.fa.gz").exists()
+
+
+def test_a_source_emptied_by_dedup_warns_and_is_listed(tmp_path, caplog):
+    """Issue 27: every record of `copy` is also in `first`: dedup kept none of them, silently."""
+    caplog.set_level("WARNING")
+    clean = {"first": _fasta(tmp_path / "first.fa.gz", [("a", "MKVL"), ("b", "GGHH")]),
+             "copy": _fasta(tmp_path / "copy.fa.gz", [("x", "GGHH"), ("y", "MKVL")])}
+    stats = dedup(clean, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json")
+    assert stats["per_source"]["copy"]["kept"] == 0 and stats["per_source"]["copy"]["seen"] == 2
+    assert stats["empty_sources"] == ["copy"] and stats["emptied_by_dedup"] == ["copy"]
+    assert "source 'copy' is empty after dedup: all 2 of its sequences are also in a source" in caplog.text

@@ -107,14 +107,22 @@ def test_checksum_ok_and_mismatch(tmp_path):
     source.write_bytes(PLAIN)
     good = hashlib.sha256(PLAIN).hexdigest()
     fetch(str(source), tmp_path / "ok.fasta.gz", sha256=good, md5=hashlib.md5(PLAIN).hexdigest())
-    with pytest.raises(PlmscaleError, match=r"checksum mismatch.*expected md5 0{32}, got"):
+    with pytest.raises(PlmscaleError, match=r"checksum mismatch for the local file .*in.fa: its md5 is [0-9a-f]{32}, "
+                                             r"the config's data.sources gives 0{32}") as error:
         fetch(str(source), tmp_path / "bad.fasta.gz", md5="0" * 32)
-    assert not (tmp_path / "bad.fasta.gz").exists()
+    assert "removed" not in str(error.value) and "download" not in str(error.value)  # issue 27: it is local
+    assert not (tmp_path / "bad.fasta.gz").exists() and source.exists()
 
 
 def test_missing_local_file(tmp_path):
     with pytest.raises(PlmscaleError, match="does not exist"):
         fetch(str(tmp_path / "nope.fa"), tmp_path / "out.fasta.gz")
+
+
+def test_a_directory_as_source_says_it_is_a_directory(tmp_path):
+    (tmp_path / "proteomes").mkdir()
+    with pytest.raises(PlmscaleError, match=r"proteomes \(from url .*\) is a directory; give a FASTA file"):
+        fetch(str(tmp_path / "proteomes"), tmp_path / "out.fasta.gz")
 
 
 def test_http_plain_and_gzip(server, tmp_path):

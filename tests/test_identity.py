@@ -358,3 +358,18 @@ def test_closed_loop_scores_the_loss_the_fit_was_fitted_on():
     assert cl.score_run(fit, plan, metrics)["observed_loss"] == 2.5
     fit = {**fit, "settings": {**fit.get("settings", {}), "loss_column": "valid_loss_id_<0.5"}}
     assert cl.score_run(fit, plan, metrics)["observed_loss"] == 2.9
+
+
+@needs_mmseqs
+def test_too_little_memory_names_the_key_to_raise_first(tmp_path):
+    """Issue 27: the error quoted MMseqs2's log but did not lead with data.identity.mem_mb."""
+    rng = np.random.default_rng(4)
+    train = _write_fasta(tmp_path / "train.fasta.gz",
+                         [(f"t{i}", "".join(rng.choice(list(AMINO), 200))) for i in range(300)])
+    valid = _write_fasta(tmp_path / "valid.fasta.gz",
+                         [(f"v{i}", "".join(rng.choice(list(AMINO), 200))) for i in range(50)])
+    with pytest.raises(PlmscaleError) as caught:  # 300 MB of the job: MMseqs2 gets --split-memory-limit 64M
+        search_identity(train, {"valid": valid}, {"valid": tmp_path / "valid.tsv"}, tmp_path / "summary.json",
+                        sensitivity=2, mem_mb=1)
+    first_line = str(caught.value).splitlines()[0]
+    assert first_line == "MMseqs2 ran out of memory: raise data.identity.mem_mb (now 1 MB) in the config, e.g. double it."

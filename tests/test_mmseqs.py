@@ -1,10 +1,12 @@
 """MMseqs2 clustering with the real binary: planted families recovered, output sorted and reproducible,
 clear errors for a missing binary or a failing run."""
 
+import json
 import random
 import shutil
 from collections import Counter
 
+import numpy as np
 import pytest
 from scipy.special import comb
 
@@ -112,7 +114,11 @@ def test_clusters_are_named_by_their_smallest_member(corpus, tmp_path):
     """The name must not depend on MMseqs2's choice of representative (which varies with threads)."""
     for settings in ({"method": "linclust", "min_seq_id": 0.5},
                      {"method": "linclust", "min_seq_id": 0.9, "second_level": {"min_seq_id": 0.5}}):
-        rows = _run(corpus[0], tmp_path / settings["method"] / str(len(settings)), **settings)
+        out = tmp_path / settings["method"] / str(len(settings))
+        rows = _run(corpus[0], out, **settings)
+        # Issue 27: the second level runs easy-cluster -s 4, yet stats.json said sensitivity null.
+        used = json.loads((out / "stats.json").read_text())["settings"]["sensitivity"]
+        assert used == (4.0 if "second_level" in settings else None)
         for column in range(len(rows[0]) - 1):
             members = {}
             for row in rows:
@@ -261,3 +267,16 @@ def test_repeated_ids_are_refused_before_clustering(tmp_path, tiny_sort_chunks):
     with pytest.raises(PlmscaleError, match=r"ids must be unique before clustering; repeated: \['y'\]"):
         _run(fasta, tmp_path / "out")
     assert not (tmp_path / "out" / "clusters.tsv").exists()
+
+
+def test_too_little_memory_names_the_key_to_raise_first(tmp_path):
+    """Issue 27: the error quoted MMseqs2's log but did not lead with the config key to raise."""
+    rng = np.random.default_rng(4)
+    fasta = tmp_path / "random.fasta"
+    fasta.write_text("".join(f">r{i}\n{''.join(rng.choice(list('ACDEFGHIKLMNPQRSTVWY'), 200))}\n"
+                             for i in range(300)))
+    with pytest.raises(PlmscaleError) as caught:
+        cluster_sequences(fasta, tmp_path / "clusters.tsv", tmp_path / "sizes.tsv", tmp_path / "stats.json",
+                          method="cluster", threads=1, mem_mb=1)
+    assert str(caught.value).splitlines()[0] == ("MMseqs2 ran out of memory: raise data.cluster.mem_mb (now 1 MB) "
+                                                 "in the config, e.g. double it.")

@@ -58,20 +58,28 @@ def test_clm_scores_of_a_file_batch_several_records_without_changing_them(tmp_pa
         assert row.length == n and row.log_likelihood == pytest.approx(expected, rel=1e-5, abs=1e-4)
 
 
-def test_long_sequence_is_scored_in_windows_of_the_context():
-    loaded = loaded_run("clm", seq_len=64)  # 62 residues per window
+def _summed_log_p_after_first(model, row) -> float:
+    tokens = torch.tensor([list(row)])
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(tokens, causal=True)[0].float(), dim=-1)
+    return float(sum(log_probs[t, row[t + 1]] for t in range(len(row) - 1)))
+
+
+def test_long_sequence_is_scored_in_windows_framed_as_training_crops():
+    """Issue 27: windows are cut from <cls> residues <eos> as training crops are, so only the first holds <cls>
+    and only the last <eos>; CLM windows overlap by one token, so each token is predicted exactly once."""
+    loaded = loaded_run("clm", seq_len=64)
     residues = encode(SEQUENCE[:150])
+    stream = [CLS_ID, *residues.tolist(), EOS_ID]  # 152 tokens: windows at 0, 63, 126
     score = score_sequence(loaded, "long", residues)
     assert score.windows == 3 and score.n_scored == 151
-    pieces = [residues[:62], residues[62:124], residues[124:]]
-    # each window is framed <cls> piece <eos>; only the last window's <eos> counts
-    expected = sum(-clm_loss_sum(loaded.model, p) for p in pieces)
-    for piece in pieces[:2]:
-        tokens = torch.tensor([[CLS_ID, *piece.tolist(), EOS_ID]])
-        with torch.no_grad():
-            log_probs = torch.log_softmax(loaded.model(tokens, causal=True)[0, -2], dim=-1)
-        expected -= float(log_probs[EOS_ID])
+    pieces = [stream[0:64], stream[63:127], stream[126:152]]
+    assert sum(len(p) - 1 for p in pieces) == 151
+    expected = sum(_summed_log_p_after_first(loaded.model, p) for p in pieces)
     assert score.log_likelihood == pytest.approx(expected, rel=1e-5)
+    mlm = loaded_run("mlm", seq_len=64)
+    assert score_sequence(mlm, "long", residues).windows == 3  # 152 tokens in windows of 64, no overlap
+    assert score_sequence(mlm, "long", residues).n_scored == 150
 
 
 def test_mlm_pseudo_perplexity_batched_equals_masking_one_position_at_a_time():
@@ -86,7 +94,8 @@ def test_mlm_pseudo_perplexity_batched_equals_masking_one_position_at_a_time():
             logits = loaded.model(torch.tensor([masked]), causal=False)[0, position]
         expected += float(torch.log_softmax(logits, dim=-1)[framed[position]])
     for batch_tokens in (25, 60, 10_000):  # one copy per pass, a few per pass, all at once
-        assert mlm_pseudo_log_likelihood(loaded.model, residues, batch_tokens) == pytest.approx(expected, rel=1e-5)
+        assert mlm_pseudo_log_likelihood(loaded.model, np.array(framed), batch_tokens) == pytest.approx(expected,
+                                                                                                     rel=1e-5)
     score = score_sequence(loaded, "m", residues)
     assert score.n_scored == 23 and score.perplexity == pytest.approx(math.exp(-expected / 23), rel=1e-5)
 
@@ -213,3 +222,73 @@ def test_a_directory_that_is_no_export_is_named(tmp_path):
     (tmp_path / "half" / "config.json").write_text("{}")
     with pytest.raises(PlmscaleError, match=r"half is a directory but not an export"):
         load_run(tmp_path / "half")
+
+
+# --- issue 27: messages and bounded generation ---
+
+def test_score_names_a_missing_directory_or_empty_fasta(tmp_path, capsys):
+    import gzip
+
+    from plmscale.cli import main
+
+    write_finished_run(tmp_path / "results", "clm_s", "clm", seq_len=40)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.fa").write_bytes(b"")
+    (tmp_path / "empty.fa.gz").write_bytes(gzip.compress(b""))
+    cases = {"missing.fa": "does not exist; give the FASTA file of the sequences to score",
+             "folder": "is a directory; give the FASTA file of the sequences to score",
+             "empty.fa": "is empty: it holds no FASTA records — give a FASTA file holding the sequences to score",
+             "empty.fa.gz": "is empty: it holds no FASTA records — give a FASTA file holding the sequences"}
+    for name, expected in cases.items():
+        argv = ["score", str(tmp_path / name), "--run", "clm_s", "--results", str(tmp_path / "results")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name} {expected}" in err and "download" not in err
+        with pytest.raises(PlmscaleError, match=expected):
+            score_fasta(loaded_run("clm"), tmp_path / name, lambda row: None)
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -1.0])
+def test_generate_refuses_a_temperature_that_is_not_a_finite_number_of_zero_or_more(temperature):
+    with pytest.raises(PlmscaleError, match=rf"--temperature {temperature}: give 0 .* or a finite positive number"):
+        sample(loaded_run("clm"), 2, temperature=temperature)
+
+
+def test_generation_runs_in_bounded_batches_and_streams_them(tmp_path, capsys, monkeypatch):
+    """Issue 27: -n 100000000 sampled everything in one batch and was killed for memory."""
+    import plmscale.export.generate as generate
+    from plmscale.cli import main
+    from plmscale.export.generate import iter_samples
+
+    loaded = loaded_run("clm", seq_len=24)
+    parts = list(iter_samples(loaded, 5, seed=3, batch_size=2))
+    assert [len(p) for p in parts] == [2, 2, 1]
+    # Batch 0 is seeded by the seed itself: up to a batch's worth, the samples of one unbatched draw.
+    one_batch = sample(loaded, 2, seed=3, batch_size=256)
+    assert all(np.array_equal(a, b) and x == y for (a, x), (b, y) in zip(parts[0], one_batch))
+    batched = sample(loaded, 5, seed=3, batch_size=2)  # the same batches, collected
+    assert len(batched) == 5
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(batched, [s for p in parts for s in p]))
+    write_finished_run(tmp_path / "results", "clm_b", "clm", seq_len=24)
+    writes = []
+    monkeypatch.setattr(generate, "BATCH_SIZE", 2)
+    monkeypatch.setattr("sys.stdout.write", lambda text: writes.append(text) or len(text))
+    assert main(["generate", "--run", "clm_b", "--results", str(tmp_path / "results"), "-n", "5",
+                 "--seed", "1"]) == 0
+    assert len(writes) == 3  # one write per batch, as each finishes
+    headers = [line for text in writes for line in text.splitlines() if line.startswith(">")]
+    assert [h.split()[0] for h in headers] == [f">clm_b_sample{i}" for i in range(5)]
+
+
+def test_an_unreadable_final_checkpoint_says_what_retrains_the_run(tmp_path):
+    """Issue 27: it said 'delete the file to start the run over', but then metrics.json still marks the run done."""
+    results = tmp_path / "results"
+    write_finished_run(results, "clm_t", "clm")
+    final = results / "checkpoints" / "clm_t" / "final.pt"
+    final.write_bytes(final.read_bytes()[:1000])
+    with pytest.raises(PlmscaleError) as caught:
+        load_run("clm_t", results)
+    message = str(caught.value)
+    assert f"retrain the run: delete its directory {results / 'runs' / 'clm_t'}/" in message
+    assert f"snakemake --forcerun {results / 'runs' / 'clm_t' / 'metrics.json'}" in message
+    assert "start the run over" not in message

@@ -181,3 +181,80 @@ def test_tagged_ids_stop_at_whitespace_and_carriage_returns(tmp_path):
     batches = list(read_fasta_batches(path))
     assert [bytes(t) for b in batches for t in b.tagged_ids] == [b">a1", b">b2", b">c3"]
     assert [i for b in batches for i in b.ids] == [b"a1", b"b2", b"c3"]
+
+
+def _first_bin(directory):
+    return directory / json.loads((directory / "manifest.json").read_text())["shards"][0]["bin"]
+
+
+def test_a_run_refuses_shards_changed_after_tokenizing(tmp_path):
+    """Issue 27: a shard corrupted after tokenizing (token values still valid) was trained on, rc 0."""
+    from plmscale.train.loop import open_shards
+
+    split, _ = make_split_input(tmp_path)
+    tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000)
+    open_shards(tmp_path / "s")  # intact: fine
+    data = _first_bin(tmp_path / "s")
+    raw = bytearray(data.read_bytes())
+    raw[3] = raw[4] if raw[4] != raw[3] else raw[5]  # another residue: a valid token, a different protein
+    data.write_bytes(bytes(raw))
+    with pytest.raises(PlmscaleError, match=rf"{data.name}: sha256 differs from .*manifest.json; .*delete "):
+        open_shards(tmp_path / "s")
+
+
+def test_shards_are_hashed_once_until_a_file_changes(tmp_path):
+    from plmscale.data.shard_check import STAMP, verify_shard_files
+
+    split, _ = make_split_input(tmp_path)
+    manifest = tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000)
+    n_files = 2 * len(manifest["shards"]) + 2
+    assert verify_shard_files(tmp_path / "s", manifest) == n_files
+    assert (tmp_path / "s" / STAMP).exists()
+    assert verify_shard_files(tmp_path / "s", manifest) == 0  # stamped: nothing hashed again
+    data = _first_bin(tmp_path / "s")
+    data.write_bytes(data.read_bytes())  # same bytes, new mtime: hashed again, and still fine
+    assert verify_shard_files(tmp_path / "s", manifest) == 1
+    assert ShardReader(tmp_path / "s").verify() == []
+
+
+def test_a_byte_outside_the_vocabulary_names_the_shard_and_offset(tmp_path):
+    """Issue 27: such a byte ended in `IndexError: index out of range in self` inside the embedding."""
+    from plmscale.train.loop import open_shards
+
+    split, _ = make_split_input(tmp_path)
+    tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000)
+    data = _first_bin(tmp_path / "s")
+    raw = bytearray(data.read_bytes())
+    raw[7] = 200
+    data.write_bytes(bytes(raw))
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    manifest["shards"][0]["sha256_bin"] = sha256_file(data)  # even with a manifest that agrees
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PlmscaleError, match=rf"{data.name}, byte offset 7: byte 200, outside the vocabulary"):
+        open_shards(tmp_path / "s")
+    raw[7] = TOKENS.index("<eos>")
+    data.write_bytes(bytes(raw))
+    with pytest.raises(PlmscaleError, match=r"byte offset 7: token id 2 \('<eos>'\) is not a residue"):
+        open_shards(tmp_path / "s")
+
+
+def test_a_shard_that_cannot_be_written_is_named(tmp_path, monkeypatch):
+    """Issue 27: a full disk while tokenizing ended in an OSError naming no file."""
+    import os
+
+    from plmscale.data import atomic
+
+    split, _ = make_split_input(tmp_path)
+    real_open = open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and str(path).endswith(".bin.tmp-%d" % os.getpid()):
+            handle.close()
+            return real_open("/dev/full", mode)
+        return handle
+
+    monkeypatch.setattr(atomic, "open", full_disk_open, raising=False)
+    with pytest.raises(PlmscaleError, match=r"could not write .*shard_00000.bin: No space left on device"):
+        tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000)
+    assert not [p for p in (tmp_path / "s").iterdir() if ".tmp-" in p.name]  # nothing half-written left

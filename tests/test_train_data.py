@@ -55,24 +55,83 @@ def test_draws_are_a_pure_function_of_seed_step_index():
     assert any(len(o) != len(one[0]) or not np.array_equal(o, one[0]) for o in other)
 
 
-def test_frame_crops_to_seq_len_with_cls_and_eos():
+def _window_start(stream, window):
+    """Where `window` sits in the framed stream (unique: the residues below are all distinct)."""
+    matches = np.all(np.lib.stride_tricks.sliding_window_view(stream, len(window)) == window, axis=1)
+    return int(np.flatnonzero(matches)[0])
+
+
+def _distinct_residues(n):
+    """n residue ids whose every window of 3 is unique (so a window's position is unambiguous)."""
+    rng = np.random.default_rng(42)
+    return rng.integers(4, 24, n).astype(np.uint8)
+
+
+def test_a_crop_holds_cls_and_eos_only_at_the_proteins_real_ends():
+    """Issue 27: crops framed <cls> window <eos> taught a CLM to stop at the crop length."""
+    residues = _distinct_residues(100)
+    stream = np.concatenate([[CLS_ID], residues, [EOS_ID]])
+    seq_len = 32
+    seen_starts = set()
+    for seed in range(2000):  # 71 starts: each is seen (all but surely)
+        out = frame(residues, seq_len, np.random.default_rng(seed))
+        assert len(out) == seq_len
+        start = _window_start(stream, out)
+        seen_starts.add(start)
+        assert (out[0] == CLS_ID) == (start == 0)
+        assert (out[-1] == EOS_ID) == (start + seq_len == len(stream))
+        assert CLS_ID not in out[1:] and EOS_ID not in out[:-1]
+    assert seen_starts == set(range(len(stream) - seq_len + 1))  # every position, both ends included
+
+
+def test_window_starts_are_uniform_over_every_position():
+    residues = _distinct_residues(40)
+    stream = np.concatenate([[CLS_ID], residues, [EOS_ID]])
+    seq_len = 32  # 42 - 32 + 1 = 11 possible starts
+    starts = np.array([_window_start(stream, frame(residues, seq_len, np.random.default_rng(s)))
+                       for s in range(5500)])
+    counts = np.bincount(starts, minlength=11)
+    assert len(counts) == 11
+    assert counts == pytest.approx(np.full(11, 500), abs=80)  # ~3.5 sd of a binomial(5500, 1/11)
+
+
+def test_a_sequence_that_fits_is_framed_whole_as_before():
+    residues = _distinct_residues(30)
     rng = np.random.default_rng(0)
-    residues = np.arange(4, 24, dtype=np.uint8).repeat(5)  # 100 residues
-    out = frame(residues, 32, rng)
-    assert len(out) == 32 and out[0] == CLS_ID and out[-1] == EOS_ID
-    window = out[1:-1]
-    start = int(np.flatnonzero(np.all(np.lib.stride_tricks.sliding_window_view(residues, 30) == window, axis=1))[0])
-    assert 0 <= start <= 70
-    starts = {tuple(frame(residues, 32, np.random.default_rng(s))[1:3]) for s in range(20)}
-    assert len(starts) > 1  # random crops
-    short = frame(residues[:5], 32, rng)
-    assert len(short) == 7
+    for length in (1, 5, 29, 30):
+        out = frame(residues[:length], 32, rng)
+        assert out.tolist() == [CLS_ID, *residues[:length].tolist(), EOS_ID]
+    assert len(frame(residues, 31, rng)) == 31  # 32 framed tokens in a 31 window: a crop
+
+
+def test_frame_keeps_the_crop_offsets_a_seed_drew_before():
+    """Same offset draw as the old framing: a seed's crop starts where it did (now in the framed stream)."""
+    residues = _distinct_residues(100)
+    for seed in range(20):
+        expected_start = int(np.random.default_rng(seed).integers(0, 100 - 30 + 1))
+        out = frame(residues, 32, np.random.default_rng(seed))
+        stream = np.concatenate([[CLS_ID], residues, [EOS_ID]])
+        assert _window_start(stream, out) == expected_start
 
 
 def test_mean_framed_length_matches_the_draws():
     sampler = SequenceSampler(corpus(), 64, {"a": 0.4, "b": 0.6})
     lengths = [len(sampler.draw(example_rng(2, TRAIN_STREAM, 1, i))) for i in range(6000)]
     assert np.mean(lengths) == pytest.approx(sampler.mean_framed_length(), rel=0.03)
+    # Exactly: 0.4 * (mean of cluster means of source a) + 0.6 * 64 (source b's 100-residue proteins, cropped).
+    source_a = 0.5 * 12 + 0.5 * np.mean([22 + i for i in range(9)])
+    assert sampler.mean_framed_length() == pytest.approx(0.4 * source_a + 0.6 * 64)
+
+
+def test_mlm_never_masks_a_special_token_and_a_middle_crop_scores_every_residue_position():
+    residues = _distinct_residues(200)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        tokens = frame(residues, 32, rng)
+        inputs, labels = mask_tokens(tokens, rng, 0.5)
+        chosen = labels != IGNORE_INDEX
+        assert not np.isin(tokens[chosen], [CLS_ID, EOS_ID, PAD_ID]).any()
+        assert (inputs[~chosen] == tokens[~chosen]).all()
 
 
 def test_mlm_masking_statistics():
@@ -138,3 +197,41 @@ def test_long_proteins_are_cropped_deterministically_and_counted():
     again = SequenceSampler(corpus(), 64, {"a": 0.4, "b": 0.6})
     second = [make_example(again, "clm", 5, TRAIN_STREAM, 3, i, 0.15)[0] for i in range(400)]
     assert all(np.array_equal(x, y) for x, y in zip(first, second))  # same (seed, step, index), same window
+
+
+def test_a_clm_trained_on_crops_does_not_learn_to_stop_at_the_crop_length(tmp_path):
+    """Issue 27: with every crop framed <cls> window <eos>, a CLM put <eos> at the crop length (every sample
+    was seq_len - 2 residues long). Proteins of 60-90 residues at seq_len 16: after training, the start of a
+    protein, <cls> + 14 residues, must not predict <eos>: no protein of the data ends there (measured: p(<eos>)
+    0.9995 with the old framing, 0.0009 now)."""
+    import torch
+
+    from plmscale.export.runs import load_run
+    from plmscale.train import train_run
+    from train_fixtures import tiny_spec
+
+    rng = np.random.default_rng(0)
+    letters = np.array(list(STANDARD_RESIDUES))
+    proteins = ["M" + "".join(rng.choice(letters, int(rng.integers(60, 90)))) for _ in range(64)]
+    shards = MemoryShards(proteins, list(range(64)), [0] * 64, ["a"])
+    spec = tiny_spec(tokens=40_000, seq_len=16, batch_tokens=128, micro_batch_size=8, eval_every_steps=1000,
+                     eval_tokens=200, checkpoint_every_steps=1000, lr=5e-3, warmup_fraction=0.05)
+    train_run(spec, shards, shards, tmp_path / "run", tmp_path / "ckpt", threads=1)
+    loaded = load_run(tmp_path / "ckpt" / "final.pt", metrics=tmp_path / "run" / "metrics.json")
+    starts = torch.tensor([[CLS_ID, *shards[i][:14].tolist()] for i in range(16)], dtype=torch.long)
+    with torch.no_grad():
+        p_eos = torch.softmax(loaded.model(starts, causal=True)[:, -1].float(), dim=-1)[:, EOS_ID]
+    assert float(p_eos.max()) < 0.2  # the old framing: close to 1 for every protein
+    import json
+    assert json.loads((tmp_path / "run" / "provenance.json").read_text())["effective_source_mix"] == {"a": 1.0}
+
+
+def test_a_weighted_source_without_sequences_is_warned_about_and_the_effective_mix_recorded(caplog):
+    """Issue 27: a source emptied by dedup kept its weight while the sampler drew 0% from it, silently."""
+    caplog.set_level("WARNING")
+    shards = MemoryShards(["MKVL", "GGHH", "WWAA"], [0, 1, 2], [0, 0, 0], ["kept", "emptied", "other"])
+    sampler = SequenceSampler(shards, 64, {"kept": 0.2, "emptied": 0.5, "other": 0.3}, where="train shards")
+    assert sampler.effective_mix == {"kept": 1.0, "emptied": 0.0, "other": 0.0}
+    assert "train shards: source(s) emptied, other have a weight in data.sources but no sequence" in caplog.text
+    two = MemoryShards(["MKVL", "GGHH"], [0, 1], [0, 1], ["a", "b"])
+    assert SequenceSampler(two, 64, {"a": 1, "b": 3}).effective_mix == {"a": 0.25, "b": 0.75}

@@ -6,6 +6,7 @@ on POSIX). A kill -9 leaves that sibling behind; `remove_stale_temporaries` clea
 processes on the next run.
 """
 
+import errno
 import io
 import json
 import os
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from plmscale.data.gzio import open_write
+from plmscale.errors import PlmscaleError
 
 # Every temporary of the data stage ends in ".tmp-<pid>" (files and folders alike).
 _TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)$")
@@ -55,17 +57,40 @@ def remove_stale_temporaries(directory) -> list:
     return removed
 
 
+# OSErrors that are about the place written to, whichever file the call named (a full disk names none).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+
+
+def write_failure(path, error: OSError, tmp=None) -> Exception:
+    """A PlmscaleError naming the file being written and the cause, for an OSError of writing it; other
+    OSErrors (reading an input inside the same block) are returned unchanged."""
+    named = {str(p) for p in (path, tmp, Path(path).parent) if p is not None}
+    if error.errno not in _WRITE_ERRNOS and (error.filename is None or str(error.filename) not in named):
+        return error
+    cause = error.strerror or str(error)
+    hint = {errno.ENOSPC: "free disk space there", errno.EDQUOT: "free space within your disk quota",
+            errno.EROFS: "give a writable results folder", errno.EACCES: "make the folder writable for you",
+            errno.EPERM: "make the folder writable for you"}.get(error.errno, "check the disk")
+    return PlmscaleError(f"could not write {path}: {cause}; {hint}, then run again")
+
+
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary sibling path; it replaces `path` only if the block finishes without error."""
+    """Yield a temporary sibling path; it replaces `path` only if the block finishes without error. A
+    failure to write (disk full, read-only folder) is a PlmscaleError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        translated = write_failure(path, error, tmp)
+        if translated is error:
+            raise
+        raise translated from error
     finally:
-        if tmp.exists():
+        if tmp.exists() or tmp.is_symlink():
             tmp.unlink()
 
 
@@ -116,18 +141,36 @@ class DeferredFile:
 
     def __init__(self, path):
         self.final = Path(path)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temporary_name(self.final)
-        self.handle = open(self.tmp, "wb")
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.tmp, "wb")
+        except OSError as error:
+            raise write_failure(self.final, error, self.tmp) from error
+
+    def write(self, data):
+        try:
+            self.handle.write(data)
+        except OSError as error:
+            raise write_failure(self.final, error, self.tmp) from error
 
     def close(self):
         if not self.handle.closed:
-            self.handle.close()
+            try:
+                self.handle.close()  # flushes: where a full disk shows
+            except OSError as error:
+                raise write_failure(self.final, error, self.tmp) from error
 
     def commit(self):
         self.close()
-        os.replace(self.tmp, self.final)
+        try:
+            os.replace(self.tmp, self.final)
+        except OSError as error:
+            raise write_failure(self.final, error, self.tmp) from error
 
     def discard(self):
-        self.close()
+        try:
+            self.close()
+        except PlmscaleError:  # the write already failed; what matters now is removing the temporary
+            pass
         self.tmp.unlink(missing_ok=True)

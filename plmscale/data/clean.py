@@ -4,7 +4,10 @@ Kept: the 20 standard residues plus X B U Z O (ESM-2 has tokens for them). A rec
 letter is dropped and counted (or, in strict mode, is an error naming file, line and id). A record
 shorter than min_length, or longer than max_length when a cap is set, is dropped and counted. By default
 there is no cap: long proteins are kept and the training sampler crops them to a random window (as ESM-2
-does). Record ids must be ASCII (an error naming file and line otherwise).
+does). One trailing `*` (a stop codon, as translated proteomes write it) is removed by the reader and
+counted in stripped_stop_codons (records seen with one; such a record is otherwise treated as any other);
+a `*` anywhere else is an invalid letter. Record ids must be ASCII (an error naming file and line
+otherwise).
 Output: gzip FASTA, `>id` (first word of the header only), one line per sequence, byte-identical on
 reruns. Every record read is accounted for: seen == kept + dropped_invalid + dropped_length.
 """
@@ -75,7 +78,8 @@ def _clean(in_path, out_path, stats_path, source, min_length, max_length, strict
     if max_length is not None and min_length > max_length:
         raise PlmscaleError(f"clean settings for source {source!r}: min_length {min_length} is larger "
                             f"than max_length {max_length} — fix data.clean in the config")
-    counts = {"seen": 0, "kept": 0, "dropped_invalid": 0, "dropped_length": 0, "kept_residues": 0}
+    counts = {"seen": 0, "kept": 0, "dropped_invalid": 0, "dropped_length": 0, "kept_residues": 0,
+              "stripped_stop_codons": 0}
     examples = {"dropped_invalid": [], "dropped_length": []}
     bad_letters = {}
     min_len, max_len = None, None
@@ -95,6 +99,7 @@ def _clean(in_path, out_path, stats_path, source, min_length, max_length, strict
             counts["dropped_invalid"] += int(verdict.invalid.sum())
             counts["dropped_length"] += int(verdict.bad_length.sum())
             counts["kept_residues"] += int(kept_lengths.sum())
+            counts["stripped_stop_codons"] += batch.n_stripped_stops
             if len(kept_lengths):
                 lo, hi = int(kept_lengths.min()), int(kept_lengths.max())
                 min_len = lo if min_len is None else min(min_len, lo)

@@ -122,11 +122,19 @@ def gather(clean_fastas: dict, partitions: list, out_fasta, out_provenance, out_
         for line in merge_sorted([part["provenance"] for part in partitions]):
             handle.write(line[KEY_WIDTH + 1:])
 
-    empty = [s for s, c in per_source.items() if c["seen"] == 0]
+    empty = [s for s, c in per_source.items() if c["kept"] == 0]
+    emptied_by_dedup = [s for s in empty if per_source[s]["seen"] > 0]
     for source in empty:
-        log.warning("source %r has no sequence left after the clean step while other sources do: its weight "
-                    "in data.sources will have nothing to draw from; see results/data/clean/%s.stats.json",
-                    source, source)
+        if source in emptied_by_dedup:
+            log.warning("source %r is empty after dedup: all %d of its sequences are also in a source listed "
+                        "before it in data.sources, which keeps them; its weight in data.sources will have "
+                        "nothing to draw from, and training renormalises the other weights (the run's "
+                        "provenance.json records the mix it used). List it earlier in data.sources to keep "
+                        "its copies, or drop it", source, per_source[source]["seen"])
+        else:
+            log.warning("source %r has no sequence left after the clean step while other sources do: its weight "
+                        "in data.sources will have nothing to draw from; see results/data/clean/%s.stats.json",
+                        source, source)
     for source, counts in per_source.items():
         log.info("dedup %s: %d seen, %d kept, %d duplicates", source, counts["seen"], counts["kept"],
                  counts["duplicates"])
@@ -139,6 +147,7 @@ def gather(clean_fastas: dict, partitions: list, out_fasta, out_provenance, out_
         "n_duplicates": n_seen - writer.n_records,
         "n_residues_unique": writer.n_residues,
         "empty_sources": empty,
+        "emptied_by_dedup": emptied_by_dedup,
         "n_shared_across_sources": n_shared,
         "identity": "per source: seen = kept + duplicates; n_seen = n_unique + n_duplicates",
     }

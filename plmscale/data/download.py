@@ -74,6 +74,9 @@ def fetch(url, dest, md5=None, sha256=None, timeout_s=60.0, retries=4, backoff_s
         length_checked = _download(url, part, timeout_s, retries, backoff_s)
         served = part
     else:
+        if source.is_dir():
+            raise PlmscaleError(f"source file {source} (from url {url!r}) is a directory; give a FASTA file "
+                                "(plain or gzip) as the url of this source in the config's data.sources")
         if not source.is_file():
             raise PlmscaleError(f"source file {source} (from url {url!r}) does not exist; fix data.sources "
                                 "in the config")
@@ -82,7 +85,7 @@ def fetch(url, dest, md5=None, sha256=None, timeout_s=60.0, retries=4, backoff_s
     digests = _checksums(served)
     gzip_input = _has_gzip_magic(served)
     try:
-        _verify(url, served, digests, md5, sha256)
+        _verify(url, served, digests, md5, sha256, local=source is not None)
         _validate_fasta(url, served, dest.parent)
     except PlmscaleError:
         if served == part:
@@ -149,9 +152,15 @@ def _checksums(path) -> dict:
     return {"md5": md5.hexdigest(), "sha256": sha.hexdigest(), "size": size}
 
 
-def _verify(url, path, digests, md5, sha256) -> None:
+def _verify(url, path, digests, md5, sha256, local: bool = False) -> None:
     for name, expected in (("md5", md5), ("sha256", sha256)):
         if expected and expected.lower() != digests[name]:
+            if local:
+                raise PlmscaleError(
+                    f"checksum mismatch for the local file {path}: its {name} is {digests[name]}, the config's "
+                    f"data.sources gives {expected.lower()} for {url}. Either the file is not the one the "
+                    f"config means (replace it with the right file), or the file changed on purpose (put its "
+                    f"{name} into the config).")
             raise PlmscaleError(
                 f"checksum mismatch for {url} ({path}): expected {name} {expected.lower()}, got "
                 f"{digests[name]}. The download was removed; run again to download it afresh. If the file "

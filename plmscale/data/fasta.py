@@ -46,6 +46,7 @@ class RecordBatch:
         self.lines = lines        # int64: 1-based line number of each header in the file
         self._buf, self._starts, self._ends = buf, header_starts, header_ends
         self.n_newlines = 0       # line endings in this batch's text, for line numbers
+        self.n_stripped_stops = 0  # records whose one trailing '*' (a stop codon) was removed
         self.text_end = len(buf)  # the batch's text is buf[:text_end]; the rest belongs to later batches
         self._headers = self._ids = self._tagged = None
 
@@ -117,8 +118,14 @@ def read_fasta(path, chunk_size=DEFAULT_CHUNK_SIZE):
             yield record_id, batch.sequence(i)
 
 
-def read_fasta_batches(path, chunk_size=DEFAULT_CHUNK_SIZE, check_duplicate_ids=True, spill_dir=None):
+EMPTY_SOURCE_HINT = "check the source (URL or path) and download it again"
+
+
+def read_fasta_batches(path, chunk_size=DEFAULT_CHUNK_SIZE, check_duplicate_ids=True, spill_dir=None,
+                       empty_hint=EMPTY_SOURCE_HINT):
     """Yield RecordBatch objects for a gzip or plain FASTA file; bad input raises PlmscaleError.
+
+    empty_hint: what the error for a file without records tells the user to do (default: a data source's).
 
     The duplicate-id check completes when the last batch has been consumed: a consumer that writes
     its output atomically after the loop therefore never publishes a file with duplicate ids.
@@ -126,7 +133,7 @@ def read_fasta_batches(path, chunk_size=DEFAULT_CHUNK_SIZE, check_duplicate_ids=
     path = str(path)
     registry = _IdRegistry(spill_dir) if check_duplicate_ids else None
     try:
-        yield from _batches(path, chunk_size, registry)
+        yield from _batches(path, chunk_size, registry, empty_hint)
         if registry is not None:
             suspects = registry.duplicate_hashes()
             if suspects:
@@ -136,7 +143,7 @@ def read_fasta_batches(path, chunk_size=DEFAULT_CHUNK_SIZE, check_duplicate_ids=
             registry.close()
 
 
-def _batches(path, chunk_size, registry):
+def _batches(path, chunk_size, registry, empty_hint=EMPTY_SOURCE_HINT):
     stream = open_read(path)
     try:
         carry, lines_before, first = b"", 0, True
@@ -149,7 +156,7 @@ def _batches(path, chunk_size, registry):
                 block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             buf = carry + block if carry else block
             if first:
-                checked = _check_start(path, buf, at_eof)
+                checked = _check_start(path, buf, at_eof, empty_hint)
                 if checked is None:  # only blank lines so far, and more to come
                     carry = buf
                     continue
@@ -177,7 +184,7 @@ def _batches(path, chunk_size, registry):
         stream.close()
 
 
-def _check_start(path, buf, at_eof):
+def _check_start(path, buf, at_eof, empty_hint=EMPTY_SOURCE_HINT):
     """Reject what is not FASTA before parsing; returns the buffer without leading blank lines."""
     if buf.startswith(UTF8_BOM):
         buf = buf[len(UTF8_BOM):]  # editors on Windows write one; it carries no content
@@ -187,8 +194,7 @@ def _check_start(path, buf, at_eof):
     stripped = buf.lstrip()
     if not stripped:
         if at_eof:
-            raise PlmscaleError(f"{path} is empty: it holds no FASTA records — check the source "
-                                f"(URL or path) and download it again")
+            raise PlmscaleError(f"{path} is empty: it holds no FASTA records — {empty_hint}")
         return None
     head = stripped[:4096]
     lowered = head.lower()
@@ -253,6 +259,7 @@ def _parse(path, buf, end, lines_before) -> RecordBatch:
     np.cumsum(lengths, out=offsets[1:])
     if len(residues) and residues.max() >= ord("a"):
         residues = np.frombuffer(residues.tobytes().translate(_UPPER), dtype=np.uint8)
+    n_stripped_stops = 0
     if b"*" in buf and len(residues):
         ends = offsets[1:]
         has_star = (lengths > 0) & (residues[np.maximum(ends - 1, 0)] == _STAR)
@@ -260,9 +267,11 @@ def _parse(path, buf, end, lines_before) -> RecordBatch:
             residues = np.delete(residues, ends[has_star] - 1)
             lengths = lengths - has_star
             np.cumsum(lengths, out=offsets[1:])
+            n_stripped_stops = int(has_star.sum())
     batch = RecordBatch(path, buf, starts, text_ends, residues.tobytes(), offsets,
                         header_lines.astype(np.int64))
     batch.n_newlines, batch.text_end = len(newlines), end
+    batch.n_stripped_stops = n_stripped_stops
     return batch
 
 

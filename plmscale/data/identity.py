@@ -165,7 +165,7 @@ def search_identity(train_fasta, query_fastas: dict, out_tables: dict, out_summa
         raise ValueError("query_fastas and out_tables must name the same splits")
     mmseqs_log = Path(mmseqs_log or Path(out_summary).with_name("mmseqs.log"))
     work = fresh_work_dir(tmp_root, beside=out_summary)
-    run = _Runner(binary, mmseqs_log, work, settings_key="data.identity")
+    run = _Runner(binary, mmseqs_log, work, settings_key="data.identity", mem_mb=mem_mb)
     try:
         with open(work / "target.fasta", "w") as numbered, open(work / "target.ids", "w") as ids:
             n_train = _number_records(train_fasta, numbered, ids)

@@ -115,8 +115,9 @@ def fresh_work_dir(tmp_root, beside) -> Path:
 class _Runner:
     """Runs mmseqs commands, appending their output to one log file."""
 
-    def __init__(self, binary, log_path, work_dir, settings_key="data.cluster"):
+    def __init__(self, binary, log_path, work_dir, settings_key="data.cluster", mem_mb=None):
         self.settings_key = settings_key  # the config section a failure message points to
+        self.mem_mb = mem_mb  # the job's memory (MMseqs2 gets 80% as --split-memory-limit), for messages
         self.binary = find_mmseqs(binary)
         self.log_path = Path(log_path)
         self.work_dir = str(work_dir)
@@ -138,13 +139,23 @@ class _Runner:
                 raise PlmscaleError(f"could not start {self.binary}: {error}; {INSTALL_HINT}") from None
         if result.returncode != 0:
             tail = _tail(self.log_path)
-            hint = (f"MMseqs2 ran out of its memory allowance: raise {self.settings_key}.mem_mb in the config"
-                    if "Cannot fit databases" in tail else
-                    f"Check the {self.settings_key} settings (extra_args especially) and the memory given to "
-                    "the rule")
+            if _out_of_memory(tail, result.returncode):
+                now = f" (now {self.mem_mb} MB)" if self.mem_mb else ""
+                hint = (f"MMseqs2 ran out of memory: raise {self.settings_key}.mem_mb{now} in the config, "
+                        f"e.g. double it")
+            else:
+                hint = (f"MMseqs2 failed: check the {self.settings_key} settings (extra_args especially) and "
+                        f"{self.settings_key}.mem_mb, the memory given to the rule")
+            # The hint first and last: the first line is what a workflow's error summary shows.
             raise PlmscaleError(
-                f"MMseqs2 failed (exit code {result.returncode}) running: {' '.join(command)}\n"
+                f"{hint}.\nMMseqs2 exit code {result.returncode} running: {' '.join(command)}\n"
                 f"last lines of its log {self.log_path}:\n{tail}\n{hint}.")
+
+
+def _out_of_memory(log_tail: str, returncode: int) -> bool:
+    """MMseqs2's own words for a memory limit it cannot work in, or a kill by the kernel's OOM killer."""
+    return ("Cannot fit databases" in log_tail or "more main memory" in log_tail
+            or returncode in (-9, 137))
 
 
 def _easy_cluster(run, method, fasta, prefix, tmp, min_seq_id, coverage, cov_mode, cluster_mode,
@@ -264,7 +275,7 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
         ids_path = work / "ids.txt"
         n_records = _number_records(fasta, work / "numbered.fasta", ids_path)
         _check_unique_ids(fasta, ids_path, work)
-        run = _Runner(binary, mmseqs_log, work)
+        run = _Runner(binary, mmseqs_log, work, mem_mb=mem_mb)
         common = dict(cov_mode=cov_mode, cluster_mode=cluster_mode, sensitivity=sensitivity,
                       threads=threads, mem_mb=mem_mb, extra_args=extra_args)
         fine_pairs = _easy_cluster(run, method, work / "numbered.fasta", work / "level1", work / "tmp1",
@@ -292,11 +303,13 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    # -s is given to every easy-cluster call (either level) and to no easy-linclust one.
+    levels = [method] + ([second_level.get("method", "cluster")] if second_level else [])
     stats = {
         **summary,
         "n_subclusters": summary["n_subclusters"] if second_level else None,
         "settings": {"method": method, "min_seq_id": min_seq_id, "coverage": coverage, "cov_mode": cov_mode,
-                     "cluster_mode": cluster_mode, "sensitivity": sensitivity if method == "cluster" else None,
+                     "cluster_mode": cluster_mode, "sensitivity": sensitivity if "cluster" in levels else None,
                      "second_level": second_level, "extra_args": list(extra_args)},
         "mmseqs_version": mmseqs_version(run.binary),
         "commands": run.commands,

@@ -104,7 +104,7 @@ class _HashedFile(DeferredFile):
             self._write_now(view)
 
     def _write_now(self, view):
-        self.handle.write(view)
+        DeferredFile.write(self, view)  # a failure names the shard file
         self.digest.update(view)
 
 
@@ -342,12 +342,10 @@ class ShardReader:
 
     def verify(self) -> list:
         """Recompute every sha256 in the manifest; return a list of problems (empty when all match)."""
+        from plmscale.data.shard_check import manifest_files
         from plmscale.provenance import sha256_file
         problems = []
-        checks = [(s["bin"], s["sha256_bin"]) for s in self.manifest["shards"]]
-        checks += [(s["idx"], s["sha256_idx"]) for s in self.manifest["shards"]]
-        checks += [(a["file"], a["sha256"]) for a in self.manifest["arrays"].values()]
-        for name, expected in checks:
+        for name, expected in manifest_files(self.manifest):
             path = os.path.join(self.directory, name)
             if not os.path.exists(path):
                 problems.append(f"{name}: missing")

@@ -3,18 +3,19 @@
 Sampling starts from <cls>, as every training sequence did, and draws one token at a time from the model's
 next-token distribution restricted to residue letters and <eos> (the other special tokens are not protein),
 with temperature and nucleus (top-p) filtering. A sequence ends at <eos> (never before its first residue) or
-at --max-length residues (default and upper limit: the run's context, seq_len - 2). All n sequences are
-sampled as one batch from one torch generator seeded by --seed, so the same run, n, settings and seed give
-the same FASTA.
+at --max-length residues (default and upper limit: the run's context, seq_len - 2).
+
+Sequences are sampled in batches of at most BATCH_SIZE, each from its own torch generator: batch 0 seeded
+by --seed (so up to BATCH_SIZE sequences are exactly those one batch of all n gave before batching), batch
+k by a seed derived from (--seed, k). The same run, n, settings and seed give the same FASTA. Each batch is
+written out as it finishes, so memory stays bounded whatever n.
 
 The model has no key/value cache: each new token runs the whole prefix again, which is fine for the small
 models of a scaling grid and the context lengths of proteins.
 """
 
-import argparse
 import logging
-import os
-import sys
+import math
 
 import numpy as np
 
@@ -23,6 +24,8 @@ from plmscale.errors import PlmscaleError
 
 log = logging.getLogger("plmscale.generate")
 ALLOWED_IDS = sorted(int(i) for i in RESIDUE_IDS) + [EOS_ID]
+# Sequences per forward batch: memory is batch x context x vocabulary per step, whatever n is.
+BATCH_SIZE = 256
 
 
 def filter_top_p(probs, top_p: float):
@@ -38,11 +41,8 @@ def filter_top_p(probs, top_p: float):
     return kept / kept.sum(dim=-1, keepdim=True)
 
 
-def sample(loaded, n: int, max_length: int | None = None, temperature: float = 1.0, top_p: float = 1.0,
-           seed: int = 0, device="cpu") -> list:
-    """n sampled sequences of a causal LoadedRun: [(residue ids as uint8 array, ended_with_eos)]."""
-    import torch
-
+def check_settings(loaded, n: int, max_length, temperature: float, top_p: float) -> int:
+    """Validate sampling settings against a LoadedRun; returns max_length (the run's context if None)."""
     if loaded.objective != "clm":
         raise PlmscaleError(f"run {loaded.run_id} is a masked language model (objective {loaded.objective}): it "
                             f"does not model sequences left to right, so it cannot generate; use a CLM run")
@@ -50,12 +50,45 @@ def sample(loaded, n: int, max_length: int | None = None, temperature: float = 1
     if not 1 <= max_length <= loaded.max_residues:
         raise PlmscaleError(f"--max-length {max_length}: give 1 to {loaded.max_residues} residues (run "
                             f"{loaded.run_id} was trained on sequences of up to {loaded.max_residues} residues)")
-    if temperature < 0:
-        raise PlmscaleError(f"--temperature {temperature}: give 0 (always the most likely token) or more")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise PlmscaleError(f"--temperature {temperature}: give 0 (always the most likely token) or a finite "
+                            f"positive number")
     if not 0 < top_p <= 1:
         raise PlmscaleError(f"--top-p {top_p}: give a probability in (0, 1]")
     if n < 1:
         raise PlmscaleError(f"-n {n}: give at least 1")
+    return max_length
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The generator seed of batch `batch`: the seed itself for batch 0, a 63-bit mix of both after."""
+    if batch == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, batch]).generate_state(1, np.uint64)[0]
+               >> np.uint64(1))
+
+
+def iter_samples(loaded, n: int, max_length: int | None = None, temperature: float = 1.0, top_p: float = 1.0,
+                 seed: int = 0, device="cpu", batch_size: int = None):
+    """n sampled sequences of a causal LoadedRun, yielded batch by batch: lists of (residue ids as uint8
+    array, ended_with_eos), at most batch_size (default BATCH_SIZE) per list."""
+    max_length = check_settings(loaded, n, max_length, temperature, top_p)
+    batch_size = int(batch_size or BATCH_SIZE)
+    for batch, start in enumerate(range(0, n, batch_size)):
+        yield _sample_batch(loaded, min(batch_size, n - start), max_length, temperature, top_p,
+                            batch_seed(seed, batch), device)
+
+
+def sample(loaded, n: int, max_length: int | None = None, temperature: float = 1.0, top_p: float = 1.0,
+           seed: int = 0, device="cpu", batch_size: int = None) -> list:
+    """n sampled sequences of a causal LoadedRun: [(residue ids as uint8 array, ended_with_eos)]."""
+    return [s for part in iter_samples(loaded, n, max_length, temperature, top_p, seed, device, batch_size)
+            for s in part]
+
+
+def _sample_batch(loaded, n, max_length, temperature, top_p, seed, device) -> list:
+    import torch
+
     generator = torch.Generator(device=device).manual_seed(int(seed))
     disallowed = torch.ones(len(TOKENS), dtype=torch.bool, device=device)
     disallowed[ALLOWED_IDS] = False
@@ -87,40 +120,23 @@ def sample(loaded, n: int, max_length: int | None = None, temperature: float = 1
     return out
 
 
-def to_fasta(sequences, run_id: str, seed: int) -> str:
+def to_fasta(sequences, run_id: str, seed: int, first_index: int = 0) -> str:
+    """FASTA text of sampled sequences, numbered from first_index (a later batch continues the count)."""
     from plmscale.alphabet import decode
 
     lines = []
-    for index, (residues, ended) in enumerate(sequences):
+    for index, (residues, ended) in enumerate(sequences, start=first_index):
         stop = "eos" if ended else "max_length"
         lines.append(f">{run_id}_sample{index} seed={seed} length={len(residues)} stop={stop}")
         lines.append(decode(residues))
     return "".join(line + "\n" for line in lines)
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True,
-                        help="a CLM run: run id (with --results), its final.pt, or a `plmscale export` directory")
-    parser.add_argument("--results", default="results", help="results folder of the workflow (default: results)")
-    parser.add_argument("--metrics", default=None, help="the run's metrics.json, when --run is a moved final.pt")
-    parser.add_argument("-n", type=int, default=10, help="number of sequences (default 10)")
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="most residues per sequence (default and limit: the run's context, seq_len - 2)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 = greedy (default 1)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, logged)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu: bit-for-bit reproducible)")
-
-
-def main(args: argparse.Namespace) -> int:
-    from plmscale.export.runs import load_run
-    from plmscale.logging_setup import log_to_file
-
-    log_to_file()
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
-    loaded = load_run(args.run, args.results, args.metrics)
-    loaded.model.to(args.device)
-    log.info("sampling %d sequences from %s with seed %d", args.n, loaded.run_id, seed)
-    sequences = sample(loaded, args.n, args.max_length, args.temperature, args.top_p, seed, args.device)
-    sys.stdout.write(to_fasta(sequences, loaded.run_id, seed))
-    return 0
+def write_samples(write, loaded, n: int, seed: int, **settings) -> int:
+    """Sample n sequences in batches and write(FASTA text) each batch as it finishes; returns the count."""
+    done = 0
+    for part in iter_samples(loaded, n, seed=seed, **settings):
+        write(to_fasta(part, loaded.run_id, seed, first_index=done))
+        done += len(part)
+        log.info("%d of %d sequences sampled", done, n)
+    return done

@@ -6,21 +6,20 @@ over that sequence). Perplexity = exp(-mean).
 MLM: the pseudo-log-likelihood (Salazar et al. 2020; as ESM reports it): each residue masked in turn and
 scored given all the others; pseudo-perplexity = exp(-mean). The masked copies of a sequence are batched.
 
-Sequences longer than the run's context (seq_len - 2 residues) are scored in consecutive non-overlapping
-windows of at most that many residues, each framed <cls> window <eos> as training framed its random crops;
-a window sees no residue of another, and only the last window's <eos> is scored. The `windows` column says
-how many were used, so such scores are easy to tell apart (they are a little worse than the model could do
-with the whole sequence in view).
+Sequences longer than the run's context (seq_len - 2 residues) are scored in windows of seq_len tokens cut
+from the framed stream `<cls> residues <eos>`, as training crops them: only the first window holds <cls> and
+only the last <eos>. CLM windows overlap by one token, so every token after <cls> is predicted exactly once
+(the first token of a window is context only); MLM windows do not overlap, and each residue is masked in the
+window that holds it. A window sees nothing of another. The `windows` column says how many were used, so such
+scores are easy to tell apart (they are a little worse than the model could do with the whole sequence in
+view).
 """
 
-import argparse
-import csv
 import logging
 import math
-import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -49,17 +48,21 @@ class Score:
         return math.exp(-self.mean)
 
 
-def windows(residues: np.ndarray, max_residues: int) -> list:
-    """Consecutive pieces of at most max_residues residues (one piece for a sequence that fits)."""
-    if len(residues) <= max_residues:
-        return [residues]
-    return [residues[start:start + max_residues] for start in range(0, len(residues), max_residues)]
-
-
 def framed(residues: np.ndarray) -> np.ndarray:
     out = np.empty(len(residues) + 2, dtype=np.int64)
     out[0], out[1:-1], out[-1] = CLS_ID, residues, EOS_ID
     return out
+
+
+def windows(residues: np.ndarray, seq_len: int, overlap: int) -> list:
+    """The framed stream `<cls> residues <eos>` in windows of at most seq_len tokens, each starting `overlap`
+    tokens before the previous one ends (one window for a sequence that fits)."""
+    stream = framed(residues)
+    if len(stream) <= seq_len:
+        return [stream]
+    stride = seq_len - overlap
+    starts = range(0, len(stream) - overlap, stride)
+    return [stream[start:start + seq_len] for start in starts]
 
 
 def _torch():
@@ -68,11 +71,10 @@ def _torch():
     return torch
 
 
-def clm_log_likelihoods(model, pieces: list, score_eos: list, device="cpu") -> list:
-    """Summed log p of each piece's residues (and its <eos> where score_eos) under a causal model, in one
-    padded batch. pieces: residue id arrays."""
+def clm_log_likelihoods(model, rows: list, device="cpu") -> list:
+    """Summed log p of every token of each row after its first (each given the tokens before it in its row)
+    under a causal model, in one padded batch. rows: token id arrays (windows of framed streams)."""
     torch = _torch()
-    rows = [framed(p) for p in pieces]
     width = max(len(r) for r in rows)
     tokens = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
     for i, row in enumerate(rows):
@@ -82,24 +84,19 @@ def clm_log_likelihoods(model, pieces: list, score_eos: list, device="cpu") -> l
         log_probs = torch.log_softmax(model(tokens, causal=True).float(), dim=-1)
     # Position t predicts token t+1.
     picked = log_probs[:, :-1].gather(-1, tokens[:, 1:, None])[..., 0].double().cpu()
-    sums = []
-    for i, row in enumerate(rows):
-        n_predicted = len(row) - 1 if score_eos[i] else len(row) - 2
-        sums.append(float(picked[i, :n_predicted].sum()))
-    return sums
+    return [float(picked[i, :len(row) - 1].sum()) for i, row in enumerate(rows)]
 
 
-def mlm_pseudo_log_likelihood(model, residues: np.ndarray, batch_tokens=DEFAULT_BATCH_TOKENS,
-                              device="cpu") -> float:
-    """Sum over residues of log p(residue | the framed sequence with that one residue masked), batched:
-    each forward pass holds as many masked copies as fit in batch_tokens."""
+def mlm_pseudo_log_likelihood(model, row: np.ndarray, batch_tokens=DEFAULT_BATCH_TOKENS, device="cpu") -> float:
+    """Sum over the residues of a token row (a window of a framed stream) of log p(residue | the row with that
+    one residue masked), batched: each forward pass holds as many masked copies as fit in batch_tokens."""
     torch = _torch()
-    row = torch.from_numpy(framed(residues)).to(device)
-    n, width = len(residues), len(residues) + 2
-    per_pass = max(1, batch_tokens // width)
+    residue_positions = np.flatnonzero((row != CLS_ID) & (row != EOS_ID))
+    row = torch.from_numpy(np.asarray(row, dtype=np.int64)).to(device)
+    per_pass = max(1, batch_tokens // len(row))
     total = 0.0
-    for start in range(0, n, per_pass):
-        positions = torch.arange(start, min(start + per_pass, n), device=device) + 1  # skip <cls>
+    for start in range(0, len(residue_positions), per_pass):
+        positions = torch.from_numpy(residue_positions[start:start + per_pass]).to(device)
         batch = row.repeat(len(positions), 1)
         batch[torch.arange(len(positions), device=device), positions] = MASK_ID
         with torch.no_grad():
@@ -114,16 +111,15 @@ def score_sequence(loaded, record_id: str, residues: np.ndarray, batch_tokens=DE
     """The Score of one sequence (residue token ids) under a LoadedRun."""
     if len(residues) == 0:
         raise PlmscaleError(f"record {record_id!r} has no residues: nothing to score")
-    pieces = windows(residues, loaded.max_residues)
     if loaded.objective == "clm":
+        pieces = windows(residues, loaded.seq_len, overlap=1)
         total = 0.0
         # Pieces go through in batches of about batch_tokens tokens.
         per_pass = max(1, batch_tokens // (loaded.seq_len))
         for start in range(0, len(pieces), per_pass):
-            chunk = pieces[start:start + per_pass]
-            last = [start + i == len(pieces) - 1 for i in range(len(chunk))]
-            total += sum(clm_log_likelihoods(loaded.model, chunk, last, device))
+            total += sum(clm_log_likelihoods(loaded.model, pieces[start:start + per_pass], device))
         return Score(record_id, len(residues), len(residues) + 1, total, len(pieces))
+    pieces = windows(residues, loaded.seq_len, overlap=0)
     total = sum(mlm_pseudo_log_likelihood(loaded.model, piece, batch_tokens, device) for piece in pieces)
     return Score(record_id, len(residues), len(residues), total, len(pieces))
 
@@ -134,7 +130,7 @@ def score_batch_clm(loaded, records: list, batch_tokens=DEFAULT_BATCH_TOKENS, de
 
     def flush():
         if group:
-            sums = clm_log_likelihoods(loaded.model, [r for _, r in group], [True] * len(group), device)
+            sums = clm_log_likelihoods(loaded.model, [framed(r) for _, r in group], device)
             scores.extend(Score(i, len(r), len(r) + 1, s, 1) for (i, r), s in zip(group, sums))
             group.clear()
 
@@ -154,12 +150,23 @@ def score_batch_clm(loaded, records: list, batch_tokens=DEFAULT_BATCH_TOKENS, de
     return scores
 
 
+def check_fasta_path(path) -> None:
+    """A FASTA to score must be an existing file: say so, naming it, before reading."""
+    path = Path(path)
+    if path.is_dir():
+        raise PlmscaleError(f"{path} is a directory; give the FASTA file of the sequences to score")
+    if not path.exists():
+        raise PlmscaleError(f"{path} does not exist; give the FASTA file of the sequences to score")
+
+
 def read_records(path):
     """(id, residue ids) for each record of a FASTA file; an unknown letter is an error naming file, line,
     record and letter."""
     from plmscale.data.fasta import read_fasta_batches
 
-    for batch in read_fasta_batches(path, check_duplicate_ids=False):
+    check_fasta_path(path)
+    for batch in read_fasta_batches(path, check_duplicate_ids=False,
+                                    empty_hint="give a FASTA file holding the sequences to score"):
         tokens = batch.seq.translate(ENCODE_TABLE)
         if bytes([INVALID]) in tokens:
             position = tokens.index(bytes([INVALID]))
@@ -212,42 +219,3 @@ def columns(objective: str) -> list:
         return ["id", "length", "n_scored", "log_likelihood", "mean_log_likelihood", "perplexity", "windows"]
     return ["id", "length", "n_scored", "pseudo_log_likelihood", "mean_pseudo_log_likelihood", "pseudo_perplexity",
             "windows"]
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("fasta", metavar="FASTA", help="sequences to score (plain or gzip FASTA)")
-    parser.add_argument("--run", required=True,
-                        help="run id (with --results), a run's final.pt, or a directory from `plmscale export`")
-    parser.add_argument("--results", default="results", help="results folder of the workflow (default: results)")
-    parser.add_argument("--metrics", default=None, help="the run's metrics.json, when --run is a moved final.pt")
-    parser.add_argument("--out", default=None, help="write the table here (TSV) instead of stdout")
-    parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
-                        help=f"tokens per forward pass (default {DEFAULT_BATCH_TOKENS})")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-
-
-def main(args: argparse.Namespace) -> int:
-    from plmscale.data.atomic import atomic_path
-    from plmscale.export.runs import load_run
-    from plmscale.logging_setup import log_to_file
-
-    log_to_file()
-    torch = _torch()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.batch_tokens < 1:
-        raise PlmscaleError(f"--batch-tokens {args.batch_tokens}: give a positive number")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    loaded = load_run(args.run, args.results, args.metrics)
-    loaded.model.to(device)
-    log.info("scoring with %s (%s, context %d residues; longer sequences in windows)", loaded.run_id,
-             loaded.objective, loaded.max_residues)
-    with (atomic_path(args.out) if args.out else nullcontext()) as target:
-        with (open(target, "w", newline="") if target else nullcontext(sys.stdout)) as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(columns(loaded.objective))
-            score_fasta(loaded, args.fasta, lambda s: writer.writerow(
-                [s.record_id, s.length, s.n_scored, repr(s.log_likelihood), repr(s.mean), repr(s.perplexity),
-                 s.windows]), args.batch_tokens, device)
-    return 0

@@ -69,8 +69,21 @@ def load(path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: say which, and what to do
-        raise PlmscaleError(f"{path}: cannot read checkpoint ({error}); delete the file to start the run over") \
-            from error
+        raise PlmscaleError(f"{path}: cannot read checkpoint ({error}); {unreadable_remedy(path)}") from error
+
+
+def unreadable_remedy(path) -> str:
+    """What retrains the file: a rolling last.pt is simply deleted; a final.pt is not a declared output
+    (Snakemake deletes failed outputs), so deleting it alone leaves metrics.json saying the run is done."""
+    path = Path(path)
+    if path.name == LAST:
+        return "delete the file: the run then starts over when Snakemake runs it"
+    if path.name == FINAL:
+        runs = path.parent.parent.parent / "runs" / path.parent.name
+        return (f"retrain the run: delete its directory {runs}/ (deleting only {path.name} leaves its "
+                f"metrics.json, and Snakemake thinks the run is done), or run snakemake --forcerun "
+                f"{runs / 'metrics.json'}")
+    return "delete the file and run snakemake again: the job that writes it runs again"
 
 
 def load_resumable(directory, config_hash: str) -> dict | None:

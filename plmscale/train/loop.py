@@ -43,7 +43,7 @@ from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
 from plmscale.train import identity_eval
 from plmscale.train.packing import empty_batch, micro_batches, resolve_packing
-from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, make_example
+from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, framed_lengths, make_example
 from plmscale.train.schedule import lr_at, wsd_lr_at
 from plmscale.train.subset import epochs, restricted_reader
 
@@ -62,8 +62,11 @@ def open_shards(where):
     """A ShardReader for a directory; an object with its attributes (tests) is used as it is."""
     if hasattr(where, "lengths"):
         return where
+    from plmscale.data.shard_check import verify_shard_files
     from plmscale.data.shards import ShardReader
-    return ShardReader(where)
+    reader = ShardReader(where)
+    verify_shard_files(where, reader.manifest)  # sha256 and vocabulary, once per change of the files
+    return reader
 
 
 def peak_flops(device: torch.device, precision_bf16: bool, threads: int) -> float:
@@ -87,7 +90,7 @@ def build_eval_set(sampler: SequenceSampler, objective: str, seed: int, eval_tok
     If the validation split holds fewer tokens than asked, every sequence is used once instead.
     """
     reader = sampler.reader
-    framed = np.minimum(np.asarray(reader.lengths), sampler.seq_len - 2) + 2
+    framed = framed_lengths(reader.lengths, sampler.seq_len)
     examples = []
     if framed.sum() <= eval_tokens:
         from plmscale.train.masking import causal_labels, mask_tokens
@@ -479,6 +482,7 @@ class _Runner:
         with naming_the_file(provenance_path, "run provenance"), write_text(provenance_path) as handle:
             json.dump(provenance({"run_id": self.run_id, "config_hash": self.hash, "seed": self.seed,
                                   "recipe": self.spec.recipe,
+                                  "effective_source_mix": self.sampler.effective_mix,
                                   "sampler": "per-example numpy Generator seeded by (seed, stream, step, index)",
                                   "spec": self.spec.to_dict()}), handle, indent=2, default=str)
         write_metrics(self.out_dir / "metrics.json", metrics)

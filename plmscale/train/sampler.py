@@ -1,7 +1,10 @@
 """Which sequences a training step sees: source mixture, then cluster, then member, then a random crop.
 
-Long proteins are kept by the data stage (data.clean.max_length: no cap by default) and cropped here to a
-random window of seq_len - 2 residues, as ESM-2 trains; the window is drawn from the example's own
+Long proteins are kept by the data stage (data.clean.max_length: no cap by default) and cropped here: a
+window of seq_len tokens out of the framed stream `<cls> residues <eos>`, its start uniform over every
+position where it fits. A window carries <cls> only when it holds the protein's real N-terminus and <eos> only
+when it holds the real C-terminus, so a causal model never learns that proteins stop at the crop length
+(framing every crop `<cls> window <eos>` taught it exactly that). The window is drawn from the example's own
 generator, so it too is a function of (seed, stream, step, index). The sampler counts the crops it makes.
 
 Stateless: example `index` of step `step` is drawn from its own generator seeded by (seed, stream, step,
@@ -14,6 +17,8 @@ no document mask. Each micro-batch is padded only to its longest row, and only r
 <pad>) count toward D. plmscale.train.packing lays the same examples out packed instead (train.packing).
 """
 
+import logging
+
 import numpy as np
 import torch
 
@@ -23,6 +28,8 @@ from plmscale.errors import PlmscaleError
 from plmscale.model import IGNORE_INDEX
 from plmscale.train.masking import causal_labels, mask_tokens
 
+log = logging.getLogger(__name__)
+
 TRAIN_STREAM, EVAL_STREAM = 0, 1
 
 
@@ -31,17 +38,34 @@ def example_rng(seed: int, stream: int, step: int, index: int) -> np.random.Gene
 
 
 def is_cropped(length: int, seq_len: int) -> bool:
-    """Whether frame() crops a sequence of this many residues (room: seq_len minus <cls> and <eos>)."""
-    return length > seq_len - 2
+    """Whether frame() crops a sequence of this many residues (its framed stream is length + 2 tokens)."""
+    return length + 2 > seq_len
+
+
+def framed_lengths(lengths, seq_len: int) -> np.ndarray:
+    """Tokens frame() returns for sequences of these many residues: the framed stream, at most seq_len."""
+    return np.minimum(np.asarray(lengths, dtype=np.int64) + 2, seq_len)
 
 
 def frame(residues: np.ndarray, seq_len: int, rng: np.random.Generator) -> np.ndarray:
-    """<cls> + a random window of at most seq_len-2 residues + <eos>, as int64."""
-    room = seq_len - 2
-    start = 0 if len(residues) <= room else int(rng.integers(0, len(residues) - room + 1))
-    window = np.asarray(residues[start:start + room], dtype=np.int64)
-    out = np.empty(len(window) + 2, dtype=np.int64)
-    out[0], out[1:-1], out[-1] = CLS_ID, window, EOS_ID
+    """A window of at most seq_len tokens of `<cls> residues <eos>`, as int64.
+
+    A sequence that fits is returned whole. A longer one gives a window whose start is uniform over the
+    len(residues) + 3 - seq_len positions where it fits, so it holds <cls> only at the real start and <eos>
+    only at the real end. (The draw is the one the old `<cls> window <eos>` framing made, so a seed picks the
+    same offset as before.)
+    """
+    stream_length = len(residues) + 2
+    start = 0 if stream_length <= seq_len else int(rng.integers(0, stream_length - seq_len + 1))
+    stop = min(stream_length, start + seq_len)
+    out = np.empty(stop - start, dtype=np.int64)
+    # Stream position p holds <cls> at 0, residue p-1 at 1..len, <eos> at len+1.
+    first_residue, last_residue = max(start, 1), min(stop, stream_length - 1)
+    out[first_residue - start:last_residue - start] = residues[first_residue - 1:last_residue - 1]
+    if start == 0:
+        out[0] = CLS_ID
+    if stop == stream_length:
+        out[-1] = EOS_ID
     return out
 
 
@@ -71,6 +95,7 @@ class SequenceSampler:
         self.source_index = np.array(present)
         self.source_prob = weights / weights.sum()
         self.source_draw = Categorical(self.source_prob)
+        self.effective_mix = self._effective_mix(names, present, source_weights, reader, where)
         # Sequences ordered by (source, cluster, index): a source is a contiguous segment, a cluster a
         # contiguous run inside it.
         self.order = np.lexsort((np.arange(len(source_ids)), cluster_ids, source_ids))
@@ -82,6 +107,22 @@ class SequenceSampler:
             self.segments.append((int(lo), int(hi)))
             starts = np.flatnonzero(np.diff(sorted_clusters[lo:hi])) + 1
             self.cluster_starts.append(np.concatenate([[0], starts, [hi - lo]]).astype(np.int64))
+
+    def _effective_mix(self, names, present, source_weights, reader, where) -> dict:
+        """What the sampler really draws, per source: a weighted source with no sequence here (emptied by
+        the clean or dedup step, or by the split) gets 0, the others renormalised; warned about."""
+        mix = {names[i]: float(p) for i, p in zip(present, self.source_prob)}
+        starved = sorted(name for name, weight in (source_weights or {}).items()
+                         if float(weight) > 0 and name not in mix)
+        mix.update(dict.fromkeys(starved, 0.0))
+        # A subset (an identity bin, the repetition study's one source) leaves sources out on purpose.
+        whole_split = getattr(reader, "manifest", {}).get("subset_of") is None
+        if starved:
+            log.log(logging.WARNING if whole_split else logging.INFO,
+                    "%s: source(s) %s have a weight in data.sources but no sequence in these shards (see "
+                    "results/data/dedup/stats.json, empty_sources): nothing is drawn from them, and the mix "
+                    "actually used is %s", where, ", ".join(starved), {k: round(v, 4) for k, v in mix.items()})
+        return mix
 
     def pick(self, rng: np.random.Generator) -> int:
         """Sequence index: a source by weight, then (by_cluster) a cluster uniformly, then a member."""
@@ -103,13 +144,12 @@ class SequenceSampler:
 
     def expected_cropped_fraction(self) -> float:
         """Probability that one example is a crop under this sampler (what n_cropped / n_drawn tends to)."""
-        cropped = (np.asarray(self.reader.lengths) > self.seq_len - 2).astype(np.float64)
+        cropped = (np.asarray(self.reader.lengths) + 2 > self.seq_len).astype(np.float64)
         return self._expectation(cropped)
 
     def mean_framed_length(self) -> float:
         """Expected real tokens of one example under this sampler (sets the step count for D tokens)."""
-        framed = np.minimum(np.asarray(self.reader.lengths, dtype=np.float64), self.seq_len - 2) + 2
-        return self._expectation(framed)
+        return self._expectation(framed_lengths(self.reader.lengths, self.seq_len).astype(np.float64))
 
     def _expectation(self, per_sequence: np.ndarray) -> float:
         """E[per_sequence[pick()]]: source by weight, then cluster uniformly (by_cluster), then member."""
