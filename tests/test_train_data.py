@@ -199,11 +199,15 @@ def test_long_proteins_are_cropped_deterministically_and_counted():
     assert all(np.array_equal(x, y) for x, y in zip(first, second))  # same (seed, step, index), same window
 
 
-def test_a_clm_trained_on_crops_does_not_learn_to_stop_at_the_crop_length(tmp_path):
+@pytest.mark.parametrize("framing", ["protein_ends", "every_crop"])
+def test_a_clm_trained_on_crops_does_not_learn_to_stop_at_the_crop_length(tmp_path, framing):
     """Issue 27: with every crop framed <cls> window <eos>, a CLM put <eos> at the crop length (every sample
     was seq_len - 2 residues long). Proteins of 60-90 residues at seq_len 16: after training, the start of a
     protein, <cls> + 14 residues, must not predict <eos>: no protein of the data ends there (measured: p(<eos>)
-    0.9995 with the old framing, 0.0009 now)."""
+    0.9995 with the old framing, 0.0009 now). The old framing, kept as train.sampling.crop_framing:
+    every_crop, still shows the fault: the test tells the two apart."""
+    import json
+
     import torch
 
     from plmscale.export.runs import load_run
@@ -215,15 +219,33 @@ def test_a_clm_trained_on_crops_does_not_learn_to_stop_at_the_crop_length(tmp_pa
     proteins = ["M" + "".join(rng.choice(letters, int(rng.integers(60, 90)))) for _ in range(64)]
     shards = MemoryShards(proteins, list(range(64)), [0] * 64, ["a"])
     spec = tiny_spec(tokens=40_000, seq_len=16, batch_tokens=128, micro_batch_size=8, eval_every_steps=1000,
-                     eval_tokens=200, checkpoint_every_steps=1000, lr=5e-3, warmup_fraction=0.05)
+                     eval_tokens=200, checkpoint_every_steps=1000, lr=5e-3, warmup_fraction=0.05,
+                     sampling={"by_cluster": True, "crop_framing": framing})
     train_run(spec, shards, shards, tmp_path / "run", tmp_path / "ckpt", threads=1)
     loaded = load_run(tmp_path / "ckpt" / "final.pt", metrics=tmp_path / "run" / "metrics.json")
     starts = torch.tensor([[CLS_ID, *shards[i][:14].tolist()] for i in range(16)], dtype=torch.long)
     with torch.no_grad():
         p_eos = torch.softmax(loaded.model(starts, causal=True)[:, -1].float(), dim=-1)[:, EOS_ID]
-    assert float(p_eos.max()) < 0.2  # the old framing: close to 1 for every protein
-    import json
+    if framing == "protein_ends":
+        assert float(p_eos.max()) < 0.2
+    else:
+        assert float(p_eos.min()) > 0.5
     assert json.loads((tmp_path / "run" / "provenance.json").read_text())["effective_source_mix"] == {"a": 1.0}
+
+
+def test_every_crop_framing_is_the_old_framing_on_the_same_offsets():
+    """train.sampling.crop_framing: every_crop reproduces the framing of plmscale before the fix exactly
+    (<cls> + seq_len - 2 residues from the same drawn offset + <eos>), so earlier results can be rerun."""
+    residues = _distinct_residues(100)
+    for seed in range(20):
+        start = int(np.random.default_rng(seed).integers(0, 100 - 30 + 1))
+        old = np.concatenate([[CLS_ID], residues[start:start + 30], [EOS_ID]])
+        np.testing.assert_array_equal(frame(residues, 32, np.random.default_rng(seed), "every_crop"), old)
+    short = residues[:20]
+    np.testing.assert_array_equal(frame(short, 32, np.random.default_rng(0), "every_crop"),
+                                  frame(short, 32, np.random.default_rng(0)))
+    with pytest.raises(PlmscaleError, match="crop_framing"):
+        frame(residues, 32, np.random.default_rng(0), "sometimes")
 
 
 def test_a_weighted_source_without_sequences_is_warned_about_and_the_effective_mix_recorded(caplog):

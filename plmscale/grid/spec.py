@@ -56,6 +56,10 @@ class TrainSettings:
         return bool(self.sampling.get("by_cluster", True))
 
     @property
+    def crop_framing(self) -> str:
+        return str(self.sampling.get("crop_framing", "protein_ends"))
+
+    @property
     def strategy(self) -> str:
         return self.distributed.get("strategy", "auto")
 

@@ -97,7 +97,7 @@ def build_eval_set(sampler: SequenceSampler, objective: str, seed: int, eval_tok
         from plmscale.train.sampler import example_rng, frame
         for i in range(len(reader)):
             rng = example_rng(seed, EVAL_STREAM, 1, i)  # step 1: apart from the sampled eval set
-            tokens = frame(reader[i], sampler.seq_len, rng)
+            tokens = frame(reader[i], sampler.seq_len, rng, sampler.crop_framing)
             examples.append(mask_tokens(tokens, rng, mask_prob) if objective == "mlm"
                             else (tokens, causal_labels(tokens)))
     else:
@@ -163,11 +163,11 @@ class _Runner:
             train_reader = restricted_reader(train_reader, spec.subset, where=str(train_dir))
         self.unique_tokens = train_reader.unique_tokens if spec.subset is not None else None
         self.sampler = SequenceSampler(train_reader, self.seq_len, spec.source_weights, s.by_cluster,
-                                       where=str(train_dir))
+                                       where=str(train_dir), crop_framing=s.crop_framing)
         self.packed = resolve_packing(s.packing, self.ctx.device.type,
                                       mean_fill=self.sampler.mean_framed_length() / self.seq_len)
         valid_sampler = SequenceSampler(open_shards(valid_dir), self.seq_len, spec.source_weights, s.by_cluster,
-                                        where=str(valid_dir))
+                                        where=str(valid_dir), crop_framing=s.crop_framing)
         # Padded rows all seq_len wide when compiled: one shape, so one compiled graph (packing.micro_batches).
         self.full_width = self.compiled and not self.packed
         self.eval_batches = build_eval_set(valid_sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob,
@@ -175,7 +175,8 @@ class _Runner:
         # Final loss per identity-to-train bin when the identity table is there (identity_eval).
         self.identity_sets = identity_eval.bin_eval_sets(
             valid_sampler.reader, valid_dir,
-            lambda reader, where: SequenceSampler(reader, self.seq_len, spec.source_weights, s.by_cluster, where=where),
+            lambda reader, where: SequenceSampler(reader, self.seq_len, spec.source_weights, s.by_cluster, where=where,
+                                                  crop_framing=s.crop_framing),
             lambda sampler: build_eval_set(sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob, self.micro,
                                             self.packed, self.full_width))
         # The global batch in sequences is world-independent when divisible.

@@ -47,16 +47,27 @@ def framed_lengths(lengths, seq_len: int) -> np.ndarray:
     return np.minimum(np.asarray(lengths, dtype=np.int64) + 2, seq_len)
 
 
-def frame(residues: np.ndarray, seq_len: int, rng: np.random.Generator) -> np.ndarray:
+# train.sampling.crop_framing: where a crop carries <cls>/<eos>. "protein_ends" (the default) only at the
+# protein's real ends; "every_crop" frames every crop `<cls> window <eos>`, the framing of plmscale before it
+# was fixed, kept only to reproduce results made with it (it teaches a CLM to stop at the crop length).
+CROP_FRAMINGS = ("protein_ends", "every_crop")
+
+
+def frame(residues: np.ndarray, seq_len: int, rng: np.random.Generator, framing: str = "protein_ends") -> np.ndarray:
     """A window of at most seq_len tokens of `<cls> residues <eos>`, as int64.
 
     A sequence that fits is returned whole. A longer one gives a window whose start is uniform over the
     len(residues) + 3 - seq_len positions where it fits, so it holds <cls> only at the real start and <eos>
-    only at the real end. (The draw is the one the old `<cls> window <eos>` framing made, so a seed picks the
-    same offset as before.)
+    only at the real end. With framing "every_crop" the window's residues are the same but every crop is
+    framed `<cls> window <eos>` (seq_len - 2 residues); a seed draws the same offset under both.
     """
     stream_length = len(residues) + 2
     start = 0 if stream_length <= seq_len else int(rng.integers(0, stream_length - seq_len + 1))
+    if framing == "every_crop":
+        window = np.asarray(residues[start:start + seq_len - 2], dtype=np.int64)
+        return np.concatenate([[CLS_ID], window, [EOS_ID]]).astype(np.int64)
+    if framing != "protein_ends":
+        raise PlmscaleError(f"train.sampling.crop_framing {framing!r} is not one of {', '.join(CROP_FRAMINGS)}")
     stop = min(stream_length, start + seq_len)
     out = np.empty(stop - start, dtype=np.int64)
     # Stream position p holds <cls> at 0, residue p-1 at 1..len, <eos> at len+1.
@@ -73,8 +84,9 @@ class SequenceSampler:
     """Draws framed sequences from a shard reader (anything with ShardReader's attributes)."""
 
     def __init__(self, reader, seq_len: int, source_weights: dict | None = None, by_cluster: bool = True,
-                 where: str = "shards"):
+                 where: str = "shards", crop_framing: str = "protein_ends"):
         self.reader, self.seq_len, self.by_cluster = reader, seq_len, by_cluster
+        self.crop_framing = crop_framing
         # Drawn and cropped examples since this sampler was made (this process, this rank): for metrics.
         self.n_drawn = self.n_cropped = 0
         if len(reader) == 0:
@@ -140,7 +152,7 @@ class SequenceSampler:
         residues = self.reader[self.pick(rng)]
         self.n_drawn += 1
         self.n_cropped += is_cropped(len(residues), self.seq_len)
-        return frame(residues, self.seq_len, rng)
+        return frame(residues, self.seq_len, rng, self.crop_framing)
 
     def expected_cropped_fraction(self) -> float:
         """Probability that one example is a crop under this sampler (what n_cropped / n_drawn tends to)."""
