@@ -303,7 +303,7 @@ def test_fit_loss_column_is_a_config_key():
 
 
 def test_loss_by_identity_plot(tmp_path):
-    from plmscale.scaling.plots import plot_loss_by_identity
+    from plmscale.plots import plot_loss_by_identity
 
     runs = _synthetic_runs()
     runs["valid_sequences_id_<0.5"] = 200

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plmscale.scaling import plots
+from plmscale import plots
+from plmscale.plots import common
 
 E, A, B, ALPHA, BETA = 1.8, 400.0, 900.0, 0.34, 0.28
 BUDGETS = [1e18, 1e19, 1e20]
@@ -118,7 +119,7 @@ def test_curves_frontier_parametric_transfer(study, tmp_path):
 
 
 def test_plot_all_writes_every_figure(study, tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "FORMATS", ("png",))  # the other formats are covered above
+    monkeypatch.setattr(common, "FORMATS", ("png",))  # the other formats are covered above
     fit, runs, curves = study
     made = plots.plot_all(fit, runs, curves, tmp_path)
     assert sorted(made) == sorted(plots.PLOT_NAMES)
@@ -127,9 +128,9 @@ def test_plot_all_writes_every_figure(study, tmp_path, monkeypatch):
 
 
 def test_si_labels():
-    assert plots.si_label(1e7) == "10M"
-    assert plots.si_label(2.5e9) == "2.5B"
-    assert plots.si_label(1e12) == "1T"
+    assert common.si_label(1e7) == "10M"
+    assert common.si_label(2.5e9) == "2.5B"
+    assert common.si_label(1e12) == "1T"
 
 
 def test_every_registered_figure_has_its_report_caption():

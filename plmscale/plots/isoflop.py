@@ -1,0 +1,243 @@
+"""The IsoFLOP figures: loss vs N per budget with the fitted parabolas (isoflop_<objective>), and the
+compute-optimal allocation N_opt(C), D_opt(C) of every identified method (optimal_allocation)."""
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib import colors, transforms
+from matplotlib.collections import LineCollection
+
+from plmscale.arithmetic import FLOPS_PER_PARAM_TOKEN
+from plmscale.plots.common import (COMPUTE_MARGIN, EXTRAPOLATION_STYLE, METHOD_STYLES, OBJECTIVE_COLORS,
+                                   OBJECTIVE_NAMES, VALUE_MARGIN, fit_budgets, format_axis, not_shown_handle,
+                                   not_shown_label, objectives_in, power_of_ten, save_figure, wrapped)
+from plmscale.plots.parametric import parametric_allocation
+from plmscale.scaling.fitfile import ParametricLaw, PowerLaws, parse_fit
+from plmscale.scaling.published import notebook_n_opt
+
+
+def data_compute_range(fit, objective: str):
+    """(lowest, highest) compute of the objective's IsoFLOP budgets (else the envelope's points), or None."""
+    budgets = fit_budgets(fit, objective) or [p.flops for p in fit.method(objective, "envelope").points]
+    return (min(budgets), max(budgets)) if budgets else None
+
+
+def law_compute_range(fit, objective: str, method: str):
+    """The compute span a method's law was fitted on: beyond it, the law extrapolates."""
+    entry = fit.method(objective, method)
+    if method == "isoflop":
+        kept = [o.budget for o in entry.optima if o.kept]
+        if kept:
+            return min(kept), max(kept)
+    if method == "envelope" and entry.points:
+        return min(p.flops for p in entry.points), max(p.flops for p in entry.points)
+    return data_compute_range(fit, objective)
+
+
+def prediction_targets(fit, predictions=None) -> list:
+    """Every compute budget a prediction is made for: the fit's settings.predict_flops and the marks."""
+    targets = []
+    for values in ((fit.data.get("settings") or {}).get("predict_flops") or {}).values():
+        targets += [float(c) for c in values or []]
+    for marks in (predictions or {}).values():
+        targets += [float(c) for c, _ in marks.get("n", [])]
+    return [c for c in targets if c > 0 and math.isfinite(c)]
+
+
+def sane_compute_span(fit, predictions=None, default=(1e18, 1e23)):
+    """The compute axis: the data's budgets and the prediction targets, COMPUTE_MARGIN either side."""
+    points = prediction_targets(fit, predictions)
+    for objective in objectives_in(fit):
+        span = data_compute_range(fit, objective)
+        points += list(span) if span else []
+    if not points:
+        return default
+    return min(points) / COMPUTE_MARGIN, max(points) * COMPUTE_MARGIN
+
+
+def _shade_data_range(ax, span, color, label=None):
+    """The compute range the data cover, shaded: what lies outside it is extrapolation."""
+    if span:
+        ax.axvspan(span[0], span[1], color=color, alpha=0.07, lw=0, label=label)
+
+
+def _plot_extrapolated(ax, c_grid, values, span, color, style, lw, label):
+    """One law: the part inside its data's compute span as a line (labelled), the rest dashed and faded."""
+    inside = (c_grid >= span[0] * (1 - 1e-9)) & (c_grid <= span[1] * (1 + 1e-9)) if span else np.ones_like(c_grid, bool)
+    if inside.any():
+        ax.plot(c_grid[inside], values[inside], ls=style, color=color, lw=lw, label=label)
+    segments = []
+    for part in (c_grid < span[0], c_grid > span[1]) if span else ():
+        idx = np.flatnonzero(part)
+        if len(idx) > 1 or (len(idx) == 1 and inside.any()):
+            # join the dashed part to the solid one so the law reads as one curve
+            idx = np.union1d(idx, [idx.max() + 1] if part[0] else [idx.min() - 1])
+            idx = idx[(idx >= 0) & (idx < len(c_grid))]
+            segments.append(np.column_stack([c_grid[idx], values[idx]]))
+    if segments:
+        ax.add_collection(LineCollection(segments, colors=[color], linewidths=lw, linestyles=EXTRAPOLATION_STYLE["ls"],
+                                         alpha=EXTRAPOLATION_STYLE["alpha"]))
+
+
+def _law_constants(law, what: str):
+    """(k, exponent) of N_opt ('n') or D_opt ('d') = k·C^exponent for one method's law (None: no law)."""
+    if isinstance(law, PowerLaws):
+        return law.constants(what)
+    if isinstance(law, ParametricLaw):
+        constants = parametric_allocation(law)[0 if what == "n" else 1]
+        return constants if np.all(np.isfinite(constants)) else None  # exponents near 0 overflow G
+    return None
+
+
+def _band(law: PowerLaws, what: str, c_grid: np.ndarray):
+    """95% band of N_opt or D_opt over c_grid from the bootstrap draws of (k, exponent), if stored."""
+    k_key, e_key = ("k_n", "a") if what == "n" else ("k_d", "b")
+    ks, es = law.draws.get(k_key), law.draws.get(e_key)
+    if ks is None or es is None or len(ks) <= 10:
+        return None
+    ok = np.isfinite(ks) & np.isfinite(es) & (ks > 0)
+    if ok.sum() <= 10:
+        return None
+    values = np.log(ks[ok])[:, None] + es[ok][:, None] * np.log(c_grid)[None, :]
+    low, high = np.percentile(values, [2.5, 97.5], axis=0)
+    return np.exp(low), np.exp(high)
+
+
+def _scatter_ids(runs: pd.DataFrame, ids):
+    return runs[runs["run_id"].astype(str).isin([str(i) for i in ids])]
+
+
+# --------------------------------------------------------------------------------------------- the plots
+
+def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
+    """Loss vs N for each budget, the fitted parabolas and their optima (dropped budgets drawn hollow)."""
+    iso = parse_fit(fit).method(objective, "isoflop")
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    budgets = [o.budget for o in iso.optima]
+    norm = colors.LogNorm(vmin=min(budgets), vmax=max(budgets)) if budgets else None
+    cmap = plt.get_cmap("viridis")
+    # An unidentified fit keeps its per-budget parabolas as a diagnostic (faded, dashed) but marks no optimum.
+    judged_out = iso.identified is False
+    for entry in iso.optima:
+        color = cmap(0.92 * norm(entry.budget)) if norm else "k"
+        points = _scatter_ids(runs, entry.run_ids).sort_values("n_params")
+        ax.scatter(points["n_params"], points["loss"], s=22, color=color if entry.kept else "none",
+                   edgecolor=color, zorder=3)
+        if None not in (entry.curvature, entry.n_opt, entry.loss_opt) and len(points):
+            x = np.linspace(np.log(points["n_params"].min()) - 0.15, np.log(points["n_params"].max()) + 0.15, 100)
+            y = entry.loss_opt + entry.curvature * (x - np.log(entry.n_opt)) ** 2
+            solid = entry.kept and not judged_out
+            ax.plot(np.exp(x), y, color=color, lw=1.4 if solid else 1.0, ls="-" if solid else "--",
+                    alpha=1.0 if solid else 0.6,
+                    label=f"{power_of_ten(entry.budget)} FLOPs" + ("" if entry.kept else " (dropped)"))
+            if solid:
+                ax.scatter([entry.n_opt], [entry.loss_opt], marker="*", s=160, color=color,
+                           edgecolor="k", linewidth=0.6, zorder=4)
+    ax.set_xscale("log")
+    format_axis(ax.xaxis, "params")
+    ax.set_xlabel("model size N (non-embedding parameters)")
+    ax.set_ylabel("final validation loss (nats/token)")
+    title = f"IsoFLOP profiles, {OBJECTIVE_NAMES.get(objective, objective)}"
+    if iso.usable:
+        title += f"\nN_opt ∝ C^{iso.law.a:.3f}" + (f"  [{iso.law.a_ci[0]:.3f}, {iso.law.a_ci[1]:.3f}]"
+                                                    if iso.law.a_ci else "")
+    else:
+        title += "\n" + wrapped(f"no law: {iso.why_unusable}", 80)
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    if iso.optima:
+        ax.legend(fontsize=8, loc="upper right", title_fontsize=8,
+                  title="fit not identified: no optimum marked" if judged_out else "★ = fitted optimum")
+    save_figure(fig, path)
+    return fig
+
+
+LEGEND_BELOW_AXIS_POINTS = 44  # tick labels (~14 pt) + x label (~14 pt) + padding
+
+
+def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
+    """N_opt(C) and D_opt(C) per objective: each identified method's law (dashed beyond its data), the
+    IsoFLOP 95% band, the optima, the data's compute range (shaded), the paper's fit (beside an objective
+    with at least one usable law) and the predictions.
+
+    c_range: the compute axis; default: the data's budgets and the prediction targets (sane_compute_span).
+    A method that is not identified draws nothing; its legend entry says why.
+    """
+    fit = parse_fit(fit)
+    c_range = c_range or sane_compute_span(fit, predictions)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharex=True)
+    c_grid = np.logspace(math.log10(c_range[0]), math.log10(c_range[1]), 160)
+    not_shown = []  # (handle, label) per objective × method that draws nothing
+    drawn_values = {"n": [], "d": []}  # what the y axes must show
+    for objective in objectives_in(fit):
+        color = OBJECTIVE_COLORS[objective]
+        data_span = data_compute_range(fit, objective)
+        # The paper's line is a reference for the study's own laws: beside an objective with none it would read
+        # as this study's result.
+        with_reference = any(fit.method(objective, method).usable for method in METHOD_STYLES)
+        for ax, what in zip(axes, ("n", "d")):
+            _shade_data_range(ax, data_span, color)
+            for method, (style, name) in METHOD_STYLES.items():
+                entry = fit.method(objective, method)
+                constants = _law_constants(entry.law, what) if entry.usable else None
+                if constants is None:
+                    if what == "n":  # said once, in the left panel's legend
+                        label = (not_shown_label(objective, method, entry) if not entry.usable else
+                                 f"{objective.upper()} {name}: law overflows, not drawn")
+                        not_shown.append((ax, not_shown_handle(color, style), wrapped(label, 60)))
+                    continue
+                k, exponent = constants
+                values = k * c_grid ** exponent
+                _plot_extrapolated(ax, c_grid, values, law_compute_range(fit, objective, method), color, style,
+                                   1.6 if method == "isoflop" else 1.1,
+                                   f"{objective.upper()} {name}: {'a' if what == 'n' else 'b'}={exponent:.3f}")
+                drawn_values[what] += [values.min(), values.max()]
+                band = _band(entry.law, what, c_grid) if method == "isoflop" else None
+                if band is not None:
+                    ax.fill_between(c_grid, *band, color=color, alpha=0.15, lw=0)
+            kept = [o for o in fit.method(objective, "isoflop").optima
+                    if o.kept and o.n_opt is not None and o.d_opt is not None]
+            if kept:
+                optima = [o.n_opt if what == "n" else o.d_opt for o in kept]
+                ax.scatter([o.budget for o in kept], optima, color=color, s=25, zorder=3)
+                drawn_values[what] += optima
+            if with_reference:
+                k_paper, a_paper = notebook_n_opt(objective)
+                paper_n = k_paper * c_grid ** a_paper
+                paper = paper_n if what == "n" else c_grid / (FLOPS_PER_PARAM_TOKEN * paper_n)
+                ax.plot(c_grid, paper, ls="-", color="0.35" if objective == "clm" else "0.6", lw=0.8,
+                        label=f"{objective.upper()} paper notebook: {'a' if what == 'n' else 'b'}="
+                              f"{a_paper if what == 'n' else 1 - a_paper:.3f}")
+            marks = (predictions or {}).get(objective)  # predictions_for_plot: {"n": [(C, N)], "d": [(C, D)]}
+            for flops, value in marks[what] if marks else []:
+                ax.scatter([flops], [value], marker="D", s=40, color=color, edgecolor="k", zorder=4)
+                drawn_values[what].append(value)
+    for ax, what in zip(axes, ("n", "d")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(*c_range)
+        values = [v for v in drawn_values[what] if v > 0 and math.isfinite(v)]
+        if values:
+            ax.set_ylim(min(values) / VALUE_MARGIN, max(values) * VALUE_MARGIN)
+        format_axis(ax.xaxis, "flops")
+        format_axis(ax.yaxis, "params" if what == "n" else "tokens")
+        ax.set_xlabel("training compute C (FLOPs, 6·N·D)")
+        ax.set_ylabel("compute-optimal model size N_opt" if what == "n" else "compute-optimal tokens D_opt")
+        ax.grid(True, which="major", alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        extra = [(h, label) for owner, h, label in not_shown if owner is ax]
+        handles += [h for h, _ in extra] + [plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.15)]
+        labels += [label for _, label in extra] + ["compute range of the data (dashed beyond: extrapolation)"]
+        # Sentences on why a method draws nothing would cover the optima: they go under the panel, a fixed
+        # distance below the axis (in points, clear of tick labels and x label whatever the panel's height).
+        below = ax.transAxes + transforms.ScaledTranslation(0, -LEGEND_BELOW_AXIS_POINTS / 72, fig.dpi_scale_trans)
+        placement = ({"loc": "upper left", "bbox_to_anchor": (0.0, 0.0), "bbox_transform": below} if extra
+                     else {"loc": "upper left"})
+        ax.legend(handles, labels, fontsize=6.5, **placement)
+    axes[0].set_title("Optimal model size (band: IsoFLOP 95% bootstrap)")
+    axes[1].set_title("Optimal training tokens")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return fig
