@@ -10,6 +10,22 @@ from plmscale.plots.common import OBJECTIVE_NAMES, format_axis, power_of_ten, sa
 from plmscale.scaling.table import IDENTITY_LOSS_PREFIX, IDENTITY_SEQUENCES_PREFIX, identity_bins, main_study
 
 
+TITLE = "Final validation loss by identity to the training set"
+
+
+def _why_no_bins(bins: list, study: pd.DataFrame) -> str:
+    """Why a runs table gives no per-bin loss to draw, and what gives one."""
+    if not bins:
+        return (f"runs.csv has no {IDENTITY_LOSS_PREFIX}<bin> column: the runs were trained without the identity "
+                "table (data.identity.enabled: false) or imported. Set data.identity.enabled: true and rerun the "
+                "workflow to evaluate every run on each bin (docs/ood.md).")
+    if not len(study):
+        return "runs.csv has no run of the main study (only the side runs of transfer experiments)."
+    return (f"the {IDENTITY_LOSS_PREFIX}<bin> columns ({', '.join(bins)}) are empty for every run of the main "
+            "study: the bins hold no evaluated valid sequences, or the runs predate the identity table "
+            "(results/data/identity/summary.json counts each bin's sequences).")
+
+
 def plot_loss_by_identity(runs: pd.DataFrame, path):
     """Final loss vs N on the valid sequences of each identity-to-train bin: one panel per bin (columns)
     and objective (rows), a line per IsoFLOP budget, other runs of the main study as grey markers."""
@@ -18,11 +34,12 @@ def plot_loss_by_identity(runs: pd.DataFrame, path):
     objectives = [o for o in ("clm", "mlm") if bins and len(study) and
                   study.loc[study["objective"] == o, [f"{IDENTITY_LOSS_PREFIX}{b}" for b in bins]].notna().any().any()]
     if not objectives:
+        # The plot rule declares this figure whatever the config: it states why it has nothing to show.
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.text(0.5, 0.5, wrapped("no per-identity losses: the runs were trained without the identity table "
-                                   "(data.identity.enabled, results/data/identity/valid.tsv)", 60),
+        ax.text(0.5, 0.5, wrapped(f"no identity bins: {_why_no_bins(bins, study)}", 60),
                 ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
+        ax.set_title(TITLE, fontsize=11)
         save_figure(fig, path)
         return fig
     fig, axes = plt.subplots(len(objectives), len(bins), figsize=(3.2 * len(bins) + 0.6, 3.3 * len(objectives)),
@@ -65,7 +82,7 @@ def plot_loss_by_identity(runs: pd.DataFrame, path):
     if handles:
         fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(len(handles), 6),
                    bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Final validation loss by identity to the training set", fontsize=11)
+    fig.suptitle(TITLE, fontsize=11)
     fig.tight_layout(rect=(0, 0.05 if handles else 0, 1, 1))
     save_figure(fig, path)
     return fig
