@@ -267,6 +267,27 @@ def test_summary_and_figure_from_run_files(tmp_path):
     assert {"4 ep", "8 ep", "16 ep", "32 ep", "64 ep"} <= marks and "1 ep" not in marks
 
 
+def test_figure_states_the_bound_the_summary_carries(tmp_path):
+    """The title quotes the summary's r_star_bound (the bound its reason gives), never one recomputed from the
+    bootstrap interval (which said R* > 40.4 where the reason said R* > 112)."""
+    runs = pd.DataFrame(columns=["run_id", "objective", "model", "n_params", "kind", "source", "unique_tokens",
+                                 "tokens", "loss"])
+    runs.loc[0] = ["mix_mlm", "mlm", "n25k", 25000, "mix", "mixture", math.inf, 1e6, 2.5]
+    runs.loc[1] = ["mix_clm", "clm", "n25k", 25000, "mix", "mixture", math.inf, 1e6, 2.6]
+    bounded = {"r_star": 1000.0, "interval": [40.4, 1000.0], "profile_interval": [112.0, 1000.0],
+               "status": "bounded_below", "r_star_bound": {"side": "below", "value": 112.0},
+               "reason": "repetition does not hurt within these budgets: R* is only bounded below, R* > 112"}
+    summary = {"objectives": {"mlm": bounded,
+                              "clm": {"r_star": None, "interval": None, "status": "refused", "r_star_bound": None}}}
+    fig = plot_repetition(runs, pd.DataFrame(columns=["run_id", "tokens", "loss"]), summary, tmp_path / "rep.png")
+    titles = {ax.get_title().split(":")[0]: ax.get_title().split("\n")[1] for ax in fig.axes}
+    assert titles == {"MLM (masked)": "R* > 112 (bounded below only)", "CLM (causal)": "R* refused"}
+    above = {**bounded, "status": "bounded_above", "r_star_bound": {"side": "above", "value": 1.5}}
+    fig = plot_repetition(runs[runs["objective"] == "mlm"], pd.DataFrame(columns=["run_id", "tokens", "loss"]),
+                          {"objectives": {"mlm": above}}, tmp_path / "rep.png")
+    assert fig.axes[0].get_title().endswith("\nR* < 1.5")
+
+
 # ---- the workflow -----------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")

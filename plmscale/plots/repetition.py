@@ -9,6 +9,23 @@ from matplotlib import ticker
 from plmscale.plots.common import OBJECTIVE_NAMES, format_axis, save_figure, si_label
 
 
+def r_star_verdict(entry: dict) -> str:
+    """R* as one objective's entry of the summary states it: the estimate with its interval, or the one bound
+    the summary carries (r_star_bound, the bound its reason quotes: never recomputed here)."""
+    status = entry.get("status") or "not_fitted"
+    if entry.get("r_star") is None:
+        return f"R* {status.replace('_', ' ')}"
+    if status == "identified":
+        low, high = entry["interval"]
+        return f"R* = {entry['r_star']:.3g} [{low:.3g}, {high:.3g}]"
+    bound = entry.get("r_star_bound")
+    if not bound:
+        return f"R* {status.replace('_', ' ')} (no r_star_bound in the summary: rerun the repetition rule)"
+    if bound["side"] == "below":
+        return f"R* > {bound['value']:.3g} (bounded below only)"
+    return f"R* < {bound['value']:.3g}"
+
+
 def plot_repetition(runs: pd.DataFrame, curves: pd.DataFrame, summary: dict, path):
     """The repetition study (plmscale.scaling.repetition): validation loss against tokens of the repeated
     restricted source (dashed, epochs marked where D = k·U) and of the mixture (solid), one panel per
@@ -48,14 +65,7 @@ def plot_repetition(runs: pd.DataFrame, curves: pd.DataFrame, summary: dict, pat
             lambda value, pos: si_label(value) if f"{value:.0e}"[0] in "235" else ""))
         ax.set_xlabel("tokens processed D")
         ax.set_ylabel("validation loss (nats/token, the mixture's valid split)")
-        entry = summary.get("objectives", {}).get(objective, {})
-        if entry.get("r_star") is not None:
-            low, high = entry["interval"]
-            verdict = {"identified": f"R* = {entry['r_star']:.3g} [{low:.3g}, {high:.3g}]",
-                       "bounded_below": f"R* > {min(low, entry['profile_interval'][0]):.3g} (bounded below only)",
-                       "bounded_above": f"R* < {max(high, entry['profile_interval'][1]):.3g}"}[entry["status"]]
-        else:
-            verdict = "R* not fitted"
+        verdict = r_star_verdict(summary.get("objectives", {}).get(objective, {}))
         ax.set_title(f"{OBJECTIVE_NAMES.get(objective, objective)}: repeated vs mixture\n{verdict}", fontsize=10)
         ax.grid(True, which="both", alpha=0.25)
         if len(mine):
