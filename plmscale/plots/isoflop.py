@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 from matplotlib import colors, transforms
 from matplotlib.collections import LineCollection
+from matplotlib.lines import Line2D
 
 from plmscale.arithmetic import FLOPS_PER_PARAM_TOKEN
-from plmscale.plots.common import (COMPUTE_MARGIN, EXTRAPOLATION_STYLE, METHOD_STYLES, OBJECTIVE_COLORS,
-                                   OBJECTIVE_NAMES, VALUE_MARGIN, fit_budgets, format_axis, not_shown_handle,
+from plmscale.plots.common import (COMPUTE_MARGIN, EXTRAPOLATION_STYLE, LABEL_CHARS, METHOD_STYLES,
+                                   OBJECTIVE_COLORS, OBJECTIVE_NAMES, VALUE_MARGIN, fit_budgets, format_axis, not_shown_handle,
                                    not_shown_label, objectives_in, power_of_ten, save_figure, wrapped)
 from plmscale.plots.parametric import parametric_allocation
 from plmscale.scaling.fitfile import ParametricLaw, PowerLaws, parse_fit
@@ -157,36 +158,83 @@ def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
 LEGEND_BELOW_AXIS_POINTS = 44  # tick labels (~14 pt) + x label (~14 pt) + padding
 
 
+NOT_COUNTED = "not counted: "  # how identify names a bracketed budget the law does not rest on
+
+
+def counted_optima(fit, objective: str):
+    """([optima the IsoFLOP law rests on], [(optimum, why) of the bracketed ones it does not]).
+
+    A budget whose parabola has its vertex inside the grid (kept) still does not count when identify finds its
+    curvature within the runs' scatter: fit.json says so in the IsoFLOP verdict's notes or reasons as
+    "budget <C> not counted: <why>". Without a usable IsoFLOP law no optimum counts, and none is returned.
+    """
+    entry = fit.method(objective, "isoflop")
+    if not entry.usable:
+        return [], []
+    raw = (fit.data.get("objectives") or {}).get(objective, {}).get("isoflop") or {}
+    verdicts = [str(line) for line in list(raw.get("notes") or []) + list(raw.get("reasons") or [])]
+    counted, uncounted = [], []
+    for optimum in entry.optima:
+        if not optimum.kept or optimum.n_opt is None or optimum.d_opt is None:
+            continue
+        prefix = f"budget {optimum.budget:.3g} {NOT_COUNTED}"
+        why = next((line[len(prefix):] for line in verdicts if line.startswith(prefix)), None)
+        (counted.append(optimum) if why is None else uncounted.append((optimum, why)))
+    return counted, uncounted
+
+
+def _not_shown_entries(fit, objective: str, color) -> list:
+    """(handle, label) for the methods of one objective that draw nothing; one entry for the objective when
+    all of its methods fail for one reason (e.g. it is not in the IsoFLOP grid)."""
+    reasons = {}
+    for method, (style, name) in METHOD_STYLES.items():
+        entry = fit.method(objective, method)
+        if not entry.usable:
+            reasons[method] = (style, not_shown_label(objective, method, entry), entry.why_unusable)
+        elif _law_constants(entry.law, "n") is None:
+            reasons[method] = (style, f"{objective.upper()} {name}: law overflows, not drawn", "overflow")
+    whys = {why for *_, why in reasons.values()}
+    if len(reasons) == len(METHOD_STYLES) > 1 and len(whys) == 1:
+        label = not_shown_label(objective, "all methods", fit.method(objective, "isoflop"))
+        return [(not_shown_handle(color, "-"), wrapped(label, 60))]
+    return [(not_shown_handle(color, style), wrapped(label, 60)) for style, label, _ in reasons.values()]
+
+
 def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
     """N_opt(C) and D_opt(C) per objective: each identified method's law (dashed beyond its data), the
-    IsoFLOP 95% band, the optima, the data's compute range (shaded), the paper's fit (beside an objective
-    with at least one usable law) and the predictions.
+    IsoFLOP 95% band, the optima the IsoFLOP law rests on (bracketed optima it does not count hollow, with
+    why), the data's compute range (shaded), the paper's fit (beside an objective with at least one usable
+    law) and the predictions.
 
     c_range: the compute axis; default: the data's budgets and the prediction targets (sane_compute_span).
-    A method that is not identified draws nothing; its legend entry says why.
+    A method that is not identified draws nothing; its legend entry says why (one entry for an objective
+    whose methods all fail for one reason).
     """
     fit = parse_fit(fit)
     c_range = c_range or sane_compute_span(fit, predictions)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharex=True)
     c_grid = np.logspace(math.log10(c_range[0]), math.log10(c_range[1]), 160)
-    not_shown = []  # (handle, label) per objective × method that draws nothing
+    not_shown = []  # (axis, handle, label) for what is not drawn or not counted, said in the left panel
     drawn_values = {"n": [], "d": []}  # what the y axes must show
+    bands = []  # the panels that show an IsoFLOP band
     for objective in objectives_in(fit):
         color = OBJECTIVE_COLORS[objective]
         data_span = data_compute_range(fit, objective)
         # The paper's line is a reference for the study's own laws: beside an objective with none it would read
         # as this study's result.
         with_reference = any(fit.method(objective, method).usable for method in METHOD_STYLES)
+        not_shown += [(axes[0], handle, label) for handle, label in _not_shown_entries(fit, objective, color)]
+        counted, uncounted = counted_optima(fit, objective)
+        for optimum, why in uncounted:
+            label = f"{objective.upper()} optimum at {power_of_ten(optimum.budget)} FLOPs (hollow) {NOT_COUNTED}{why}"
+            not_shown.append((axes[0], Line2D([], [], ls="none", marker="o", mfc="none", mec=color, markersize=5),
+                              wrapped(label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…", 60)))
         for ax, what in zip(axes, ("n", "d")):
             _shade_data_range(ax, data_span, color)
             for method, (style, name) in METHOD_STYLES.items():
                 entry = fit.method(objective, method)
                 constants = _law_constants(entry.law, what) if entry.usable else None
                 if constants is None:
-                    if what == "n":  # said once, in the left panel's legend
-                        label = (not_shown_label(objective, method, entry) if not entry.usable else
-                                 f"{objective.upper()} {name}: law overflows, not drawn")
-                        not_shown.append((ax, not_shown_handle(color, style), wrapped(label, 60)))
                     continue
                 k, exponent = constants
                 values = k * c_grid ** exponent
@@ -197,12 +245,13 @@ def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
                 band = _band(entry.law, what, c_grid) if method == "isoflop" else None
                 if band is not None:
                     ax.fill_between(c_grid, *band, color=color, alpha=0.15, lw=0)
-            kept = [o for o in fit.method(objective, "isoflop").optima
-                    if o.kept and o.n_opt is not None and o.d_opt is not None]
-            if kept:
-                optima = [o.n_opt if what == "n" else o.d_opt for o in kept]
-                ax.scatter([o.budget for o in kept], optima, color=color, s=25, zorder=3)
-                drawn_values[what] += optima
+                    bands.append(ax)
+            for optima, style in ((counted, {"color": color}),
+                                  ([o for o, _ in uncounted], {"facecolors": "none", "edgecolors": color})):
+                if optima:
+                    values = [o.n_opt if what == "n" else o.d_opt for o in optima]
+                    ax.scatter([o.budget for o in optima], values, s=25, zorder=3, **style)
+                    drawn_values[what] += values
             if with_reference:
                 k_paper, a_paper = notebook_n_opt(objective)
                 paper_n = k_paper * c_grid ** a_paper
@@ -236,7 +285,8 @@ def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
         placement = ({"loc": "upper left", "bbox_to_anchor": (0.0, 0.0), "bbox_transform": below} if extra
                      else {"loc": "upper left"})
         ax.legend(handles, labels, fontsize=6.5, **placement)
-    axes[0].set_title("Optimal model size (band: IsoFLOP 95% bootstrap)")
+    # The title promises the band only where one is drawn (none without IsoFLOP bootstrap draws).
+    axes[0].set_title("Optimal model size" + (" (band: IsoFLOP 95% bootstrap)" if bands else ""))
     axes[1].set_title("Optimal training tokens")
     fig.tight_layout()
     save_figure(fig, path)
