@@ -63,16 +63,17 @@ PLOT_NAMES = list(PLOTS)
 
 
 def plot_all(fit, runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir, predictions=None) -> dict:
-    """Every figure of PLOTS into out_dir as <name>.png/.svg/.pdf; returns {name: png path}."""
+    """Every figure of PLOTS into out_dir as <name>.png/.svg/.pdf; returns {name: Figure} (closed: written,
+    and still readable for what it shows)."""
     out_dir = Path(out_dir)
     curves = curves if curves is not None else pd.DataFrame(columns=["run_id", "objective", "n_params", "flops",
                                                                      "tokens", "loss"])
     inputs = PlotInputs(parse_fit(fit), runs, curves, predictions)
-    written = {}
+    figures = {}
     for name, plot in PLOTS.items():
-        written[name] = out_dir / f"{name}.png"
-        plt.close(plot.draw(inputs, written[name]))
-    return written
+        figures[name] = plot.draw(inputs, out_dir / f"{name}.png")
+        plt.close(figures[name])
+    return figures
 
 
 def predictions_for_plot(predictions: dict | None) -> dict:
