@@ -205,6 +205,15 @@ def test_plot_all_writes_every_figure(study, tmp_path, monkeypatch):
     assert made["loss_by_identity"].axes[0].texts[0].get_text().startswith("no identity bins:")
 
 
+def test_a_redrawn_figure_has_the_same_bytes_in_every_format(study, tmp_path):
+    fit, runs, _ = study
+    for run in ("a", "b"):
+        plots.plot_isoflop(fit, runs, "clm", tmp_path / run / "isoflop_clm.png")
+    for suffix in (".png", ".svg", ".pdf"):
+        first, second = (tmp_path / run / f"isoflop_clm{suffix}" for run in ("a", "b"))
+        assert first.read_bytes() == second.read_bytes(), suffix
+
+
 def test_si_labels():
     assert common.si_label(1e7) == "10M"
     assert common.si_label(2.5e9) == "2.5B"

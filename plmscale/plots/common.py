@@ -6,6 +6,7 @@ import math
 import textwrap
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib import ticker
 from matplotlib.lines import Line2D
@@ -68,11 +69,13 @@ def save_figure(fig, path, formats=None) -> list:
     written = []
     for fmt in dict.fromkeys([path.suffix.lstrip(".") or "png", *formats]):
         target = path.with_suffix(f".{fmt}")
-        # Fixed metadata so reruns give identical SVG/PDF bytes.
+        # Fixed metadata, and SVG element ids hashed with a fixed salt (matplotlib salts them with a random
+        # uuid otherwise), so reruns give identical SVG/PDF bytes.
         metadata = {"Date": None} if fmt in ("svg", "pdf") else None
         if fmt == "pdf":
             metadata = {"CreationDate": None, "ModDate": None}
-        fig.savefig(target, dpi=DPI, bbox_inches="tight", metadata=metadata)
+        with matplotlib.rc_context({"svg.hashsalt": "plmscale"}):
+            fig.savefig(target, dpi=DPI, bbox_inches="tight", metadata=metadata)
         written.append(target)
     return written
 
