@@ -12,13 +12,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on cluster nodes
 
 # The figure functions, importable from the package whatever module draws them.
+from plmscale.plots.allocation import plot_optimal_allocation  # noqa: E402
 from plmscale.plots.backtest import plot_backtest  # noqa: E402
 from plmscale.plots.calibration import plot_calibration  # noqa: E402
 from plmscale.plots.closed_loop import plot_closed_loop  # noqa: E402
 from plmscale.plots.cross_check import plot_cross_check, write_cross_check  # noqa: E402
 from plmscale.plots.frontier import plot_loss_frontier, plot_training_curves  # noqa: E402
 from plmscale.plots.identity import plot_loss_by_identity  # noqa: E402
-from plmscale.plots.isoflop import plot_isoflop, plot_optimal_allocation  # noqa: E402
+from plmscale.plots.isoflop import plot_isoflop  # noqa: E402
 from plmscale.plots.parametric import plot_parametric  # noqa: E402
 from plmscale.plots.registry import PLOT_NAMES, PLOTS, plot_all, predictions_for_plot  # noqa: E402
 from plmscale.plots.repetition import plot_repetition  # noqa: E402

@@ -9,10 +9,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from plmscale.plots.allocation import plot_optimal_allocation
 from plmscale.plots.backtest import plot_backtest
 from plmscale.plots.frontier import plot_loss_frontier, plot_training_curves
 from plmscale.plots.identity import plot_loss_by_identity
-from plmscale.plots.isoflop import plot_isoflop, plot_optimal_allocation
+from plmscale.plots.isoflop import plot_isoflop
 from plmscale.plots.parametric import plot_parametric
 from plmscale.plots.transfer import plot_transfer
 from plmscale.scaling.fitfile import FitFile, parse_fit
