@@ -10,7 +10,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 
 from plmscale.arithmetic import FLOPS_PER_PARAM_TOKEN
-from plmscale.plots.common import (COMPUTE_MARGIN, EXTRAPOLATION_STYLE, LABEL_CHARS, METHOD_STYLES, OBJECTIVE_COLORS,
+from plmscale.plots.common import (COMPUTE_MARGIN, EXTRAPOLATION_STYLE, METHOD_STYLES, OBJECTIVE_COLORS,
                                    VALUE_MARGIN, fit_budgets, format_axis, not_shown_handle, not_shown_label,
                                    objectives_in, power_of_ten, save_figure, wrapped)
 from plmscale.plots.parametric import parametric_allocation
@@ -176,9 +176,10 @@ def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
         not_shown += [(axes[0], handle, label) for handle, label in _not_shown_entries(fit, objective, color)]
         counted, uncounted = counted_optima(fit, objective)
         for optimum, why in uncounted:
+            # whole: identify's sentence ends with what it means ("the minimum is within the runs' scatter")
             label = f"{objective.upper()} optimum at {power_of_ten(optimum.budget)} FLOPs (hollow) {NOT_COUNTED}{why}"
             not_shown.append((axes[0], Line2D([], [], ls="none", marker="o", mfc="none", mec=color, markersize=5),
-                              wrapped(label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…", 60)))
+                              wrapped(label, 60)))
         for ax, what in zip(axes, ("n", "d")):
             _shade_data_range(ax, data_span, color)
             for method, (style, name) in METHOD_STYLES.items():
