@@ -281,7 +281,7 @@ def test_an_unidentified_method_is_scored_and_marked():
     assert record["methods"]["parametric"]["error_pct"] is not None
 
 
-def test_validation_lines_and_plot(tmp_path):
+def test_validation_lines():
     fit = hand_made_fit()
     plans = [cl.plan_closed_loop(demo_config(multiples=[3, 10]), fit, "clm", m) for m in (3, 10)]
     untrained = cl.plan_closed_loop(demo_config(), hand_made_fit(False, False), "clm", 3)
