@@ -18,7 +18,7 @@ from plmscale.grid.resources import snakemake_resources
 from plmscale.grid.wsd import branch_checkpoint_name
 from plmscale.scaling.closed_loop import closed_loop_jobs, plan_closed_loop, run_label
 from plmscale.scaling.fitfile import read_fit
-from plmscale.scaling.plots import PLOT_NAMES, PLOTS
+from plmscale.plots import PLOT_NAMES, PLOTS
 
 # The config files' names, for messages that say where to fix a setting (None when given on the command line).
 CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or None
@@ -272,7 +272,7 @@ def stage_targets_scaling():
 
 
 def plot_outputs():
-    """The plot rule's figures: one per entry of plmscale.scaling.plots.PLOTS, with its report caption."""
+    """The plot rule's figures: one per entry of plmscale.plots.PLOTS, with its report caption."""
     return {name: report(f"results/scaling/{name}.png", caption=f"../report/{plot.caption}",
                          category="Scaling laws", subcategory=plot.subcategory)
             for name, plot in PLOTS.items()}

@@ -11,6 +11,7 @@ from plmscale.config import load_config
 from plmscale.errors import PlmscaleError
 from plmscale import recipe as recipes
 from plmscale.grid.shapes import ffn_granularity, ladder_like_shape, n_params, nearest_ladder_entry
+from plmscale.plots.closed_loop import plot_closed_loop
 from plmscale.scaling import closed_loop as cl
 from plmscale.scaling.parametric import optimal_allocation
 from workflow_helpers import REPO, SNAKEMAKE, planned_rules, run_snakemake, workflow_copy
@@ -280,7 +281,7 @@ def test_an_unidentified_method_is_scored_and_marked():
     assert record["methods"]["parametric"]["error_pct"] is not None
 
 
-def test_validation_lines_and_plot(tmp_path):
+def test_validation_lines():
     fit = hand_made_fit()
     plans = [cl.plan_closed_loop(demo_config(multiples=[3, 10]), fit, "clm", m) for m in (3, 10)]
     untrained = cl.plan_closed_loop(demo_config(), hand_made_fit(False, False), "clm", 3)
@@ -296,9 +297,35 @@ def test_validation_lines_and_plot(tmp_path):
     assert "inputs_sha256 differs" in cl.validation_lines(validation, "clm", refitted)[0]
     no_forecast = cl.score_closed_loop(fit, [(untrained, {"trained": False})])
     assert "not trained" in cl.validation_lines(no_forecast, "clm")[0]
+
+
+def test_plot_shows_each_forecast_against_the_observed_loss(tmp_path):
+    fit = hand_made_fit(parametric_identified=False)
+    plans = [cl.plan_closed_loop(demo_config(multiples=[3, 10]), fit, "clm", m) for m in (3, 10)]
+    observed = {"x3": 2.45, "x10": 2.3}
+    validation = cl.score_closed_loop(fit, [(plans[0], _trained(plans[0], 2.45)), (plans[1], _trained(plans[1], 2.3))])
     path = tmp_path / "closed_loop.png"
-    cl.plot_closed_loop(validation, path)
+    (ax,) = plot_closed_loop(validation, path).axes
     assert path.stat().st_size > 0
+    records = validation["objectives"]["clm"]
+    # One column per multiple, by budget, named with its compute.
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == [
+        f"{label}\nC={records[label]['flops']:.2g}" for label in ("x3", "x10")]
+    # The observed loss as a bar across each column.
+    bars = [line for line in ax.lines if line.get_linewidth() == 2]
+    assert [list(bar.get_ydata()) for bar in bars] == [[observed["x3"]] * 2, [observed["x10"]] * 2]
+    # Each method with a loss forecast as a point at that forecast (open where not identified), with its error.
+    points = {(round(float(c.lines[0].get_xdata()[0])), float(c.lines[0].get_ydata()[0])): c.lines[0]
+              for c in ax.containers}
+    for position, label in enumerate(("x3", "x10")):
+        for method in ("isoflop", "parametric"):
+            entry = records[label]["methods"][method]
+            marker = points[(position, entry["loss"])]
+            assert (marker.get_markerfacecolor() == "none") is (method == "parametric")
+            assert any(text.get_text().startswith(f"{entry['error_pct']:+.2f}%") for text in ax.texts)
+    assert len(points) == 4
+    assert sum("no loss forecast: envelope" in text.get_text() for text in ax.texts) == 2
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["observed", "isoflop", "parametric (not identified)"]
 
 
 # ---- the workflow plans the closed loop after the fit ------------------------------------------------

@@ -322,9 +322,16 @@ def test_lr_fit_refuses_a_sweep_that_misses_the_optimum(tmp_path):
                                          "tokens": 10**6, "flops": 3e11, "budget": None, "init_from": None,
                                          "peak_lr": lr, "final_valid_loss": loss}))
     train = load_config({})["train"]
-    written = write_calibration(paths, train, tmp_path / "cal" / "lr.json", tmp_path / "cal" / "lr.png")
+    written = write_calibration(paths, train, tmp_path / "cal" / "lr.json")
     assert json.loads((tmp_path / "cal" / "lr.json").read_text())["advice"] == written["advice"]
+    from plmscale.plots.calibration import plot_calibration
+    sweep, law = plot_calibration(written, tmp_path / "cal" / "lr.png").axes
     assert (tmp_path / "cal" / "lr.png").stat().st_size > 10_000
+    assert list(sweep.lines[0].get_xdata()) == sorted(anchors[0]["lrs"])  # the sweep, and its best lr dotted
+    assert sweep.lines[1].get_linestyle() == ":"
+    # No refitted law from a sweep that missed its optimum: only the recipe's law and the open edge point.
+    assert [line.get_label() for line in law.lines] == ["at the sweep's edge",
+                                                        f"recipe's: lr_ref {train['small_scale']['lr_ref']:.3g}"]
 
 
 # ---- shapes ------------------------------------------------------------------------------------------

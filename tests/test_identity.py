@@ -303,7 +303,7 @@ def test_fit_loss_column_is_a_config_key():
 
 
 def test_loss_by_identity_plot(tmp_path):
-    from plmscale.scaling.plots import plot_loss_by_identity
+    from plmscale.plots import plot_loss_by_identity
 
     runs = _synthetic_runs()
     runs["valid_sequences_id_<0.5"] = 200
@@ -314,9 +314,24 @@ def test_loss_by_identity_plot(tmp_path):
     assert all(len(ax.lines) == 4 for ax in panels)  # a line per budget
     for suffix in (".png", ".svg", ".pdf"):
         assert (tmp_path / f"loss_by_identity{suffix}").exists()
-    empty = plot_loss_by_identity(runs[["run_id", "objective", "n_params", "tokens", "flops", "loss"]],
-                                  tmp_path / "none.png")
-    assert "no per-identity losses" in empty.axes[0].texts[0].get_text()
+
+
+def test_loss_by_identity_without_bins_says_why_and_what_to_set(tmp_path):
+    """The plot rule always declares loss_by_identity.png: without bins it states why, not a blank placeholder."""
+    from plmscale.plots import plot_loss_by_identity
+
+    runs = _synthetic_runs()
+    untabled = plot_loss_by_identity(runs[["run_id", "objective", "n_params", "tokens", "flops", "loss"]],
+                                     tmp_path / "none.png")
+    (note,) = untabled.axes[0].texts
+    assert note.get_text().replace("\n", " ").startswith("no identity bins: runs.csv has no valid_loss_id_<bin> column")
+    assert "data.identity.enabled: true" in note.get_text().replace("\n", " ")
+    assert untabled.axes[0].get_title() == "Final validation loss by identity to the training set"
+    assert (tmp_path / "none.png").exists()
+    bin_columns = [c for c in runs.columns if c.startswith("valid_loss_id_")]
+    empty = plot_loss_by_identity(runs.assign(**{c: float("nan") for c in bin_columns}), tmp_path / "empty.png")
+    text = empty.axes[0].texts[0].get_text().replace("\n", " ")
+    assert text.startswith("no identity bins: the valid_loss_id_<bin> columns (no_hit, <0.5, 0.5-0.9, >=0.9) are empty")
 
 
 # ---- the workflow --------------------------------------------------------------------------------------

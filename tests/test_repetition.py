@@ -12,6 +12,7 @@ from plmscale.config import load_config
 from plmscale.errors import PlmscaleError
 from plmscale.grid.repetition import repetition_run_id, repetition_specs
 from plmscale.grid.spec import RunSpec
+from plmscale.plots.repetition import plot_repetition
 from plmscale.scaling import repetition as rep
 from plmscale.train.sampler import SequenceSampler
 from plmscale.train.subset import (SubsetReader, cluster_rank_keys, epochs, framed_tokens, repeated_epochs,
@@ -244,12 +245,47 @@ def test_summary_and_figure_from_run_files(tmp_path):
                                        f"{row.loss + 0.1},0.001\n2,{row.tokens},1,3,{row.loss},0\n")
         metrics.append(run / "metrics.json")
         curves.append(run / "curve.csv")
-    summary = rep.write_repetition(metrics, curves, tmp_path / "repetition.json", tmp_path / "repetition.png",
-                                   bootstrap=20)
+    summary = rep.write_repetition(metrics, curves, tmp_path / "repetition.json", bootstrap=20)
     written = json.loads((tmp_path / "repetition.json").read_text())
     assert written["objectives"]["clm"]["status"] == summary["objectives"]["clm"]["status"] == "identified"
     assert len(written["runs"]) == len(points) and written["gaps"]
+
+    runs, curves = rep.read_repetition_runs(metrics, curves)
+    (ax,) = plot_repetition(runs, curves, summary, tmp_path / "repetition.png").axes
     assert (tmp_path / "repetition.png").stat().st_size > 0 and (tmp_path / "repetition.svg").exists()
+    entry = summary["objectives"]["clm"]
+    low, high = entry["interval"]
+    assert ax.get_title().endswith(f"R* = {entry['r_star']:.3g} [{low:.3g}, {high:.3g}]")
+    # Every run's validation curve, the repeated source dashed and the mixture solid, ending at its final loss.
+    for run in runs.itertuples():
+        label = f"{run.model}: mixture" if run.kind == "mix" else f"{run.model}: reference, U=200k tokens"
+        same = [line for line in ax.lines if line.get_label() == label and line.get_xdata()[-1] == run.tokens]
+        assert len(same) == 1 and same[0].get_linestyle() == ("--" if run.kind == "rep" else "-"), label
+        assert same[0].get_ydata()[-1] == pytest.approx(run.loss)
+    # Whole epoch counts are marked on the repeated curves: D = 2^k U within each curve.
+    marks = {text.get_text() for text in ax.texts}
+    assert {"4 ep", "8 ep", "16 ep", "32 ep", "64 ep"} <= marks and "1 ep" not in marks
+
+
+def test_figure_states_the_bound_the_summary_carries(tmp_path):
+    """The title quotes the summary's r_star_bound (the bound its reason gives), never one recomputed from the
+    bootstrap interval (which said R* > 40.4 where the reason said R* > 112)."""
+    runs = pd.DataFrame(columns=["run_id", "objective", "model", "n_params", "kind", "source", "unique_tokens",
+                                 "tokens", "loss"])
+    runs.loc[0] = ["mix_mlm", "mlm", "n25k", 25000, "mix", "mixture", math.inf, 1e6, 2.5]
+    runs.loc[1] = ["mix_clm", "clm", "n25k", 25000, "mix", "mixture", math.inf, 1e6, 2.6]
+    bounded = {"r_star": 1000.0, "interval": [40.4, 1000.0], "profile_interval": [112.0, 1000.0],
+               "status": "bounded_below", "r_star_bound": {"side": "below", "value": 112.0},
+               "reason": "repetition does not hurt within these budgets: R* is only bounded below, R* > 112"}
+    summary = {"objectives": {"mlm": bounded,
+                              "clm": {"r_star": None, "interval": None, "status": "refused", "r_star_bound": None}}}
+    fig = plot_repetition(runs, pd.DataFrame(columns=["run_id", "tokens", "loss"]), summary, tmp_path / "rep.png")
+    titles = {ax.get_title().split(":")[0]: ax.get_title().split("\n")[1] for ax in fig.axes}
+    assert titles == {"MLM (masked)": "R* > 112 (bounded below only)", "CLM (causal)": "R* refused"}
+    above = {**bounded, "status": "bounded_above", "r_star_bound": {"side": "above", "value": 1.5}}
+    fig = plot_repetition(runs[runs["objective"] == "mlm"], pd.DataFrame(columns=["run_id", "tokens", "loss"]),
+                          {"objectives": {"mlm": above}}, tmp_path / "rep.png")
+    assert fig.axes[0].get_title().endswith("\nR* < 1.5")
 
 
 # ---- the workflow -----------------------------------------------------------------------------------------

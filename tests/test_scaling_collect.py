@@ -90,7 +90,7 @@ def test_own_transfer_run_is_paired_alike_in_fit_and_plot(tmp_path):
     """Own runs carry no importer `pair`: collect pairs the transfer run with the same-size scratch run,
     and fit.json's transfer analysis and the transfer figure show that same pair."""
     from plmscale.scaling.fit import fit_all
-    from plmscale.scaling.plots import plot_transfer
+    from plmscale.plots import plot_transfer
 
     files = [write_run(tmp_path, "clm_n1M_c1e15"),
              write_run(tmp_path, "mlm_n1M_d2e8", objective="mlm", budget=None, loss=2.6),

@@ -5,8 +5,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PathCollection, PolyCollection
 
-from plmscale.scaling import plots
+from plmscale import plots
+from plmscale.plots import common
 
 E, A, B, ALPHA, BETA = 1.8, 400.0, 900.0, 0.34, 0.28
 BUDGETS = [1e18, 1e19, 1e20]
@@ -99,7 +101,61 @@ def test_optimal_allocation_draws_no_paper_line_for_an_objective_without_a_law(s
         assert any(label.startswith("CLM paper") for label in labels)
         assert not any(label.startswith("MLM") for label in labels), labels  # nothing drawn for MLM
     legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
-    assert any(text.startswith("MLM") and "not fitted" in text for text in legend)  # but it says why
+    # but it says why, once: every MLM method fails for the same reason
+    assert [text for text in legend if text.startswith("MLM")] == [
+        "MLM all methods: not fitted: only 1 of 3 IsoFLOP budgets\nbracketed"]
+
+
+def _scatter_points(ax):
+    """(C, value, hollow) of every scattered point of a panel."""
+    points = []
+    for collection in ax.collections:
+        if isinstance(collection, PathCollection):
+            faces = collection.get_facecolors()
+            for i, (x, y) in enumerate(collection.get_offsets()):
+                points.append((float(x), float(y), len(faces) == 0 or faces[i % len(faces)][3] == 0))
+    return points
+
+
+def _with_isoflop(fit, objective, **changes):
+    entry = {**fit["objectives"][objective]["isoflop"], **changes}
+    return {**fit, "objectives": {**fit["objectives"], objective: {**fit["objectives"][objective], "isoflop": entry}}}
+
+
+def test_optimal_allocation_draws_uncounted_optima_hollow_and_says_why(study, tmp_path):
+    fit, _, _ = study
+    why = "curvature 0.001 ± 0.002 per (ln N)^2 (t = 0.5 < 2): the minimum is within the runs' scatter"
+    fit = _with_isoflop(fit, "clm", identified=True, reasons=[], notes=[f"budget 1e+20 not counted: {why}"])
+    fig = plots.plot_optimal_allocation(fit, tmp_path / "alloc.png")
+    clm = {o["budget"]: o for o in fit["objectives"]["clm"]["isoflop"]["optima"]}
+    for ax, what in zip(fig.axes, ("n_opt", "d_opt")):
+        clm_points = [p for p in _scatter_points(ax) if any(p[1] == pytest.approx(o[what]) for o in clm.values())]
+        # 1e18 is not kept (its vertex is not bracketed): not drawn at all; 1e19 counts; 1e20 does not.
+        assert sorted(clm_points) == [(1e19, pytest.approx(clm[1e19][what]), False),
+                                      (1e20, pytest.approx(clm[1e20][what]), True)]
+    legend = " ".join(text.get_text().replace("\n", " ") for text in fig.axes[0].get_legend().get_texts())
+    assert f"CLM optimum at $10^{{20}}$ FLOPs (hollow) not counted: {why}" in legend
+
+
+def test_optimal_allocation_draws_no_optimum_without_an_isoflop_law(study, tmp_path):
+    fit, _, _ = study
+    fit = _with_isoflop(fit, "clm", identified=False, reasons=["only 1 of 3 IsoFLOP budgets bracketed an optimum"])
+    fig = plots.plot_optimal_allocation(fit, tmp_path / "alloc.png")
+    clm = fit["objectives"]["clm"]["isoflop"]["optima"]
+    for ax, what in zip(fig.axes, ("n_opt", "d_opt")):
+        assert not [p for p in _scatter_points(ax) if any(p[1] == pytest.approx(o[what]) for o in clm)]
+
+
+def test_optimal_allocation_title_names_a_band_only_when_one_is_drawn(study, tmp_path):
+    fit, _, _ = study
+    with_band = plots.plot_optimal_allocation(fit, tmp_path / "alloc.png")
+    assert "band" in with_band.axes[0].get_title() and with_band.axes[0].collections
+    no_draws = {**fit, "objectives": {
+        objective: {**entry, "isoflop": {k: v for k, v in entry["isoflop"].items() if k != "bootstrap"}}
+        for objective, entry in fit["objectives"].items()}}
+    fig = plots.plot_optimal_allocation(no_draws, tmp_path / "alloc.png")
+    assert fig.axes[0].get_title() == "Optimal model size"
+    assert not [c for ax in fig.axes for c in ax.collections if isinstance(c, PolyCollection)]
 
 
 def test_curves_frontier_parametric_transfer(study, tmp_path):
@@ -118,18 +174,50 @@ def test_curves_frontier_parametric_transfer(study, tmp_path):
 
 
 def test_plot_all_writes_every_figure(study, tmp_path, monkeypatch):
-    monkeypatch.setattr(plots, "FORMATS", ("png",))  # the other formats are covered above
+    monkeypatch.setattr(common, "FORMATS", ("png",))  # the other formats are covered above
     fit, runs, curves = study
-    made = plots.plot_all(fit, runs, curves, tmp_path)
+    marks = {"clm": {"n": [(1e22, 1e10)], "d": [(1e22, 1e11)]}}
+    made = plots.plot_all(fit, runs, curves, tmp_path, predictions=marks)
     assert sorted(made) == sorted(plots.PLOT_NAMES)
-    for path in made.values():
-        assert path.exists() and path.stat().st_size > 5 * 1024
+    for name in made:
+        assert (tmp_path / f"{name}.png").stat().st_size > 5 * 1024
+    # Each figure got its own inputs: the objective of its name, the curves, the runs, the predictions.
+    for objective, name in (("clm", "CLM (causal)"), ("mlm", "MLM (masked)")):
+        assert made[f"isoflop_{objective}"].axes[0].get_title().startswith(f"IsoFLOP profiles, {name}")
+        assert len(made[f"isoflop_{objective}"].axes[0].get_lines()) == len(BUDGETS)
+        assert made[f"curves_{objective}"].axes[0].get_title() == f"Training curves, {name} ({len(BUDGETS) * 6} runs)"
+        assert made[f"parametric_{objective}"].axes[0].get_title().startswith(f"Parametric fit, {name}: E=1.8")
+        runs_drawn = [c for c in made[f"parametric_{objective}"].axes[0].collections if c.get_label() == "runs"]
+        assert len(runs_drawn[0].get_offsets()) == len(BUDGETS) * 6
+    diamonds = [p for p in _scatter_points(made["optimal_allocation"].axes[0]) if p[0] == 1e22]
+    assert [p[1] for p in diamonds] == [1e10]  # the prediction mark
+    frontier = made["loss_frontier"].axes[0]
+    assert [line.get_label() for line in frontier.get_lines()] == [
+        "CLM envelope points", "CLM L(C) ∝ C^-0.0500", "MLM envelope points", "MLM L(C) ∝ C^-0.0500"]
+    assert sum(len(c.get_offsets()) for c in frontier.collections) == len(curves)  # every curve point, faint
+    assert [line.get_label() for line in made["transfer"].axes[0].get_lines()
+            if not line.get_label().startswith("_")] == ["CLM → MLM (MLM loss)"]
+    backtest = made["backtest"].axes[0]  # this fit.json holds no backtest: each objective says so once
+    assert [tick.get_text() for tick in backtest.get_xticklabels()] == ["CLM\nall methods", "MLM\nall methods"]
+    assert [text.get_text().replace("\n", " ") for text in backtest.texts] == [
+        "no backtest in fit.json (rerun `plmscale fit`)"] * 2
+    # No identity bins in these runs: the figure says so.
+    assert made["loss_by_identity"].axes[0].texts[0].get_text().startswith("no identity bins:")
+
+
+def test_a_redrawn_figure_has_the_same_bytes_in_every_format(study, tmp_path):
+    fit, runs, _ = study
+    for run in ("a", "b"):
+        plots.plot_isoflop(fit, runs, "clm", tmp_path / run / "isoflop_clm.png")
+    for suffix in (".png", ".svg", ".pdf"):
+        first, second = (tmp_path / run / f"isoflop_clm{suffix}" for run in ("a", "b"))
+        assert first.read_bytes() == second.read_bytes(), suffix
 
 
 def test_si_labels():
-    assert plots.si_label(1e7) == "10M"
-    assert plots.si_label(2.5e9) == "2.5B"
-    assert plots.si_label(1e12) == "1T"
+    assert common.si_label(1e7) == "10M"
+    assert common.si_label(2.5e9) == "2.5B"
+    assert common.si_label(1e12) == "1T"
 
 
 def test_every_registered_figure_has_its_report_caption():

@@ -15,7 +15,8 @@ import pytest
 from matplotlib.collections import LineCollection, PolyCollection
 
 from plmscale.cli import main as cli_main
-from plmscale.scaling import plots
+from plmscale import plots
+from plmscale.plots import backtest, common
 from plmscale.scaling.fit import fit_all
 from plmscale.scaling.fitfile import METHODS, parse_fit
 from plmscale.scaling.predict import predict
@@ -28,7 +29,7 @@ TARGET = 1e22
 
 @pytest.fixture(autouse=True)
 def png_only(monkeypatch):
-    monkeypatch.setattr(plots, "FORMATS", ("png",))
+    monkeypatch.setattr(common, "FORMATS", ("png",))
     yield
     plt.close("all")
 
@@ -126,7 +127,7 @@ def _drawn_labels(ax):
 def test_plots_draw_nothing_from_unidentified(degenerate, tmp_path):
     name, _, runs, fit = degenerate
     hidden = unidentified(fit)
-    display = {m: plots.METHOD_STYLES[m][1] for m in METHODS}
+    display = {m: common.METHOD_STYLES[m][1] for m in METHODS}
     iso_hidden = "isoflop" in hidden
 
     fig = plots.plot_optimal_allocation(fit, tmp_path / "alloc.png")
@@ -160,7 +161,7 @@ def test_plots_draw_nothing_from_unidentified(degenerate, tmp_path):
     assert not any("L(C)" in label for label in _drawn_labels(fig.axes[0]))  # no curves: envelope not fitted
 
     fig = plots.plot_backtest(fit, tmp_path / "backtest.png")
-    slots = [(o, m) for o in ("clm",) for m in plots.BACKTESTED_METHODS]
+    slots = [(o, m) for o in ("clm",) for m in backtest.BACKTESTED_METHODS]
     for ax in fig.axes:
         for x, (_, method) in enumerate(slots):
             if method in hidden:

@@ -301,15 +301,13 @@ def test_cross_check_lays_two_fits_side_by_side(tmp_path):
         cross_check.compare({"cosine": fits["cosine"]})
 
 
-def test_cross_check_plot_leaves_unbracketed_vertices_open(tmp_path, monkeypatch):
-    import matplotlib.pyplot as plt
+def test_cross_check_plot_leaves_unbracketed_vertices_open(tmp_path):
+    from plmscale.plots.cross_check import plot_cross_check
     from plmscale.scaling import cross_check
-    figures = []
-    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at its markers
     fits = cosine_and_wsd_fits()
-    cross_check.plot(cross_check.compare(fits), fits, tmp_path / "cross_check.png")
+    figure = plot_cross_check(cross_check.compare(fits), tmp_path / "cross_check.png")
     assert (tmp_path / "cross_check.png").stat().st_size > 0
-    faces = {line.get_gid(): line.get_markerfacecolor() for line in figures[0].axes[0].lines
+    faces = {line.get_gid(): line.get_markerfacecolor() for line in figure.axes[0].lines
              if (line.get_gid() or "").startswith("vertex")}
     assert faces["vertex wsd 2e+11"] == "none"                      # its optimum sits at the grid's edge
     assert "none" not in (faces["vertex wsd 1e+11"], faces["vertex cosine 2e+11"], faces["vertex cosine 1e+11"])

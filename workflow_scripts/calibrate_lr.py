@@ -4,6 +4,8 @@ import json
 
 from plmscale.grid.calibration import write_calibration
 from plmscale.logging_setup import log_to_file
+from plmscale.plots.calibration import plot_calibration
 
 log_to_file(snakemake.log[0])
-write_calibration(snakemake.input.metrics, json.loads(snakemake.params.train), snakemake.output.summary, snakemake.output.plot)
+result = write_calibration(snakemake.input.metrics, json.loads(snakemake.params.train), snakemake.output.summary)
+plot_calibration(result, snakemake.output.plot)

@@ -3,7 +3,8 @@
 import json
 
 from plmscale.logging_setup import log_to_file
-from plmscale.scaling.closed_loop import plot_closed_loop, score_closed_loop, validation_lines
+from plmscale.plots.closed_loop import plot_closed_loop
+from plmscale.scaling.closed_loop import score_closed_loop, validation_lines
 from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.results import write_json
 

@@ -4,10 +4,11 @@ import json
 from pathlib import Path
 
 from plmscale.logging_setup import log_to_file
+from plmscale.plots.cross_check import write_cross_check
 from plmscale.scaling import cross_check
 
 log_to_file(snakemake.log[0])
 labels = json.loads(snakemake.params.labels)
 fits = {labels["label"]: cross_check.read_fit_and_runs(snakemake.input.other),
         labels["this_label"]: cross_check.read_fit_and_runs(snakemake.input.fit)}
-cross_check.write_all(fits, Path(snakemake.output.json).parent)
+write_cross_check(fits, Path(snakemake.output.json).parent)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 
 from plmscale.logging_setup import log_to_file
+from plmscale.plots import plot_all, predictions_for_plot
 from plmscale.scaling.fitfile import read_fit
-from plmscale.scaling.plots import plot_all, predictions_for_plot
 
 log_to_file(snakemake.log[0])
 with open(snakemake.input.predictions) as handle:

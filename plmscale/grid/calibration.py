@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from plmscale.data.atomic import atomic_path, write_text
+from plmscale.data.atomic import write_text
 from plmscale.errors import PlmscaleError
 from plmscale import recipe as recipes
 from plmscale.grid import shapes
@@ -103,47 +103,12 @@ def collect_anchors(metrics_paths) -> list[dict]:
     return sorted(by_model.values(), key=lambda a: a["n_params"])
 
 
-def plot_calibration(result: dict, recipe_lr_ref: float | None, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
-
-    fig, (sweep, law) = plt.subplots(1, 2, figsize=(10, 4))
-    for row in result["anchors"]:
-        order = np.argsort(row["lrs"])
-        line, = sweep.plot(np.asarray(row["lrs"])[order], np.asarray(row["losses"])[order], "o-",
-                           label=f"{row['model']} (N={row['n_params']:,})")
-        sweep.axvline(row["best_lr"], color=line.get_color(), ls="--" if row["bracketed"] else ":")
-    sweep.set(xscale="log", xlabel="peak lr", ylabel="final validation loss", title="lr sweep (dashed: best lr; dotted: at the edge)")
-    sweep.legend(fontsize=8)
-    sizes = np.array([r["n_params"] for r in result["anchors"]], dtype=float)
-    for bracketed, marker, label in ((True, "ko", "best lr per size"), (False, "wo", "at the sweep's edge")):
-        rows = [r for r in result["anchors"] if r["bracketed"] == bracketed]
-        if rows:
-            law.plot([r["n_params"] for r in rows], [r["best_lr"] for r in rows], marker, mec="k", label=label)
-    grid = np.geomspace(sizes.min() / 2, sizes.max() * 2, 50)
-    for lr_ref, label, style in ((result["lr_ref"], "refitted", "-"), (recipe_lr_ref, "recipe's", ":")):
-        if lr_ref:
-            law.plot(grid, lr_ref * (grid / result["n_ref"]) ** result["lr_exponent"], style,
-                     label=f"{label}: lr_ref {lr_ref:.3g}")
-    law.set(xscale="log", yscale="log", xlabel="non-embedding parameters N", ylabel="peak lr",
-            title=f"lr = lr_ref·(N/{result['n_ref']:g})^{result['lr_exponent']:.3g}")
-    law.legend(fontsize=8)
-    for axis in (sweep.xaxis, law.xaxis, law.yaxis):
-        axis.set_minor_formatter(ticker.NullFormatter())  # decade labels only: minor ones overlap
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-
-
-def write_calibration(metrics_paths, train: dict, json_path, plot_path) -> dict:
-    """rule calibrate_lr: the sweep's metrics -> lr.json (optima, refitted lr_ref, advice) and lr.png."""
+def write_calibration(metrics_paths, train: dict, json_path) -> dict:
+    """rule calibrate_lr: the sweep's metrics -> lr.json (optima, refitted lr_ref, advice); returns it for
+    the figure (plmscale.plots.calibration)."""
     small = train["small_scale"]
     result = fit_lr_constant(collect_anchors(metrics_paths), small["n_ref"], small["lr_exponent"])
     result["recipe_lr_ref"] = small["lr_ref"]
     with write_text(json_path) as handle:
         json.dump(result, handle, indent=2)
-    plot_calibration(result, small["lr_ref"], plot_path)
     return result

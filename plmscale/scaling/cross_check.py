@@ -126,50 +126,14 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict, fits: dict, path) -> None:
-    """IsoFLOP profiles (final loss vs N per budget) of both grids; the second dashed, vertices marked
-    (filled where the budget's optimum is bracketed, open where it is not)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    label_a, label_b = result["labels"]
-    objectives = [o for o, e in result["objectives"].items() if e["points"]]
-    fig, axes = plt.subplots(1, max(1, len(objectives)), figsize=(6 * max(1, len(objectives)), 4.2), squeeze=False)
-    for ax, objective in zip(axes[0], objectives):
-        points = pd.DataFrame(result["objectives"][objective]["points"])
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, (budget, group) in enumerate(points.groupby("budget")):
-            group = group.sort_values("n_params")
-            color = colors[i % len(colors)]
-            ax.plot(group["n_params"], group[label_a], "o-", color=color, label=f"{budget:.2g} {label_a}")
-            ax.plot(group["n_params"], group[label_b], "s--", color=color, mfc="none", label=f"{budget:.2g} {label_b}")
-            for label, marker in ((label_a, "v"), (label_b, "^")):
-                row = next((r for r in result["objectives"][objective]["budgets"] if r["budget"] == budget), None)
-                opt = (row or {}).get(label) or {}
-                if opt.get("n_opt") and opt.get("loss_opt"):
-                    # Open: the parabola's minimum is not inside the grid, so it is no optimum to compare.
-                    ax.plot([opt["n_opt"]], [opt["loss_opt"]], marker, color=color, ms=9,
-                            mfc=color if opt.get("bracketed") else "none", gid=f"vertex {label} {budget:g}")
-        ax.set_xscale("log")
-        ax.set_xlabel("non-embedding parameters N")
-        ax.set_ylabel("final validation loss (nats/token)")
-        ax.set_title(f"{objective.upper()} IsoFLOP profiles: {label_a} (solid) vs {label_b} (dashed)")
-        ax.plot([], [], "v", color="gray", mfc="none", label="open vertex: not bracketed")
-        ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write_all(fits: dict, out) -> dict:
-    """cross_check.{json,md,png} in `out` for fits (label -> (fit.json dict, runs)); returns the result."""
+    """cross_check.{json,md} in `out` for fits (label -> (fit.json dict, runs)); returns the result, from which
+    plmscale.plots.cross_check draws cross_check.png."""
     result = compare(fits)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "cross_check.json").write_text(json.dumps(result, indent=1, default=float))
     (out / "cross_check.md").write_text(markdown(result))
-    plot(result, fits, out / "cross_check.png")
     return result
 
 

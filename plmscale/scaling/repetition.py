@@ -311,9 +311,8 @@ def repetition_summary(runs, curves, fit_points="final", bootstrap=N_BOOTSTRAP, 
     }
 
 
-def write_repetition(metrics_paths, curve_paths, out_json, out_plot, fit_points="final", bootstrap=N_BOOTSTRAP,
-                     seed=0) -> dict:
-    from plmscale.scaling.plots import plot_repetition
+def write_repetition(metrics_paths, curve_paths, out_json, fit_points="final", bootstrap=N_BOOTSTRAP, seed=0) -> dict:
+    """repetition.json from the study's run files; returns the summary (plmscale.plots.repetition draws it)."""
     runs, curves = read_repetition_runs(metrics_paths, curve_paths)
     summary = repetition_summary(runs, curves, fit_points, bootstrap, seed)
     for objective, entry in summary["objectives"].items():
@@ -321,7 +320,6 @@ def write_repetition(metrics_paths, curve_paths, out_json, out_plot, fit_points=
         log.info("%s: R* %s (%s) %s", objective, shown, entry["status"], entry["reason"])
     with write_text(out_json) as handle:
         json.dump(summary, handle, indent=2, default=float)
-    plot_repetition(runs, curves, summary, out_plot)
     return summary
 
 
