@@ -13,13 +13,13 @@ COMMANDS = {
     "inspect-shards": ("plmscale.data.inspect", "summarise a shard directory and decode a few sequences"),
     "plan": ("plmscale.grid.cli", "list the training grid of a config: run ids, FLOPs, resources"),
     "train": ("plmscale.train.cli", "train one grid point from a run spec"),
-    "import-curves": ("plmscale.scaling.importer", "import released training curves into runs.csv"),
-    "fit": ("plmscale.scaling.cli_fit", "fit scaling laws to a runs table"),
-    "predict": ("plmscale.scaling.predict", "compute-optimal model size and tokens for a budget"),
+    "import-curves": ("plmscale.cli.import_curves", "import released training curves into runs.csv"),
+    "fit": ("plmscale.cli.fit", "fit scaling laws to a runs table"),
+    "predict": ("plmscale.cli.predict", "compute-optimal model size and tokens for a budget"),
     "export": ("plmscale.export.files", "write a finished run as safetensors + config others can load"),
     "score": ("plmscale.export.score", "per-sequence log-likelihood (CLM) or pseudo-perplexity (MLM) of a FASTA"),
     "generate": ("plmscale.export.generate", "sample protein sequences from a CLM run as FASTA"),
-    "cross-check": ("plmscale.scaling.cross_check", "two fits side by side (e.g. a cosine and a WSD grid)"),
+    "cross-check": ("plmscale.cli.cross_check", "two fits side by side (e.g. a cosine and a WSD grid)"),
 }
 
 
