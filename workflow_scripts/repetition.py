@@ -6,4 +6,4 @@ from plmscale.scaling.repetition import write_repetition
 log_to_file(snakemake.log[0])
 write_repetition(snakemake.input.metrics, snakemake.input.curves, snakemake.output.summary, snakemake.output.plot,
                  fit_points=snakemake.params.fit_points, bootstrap=snakemake.params.bootstrap,
-                 seed=snakemake.params.seed)
+                 seed=snakemake.params.seed, train_manifest=snakemake.input.train_manifest)

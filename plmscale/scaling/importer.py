@@ -14,7 +14,6 @@ A run's final loss is the last point of its curve by default (the end of its lea
 which is what a compute-optimal law is about); `final_loss: min` takes the best point instead.
 """
 
-import argparse
 import csv
 import glob
 import hashlib
@@ -30,7 +29,7 @@ import pandas as pd
 from plmscale.arithmetic import FLOPS_PER_PARAM_TOKEN
 from plmscale.config import read_yaml
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.table import with_roles, write_tables
+from plmscale.scaling.table import with_roles
 
 log = logging.getLogger(__name__)
 
@@ -80,38 +79,47 @@ def read_scalar_csv(path, x_column: str, y_column: str, expected_header=None):
     """Read a TensorBoard scalar export: (x, y) float arrays sorted by x. Bad input raises with file:line."""
     path = Path(path)
     xs, ys = [], []
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise PlmscaleError(f"{path}: empty file; expected a header line {expected_header or [x_column, y_column]}") from None
-        header = [h.strip() for h in header]
-        if expected_header and header != list(expected_header):
-            raise PlmscaleError(f"{path}:1: header {header} is not the expected {list(expected_header)} "
-                                "(set format.header in the import config if your exports differ)")
-        try:
-            ix, iy = header.index(x_column), header.index(y_column)
-        except ValueError:
-            raise PlmscaleError(f"{path}:1: header {header} lacks column {x_column!r} or {y_column!r}") from None
-        for fields in reader:
-            line = reader.line_num
-            if not fields or all(not f.strip() for f in fields):
-                continue
-            if len(fields) != len(header):
-                raise PlmscaleError(f"{path}:{line}: {len(fields)} fields, expected {len(header)} like the header")
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.reader(handle)
             try:
-                x, y = float(fields[ix]), float(fields[iy])
+                header = next(reader)
+            except StopIteration:
+                raise PlmscaleError(f"{path}: empty file; expected a header line {expected_header or [x_column, y_column]}") from None
+            header = [h.strip() for h in header]
+            if expected_header and header != list(expected_header):
+                raise PlmscaleError(f"{path}:1: header {header} is not the expected {list(expected_header)} "
+                                    "(set format.header in the import config if your exports differ)")
+            try:
+                ix, iy = header.index(x_column), header.index(y_column)
             except ValueError:
-                raise PlmscaleError(f"{path}:{line}: {x_column}={fields[ix]!r} / {y_column}={fields[iy]!r} "
-                                    "is not a number") from None
-            if not (math.isfinite(x) and math.isfinite(y)):
-                raise PlmscaleError(f"{path}:{line}: non-finite value ({x_column}={x}, {y_column}={y}); "
-                                    "remove the diverged points or the file")
-            if x < 0 or y <= 0:
-                raise PlmscaleError(f"{path}:{line}: {x_column} must be >= 0 and {y_column} > 0, got {x}, {y}")
-            xs.append(x)
-            ys.append(y)
+                raise PlmscaleError(f"{path}:1: header {header} lacks column {x_column!r} or {y_column!r}") from None
+            for fields in reader:
+                line = reader.line_num
+                if not fields or all(not f.strip() for f in fields):
+                    continue
+                if len(fields) != len(header):
+                    raise PlmscaleError(f"{path}:{line}: {len(fields)} fields, expected {len(header)} like the header")
+                try:
+                    x, y = float(fields[ix]), float(fields[iy])
+                except ValueError:
+                    raise PlmscaleError(f"{path}:{line}: {x_column}={fields[ix]!r} / {y_column}={fields[iy]!r} "
+                                        "is not a number") from None
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    raise PlmscaleError(f"{path}:{line}: non-finite value ({x_column}={x}, {y_column}={y}); "
+                                        "remove the diverged points or the file")
+                if x < 0 or y <= 0:
+                    raise PlmscaleError(f"{path}:{line}: {x_column} must be >= 0 and {y_column} > 0, got {x}, {y}")
+                xs.append(x)
+                ys.append(y)
+    except UnicodeDecodeError:
+        raise PlmscaleError(f"{path}: not a text file (it holds bytes that are not UTF-8 text); expected a "
+                            f"TensorBoard scalar export, a CSV with a header {expected_header or [x_column, y_column]}. "
+                            "Is it a binary or compressed file named .csv? Export it again or exclude it in the "
+                            "import config") from None
+    except csv.Error as error:
+        raise PlmscaleError(f"{path}: not a readable CSV file ({error}); expected a TensorBoard scalar export "
+                            "with a header line. Export it again or exclude it in the import config") from None
     if not xs:
         raise PlmscaleError(f"{path}: no data rows after the header")
     x, y = np.asarray(xs), np.asarray(ys)
@@ -451,21 +459,3 @@ def _log_report(runs: pd.DataFrame, report: dict) -> None:
     for rel in report["unpaired_transfer"]:
         log.warning("transfer run %s has no from-scratch partner with the same size, budget and metric", rel)
 
-
-# ------------------------------------------------------------------------------------------------- CLI
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("curves_dir", metavar="DIR", help="folder of TensorBoard CSV exports (e.g. ScalingProteinLM's data/)")
-    parser.add_argument("--config", default="configs/paper-logs-import.yaml",
-                        help="import config: globs, objectives, size map, units (default: %(default)s)")
-    parser.add_argument("--out", required=True, help="runs table to write (runs.csv)")
-    parser.add_argument("--curves-out", help="also write the whole curves in long format (curves.csv)")
-
-
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    runs, curves = import_curves(args.curves_dir, load_import_config(args.config))
-    write_tables(runs, curves, args.out, args.curves_out)
-    print(f"wrote {len(runs)} runs to {args.out}" + (f" and {len(curves)} curve points to {args.curves_out}"
-                                                     if args.curves_out else ""))
-    return 0
