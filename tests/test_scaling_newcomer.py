@@ -111,9 +111,11 @@ def test_cross_check_takes_the_helps_form_and_a_runs_table_without_budget(tmp_pa
 
 # ---- import-curves on a binary file names the file ---------------------------------------------------------------
 
-def test_a_binary_csv_is_an_error_naming_the_file(tmp_path):
+@pytest.mark.parametrize("content", [b"PK\x03\x04\x14\x00\x08\x08\x00\x00\xff\xfe\x9c\x80 binary",
+                                     b"Wall time,Step,Value\n1,2\x00\x00,3\n"])
+def test_a_binary_csv_is_an_error_naming_the_file(tmp_path, content):
     path = tmp_path / "run.csv"
-    path.write_bytes(b"PK\x03\x04\x14\x00\x08\x08\x00\x00\xff\xfe\x9c\x80 binary")
+    path.write_bytes(content)
     with pytest.raises(PlmscaleError, match=rf"{path}: not a text file"):
         read_scalar_csv(path, "Step", "Value")
 

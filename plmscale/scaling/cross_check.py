@@ -1,8 +1,8 @@
 """Two fits of the same study side by side: e.g. a cosine IsoFLOP grid and its WSD twin (docs/wsd.md).
 
-`plmscale cross-check --fit cosine=A/fit.json --fit wsd=B/fit.json --out DIR` (plmscale.cli.cross_check) reads each fit.json and the
-runs.csv next to it and writes DIR/cross_check.json, DIR/cross_check.md (the tables) and DIR/cross_check.png
-(the IsoFLOP profiles of both grids on one figure); in the workflow, fit.cross_check does the same into
+`plmscale cross-check --fit cosine=A/fit.json --fit wsd=B/fit.json --out DIR` (plmscale.cli.cross_check)
+reads each fit.json and the runs.csv next to it and writes DIR/cross_check.json, DIR/cross_check.md (the
+tables) and DIR/cross_check.png (the IsoFLOP profiles of both grids on one figure); in the workflow, fit.cross_check does the same into
 results/scaling/ and the report (rules/cross_check.smk). It compares, per objective:
 - every grid point both grids trained (same run id): final loss of each and the difference;
 - per budget: the IsoFLOP vertex N_opt (and the best grid size), whether the budget was bracketed;

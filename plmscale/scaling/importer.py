@@ -17,6 +17,7 @@ which is what a compute-optimal law is about); `final_loss: min` takes the best 
 import csv
 import glob
 import hashlib
+import io
 import logging
 import math
 import re
@@ -75,51 +76,56 @@ class _Format:
 
 # ------------------------------------------------------------------------------------------ reading one file
 
+def _text(path: Path, header) -> str:
+    """A scalar export's text; a binary file (NUL bytes, or bytes that are not UTF-8) is an error naming it."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+        if "\x00" not in text:
+            return text
+    except UnicodeDecodeError:
+        pass
+    raise PlmscaleError(f"{path}: not a text file (it holds NUL bytes or bytes that are not UTF-8 text); expected "
+                        f"a TensorBoard scalar export, a CSV with a header line {header}. Is it a binary or "
+                        "compressed file named .csv? Export it again or exclude it in the import config")
+
+
 def read_scalar_csv(path, x_column: str, y_column: str, expected_header=None):
     """Read a TensorBoard scalar export: (x, y) float arrays sorted by x. Bad input raises with file:line."""
     path = Path(path)
     xs, ys = [], []
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.reader(handle)
+    with io.StringIO(_text(path, expected_header or [x_column, y_column]), newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise PlmscaleError(f"{path}: empty file; expected a header line "
+                                f"{expected_header or [x_column, y_column]}") from None
+        header = [h.strip() for h in header]
+        if expected_header and header != list(expected_header):
+            raise PlmscaleError(f"{path}:1: header {header} is not the expected {list(expected_header)} "
+                                "(set format.header in the import config if your exports differ)")
+        try:
+            ix, iy = header.index(x_column), header.index(y_column)
+        except ValueError:
+            raise PlmscaleError(f"{path}:1: header {header} lacks column {x_column!r} or {y_column!r}") from None
+        for fields in reader:
+            line = reader.line_num
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise PlmscaleError(f"{path}:{line}: {len(fields)} fields, expected {len(header)} like the header")
             try:
-                header = next(reader)
-            except StopIteration:
-                raise PlmscaleError(f"{path}: empty file; expected a header line {expected_header or [x_column, y_column]}") from None
-            header = [h.strip() for h in header]
-            if expected_header and header != list(expected_header):
-                raise PlmscaleError(f"{path}:1: header {header} is not the expected {list(expected_header)} "
-                                    "(set format.header in the import config if your exports differ)")
-            try:
-                ix, iy = header.index(x_column), header.index(y_column)
+                x, y = float(fields[ix]), float(fields[iy])
             except ValueError:
-                raise PlmscaleError(f"{path}:1: header {header} lacks column {x_column!r} or {y_column!r}") from None
-            for fields in reader:
-                line = reader.line_num
-                if not fields or all(not f.strip() for f in fields):
-                    continue
-                if len(fields) != len(header):
-                    raise PlmscaleError(f"{path}:{line}: {len(fields)} fields, expected {len(header)} like the header")
-                try:
-                    x, y = float(fields[ix]), float(fields[iy])
-                except ValueError:
-                    raise PlmscaleError(f"{path}:{line}: {x_column}={fields[ix]!r} / {y_column}={fields[iy]!r} "
-                                        "is not a number") from None
-                if not (math.isfinite(x) and math.isfinite(y)):
-                    raise PlmscaleError(f"{path}:{line}: non-finite value ({x_column}={x}, {y_column}={y}); "
-                                        "remove the diverged points or the file")
-                if x < 0 or y <= 0:
-                    raise PlmscaleError(f"{path}:{line}: {x_column} must be >= 0 and {y_column} > 0, got {x}, {y}")
-                xs.append(x)
-                ys.append(y)
-    except UnicodeDecodeError:
-        raise PlmscaleError(f"{path}: not a text file (it holds bytes that are not UTF-8 text); expected a "
-                            f"TensorBoard scalar export, a CSV with a header {expected_header or [x_column, y_column]}. "
-                            "Is it a binary or compressed file named .csv? Export it again or exclude it in the "
-                            "import config") from None
-    except csv.Error as error:
-        raise PlmscaleError(f"{path}: not a readable CSV file ({error}); expected a TensorBoard scalar export "
-                            "with a header line. Export it again or exclude it in the import config") from None
+                raise PlmscaleError(f"{path}:{line}: {x_column}={fields[ix]!r} / {y_column}={fields[iy]!r} "
+                                    "is not a number") from None
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise PlmscaleError(f"{path}:{line}: non-finite value ({x_column}={x}, {y_column}={y}); "
+                                    "remove the diverged points or the file")
+            if x < 0 or y <= 0:
+                raise PlmscaleError(f"{path}:{line}: {x_column} must be >= 0 and {y_column} > 0, got {x}, {y}")
+            xs.append(x)
+            ys.append(y)
     if not xs:
         raise PlmscaleError(f"{path}: no data rows after the header")
     x, y = np.asarray(xs), np.asarray(ys)

@@ -334,7 +334,8 @@ def repetition_summary(runs, curves, fit_points="final", bootstrap=N_BOOTSTRAP, 
     points = points_table(runs, curves, fit_points)
     refusal = mixture_refusal(runs, mixture_sources, train_tokens)
     if refusal:
-        fits = {objective: {"laws": {}, "models": sorted(points.loc[points["objective"] == objective, "model"].unique()),
+        fits = {objective: {"laws": {},
+                            "models": sorted(points.loc[points["objective"] == objective, "model"].unique()),
                             "r_star": None, "interval": None, "r_star_bound": None, "status": "refused",
                             "reason": refusal} for objective in sorted(points["objective"].unique())}
     else:
