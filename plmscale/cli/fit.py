@@ -17,9 +17,8 @@ from plmscale.scaling.fitfile import METHODS, write_fit
 from plmscale.scaling.settings import FitSettings
 from plmscale.scaling.summary import rollout_summary, summary_table
 
-# flag -> the key of the config's fit section it overrides
-FLAG_KEYS = {"bootstrap": "bootstrap", "seed": "seed", "min_points_per_budget": "min_points_per_budget",
-             "loss_column": "loss_column"}
+# The flags that override a key of the config's fit section (each named as its key).
+FIT_FLAGS = ("bootstrap", "seed", "min_points_per_budget", "loss_column")
 
 
 def read_table(path, what):
@@ -35,11 +34,11 @@ def check_flag_floors(args) -> None:
     """A flag below the schema's minimum is refused naming the flag (the config validation would name
     fit.<key>, which the user did not write)."""
     schema = load_schema()["properties"]["fit"]["properties"]
-    for flag, key in FLAG_KEYS.items():
-        value, floor = getattr(args, flag), schema[key].get("minimum")
+    for key in FIT_FLAGS:
+        value, floor = getattr(args, key), schema[key].get("minimum")
         if value is not None and floor is not None and value < floor:
             why = " (a parabola needs 3 model sizes per budget)" if key == "min_points_per_budget" else ""
-            raise PlmscaleError(f"--{flag.replace('_', '-')} {value} is below its floor {floor}{why}; "
+            raise PlmscaleError(f"--{key.replace('_', '-')} {value} is below its floor {floor}{why}; "
                                 f"give {floor} or more")
 
 
@@ -50,7 +49,7 @@ def fit_settings(args) -> FitSettings:
     check_flag_floors(args)
     config = read_yaml(args.config) if args.config else {}
     section = dict(config.get("fit") or {})
-    section.update({key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None})
+    section.update({key: getattr(args, key) for key in FIT_FLAGS if getattr(args, key) is not None})
     if args.config:
         return FitSettings.from_config(load_config({**config, "fit": section}, source=str(args.config)))
     return FitSettings.from_fit_section(section, source="from plmscale fit's flags")
