@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from plmscale.scaling.collect import read_metrics, run_row  # noqa: E402
 from plmscale.scaling.fit import fit_all  # noqa: E402
+from plmscale.scaling.settings import FitSettings  # noqa: E402
 
 COLUMNS = ["run_id", "objective", "n_params", "tokens", "flops", "loss", "budget"]
 
@@ -48,8 +49,8 @@ def refit(runs: pd.DataFrame, budgets, window, seed: int, bootstrap: int) -> str
     missing = sorted(set(budgets) - set(chosen["budget"]))
     if missing:
         return f"no runs at {missing}"
-    fit = fit_all(chosen.drop(columns="wall_seconds"), bootstrap=bootstrap, seed=seed, run_backtest=False,
-                  isoflop_bootstrap="residuals")["objectives"]["clm"]["isoflop"]
+    fit = fit_all(chosen.drop(columns="wall_seconds"), None, FitSettings.from_fit_section(
+        {"bootstrap": bootstrap, "seed": seed, "backtest": False, "isoflop_bootstrap": "residuals"}))["objectives"]["clm"]["isoflop"]
     sizes = chosen.groupby("budget").size().tolist()
     cost = f"{chosen['wall_seconds'].sum():.0f} run-s"
     if "a_ci" not in fit:

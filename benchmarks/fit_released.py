@@ -43,6 +43,7 @@ def main():
     import numpy as np
     from plmscale.scaling import parametric
     from plmscale.scaling.fit import fit_all
+    from plmscale.scaling.settings import FitSettings
     from plmscale.scaling.importer import import_curves, load_import_config
     from plmscale.scaling.predict import predict
     from plmscale.scaling.table import scratch_runs, validate_runs
@@ -52,7 +53,7 @@ def main():
     runs, curves = import_curves(args.data, load_import_config(args.import_config))
     t_import = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fit = fit_all(runs, curves, bootstrap=args.bootstrap, seed=0)
+    fit = fit_all(runs, curves, FitSettings.from_fit_section({"bootstrap": args.bootstrap, "seed": 0}))
     t_fit = time.perf_counter() - t0
 
     scratch = scratch_runs(validate_runs(runs))

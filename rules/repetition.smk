@@ -6,6 +6,7 @@ rule repetition:
     input:
         metrics=repetition_run_files("metrics.json"),
         curves=repetition_run_files("curve.csv"),
+        train_manifest="results/data/shards/train/manifest.json",  # is the mixture more diverse than the source?
     output:
         summary="results/scaling/repetition.json",
         plot=report("results/scaling/repetition.png", caption="../report/repetition.rst",

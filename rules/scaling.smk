@@ -2,6 +2,16 @@
 # With fit.use_own_runs false (configs/paper-logs.yaml) only this stage runs, on fit.curves_dir.
 # Input functions are in rules/common.smk.
 
+from plmscale.scaling.settings import fit_keys
+
+
+def train_manifest(wildcards):
+    """The train split's manifest (its token count gives each own run's epochs), when the study trains."""
+    if not config["fit"]["use_own_runs"]:
+        return {}
+    return {"train_manifest": "results/data/shards/train/manifest.json"}
+
+
 rule import_curves:
     input:
         import_config=config["fit"]["import_config"],
@@ -25,6 +35,7 @@ rule import_curves:
 rule collect:
     input:
         unpack(imported_tables),
+        unpack(train_manifest),
         metrics=own_run_files("metrics.json"),
         curves=own_run_files("curve.csv"),
     output:
@@ -50,16 +61,7 @@ rule fit:
     output:
         "results/scaling/fit.json",
     params:
-        bootstrap=config["fit"]["bootstrap"],
-        seed=config["fit"]["seed"],
-        min_points_per_budget=config["fit"]["min_points_per_budget"],
-        # the backtest's leave-one-budget-out targets, the identification criteria, outlier handling
-        predict_flops=json_param(config["fit"]["predict_flops"]),
-        identify=json_param(config["fit"]["identify"]),
-        drop_highest_loss=config["fit"]["parametric"]["drop_highest_loss"],
-        backtest=config["fit"]["backtest"],
-        isoflop_bootstrap=config["fit"]["isoflop_bootstrap"],
-        loss_column=config["fit"]["loss_column"],
+        fit=json_param(fit_keys(config["fit"])),  # what plmscale.scaling.settings.FitSettings reads
         grid_objectives=config["train"]["objectives"],
     log:
         "logs/scaling/fit.log",

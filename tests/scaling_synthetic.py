@@ -48,3 +48,10 @@ def isoflop_runs(law, rng, noise=0.005, sizes_per_budget=8, spread=6.0, objectiv
         runs["loss"] = runs["run_id"].map(last)
         return runs, curves
     return runs
+
+
+def fit_settings(grid_objectives=None, **fit_section):
+    """FitSettings from the few fit-section keys a test sets; the config schema fills in the rest."""
+    from plmscale.scaling.settings import FitSettings
+
+    return FitSettings.from_fit_section(fit_section, grid_objectives)

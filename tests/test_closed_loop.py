@@ -379,7 +379,7 @@ def test_dry_run_plans_the_closed_loop_after_the_fit(tmp_path):
 def test_predict_reports_the_closed_loop_beside_its_fit(tmp_path, capsys):
     from argparse import Namespace
 
-    from plmscale.scaling import predict
+    from plmscale.cli import predict
 
     fit = hand_made_fit()
     plan = cl.plan_closed_loop(demo_config(), fit, "clm", 3)

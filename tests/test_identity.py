@@ -266,11 +266,12 @@ def _synthetic_runs():
 
 def test_fit_on_a_bin_fits_that_column():
     from plmscale.scaling.fit import fit_all
+    from plmscale.scaling.settings import FitSettings
 
     runs = _synthetic_runs()
-    kwargs = dict(bootstrap=0, run_backtest=False, identify_criteria={"require_bootstrap": False})
-    plain = fit_all(runs, **kwargs)
-    on_bin = fit_all(runs, loss_column="valid_loss_id_<0.5", **kwargs)
+    section = dict(bootstrap=0, backtest=False, identify={"require_bootstrap": False})
+    plain = fit_all(runs, None, FitSettings.from_fit_section(section))
+    on_bin = fit_all(runs, None, FitSettings.from_fit_section({**section, "loss_column": "valid_loss_id_<0.5"}))
     assert on_bin["settings"]["loss_column"] == "valid_loss_id_<0.5"
     # The bin's loss is the valid loss + 0.4 here: the same optima, the parametric floor E raised by 0.4.
     assert on_bin["objectives"]["clm"]["parametric"]["E"] == pytest.approx(
@@ -281,11 +282,13 @@ def test_fit_on_a_bin_fits_that_column():
 
 def test_fit_loss_column_must_name_a_bin_column():
     from plmscale.scaling.fit import fit_all
+    from plmscale.scaling.settings import FitSettings
     from plmscale.scaling.table import with_loss_column
 
     runs = _synthetic_runs()
     with pytest.raises(PlmscaleError, match=r"valid_loss_id_<0\.3.*one of valid_loss_id_no_hit, valid_loss_id_<0\.5"):
-        fit_all(runs, bootstrap=0, run_backtest=False, loss_column="valid_loss_id_<0.3")
+        fit_all(runs, None, FitSettings.from_fit_section(
+            {"bootstrap": 0, "backtest": False, "loss_column": "valid_loss_id_<0.3"}))
     with pytest.raises(PlmscaleError, match="none here"):
         with_loss_column(runs[["run_id", "objective", "n_params", "tokens", "flops", "loss"]], "valid_loss_id_<0.5")
     runs["valid_loss_id_>=0.9"] = np.nan

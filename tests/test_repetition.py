@@ -140,6 +140,36 @@ def test_no_repetition_penalty_reports_r_star_as_only_bounded_below():
     assert entry["half_life_epochs"] is None
 
 
+def test_the_bound_in_the_reason_is_the_one_json_carries_for_the_figure():
+    entry = rep.fit_repetition(synthetic_points(r_star=None), bootstrap=30, seed=1)["clm"]
+    bound = entry["r_star_bound"]
+    assert bound["side"] == "below" and bound["value"] == min(entry["interval"][0], entry["profile_interval"][0])
+    assert f"R* > {bound['value']:.3g}" in entry["reason"]
+
+
+def _study_runs(points):
+    runs = points.drop_duplicates("run_id").copy()
+    runs["source"] = np.where(runs["kind"] == "rep", "reference", "mixture")
+    return runs
+
+
+def test_a_mixture_of_the_repeated_source_alone_is_refused_with_a_reason():
+    points = synthetic_points(r_star=8.0)
+    runs = _study_runs(points)
+    summary = rep.repetition_summary(runs, pd.DataFrame(columns=["run_id", "tokens", "loss"]), bootstrap=5,
+                                     mixture_sources=["reference"], train_tokens=1e9)
+    entry = summary["objectives"]["clm"]
+    assert entry["status"] == "refused" and entry["r_star"] is None
+    assert "no more diverse" in entry["reason"] and "reference" in entry["reason"]
+    repeated_itself = rep.repetition_summary(runs, pd.DataFrame(columns=["run_id", "tokens", "loss"]), bootstrap=5,
+                                             mixture_sources=["reference", "metagenomic"], train_tokens=1e7)
+    assert repeated_itself["objectives"]["clm"]["status"] == "refused"
+    assert "1.6 epochs" in repeated_itself["objectives"]["clm"]["reason"]
+    diverse = rep.repetition_summary(runs, pd.DataFrame(columns=["run_id", "tokens", "loss"]), bootstrap=5,
+                                     mixture_sources=["reference", "metagenomic"], train_tokens=1e9)
+    assert diverse["objectives"]["clm"]["status"] == "identified"
+
+
 def test_too_few_budgets_for_the_unique_law_is_reported_not_fitted():
     points = synthetic_points(r_star=8.0)
     few = points[points["tokens"].isin([4e6, 8e6])]

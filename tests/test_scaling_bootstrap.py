@@ -6,7 +6,7 @@ import pytest
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
 from plmscale.scaling.fit import fit_all
-from scaling_synthetic import BUDGETS, isoflop_runs, random_law
+from scaling_synthetic import BUDGETS, fit_settings, isoflop_runs, random_law
 
 
 def four_size_table(seed, noise=0.005):
@@ -22,9 +22,9 @@ def true_a(law):
 
 def test_residual_bootstrap_keeps_the_design_where_redrawing_runs_loses_brackets():
     law, runs = four_size_table(3)
-    by_runs = fit_all(runs, bootstrap=200, seed=0, run_backtest=False)["objectives"]["clm"]["isoflop"]
-    by_residuals = fit_all(runs, bootstrap=200, seed=0, run_backtest=False,
-                           isoflop_bootstrap="residuals")["objectives"]["clm"]["isoflop"]
+    by_runs = fit_all(runs, None, fit_settings(bootstrap=200, seed=0, backtest=False))["objectives"]["clm"]["isoflop"]
+    by_residuals = fit_all(runs, None, fit_settings(bootstrap=200, seed=0, backtest=False,
+                                                 isoflop_bootstrap="residuals"))["objectives"]["clm"]["isoflop"]
     assert by_runs["a"] == by_residuals["a"]  # the point fit does not depend on the scheme
     failed_runs = by_runs["bootstrap"]["n_failed"] / by_runs["bootstrap"]["n"]
     failed_residuals = by_residuals["bootstrap"]["n_failed"] / by_residuals["bootstrap"]["n"]
@@ -37,8 +37,8 @@ def test_residual_intervals_cover_the_true_exponent():
     covered = 0
     for seed in range(10):
         law, runs = four_size_table(seed)
-        entry = fit_all(runs, bootstrap=200, seed=seed, run_backtest=False,
-                        isoflop_bootstrap="residuals")["objectives"]["clm"]["isoflop"]
+        entry = fit_all(runs, None, fit_settings(bootstrap=200, seed=seed, backtest=False,
+                                              isoflop_bootstrap="residuals"))["objectives"]["clm"]["isoflop"]
         low, high = entry["a_ci"]
         covered += low <= true_a(law) <= high
     assert covered >= 8, covered

@@ -91,6 +91,7 @@ def test_own_transfer_run_is_paired_alike_in_fit_and_plot(tmp_path):
     and fit.json's transfer analysis and the transfer figure show that same pair."""
     from plmscale.scaling.fit import fit_all
     from plmscale.plots import plot_transfer
+    from scaling_synthetic import fit_settings
 
     files = [write_run(tmp_path, "clm_n1M_c1e15"),
              write_run(tmp_path, "mlm_n1M_d2e8", objective="mlm", budget=None, loss=2.6),
@@ -103,7 +104,7 @@ def test_own_transfer_run_is_paired_alike_in_fit_and_plot(tmp_path):
     assert by_id.loc["tmlm_clm_n1M_c1e15", "pair"] == "mlm_n1M_d2e8"
     assert by_id.loc["mlm_n1M_d2e8", "pair"] == "mlm_n1M_d2e8"
 
-    fit = fit_all(runs, curves, bootstrap=0)
+    fit = fit_all(runs, curves, fit_settings(bootstrap=0))
     (pair,) = fit["transfer"]["pairs"]
     assert pair["scratch_run_id"] == "mlm_n1M_d2e8" and pair["loss_gap"] == pytest.approx(0.2)
 

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from plmscale.errors import PlmscaleError
-from plmscale.scaling import bootstrap, envelope, isoflop, parametric
+from plmscale.scaling import bootstrap, envelope, isoflop, parametric, power_law
 from plmscale.scaling.fit import fit_all
 from plmscale.scaling.table import validate_runs
-from scaling_synthetic import BUDGETS, isoflop_runs, random_law, true_n_opt
+from scaling_synthetic import BUDGETS, fit_settings, isoflop_runs, random_law, true_n_opt
 
 
 def true_a(law):
@@ -34,7 +34,7 @@ def full_fit(experiment):
     """fit_all with a bootstrap, shared by the tests that read it (200 resamples: the coverage checks
     hold with fewer than the production 1,000, and the fit stays a few seconds)."""
     _, runs, curves = experiment
-    return fit_all(runs, curves, bootstrap=200, seed=0)
+    return fit_all(runs, curves, fit_settings(bootstrap=200, seed=0))
 
 
 def _logs(runs):
@@ -43,7 +43,7 @@ def _logs(runs):
 
 def test_power_law_fit_is_exact_on_a_power_law():
     c = np.array([1e18, 1e19, 1e20])
-    k, a = isoflop.power_law_fit(c, 3e-3 * c ** 0.57)
+    k, a = power_law.power_law_fit(c, 3e-3 * c ** 0.57)
     assert a == pytest.approx(0.57, abs=1e-12) and k == pytest.approx(3e-3, rel=1e-9)
 
 
@@ -304,7 +304,7 @@ def test_one_budget_records_error_instead_of_crashing_fit_all():
     df["n_params"] = [1e6, 2e6, 4e6, 8e6]
     df["tokens"] = 1e18 / (6 * df["n_params"])
     df["loss"] = [2.6, 2.5, 2.55, 2.7]
-    fit = fit_all(df, bootstrap=0)
+    fit = fit_all(df, None, fit_settings(bootstrap=0))
     clm = fit["objectives"]["clm"]
     assert "2 or more compute budgets" in clm["isoflop"]["error"]
     assert "curves" in clm["envelope"]["error"]
@@ -340,11 +340,11 @@ def test_flops_in_the_wrong_unit_are_flagged(experiment, caplog):
     _, runs, curves = experiment
     in_gigaflops = runs.assign(flops=runs["flops"] / 1e9, budget=runs["budget"] / 1e9)
     with caplog.at_level("WARNING", logger="plmscale.scaling.fit"):
-        fit = fit_all(in_gigaflops, bootstrap=0)
+        fit = fit_all(in_gigaflops, None, fit_settings(bootstrap=0))
     (note,) = fit["objectives"]["clm"]["notes"]
     assert "flops" in note and "6" in note
     assert any("flops / (n_params * tokens)" in r.getMessage() for r in caplog.records)
-    assert fit_all(runs, bootstrap=0)["objectives"]["clm"]["notes"] == []
+    assert fit_all(runs, None, fit_settings(bootstrap=0))["objectives"]["clm"]["notes"] == []
 
 
 def test_fit_cli_writes_strict_json_when_every_loss_is_equal(tmp_path):
@@ -364,3 +364,38 @@ def test_fit_cli_writes_strict_json_when_every_loss_is_equal(tmp_path):
     assert "error" in fit["objectives"]["clm"]["isoflop"]
     assert cli_main(["predict", "--fit", str(tmp_path / "fit.json"), "--flops", "1e20", "--objective", "clm",
                      "--json"]) in (0, 2)
+
+
+def test_power_law_fit_batch_with_a_compute_row_per_fit_equals_each_rows_own_fit():
+    """The envelope's case (points move between resamples) runs on the same solver as the IsoFLOP fit."""
+    rng = np.random.default_rng(0)
+    log_c = np.log(rng.uniform(1e17, 1e21, (4, 6)))
+    log_y = 0.5 * log_c - 3 + rng.normal(0, 0.05, (4, 6))
+    keep = np.array([[1, 1, 1, 1, 1, 1], [1, 0, 1, 0, 1, 1], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 1, 0]], bool)
+    log_k, slope = power_law.power_law_fit_batch(np.where(keep, log_c, np.nan), np.where(keep, log_y, np.nan), keep)
+    for row in range(3):
+        k, a = power_law.power_law_fit(np.exp(log_c[row][keep[row]]), np.exp(log_y[row][keep[row]]))
+        assert slope[row] == pytest.approx(a, rel=1e-12) and np.exp(log_k[row]) == pytest.approx(k, rel=1e-9)
+    assert np.isnan(slope[3]) and np.isnan(log_k[3])  # one point is no law
+
+
+def test_fit_settings_take_every_default_from_the_config_schema_and_flags_over_the_config(tmp_path):
+    from argparse import Namespace
+
+    from plmscale.cli.fit import fit_settings as cli_settings
+    from plmscale.config import schema_defaults
+    from plmscale.scaling.settings import FitSettings
+
+    defaults = schema_defaults("fit")
+    settings = FitSettings.from_fit_section({})
+    assert (settings.bootstrap, settings.seed, settings.min_points_per_budget, settings.loss_column) == (
+        defaults["bootstrap"], defaults["seed"], defaults["min_points_per_budget"], defaults["loss_column"])
+    assert settings.drop_highest_loss == defaults["parametric"]["drop_highest_loss"]
+    config = tmp_path / "config.yaml"
+    config.write_text("fit:\n  bootstrap: 7\n  seed: 3\n  parametric: {drop_highest_loss: 1}\n")
+    args = Namespace(config=str(config), bootstrap=None, seed=5, min_points_per_budget=None, loss_column=None)
+    from_cli = cli_settings(args)
+    assert (from_cli.bootstrap, from_cli.seed, from_cli.drop_highest_loss) == (7, 5, 1)
+    assert from_cli.grid_objectives == tuple(schema_defaults("train")["objectives"])
+    with pytest.raises(PlmscaleError, match="fit/isoflop_bootstrap"):
+        FitSettings.from_fit_section({"isoflop_bootstrap": "jackknife"})

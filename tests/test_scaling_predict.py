@@ -8,7 +8,7 @@ import pytest
 from plmscale.cli import main as cli_main
 from plmscale.scaling.fit import fit_all
 from plmscale.scaling.predict import load_ladder, nearest_shape, predict
-from scaling_synthetic import isoflop_runs, random_law, true_n_opt
+from scaling_synthetic import fit_settings, isoflop_runs, random_law, true_n_opt
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def synthetic():
 @pytest.fixture(scope="module")
 def fit(synthetic):
     law, runs, curves = synthetic
-    return fit_all(runs, curves, bootstrap=200, seed=0)
+    return fit_all(runs, curves, fit_settings(bootstrap=200, seed=0))
 
 
 def test_predict_json_shape(fit):

@@ -20,8 +20,8 @@ from plmscale.plots import backtest, common
 from plmscale.scaling.fit import fit_all
 from plmscale.scaling.fitfile import METHODS, parse_fit
 from plmscale.scaling.predict import predict
-from plmscale.scaling.results import predict_budgets
-from scaling_synthetic import BUDGETS, isoflop_runs, loss_of, random_law, true_n_opt
+from plmscale.scaling.predict import predict_budgets
+from scaling_synthetic import BUDGETS, fit_settings, isoflop_runs, loss_of, random_law, true_n_opt
 
 N_BOOT = 60
 TARGET = 1e22
@@ -65,7 +65,7 @@ DEGENERATE = {"flat": (_flat, ["isoflop", "parametric"]), "monotone": (_monotone
 def degenerate(request):
     make, expected = DEGENERATE[request.param]
     runs = make(np.random.default_rng(5))
-    fit = json.loads(json.dumps(fit_all(runs, bootstrap=N_BOOT, seed=0, predict_flops={"clm": [TARGET]})))
+    fit = json.loads(json.dumps(fit_all(runs, None, fit_settings(bootstrap=N_BOOT, seed=0, predict_flops={"clm": [TARGET]}))))
     return request.param, expected, runs, fit
 
 
@@ -181,7 +181,7 @@ def synthetic():
     rng = np.random.default_rng(1)  # the table test_scaling_backtest.py backtests directly
     law = random_law(rng)
     runs, curves = isoflop_runs(law, rng, noise=0.005, with_curves=True)
-    fit = fit_all(runs, curves, bootstrap=200, seed=0, predict_flops={"clm": [TARGET]})
+    fit = fit_all(runs, curves, fit_settings(bootstrap=200, seed=0, predict_flops={"clm": [TARGET]}))
     return law, runs, curves, json.loads(json.dumps(fit))
 
 
@@ -202,7 +202,7 @@ def test_fit_json_backtest_rollout_within_one_percent(synthetic):
         assert low <= n_true <= high, method
         lobo = clm["backtest"][method]["leave_one_budget_out"]
         assert lobo["targets"] == [TARGET] and lobo["sensitivity"][0]["n_opt_ratio"] >= 1
-    assert fit["settings"]["predict_flops"] == {"clm": [TARGET]}
+    assert fit["settings"]["predict_flops"] == {"clm": [TARGET], "mlm": []}  # the schema fills the section
 
 
 def test_fit_json_loss_law_saturates(synthetic):
@@ -299,14 +299,14 @@ def test_drop_highest_loss_is_reported_and_leaves_the_outlier_out():
     spoiled = runs.copy()
     worst = spoiled["n_params"].idxmax()
     spoiled.loc[worst, "loss"] = spoiled["loss"].max() * 1.2  # a diverged run at the largest budget
-    kept = fit_all(spoiled, bootstrap=0, run_backtest=False)["objectives"]["clm"]["parametric"]
-    fit = fit_all(spoiled, bootstrap=0, run_backtest=False, drop_highest_loss=1)
+    kept = fit_all(spoiled, None, fit_settings(bootstrap=0, backtest=False))["objectives"]["clm"]["parametric"]
+    fit = fit_all(spoiled, None, fit_settings(bootstrap=0, backtest=False, parametric={"drop_highest_loss": 1}))
     dropped = fit["objectives"]["clm"]["parametric"]
     assert fit["settings"]["parametric_drop_highest_loss"] == 1 and dropped["drop_highest_loss"] == 1
     assert [run["run_id"] for run in dropped["dropped_runs"]] == [spoiled.loc[worst, "run_id"]]
     assert dropped["n_runs"] == len(runs) - 1 and kept["dropped_runs"] == []
     # the same fit as on a table without that run (the Huber loss alone only damps the outlier)
-    without = fit_all(spoiled.drop(index=worst), bootstrap=0, run_backtest=False)["objectives"]["clm"]["parametric"]
+    without = fit_all(spoiled.drop(index=worst), None, fit_settings(bootstrap=0, backtest=False))["objectives"]["clm"]["parametric"]
     for key in ("E", "A", "B", "alpha", "beta"):
         assert dropped[key] == pytest.approx(without[key], rel=1e-9), key
     assert kept["objective"] > dropped["objective"]
@@ -350,7 +350,7 @@ def test_an_objective_outside_the_grid_says_so_first(tmp_path):
     config.write_text("train:\n  objectives: [clm]\nfit:\n  bootstrap: 0\n  backtest: false\n")
     assert cli_main(["fit", str(tmp_path / "runs.csv"), "--config", str(config), "--out", str(tmp_path)]) == 0
     from_cli = json.loads((tmp_path / "fit.json").read_text())["objectives"]
-    for fit in (fit_all(runs, bootstrap=0, run_backtest=False, grid_objectives=["clm"])["objectives"], from_cli):
+    for fit in (fit_all(runs, None, fit_settings(["clm"], bootstrap=0, backtest=False))["objectives"], from_cli):
         assert fit["mlm"]["in_isoflop_grid"] is False and "in_isoflop_grid" not in fit["clm"]
         for method in ("isoflop", "parametric"):
             reasons = fit["mlm"][method]["reasons"]
@@ -359,7 +359,7 @@ def test_an_objective_outside_the_grid_says_so_first(tmp_path):
             assert len(reasons) >= 2  # the fit's own reason is kept after it
         assert not any("not in the IsoFLOP grid" in r for m in METHODS for r in fit["clm"][m].get("reasons", []))
     # The backtest plot gives such an objective one column with the shared reason, not one per method.
-    fig = plots.plot_backtest(fit_all(runs, bootstrap=0, run_backtest=False, grid_objectives=["clm"]),
+    fig = plots.plot_backtest(fit_all(runs, None, fit_settings(["clm"], bootstrap=0, backtest=False)),
                               tmp_path / "backtest.png")
     ticks = [label.get_text() for label in fig.axes[0].get_xticklabels()]
     assert [t for t in ticks if t.startswith("MLM")] == ["MLM\nall methods"]

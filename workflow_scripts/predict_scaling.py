@@ -4,7 +4,8 @@ import json
 
 from plmscale.logging_setup import log_to_file
 from plmscale.scaling.fitfile import read_fit
-from plmscale.scaling.results import predict_budgets, write_json
+from plmscale.scaling.predict import predict_budgets
+from plmscale.scaling.results import write_json
 
 log_to_file(snakemake.log[0])
 predictions = predict_budgets(read_fit(snakemake.input.fit), json.loads(snakemake.params.flops),

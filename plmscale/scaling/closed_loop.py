@@ -25,6 +25,7 @@ from pathlib import Path
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit
+from plmscale.scaling.results import write_json
 from plmscale.scaling.table import DEFAULT_LOSS_COLUMN, final_loss
 
 RECORD_VERSION = 1
@@ -217,8 +218,6 @@ def plan_closed_loop(config: dict, fit, objective: str, multiple: float, source:
 def write_not_trained(plan: dict, out_dir) -> None:
     """The outputs of a closed-loop job with no forecast to train: metrics.json says why (trained: false),
     curve.csv has its header only, provenance.json holds the plan. The workflow needs every file."""
-    from plmscale.scaling.results import write_json
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json({"run_id": plan["run_id"], "trained": False, "reason": plan["reason"]}, out_dir / "metrics.json")

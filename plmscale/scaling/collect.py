@@ -47,7 +47,24 @@ def _kind_and_design(metrics: dict) -> dict:
     return {"kind": "", "design": "isoflop" if metrics.get("budget") not in (None, "") else "long"}
 
 
-def run_row(metrics: dict) -> dict:
+def train_split_tokens(manifest_path) -> float:
+    """Tokens of the train split (its shards' manifest.json): what an own run draws its tokens from."""
+    manifest = read_json_object(manifest_path, "train split manifest", hint="; rerun the tokenize step")
+    tokens = manifest.get("n_tokens")
+    if isinstance(tokens, bool) or not isinstance(tokens, (int, float)) or tokens <= 0:
+        raise PlmscaleError(f"{manifest_path}: n_tokens is {tokens!r}, not a positive count; rerun the tokenize step")
+    return float(tokens)
+
+
+def run_epochs(metrics: dict, train_tokens: float | None) -> float | None:
+    """Passes over its training data a run made: the run's own count where it trained on a subset
+    (metrics.json epochs = tokens / unique_tokens), else tokens / the train split's tokens (None unknown)."""
+    if metrics.get("epochs") is not None:
+        return float(metrics["epochs"])
+    return float(metrics["tokens"]) / train_tokens if train_tokens else None
+
+
+def run_row(metrics: dict, train_tokens: float | None = None) -> dict:
     init_from = metrics.get("init_from") or None
     budget = metrics.get("budget")
     return {
@@ -55,6 +72,7 @@ def run_row(metrics: dict) -> dict:
         "tokens": float(metrics["tokens"]), "flops": float(metrics["flops"]),
         "loss": float(metrics["final_valid_loss"]),
         "budget": float(budget) if budget not in (None, "") else None,
+        "epochs": run_epochs(metrics, train_tokens),
         "source": "own", "init_from": init_from, **_kind_and_design(metrics), "model": metrics.get("model"),
         # a WSD branch is a grid point like a cosine run; these say how it was trained
         "schedule": metrics.get("schedule", "cosine"), "trunk": (metrics.get("wsd") or {}).get("trunk", ""),
@@ -82,18 +100,19 @@ def read_curve(path, metrics: dict) -> pd.DataFrame:
         "loss": valid[valid.notna()].astype(float).to_numpy(), **_kind_and_design(metrics)})
 
 
-def collect_runs(metrics_paths, curve_paths=()):
-    """metrics.json files (and their curve.csv files, matched by folder) -> (runs_df, curves_df)."""
+def collect_runs(metrics_paths, curve_paths=(), train_tokens=None):
+    """metrics.json files (and their curve.csv files, matched by folder) -> (runs_df, curves_df).
+    train_tokens: the train split's tokens (train_split_tokens), for each run's epochs."""
     metrics_paths = [Path(p) for p in metrics_paths]
     curve_by_dir = {Path(p).parent: Path(p) for p in curve_paths}
     rows, curves = [], []
     for path in sorted(metrics_paths):
         metrics = read_metrics(path)
-        rows.append(run_row(metrics))
+        rows.append(run_row(metrics, train_tokens))
         curve_path = curve_by_dir.get(path.parent)
         if curve_path is not None:
             curves.append(read_curve(curve_path, metrics))
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["kind", "design", "model", "schedule", "trunk"]
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["epochs", "kind", "design", "model", "schedule", "trunk"]
                         + _identity_column_names(rows))
     duplicated = runs["run_id"][runs["run_id"].duplicated()]
     if len(duplicated):
@@ -127,11 +146,13 @@ def merge_tables(*pairs):
     return runs, curves
 
 
-def collect_and_merge(metrics_paths, curve_paths, imported_runs=None, imported_curves=None):
-    """The collect step: own runs (if any) plus the imported tables (if given) -> (runs_df, curves_df)."""
+def collect_and_merge(metrics_paths, curve_paths, imported_runs=None, imported_curves=None, train_manifest=None):
+    """The collect step: own runs (if any) plus the imported tables (if given) -> (runs_df, curves_df).
+    train_manifest: the train split's manifest.json, for the own runs' epochs (empty without it)."""
     pairs = []
     if metrics_paths:
-        pairs.append(collect_runs(metrics_paths, curve_paths))
+        train_tokens = train_split_tokens(train_manifest) if train_manifest else None
+        pairs.append(collect_runs(metrics_paths, curve_paths, train_tokens))
     if imported_runs:
         imported = pd.read_csv(imported_runs, low_memory=False)
         curves = pd.read_csv(imported_curves, low_memory=False) if imported_curves else None

@@ -1,8 +1,8 @@
 """Two fits of the same study side by side: e.g. a cosine IsoFLOP grid and its WSD twin (docs/wsd.md).
 
-`plmscale cross-check --fit cosine=A/fit.json --fit wsd=B/fit.json --out DIR` reads each fit.json and the
-runs.csv next to it and writes DIR/cross_check.json, DIR/cross_check.md (the tables) and DIR/cross_check.png
-(the IsoFLOP profiles of both grids on one figure); in the workflow, fit.cross_check does the same into
+`plmscale cross-check --fit cosine=A/fit.json --fit wsd=B/fit.json --out DIR` (plmscale.cli.cross_check)
+reads each fit.json and the runs.csv next to it and writes DIR/cross_check.json, DIR/cross_check.md (the
+tables) and DIR/cross_check.png (the IsoFLOP profiles of both grids on one figure); in the workflow, fit.cross_check does the same into
 results/scaling/ and the report (rules/cross_check.smk). It compares, per objective:
 - every grid point both grids trained (same run id): final loss of each and the difference;
 - per budget: the IsoFLOP vertex N_opt (and the best grid size), whether the budget was bracketed;
@@ -18,14 +18,37 @@ import pandas as pd
 
 from plmscale.config import read_json_object
 from plmscale.errors import PlmscaleError
+from plmscale.scaling.table import budget_groups
+
+# The columns of the runs table beside a fit.json that a cross-check reads; `budget` (each run's nominal
+# IsoFLOP budget) may be left out when `flops` is there: the runs are then grouped as `plmscale fit` does.
+RUNS_COLUMNS = ("run_id", "objective", "n_params", "loss")
 
 
 def read_fit_and_runs(fit_path) -> tuple[dict, pd.DataFrame | None]:
     fit_path = Path(fit_path)
     fit = read_json_object(fit_path, "fit file", hint="; run the fit first (snakemake results/scaling/fit.json)")
     runs_path = fit_path.with_name("runs.csv")
-    runs = pd.read_csv(runs_path) if runs_path.exists() else None
-    return fit, runs
+    return fit, (read_runs(runs_path) if runs_path.exists() else None)
+
+
+def read_runs(path) -> pd.DataFrame:
+    """The runs table beside a fit.json, with a `budget` per run; an unreadable table or a missing column
+    is an error that names the file and the column."""
+    try:
+        runs = pd.read_csv(path, low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise PlmscaleError(f"runs table {path} is not a readable CSV table: {error}") from None
+    missing = [column for column in RUNS_COLUMNS if column not in runs.columns]
+    if "budget" not in runs.columns and "flops" not in runs.columns:
+        missing.append("budget (or flops)")
+    if missing:
+        raise PlmscaleError(f"runs table {path} lacks the column(s) {', '.join(missing)}; a cross-check needs "
+                            f"{', '.join(RUNS_COLUMNS)} and budget or flops per run")
+    if "budget" not in runs.columns:
+        runs = runs.assign(budget=pd.concat([budget_groups(group, source=str(path))
+                                             for _, group in runs.groupby("objective", sort=False)]))
+    return runs
 
 
 def _isoflop_summary(fit: dict, objective: str) -> dict | None:
@@ -136,19 +159,3 @@ def write_all(fits: dict, out) -> dict:
     (out / "cross_check.md").write_text(markdown(result))
     return result
 
-
-def configure_parser(parser) -> None:
-    parser.add_argument("--fit", action="append", required=True, metavar="LABEL=PATH",
-                        help="a fit.json (its runs.csv beside it), twice: e.g. cosine=a/fit.json wsd=b/fit.json")
-    parser.add_argument("--out", required=True, help="directory for cross_check.{json,md,png}")
-
-
-def main(args) -> int:
-    fits = {}
-    for item in args.fit:
-        label, sep, path = item.partition("=")
-        if not sep or not label or not path:
-            raise PlmscaleError(f"--fit {item!r}: write LABEL=PATH, e.g. wsd=results/scaling/fit.json")
-        fits[label] = read_fit_and_runs(path)
-    print(markdown(write_all(fits, args.out)))
-    return 0

@@ -10,6 +10,7 @@ bootstrap weight rows (counts per run).
 import numpy as np
 
 from plmscale.errors import PlmscaleError
+from plmscale.scaling.power_law import power_law_fit_batch
 
 BIN_DEX = 0.1
 # The first part of every curve is warm-up: a point there is nobody's optimum, and skipping it keeps
@@ -67,27 +68,11 @@ def envelope_batch(design, run_counts):
     laws = {}
     for name, values in (("n", design["n"]), ("d", design["tokens"]), ("l", design["loss"])):
         log_y = np.where(valid, np.log(values[safe]), np.nan)
-        log_k, slope = _row_power_law(log_c, log_y, valid)
+        log_k, slope = power_law_fit_batch(log_c, log_y, valid)
         laws[name] = (np.exp(log_k), slope)
     out = {"k_n": laws["n"][0], "a": laws["n"][1], "k_d": laws["d"][0], "b": laws["d"][1],
            "k_l": laws["l"][0], "s": laws["l"][1], "n_points": valid.sum(1)}
     return out, winners, bin_ids
-
-
-def _row_power_law(log_c, log_y, valid):
-    """power_law_fit_batch with a different x per row (envelope points move between resamples)."""
-    w = valid.astype(float)
-    x = np.where(valid, log_c, 0.0)
-    y = np.where(valid, log_y, 0.0)
-    sw = w.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx = (w * x).sum(1) / sw
-        my = (w * y).sum(1) / sw
-        dx = np.where(valid, x - mx[:, None], 0.0)
-        sxx = (dx * dx).sum(1)
-        slope = (dx * (y - my[:, None])).sum(1) / sxx
-    ok = (valid.sum(1) >= 2) & (sxx > 1e-12)
-    return np.where(ok, my - slope * mx, np.nan), np.where(ok, slope, np.nan)
 
 
 def fit_envelope(curves, bin_dex=BIN_DEX, skip_fraction=SKIP_FRACTION):

@@ -5,6 +5,7 @@ import logging
 from dataclasses import fields
 
 import numpy as np
+import pandas as pd
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
@@ -13,6 +14,7 @@ from plmscale.scaling import envelope, isoflop, parametric
 from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
 from plmscale.scaling.identify import Criteria, identify
 from plmscale.scaling.published import PUBLISHED
+from plmscale.scaling.settings import FitSettings
 from plmscale.scaling.table import (DEFAULT_LOSS_COLUMN, OBJECTIVES, budget_groups, scratch_runs, validate_curves,
                                     validate_runs, with_loss_column)
 from plmscale.scaling.transfer import analyse_transfer
@@ -25,13 +27,59 @@ log = logging.getLogger(__name__)
 PLAUSIBLE_FLOPS_PER_PARAM_TOKEN = (4.0, 20.0)
 
 
-def flops_unit_note(kappa: float, objective: str) -> str | None:
-    """A warning when the median FLOPs per parameter per token says the flops column is in another unit."""
+# Tokens per parameter of a real scaling study: Chinchilla's optimum is ~20; IsoFLOP grids span roughly
+# 1 to 10^4 either side of it (tiny demo models see more). Outside this range a column is in another unit.
+PLAUSIBLE_TOKENS_PER_PARAM = (0.1, 1e5)
+
+
+def flops_unit_note(kappa: float, tokens_per_param: float, objective: str) -> str | None:
+    """A warning when the median FLOPs per parameter per token is far from 6·N·D's 6, naming the column
+    that is most likely in another unit. A factor f off 6 comes from flops (tokens per parameter as they
+    are), n_params (the true tokens per parameter are the table's / f) or tokens (the table's × f): the
+    columns whose correction leaves plausible tokens per parameter are named, likeliest first."""
     low, high = PLAUSIBLE_FLOPS_PER_PARAM_TOKEN
     if low <= kappa <= high:
         return None
-    return (f"{objective}: median flops / (n_params * tokens) is {kappa:.3g}, not about 6 (plausible: {low:g} "
-            f"to {high:g}); is the flops column in FLOPs? Laws and predictions in C are off by the same factor")
+    factor = kappa / 6.0
+    implied = {"flops": tokens_per_param, "n_params": tokens_per_param / factor, "tokens": tokens_per_param * factor}
+    lowest, highest = PLAUSIBLE_TOKENS_PER_PARAM
+    suspects = sorted((c for c, r in implied.items() if lowest <= r <= highest),
+                      key=lambda c: abs(np.log(implied[c] / 20.0)))
+    if suspects:
+        column = suspects[0]
+        too_large = (factor > 1) == (column == "flops")  # flops too large, or n_params / tokens too small
+        size = f"{max(factor, 1 / factor):.3g}x too {'large' if too_large else 'small'}"
+        blame = (f"most likely the {column} column is in another unit, about {size}"
+                 + (f" (fixing it gives {implied[column]:.3g} tokens per parameter)" if column != "flops" else "")
+                 + (f"; else {' or '.join(suspects[1:])}" if len(suspects) > 1 else ""))
+    else:
+        blame = "no single column explains it: check the units of the flops, n_params and tokens columns"
+    return (f"{objective}: median flops / (n_params * tokens) is {kappa:.3g}, not about 6 (plausible: {low:g} to "
+            f"{high:g}) at {tokens_per_param:.3g} tokens per parameter; {blame}. Laws and predictions in C are "
+            "off by the same factor")
+
+
+# An IsoFLOP run that sees its data more than once is not the run the law is about (unique-data scaling):
+# past about 4 epochs repeated tokens are worth clearly less than new ones (Muennighoff et al. 2023), and
+# any repetition shifts the optimum towards larger models.
+MAX_ISOFLOP_EPOCHS = 1.0
+
+
+def repeated_data_note(scratch, budgets, objective: str) -> str | None:
+    """A warning naming the IsoFLOP runs (a budget, from scratch) whose runs.csv `epochs` exceed
+    MAX_ISOFLOP_EPOCHS; None without the column or without such runs."""
+    if "epochs" not in scratch.columns:
+        return None
+    epochs = pd.to_numeric(scratch["epochs"], errors="coerce")
+    repeated = scratch[budgets.notna().to_numpy() & (epochs > MAX_ISOFLOP_EPOCHS).to_numpy()]
+    if len(repeated) == 0:
+        return None
+    worst = epochs.loc[repeated.index].max()
+    shown = ", ".join(f"{row.run_id} ({float(row.epochs):.3g})" for row in repeated.head(8).itertuples())
+    more = f" and {len(repeated) - 8} more" if len(repeated) > 8 else ""
+    return (f"{objective}: {len(repeated)} IsoFLOP run(s) repeat their training data, up to {worst:.3g} epochs "
+            f"(more than {MAX_ISOFLOP_EPOCHS:g}): {shown}{more}. The laws assume unique data; add data (sources, "
+            "a larger split) or lower the budgets, or read the fit as one of repeated data")
 
 
 def table_sha256(*frames):
@@ -86,7 +134,9 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
     counts = boot.draw_counts(strata, n_boot, rng) if n_boot else None
     kappa = float(np.median(scratch["flops"] / (scratch["n_params"] * scratch["tokens"])))
     objective = runs["objective"].iat[0]
-    notes = [note for note in [flops_unit_note(kappa, objective)] if note]
+    tokens_per_param = float(np.median(scratch["tokens"] / scratch["n_params"]))
+    notes = [note for note in [flops_unit_note(kappa, tokens_per_param, objective),
+                               repeated_data_note(scratch, budgets, objective)] if note]
     for note in notes:
         log.warning(note)
     law_keys = ("k_n", "a", "k_d", "b", "k_l", "s")
@@ -133,7 +183,7 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
         if counts is not None:
             draws = boot.parametric_draws(kept["n_params"], kept["tokens"], kept["loss"], counts[:, ~dropped], entry)
             _with_intervals(entry, draws, ("E", "A", "B", "alpha", "beta", "a", "b"),
-                            exponent_keys=("a", "b", "alpha", "beta", "E"))
+                            exponent_keys=("a", "b", "alpha", "beta", "E", "A", "B"))
             # Refits that hit the iteration cap still count (they stopped close to their optimum).
             entry["bootstrap"]["n_unconverged"] = int((~draws["converged"]).sum())
         return entry
@@ -142,6 +192,7 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
             "envelope": _safe("envelope", objective, fit_envelope),
             "parametric": _safe("parametric", objective, fit_parametric),
             "n_runs": int(len(runs)), "n_scratch_runs": int(len(scratch)), "flops_per_param_token": kappa,
+            "max_run_flops": float(scratch["flops"].max()),
             "notes": notes}
 
 
@@ -178,25 +229,20 @@ def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_high
     return result
 
 
-def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_points_per_budget=3,
-            source="runs table", curves_source="curves table", predict_flops=None, identify_criteria=None,
-            drop_highest_loss=0, run_backtest=True, isoflop_bootstrap="runs", loss_column=DEFAULT_LOSS_COLUMN,
-            grid_objectives=None):
+def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curves_source="curves table"):
     """Every method for every objective present, judged (identify) and backtested; see docs for the
-    fit.json layout this returns.
+    fit.json layout this returns. settings: the config's fit section (FitSettings).
 
-    predict_flops: {objective: [FLOPs, ...]} (config fit.predict_flops), the leave-one-budget-out targets;
-    identify_criteria: identify.Criteria or the config mapping fit.identify; drop_highest_loss: config
-    fit.parametric.drop_highest_loss; isoflop_bootstrap: config fit.isoflop_bootstrap (runs | residuals);
-    loss_column: config fit.loss_column, the runs table's column fitted as the loss (table.with_loss_column).
-    A bin's loss (valid_loss_id_<bin>) exists only at the end of a run: the curves, which hold the whole
-    validation loss, are then left out, and with them the envelope fit.
-    grid_objectives: config train.objectives, the objectives the IsoFLOP grid trains. An objective with runs
-    but no grid (the demo's MLM: one run from scratch, one transfer run) gets that as its first reason, so
-    fit.json says why it has no law rather than only that a fit failed.
+    settings.predict_flops are the backtest's leave-one-budget-out targets. A loss_column other than
+    `loss` (a bin's loss, valid_loss_id_<bin>) exists only at the end of a run: the curves, which hold the
+    whole validation loss, are then left out, and with them the envelope fit.
+    settings.grid_objectives (train.objectives) are the objectives the IsoFLOP grid trains. An objective
+    with runs but no grid (the demo's MLM: one run from scratch, one transfer run) gets that as its first
+    reason, so fit.json says why it has no law rather than only that a fit failed.
     """
-    criteria = (identify_criteria if isinstance(identify_criteria, Criteria)
-                else Criteria.from_config(identify_criteria))
+    criteria = settings.identify
+    loss_column = settings.loss_column
+    drop_highest_loss = settings.drop_highest_loss
     no_curves_reason = "envelope fit needs training curves (--curves CURVES.csv)"
     if loss_column != DEFAULT_LOSS_COLUMN:
         runs_df = with_loss_column(runs_df, loss_column, source)
@@ -211,30 +257,30 @@ def fit_all(runs_df, curves_df=None, bootstrap=boot.N_BOOTSTRAP, seed=0, min_poi
         if len(subset) == 0:
             continue
         # An independent, reproducible stream per objective: adding MLM runs leaves the CLM draws alone.
-        sub_rng = np.random.default_rng([seed, OBJECTIVES.index(objective)])
+        sub_rng = np.random.default_rng([settings.seed, OBJECTIVES.index(objective)])
         sub_curves = curves[curves["objective"] == objective] if curves is not None else None
-        entry = fit_objective(subset, sub_curves, int(bootstrap), sub_rng, min_points_per_budget, drop_highest_loss,
-                              isoflop_bootstrap, no_curves_reason)
+        entry = fit_objective(subset, sub_curves, settings.bootstrap, sub_rng, settings.min_points_per_budget,
+                              drop_highest_loss, settings.isoflop_bootstrap, no_curves_reason)
         judge_objective(entry, subset, criteria)
-        if grid_objectives is not None and objective not in grid_objectives:
-            mark_outside_grid(entry, objective, grid_objectives)
-        if run_backtest:
-            entry["backtest"] = backtest_objective(entry, subset, (predict_flops or {}).get(objective, []),
-                                                   int(bootstrap), seed, min_points_per_budget, drop_highest_loss,
-                                                   isoflop_bootstrap)
+        if settings.grid_objectives is not None and objective not in settings.grid_objectives:
+            mark_outside_grid(entry, objective, settings.grid_objectives)
+        if settings.backtest:
+            entry["backtest"] = backtest_objective(entry, subset, settings.predict_flops.get(objective, []),
+                                                   settings.bootstrap, settings.seed, settings.min_points_per_budget,
+                                                   drop_highest_loss, settings.isoflop_bootstrap)
         objectives[objective] = entry
     # The transfer analysis may solve a parametric law for effective tokens: only an identified one.
     laws = {o: v["parametric"] for o, v in objectives.items() if v["parametric"].get("identified")}
     return {"version": FIT_VERSION, "inputs_sha256": table_sha256(runs_df, curves_df),
-            "settings": {"bootstrap": int(bootstrap), "seed": int(seed),
-                         "min_points_per_budget": int(min_points_per_budget),
+            "settings": {"bootstrap": settings.bootstrap, "seed": settings.seed,
+                         "min_points_per_budget": settings.min_points_per_budget,
                          "ci_level": boot.CI_LEVEL, "huber_delta": parametric.HUBER_DELTA,
                          "parametric_grid_starts": int(len(parametric.chinchilla_grid())),
                          "parametric_refined_starts": parametric.N_REFINE,
-                         "parametric_drop_highest_loss": int(drop_highest_loss),
-                         "isoflop_bootstrap": isoflop_bootstrap, "loss_column": loss_column,
+                         "parametric_drop_highest_loss": drop_highest_loss,
+                         "isoflop_bootstrap": settings.isoflop_bootstrap, "loss_column": loss_column,
                          "identify": {f.name: getattr(criteria, f.name) for f in fields(Criteria)},
-                         "predict_flops": {o: [float(c) for c in v] for o, v in (predict_flops or {}).items()}},
+                         "predict_flops": {o: list(v) for o, v in settings.predict_flops.items()}},
             "objectives": objectives,
             "transfer": analyse_transfer(runs, curves, laws),
             "published": PUBLISHED}

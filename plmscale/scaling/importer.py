@@ -14,10 +14,10 @@ A run's final loss is the last point of its curve by default (the end of its lea
 which is what a compute-optimal law is about); `final_loss: min` takes the best point instead.
 """
 
-import argparse
 import csv
 import glob
 import hashlib
+import io
 import logging
 import math
 import re
@@ -30,7 +30,7 @@ import pandas as pd
 from plmscale.arithmetic import FLOPS_PER_PARAM_TOKEN
 from plmscale.config import read_yaml
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.table import with_roles, write_tables
+from plmscale.scaling.table import with_roles
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,30 @@ class _Format:
 
 # ------------------------------------------------------------------------------------------ reading one file
 
+def _text(path: Path, header) -> str:
+    """A scalar export's text; a binary file (NUL bytes, or bytes that are not UTF-8) is an error naming it."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+        if "\x00" not in text:
+            return text
+    except UnicodeDecodeError:
+        pass
+    raise PlmscaleError(f"{path}: not a text file (it holds NUL bytes or bytes that are not UTF-8 text); expected "
+                        f"a TensorBoard scalar export, a CSV with a header line {header}. Is it a binary or "
+                        "compressed file named .csv? Export it again or exclude it in the import config")
+
+
 def read_scalar_csv(path, x_column: str, y_column: str, expected_header=None):
     """Read a TensorBoard scalar export: (x, y) float arrays sorted by x. Bad input raises with file:line."""
     path = Path(path)
     xs, ys = [], []
-    with open(path, newline="") as handle:
+    with io.StringIO(_text(path, expected_header or [x_column, y_column]), newline="") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader)
         except StopIteration:
-            raise PlmscaleError(f"{path}: empty file; expected a header line {expected_header or [x_column, y_column]}") from None
+            raise PlmscaleError(f"{path}: empty file; expected a header line "
+                                f"{expected_header or [x_column, y_column]}") from None
         header = [h.strip() for h in header]
         if expected_header and header != list(expected_header):
             raise PlmscaleError(f"{path}:1: header {header} is not the expected {list(expected_header)} "
@@ -451,21 +465,3 @@ def _log_report(runs: pd.DataFrame, report: dict) -> None:
     for rel in report["unpaired_transfer"]:
         log.warning("transfer run %s has no from-scratch partner with the same size, budget and metric", rel)
 
-
-# ------------------------------------------------------------------------------------------------- CLI
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("curves_dir", metavar="DIR", help="folder of TensorBoard CSV exports (e.g. ScalingProteinLM's data/)")
-    parser.add_argument("--config", default="configs/paper-logs-import.yaml",
-                        help="import config: globs, objectives, size map, units (default: %(default)s)")
-    parser.add_argument("--out", required=True, help="runs table to write (runs.csv)")
-    parser.add_argument("--curves-out", help="also write the whole curves in long format (curves.csv)")
-
-
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    runs, curves = import_curves(args.curves_dir, load_import_config(args.config))
-    write_tables(runs, curves, args.out, args.curves_out)
-    print(f"wrote {len(runs)} runs to {args.out}" + (f" and {len(curves)} curve points to {args.curves_out}"
-                                                     if args.curves_out else ""))
-    return 0

@@ -8,6 +8,7 @@ the point estimate (one row of ones) and the bootstrap run the very same arithme
 import numpy as np
 
 from plmscale.errors import PlmscaleError
+from plmscale.scaling.power_law import power_law_fit_batch
 from plmscale.scaling.table import budget_groups
 
 # Reason codes for a budget that yields no optimum (kept as small ints inside the batched arithmetic).
@@ -30,37 +31,6 @@ LOSS_LAWS = {
 # Grid of the saturating law's exponent s (negative): for each s, E and k are linear least squares.
 SATURATING_S_GRID = -np.geomspace(1e-3, 3.0, 400)
 GOLDEN_STEPS = 40  # shrinks the bracket around the best grid point by 0.618^40 ≈ 4e-9
-
-
-def power_law_fit(C, y, weights=None):
-    """Least squares of log y on log C: y = k·C^a. Returns (k, a) as floats, unrounded."""
-    log_k, a = power_law_fit_batch(np.log(np.asarray(C, float)), np.log(np.asarray(y, float))[None, :],
-                                   None if weights is None else np.asarray(weights, float)[None, :])
-    if not np.isfinite(a[0]):
-        raise PlmscaleError("power-law fit needs at least 2 distinct compute values with finite optima")
-    return float(np.exp(log_k[0])), float(a[0])
-
-
-def power_law_fit_batch(log_c, log_y, weights=None):
-    """Batched weighted OLS of log_y (B, G) on log_c (G,). weights (B, G) (0 = left out) or None.
-
-    Returns (log_k, slope), each (B,); NaN where fewer than 2 distinct compute values carry weight.
-    """
-    log_y = np.asarray(log_y, float)
-    w = np.ones_like(log_y) if weights is None else np.asarray(weights, float).copy()
-    w[~np.isfinite(log_y)] = 0.0
-    y = np.where(w > 0, log_y, 0.0)
-    x = np.broadcast_to(log_c, y.shape)
-    sw = w.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx = (w * x).sum(1) / sw
-        my = (w * y).sum(1) / sw
-        dx = x - mx[:, None]
-        sxx = (w * dx * dx).sum(1)
-        slope = (w * dx * (y - my[:, None])).sum(1) / sxx
-    distinct = ((w > 0) & (np.abs(dx) > 1e-9)).any(1) & (sxx > 1e-12)
-    slope = np.where(distinct, slope, np.nan)
-    return np.where(distinct, my - slope * mx, np.nan), slope
 
 
 def budget_designs(df, min_points):

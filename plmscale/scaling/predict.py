@@ -1,23 +1,15 @@
 """Compute-optimal model size, tokens and loss for a budget, from fit.json, with 95% intervals.
 
-`plmscale predict --fit fit.json --flops 1.7e22 --objective mlm [--json] [--ladder configs/paper.yaml]`
 The intervals come from the bootstrap draws stored in fit.json: every draw's law is evaluated at the
 budget, then the percentile interval is taken (constants are never rounded on the way).
 """
 
-import argparse
 import math
-import sys
-from pathlib import Path
-
-import yaml
 
 from plmscale.arithmetic import ModelShape
-from plmscale.config import read_json_object
+from plmscale.config import read_yaml
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.closed_loop import validation_lines
-from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit, read_fit
-from plmscale.scaling.results import json_text
+from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit
 
 
 def _parametric_forecast(law: ParametricLaw, flops, where) -> dict:
@@ -25,6 +17,36 @@ def _parametric_forecast(law: ParametricLaw, flops, where) -> dict:
         raise PlmscaleError(f"{where}.flops_per_param_token is missing: the parametric law cannot turn "
                             "FLOPs into N and D without it; rerun `plmscale fit`")
     return law.forecast(flops)
+
+
+# A forecast this many times beyond the largest budget the fit saw is flagged: its intervals cover the
+# bootstrap's spread, not whether the law still holds that far out (Marin's closed loop checked 320x).
+EXTRAPOLATION_WARNING_FACTOR = 100.0
+
+
+def largest_fitted_flops(fit: FitFile, objective: str) -> float | None:
+    """The largest compute of the runs behind an objective's fit (fit.json's max_run_flops; for an older
+    fit.json, its largest IsoFLOP budget or envelope point), or None where the file does not say."""
+    recorded = (fit.data.get("objectives", {}).get(objective) or {}).get("max_run_flops")
+    if isinstance(recorded, (int, float)) and recorded > 0:
+        return float(recorded)
+    seen = [o.budget for o in fit.method(objective, "isoflop").optima]
+    seen += [p.flops for p in fit.method(objective, "envelope").points]
+    return max(seen) if seen else None
+
+
+def extrapolation(fit: FitFile, flops: float, objective: str) -> dict | None:
+    """{"largest_fitted_flops", "factor", "warning"?}: how far a budget lies beyond the fitted range."""
+    largest = largest_fitted_flops(fit, objective)
+    if largest is None:
+        return None
+    out = {"largest_fitted_flops": largest, "factor": flops / largest}
+    if out["factor"] > EXTRAPOLATION_WARNING_FACTOR:
+        out["warning"] = (f"C = {flops:.3g} FLOPs is {out['factor']:.3g}x the largest budget fitted "
+                          f"({largest:.3g} FLOPs), far outside the fitted range (more than "
+                          f"{EXTRAPOLATION_WARNING_FACTOR:g}x): the intervals show the bootstrap's spread, not "
+                          "whether the law holds that far out; validate at a larger budget first")
+    return out
 
 
 def _finite(value):
@@ -38,7 +60,8 @@ def predict(fit, flops: float, objective: str, ladder=None) -> dict:
     or that fit.json marks as not identified, gives null values and says why in details.note (a method
     without a loss law gives a null loss). With a ladder (name -> n_params), the result also carries
     "nearest" {METHOD: name} and "details" (loss intervals, notes) — keys that the JSON output of the CLI
-    leaves out to keep its documented shape.
+    leaves out to keep its documented shape. "extrapolation" says how far flops lies beyond the largest
+    fitted budget (a "warning" past EXTRAPOLATION_WARNING_FACTOR).
     """
     if not (isinstance(flops, (int, float)) and math.isfinite(flops) and flops > 0):
         raise PlmscaleError(f"--flops must be a positive number, got {flops!r}")
@@ -74,7 +97,8 @@ def predict(fit, flops: float, objective: str, ladder=None) -> dict:
             details[method]["note"] = "; ".join(notes)
         if ladder and n is not None:
             nearest[method] = nearest_shape(ladder, n)
-    out = {"objective": objective, "flops": float(flops), "methods": methods, "details": details}
+    out = {"objective": objective, "flops": float(flops), "methods": methods, "details": details,
+           "extrapolation": extrapolation(fit, float(flops), objective)}
     if ladder:
         out["nearest"] = nearest
     return out
@@ -92,12 +116,7 @@ def load_ladder(path) -> dict:
     Shapes ({layers, d_model, heads, ffn_dim?}) are counted with plmscale.arithmetic.ModelShape; a value may
     also be a number or {n_params: number}.
     """
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise PlmscaleError(f"ladder file {path} does not exist") from None
-    except yaml.YAMLError as error:
-        raise PlmscaleError(f"ladder file {path} is not valid YAML/JSON: {error}") from None
+    data = read_yaml(path, what="ladder file")
     if isinstance(data, dict) and isinstance(data.get("train"), dict) and "ladder" in data["train"]:
         data = data["train"]["ladder"]
     elif isinstance(data, dict) and "ladder" in data:
@@ -127,57 +146,16 @@ def ladder_sizes(ladder: dict, where: str = "train.ladder") -> dict:
     return sizes
 
 
-def _fmt(value, ci=None, digits=3):
-    if value is None:
-        return "n/a"
-    text = f"{value:.{digits}g}"
-    return text + (f" [{ci[0]:.{digits}g}, {ci[1]:.{digits}g}]" if ci else " [no interval]")
 
+def predict_budgets(fit, flops_by_objective: dict, ladder: dict | None = None) -> dict:
+    """{objective: [predict(fit, C, objective) for C in the config's budgets]} for the objectives fitted.
 
-def format_prediction(result) -> str:
-    lines = [f"{result['objective'].upper()} at C = {result['flops']:.3g} FLOPs (95% bootstrap intervals)"]
-    for method, values in result["methods"].items():
-        detail = result["details"].get(method, {})
-        if values["n_opt"] is None:
-            lines.append(f"  {method:<10} no prediction: {detail.get('note', 'not fitted')}")
-            for reason in detail.get("reasons", [])[1:]:
-                lines.append(f"  {'':<10}   also: {reason}")
+    fit: a FitFile (fitfile.read_fit) or a fit.json dict, validated on the way in."""
+    fit = parse_fit(fit)
+    ladder = ladder_sizes(ladder) if ladder else None
+    out = {}
+    for objective, budgets in (flops_by_objective or {}).items():
+        if objective not in fit.objectives:
             continue
-        line = (f"  {method:<10} N_opt {_fmt(values['n_opt'], values['n_opt_ci'])}  "
-                f"D_opt {_fmt(values['d_opt'], values['d_opt_ci'])}  "
-                f"loss {_fmt(values['loss'], detail.get('loss_ci'), 4)}")
-        if "nearest" in result:
-            near = result["nearest"][method]
-            line += f"  nearest ladder shape {near['name']} ({near['n_params']:.3g} params)"
-        lines.append(line)
-        if detail.get("note"):
-            lines.append(f"  {'':<10} note: {detail['note']}")
-    return "\n".join(lines)
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fit", required=True, help="fit.json written by `plmscale fit` or the workflow")
-    parser.add_argument("--flops", required=True, type=float, help="compute budget in FLOPs, e.g. 1.7e22")
-    parser.add_argument("--objective", required=True, choices=["clm", "mlm"])
-    parser.add_argument("--ladder", help="config with train.ladder (or a name -> n_params mapping): "
-                                         "report the nearest model shape")
-    parser.add_argument("--json", action="store_true", help="print the prediction as JSON")
-
-
-def main(args: argparse.Namespace) -> int:
-    fit = read_fit(args.fit)
-    ladder = load_ladder(args.ladder) if args.ladder else None
-    result = predict(fit, args.flops, args.objective, ladder)
-    if args.json:
-        print(json_text({key: result[key] for key in ("objective", "flops", "methods")}))
-        # The JSON keeps its documented shape; why a method is null goes to stderr.
-        for method, values in result["methods"].items():
-            if values["n_opt"] is None and result["details"].get(method, {}).get("note"):
-                print(f"note: {method}: {result['details'][method]['note']}", file=sys.stderr)
-    else:
-        print(format_prediction(result))
-        validation = Path(args.fit).with_name("closed_loop.json")  # the workflow's closed loop, if it ran
-        if validation.exists():
-            print("\n".join(validation_lines(read_json_object(validation, "closed-loop record"),
-                                             args.objective, fit=fit)))
-    return 0
+        out[objective] = [predict(fit, float(flops), objective, ladder=ladder or None) for flops in budgets]
+    return out

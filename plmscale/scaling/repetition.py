@@ -184,22 +184,42 @@ def _interval(values, level=CONFIDENCE):
     return [float(np.exp(np.percentile(values, tail))), float(np.exp(np.percentile(values, 100 - tail)))]
 
 
-def _status(r_star: float, interval, profile) -> tuple[str, str]:
-    """identified | bounded_below | bounded_above, and why. A bound is the profile interval's inner end (the
-    bootstrap's percentiles sit on the search end when every refit does)."""
+def _status(r_star: float, interval, profile) -> tuple[str, str, dict | None]:
+    """identified | bounded_below | bounded_above, why, and the one bound both the reason and the figure
+    state ({"side": "below" | "above", "value"}; None when identified). A bound is the looser of the
+    bootstrap's and the profile interval's inner ends (the bootstrap's percentiles sit on the search end
+    when every refit does)."""
     top, bottom = R_STAR_MAX * 0.99, R_STAR_MIN * 1.01
+    lower = {"side": "below", "value": float(min(interval[0], profile[0]))}
+    upper = {"side": "above", "value": float(max(interval[1], profile[1]))}
     if r_star >= top:
         return "bounded_below", (f"repetition does not hurt within these budgets (the best R* is the search's upper "
-                                 f"end, {R_STAR_MAX:g}): R* is only bounded below, R* > {profile[0]:.3g} "
-                                 f"(profile, {CONFIDENCE:.0%})")
+                                 f"end, {R_STAR_MAX:g}): R* is only bounded below, R* > {lower['value']:.3g} "
+                                 f"({CONFIDENCE:.0%})"), lower
     if interval[1] >= top or profile[1] >= top:
         return "bounded_below", (f"R* = {r_star:.3g} but its interval reaches the search's upper end: only "
-                                 f"R* > {min(interval[0], profile[0]):.3g} is supported; train more epochs to pin it")
+                                 f"R* > {lower['value']:.3g} is supported; train more epochs to pin it"), lower
     if r_star <= bottom or interval[0] <= bottom or profile[0] <= bottom:
         return "bounded_above", (f"repeated data is worth at most its unique tokens (R* at the search's lower end "
-                                 f"{R_STAR_MIN:g}): R* < {max(interval[1], profile[1]):.3g}; the restricted source "
-                                 f"may differ from the mixture, not only repeat")
-    return "identified", ""
+                                 f"{R_STAR_MIN:g}): R* < {upper['value']:.3g}; the restricted source "
+                                 f"may differ from the mixture, not only repeat"), upper
+    return "identified", "", None
+
+
+def mixture_refusal(runs: pd.DataFrame, mixture_sources=None, train_tokens=None) -> str | None:
+    """Why the mixture runs cannot stand for unique, more diverse data than the repeated source (None when
+    they can). mixture_sources, train_tokens: the train split's sources and tokens (its manifest.json)."""
+    repeated = sorted(set(runs.loc[runs["kind"] == "rep", "source"].dropna()))
+    if mixture_sources is not None and repeated and set(mixture_sources) <= set(repeated):
+        return (f"the mixture is the train split of {', '.join(sorted(mixture_sources))} alone, the very source the "
+                f"repeated runs restrict ({', '.join(repeated)}): it is no more diverse, so the study compares "
+                "repetition with repetition; add other sources to data.sources, or read no R* from it")
+    mix_tokens = runs.loc[runs["kind"] == "mix", "tokens"]
+    if train_tokens and len(mix_tokens) and mix_tokens.max() > train_tokens:
+        return (f"the mixture runs repeat their own data: up to {mix_tokens.max() / train_tokens:.3g} epochs of the "
+                f"train split ({train_tokens:.3g} tokens), so its law is no unique-data law; lower "
+                "train.repetition.tokens below the split's size or add data")
+    return None
 
 
 def loss_gaps(points: pd.DataFrame, laws: dict) -> list:
@@ -242,7 +262,8 @@ def fit_repetition(points: pd.DataFrame, bootstrap: int = N_BOOTSTRAP, seed: int
             why = ("no repeated run goes beyond one epoch (tokens <= unique_tokens)" if entry["n_repeated_points"] == 0
                    else f"no size has a unique-data law: the mixture runs need >= {MIN_MIX_POINTS} distinct token "
                         f"counts (more train.repetition.tokens, or fit_points: curve)")
-            result[objective] = {**entry, "r_star": None, "interval": None, "status": "not_fitted", "reason": why}
+            result[objective] = {**entry, "r_star": None, "interval": None, "r_star_bound": None,
+                                 "status": "not_fitted", "reason": why}
             continue
         # Residual bootstrap: fitted values (law at the mix points; law at D'(R*) at the repeated ones) plus
         # log-residuals redrawn within each arm of the objective.
@@ -263,9 +284,9 @@ def fit_repetition(points: pd.DataFrame, bootstrap: int = N_BOOTSTRAP, seed: int
         # Residual variance of both arms (3 constants per law, 1 for R*) for the profile interval.
         n_free = max(len(res_mix) + len(res_rep) - 3 * len(laws) - 1, 1)
         profile = profile_interval(repeated, float(np.sum(res_mix ** 2) + np.sum(res_rep ** 2)) / n_free)
-        status, reason = _status(r_star, interval, profile)
+        status, reason, bound = _status(r_star, interval, profile)
         entry.update({"r_star": r_star, "interval": interval, "profile_interval": profile, "confidence": CONFIDENCE,
-                      "n_bootstrap": len(draws), "status": status, "reason": reason,
+                      "n_bootstrap": len(draws), "status": status, "reason": reason, "r_star_bound": bound,
                       "half_life_epochs": r_star * math.log(2) if status == "identified" else None})
         result[objective] = entry
     return result
@@ -298,9 +319,27 @@ def read_repetition_runs(metrics_paths, curve_paths=()) -> tuple[pd.DataFrame, p
     return runs, curves
 
 
-def repetition_summary(runs, curves, fit_points="final", bootstrap=N_BOOTSTRAP, seed=0) -> dict:
+def read_mixture(train_manifest) -> tuple[list | None, float | None]:
+    """(sources, tokens) of the train split the mixture runs read, from its manifest.json."""
+    if not train_manifest:
+        return None, None
+    manifest = read_json_object(train_manifest, "train split manifest", hint="; rerun the tokenize step")
+    return manifest.get("sources"), manifest.get("n_tokens")
+
+
+def repetition_summary(runs, curves, fit_points="final", bootstrap=N_BOOTSTRAP, seed=0, mixture_sources=None,
+                       train_tokens=None) -> dict:
+    """Per objective the fit of R* (fit_repetition), or, where the mixture is no more diverse than the
+    repeated source or repeats itself (mixture_refusal), status "refused" and why."""
     points = points_table(runs, curves, fit_points)
-    fits = fit_repetition(points, bootstrap, seed)
+    refusal = mixture_refusal(runs, mixture_sources, train_tokens)
+    if refusal:
+        fits = {objective: {"laws": {},
+                            "models": sorted(points.loc[points["objective"] == objective, "model"].unique()),
+                            "r_star": None, "interval": None, "r_star_bound": None, "status": "refused",
+                            "reason": refusal} for objective in sorted(points["objective"].unique())}
+    else:
+        fits = fit_repetition(points, bootstrap, seed)
     laws = {objective: entry["laws"] for objective, entry in fits.items()}
     return {
         "law": "D' = U + U*R*(1 - exp(-R/R*)), R = D/U - 1 (Muennighoff et al. 2023, R*_D); "
@@ -311,10 +350,14 @@ def repetition_summary(runs, curves, fit_points="final", bootstrap=N_BOOTSTRAP, 
     }
 
 
-def write_repetition(metrics_paths, curve_paths, out_json, fit_points="final", bootstrap=N_BOOTSTRAP, seed=0) -> dict:
-    """repetition.json from the study's run files; returns the summary (plmscale.plots.repetition draws it)."""
+def write_repetition(metrics_paths, curve_paths, out_json, fit_points="final", bootstrap=N_BOOTSTRAP, seed=0,
+                     train_manifest=None) -> dict:
+    """repetition.json from the study's run files; returns the summary (plmscale.plots.repetition draws it).
+    train_manifest (the train split's manifest.json) lets the study refuse a mixture that is no more diverse
+    than the repeated source."""
     runs, curves = read_repetition_runs(metrics_paths, curve_paths)
-    summary = repetition_summary(runs, curves, fit_points, bootstrap, seed)
+    sources, train_tokens = read_mixture(train_manifest)
+    summary = repetition_summary(runs, curves, fit_points, bootstrap, seed, sources, train_tokens)
     for objective, entry in summary["objectives"].items():
         shown = "n/a" if entry["r_star"] is None else f"{entry['r_star']:.3g} {entry['interval']}"
         log.info("%s: R* %s (%s) %s", objective, shown, entry["status"], entry["reason"])

@@ -1,4 +1,5 @@
-"""Writing the scaling stage's JSON results (fit.json through fitfile.write_fit, predictions.json)."""
+"""Writing the scaling stage's JSON results (fit.json through fitfile.write_fit, predictions.json): the
+lowest layer of the stage, importing none of it."""
 
 import json
 import math
@@ -37,19 +38,3 @@ def write_json(obj: dict, path, with_provenance=False) -> None:
     with write_text(path) as handle:
         handle.write(json_text(obj) + "\n")
 
-
-def predict_budgets(fit, flops_by_objective: dict, ladder: dict | None = None) -> dict:
-    """{objective: [predict(fit, C, objective) for C in the config's budgets]} for the objectives fitted.
-
-    fit: a FitFile (fitfile.read_fit) or a fit.json dict, validated on the way in."""
-    from plmscale.scaling.fitfile import parse_fit  # the numerical side lives with the fits
-    from plmscale.scaling.predict import ladder_sizes, predict
-
-    fit = parse_fit(fit)
-    ladder = ladder_sizes(ladder) if ladder else None
-    out = {}
-    for objective, budgets in (flops_by_objective or {}).items():
-        if objective not in fit.objectives:
-            continue
-        out[objective] = [predict(fit, float(flops), objective, ladder=ladder or None) for flops in budgets]
-    return out

@@ -52,9 +52,10 @@ DEFAULT_LOSS_COLUMN = "loss"
 # A scratch run within this relative size of a transfer run has the same model (parameter counts of one
 # shape differ slightly between exports).
 SAME_SIZE_REL = 0.02
-# Runs whose log10 FLOPs lie within this many decades of a neighbour share a budget when the table has
-# no `budget` column: about ±6%, tighter than the half-decade budget ladders used in practice.
-BUDGET_GROUPING_DEX = 0.05
+# Without a `budget` column, runs share a budget when each lies within this many decades (about ±12%) of
+# the group's centre (geometric-mean FLOPs): far tighter than the half-decade budget ladders used in
+# practice, loose enough for token counts rounded to whole batches.
+BUDGET_TOLERANCE_DEX = 0.05
 
 
 def _list_ids(ids, limit=8):
@@ -127,7 +128,11 @@ def validate_runs(df, source="runs table"):
                                 f"{_list_ids(df.loc[bad, 'run_id'])}")
         df["budget"] = budget
     df["init_from"] = text_column(df, "init_from")
-    return with_roles(df, source).reset_index(drop=True)
+    df = with_roles(df, source).reset_index(drop=True)
+    if "budget" not in df.columns:
+        for objective, group in df.groupby("objective", sort=False):
+            budget_groups(scratch_runs(group), source=f"{source} ({objective} runs)")  # refuses a too-wide group
+    return df
 
 
 def identity_columns(metrics: dict) -> dict:
@@ -300,27 +305,34 @@ def write_tables(runs: pd.DataFrame, curves: pd.DataFrame | None, runs_path, cur
             ordered.to_csv(tmp, index=False)
 
 
-def budget_groups(df):
+def budget_groups(df, source="runs table"):
     """Budget (FLOPs) of each IsoFLOP run, as a float Series aligned with df (NaN = not an IsoFLOP run).
 
     With a `budget` column, that column decides: an empty budget marks a run outside the IsoFLOP design
-    (e.g. a long run). Without one, runs are grouped by FLOPs: sorted log10 FLOPs are cut wherever the
-    gap to the next run exceeds BUDGET_GROUPING_DEX, and a group's budget is its geometric-mean FLOPs.
+    (e.g. a long run). Without one, runs are grouped by FLOPs around a centre: sorted log10 FLOPs are cut
+    wherever two neighbours lie more than BUDGET_TOLERANCE_DEX apart, and a group's budget is its
+    geometric-mean FLOPs, which every member must lie within BUDGET_TOLERANCE_DEX of. A group wider than
+    that is refused, not chained into one budget (runs spread evenly in FLOPs, such as Chinchilla's, would
+    otherwise merge budgets ten times apart).
     """
     if "budget" in df.columns:
         return df["budget"].astype(float)
     log_c = np.log10(df["flops"].to_numpy(dtype=float))
     order = np.argsort(log_c, kind="stable")
-    group = np.zeros(len(df), dtype=int)
-    current = 0
-    for previous, index in zip(order[:-1], order[1:]):
-        if log_c[index] - log_c[previous] > BUDGET_GROUPING_DEX:
-            current += 1
-        group[index] = current
+    cuts = np.flatnonzero(np.diff(log_c[order]) > BUDGET_TOLERANCE_DEX) + 1
     budgets = np.empty(len(df))
-    for g in np.unique(group):
-        members = group == g
-        budgets[members] = 10 ** log_c[members].mean()
+    for members in np.split(order, cuts):
+        members = np.sort(members)  # the table's order: the same mean to the last bit as the rows give
+        centre = log_c[members].mean()
+        if np.abs(log_c[members] - centre).max() > BUDGET_TOLERANCE_DEX:
+            low, high = 10 ** log_c[members].min(), 10 ** log_c[members].max()
+            raise PlmscaleError(
+                f"{source}: {len(members)} runs from {low:.3g} to {high:.3g} FLOPs ({high / low:.3g}x) have no "
+                f"budget column and lie too close in FLOPs to cut apart, yet too far apart to be one IsoFLOP "
+                f"budget (each run must lie within {BUDGET_TOLERANCE_DEX} dex of its budget's centre), e.g. "
+                f"run(s) {_list_ids(df['run_id'].iloc[members])}. Add a `budget` column with each run's nominal "
+                "IsoFLOP budget in FLOPs (empty for a run outside the IsoFLOP design); see docs/fitting.md")
+        budgets[members] = 10 ** centre
     return pd.Series(budgets, index=df.index, name="budget")
 
 
