@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from plmscale.data.atomic import write_text
-from plmscale.errors import PlmscaleError, naming_the_file
+from plmscale.errors import PlmscaleError
 
 METRICS_VERSION = 1
 VERSION_KEY = "metrics_version"
@@ -147,5 +147,5 @@ def read_metrics(path) -> RunMetrics:
 
 def write_metrics(path, metrics: RunMetrics) -> None:
     """metrics.json, atomically (a killed job leaves no half file); a failed write names the file."""
-    with naming_the_file(path, "run metrics"), write_text(path) as handle:
+    with write_text(path) as handle:
         json.dump(metrics.to_dict(), handle, indent=2)

@@ -140,7 +140,7 @@ def test_fit_table_prints_parametric_constants_and_the_paper_row_only_for_protei
 def test_collect_records_epochs_and_fit_names_the_runs_that_repeat_their_data(tmp_path, runs, caplog):
     metrics = tmp_path / "r1" / "metrics.json"
     metrics.parent.mkdir()
-    metrics.write_text(json.dumps({"run_id": "r1", "objective": "clm", "n_params": 1000, "tokens": 5e6,
+    metrics.write_text(json.dumps({"run_id": "r1", "objective": "clm", "model": "n1k", "n_params": 1000, "tokens": 5e6,
                                    "flops": 3e10, "budget": 3e10, "final_valid_loss": 2.5, "init_from": None}))
     collected, _ = collect_runs([metrics], train_tokens=2e6)
     assert collected["epochs"].tolist() == [2.5]

@@ -6,7 +6,6 @@ on POSIX). A kill -9 leaves that sibling behind; `remove_stale_temporaries` clea
 processes on the next run.
 """
 
-import errno
 import io
 import json
 import os
@@ -16,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from plmscale.data.gzio import open_write
-from plmscale.errors import PlmscaleError
+from plmscale.errors import PlmscaleError, write_error
 
 # Every temporary of the data stage ends in ".tmp-<pid>" (files and folders alike).
 _TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)$")
@@ -57,23 +56,6 @@ def remove_stale_temporaries(directory) -> list:
     return removed
 
 
-# OSErrors that are about the place written to, whichever file the call named (a full disk names none).
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
-
-
-def write_failure(path, error: OSError, tmp=None) -> Exception:
-    """A PlmscaleError naming the file being written and the cause, for an OSError of writing it; other
-    OSErrors (reading an input inside the same block) are returned unchanged."""
-    named = {str(p) for p in (path, tmp, Path(path).parent) if p is not None}
-    if error.errno not in _WRITE_ERRNOS and (error.filename is None or str(error.filename) not in named):
-        return error
-    cause = error.strerror or str(error)
-    hint = {errno.ENOSPC: "free disk space there", errno.EDQUOT: "free space within your disk quota",
-            errno.EROFS: "give a writable results folder", errno.EACCES: "make the folder writable for you",
-            errno.EPERM: "make the folder writable for you"}.get(error.errno, "check the disk")
-    return PlmscaleError(f"could not write {path}: {cause}; {hint}, then run again")
-
-
 @contextmanager
 def atomic_path(path):
     """Yield a temporary sibling path; it replaces `path` only if the block finishes without error. A
@@ -85,7 +67,7 @@ def atomic_path(path):
         yield tmp
         os.replace(tmp, path)
     except OSError as error:
-        translated = write_failure(path, error, tmp)
+        translated = write_error(path, error, tmp=tmp)
         if translated is error:
             raise
         raise translated from error
@@ -146,27 +128,27 @@ class DeferredFile:
             self.final.parent.mkdir(parents=True, exist_ok=True)
             self.handle = open(self.tmp, "wb")
         except OSError as error:
-            raise write_failure(self.final, error, self.tmp) from error
+            raise write_error(self.final, error, tmp=self.tmp) from error
 
     def write(self, data):
         try:
             self.handle.write(data)
         except OSError as error:
-            raise write_failure(self.final, error, self.tmp) from error
+            raise write_error(self.final, error, tmp=self.tmp) from error
 
     def close(self):
         if not self.handle.closed:
             try:
                 self.handle.close()  # flushes: where a full disk shows
             except OSError as error:
-                raise write_failure(self.final, error, self.tmp) from error
+                raise write_error(self.final, error, tmp=self.tmp) from error
 
     def commit(self):
         self.close()
         try:
             os.replace(self.tmp, self.final)
         except OSError as error:
-            raise write_failure(self.final, error, self.tmp) from error
+            raise write_error(self.final, error, tmp=self.tmp) from error
 
     def discard(self):
         try:
