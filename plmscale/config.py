@@ -104,13 +104,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.get(key)
             except TypeError:  # an unhashable key: PyYAML's own error says so below
                 continue
-            if first != key_node.start_mark.line + 1:
+            if first is not None:
                 raise _RepeatedKey(problem=f"the key {key!r} appears twice in one mapping (lines {first} and "
-                                           f"{key_node.start_mark.line + 1}); keep one")
+                                           f"{line}); keep one")
+            seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
 

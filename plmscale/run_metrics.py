@@ -10,6 +10,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from plmscale.config import read_json_object
 from plmscale.data.atomic import write_text
 from plmscale.errors import PlmscaleError
 
@@ -132,16 +133,7 @@ def check_against_schema(data: dict, where: str) -> None:
 def read_metrics(path) -> RunMetrics:
     """A run's metrics.json, checked; a missing, malformed or invalid file is an error that names the file
     and the key."""
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise PlmscaleError(f"metrics file {path} does not exist; did the training job finish? rerun it") from None
-    except json.JSONDecodeError as error:
-        raise PlmscaleError(f"metrics file {path}:{error.lineno}: not valid JSON ({error.msg}); rerun the "
-                            f"training job") from None
-    if not isinstance(data, dict):
-        raise PlmscaleError(f"metrics file {path} holds a JSON {type(data).__name__}, not an object")
+    data = read_json_object(path, "metrics file", hint="; did the training job finish? rerun it")
     return RunMetrics.from_dict(data, where=str(path))
 
 

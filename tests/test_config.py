@@ -72,6 +72,9 @@ def test_a_key_written_twice_is_refused_with_its_lines(tmp_path):
         load_config(path)
     message = str(error.value)
     assert str(path) in message and "'m1' appears twice" in message and "lines 3 and 4" in message
+    path.write_text("train:\n  isoflop: {budgets: [1e19], budgets: [1e20]}\n")  # both on one line
+    with pytest.raises(PlmscaleError, match="'budgets' appears twice in one mapping \\(lines 2 and 2\\)"):
+        load_config(path)
 
 
 def test_the_same_key_in_different_mappings_is_fine(tmp_path):
