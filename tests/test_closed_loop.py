@@ -348,6 +348,7 @@ DRY_RUN_CONFIG = {
 }
 
 
+@pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none
 @pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")
 def test_dry_run_plans_the_closed_loop_after_the_fit(tmp_path):
     workdir = workflow_copy(tmp_path / "wf", DRY_RUN_CONFIG)

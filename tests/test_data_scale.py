@@ -139,6 +139,7 @@ def test_peak_memory_does_not_grow_with_the_corpus(tmp_path):
         assert peak_kb[step, large] - peak_kb[step, small] < 0.25 * in_memory_growth_kb, peak_kb
 
 
+@pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none
 @pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")
 def test_dry_run_plans_one_job_per_dedup_partition(tmp_path):
     config = {"data": {"partitions": {"count": 3, "mem_mb": 1000}}}

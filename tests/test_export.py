@@ -249,6 +249,7 @@ def test_a_tensor_without_a_llama_name_is_never_dropped():
         to_llama_names(state, model.shape)
 
 
+@pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none
 @pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")
 def test_the_workflow_plans_the_configured_exports_and_refuses_an_unknown_run(tmp_path):
     workdir = workflow_copy(tmp_path / "wf", default_config_with({}))

@@ -543,6 +543,7 @@ def test_paper_grid_plans_in_snakemake(tmp_path):
     assert "transfer" not in counts
 
 
+@pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none
 def test_the_workflow_trains_every_replicate(tmp_path):
     """`snakemake -n` on the demo config with train.isoflop.replicates 2: a train job for each replicate."""
     from workflow_helpers import default_config_with, planned_run_ids, run_snakemake, workflow_copy

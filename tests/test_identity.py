@@ -339,6 +339,7 @@ def test_loss_by_identity_without_bins_says_why_and_what_to_set(tmp_path):
 
 # ---- the workflow --------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none
 @pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary")
 def test_workflow_plans_the_identity_step_before_training(tmp_path):
     import yaml

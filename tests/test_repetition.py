@@ -320,6 +320,7 @@ def test_figure_states_the_bound_the_summary_carries(tmp_path):
 
 # ---- the workflow -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none
 @pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")
 def test_dry_run_plans_the_demos_study_outside_the_scaling_fits(tmp_path):
     workdir = workflow_copy(tmp_path / "wf", default_config_with({}))  # the demo, config.yaml, as it is

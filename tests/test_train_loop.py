@@ -67,6 +67,7 @@ def test_compile_on_cpu_without_a_compiler_says_what_to_install(shards, tmp_path
         run(tiny_spec(tokens=2000, compile=True), shards, tmp_path)
 
 
+@pytest.mark.slow  # torch.compile builds C++ kernels first: not in the fast set
 def test_compiled_steps_rerun_identically_and_learn_as_eager_steps_do(shards, tmp_path):
     """train.compile (configs/paper.yaml's setting; off in the demo): a compiled run is the same run again
     (same final loss to the last bit), and follows the eager run to within float reordering. Compiling

@@ -230,6 +230,7 @@ def test_branch_without_its_trunk_state_says_what_to_train(shards, tmp_path):
 
 # ---- the workflow -------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none
 def test_dry_run_plans_trunks_before_their_branches_and_the_cross_check(tmp_path):
     other = tmp_path / "cosine" / "fit.json"
     other.parent.mkdir()
