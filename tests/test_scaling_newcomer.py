@@ -154,3 +154,15 @@ def test_collect_records_epochs_and_fit_names_the_runs_that_repeat_their_data(tm
     assert f"{len(repeated)} IsoFLOP run(s) repeat their training data, up to 20.8 epochs" in note
     assert all(run_id in note for run_id in repeated)
     assert any("repeat their training data" in r.getMessage() for r in caplog.records)
+
+
+def test_train_split_tokens_read_from_the_manifest_and_a_bad_one_named(tmp_path):
+    """collect's epochs divide by the train split's tokens, read from its manifest.json."""
+    from plmscale.scaling.collect import train_split_tokens
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"n_tokens": 2_000_000}))
+    assert train_split_tokens(manifest) == 2e6
+    manifest.write_text(json.dumps({"n_tokens": 0}))
+    with pytest.raises(PlmscaleError, match=f"{manifest}: n_tokens is 0, not a positive count"):
+        train_split_tokens(manifest)

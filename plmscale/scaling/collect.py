@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from plmscale import run_metrics
+from plmscale.config import read_json_object
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.table import (CURVE_COLUMNS, IDENTITY_COLUMN_PREFIXES, RUN_COLUMNS, identity_bins,
                                     identity_columns, with_pairs, with_roles)
