@@ -27,7 +27,6 @@ import sysconfig
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from plmscale.arithmetic import flops_per_token_6n, flops_per_token_with_attention
