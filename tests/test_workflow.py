@@ -2,6 +2,7 @@
 transfer run, fits, plots, predictions and the closed loop — then what a rerun, a changed run and a grown
 study do."""
 
+import json
 import shutil
 
 import pytest
@@ -105,16 +106,52 @@ def test_the_closed_loop_trains_the_planned_run_and_scores_it(finished):
         metrics = read_json(results / "closed_loop" / f"{objective}_x3" / "metrics.json")
         record = validation[objective]["x3"]
         assert set(record["methods"]) == {"isoflop", "envelope", "parametric"}
-        if plan["spec"] is None:  # the tiny grid gave no identified forecast: recorded, nothing trained
-            assert metrics["trained"] is False and record["trained"] is False and plan["reason"]
-            continue
-        run_id = f"fcl_{objective}_x3"
-        assert metrics["run_id"] == run_id and metrics["n_params"] == plan["spec"]["n_params"]
-        assert abs(metrics["flops"] - plan["flops"]) <= 6 * metrics["n_params"] * plan["spec"]["batch_tokens"]
-        assert record["observed_loss"] == metrics["final_valid_loss"]
-        assert (results / "checkpoints" / run_id / "final.pt").exists()
-        scored = [m for m in record["methods"].values() if m["loss"] is not None]
-        assert scored and all(m["error_pct"] is not None for m in scored)
+        # The tiny grid's parabolas have no minimum, so no method is identified: the loop records why and
+        # trains nothing (the next test gives it an identified forecast and checks the run it trains).
+        assert plan["spec"] is None and plan["method"] is None
+        assert plan["reason"].startswith("no identified method among ['isoflop', 'parametric']")
+        assert metrics == {"run_id": plan["run_id"], "trained": False, "reason": plan["reason"]}
+        assert record["trained"] is False
+        assert not (results / "checkpoints" / f"fcl_{objective}_x3").exists()
+
+
+def identified_isoflop_law(k_n: float, a: float, budgets) -> dict:
+    """An IsoFLOP entry of fit.json that identifies N_opt = k_n C^a (D_opt = C / 6 N_opt) and L_opt(C)."""
+    return {"budgets": list(budgets), "dropped_budgets": [], "optima": [], "k_n": k_n, "a": a,
+            "k_d": 1 / (6 * k_n), "b": 1 - a, "loss_floor": 2.0, "k_l": 5.0, "s": -0.05,
+            "loss_law": "L_opt = loss_floor + k_l * C^s", "a_ci": [a - 0.05, a + 0.05],
+            "b_ci": [1 - a - 0.05, 1 - a + 0.05], "bootstrap": None, "identified": True, "reasons": [],
+            "notes": [], "bracketed_budgets": len(budgets), "n_budgets": len(budgets)}
+
+
+def test_the_closed_loop_trains_an_identified_forecast_and_scores_it(finished, tmp_path):
+    """The branch the tiny grid cannot reach: an identified CLM forecast (written into a copy of the finished
+    study's fit.json) makes the workflow train the forecast optimum at 3x the top budget and score it."""
+    work = tmp_path / "wf"
+    shutil.copytree(finished, work, symlinks=True)
+    fit_path = work / "results/scaling/fit.json"
+    fit = read_json(fit_path)
+    # N_opt(3e10) = 10k parameters: inside the test ladder's span, ~0.5M tokens.
+    a = 0.5
+    fit["objectives"]["clm"]["isoflop"] = identified_isoflop_law(1e4 / 3e10 ** a, a, [3e9, 1e10])
+    fit_path.write_text(json.dumps(fit, indent=2))
+    run_snakemake(work, targets=["results/scaling/closed_loop.json"])
+
+    results = work / "results"
+    plan = read_json(results / "closed_loop/clm_x3/plan.json")
+    metrics = read_json(results / "closed_loop/clm_x3/metrics.json")
+    record = read_json(results / "scaling/closed_loop.json")["objectives"]["clm"]["x3"]
+    assert plan["method"] == "isoflop" and plan["flops"] == pytest.approx(3e10)
+    assert plan["n_opt"] == pytest.approx(1e4, rel=1e-6) and plan["spec"] is not None
+    run_id = "fcl_clm_x3"
+    assert metrics["run_id"] == run_id and metrics["n_params"] == plan["spec"]["n_params"]
+    assert abs(metrics["flops"] - plan["flops"]) <= 6 * metrics["n_params"] * plan["spec"]["batch_tokens"]
+    assert record["trained"] is True and record["observed_loss"] == metrics["final_valid_loss"]
+    assert (results / "checkpoints" / run_id / "final.pt").exists()
+    isoflop = record["methods"]["isoflop"]
+    forecast = 2.0 + 5.0 * 3e10 ** -0.05
+    assert isoflop["loss"] == pytest.approx(forecast)
+    assert isoflop["error_pct"] == pytest.approx(100 * (metrics["final_valid_loss"] - forecast) / forecast)
 
 
 def test_a_finished_study_has_nothing_to_do(finished):
