@@ -39,15 +39,17 @@ def main() -> None:
     parser.add_argument("--markdown", default=None, help="append the table to this file")
     args = parser.parse_args()
 
-    rows = []
+    rows, baselines = [], set()
+    valid = ShardReader(f"{args.results}/data/shards/valid")
+    natural = np.asarray(valid.lengths)
+    first = np.array([int(valid[i][0]) for i in range(len(valid))])
     for run_id in args.run:
         loaded = load_run(run_id, args.results)
         limit = loaded.max_residues
-        valid = ShardReader(f"{args.results}/data/shards/valid")
-        natural = np.asarray(valid.lengths)
-        first = np.array([int(valid[i][0]) for i in range(len(valid))])
-        rows.append(("natural (valid split)", limit,
-                     summary(np.minimum(natural, limit), natural <= limit, first == M_ID)))
+        if limit not in baselines:  # the natural proteins cut to this context
+            baselines.add(limit)
+            rows.append(("natural (valid split)", limit,
+                         summary(np.minimum(natural, limit), natural <= limit, first == M_ID)))
         samples = sample(loaded, args.n, temperature=1.0, seed=args.seed)
         lengths = np.array([len(s) for s, _ in samples])
         ended = np.array([bool(e) for _, e in samples])
