@@ -137,6 +137,26 @@ def test_optimal_allocation_draws_uncounted_optima_hollow_and_says_why(study, tm
     assert f"CLM optimum at $10^{{20}}$ FLOPs (hollow) not counted: {why}" in legend
 
 
+def test_isoflop_plot_gives_an_uncounted_optimum_a_hollow_star_and_says_so(study, tmp_path):
+    """The demo's 5e11 budget: kept (its vertex is inside the sizes) but not counted (curvature within the
+    runs' scatter). Its star was drawn like a counted one; now it is hollow and the legend says why it differs."""
+    fit, runs, _ = study
+    why = "curvature 0.001 ± 0.002 per (ln N)^2 (t = 0.5 < 2): the minimum is within the runs' scatter"
+    fit = _with_isoflop(fit, "clm", identified=True, reasons=[], notes=[f"budget 1e+20 not counted: {why}"])
+    ax = plots.plot_isoflop(fit, runs, "clm", tmp_path / "isoflop.png").axes[0]
+    stars = [c for c in ax.collections if isinstance(c, PathCollection) and len(c.get_offsets()) == 1
+             and c.get_sizes()[0] == 160]
+    optima = {o["budget"]: o for o in fit["objectives"]["clm"]["isoflop"]["optima"] if o["kept"]}
+    hollow = sorted((float(c.get_offsets()[0][0]), tuple(c.get_facecolors()[0]) == (1.0, 1.0, 1.0, 1.0))
+                    for c in stars)
+    expected = sorted((o["n_opt"], budget == 1e20) for budget, o in optima.items())
+    assert [x for x, _ in hollow] == pytest.approx([x for x, _ in expected])
+    assert [h for _, h in hollow] == [h for _, h in expected] and sum(h for _, h in hollow) == 1
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert any(label.endswith("FLOPs (not counted)") for label in labels)
+    assert sum(label.endswith("(not counted)") for label in labels) == 1
+
+
 def test_optimal_allocation_draws_no_optimum_without_an_isoflop_law(study, tmp_path):
     fit, _, _ = study
     fit = _with_isoflop(fit, "clm", identified=False, reasons=["only 1 of 3 IsoFLOP budgets bracketed an optimum"])

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colors
 
+from plmscale.plots.allocation import counted_optima
 from plmscale.plots.common import OBJECTIVE_NAMES, format_axis, power_of_ten, save_figure, wrapped
 from plmscale.scaling.fitfile import parse_fit
 
@@ -16,8 +17,11 @@ def _scatter_ids(runs: pd.DataFrame, ids):
 # --------------------------------------------------------------------------------------------- the plots
 
 def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
-    """Loss vs N for each budget, the fitted parabolas and their optima (dropped budgets drawn hollow)."""
-    iso = parse_fit(fit).method(objective, "isoflop")
+    """Loss vs N for each budget, the fitted parabolas and their optima (dropped budgets drawn hollow; a kept
+    budget the law does not count, e.g. its curvature within the runs' scatter, gets a hollow star)."""
+    fit = parse_fit(fit)
+    iso = fit.method(objective, "isoflop")
+    uncounted = {optimum.budget for optimum, _ in counted_optima(fit, objective)[1]}
     fig, ax = plt.subplots(figsize=(7.5, 5))
     budgets = [o.budget for o in iso.optima]
     norm = colors.LogNorm(vmin=min(budgets), vmax=max(budgets)) if budgets else None
@@ -33,12 +37,14 @@ def plot_isoflop(fit, runs: pd.DataFrame, objective: str, path):
             x = np.linspace(np.log(points["n_params"].min()) - 0.15, np.log(points["n_params"].max()) + 0.15, 100)
             y = entry.loss_opt + entry.curvature * (x - np.log(entry.n_opt)) ** 2
             solid = entry.kept and not judged_out
+            counted = entry.budget not in uncounted
+            note = "" if not entry.kept else "" if counted else " (not counted)"
             ax.plot(np.exp(x), y, color=color, lw=1.4 if solid else 1.0, ls="-" if solid else "--",
                     alpha=1.0 if solid else 0.6,
-                    label=f"{power_of_ten(entry.budget)} FLOPs" + ("" if entry.kept else " (dropped)"))
+                    label=f"{power_of_ten(entry.budget)} FLOPs" + (note if entry.kept else " (dropped)"))
             if solid:
-                ax.scatter([entry.n_opt], [entry.loss_opt], marker="*", s=160, color=color,
-                           edgecolor="k", linewidth=0.6, zorder=4)
+                ax.scatter([entry.n_opt], [entry.loss_opt], marker="*", s=160, color=color if counted else "white",
+                           edgecolor="k" if counted else color, linewidth=0.6 if counted else 1.4, zorder=4)
     ax.set_xscale("log")
     format_axis(ax.xaxis, "params")
     ax.set_xlabel("model size N (non-embedding parameters)")
