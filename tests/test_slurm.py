@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from plmscale.data.shard_check import STAMP
 from workflow_helpers import default_config_with, workflow_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -122,8 +123,10 @@ def sacct_jobs(run_uuid: str, env) -> list[dict]:
 
 
 def file_digests(directory: Path) -> dict:
+    """sha256 of every data file; the training jobs' shard-verification stamp (plmscale.data.shard_check.STAMP,
+    a cache of file sizes and mtimes, which differ between two machines by nature) is not data."""
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != STAMP}
 
 
 def training_numbers(run_dir: Path) -> dict:
