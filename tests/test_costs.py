@@ -11,6 +11,7 @@ import pytest
 from plmscale.arithmetic import ModelShape
 from plmscale.config import load_config_files
 from plmscale.errors import PlmscaleError
+from plmscale.grid.shapes import ladder_like_shape
 from plmscale.scaling import costs
 from plmscale.scaling.collect import collect_runs
 
@@ -133,3 +134,91 @@ def test_measured_cost_recovers_known_c0_and_c1_per_device():
 def test_measured_cost_without_the_columns_names_them():
     with pytest.raises(PlmscaleError, match="wall_seconds"):
         costs.fit_measured_cost(pd.DataFrame({"tokens": [1.0], "flops_chinchilla": [1.0], "device": ["cpu"]}))
+
+
+# ---- priority 4: allocation under a cost model ---------------------------------------------------------------
+
+DEMO_LAW = {"E": 2.11, "A": 22.9, "B": 5.47e4, "alpha": 0.577, "beta": 0.952}  # near the demo's CLM fit
+
+
+def _demo_ladder():
+    config, _ = load_config_files(["config.yaml"])
+    return config["train"]["ladder"], config["train"]["seq_len"]
+
+
+def test_allocation_under_6nd_equals_the_closed_form():
+    from plmscale.scaling import allocation
+    from plmscale.scaling.parametric import optimal_allocation
+    ladder, seq_len = _demo_ladder()
+    for budget in (1.5e12, 1e13, 1e15):
+        got = allocation.allocate(DEMO_LAW, budget, ladder, seq_len, "6nd")
+        n, d, loss = optimal_allocation(*(DEMO_LAW[k] for k in ("E", "A", "B", "alpha", "beta")), budget, 6.0)
+        assert got["n_opt"] == pytest.approx(float(n), rel=1e-4)
+        assert got["d_opt"] == pytest.approx(float(d), rel=1e-4)
+        assert got["loss"] == pytest.approx(float(loss), rel=1e-9)
+
+
+def test_a_constant_cost_ratio_is_the_closed_form_at_the_smaller_budget():
+    from plmscale.scaling import allocation
+    from plmscale.scaling.parametric import optimal_allocation
+    constants = [DEMO_LAW[k] for k in ("E", "A", "B", "alpha", "beta")]
+    n_grid = allocation.search_grid(1e5)
+    n, d, _ = allocation.minimise_on_grid(n_grid, 3.0 * 6.0 * n_grid, 1e13, *constants)
+    n_ref, d_ref, _ = optimal_allocation(*constants, 1e13 / 3.0, 6.0)
+    assert n[0] == pytest.approx(float(n_ref), rel=1e-4) and d[0] == pytest.approx(float(d_ref), rel=1e-4)
+
+
+def test_allocation_under_chinchilla_moves_as_the_cost_formula_says():
+    """At the optimum of L(N, C/c(N)): alpha·A/N^alpha = eps·beta·B/D^beta, eps = dlog c / dlog N (1 under 6nd;
+    below 1 when small models pay more per token than 6N), and D = C / c(N_opt)."""
+    from plmscale.scaling import allocation
+    ladder, seq_len = _demo_ladder()
+    budget = 1e13
+    six = allocation.allocate(DEMO_LAW, budget, ladder, seq_len, "6nd")
+    chin = allocation.allocate(DEMO_LAW, budget, ladder, seq_len, "chinchilla")
+    n, d = chin["n_opt"], chin["d_opt"]
+    grid = allocation.search_grid(six["n_opt"])  # the sizes allocate searched
+    log_cost = np.interp(np.log([n / 1.05, n, n * 1.05]), np.log(grid),
+                         np.log(allocation.cost_per_token(grid, ladder, seq_len, "chinchilla")))
+    assert d == pytest.approx(budget / math.exp(log_cost[1]), rel=1e-4)
+    eps = (log_cost[2] - log_cost[0]) / (2 * math.log(1.05))
+    assert 0.8 < eps < 0.95  # embeddings, attention and logits grow slower than 6N
+    law = DEMO_LAW
+    lhs = law["alpha"] * law["A"] / n ** law["alpha"]
+    rhs = eps * law["beta"] * law["B"] / d ** law["beta"]
+    assert lhs == pytest.approx(rhs, rel=1e-3)
+    # the smoothed cost stays within a few percent of the exact count of the ladder-like shape
+    exact = ModelShape.from_dict(ladder_like_shape(n, ladder))
+    assert math.exp(log_cost[1]) == pytest.approx(6 * n + exact.flops_per_token(seq_len, "chinchilla")
+                                                  - exact.flops_per_token(seq_len, "6nd"), rel=0.01)
+    assert chin["n_opt"] != pytest.approx(six["n_opt"], rel=0.02)  # the allocation moved
+    assert chin["loss"] > six["loss"]  # the same number counts more of the work: less training bought
+
+
+def test_a_study_in_n_and_d_recovers_the_same_law_whatever_the_grid_cost_model():
+    """The same true law sampled on IsoFLOP grids laid out in 6nd and in chinchilla FLOPs (different (N, D)
+    points): the parametric fit, which sees only N, D and loss, recovers the same constants from both."""
+    from plmscale.scaling import allocation
+    from plmscale.scaling.parametric import fit_parametric
+    ladder, seq_len = _demo_ladder()
+    law = DEMO_LAW
+    fits = {}
+    for model in ("6nd", "chinchilla"):
+        n_all, d_all = [], []
+        for budget in (3e10, 1e11, 3e11, 1e12, 3e12):
+            sizes = allocation.search_grid(1e4, decades=1.2)
+            cost = allocation.cost_per_token(sizes, ladder, seq_len, model)
+            sizes, cost = sizes[::24], cost[::24]
+            n_all += list(sizes)
+            d_all += list(budget / cost)
+        n_all, d_all = np.array(n_all), np.array(d_all)
+        loss = law["E"] + law["A"] / n_all ** law["alpha"] + law["B"] / d_all ** law["beta"]
+        fits[model] = fit_parametric(n_all, d_all, loss)
+    for key in ("E", "alpha", "beta"):
+        assert fits["6nd"][key] == pytest.approx(law[key], rel=0.02)
+        assert fits["chinchilla"][key] == pytest.approx(law[key], rel=0.02)
+    # ... while the allocation of the recovered law at one budget depends on the cost model
+    entry = {k: fits["chinchilla"][k] for k in ("E", "A", "B", "alpha", "beta")}
+    by_model = allocation.allocation_by_cost_model(entry, [1e13], ladder, seq_len)
+    assert set(by_model) == {"6nd", "with_attention", "chinchilla"}
+    assert by_model["chinchilla"][0]["n_opt"] != pytest.approx(by_model["6nd"][0]["n_opt"], rel=0.02)
