@@ -222,3 +222,31 @@ def test_a_study_in_n_and_d_recovers_the_same_law_whatever_the_grid_cost_model()
     by_model = allocation.allocation_by_cost_model(entry, [1e13], ladder, seq_len)
     assert set(by_model) == {"6nd", "with_attention", "chinchilla"}
     assert by_model["chinchilla"][0]["n_opt"] != pytest.approx(by_model["6nd"][0]["n_opt"], rel=0.02)
+
+
+def _fit_with_law(identified=True):
+    law = {**DEMO_LAW, "a": 0.62, "b": 0.38, "flops_per_param_token": 6.0, "identified": identified,
+           "reasons": [] if identified else ["optimum at the grid edge"]}
+    return {"version": 1, "settings": {"predict_flops": {"clm": [1e13], "mlm": [1e13]}},
+            "objectives": {"clm": {"parametric": law}, "mlm": {"parametric": {**law, "identified": False,
+                                                                              "reasons": ["too few runs"]}}}}
+
+
+def test_fit_json_gets_allocations_per_cost_model_that_its_reader_accepts():
+    from plmscale.scaling.allocation import with_cost_allocations
+    from plmscale.scaling.fitfile import parse_fit
+    from plmscale.scaling.results import json_ready
+    ladder, seq_len = _demo_ladder()
+    runs = _timed_runs(8e-6, 2e-11, "cpu", [1.2e4, 4e4, 8e4, 3e5])
+    fit = with_cost_allocations(_fit_with_law(), runs, ladder, seq_len)
+    clm = fit["objectives"]["clm"]["allocation_by_cost_model"]
+    assert set(clm) == {"6nd", "with_attention", "chinchilla", "measured:cpu"}
+    assert clm["6nd"][0]["flops"] == 1e13 and clm["measured:cpu"][0]["unit"] == "cpu-seconds"
+    assert fit["measured_cost"]["cpu"]["c0"] == pytest.approx(8e-6)
+    # the measured model spends the seconds the 6nd optimum takes, and does at least as well with them
+    assert clm["measured:cpu"][0]["loss"] <= clm["6nd"][0]["loss"] + 1e-12
+    assert "too few runs" in fit["objectives"]["mlm"]["allocation_by_cost_model"]["skipped"]
+    parse_fit(json_ready(fit))
+    clm["chinchilla"][0]["n_opt"] = -5.0
+    with pytest.raises(PlmscaleError, match=r"allocation_by_cost_model.chinchilla\[0\].n_opt"):
+        parse_fit(json_ready(fit))

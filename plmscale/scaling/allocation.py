@@ -20,6 +20,7 @@ import numpy as np
 from plmscale.arithmetic import FLOPS_DEFINITIONS, ModelShape
 from plmscale.grid.shapes import ladder_like_shape
 from plmscale.scaling.bootstrap import interval
+from plmscale.scaling import costs
 from plmscale.scaling.costs import MEASURED, MeasuredCost
 from plmscale.scaling.parametric import optimal_allocation
 
@@ -79,6 +80,13 @@ def cost_per_token(n_grid, ladder: dict, seq_len: int, cost_model: str, measured
     if measured is None:
         raise ValueError("the measured cost model needs a fitted MeasuredCost (costs.fit_measured_cost)")
     return measured.seconds_per_token(flops)
+
+
+def cost_at(n_params: float, ladder: dict, seq_len: int, cost_model: str, measured: MeasuredCost | None = None):
+    """c(N) at one size, from the same smoothed curve the search uses (cost_per_token on a grid around it)."""
+    grid = search_grid(n_params, decades=0.5)
+    return float(np.exp(np.interp(math.log(n_params), np.log(grid),
+                                  np.log(cost_per_token(grid, ladder, seq_len, cost_model, measured)))))
 
 
 def minimise_on_grid(n_grid, cost, budget, E, A, B, alpha, beta):
@@ -154,8 +162,33 @@ def allocation_by_cost_model(entry: dict, budgets, ladder: dict, seq_len: int,
         rows = []
         for c in budgets:
             n6, d6, _ = (float(v) for v in optimal_allocation(*point, float(c), 6.0))
-            seconds = float(cost_per_token(np.array([n6]), ladder, seq_len, MEASURED, law)[0]) * d6
+            seconds = cost_at(n6, ladder, seq_len, MEASURED, law) * d6
             rows.append({"flops": float(c), **allocate(entry, seconds, ladder, seq_len, MEASURED, law, n_centre=n6),
                          "unit": f"{device}-seconds"})
         out[f"{MEASURED}:{device}"] = rows
     return out
+
+
+def with_cost_allocations(fit: dict, runs, ladder: dict, seq_len: int) -> dict:
+    """fit.json (fit_all's dict) with, per objective whose parametric law is identified (or not judged),
+    `allocation_by_cost_model` at its fit.predict_flops budgets, and at the top `measured_cost`: the measured
+    cost law per device of the runs table (empty where the runs lack wall_seconds or device). An objective
+    whose law predicts nothing gets {"skipped": why} instead: the trust rules hold under every cost model."""
+    measured = costs.fit_measured_cost(runs) if set(costs.MEASURED_COLUMNS) <= set(runs.columns) else {}
+    budgets = (fit.get("settings") or {}).get("predict_flops") or {}
+    for objective, entry in fit["objectives"].items():
+        law = entry.get("parametric") or {}
+        if law.get("error") or law.get("identified") is False:
+            why = law.get("error") or "; ".join(law.get("reasons") or ["not identified"])
+            entry["allocation_by_cost_model"] = {"skipped": f"the parametric law predicts nothing: {why}"}
+            continue
+        if not ladder:
+            entry["allocation_by_cost_model"] = {"skipped": "no train.ladder: no model shapes to count costs on"}
+            continue
+        try:
+            entry["allocation_by_cost_model"] = allocation_by_cost_model(law, budgets.get(objective, []), ladder,
+                                                                         seq_len, measured)
+        except ValueError as error:  # no shape of the ladder's family near the optimum
+            entry["allocation_by_cost_model"] = {"skipped": f"no allocation under the cost models: {error}"}
+    fit["measured_cost"] = {device: law.to_dict() for device, law in measured.items()}
+    return fit

@@ -21,6 +21,8 @@ from plmscale.errors import PlmscaleError
 
 MEASURED = "measured"
 COST_MODELS = (*FLOPS_DEFINITIONS, MEASURED)
+# The runs table's columns the measured law reads.
+MEASURED_COLUMNS = ("tokens", "flops_chinchilla", "wall_seconds", "device")
 # The measured law needs at least this many runs of one device with distinct per-token FLOPs.
 MIN_MEASURED_RUNS = 3
 
@@ -81,7 +83,7 @@ def fit_measured_cost(runs: pd.DataFrame, source: str = "runs table") -> dict[st
 
     A device with fewer than MIN_MEASURED_RUNS usable runs, or with one shape only, gets no law (it is left
     out); a table without the columns is an error naming them."""
-    missing = [c for c in ("tokens", "flops_chinchilla", "wall_seconds", "device") if c not in runs.columns]
+    missing = [c for c in MEASURED_COLUMNS if c not in runs.columns]
     if missing:
         raise PlmscaleError(f"{source}: column(s) {', '.join(missing)} missing, needed by the measured cost model; "
                             "collect the runs again with this plmscale (runs trained before it lack "
