@@ -250,3 +250,48 @@ def test_fit_json_gets_allocations_per_cost_model_that_its_reader_accepts():
     clm["chinchilla"][0]["n_opt"] = -5.0
     with pytest.raises(PlmscaleError, match=r"allocation_by_cost_model.chinchilla\[0\].n_opt"):
         parse_fit(json_ready(fit))
+
+
+# ---- priority 5: predict in GPU-hours and under a cost model -------------------------------------------------
+
+def test_gpu_hours_convert_through_peak_and_mfu():
+    converted = costs.gpu_hours_to_flops(10, "h100", 0.4)
+    assert converted["flops"] == pytest.approx(10 * 3600 * 989e12 * 0.4)
+    with pytest.raises(PlmscaleError, match="h100"):
+        costs.gpu_hours_to_flops(10, "tpu9", 0.4)
+
+
+def _written_fit(tmp_path):
+    from plmscale.scaling.allocation import with_cost_allocations
+    from plmscale.scaling.fitfile import write_fit
+    ladder, seq_len = _demo_ladder()
+    fit = with_cost_allocations(_fit_with_law(), _timed_runs(8e-6, 2e-11, "cpu", [1.2e4, 4e4, 8e4, 3e5]),
+                                ladder, seq_len)
+    return fit, write_fit(fit, tmp_path / "fit.json")
+
+
+def test_predict_reports_the_allocation_under_a_cost_model_and_a_gpu_hour_budget(tmp_path, capsys):
+    from plmscale.cli import main as cli_main
+    fit, path = _written_fit(tmp_path)
+    stored = fit["objectives"]["clm"]["allocation_by_cost_model"]["chinchilla"][0]
+    assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm",
+                     "--cost-model", "chinchilla"]) == 0
+    out = capsys.readouterr().out
+    assert "counted in chinchilla" in out and f"N_opt {stored['n_opt']:.3g}" in out
+    # measured on cpu: the seconds the 6nd optimum takes, from fit.json's measured_cost
+    assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm", "--cost-model",
+                     "measured", "--device", "cpu", "--config", "config.yaml"]) == 0
+    out = capsys.readouterr().out
+    measured = fit["objectives"]["clm"]["allocation_by_cost_model"]["measured:cpu"][0]
+    assert "cpu-seconds" in out and f"N_opt {measured['n_opt']:.3g}" in out
+    # GPU-hours: the budget converted at the device's peak and the stated MFU
+    assert cli_main(["predict", "--fit", str(path), "--gpu-hours", "0.01", "--device", "h100", "--mfu", "0.3",
+                     "--objective", "clm", "--cost-model", "with_attention", "--config", "config.yaml"]) == 0
+    out = capsys.readouterr().out
+    flops = 0.01 * 3600 * 989e12 * 0.3
+    assert "assumed MFU of 0.3" in out and f"C = {flops:.3g} FLOPs" in out
+    # a budget fit.json stores nothing for, without a config: the error says what to give
+    assert cli_main(["predict", "--fit", str(path), "--flops", "3e13", "--objective", "clm",
+                     "--cost-model", "chinchilla"]) == 2
+    assert "--config" in capsys.readouterr().err
+    assert cli_main(["predict", "--fit", str(path), "--objective", "clm"]) == 2  # no budget at all

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from plmscale.arithmetic import FLOPS_DEFINITIONS, ModelShape
+from plmscale.errors import PlmscaleError
 from plmscale.grid.shapes import ladder_like_shape
 from plmscale.scaling.bootstrap import interval
 from plmscale.scaling import costs
@@ -192,3 +193,43 @@ def with_cost_allocations(fit: dict, runs, ladder: dict, seq_len: int) -> dict:
             entry["allocation_by_cost_model"] = {"skipped": f"no allocation under the cost models: {error}"}
     fit["measured_cost"] = {device: law.to_dict() for device, law in measured.items()}
     return fit
+
+
+def stored_or_computed(fit_data: dict, objective: str, flops: float | None, cost_model: str, ladder: dict | None = None,
+                       seq_len: int | None = None, seconds: float | None = None, where: str = "fit.json") -> dict:
+    """One allocation of fit.json's parametric law for `plmscale predict --cost-model`: the row fit.json stores
+    for this cost model at these FLOPs, else computed (needs the ladder and seq_len). cost_model is a FLOPs
+    definition or "measured:DEVICE"; a measured budget is `seconds` if given, else the seconds the 6nd optimum
+    at `flops` takes. A law that predicts nothing, or a missing measured law, is an error saying why."""
+    entry = ((fit_data.get("objectives") or {}).get(objective) or {})
+    law = entry.get("parametric") or {}
+    if not law or law.get("error") or law.get("identified") is False:
+        why = law.get("error") or "; ".join(law.get("reasons") or ["no parametric law"])
+        raise PlmscaleError(f"{where}: objectives.{objective}.parametric predicts nothing ({why}); no allocation "
+                            "under any cost model")
+    stored = (entry.get("allocation_by_cost_model") or {}).get(cost_model)
+    if seconds is None and isinstance(stored, list):
+        for row in stored:
+            if flops is not None and math.isclose(row["flops"], flops, rel_tol=1e-9):
+                return row
+    if not ladder or not seq_len:
+        raise PlmscaleError(f"{where} stores no {cost_model} allocation for {objective} at this budget; give "
+                            "--config CONFIG (its train.ladder and train.seq_len define the shapes to count on)")
+    if not cost_model.startswith(f"{MEASURED}:"):
+        return {"flops": flops, **allocate(law, flops, ladder, seq_len, cost_model)}
+    device = cost_model.split(":", 1)[1]
+    known = fit_data.get("measured_cost") or {}
+    if device not in known:
+        raise PlmscaleError(f"{where}: measured_cost has no law for device {device!r} (it has "
+                            f"{', '.join(sorted(known)) or 'none: the runs lack wall_seconds or device'}); "
+                            "train runs on that device, collect and fit again")
+    measured = MeasuredCost(**known[device])
+    point, _ = law_constants(law)
+    n_centre = float(optimal_allocation(*point, flops, 6.0)[0]) if flops else None
+    if seconds is None:
+        n6, d6, _ = (float(v) for v in optimal_allocation(*point, flops, 6.0))
+        seconds = cost_at(n6, ladder, seq_len, MEASURED, measured) * d6
+    if n_centre is None:  # a seconds budget alone: centre on the 6nd optimum at the FLOPs those seconds buy
+        n_centre = float(optimal_allocation(*point, seconds / measured.c1, 6.0)[0])
+    return {"flops": flops, **allocate(law, seconds, ladder, seq_len, MEASURED, measured, n_centre=n_centre),
+            "unit": f"{device}-seconds"}

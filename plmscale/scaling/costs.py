@@ -106,3 +106,19 @@ def fit_measured_cost(runs: pd.DataFrame, source: str = "runs table") -> dict[st
         r2 = 1.0 - np.sum(residual ** 2) / total if total > 0 else 1.0
         laws[device] = MeasuredCost(device=device, c0=float(c0), c1=float(c1), n_runs=int(len(group)), r2=float(r2))
     return laws
+
+
+def gpu_hours_to_flops(gpu_hours: float, device: str, mfu: float) -> dict:
+    """H GPU-hours on a named accelerator as FLOPs through the plan's throughput model
+    (plmscale.grid.resources: dense bf16 peak × assumed MFU): {flops, peak_flops_per_second, mfu, device}."""
+    from plmscale.grid.resources import GPU_PEAK_FLOPS
+    if not (gpu_hours > 0 and np.isfinite(gpu_hours)):
+        raise PlmscaleError(f"--gpu-hours must be a positive number, got {gpu_hours!r}")
+    if not 0 < mfu <= 1:
+        raise PlmscaleError(f"--mfu must be in (0, 1], got {mfu!r}")
+    name = next((key for key in GPU_PEAK_FLOPS if key.lower() == device.lower()), None)
+    if name is None:
+        raise PlmscaleError(f"--device {device!r} is not a known accelerator (known: "
+                            f"{', '.join(k.lower() for k in GPU_PEAK_FLOPS)}, plmscale/grid/resources.py)")
+    peak = GPU_PEAK_FLOPS[name]
+    return {"flops": gpu_hours * 3600.0 * peak * mfu, "peak_flops_per_second": peak, "mfu": mfu, "device": name}
