@@ -295,3 +295,14 @@ def test_predict_reports_the_allocation_under_a_cost_model_and_a_gpu_hour_budget
                      "--cost-model", "chinchilla"]) == 2
     assert "--config" in capsys.readouterr().err
     assert cli_main(["predict", "--fit", str(path), "--objective", "clm"]) == 2  # no budget at all
+
+
+def test_local_exponent_under_6nd_is_the_closed_form_and_moves_under_chinchilla():
+    from plmscale.scaling import allocation
+    ladder, seq_len = _demo_ladder()
+    law = DEMO_LAW
+    six = allocation.exponent_and_optimum(law, 1e13, ladder, seq_len, "6nd")
+    assert six["a"] == pytest.approx(law["beta"] / (law["alpha"] + law["beta"]), rel=1e-3)
+    chin = allocation.exponent_and_optimum(law, 1e13, ladder, seq_len, "chinchilla")
+    # c(N)/6N falls with N: a budget's growth buys relatively more of the larger models, a rises
+    assert chin["a"] > six["a"] + 0.005

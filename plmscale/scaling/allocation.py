@@ -233,3 +233,34 @@ def stored_or_computed(fit_data: dict, objective: str, flops: float | None, cost
         n_centre = float(optimal_allocation(*point, seconds / measured.c1, 6.0)[0])
     return {"flops": flops, **allocate(law, seconds, ladder, seq_len, MEASURED, measured, n_centre=n_centre),
             "unit": f"{device}-seconds"}
+
+
+# The local allocation exponent a = dlog N_opt / dlog C is measured over budgets this many decades either side.
+EXPONENT_HALF_SPAN_DEX = 0.05
+
+
+def exponent_and_optimum(entry: dict, flops: float, ladder: dict, seq_len: int, cost_model: str,
+                         measured: MeasuredCost | None = None) -> dict:
+    """At a FLOPs budget (for measured: the seconds the 6nd optimum takes), N_opt and the local exponent
+    a = dlog N_opt / dlog budget under a cost model, each with its bootstrap interval (draws of the law)."""
+    point, draws = law_constants(entry)
+    n6, d6, _ = (float(v) for v in optimal_allocation(*point, flops, 6.0))
+    budget = cost_at(n6, ladder, seq_len, MEASURED, measured) * d6 if cost_model == MEASURED else flops
+    n_grid = search_grid(n6)
+    cost = cost_per_token(n_grid, ladder, seq_len, cost_model, measured)
+    keep = np.isfinite(cost) & (cost > 0)
+    n_grid, cost = n_grid[keep], cost[keep]
+    step = 10 ** EXPONENT_HALF_SPAN_DEX
+    out = {"cost_model": cost_model, "flops": float(flops), "budget": float(budget)}
+    for label, constants in (("", point), ("_draws", draws)):
+        if constants is None:
+            continue
+        n_low = minimise_on_grid(n_grid, cost, budget / step, *constants)[0]
+        n_mid = minimise_on_grid(n_grid, cost, budget, *constants)[0]
+        n_high = minimise_on_grid(n_grid, cost, budget * step, *constants)[0]
+        a = (np.log(n_high) - np.log(n_low)) / (2 * math.log(step))
+        if label:
+            out.update(a_ci=interval(a), n_opt_ci=interval(n_mid))
+        else:
+            out.update(a=float(a[0]), n_opt=float(n_mid[0]))
+    return out
