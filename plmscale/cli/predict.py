@@ -104,8 +104,9 @@ def cost_model_lines(args, fit) -> list[str]:
         config, _ = load_config_files([args.cost_config])
         ladder, seq_len = config["train"]["ladder"], config["train"]["seq_len"]
     row = stored_or_computed(fit.data, args.objective, args.flops, model, ladder, seq_len, seconds, where=args.fit)
-    budget = (f"{row['budget']:.3g} {row['unit']} (the seconds the 6nd optimum takes)" if "unit" in row and seconds is None
-              else f"{row['budget']:.3g} {row.get('unit', model + ' FLOPs')}")
+    budget = f"{row['budget']:.3g} {row.get('unit', model + ' FLOPs')}"
+    if "unit" in row and seconds is None:
+        budget += " (the seconds the 6nd optimum takes)"
     return [f"parametric law with the budget counted in {model}: {budget}",
             f"  N_opt {_fmt(row['n_opt'], row.get('n_opt_ci'))}  D_opt {_fmt(row['d_opt'], row.get('d_opt_ci'))}  "
             f"loss {_fmt(row['loss'], row.get('loss_ci'), 4)}"]

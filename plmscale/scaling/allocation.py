@@ -74,7 +74,8 @@ def cost_per_token(n_grid, ladder: dict, seq_len: int, cost_model: str, measured
     n_grid = np.asarray(n_grid, float)
     definition = "chinchilla" if cost_model == MEASURED else cost_model
     if definition not in FLOPS_DEFINITIONS:
-        raise ValueError(f"unknown cost model {cost_model!r} (expected one of {', '.join((*FLOPS_DEFINITIONS, MEASURED))})")
+        raise ValueError(f"unknown cost model {cost_model!r} "
+                         f"(expected one of {', '.join((*FLOPS_DEFINITIONS, MEASURED))})")
     flops = 6.0 * n_grid + smooth_overhead(n_grid, ladder, seq_len, definition)
     if cost_model != MEASURED:
         return flops
