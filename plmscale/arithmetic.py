@@ -66,13 +66,20 @@ class ModelShape:
         return total if non_embedding else total + self.vocab_size * d
 
     def flops_per_token(self, seq_len: int, definition: str = "6nd") -> float:
-        """Training FLOPs per token under a budget definition: "6nd" (the paper's C = 6ND) or "with_attention"."""
+        """Training FLOPs per token under a budget definition (FLOPS_DEFINITIONS): "6nd" (the paper's C = 6ND),
+        "with_attention" (6N + attention scores and values) or "chinchilla" (Hoffmann et al.'s count)."""
         n = self.n_params()
         if definition == "6nd":
             return flops_per_token_6n(n)
         if definition == "with_attention":
             return flops_per_token_with_attention(n, self.layers, self.d_model, seq_len)
-        raise ValueError(f"unknown flops definition {definition!r} (expected 6nd or with_attention)")
+        if definition == "chinchilla":
+            return flops_per_token_chinchilla(self, seq_len)
+        raise ValueError(f"unknown flops definition {definition!r} (expected one of {', '.join(FLOPS_DEFINITIONS)})")
+
+
+# The budget definitions a grid can be laid out in (train.flops_definition) and every run records.
+FLOPS_DEFINITIONS = ("6nd", "with_attention", "chinchilla")
 
 
 def flops_per_token_6n(n_params: float) -> float:
@@ -83,6 +90,27 @@ def flops_per_token_6n(n_params: float) -> float:
 def flops_per_token_with_attention(n_params: float, layers: int, d_model: int, seq_len: int) -> float:
     """6·N plus attention scores and values: 12·L·d·T per token (forward 4·L·d·T, backward twice that)."""
     return FLOPS_PER_PARAM_TOKEN * n_params + 12.0 * layers * d_model * seq_len
+
+
+def flops_per_token_chinchilla(shape: ModelShape, seq_len: int) -> float:
+    """Hoffmann et al. 2022 (Chinchilla), Appendix F, Table 4, per token, for plmscale's block, times 3.
+
+    The table counts per sequence of length T (here divided by T) the forward matmuls:
+      embeddings                 2·V·d       (the one-hot product; plmscale's embedding is tied)
+      per layer: q, k, v         2·3·d·(h·dh)
+                 scores q·kᵀ     2·T·(h·dh)
+                 softmax         3·h·T
+                 softmax·values  2·T·(h·dh)
+                 output          2·(h·dh)·d
+                 feed-forward    2·3·d·ffn   (GLU: gate, up and down; the table's 2 matrices, 2·2·d·ffn)
+      logits                     2·d·V
+    and backward = 2 × forward. Like the table it leaves out norms (RMSNorm), the GLU's elementwise
+    product, rotary embeddings and the causal mask's skipped half (scores count the full T×T)."""
+    d, h, dh, ffn, v, t = shape.d_model, shape.heads, shape.head_dim, shape.ffn_dim, shape.vocab_size, seq_len
+    attention = 2 * 3 * d * (h * dh) + 2 * t * (h * dh) + 3 * h * t + 2 * t * (h * dh) + 2 * (h * dh) * d
+    feed_forward = 2 * 3 * d * ffn
+    forward = 2 * v * d + shape.layers * (attention + feed_forward) + 2 * d * v
+    return 3.0 * forward
 
 
 # ---- peak learning rate by model size -----------------------------------------------------------------

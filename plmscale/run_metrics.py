@@ -36,6 +36,7 @@ class RunMetrics:
     flops_definition: str | None = None
     flops_6nd: float | None = None
     flops_with_attention: float | None = None
+    flops_chinchilla: float | None = None  # Hoffmann et al.'s count (plmscale.arithmetic)
     budget: float | None  # the IsoFLOP budget this run belongs to; None for explicit and transfer runs
     final_valid_loss: float | None
     best_valid_loss: float | None = None

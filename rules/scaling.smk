@@ -63,6 +63,7 @@ rule fit:
     params:
         fit=json_param(fit_keys(config["fit"])),  # what plmscale.scaling.settings.FitSettings reads
         grid_objectives=config["train"]["objectives"],
+        cost_shapes=json_param({"ladder": config["train"]["ladder"], "seq_len": config["train"]["seq_len"]}),
     log:
         "logs/scaling/fit.log",
     benchmark:

@@ -1,5 +1,5 @@
 """rule fit: runs.csv + curves.csv -> fit.json (every method, both objectives, bootstrap intervals,
-identification verdicts, backtests)."""
+identification verdicts, backtests, allocations under each cost model)."""
 
 import json
 import logging
@@ -11,6 +11,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import pandas as pd  # noqa: E402
 
 from plmscale.logging_setup import log_to_file  # noqa: E402
+from plmscale.scaling.allocation import with_cost_allocations  # noqa: E402
 from plmscale.scaling.fit import fit_all  # noqa: E402
 from plmscale.scaling.fitfile import write_fit  # noqa: E402
 from plmscale.scaling.settings import FitSettings  # noqa: E402
@@ -21,5 +22,6 @@ settings = FitSettings.from_fit_section(json.loads(snakemake.params.fit), snakem
 runs = pd.read_csv(snakemake.input.runs, low_memory=False)
 curves = pd.read_csv(snakemake.input.curves, low_memory=False)
 fit = fit_all(runs, curves, settings, source=snakemake.input.runs, curves_source=snakemake.input.curves)
+fit = with_cost_allocations(fit, runs, **json.loads(snakemake.params.cost_shapes))  # N_opt per cost model
 write_fit(fit, snakemake.output[0])
 logging.getLogger("plmscale.fit").info("\n%s\n%s", summary_table(fit), rollout_summary(fit))

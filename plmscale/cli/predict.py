@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from plmscale.config import read_json_object
+from plmscale.arithmetic import FLOPS_DEFINITIONS
+from plmscale.config import load_config, load_config_files, read_json_object
+from plmscale.errors import PlmscaleError
+from plmscale.scaling.allocation import stored_or_computed
+from plmscale.scaling.costs import MEASURED, gpu_hours_to_flops
 from plmscale.scaling.closed_loop import validation_lines
 from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.predict import load_ladder, predict
@@ -46,14 +50,70 @@ def format_prediction(result) -> str:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit", required=True, help="fit.json written by `plmscale fit` or the workflow")
-    parser.add_argument("--flops", required=True, type=float, help="compute budget in FLOPs, e.g. 1.7e22")
+    parser.add_argument("--flops", type=float, help="compute budget in FLOPs, e.g. 1.7e22 (or --gpu-hours)")
     parser.add_argument("--objective", required=True, choices=["clm", "mlm"])
     parser.add_argument("--ladder", help="config with train.ladder (or a name -> n_params mapping): "
                                          "report the nearest model shape")
     parser.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    add_cost_arguments(parser)
+
+
+def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cost models", "the budget in another currency, and the allocation under a "
+                                                     "cost model (plmscale.scaling.costs, docs/costs.md)")
+    group.add_argument("--cost-model", choices=[*FLOPS_DEFINITIONS, MEASURED],
+                       help="also report the parametric law's N_opt, D_opt and loss with the budget counted in this "
+                            "cost model (measured: seconds on --device, from fit.json's measured_cost)")
+    group.add_argument("--gpu-hours", type=float,
+                       help="the budget as GPU-hours on --device, converted to FLOPs at its peak and --mfu")
+    group.add_argument("--device", default="h100",
+                       help="accelerator of --gpu-hours (h100, h200, a100, ...; default h100), or cpu for the "
+                            "measured cost model")
+    group.add_argument("--mfu", type=float,
+                       help="assumed model FLOPs utilisation (default: train.resources.assumed_mfu of the schema, 0.4)")
+    group.add_argument("--config", dest="cost_config",
+                       help="config whose train.ladder and train.seq_len give the shapes to count costs on, where "
+                            "fit.json stores no allocation at this budget")
+
+
+def budget_from_cost_arguments(args) -> list[str]:
+    """Set args.flops from --gpu-hours (lines that say how), or check that one budget is given."""
+    if (args.flops is None) == (args.gpu_hours is None):
+        raise PlmscaleError("give the budget as --flops FLOPS or as --gpu-hours H (with --device), not both")
+    if args.gpu_hours is None:
+        return []
+    mfu = args.mfu if args.mfu is not None else load_config({})["train"]["resources"]["assumed_mfu"]
+    converted = gpu_hours_to_flops(args.gpu_hours, args.device, mfu)
+    args.flops = converted["flops"]
+    return [f"{args.gpu_hours:g} GPU-hours on {converted['device']} = {args.flops:.3g} FLOPs at its peak "
+            f"{converted['peak_flops_per_second']:.3g} FLOP/s and an assumed MFU of {mfu:g} (the plan's throughput "
+            "model, plmscale/grid/resources.py; the FLOPs it runs are 6N plus attention: with_attention)"]
+
+
+def cost_model_lines(args, fit) -> list[str]:
+    """The parametric law's allocation with the budget counted in --cost-model."""
+    if not args.cost_model:
+        return []
+    model = args.cost_model
+    seconds = None
+    if model == MEASURED:
+        model = f"{MEASURED}:{'cpu' if args.device.lower() == 'cpu' else 'cuda'}"
+        seconds = args.gpu_hours * 3600.0 if args.gpu_hours is not None else None
+    ladder = seq_len = None
+    if args.cost_config:
+        config, _ = load_config_files([args.cost_config])
+        ladder, seq_len = config["train"]["ladder"], config["train"]["seq_len"]
+    row = stored_or_computed(fit.data, args.objective, args.flops, model, ladder, seq_len, seconds, where=args.fit)
+    budget = f"{row['budget']:.3g} {row.get('unit', model + ' FLOPs')}"
+    if "unit" in row and seconds is None:
+        budget += " (the seconds the 6nd optimum takes)"
+    return [f"parametric law with the budget counted in {model}: {budget}",
+            f"  N_opt {_fmt(row['n_opt'], row.get('n_opt_ci'))}  D_opt {_fmt(row['d_opt'], row.get('d_opt_ci'))}  "
+            f"loss {_fmt(row['loss'], row.get('loss_ci'), 4)}"]
 
 
 def main(args: argparse.Namespace) -> int:
+    budget_lines = budget_from_cost_arguments(args)
     fit = read_fit(args.fit)
     ladder = load_ladder(args.ladder) if args.ladder else None
     result = predict(fit, args.flops, args.objective, ladder)
@@ -65,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
             if values["n_opt"] is None and result["details"].get(method, {}).get("note"):
                 print(f"note: {method}: {result['details'][method]['note']}", file=sys.stderr)
     else:
-        print(format_prediction(result))
+        print("\n".join([*budget_lines, format_prediction(result), *cost_model_lines(args, fit)]))
         validation = Path(args.fit).with_name("closed_loop.json")  # the workflow's closed loop, if it ran
         if validation.exists():
             print("\n".join(validation_lines(read_json_object(validation, "closed-loop record"),

@@ -15,6 +15,11 @@ from plmscale.errors import PlmscaleError
 
 GIB = 2**30
 
+# Dense bf16 peak FLOP/s of known accelerators (per device), matched against the CUDA device name by
+# training (an unknown GPU is taken as an H100) and by name in `plmscale predict --device`.
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
+                  "V100": 125e12}
+
 # Bytes of training state per parameter with AdamW in mixed precision: fp32 weights (4) + fp32 grads (4)
 # + Adam first and second moments (4 + 4). bf16 autocast keeps the weights in fp32.
 STATE_BYTES_PER_PARAM = 16

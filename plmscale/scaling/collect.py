@@ -18,7 +18,8 @@ import pandas as pd
 from plmscale import run_metrics
 from plmscale.config import read_json_object
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.table import (CURVE_COLUMNS, IDENTITY_COLUMN_PREFIXES, RUN_COLUMNS, identity_bins,
+from plmscale.arithmetic import FLOPS_DEFINITIONS, ModelShape
+from plmscale.scaling.table import (COST_COLUMNS, CURVE_COLUMNS, IDENTITY_COLUMN_PREFIXES, RUN_COLUMNS, identity_bins,
                                     identity_columns, with_pairs, with_roles)
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,20 @@ def run_epochs(metrics: dict, train_tokens: float | None) -> float | None:
     return float(metrics["tokens"]) / train_tokens if train_tokens else None
 
 
+def run_costs(metrics: dict) -> dict:
+    """The run's COST_COLUMNS: as its metrics.json records them; a FLOPs definition it lacks (a run trained
+    before flops_chinchilla existed) is computed from its shape, seq_len and tokens, which define it
+    exactly; None where those are unknown too."""
+    costs = {column: metrics.get(column) for column in COST_COLUMNS}
+    if metrics.get("shape") and metrics.get("seq_len"):
+        shape = ModelShape.from_dict(metrics["shape"])
+        for definition in FLOPS_DEFINITIONS:
+            if costs[f"flops_{definition}"] is None:
+                costs[f"flops_{definition}"] = (float(metrics["tokens"])
+                                                * shape.flops_per_token(int(metrics["seq_len"]), definition))
+    return costs
+
+
 def run_row(metrics: dict, train_tokens: float | None = None) -> dict:
     init_from = metrics.get("init_from") or None
     budget = metrics.get("budget")
@@ -77,6 +92,7 @@ def run_row(metrics: dict, train_tokens: float | None = None) -> dict:
         "source": "own", "init_from": init_from, **_kind_and_design(metrics), "model": metrics.get("model"),
         # a WSD branch is a grid point like a cosine run; these say how it was trained
         "schedule": metrics.get("schedule", "cosine"), "trunk": (metrics.get("wsd") or {}).get("trunk", ""),
+        **run_costs(metrics),  # what the run cost under every FLOPs definition and on the clock
         **identity_columns(metrics),
     }
 
@@ -113,8 +129,8 @@ def collect_runs(metrics_paths, curve_paths=(), train_tokens=None):
         curve_path = curve_by_dir.get(path.parent)
         if curve_path is not None:
             curves.append(read_curve(curve_path, metrics))
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["epochs", "kind", "design", "model", "schedule", "trunk"]
-                        + _identity_column_names(rows))
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["epochs", "kind", "design", "model", "schedule", "trunk",
+                                                     *COST_COLUMNS] + _identity_column_names(rows))
     duplicated = runs["run_id"][runs["run_id"].duplicated()]
     if len(duplicated):
         raise PlmscaleError(f"run id(s) {sorted(duplicated.unique())} appear in more than one metrics.json")

@@ -20,7 +20,9 @@ Layout (version 1): {"version": 1, "objectives": {OBJECTIVE: {METHOD: entry, ...
 Every method entry may carry the verdict of identify.identify: `identified` (bool), `reasons` and `notes`
 (lists of sentences). A file without them (written before identification) reads as not judged
 (identified None): predictions and plots treat it as before. Each objective may carry `backtest`
-(backtest.backtest's result per identified method), read as plain data from FitFile.data.
+(backtest.backtest's result per identified method), read as plain data from FitFile.data, and
+`allocation_by_cost_model` (plmscale.scaling.allocation: {cost model: [{flops, budget, n_opt, d_opt, loss,
+*_ci}, ...]} at fit.predict_flops, or {"skipped": why}), checked by _check_allocations.
 """
 
 import json
@@ -381,7 +383,24 @@ def parse_fit(data, source: str = "fit.json") -> FitFile:
         objectives[objective] = {method: parse_method(check, method, methods[method],
                                                       f"objectives.{objective}.{method}")
                                  for method in METHODS if method in methods}
+        if "allocation_by_cost_model" in methods:
+            _check_allocations(check, methods["allocation_by_cost_model"],
+                               f"objectives.{objective}.allocation_by_cost_model")
     return FitFile(source=str(source), version=version, objectives=objectives, data=data)
+
+
+def _check_allocations(check: _Checker, value, key: str) -> None:
+    """Each cost model's rows: a positive budget, N_opt and D_opt (null where the law gave none) and a loss."""
+    for model, rows in check.mapping(value, key).items():
+        if model == "skipped":
+            check.text(rows, f"{key}.skipped")
+            continue
+        for i, row in enumerate(check.sequence(rows, f"{key}.{model}")):
+            row = check.mapping(row, f"{key}.{model}[{i}]")
+            for name in ("flops", "budget", "n_opt", "d_opt"):
+                check.number(row.get(name), f"{key}.{model}[{i}].{name}", 0.0, strict=True,
+                             allow_null=name not in ("flops", "budget"))
+            check.number(row.get("loss"), f"{key}.{model}[{i}].loss", allow_null=True)
 
 
 def read_fit(path) -> FitFile:

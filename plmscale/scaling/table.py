@@ -19,6 +19,10 @@ valid_loss_id_<bin>       the final model's loss on the valid sequences of that 
 valid_tokens_id_<bin>     real tokens that loss was measured on
 valid_sequences_id_<bin>  valid sequences in the bin
 A fit uses `loss` unless fit.loss_column names one of the valid_loss_id_<bin> columns (with_loss_column).
+
+Own runs also carry what they cost (COST_COLUMNS; optional, an imported table may lack them): flops_6nd,
+flops_with_attention, flops_chinchilla (the run's tokens under each FLOPs definition, plmscale.arithmetic),
+wall_seconds and device (cpu or cuda), from which plmscale.scaling.costs fits the measured cost model.
 """
 
 import logging
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("run_id", "objective", "n_params", "tokens", "flops", "loss")
 RUN_COLUMNS = ["run_id", "objective", "n_params", "tokens", "flops", "loss", "budget", "source", "init_from",
                "role", "pair"]
+# Optional per-run costs (see the module docstring), in this order after the producer's own columns.
+COST_COLUMNS = ("flops_6nd", "flops_with_attention", "flops_chinchilla", "wall_seconds", "device")
 CURVE_COLUMNS = ("run_id", "objective", "n_params", "flops", "tokens", "loss")
 OBJECTIVES = ("clm", "mlm")
 MAIN, TRANSFER, TRANSFER_BASELINE, INCOMPLETE = "main", "transfer", "transfer-baseline", "incomplete"

@@ -29,10 +29,11 @@ from pathlib import Path
 
 import torch
 
-from plmscale.arithmetic import flops_per_token_6n, flops_per_token_with_attention
+from plmscale.arithmetic import flops_per_token_6n, flops_per_token_chinchilla, flops_per_token_with_attention
 from plmscale.data.atomic import write_text
 from plmscale.errors import PlmscaleError, naming_the_file
 from plmscale.grid import wsd as wsd_grid
+from plmscale.grid.resources import GPU_PEAK_FLOPS  # matched against the CUDA device name; unknown: H100
 from plmscale.grid.spec import RunSpec
 from plmscale.model import build_model
 from plmscale.provenance import config_hash, package_versions, provenance
@@ -48,10 +49,6 @@ from plmscale.train.subset import epochs, restricted_reader
 
 log = logging.getLogger(__name__)
 
-# Dense bf16 peak FLOP/s of known accelerators (per device), matched against the CUDA device name; an
-# unknown GPU is taken as an H100.
-GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
-                  "V100": 125e12}
 # CPU: per-thread peak guess for MFU (fp32; bf16 autocast counts 4x, as AMX/AVX512-BF16 machines measure).
 # Only a scale for the MFU column.
 CPU_PEAK_FLOPS_PER_THREAD = 1e11
@@ -251,7 +248,9 @@ class _Runner:
         self.fpt_6n = flops_per_token_6n(self.n_params)
         self.fpt_attn = flops_per_token_with_attention(self.n_params, self.shape.layers, self.shape.d_model,
                                                        self.seq_len)
-        self.fpt_budget = self.fpt_attn if self.s.flops_definition == "with_attention" else self.fpt_6n
+        self.fpt_chinchilla = flops_per_token_chinchilla(self.shape, self.seq_len)
+        self.fpt_budget = {"6nd": self.fpt_6n, "with_attention": self.fpt_attn,
+                           "chinchilla": self.fpt_chinchilla}[self.s.flops_definition]
         self.init_from = spec.init_from
         if transfer and self.init_from:
             source = Path(init_weights) if init_weights else self.checkpoint_dir.parent / self.init_from / ckpt.FINAL
@@ -444,6 +443,7 @@ class _Runner:
             tokens=self.tokens, target_tokens=self.target_tokens,
             flops=self.tokens * self.fpt_budget, flops_definition=self.s.flops_definition,
             flops_6nd=self.tokens * self.fpt_6n, flops_with_attention=self.tokens * self.fpt_attn,
+            flops_chinchilla=self.tokens * self.fpt_chinchilla,
             budget=self.spec.budget,
             final_valid_loss=self.last_valid, best_valid_loss=self.best_valid, train_loss=self.last_train,
             steps=self.step, batch_sequences=self.global_seqs, seq_len=self.seq_len,

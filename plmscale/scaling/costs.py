@@ -1,0 +1,124 @@
+"""Cost models: what a token of training costs a model of a given shape, in the currency a budget is counted in.
+
+- "6nd": the paper's C = 6·N·D (N without embeddings);
+- "with_attention": 6·N + 12·L·d·T (attention scores and values);
+- "chinchilla": Hoffmann et al. 2022's count with embeddings, attention and logits
+  (plmscale.arithmetic.flops_per_token_chinchilla);
+- "measured": seconds per token on one device, fitted from the runs' own wall time (MeasuredCost).
+
+The FLOPs definitions are exact per shape (plmscale.arithmetic); the measured model is a cost law,
+seconds/token = c0 + c1 · chinchilla FLOPs per token, fitted per device by least squares over the runs of
+that device: tiny CPU models are bound by per-step overhead, which c0 absorbs.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from plmscale.arithmetic import FLOPS_DEFINITIONS, ModelShape
+from plmscale.errors import PlmscaleError
+
+MEASURED = "measured"
+COST_MODELS = (*FLOPS_DEFINITIONS, MEASURED)
+# The runs table's columns the measured law reads.
+MEASURED_COLUMNS = ("tokens", "flops_chinchilla", "wall_seconds", "device")
+# The measured law needs at least this many runs of one device with distinct per-token FLOPs.
+MIN_MEASURED_RUNS = 3
+
+
+def flops_per_token(shape: dict, seq_len: int, definition: str) -> float:
+    """Training FLOPs per token of a ladder entry under one FLOPs definition; an unknown one is an error."""
+    if definition not in FLOPS_DEFINITIONS:
+        raise PlmscaleError(f"cost model {definition!r} is not a FLOPs definition (one of "
+                            f"{', '.join(FLOPS_DEFINITIONS)}); the measured model needs a MeasuredCost")
+    return ModelShape.from_dict(shape).flops_per_token(seq_len, definition)
+
+
+def ratio_rows(ladder: dict, seq_len: int) -> list[dict]:
+    """Per ladder entry: N, 6·N per token, and each other definition's FLOPs per token over 6·N."""
+    rows = []
+    for name, entry in ladder.items():
+        shape = ModelShape.from_dict(entry)
+        base = shape.flops_per_token(seq_len, "6nd")
+        rows.append({"model": name, "n_params": shape.n_params(), "flops_per_token_6nd": base,
+                     **{f"{d}/6nd": shape.flops_per_token(seq_len, d) / base for d in FLOPS_DEFINITIONS
+                        if d != "6nd"}})
+    return rows
+
+
+def format_ratio_table(ladder: dict, seq_len: int) -> str:
+    """The ratio of each cost model to 6ND per ladder shape, as text (`plmscale plan --costs`)."""
+    rows = ratio_rows(ladder, seq_len)
+    ratio_keys = [k for k in rows[0] if k.endswith("/6nd")] if rows else []
+    header = ("model", "N", "6N/token", *ratio_keys)
+    cells = [(r["model"], f"{r['n_params']:,}", f"{r['flops_per_token_6nd']:.4g}",
+              *(f"{r[k]:.3f}" for k in ratio_keys)) for r in rows]
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    lines = [f"cost per token against the paper's 6·N (seq_len {seq_len}; chinchilla: Hoffmann et al. 2022 App. F "
+             "with embeddings, attention and logits)"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *cells]]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class MeasuredCost:
+    """seconds/token = c0 + c1 · chinchilla FLOPs per token, on one device, from n_runs runs."""
+    device: str
+    c0: float
+    c1: float
+    n_runs: int
+    r2: float
+
+    def seconds_per_token(self, chinchilla_flops_per_token):
+        return self.c0 + self.c1 * np.asarray(chinchilla_flops_per_token, float)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_measured_cost(runs: pd.DataFrame, source: str = "runs table") -> dict[str, MeasuredCost]:
+    """The measured cost law per device, least squares over that device's runs (rows with tokens,
+    flops_chinchilla, wall_seconds and device; others are skipped, the count is in n_runs).
+
+    A device with fewer than MIN_MEASURED_RUNS usable runs, or with one shape only, gets no law (it is left
+    out); a table without the columns is an error naming them."""
+    missing = [c for c in MEASURED_COLUMNS if c not in runs.columns]
+    if missing:
+        raise PlmscaleError(f"{source}: column(s) {', '.join(missing)} missing, needed by the measured cost model; "
+                            "collect the runs again with this plmscale (runs trained before it lack "
+                            "flops_chinchilla: retrain them or use a FLOPs cost model)")
+    table = pd.DataFrame({"device": runs["device"],
+                          **{c: pd.to_numeric(runs[c], errors="coerce")
+                             for c in ("tokens", "flops_chinchilla", "wall_seconds")}})
+    table = table[(table["tokens"] > 0) & (table["wall_seconds"] > 0) & (table["flops_chinchilla"] > 0)
+                  & table["device"].notna() & (table["device"].astype(str) != "")]
+    laws = {}
+    for device, group in table.groupby(table["device"].astype(str), sort=True):
+        per_token_flops = (group["flops_chinchilla"] / group["tokens"]).to_numpy()
+        seconds = (group["wall_seconds"] / group["tokens"]).to_numpy()
+        if len(group) < MIN_MEASURED_RUNS or np.ptp(per_token_flops) <= 0:
+            continue
+        design = np.column_stack([np.ones_like(per_token_flops), per_token_flops])
+        (c0, c1), *_ = np.linalg.lstsq(design, seconds, rcond=None)
+        residual = seconds - design @ np.array([c0, c1])
+        total = np.sum((seconds - seconds.mean()) ** 2)
+        r2 = 1.0 - np.sum(residual ** 2) / total if total > 0 else 1.0
+        laws[device] = MeasuredCost(device=device, c0=float(c0), c1=float(c1), n_runs=int(len(group)), r2=float(r2))
+    return laws
+
+
+def gpu_hours_to_flops(gpu_hours: float, device: str, mfu: float) -> dict:
+    """H GPU-hours on a named accelerator as FLOPs through the plan's throughput model
+    (plmscale.grid.resources: dense bf16 peak × assumed MFU): {flops, peak_flops_per_second, mfu, device}."""
+    from plmscale.grid.resources import GPU_PEAK_FLOPS
+    if not (gpu_hours > 0 and np.isfinite(gpu_hours)):
+        raise PlmscaleError(f"--gpu-hours must be a positive number, got {gpu_hours!r}")
+    if not 0 < mfu <= 1:
+        raise PlmscaleError(f"--mfu must be in (0, 1], got {mfu!r}")
+    name = next((key for key in GPU_PEAK_FLOPS if key.lower() == device.lower()), None)
+    if name is None:
+        raise PlmscaleError(f"--device {device!r} is not a known accelerator (known: "
+                            f"{', '.join(k.lower() for k in GPU_PEAK_FLOPS)}, plmscale/grid/resources.py)")
+    peak = GPU_PEAK_FLOPS[name]
+    return {"flops": gpu_hours * 3600.0 * peak * mfu, "peak_flops_per_second": peak, "mfu": mfu, "device": name}

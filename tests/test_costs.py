@@ -1,0 +1,308 @@
+"""Cost models (issue 28): FLOPs definitions per shape hand-computed, every run recording each cost, the measured
+cost law, allocation under a cost model, predict in GPU-hours."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from plmscale.arithmetic import ModelShape
+from plmscale.config import load_config_files
+from plmscale.errors import PlmscaleError
+from plmscale.grid.shapes import ladder_like_shape
+from plmscale.scaling import costs
+from plmscale.scaling.collect import collect_runs
+
+TINY = {"layers": 2, "d_model": 8, "heads": 2, "ffn_dim": 32}  # the demo's n2k
+PAPER_N3M = {"layers": 8, "d_model": 192, "heads": 3, "ffn_dim": 512}  # configs/paper.yaml's n3M
+
+
+# ---- priority 1: the formulas, by hand -----------------------------------------------------------------------
+
+def test_chinchilla_flops_per_token_of_the_tiny_shape_by_hand():
+    # V 33, d 8, h·dh 8, ffn 32, T 128 (Hoffmann et al. 2022, Table 4, per token):
+    # embeddings 2·33·8 = 528; per layer q,k,v 2·3·8·8 = 384, scores 2·128·8 = 2048, softmax 3·2·128 = 768,
+    # softmax·values 2048, output 2·8·8 = 128, GLU 2·3·8·32 = 1536 -> 6912; 2 layers 13824; logits 528.
+    forward = 528 + 2 * (384 + 2048 + 768 + 2048 + 128 + 1536) + 528
+    assert forward == 14880
+    assert ModelShape.from_dict(TINY).flops_per_token(128, "chinchilla") == 3 * 14880 == 44640
+
+
+def test_chinchilla_flops_per_token_of_a_paper_ladder_shape_by_hand():
+    # n3M at T 1024: embeddings 2·33·192 = 12672; per layer q,k,v 6·192·192 = 221184, scores 2·1024·192 = 393216,
+    # softmax 3·3·1024 = 9216, softmax·values 393216, output 2·192·192 = 73728, GLU 6·192·512 = 589824.
+    per_layer = 221184 + 393216 + 9216 + 393216 + 73728 + 589824
+    assert per_layer == 1680384
+    forward = 12672 + 8 * per_layer + 12672
+    assert ModelShape.from_dict(PAPER_N3M).flops_per_token(1024, "chinchilla") == 3 * forward == 40405248
+
+
+def test_other_definitions_and_an_unknown_one():
+    shape = ModelShape.from_dict(TINY)
+    assert shape.flops_per_token(128, "6nd") == 6 * 2088
+    assert shape.flops_per_token(128, "with_attention") == 6 * 2088 + 12 * 2 * 8 * 128
+    with pytest.raises(ValueError, match="chinchilla"):
+        shape.flops_per_token(128, "kaplan")
+
+
+def test_ratio_table_on_the_demo_ladder_matches_the_issue():
+    config, _ = load_config_files(["config.yaml"])
+    rows = {r["model"]: r for r in costs.ratio_rows(config["train"]["ladder"], config["train"]["seq_len"])}
+    assert rows["n2k"]["with_attention/6nd"] == pytest.approx(2.96, abs=0.005)  # the issue's figure
+    assert rows["n2k"]["chinchilla/6nd"] == pytest.approx(44640 / (6 * 2088))
+    # the overhead shrinks with size under both definitions
+    ordered = sorted(rows.values(), key=lambda r: r["n_params"])
+    assert all(a["chinchilla/6nd"] > b["chinchilla/6nd"] for a, b in zip(ordered, ordered[1:]))
+    text = costs.format_ratio_table(config["train"]["ladder"], config["train"]["seq_len"])
+    assert "chinchilla/6nd" in text and "n55k" in text
+
+
+def test_a_grid_laid_out_in_chinchilla_flops_sizes_tokens_by_that_definition():
+    from plmscale.grid.expand import expand_grid
+    config, _ = load_config_files(["config.yaml"])
+    config["train"]["flops_definition"] = "chinchilla"
+    specs = [s for s in expand_grid(config) if s.budget]
+    assert specs
+    for spec in specs:
+        per_token = spec.model_shape.flops_per_token(spec.train.seq_len, "chinchilla")
+        assert spec.tokens * per_token == pytest.approx(spec.budget, rel=0.02)
+
+
+# ---- priority 2: every run records each cost -----------------------------------------------------------------
+
+def test_a_training_run_records_flops_under_every_definition(tmp_path):
+    from train_fixtures import member_split, shard_dirs, tiny_spec
+    from plmscale.train import train_run
+    shards = shard_dirs(tmp_path / "shards", member_split(n_families=3))
+    spec = tiny_spec("clm", tokens=3000, flops_definition="chinchilla")
+    metrics = train_run(spec, *shards, tmp_path / "out", tmp_path / "ckpt", threads=1)
+    shape = ModelShape.from_dict(metrics["shape"])
+    assert metrics["flops_chinchilla"] == metrics["tokens"] * shape.flops_per_token(64, "chinchilla")
+    assert metrics["flops"] == metrics["flops_chinchilla"] and metrics["flops_definition"] == "chinchilla"
+    assert metrics["flops_6nd"] == 6 * metrics["n_params"] * metrics["tokens"]
+    on_disk = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert on_disk["flops_chinchilla"] == metrics["flops_chinchilla"]
+
+
+def _metrics_file(folder, run_id, shape, tokens, **extra):
+    n = ModelShape.from_dict(shape).n_params()
+    record = {"run_id": run_id, "objective": "clm", "model": "m", "shape": shape, "n_params": n, "tokens": tokens,
+              "flops": 6.0 * n * tokens, "budget": None, "final_valid_loss": 2.5, "init_from": None,
+              "seq_len": 128, **extra}
+    path = folder / run_id / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_runs_table_carries_each_cost_and_fills_a_definition_older_metrics_lack(tmp_path):
+    new = _metrics_file(tmp_path, "new", TINY, 1000, flops_chinchilla=123.0, wall_seconds=4.0, device="cpu")
+    old = _metrics_file(tmp_path, "old", TINY, 1000)  # written before flops_chinchilla existed
+    runs, _ = collect_runs([new, old])
+    runs = runs.set_index("run_id")
+    for column in ("flops_6nd", "flops_with_attention", "flops_chinchilla", "wall_seconds", "device"):
+        assert column in runs.columns
+    assert runs.loc["new", "flops_chinchilla"] == 123.0  # as recorded
+    assert runs.loc["old", "flops_chinchilla"] == 1000 * 44640  # exact from shape, seq_len and tokens
+    assert runs.loc["new", "device"] == "cpu" and runs.loc["new", "wall_seconds"] == 4.0
+    assert pd.isna(runs.loc["old", "wall_seconds"])
+
+
+# ---- priority 3: the measured cost law -----------------------------------------------------------------------
+
+def _timed_runs(c0, c1, device, per_token_flops, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = np.full(len(per_token_flops), 1e5)
+    seconds = tokens * (c0 + c1 * np.asarray(per_token_flops)) * (1 + noise * rng.standard_normal(len(tokens)))
+    return pd.DataFrame({"tokens": tokens, "flops_chinchilla": tokens * np.asarray(per_token_flops),
+                         "wall_seconds": seconds, "device": device})
+
+
+def test_measured_cost_recovers_known_c0_and_c1_per_device():
+    table = pd.concat([_timed_runs(2e-5, 1e-10, "cpu", [4e4, 8e4, 2e5, 6e5, 1e6]),
+                       _timed_runs(1e-7, 2e-15, "cuda", [1e8, 3e8, 1e9]),
+                       _timed_runs(1e-7, 2e-15, "mps", [1e8, 1e8, 1e8])])  # one shape only: no law
+    laws = costs.fit_measured_cost(table)
+    assert set(laws) == {"cpu", "cuda"}
+    assert laws["cpu"].c0 == pytest.approx(2e-5, rel=1e-6) and laws["cpu"].c1 == pytest.approx(1e-10, rel=1e-6)
+    assert laws["cuda"].c0 == pytest.approx(1e-7, rel=1e-6) and laws["cuda"].c1 == pytest.approx(2e-15, rel=1e-6)
+    assert laws["cpu"].n_runs == 5 and laws["cpu"].r2 == pytest.approx(1.0)
+
+
+def test_measured_cost_without_the_columns_names_them():
+    with pytest.raises(PlmscaleError, match="wall_seconds"):
+        costs.fit_measured_cost(pd.DataFrame({"tokens": [1.0], "flops_chinchilla": [1.0], "device": ["cpu"]}))
+
+
+# ---- priority 4: allocation under a cost model ---------------------------------------------------------------
+
+DEMO_LAW = {"E": 2.11, "A": 22.9, "B": 5.47e4, "alpha": 0.577, "beta": 0.952}  # near the demo's CLM fit
+
+
+def _demo_ladder():
+    config, _ = load_config_files(["config.yaml"])
+    return config["train"]["ladder"], config["train"]["seq_len"]
+
+
+def test_allocation_under_6nd_equals_the_closed_form():
+    from plmscale.scaling import allocation
+    from plmscale.scaling.parametric import optimal_allocation
+    ladder, seq_len = _demo_ladder()
+    for budget in (1.5e12, 1e13, 1e15):
+        got = allocation.allocate(DEMO_LAW, budget, ladder, seq_len, "6nd")
+        n, d, loss = optimal_allocation(*(DEMO_LAW[k] for k in ("E", "A", "B", "alpha", "beta")), budget, 6.0)
+        assert got["n_opt"] == pytest.approx(float(n), rel=1e-4)
+        assert got["d_opt"] == pytest.approx(float(d), rel=1e-4)
+        assert got["loss"] == pytest.approx(float(loss), rel=1e-9)
+
+
+def test_a_constant_cost_ratio_is_the_closed_form_at_the_smaller_budget():
+    from plmscale.scaling import allocation
+    from plmscale.scaling.parametric import optimal_allocation
+    constants = [DEMO_LAW[k] for k in ("E", "A", "B", "alpha", "beta")]
+    n_grid = allocation.search_grid(1e5)
+    n, d, _ = allocation.minimise_on_grid(n_grid, 3.0 * 6.0 * n_grid, 1e13, *constants)
+    n_ref, d_ref, _ = optimal_allocation(*constants, 1e13 / 3.0, 6.0)
+    assert n[0] == pytest.approx(float(n_ref), rel=1e-4) and d[0] == pytest.approx(float(d_ref), rel=1e-4)
+
+
+def test_allocation_under_chinchilla_moves_as_the_cost_formula_says():
+    """At the optimum of L(N, C/c(N)): alpha·A/N^alpha = eps·beta·B/D^beta, eps = dlog c / dlog N (1 under 6nd;
+    below 1 when small models pay more per token than 6N), and D = C / c(N_opt)."""
+    from plmscale.scaling import allocation
+    ladder, seq_len = _demo_ladder()
+    budget = 1e13
+    six = allocation.allocate(DEMO_LAW, budget, ladder, seq_len, "6nd")
+    chin = allocation.allocate(DEMO_LAW, budget, ladder, seq_len, "chinchilla")
+    n, d = chin["n_opt"], chin["d_opt"]
+    grid = allocation.search_grid(six["n_opt"])  # the sizes allocate searched
+    log_cost = np.interp(np.log([n / 1.05, n, n * 1.05]), np.log(grid),
+                         np.log(allocation.cost_per_token(grid, ladder, seq_len, "chinchilla")))
+    assert d == pytest.approx(budget / math.exp(log_cost[1]), rel=1e-4)
+    eps = (log_cost[2] - log_cost[0]) / (2 * math.log(1.05))
+    assert 0.8 < eps < 0.95  # embeddings, attention and logits grow slower than 6N
+    law = DEMO_LAW
+    lhs = law["alpha"] * law["A"] / n ** law["alpha"]
+    rhs = eps * law["beta"] * law["B"] / d ** law["beta"]
+    assert lhs == pytest.approx(rhs, rel=1e-3)
+    # the smoothed cost stays within a few percent of the exact count of the ladder-like shape
+    exact = ModelShape.from_dict(ladder_like_shape(n, ladder))
+    assert math.exp(log_cost[1]) == pytest.approx(6 * n + exact.flops_per_token(seq_len, "chinchilla")
+                                                  - exact.flops_per_token(seq_len, "6nd"), rel=0.01)
+    assert chin["n_opt"] != pytest.approx(six["n_opt"], rel=0.02)  # the allocation moved
+    assert chin["loss"] > six["loss"]  # the same number counts more of the work: less training bought
+
+
+def test_a_study_in_n_and_d_recovers_the_same_law_whatever_the_grid_cost_model():
+    """The same true law sampled on IsoFLOP grids laid out in 6nd and in chinchilla FLOPs (different (N, D)
+    points): the parametric fit, which sees only N, D and loss, recovers the same constants from both."""
+    from plmscale.scaling import allocation
+    from plmscale.scaling.parametric import fit_parametric
+    ladder, seq_len = _demo_ladder()
+    law = DEMO_LAW
+    fits = {}
+    for model in ("6nd", "chinchilla"):
+        n_all, d_all = [], []
+        for budget in (3e10, 1e11, 3e11, 1e12, 3e12):
+            sizes = allocation.search_grid(1e4, decades=1.2)
+            cost = allocation.cost_per_token(sizes, ladder, seq_len, model)
+            sizes, cost = sizes[::24], cost[::24]
+            n_all += list(sizes)
+            d_all += list(budget / cost)
+        n_all, d_all = np.array(n_all), np.array(d_all)
+        loss = law["E"] + law["A"] / n_all ** law["alpha"] + law["B"] / d_all ** law["beta"]
+        fits[model] = fit_parametric(n_all, d_all, loss)
+    for key in ("E", "alpha", "beta"):
+        assert fits["6nd"][key] == pytest.approx(law[key], rel=0.02)
+        assert fits["chinchilla"][key] == pytest.approx(law[key], rel=0.02)
+    # ... while the allocation of the recovered law at one budget depends on the cost model
+    entry = {k: fits["chinchilla"][k] for k in ("E", "A", "B", "alpha", "beta")}
+    by_model = allocation.allocation_by_cost_model(entry, [1e13], ladder, seq_len)
+    assert set(by_model) == {"6nd", "with_attention", "chinchilla"}
+    assert by_model["chinchilla"][0]["n_opt"] != pytest.approx(by_model["6nd"][0]["n_opt"], rel=0.02)
+
+
+def _fit_with_law(identified=True):
+    law = {**DEMO_LAW, "a": 0.62, "b": 0.38, "flops_per_param_token": 6.0, "identified": identified,
+           "reasons": [] if identified else ["optimum at the grid edge"]}
+    return {"version": 1, "settings": {"predict_flops": {"clm": [1e13], "mlm": [1e13]}},
+            "objectives": {"clm": {"parametric": law}, "mlm": {"parametric": {**law, "identified": False,
+                                                                              "reasons": ["too few runs"]}}}}
+
+
+def test_fit_json_gets_allocations_per_cost_model_that_its_reader_accepts():
+    from plmscale.scaling.allocation import with_cost_allocations
+    from plmscale.scaling.fitfile import parse_fit
+    from plmscale.scaling.results import json_ready
+    ladder, seq_len = _demo_ladder()
+    runs = _timed_runs(8e-6, 2e-11, "cpu", [1.2e4, 4e4, 8e4, 3e5])
+    fit = with_cost_allocations(_fit_with_law(), runs, ladder, seq_len)
+    clm = fit["objectives"]["clm"]["allocation_by_cost_model"]
+    assert set(clm) == {"6nd", "with_attention", "chinchilla", "measured:cpu"}
+    assert clm["6nd"][0]["flops"] == 1e13 and clm["measured:cpu"][0]["unit"] == "cpu-seconds"
+    assert fit["measured_cost"]["cpu"]["c0"] == pytest.approx(8e-6)
+    # the measured model spends the seconds the 6nd optimum takes, and does at least as well with them
+    assert clm["measured:cpu"][0]["loss"] <= clm["6nd"][0]["loss"] + 1e-12
+    assert "too few runs" in fit["objectives"]["mlm"]["allocation_by_cost_model"]["skipped"]
+    parse_fit(json_ready(fit))
+    clm["chinchilla"][0]["n_opt"] = -5.0
+    with pytest.raises(PlmscaleError, match=r"allocation_by_cost_model.chinchilla\[0\].n_opt"):
+        parse_fit(json_ready(fit))
+
+
+# ---- priority 5: predict in GPU-hours and under a cost model -------------------------------------------------
+
+def test_gpu_hours_convert_through_peak_and_mfu():
+    converted = costs.gpu_hours_to_flops(10, "h100", 0.4)
+    assert converted["flops"] == pytest.approx(10 * 3600 * 989e12 * 0.4)
+    with pytest.raises(PlmscaleError, match="h100"):
+        costs.gpu_hours_to_flops(10, "tpu9", 0.4)
+
+
+def _written_fit(tmp_path):
+    from plmscale.scaling.allocation import with_cost_allocations
+    from plmscale.scaling.fitfile import write_fit
+    ladder, seq_len = _demo_ladder()
+    fit = with_cost_allocations(_fit_with_law(), _timed_runs(8e-6, 2e-11, "cpu", [1.2e4, 4e4, 8e4, 3e5]),
+                                ladder, seq_len)
+    return fit, write_fit(fit, tmp_path / "fit.json")
+
+
+def test_predict_reports_the_allocation_under_a_cost_model_and_a_gpu_hour_budget(tmp_path, capsys):
+    from plmscale.cli import main as cli_main
+    fit, path = _written_fit(tmp_path)
+    stored = fit["objectives"]["clm"]["allocation_by_cost_model"]["chinchilla"][0]
+    assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm",
+                     "--cost-model", "chinchilla"]) == 0
+    out = capsys.readouterr().out
+    assert "counted in chinchilla" in out and f"N_opt {stored['n_opt']:.3g}" in out
+    # measured on cpu: the seconds the 6nd optimum takes, from fit.json's measured_cost
+    assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm", "--cost-model",
+                     "measured", "--device", "cpu", "--config", "config.yaml"]) == 0
+    out = capsys.readouterr().out
+    measured = fit["objectives"]["clm"]["allocation_by_cost_model"]["measured:cpu"][0]
+    assert "cpu-seconds" in out and f"N_opt {measured['n_opt']:.3g}" in out
+    # GPU-hours: the budget converted at the device's peak and the stated MFU
+    assert cli_main(["predict", "--fit", str(path), "--gpu-hours", "0.01", "--device", "h100", "--mfu", "0.3",
+                     "--objective", "clm", "--cost-model", "with_attention", "--config", "config.yaml"]) == 0
+    out = capsys.readouterr().out
+    flops = 0.01 * 3600 * 989e12 * 0.3
+    assert "assumed MFU of 0.3" in out and f"C = {flops:.3g} FLOPs" in out
+    # a budget fit.json stores nothing for, without a config: the error says what to give
+    assert cli_main(["predict", "--fit", str(path), "--flops", "3e13", "--objective", "clm",
+                     "--cost-model", "chinchilla"]) == 2
+    assert "--config" in capsys.readouterr().err
+    assert cli_main(["predict", "--fit", str(path), "--objective", "clm"]) == 2  # no budget at all
+
+
+def test_local_exponent_under_6nd_is_the_closed_form_and_moves_under_chinchilla():
+    from plmscale.scaling import allocation
+    ladder, seq_len = _demo_ladder()
+    law = DEMO_LAW
+    six = allocation.exponent_and_optimum(law, 1e13, ladder, seq_len, "6nd")
+    assert six["a"] == pytest.approx(law["beta"] / (law["alpha"] + law["beta"]), rel=1e-3)
+    chin = allocation.exponent_and_optimum(law, 1e13, ladder, seq_len, "chinchilla")
+    # c(N)/6N falls with N: a budget's growth buys relatively more of the larger models, a rises
+    assert chin["a"] > six["a"] + 0.005
