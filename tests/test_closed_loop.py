@@ -378,14 +378,16 @@ def test_dry_run_plans_the_closed_loop_after_the_fit(tmp_path):
 
 
 def test_predict_reports_the_closed_loop_beside_its_fit(tmp_path, capsys):
-    from argparse import Namespace
+    from argparse import ArgumentParser
 
     from plmscale.cli import predict
 
     fit = hand_made_fit()
     plan = cl.plan_closed_loop(demo_config(), fit, "clm", 3)
     (tmp_path / "fit.json").write_text(json.dumps(fit))
-    args = Namespace(fit=str(tmp_path / "fit.json"), flops=1e13, objective="clm", ladder=None, json=False)
+    parser = ArgumentParser()
+    predict.configure_parser(parser)
+    args = parser.parse_args(["--fit", str(tmp_path / "fit.json"), "--flops", "1e13", "--objective", "clm"])
     predict.main(args)
     assert "validated at" not in capsys.readouterr().out
     validation = cl.score_closed_loop(fit, [(plan, _trained(plan, 2.45))])

@@ -106,12 +106,12 @@ def test_wsd_saving_matches_the_arithmetic_of_shared_trunks():
 
 
 def test_plan_prints_the_wsd_grid_cost_against_cosine_runs(tmp_path, capsys):
-    from plmscale.cli.plan import main
+    from plmscale.cli import main
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["train"]["isoflop"]["schedule"] = "wsd"
     path = tmp_path / "wsd.yaml"
     path.write_text(yaml.safe_dump(config))
-    main(type("Args", (), {"config": [str(path)], "json": False, "results": str(tmp_path)})())
+    main(["plan", "--config", str(path), "--results", str(tmp_path)])
     out = capsys.readouterr().out
     cost = wsd.grid_cost(expand_grid(load_config(config)))
     # per size: trunk (1-f)·D_max + f·ΣD against ΣD, FLOPs = tokens x the size's FLOPs per token
@@ -130,9 +130,8 @@ def test_plan_prints_the_wsd_grid_cost_against_cosine_runs(tmp_path, capsys):
 
 
 def test_plan_merges_an_overlay_config(tmp_path, capsys):
-    from plmscale.cli.plan import main
-    main(type("Args", (), {"config": [str(REPO / "config.yaml"), str(REPO / "configs" / "demo-wsd.yaml")],
-                           "json": False, "results": "results"})())
+    from plmscale.cli import main
+    main(["plan", "--config", str(REPO / "config.yaml"), str(REPO / "configs" / "demo-wsd.yaml")])
     assert "WSD total" in capsys.readouterr().out
 
 
