@@ -79,6 +79,25 @@ rule fit:
         "../workflow_scripts/fit_scaling.py"
 
 
+rule measured_cost:
+    # Seconds per token on each device, fitted from the runs' wall times: a measurement of the machine, which
+    # differs between machines and reruns (like results/benchmarks/), so it stays out of runs.csv and fit.json.
+    input:
+        metrics=own_run_files("metrics.json"),
+    output:
+        "results/scaling/measured_cost.json",
+    log:
+        "logs/scaling/measured_cost.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/python.yaml"
+    script:
+        "../workflow_scripts/measured_cost.py"
+
+
 rule predict:
     input:
         fit="results/scaling/fit.json",

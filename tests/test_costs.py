@@ -102,12 +102,32 @@ def test_runs_table_carries_each_cost_and_fills_a_definition_older_metrics_lack(
     old = _metrics_file(tmp_path, "old", TINY, 1000)  # written before flops_chinchilla existed
     runs, _ = collect_runs([new, old])
     runs = runs.set_index("run_id")
-    for column in ("flops_6nd", "flops_with_attention", "flops_chinchilla", "wall_seconds", "device"):
+    for column in ("flops_6nd", "flops_with_attention", "flops_chinchilla"):
         assert column in runs.columns
     assert runs.loc["new", "flops_chinchilla"] == 123.0  # as recorded
     assert runs.loc["old", "flops_chinchilla"] == 1000 * 44640  # exact from shape, seq_len and tokens
-    assert runs.loc["new", "device"] == "cpu" and runs.loc["new", "wall_seconds"] == 4.0
-    assert pd.isna(runs.loc["old", "wall_seconds"])
+
+
+def test_runs_table_has_no_timing_column_and_run_timings_reads_them(tmp_path):
+    """runs.csv is byte-identical between reruns: the clock stays out of it, run_timings reads it from
+    metrics.json for the measured cost law."""
+    from plmscale.scaling.collect import run_timings
+    from plmscale.scaling.table import write_tables
+    fast = _metrics_file(tmp_path / "a", "r1", TINY, 1000, wall_seconds=4.0, device="cpu", tokens_per_second=250.0)
+    slow = _metrics_file(tmp_path / "b", "r1", TINY, 1000, wall_seconds=9.0, device="cuda", tokens_per_second=111.0)
+    old = _metrics_file(tmp_path / "a", "old", TINY, 1000)  # no wall time recorded
+    written = []
+    for metrics in (fast, slow):
+        runs, _ = collect_runs([metrics, old])
+        assert not {"wall_seconds", "device", "tokens_per_second"} & set(runs.columns)
+        write_tables(runs, None, metrics.parent / "runs.csv")
+        written.append((metrics.parent / "runs.csv").read_bytes())
+    assert written[0] == written[1]  # the same run timed differently: the same runs.csv
+    timings = run_timings([old, fast]).set_index("run_id")
+    assert list(timings.columns) == ["tokens", "flops_chinchilla", "wall_seconds", "device"]
+    assert timings.loc["r1", "wall_seconds"] == 4.0 and timings.loc["r1", "device"] == "cpu"
+    assert timings.loc["old", "flops_chinchilla"] == 1000 * 44640  # computed as collect does
+    assert pd.isna(timings.loc["old", "wall_seconds"]) and pd.isna(timings.loc["old", "device"])
 
 
 # ---- priority 3: the measured cost law -----------------------------------------------------------------------
@@ -232,19 +252,18 @@ def _fit_with_law(identified=True):
                                                                               "reasons": ["too few runs"]}}}}
 
 
-def test_fit_json_gets_allocations_per_cost_model_that_its_reader_accepts():
+def test_fit_json_gets_allocations_per_flops_definition_and_nothing_measured():
+    """fit.json is identical between two runs from scratch: no measured cost law or measured allocation in it
+    (they are measured_cost.json's)."""
     from plmscale.scaling.allocation import with_cost_allocations
     from plmscale.scaling.fitfile import parse_fit
     from plmscale.scaling.results import json_ready
     ladder, seq_len = _demo_ladder()
-    runs = _timed_runs(8e-6, 2e-11, "cpu", [1.2e4, 4e4, 8e4, 3e5])
-    fit = with_cost_allocations(_fit_with_law(), runs, ladder, seq_len)
+    fit = with_cost_allocations(_fit_with_law(), ladder, seq_len)
     clm = fit["objectives"]["clm"]["allocation_by_cost_model"]
-    assert set(clm) == {"6nd", "with_attention", "chinchilla", "measured:cpu"}
-    assert clm["6nd"][0]["flops"] == 1e13 and clm["measured:cpu"][0]["unit"] == "cpu-seconds"
-    assert fit["measured_cost"]["cpu"]["c0"] == pytest.approx(8e-6)
-    # the measured model spends the seconds the 6nd optimum takes, and does at least as well with them
-    assert clm["measured:cpu"][0]["loss"] <= clm["6nd"][0]["loss"] + 1e-12
+    assert set(clm) == {"6nd", "with_attention", "chinchilla"}
+    assert "measured_cost" not in fit and "measured" not in json.dumps(fit)
+    assert clm["6nd"][0]["flops"] == 1e13
     assert "too few runs" in fit["objectives"]["mlm"]["allocation_by_cost_model"]["skipped"]
     parse_fit(json_ready(fit))
     clm["chinchilla"][0]["n_opt"] = -5.0
@@ -261,12 +280,40 @@ def test_gpu_hours_convert_through_peak_and_mfu():
         costs.gpu_hours_to_flops(10, "tpu9", 0.4)
 
 
+def test_measured_allocation_spends_the_seconds_the_6nd_optimum_takes():
+    from plmscale.scaling import allocation
+    ladder, seq_len = _demo_ladder()
+    law = costs.fit_measured_cost(_timed_runs(8e-6, 2e-11, "cpu", [1.2e4, 4e4, 8e4, 3e5]))
+    rows = allocation.allocation_by_cost_model(DEMO_LAW, [1e13], ladder, seq_len, law)
+    assert rows["measured:cpu"][0]["unit"] == "cpu-seconds" and rows["measured:cpu"][0]["flops"] == 1e13
+    # the same money as the 6nd answer, spent where the measured cost says: at least as low a loss
+    assert rows["measured:cpu"][0]["loss"] <= rows["6nd"][0]["loss"] + 1e-12
+
+
+def test_measured_cost_file_round_trips_and_a_bad_one_is_named(tmp_path):
+    from plmscale.scaling.results import write_json
+    laws = costs.fit_measured_cost(_timed_runs(8e-6, 2e-11, "cpu", [1.2e4, 4e4, 8e4, 3e5]))
+    path = tmp_path / costs.MEASURED_COST_FILE
+    write_json(costs.measured_cost_record(laws), path)
+    assert costs.read_measured_cost(path) == laws
+    with pytest.raises(PlmscaleError, match="rule measured_cost"):
+        costs.read_measured_cost(tmp_path / "elsewhere.json")
+    with pytest.raises(PlmscaleError, match="cuda.*it has cpu"):
+        costs.measured_law(laws, "cuda", str(path))
+    path.write_text(json.dumps({"cpu": {"c0": "fast"}}))
+    with pytest.raises(PlmscaleError, match="'cpu' needs numbers c0, c1 and r2"):
+        costs.read_measured_cost(path)
+
+
 def _written_fit(tmp_path):
+    """fit.json, and beside it measured_cost.json as the workflow writes them."""
     from plmscale.scaling.allocation import with_cost_allocations
     from plmscale.scaling.fitfile import write_fit
+    from plmscale.scaling.results import write_json
     ladder, seq_len = _demo_ladder()
-    fit = with_cost_allocations(_fit_with_law(), _timed_runs(8e-6, 2e-11, "cpu", [1.2e4, 4e4, 8e4, 3e5]),
-                                ladder, seq_len)
+    fit = with_cost_allocations(_fit_with_law(), ladder, seq_len)
+    laws = costs.fit_measured_cost(_timed_runs(8e-6, 2e-11, "cpu", [1.2e4, 4e4, 8e4, 3e5]))
+    write_json(costs.measured_cost_record(laws), tmp_path / costs.MEASURED_COST_FILE)
     return fit, write_fit(fit, tmp_path / "fit.json")
 
 
@@ -278,12 +325,24 @@ def test_predict_reports_the_allocation_under_a_cost_model_and_a_gpu_hour_budget
                      "--cost-model", "chinchilla"]) == 0
     out = capsys.readouterr().out
     assert "counted in chinchilla" in out and f"N_opt {stored['n_opt']:.3g}" in out
-    # measured on cpu: the seconds the 6nd optimum takes, from fit.json's measured_cost
+    # measured on cpu: the seconds the 6nd optimum takes, the law from measured_cost.json beside fit.json
+    from plmscale.scaling import allocation
+    ladder, seq_len = _demo_ladder()
+    law = costs.read_measured_cost(tmp_path / costs.MEASURED_COST_FILE)
+    measured = allocation.allocation_by_cost_model(DEMO_LAW, [1e13], ladder, seq_len, law)["measured:cpu"][0]
+    for how in (["--cost-model", "measured", "--device", "cpu"], ["--cost-model", "measured:cpu"]):
+        assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm", *how,
+                         "--config", "config.yaml"]) == 0
+        out = capsys.readouterr().out
+        assert "cpu-seconds" in out and f"N_opt {measured['n_opt']:.3g}" in out
+    # --measured elsewhere: a missing file is named, with the rule that writes it
     assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm", "--cost-model",
-                     "measured", "--device", "cpu", "--config", "config.yaml"]) == 0
-    out = capsys.readouterr().out
-    measured = fit["objectives"]["clm"]["allocation_by_cost_model"]["measured:cpu"][0]
-    assert "cpu-seconds" in out and f"N_opt {measured['n_opt']:.3g}" in out
+                     "measured:cpu", "--measured", str(tmp_path / "none.json"), "--config", "config.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "none.json does not exist" in err and "rule measured_cost" in err
+    with pytest.raises(SystemExit):  # not a cost model
+        cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm", "--cost-model", "kaplan"])
+    capsys.readouterr()
     # GPU-hours: the budget converted at the device's peak and the stated MFU
     assert cli_main(["predict", "--fit", str(path), "--gpu-hours", "0.01", "--device", "h100", "--mfu", "0.3",
                      "--objective", "clm", "--cost-model", "with_attention", "--config", "config.yaml"]) == 0

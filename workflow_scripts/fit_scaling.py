@@ -1,5 +1,6 @@
 """rule fit: runs.csv + curves.csv -> fit.json (every method, both objectives, bootstrap intervals,
-identification verdicts, backtests, allocations under each cost model)."""
+identification verdicts, backtests, allocations under each FLOPs definition; the measured cost law is
+rule measured_cost's)."""
 
 import json
 import logging
@@ -22,6 +23,6 @@ settings = FitSettings.from_fit_section(json.loads(snakemake.params.fit), snakem
 runs = pd.read_csv(snakemake.input.runs, low_memory=False)
 curves = pd.read_csv(snakemake.input.curves, low_memory=False)
 fit = fit_all(runs, curves, settings, source=snakemake.input.runs, curves_source=snakemake.input.curves)
-fit = with_cost_allocations(fit, runs, **json.loads(snakemake.params.cost_shapes))  # N_opt per cost model
+fit = with_cost_allocations(fit, **json.loads(snakemake.params.cost_shapes))  # N_opt per FLOPs definition
 write_fit(fit, snakemake.output[0])
 logging.getLogger("plmscale.fit").info("\n%s\n%s", summary_table(fit), rollout_summary(fit))

@@ -10,7 +10,8 @@ from plmscale.arithmetic import FLOPS_DEFINITIONS
 from plmscale.config import load_config, load_config_files, read_json_object
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.allocation import stored_or_computed
-from plmscale.scaling.costs import MEASURED, gpu_hours_to_flops
+from plmscale.scaling.costs import (MEASURED, MEASURED_COST_FILE, gpu_hours_to_flops, measured_law,
+                                    read_measured_cost)
 from plmscale.scaling.closed_loop import validation_lines
 from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.predict import load_ladder, predict
@@ -61,9 +62,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cost models", "the budget in another currency, and the allocation under a "
                                                      "cost model (plmscale.scaling.costs, docs/costs.md)")
-    group.add_argument("--cost-model", choices=[*FLOPS_DEFINITIONS, MEASURED],
+    group.add_argument("--cost-model", type=cost_model_name, metavar="{" + ",".join(FLOPS_DEFINITIONS) + ","
+                       + f"{MEASURED}[:DEVICE]" + "}",
                        help="also report the parametric law's N_opt, D_opt and loss with the budget counted in this "
-                            "cost model (measured: seconds on --device, from fit.json's measured_cost)")
+                            "cost model (measured: seconds on DEVICE, cpu or cuda, default cpu for --device cpu and "
+                            "cuda otherwise; its law from --measured)")
+    group.add_argument("--measured", metavar="PATH",
+                       help=f"the measured cost laws (default: {MEASURED_COST_FILE} beside --fit; the workflow's rule "
+                            "measured_cost writes it)")
     group.add_argument("--gpu-hours", type=float,
                        help="the budget as GPU-hours on --device, converted to FLOPs at its peak and --mfu")
     group.add_argument("--device", default="h100",
@@ -73,7 +79,16 @@ def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
                        help="assumed model FLOPs utilisation (default: train.resources.assumed_mfu of the schema, 0.4)")
     group.add_argument("--config", dest="cost_config",
                        help="config whose train.ladder and train.seq_len give the shapes to count costs on, where "
-                            "fit.json stores no allocation at this budget")
+                            "fit.json stores no allocation at this budget (always for measured)")
+
+
+def cost_model_name(text: str) -> str:
+    """--cost-model: a FLOPs definition, measured, or measured:DEVICE."""
+    model, _, device = text.partition(":")
+    if text in FLOPS_DEFINITIONS or (model == MEASURED and (device or ":" not in text)):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a cost model: use one of {', '.join(FLOPS_DEFINITIONS)}, "
+                                     f"{MEASURED} or {MEASURED}:DEVICE")
 
 
 def budget_from_cost_arguments(args) -> list[str]:
@@ -95,15 +110,20 @@ def cost_model_lines(args, fit) -> list[str]:
     if not args.cost_model:
         return []
     model = args.cost_model
-    seconds = None
-    if model == MEASURED:
-        model = f"{MEASURED}:{'cpu' if args.device.lower() == 'cpu' else 'cuda'}"
+    seconds = measured = None
+    if model.partition(":")[0] == MEASURED:
+        device = model.partition(":")[2] or ("cpu" if args.device.lower() == "cpu" else "cuda")
+        model = f"{MEASURED}:{device}"
         seconds = args.gpu_hours * 3600.0 if args.gpu_hours is not None else None
+        # a machine measurement, kept apart from fit.json (docs/costs.md)
+        path = args.measured or Path(args.fit).with_name(MEASURED_COST_FILE)
+        measured = measured_law(read_measured_cost(path), device, where=str(path))
     ladder = seq_len = None
     if args.cost_config:
         config, _ = load_config_files([args.cost_config])
         ladder, seq_len = config["train"]["ladder"], config["train"]["seq_len"]
-    row = stored_or_computed(fit.data, args.objective, args.flops, model, ladder, seq_len, seconds, where=args.fit)
+    row = stored_or_computed(fit.data, args.objective, args.flops, model, ladder, seq_len, seconds, where=args.fit,
+                             measured=measured)
     budget = f"{row['budget']:.3g} {row.get('unit', model + ' FLOPs')}"
     if "unit" in row and seconds is None:
         budget += " (the seconds the 6nd optimum takes)"

@@ -21,7 +21,6 @@ from plmscale.arithmetic import FLOPS_DEFINITIONS, ModelShape
 from plmscale.errors import PlmscaleError
 from plmscale.grid.shapes import ladder_like_shape
 from plmscale.scaling.bootstrap import interval
-from plmscale.scaling import costs
 from plmscale.scaling.costs import MEASURED, MeasuredCost
 from plmscale.scaling.parametric import optimal_allocation
 
@@ -171,12 +170,13 @@ def allocation_by_cost_model(entry: dict, budgets, ladder: dict, seq_len: int,
     return out
 
 
-def with_cost_allocations(fit: dict, runs, ladder: dict, seq_len: int) -> dict:
+def with_cost_allocations(fit: dict, ladder: dict, seq_len: int) -> dict:
     """fit.json (fit_all's dict) with, per objective whose parametric law is identified (or not judged),
-    `allocation_by_cost_model` at its fit.predict_flops budgets, and at the top `measured_cost`: the measured
-    cost law per device of the runs table (empty where the runs lack wall_seconds or device). An objective
-    whose law predicts nothing gets {"skipped": why} instead: the trust rules hold under every cost model."""
-    measured = costs.fit_measured_cost(runs) if set(costs.MEASURED_COLUMNS) <= set(runs.columns) else {}
+    `allocation_by_cost_model` at its fit.predict_flops budgets under each FLOPs definition. An objective
+    whose law predicts nothing gets {"skipped": why} instead: the trust rules hold under every cost model.
+
+    Nothing measured on the clock goes in: fit.json is identical between two runs from scratch, wall times
+    are not (the measured laws are measured_cost.json's, `plmscale predict --cost-model measured` reads them)."""
     budgets = (fit.get("settings") or {}).get("predict_flops") or {}
     for objective, entry in fit["objectives"].items():
         law = entry.get("parametric") or {}
@@ -189,42 +189,43 @@ def with_cost_allocations(fit: dict, runs, ladder: dict, seq_len: int) -> dict:
             continue
         try:
             entry["allocation_by_cost_model"] = allocation_by_cost_model(law, budgets.get(objective, []), ladder,
-                                                                         seq_len, measured)
+                                                                         seq_len)
         except ValueError as error:  # no shape of the ladder's family near the optimum
             entry["allocation_by_cost_model"] = {"skipped": f"no allocation under the cost models: {error}"}
-    fit["measured_cost"] = {device: law.to_dict() for device, law in measured.items()}
     return fit
 
 
 def stored_or_computed(fit_data: dict, objective: str, flops: float | None, cost_model: str, ladder: dict | None = None,
-                       seq_len: int | None = None, seconds: float | None = None, where: str = "fit.json") -> dict:
+                       seq_len: int | None = None, seconds: float | None = None, where: str = "fit.json",
+                       measured: MeasuredCost | None = None) -> dict:
     """One allocation of fit.json's parametric law for `plmscale predict --cost-model`: the row fit.json stores
     for this cost model at these FLOPs, else computed (needs the ladder and seq_len). cost_model is a FLOPs
-    definition or "measured:DEVICE"; a measured budget is `seconds` if given, else the seconds the 6nd optimum
-    at `flops` takes. A law that predicts nothing, or a missing measured law, is an error saying why."""
+    definition or "measured:DEVICE", whose law is `measured` (costs.read_measured_cost: fit.json holds none);
+    a measured budget is `seconds` if given, else the seconds the 6nd optimum at `flops` takes. A law that
+    predicts nothing is an error saying why."""
     entry = ((fit_data.get("objectives") or {}).get(objective) or {})
     law = entry.get("parametric") or {}
     if not law or law.get("error") or law.get("identified") is False:
         why = law.get("error") or "; ".join(law.get("reasons") or ["no parametric law"])
         raise PlmscaleError(f"{where}: objectives.{objective}.parametric predicts nothing ({why}); no allocation "
                             "under any cost model")
-    stored = (entry.get("allocation_by_cost_model") or {}).get(cost_model)
+    is_measured = cost_model.startswith(f"{MEASURED}:")
+    # fit.json stores FLOPs allocations only (an older file's measured rows came from another machine's clock)
+    stored = None if is_measured else (entry.get("allocation_by_cost_model") or {}).get(cost_model)
     if seconds is None and isinstance(stored, list):
         for row in stored:
             if flops is not None and math.isclose(row["flops"], flops, rel_tol=1e-9):
                 return row
     if not ladder or not seq_len:
-        raise PlmscaleError(f"{where} stores no {cost_model} allocation for {objective} at this budget; give "
-                            "--config CONFIG (its train.ladder and train.seq_len define the shapes to count on)")
-    if not cost_model.startswith(f"{MEASURED}:"):
+        what = ("the measured cost model is computed from the measured law, never stored" if is_measured
+                else f"{where} stores no {cost_model} allocation for {objective} at this budget")
+        raise PlmscaleError(f"{what}; give --config CONFIG (its train.ladder and train.seq_len define the shapes "
+                            "to count on)")
+    if not is_measured:
         return {"flops": flops, **allocate(law, flops, ladder, seq_len, cost_model)}
     device = cost_model.split(":", 1)[1]
-    known = fit_data.get("measured_cost") or {}
-    if device not in known:
-        raise PlmscaleError(f"{where}: measured_cost has no law for device {device!r} (it has "
-                            f"{', '.join(sorted(known)) or 'none: the runs lack wall_seconds or device'}); "
-                            "train runs on that device, collect and fit again")
-    measured = MeasuredCost(**known[device])
+    if measured is None or measured.device != device:
+        raise ValueError(f"cost model {cost_model!r} needs that device's MeasuredCost (costs.read_measured_cost)")
     point, _ = law_constants(law)
     n_centre = float(optimal_allocation(*point, flops, 6.0)[0]) if flops else None
     if seconds is None:

@@ -19,8 +19,8 @@ from plmscale import run_metrics
 from plmscale.config import read_json_object
 from plmscale.errors import PlmscaleError
 from plmscale.arithmetic import FLOPS_DEFINITIONS, ModelShape
-from plmscale.scaling.table import (COST_COLUMNS, CURVE_COLUMNS, IDENTITY_COLUMN_PREFIXES, RUN_COLUMNS, identity_bins,
-                                    identity_columns, with_pairs, with_roles)
+from plmscale.scaling.table import (COST_COLUMNS, CURVE_COLUMNS, IDENTITY_COLUMN_PREFIXES, RUN_COLUMNS, TIMING_COLUMNS,
+                                    identity_bins, identity_columns, with_pairs, with_roles)
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,23 @@ def run_row(metrics: dict, train_tokens: float | None = None) -> dict:
         "source": "own", "init_from": init_from, **_kind_and_design(metrics), "model": metrics.get("model"),
         # a WSD branch is a grid point like a cosine run; these say how it was trained
         "schedule": metrics.get("schedule", "cosine"), "trunk": (metrics.get("wsd") or {}).get("trunk", ""),
-        **run_costs(metrics),  # what the run cost under every FLOPs definition and on the clock
+        **run_costs(metrics),  # what the run cost under every FLOPs definition (its wall time: run_timings)
         **identity_columns(metrics),
     }
+
+
+def run_timings(metrics_paths) -> pd.DataFrame:
+    """What each run took on its machine (TIMING_COLUMNS: run_id, tokens, flops_chinchilla, wall_seconds,
+    device), read from its metrics.json, for the measured cost law (costs.fit_measured_cost). Kept out of
+    runs.csv: wall time differs between machines and reruns, the runs table must not. A run that recorded
+    no wall time or device has them empty (the law skips it)."""
+    rows = []
+    for path in sorted(Path(p) for p in metrics_paths):
+        metrics = read_metrics(path)
+        rows.append({"run_id": str(metrics["run_id"]), "tokens": float(metrics["tokens"]),
+                     "flops_chinchilla": run_costs(metrics)["flops_chinchilla"],
+                     "wall_seconds": metrics.get("wall_seconds"), "device": metrics.get("device")})
+    return pd.DataFrame(rows, columns=list(TIMING_COLUMNS))
 
 
 def read_curve(path, metrics: dict) -> pd.DataFrame:

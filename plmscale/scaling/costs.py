@@ -9,22 +9,34 @@
 The FLOPs definitions are exact per shape (plmscale.arithmetic); the measured model is a cost law,
 seconds/token = c0 + c1 · chinchilla FLOPs per token, fitted per device by least squares over the runs of
 that device: tiny CPU models are bound by per-step overhead, which c0 absorbs.
+
+The measured laws are a measurement of the machine, like results/benchmarks/: the workflow's rule
+measured_cost writes them to results/scaling/measured_cost.json ({device: {device, c0, c1, n_runs, r2}}),
+apart from fit.json and runs.csv, which two runs from scratch write identically.
 """
 
+import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
 from plmscale.arithmetic import FLOPS_DEFINITIONS, ModelShape
+from plmscale.config import read_json_object
 from plmscale.errors import PlmscaleError
+
+log = logging.getLogger(__name__)
 
 MEASURED = "measured"
 COST_MODELS = (*FLOPS_DEFINITIONS, MEASURED)
-# The runs table's columns the measured law reads.
+# The columns of the runs' timings (plmscale.scaling.collect.run_timings) the measured law reads.
 MEASURED_COLUMNS = ("tokens", "flops_chinchilla", "wall_seconds", "device")
 # The measured law needs at least this many runs of one device with distinct per-token FLOPs.
 MIN_MEASURED_RUNS = 3
+# Where the workflow writes the measured laws (rule measured_cost), and its default beside a fit.json.
+MEASURED_COST_FILE = "measured_cost.json"
+MEASURED_COST_WRITER = ("the workflow's rule measured_cost writes it from the runs' metrics.json "
+                        "(snakemake results/scaling/measured_cost.json)")
 
 
 def flops_per_token(shape: dict, seq_len: int, definition: str) -> float:
@@ -77,27 +89,34 @@ class MeasuredCost:
         return asdict(self)
 
 
-def fit_measured_cost(runs: pd.DataFrame, source: str = "runs table") -> dict[str, MeasuredCost]:
-    """The measured cost law per device, least squares over that device's runs (rows with tokens,
-    flops_chinchilla, wall_seconds and device; others are skipped, the count is in n_runs).
+def fit_measured_cost(runs: pd.DataFrame, source: str = "run timings") -> dict[str, MeasuredCost]:
+    """The measured cost law per device, least squares over that device's runs (rows of collect.run_timings
+    with tokens, flops_chinchilla, wall_seconds and device; others are skipped and logged, the count used is
+    in n_runs).
 
     A device with fewer than MIN_MEASURED_RUNS usable runs, or with one shape only, gets no law (it is left
     out); a table without the columns is an error naming them."""
     missing = [c for c in MEASURED_COLUMNS if c not in runs.columns]
     if missing:
         raise PlmscaleError(f"{source}: column(s) {', '.join(missing)} missing, needed by the measured cost model; "
-                            "collect the runs again with this plmscale (runs trained before it lack "
-                            "flops_chinchilla: retrain them or use a FLOPs cost model)")
+                            "read the runs' metrics.json with plmscale.scaling.collect.run_timings")
     table = pd.DataFrame({"device": runs["device"],
                           **{c: pd.to_numeric(runs[c], errors="coerce")
                              for c in ("tokens", "flops_chinchilla", "wall_seconds")}})
-    table = table[(table["tokens"] > 0) & (table["wall_seconds"] > 0) & (table["flops_chinchilla"] > 0)
-                  & table["device"].notna() & (table["device"].astype(str) != "")]
+    usable = ((table["tokens"] > 0) & (table["wall_seconds"] > 0) & (table["flops_chinchilla"] > 0)
+              & table["device"].notna() & (table["device"].astype(str) != ""))
+    if (~usable).any():
+        log.warning("%s: %d of %d runs lack tokens, flops_chinchilla, wall_seconds or device; the measured cost "
+                    "law leaves them out", source, int((~usable).sum()), len(table))
+    table = table[usable]
     laws = {}
     for device, group in table.groupby(table["device"].astype(str), sort=True):
         per_token_flops = (group["flops_chinchilla"] / group["tokens"]).to_numpy()
         seconds = (group["wall_seconds"] / group["tokens"]).to_numpy()
         if len(group) < MIN_MEASURED_RUNS or np.ptp(per_token_flops) <= 0:
+            log.warning("%s: device %s has %d timed run(s) of %d distinct shape(s); a measured cost law needs "
+                        "%d runs and 2 shapes: none fitted", source, device, len(group),
+                        len(np.unique(per_token_flops)), MIN_MEASURED_RUNS)
             continue
         design = np.column_stack([np.ones_like(per_token_flops), per_token_flops])
         (c0, c1), *_ = np.linalg.lstsq(design, seconds, rcond=None)
@@ -105,7 +124,39 @@ def fit_measured_cost(runs: pd.DataFrame, source: str = "runs table") -> dict[st
         total = np.sum((seconds - seconds.mean()) ** 2)
         r2 = 1.0 - np.sum(residual ** 2) / total if total > 0 else 1.0
         laws[device] = MeasuredCost(device=device, c0=float(c0), c1=float(c1), n_runs=int(len(group)), r2=float(r2))
+        log.info("measured cost on %s: seconds/token = %.3g + %.3g * chinchilla FLOPs/token (%d runs, R2 %.3f)",
+                 device, c0, c1, len(group), r2)
     return laws
+
+
+def measured_cost_record(laws: dict[str, MeasuredCost]) -> dict:
+    """measured_cost.json's content: {device: {device, c0, c1, n_runs, r2}}, devices in order."""
+    return {device: laws[device].to_dict() for device in sorted(laws)}
+
+
+def read_measured_cost(path) -> dict[str, MeasuredCost]:
+    """The measured laws of a measured_cost.json; a missing file is an error naming it and the rule that
+    writes it, an entry without numeric c0 and c1 an error naming its key."""
+    record = read_json_object(path, "measured cost laws", hint=f"; {MEASURED_COST_WRITER}, or give --measured PATH")
+    laws = {}
+    for device, entry in record.items():
+        values = entry if isinstance(entry, dict) else {}
+        numbers = {key: values.get(key) for key in ("c0", "c1", "r2")}
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers.values()):
+            raise PlmscaleError(f"measured cost laws {path}: entry {device!r} needs numbers c0, c1 and r2, got "
+                                f"{entry!r}; {MEASURED_COST_WRITER}")
+        laws[str(device)] = MeasuredCost(device=str(device), c0=float(numbers["c0"]), c1=float(numbers["c1"]),
+                                         n_runs=int(values.get("n_runs") or 0), r2=float(numbers["r2"]))
+    return laws
+
+
+def measured_law(laws: dict[str, MeasuredCost], device: str, where: str) -> MeasuredCost:
+    """The law of one device; a device without one is an error listing those that have one."""
+    if device not in laws:
+        known = ", ".join(sorted(laws)) or f"none: no device has {MIN_MEASURED_RUNS} timed runs of distinct shapes"
+        raise PlmscaleError(f"{where}: no measured cost law for device {device!r} (it has {known}); train runs "
+                            "on that device and run the rule measured_cost again")
+    return laws[device]
 
 
 def gpu_hours_to_flops(gpu_hours: float, device: str, mfu: float) -> dict:

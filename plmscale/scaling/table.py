@@ -21,8 +21,10 @@ valid_sequences_id_<bin>  valid sequences in the bin
 A fit uses `loss` unless fit.loss_column names one of the valid_loss_id_<bin> columns (with_loss_column).
 
 Own runs also carry what they cost (COST_COLUMNS; optional, an imported table may lack them): flops_6nd,
-flops_with_attention, flops_chinchilla (the run's tokens under each FLOPs definition, plmscale.arithmetic),
-wall_seconds and device (cpu or cuda), from which plmscale.scaling.costs fits the measured cost model.
+flops_with_attention, flops_chinchilla (the run's tokens under each FLOPs definition, plmscale.arithmetic).
+Their wall time and device measure the machine, not the result, and stay out of runs.csv, which two runs
+from scratch write byte-identically: collect.run_timings reads them from metrics.json (TIMING_COLUMNS) for
+the measured cost law (results/scaling/measured_cost.json, plmscale.scaling.costs).
 """
 
 import logging
@@ -39,7 +41,9 @@ REQUIRED_COLUMNS = ("run_id", "objective", "n_params", "tokens", "flops", "loss"
 RUN_COLUMNS = ["run_id", "objective", "n_params", "tokens", "flops", "loss", "budget", "source", "init_from",
                "role", "pair"]
 # Optional per-run costs (see the module docstring), in this order after the producer's own columns.
-COST_COLUMNS = ("flops_6nd", "flops_with_attention", "flops_chinchilla", "wall_seconds", "device")
+COST_COLUMNS = ("flops_6nd", "flops_with_attention", "flops_chinchilla")
+# What a run took on its machine (collect.run_timings): never in runs.csv, which must not depend on the machine.
+TIMING_COLUMNS = ("run_id", "tokens", "flops_chinchilla", "wall_seconds", "device")
 CURVE_COLUMNS = ("run_id", "objective", "n_params", "flops", "tokens", "loss")
 OBJECTIVES = ("clm", "mlm")
 MAIN, TRANSFER, TRANSFER_BASELINE, INCOMPLETE = "main", "transfer", "transfer-baseline", "incomplete"
