@@ -12,7 +12,7 @@ from plmscale.scaling import bootstrap as boot
 from plmscale.scaling import backtest as backtests
 from plmscale.scaling import envelope, isoflop, parametric
 from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
-from plmscale.scaling.identify import Criteria, identify
+from plmscale.scaling.identify import Criteria, backtest_verdict, identify
 from plmscale.scaling.published import PUBLISHED
 from plmscale.scaling.settings import FitSettings
 from plmscale.scaling.table import (DEFAULT_LOSS_COLUMN, OBJECTIVES, budget_groups, scratch_runs, validate_curves,
@@ -229,6 +229,20 @@ def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_high
     return result
 
 
+def judge_backtest(entry):
+    """The rollout backtest joins the verdict of every method it covers: a biased rollout is a reason
+    (the method is no longer identified), a rollout that could not be made a note."""
+    for method in backtests.METHODS:
+        if not entry[method].get("identified"):
+            continue
+        reasons, notes = backtest_verdict(method, entry["backtest"].get(method))
+        entry[method]["notes"] = list(entry[method].get("notes", [])) + notes
+        if reasons:
+            entry[method]["reasons"] = list(entry[method].get("reasons", [])) + reasons
+            entry[method]["identified"] = False
+    return entry
+
+
 def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curves_source="curves table"):
     """Every method for every objective present, judged (identify) and backtested; see docs for the
     fit.json layout this returns. settings: the config's fit section (FitSettings).
@@ -268,6 +282,7 @@ def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curv
             entry["backtest"] = backtest_objective(entry, subset, settings.predict_flops.get(objective, []),
                                                    settings.bootstrap, settings.seed, settings.min_points_per_budget,
                                                    drop_highest_loss, settings.isoflop_bootstrap)
+            judge_backtest(entry)
         objectives[objective] = entry
     # The transfer analysis may solve a parametric law for effective tokens: only an identified one.
     laws = {o: v["parametric"] for o, v in objectives.items() if v["parametric"].get("identified")}

@@ -255,3 +255,33 @@ def _check_loss_falls(entry, reasons):
     if s is not None and k_l is not None and np.isfinite(s) and np.isfinite(k_l) and k_l * s >= 0:
         reasons.append(f"the compute-optimal loss does not fall with compute (loss exponent s = {s:.4f}, "
                        f"k_l = {k_l:.3g})")
+
+
+def backtest_verdict(method, backtest_entry):
+    """Does a method's own rollout backtest let it forecast? Returns (reasons, notes) to add to its verdict.
+
+    backtest_entry: the method's entry of the objective's `backtest` (backtest.backtest), or None. A rollout
+    (fit below the top IsoFLOP budget, forecast it) whose loss-error interval excludes 0 says the law is
+    biased at larger scale: a reason, so that predictions, plots and the closed loop stop using it. A
+    rollout that could not be made (too few budgets, no bootstrap) is a note: nothing was shown either way.
+    Where the top budget has no vertex its best run only bounds the optimum from above, so a forecast
+    significantly *below* it is no evidence of bias (a note, not a reason)."""
+    rollout = (backtest_entry or {}).get("rollout")
+    if rollout is None:
+        skipped = (backtest_entry or {}).get("skipped")
+        return [], [f"no rollout backtest: {skipped}" if skipped else "no rollout backtest (fit.backtest is off)"]
+    if "error" in rollout:
+        return [], [f"rollout backtest not made: {rollout['error']}"]
+    error, ci = rollout.get("loss_error_pct"), rollout.get("loss_error_pct_ci")
+    if ci is None or error is None:
+        return [], ["rollout backtest has no error interval (no bootstrap): its bias is not judged"]
+    held_out = rollout["held_out_budget"]
+    shown = f"{error:+.2f}% [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+    if ci[0] <= 0 <= ci[1]:
+        return [], []
+    best_run = not str(rollout.get("observed", {}).get("source", "")).startswith("parabola vertex")
+    if best_run and ci[1] < 0:
+        return [], [f"rollout backtest forecasts the held-out top budget's ({held_out:.3g} FLOPs) loss {shown} "
+                    "below its best run, which only bounds the optimum from above: not judged as a bias"]
+    return [f"not identified for forecasting: its rollout backtest (fit below the top budget, {held_out:.3g} FLOPs, "
+            f"held out) forecasts the held-out top budget's loss {shown} off: biased at larger scale"], []
