@@ -209,7 +209,7 @@ def _check_bootstrap(method, entry, criteria, reasons):
     if failed > criteria.max_failed_bootstrap_fraction * n:
         reasons.append(f"{failed} of {n} bootstrap refits failed ({100 * failed / n:.0f}%, limit "
                        f"{100 * criteria.max_failed_bootstrap_fraction:.0f}%)")
-    for key in CHECKED_EXPONENTS[method]:
+    for key in CHECKED_EXPONENTS.get(method, ("a",)):  # farseer: its local a (b = 1 - a)
         ci = entry.get(f"{key}_ci")
         if ci is None:
             reasons.append(f"no interval for exponent {key}: fewer than 10 bootstrap refits succeeded")
@@ -285,3 +285,18 @@ def backtest_verdict(method, backtest_entry):
                     "below its best run, which only bounds the optimum from above: not judged as a bias"]
     return [f"not identified for forecasting: its rollout backtest (fit below the top budget, {held_out:.3g} FLOPs, "
             f"held out) forecasts the held-out top budget's loss {shown} off: biased at larger scale"], []
+
+
+def identify_farseer(entry, criteria=None):
+    """Verdict for fit.json's `farseer` entry (farseer.fit_entry). Its 9 constants trade against each other
+    (a flat valley), so they are not checked one by one; what a forecast uses is: the local allocation
+    exponent a at the largest budget fitted, physical and with a narrow enough interval, and bootstrap refits
+    that succeed. How many starts reached the best objective is a note."""
+    criteria = criteria or Criteria()
+    if "error" in entry:
+        return {"identified": False, "reasons": [f"not fitted: {entry['error']}"], "notes": []}
+    reasons = []
+    notes = [f"{entry['starts_in_best_basin']} of {entry['n_starts']} starts reached the best objective"]
+    _check_bootstrap("farseer", entry, criteria, reasons)
+    _check_physical("farseer", {"a": entry.get("a"), "b": entry.get("b")}, reasons)
+    return {"identified": not reasons, "reasons": reasons, "notes": notes}
