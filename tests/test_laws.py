@@ -1,12 +1,16 @@
 """Law families and a verdict that listens to the backtest, on synthetic tables drawn from known laws."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from plmscale.cli import main as cli_main
 from plmscale.scaling import farseer
 from plmscale.scaling.backtest import rollouts
 from plmscale.scaling.fit import choose_law, fit_all
+from plmscale.scaling.fitfile import write_fit
 from plmscale.scaling.identify import backtest_verdict
 from scaling_synthetic import BUDGETS, fit_settings, isoflop_runs, random_law
 
@@ -64,7 +68,8 @@ def test_a_rollout_that_cannot_be_made_is_a_note_not_a_refusal():
 
 
 def test_a_forecast_below_a_best_run_is_no_bias():
-    rollout = {"held_out_budget": 1e20, "loss_error_pct": -3.0, "loss_error_pct_ci": [-4.0, -2.0],
+    rollout = {"held_out_budget": 1e20, "forecast": {"loss": 2.0}, "loss_error_pct": -3.0,
+               "loss_error_pct_ci": [-4.0, -2.0],
                "observed": {"source": "best run (no usable vertex at 1e+20: ...)"}}
     reasons, notes = backtest_verdict("isoflop", {"rollout": rollout})
     assert reasons == [] and "only bounds the optimum from above" in notes[0]
@@ -115,3 +120,44 @@ def test_selection_rule_on_ten_draws_per_family():
             picks[family].append(choose_law(table)[0])
     for family, chosen in picks.items():
         assert chosen.count(family) >= 9, (family, chosen)
+
+
+@pytest.fixture(scope="module")
+def farseer_fit_file(tmp_path_factory):
+    runs = farseer_runs(FARSEER_TRUTH, np.random.default_rng(0))
+    path = tmp_path_factory.mktemp("laws") / "fit.json"
+    write_fit(fit_all(runs, None, fit_settings(bootstrap=40, seed=0)), path)
+    return path
+
+
+def test_predict_a_run_under_the_selected_law_and_each_family(farseer_fit_file, capsys):
+    n, d = 3e9, 2e10
+    assert cli_main(["predict", "--fit", str(farseer_fit_file), "--objective", "clm", "--n-params", str(n),
+                     "--tokens", str(d), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"law", "loss", "loss_ci", "families"}
+    assert result["law"] == "farseer"
+    assert result["loss"] == result["families"]["farseer"]["loss"]
+    low, high = result["loss_ci"]
+    assert low <= float(farseer.loss(FARSEER_TRUTH, n, d)) <= high
+    chinchilla = result["families"]["parametric"]
+    assert chinchilla["identified"] is False and any("rollout backtest" in r for r in chinchilla["reasons"])
+    assert chinchilla["loss"] is not None and chinchilla["loss_ci"] is not None
+    # The text form names every family with its verdict; repeated data is called out.
+    assert cli_main(["predict", "--fit", str(farseer_fit_file), "--objective", "clm", "--n-params", str(n),
+                     "--tokens", str(d), "--unique-tokens", str(d / 4)]) == 0
+    text = capsys.readouterr().out
+    assert "selected law: farseer" in text and "parametric" in text and "not identified" in text
+    assert "4 epochs" in text
+
+
+def test_predict_a_run_needs_both_sizes(farseer_fit_file, capsys):
+    assert cli_main(["predict", "--fit", str(farseer_fit_file), "--objective", "clm", "--n-params", "1e9"]) != 0
+    assert "--tokens D" in capsys.readouterr().err
+
+
+def test_a_rollout_that_forecasts_nothing_is_a_refusal():
+    rollout = {"held_out_budget": 1e20, "forecast": {"loss": None}, "loss_error_pct": None,
+               "loss_error_pct_ci": [-100.0, -100.0], "observed": {"source": "parabola vertex"}}
+    reasons, _ = backtest_verdict("farseer", {"rollout": rollout})
+    assert "forecasts no finite compute-optimal loss" in reasons[0]

@@ -293,6 +293,8 @@ class _Study:
             # Both sides are estimates: the error's interval pairs independent forecast and observed draws
             # (a best-run observation has none, so only the forecast's spread enters).
             obs_n, obs_loss = observed_draws if observed_draws is not None else (observed["n_opt"], observed["loss"])
+            if observed_draws is not None and len(obs_n) > len(draw_n):  # a capped bootstrap (Farseer's)
+                obs_n, obs_loss = obs_n[:len(draw_n)], obs_loss[:len(draw_n)]
             with np.errstate(invalid="ignore", divide="ignore"):
                 error_ci = boot.interval(100 * (draw_loss - obs_loss) / obs_loss)
                 log_error_ci = boot.interval(np.log(draw_n / obs_n))

@@ -29,8 +29,10 @@ BOUNDS = [(-20.0, 20.0), (-1.5, 1.5), (-5.0, 5.0),
 MIN_RUNS = 10  # 9 constants
 N_STARTS = 12
 BASIN_REL_OBJECTIVE = 1e-3
-# The search for N_opt spans this many natural-log units either side of the centre of the sizes fitted.
-SEARCH_POINTS = 401
+# N_opt is searched on a log grid over N_SEARCH_RANGE (a demo's 1e4-parameter models to 1e14), 0.03 in ln N
+# apart, then refined by a parabola through the best point and its neighbours.
+N_SEARCH_RANGE = (1e2, 1e14)
+SEARCH_POINTS = 921
 
 
 def loss(params, n_params, tokens):
@@ -128,9 +130,10 @@ def refit(theta, n_params, tokens, losses, weights):
     return x if value < 1e6 else np.full(9, np.nan)
 
 
-def optimal_allocation(params, flops, kappa=6.0, n_range=(1e5, 1e13)):
+def optimal_allocation(params, flops, kappa=6.0, n_range=N_SEARCH_RANGE):
     """N_opt, D_opt and the loss at compute C = κ·N·D, minimising over a log-spaced grid of N then refining
-    with a parabola through the best grid point and its neighbours. params: one set of constants or (K, 9)."""
+    with a parabola through the best grid point and its neighbours. params: one set of constants or (K, 9).
+    NaN where the minimum lies at an end of n_range (no interior optimum there)."""
     p = np.atleast_2d(_array(params))
     grid = np.exp(np.linspace(np.log(n_range[0]), np.log(n_range[1]), SEARCH_POINTS))
     losses = loss(p[:, None, :], grid[None, :], flops / (kappa * grid[None, :]))
@@ -145,7 +148,9 @@ def optimal_allocation(params, flops, kappa=6.0, n_range=(1e5, 1e13)):
     n_opt = grid[i] * np.exp(shift * step)
     d_opt = flops / (kappa * n_opt)
     l_opt = loss(p, n_opt, d_opt)
-    bad = ~np.isfinite(y1) | (np.argmin(losses, 1) == 0) | (np.argmin(losses, 1) == SEARCH_POINTS - 1)
+    # No interior minimum, or a loss that under/overflowed (a term of 0 or inf is no forecast).
+    bad = (~np.isfinite(y1) | (np.argmin(losses, 1) == 0) | (np.argmin(losses, 1) == SEARCH_POINTS - 1)
+           | ~(np.isfinite(l_opt) & (l_opt > 0)))
     n_opt, d_opt, l_opt = (np.where(bad, np.nan, v) for v in (n_opt, d_opt, l_opt))
     if np.ndim(_array(params)) == 1:
         return float(n_opt[0]), float(d_opt[0]), float(l_opt[0])

@@ -273,6 +273,9 @@ def backtest_verdict(method, backtest_entry):
     if "error" in rollout:
         return [], [f"rollout backtest not made: {rollout['error']}"]
     error, ci = rollout.get("loss_error_pct"), rollout.get("loss_error_pct_ci")
+    if (rollout.get("forecast") or {}).get("loss") is None:
+        return [f"not identified for forecasting: fitted below the top budget, it forecasts no finite compute-optimal "
+                f"loss at the held-out top budget ({rollout['held_out_budget']:.3g} FLOPs)"], []
     if ci is None or error is None:
         return [], ["rollout backtest has no error interval (no bootstrap): its bias is not judged"]
     held_out = rollout["held_out_budget"]
