@@ -71,11 +71,23 @@ def test_a_forecast_below_a_best_run_is_no_bias():
     rollout = {"held_out_budget": 1e20, "forecast": {"loss": 2.0}, "loss_error_pct": -3.0,
                "loss_error_pct_ci": [-4.0, -2.0],
                "observed": {"source": "best run (no usable vertex at 1e+20: ...)"}}
-    reasons, notes = backtest_verdict("isoflop", {"rollout": rollout})
+    reasons, notes = backtest_verdict("parametric", {"rollout": rollout})
     assert reasons == [] and "only bounds the optimum from above" in notes[0]
     rollout["observed"]["source"] = "parabola vertex"
-    reasons, _ = backtest_verdict("isoflop", {"rollout": rollout})
+    reasons, _ = backtest_verdict("parametric", {"rollout": rollout})
     assert "-3.00% [-4.00, -2.00] off: biased at larger scale" in reasons[0]
+
+
+def test_the_isoflop_allocation_is_judged_by_its_n_opt_rollout():
+    """The released curves' case: the IsoFLOP N_opt forecast is on target, its loss curve 1.1% high."""
+    rollout = {"held_out_budget": 1e21, "forecast": {"loss": 2.23, "n_opt": 1.54e9},
+               "observed": {"source": "parabola vertex"}, "loss_error_pct": 1.12, "loss_error_pct_ci": [0.40, 2.70],
+               "n_opt_log_error": 0.01, "n_opt_log_error_ci": [-0.56, 0.60]}
+    reasons, notes = backtest_verdict("isoflop", {"rollout": rollout})
+    assert reasons == [] and "its allocation is judged by the N_opt rollout" in notes[0]
+    rollout.update(n_opt_log_error=0.9, n_opt_log_error_ci=[0.3, 1.5])
+    reasons, _ = backtest_verdict("isoflop", {"rollout": rollout})
+    assert "compute-optimal model size +0.90 [+0.30, +1.50] in ln N off: biased at larger scale" in reasons[0]
 
 
 def test_farseer_recovers_its_forecast_at_a_larger_budget():
@@ -157,7 +169,7 @@ def test_predict_a_run_needs_both_sizes(farseer_fit_file, capsys):
 
 
 def test_a_rollout_that_forecasts_nothing_is_a_refusal():
-    rollout = {"held_out_budget": 1e20, "forecast": {"loss": None}, "loss_error_pct": None,
+    rollout = {"held_out_budget": 1e20, "forecast": {"loss": None, "n_opt": None}, "loss_error_pct": None,
                "loss_error_pct_ci": [-100.0, -100.0], "observed": {"source": "parabola vertex"}}
     reasons, _ = backtest_verdict("farseer", {"rollout": rollout})
     assert "forecasts no finite compute-optimal loss" in reasons[0]
