@@ -253,8 +253,8 @@ LAW_FAMILIES = ("parametric", "farseer")
 # A family with more constants replaces a simpler identified one only when it forecasts the held-out runs
 # with an RMS error at most this fraction of the simpler one's. Farseer's law can mimic the Chinchilla
 # form, so on a Chinchilla table both forecast about equally well and a single held-out budget's noise
-# would pick either; measured on synthetic tables, the two differ by < 10% there and by 2x or more where
-# the data exponent really depends on N.
+# would pick either. Measured (tests/test_laws.py, 10 tables each): Farseer's RMS error over Chinchilla's
+# is 0.22-0.75 on tables drawn from Farseer's law, 0.71-2.36 on tables drawn from a Chinchilla law.
 SELECTION_MARGIN = 0.8
 
 
