@@ -173,3 +173,12 @@ def test_a_rollout_that_forecasts_nothing_is_a_refusal():
                "loss_error_pct_ci": [-100.0, -100.0], "observed": {"source": "parabola vertex"}}
     reasons, _ = backtest_verdict("farseer", {"rollout": rollout})
     assert "forecasts no finite compute-optimal loss" in reasons[0]
+
+
+def test_rollout_summary_prints_a_failed_forecast():
+    from plmscale.scaling.summary import rollout_summary
+
+    rollout = {"held_out_budget": 5e11, "loss_error_pct": None, "loss_error_pct_ci": None, "n_opt_log_error": None,
+               "n_opt_ratio": None, "observed": {"source": "parabola vertex"}}
+    text = rollout_summary({"objectives": {"clm": {"backtest": {"farseer": {"rollout": rollout}}}}})
+    assert "loss n/a, N_opt xn/a" in text
