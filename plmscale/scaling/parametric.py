@@ -293,7 +293,8 @@ def optimal_allocation(E, A, B, alpha, beta, flops, kappa):
 
 def loss_of(fit, n_params, tokens):
     """L(N, D) = E + A/N^alpha + B/D^beta for a fit's constants (a dict with E, A, B, alpha, beta)."""
-    return fit["E"] + fit["A"] / np.asarray(n_params, float) ** fit["alpha"] + fit["B"] / np.asarray(tokens, float) ** fit["beta"]
+    n, d = np.asarray(n_params, float), np.asarray(tokens, float)
+    return fit["E"] + fit["A"] / n ** fit["alpha"] + fit["B"] / d ** fit["beta"]
 
 
 def highest_loss_mask(loss, k):

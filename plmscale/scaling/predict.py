@@ -178,7 +178,8 @@ def predict_run(fit, objective: str, n_params: float, tokens: float, unique_toke
             raise PlmscaleError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
     entry = fit.data.get("objectives", {}).get(objective)
     if entry is None:
-        raise PlmscaleError(f"{fit.source} has no {objective} fit; objectives: {', '.join(fit.data.get('objectives', {}))}")
+        known = ", ".join(fit.data.get("objectives", {}))
+        raise PlmscaleError(f"{fit.source} has no {objective} fit; objectives: {known}")
     families = {}
     parametric = fit.method(objective, "parametric")
     families["parametric"] = _family_row(entry.get("parametric", {}),
