@@ -14,7 +14,7 @@ from plmscale.scaling.costs import (MEASURED, MEASURED_COST_FILE, gpu_hours_to_f
                                     read_measured_cost)
 from plmscale.scaling.closed_loop import validation_lines
 from plmscale.scaling.fitfile import read_fit
-from plmscale.scaling.predict import load_ladder, predict
+from plmscale.scaling.predict import load_ladder, predict, predict_run
 from plmscale.scaling.results import json_text
 
 
@@ -51,12 +51,14 @@ def format_prediction(result) -> str:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit", required=True, help="fit.json written by `plmscale fit` or the workflow")
-    parser.add_argument("--flops", type=float, help="compute budget in FLOPs, e.g. 1.7e22 (or --gpu-hours)")
+    parser.add_argument("--flops", type=float,
+                        help="compute budget in FLOPs, e.g. 1.7e22 (or --gpu-hours; or a run: --n-params/--tokens)")
     parser.add_argument("--objective", required=True, choices=["clm", "mlm"])
     parser.add_argument("--ladder", help="config with train.ladder (or a name -> n_params mapping): "
                                          "report the nearest model shape")
     parser.add_argument("--json", action="store_true", help="print the prediction as JSON")
     add_cost_arguments(parser)
+    add_run_arguments(parser)
 
 
 def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +96,8 @@ def cost_model_name(text: str) -> str:
 def budget_from_cost_arguments(args) -> list[str]:
     """Set args.flops from --gpu-hours (lines that say how), or check that one budget is given."""
     if (args.flops is None) == (args.gpu_hours is None):
-        raise PlmscaleError("give the budget as --flops FLOPS or as --gpu-hours H (with --device), not both")
+        raise PlmscaleError("give the budget as --flops FLOPS or as --gpu-hours H (with --device), not both; "
+                            "or a run as --n-params N --tokens D")
     if args.gpu_hours is None:
         return []
     mfu = args.mfu if args.mfu is not None else load_config({})["train"]["resources"]["assumed_mfu"]
@@ -132,7 +135,48 @@ def cost_model_lines(args, fit) -> list[str]:
             f"loss {_fmt(row['loss'], row.get('loss_ci'), 4)}"]
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("one run", "the loss of a given run (N, D) under the selected law and each law "
+                                                 "family, instead of the optimum at a budget")
+    group.add_argument("--n-params", type=float, help="the run's parameters (the fit's count: without embeddings)")
+    group.add_argument("--tokens", type=float, help="the run's training tokens D")
+    group.add_argument("--unique-tokens", type=float,
+                       help="unique tokens U the run sees (D/U epochs): noted where below --tokens")
+
+
+def run_prediction_text(result) -> str:
+    """predict_run's result as lines: the selected law's loss, then every family with its verdict."""
+    lines = [f"{result['objective'].upper()} run of N = {result['n_params']:.3g} parameters on D = "
+             f"{result['tokens']:.3g} tokens (95% bootstrap intervals)",
+             f"  selected law: {result['law'] or 'none'}  loss {_fmt(result['loss'], result['loss_ci'], 4)}"]
+    for name, row in result["families"].items():
+        verdict = "identified" if row["identified"] else "not identified"
+        lines.append(f"  {name:<10} loss {_fmt(row['loss'], row['loss_ci'], 4)}  {verdict}")
+        lines.extend(f"  {'':<10}   {reason}" for reason in row["reasons"])
+    lines.extend(f"note: {note}" for note in result["notes"])
+    return "\n".join(lines)
+
+
+def predict_one_run(args) -> int:
+    """`--n-params N --tokens D`: predict_run's answer, as JSON (the documented keys) or text."""
+    if args.n_params is None or args.tokens is None:
+        raise PlmscaleError("give both --n-params N and --tokens D to predict one run's loss")
+    if args.flops is not None:
+        raise PlmscaleError("--n-params/--tokens predict one run's loss, --flops a budget's optimum: give one or the "
+                            "other")
+    result = predict_run(read_fit(args.fit), args.objective, args.n_params, args.tokens, args.unique_tokens)
+    if args.json:
+        print(json_text({key: result[key] for key in ("law", "loss", "loss_ci", "families")}))
+        for note in result["notes"]:
+            print(f"note: {note}", file=sys.stderr)
+    else:
+        print(run_prediction_text(result))
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.n_params is not None or args.tokens is not None:
+        return predict_one_run(args)
     budget_lines = budget_from_cost_arguments(args)
     fit = read_fit(args.fit)
     ladder = load_ladder(args.ladder) if args.ladder else None

@@ -58,11 +58,13 @@ import numpy as np
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
-from plmscale.scaling import isoflop, parametric
+from plmscale.scaling import farseer, isoflop, parametric
 from plmscale.scaling.isoflop import LOSS_LAWS, fit_loss_law, loss_at  # noqa: F401 (backtest's API)
 from plmscale.scaling.table import budget_groups, scratch_runs, validate_runs
 
 METHODS = ("isoflop", "parametric")
+# Methods backtested on request (methods=...): rollout only, the Farseer refits cost ~0.1 s each.
+OPTIONAL_METHODS = ("farseer",)
 # The reduced IsoFLOP fit needs a power law through at least this many bracketed budgets.
 MIN_FIT_BUDGETS = 2
 # The parametric law has 5 constants.
@@ -82,7 +84,7 @@ def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=M
     if len(objectives) != 1:
         raise PlmscaleError(f"{source}: backtest reads one objective's runs at a time; got "
                             f"{', '.join(sorted(objectives))}")
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(METHODS) - set(OPTIONAL_METHODS)
     if unknown:
         raise PlmscaleError(f"backtest: unknown method(s) {', '.join(sorted(unknown))}; known: {', '.join(METHODS)}")
     if loss_law not in LOSS_LAWS:
@@ -103,7 +105,17 @@ def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=M
     if "parametric" in methods:
         out["parametric"] = {"rollout": study.rollout_parametric(),
                              "leave_one_budget_out": study.lobo_parametric(targets)}
+    if "farseer" in methods:
+        out["farseer"] = {"rollout": study.rollout_farseer()}
     return out
+
+
+def rollouts(runs, methods=("parametric", "farseer"), n_boot=0, seed=0, min_points=3, source="runs table"):
+    """Only the rollouts (no leave-one-budget-out) of one objective's runs: {method: ROLLOUT}. Cheap
+    without a bootstrap: what law selection ranks (held_out_runs), for studies of the selection itself."""
+    scratch = scratch_runs(validate_runs(runs, source)).reset_index(drop=True)
+    study = _Study(scratch, min_points, n_boot, np.random.default_rng(seed), "saturating")
+    return {method: getattr(study, f"rollout_{method}")() for method in methods}
 
 
 class _Study:
@@ -221,6 +233,50 @@ class _Study:
         fitted = sorted({float(b) for b in self.budgets[reduced] if np.isfinite(b)})
         out = self._score(top["budget"], fitted, int(reduced.sum()), forecast_n, forecast_loss, draws)
         out["loss_law"] = "L = E + A/N^alpha + B/D^beta at its compute-optimal allocation"
+        out["held_out_runs"] = self._held_out_run_errors(
+            lambda n, d: parametric.loss_of(point, n, d))
+        return out
+
+    def _held_out_run_errors(self, predict):
+        """The reduced law's forecast of every run of the held-out top budget (not only its optimum):
+        {"n_runs", "rms_pct", "mean_pct"}, errors 100·(forecast − observed)/observed. Law selection ranks
+        families by rms_pct: it uses all the held-out runs, not one vertex with its own noise."""
+        runs = self.scratch.iloc[self.designs[-1]["positions"]]
+        n, d, loss = (runs[c].to_numpy(float) for c in ("n_params", "tokens", "loss"))
+        with np.errstate(over="ignore", invalid="ignore"):
+            errors = 100 * (np.asarray(predict(n, d), float) - loss) / loss
+        finite = np.isfinite(errors).all()
+        return {"n_runs": int(len(errors)), "rms_pct": _plain(np.sqrt(np.mean(errors ** 2))) if finite else None,
+                "mean_pct": _plain(errors.mean()) if finite else None}
+
+    def rollout_farseer(self):
+        """The Farseer law fitted below the top budget (the parametric rollout's runs), its numerical
+        compute-optimal loss at the top budget against what that budget observed."""
+        error = self.top_error()
+        if error:
+            return {"held_out_budget": self._top_budget(), "error": error}
+        top = self.designs[-1]
+        reduced = self._below_top_mask()
+        if reduced.sum() < farseer.MIN_RUNS:
+            return {"held_out_budget": top["budget"],
+                    "error": f"only {int(reduced.sum())} runs below the top budget ({top['budget']:.3g}); the "
+                             f"Farseer law needs {farseer.MIN_RUNS}"}
+        runs = self.scratch[reduced]
+        n, d, loss = (runs[c].to_numpy(float) for c in ("n_params", "tokens", "loss"))
+        point = farseer.fit_farseer(n, d, loss)
+        kappa = _kappa(runs)
+        forecast_n, _, forecast_loss = farseer.optimal_allocation(point["theta"], top["budget"], kappa)
+        draws = None
+        if self.n_boot:
+            counts = boot.draw_counts(self.strata[reduced], min(self.n_boot, farseer.MAX_BOOTSTRAP), self.rng)
+            thetas = farseer.bootstrap_thetas(point, n, d, loss, counts)
+            draw_n, _, draw_loss = farseer.optimal_allocation(thetas, top["budget"], kappa)
+            draws = (draw_n, draw_loss)
+        fitted = sorted({float(b) for b in self.budgets[reduced] if np.isfinite(b)})
+        out = self._score(top["budget"], fitted, int(reduced.sum()), forecast_n, forecast_loss, draws)
+        out["bootstrap"]["n"] = min(self.n_boot, farseer.MAX_BOOTSTRAP)
+        out["loss_law"] = "Farseer L(N, D) at its numerical compute-optimal allocation"
+        out["held_out_runs"] = self._held_out_run_errors(lambda n, d: farseer.loss(point["theta"], n, d))
         return out
 
     def _score(self, top, fitted, n_runs, forecast_n, forecast_loss, draws):
@@ -237,6 +293,8 @@ class _Study:
             # Both sides are estimates: the error's interval pairs independent forecast and observed draws
             # (a best-run observation has none, so only the forecast's spread enters).
             obs_n, obs_loss = observed_draws if observed_draws is not None else (observed["n_opt"], observed["loss"])
+            if observed_draws is not None and len(obs_n) > len(draw_n):  # a capped bootstrap (Farseer's)
+                obs_n, obs_loss = obs_n[:len(draw_n)], obs_loss[:len(draw_n)]
             with np.errstate(invalid="ignore", divide="ignore"):
                 error_ci = boot.interval(100 * (draw_loss - obs_loss) / obs_loss)
                 log_error_ci = boot.interval(np.log(draw_n / obs_n))

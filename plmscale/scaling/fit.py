@@ -10,9 +10,9 @@ import pandas as pd
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
 from plmscale.scaling import backtest as backtests
-from plmscale.scaling import envelope, isoflop, parametric
+from plmscale.scaling import envelope, farseer, isoflop, parametric
 from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
-from plmscale.scaling.identify import Criteria, identify
+from plmscale.scaling.identify import Criteria, backtest_verdict, identify, identify_farseer
 from plmscale.scaling.published import PUBLISHED
 from plmscale.scaling.settings import FitSettings
 from plmscale.scaling.table import (DEFAULT_LOSS_COLUMN, OBJECTIVES, budget_groups, scratch_runs, validate_curves,
@@ -188,9 +188,19 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
             entry["bootstrap"]["n_unconverged"] = int((~draws["converged"]).sum())
         return entry
 
+    def fit_farseer():
+        try:
+            return farseer.fit_entry(scratch["n_params"], scratch["tokens"], scratch["loss"], kappa,
+                                     counts, reference_flops=float(scratch["flops"].max()))
+        except PlmscaleError as error:
+            log.warning("%s farseer: %s", objective, error)
+            return {"error": str(error)}
+
     return {"isoflop": _safe("isoflop", objective, fit_isoflop),
             "envelope": _safe("envelope", objective, fit_envelope),
             "parametric": _safe("parametric", objective, fit_parametric),
+            # After the others: it reuses their bootstrap counts and draws nothing from rng.
+            "farseer": fit_farseer(),
             "n_runs": int(len(runs)), "n_scratch_runs": int(len(scratch)), "flops_per_param_token": kappa,
             "max_run_flops": float(scratch["flops"].max()),
             "notes": notes}
@@ -201,6 +211,8 @@ def judge_objective(entry, runs, criteria):
     for method in METHODS:
         verdict = identify(method, entry[method], criteria, runs=runs)
         entry[method].update(verdict)
+    if "farseer" in entry:
+        entry["farseer"].update(identify_farseer(entry["farseer"], criteria))
     return entry
 
 
@@ -210,7 +222,7 @@ def mark_outside_grid(entry, objective, grid_objectives):
     why = (f"{objective} is not in the IsoFLOP grid (train.objectives is {list(grid_objectives)}): its "
            f"{entry['n_runs']} run(s) are extra or transfer runs, not an IsoFLOP design")
     entry["in_isoflop_grid"] = False
-    for method in METHODS:
+    for method in METHODS + (("farseer",) if "farseer" in entry else ()):
         if not entry[method].get("identified"):
             entry[method]["reasons"] = [why] + list(entry[method].get("reasons", []))
     return entry
@@ -226,7 +238,72 @@ def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_high
                                 parametric_drop_highest_loss=drop_highest_loss, isoflop_bootstrap=isoflop_bootstrap)
     result.update(skipped)
     result["envelope"] = {"skipped": "the backtest covers the IsoFLOP and parametric fits"}
+    if "farseer" in entry:
+        if entry["farseer"].get("identified"):
+            result["farseer"] = backtests.backtest(runs, (), n_boot=n_boot, seed=seed, min_points=min_points,
+                                                   methods=("farseer",))["farseer"]
+        else:
+            reasons = entry["farseer"].get("reasons")
+            result["farseer"] = {"skipped": f"not identified: {reasons[0]}" if reasons else "not identified"}
     return result
+
+
+# The law families that forecast the loss of any (N, D), and so compete in selection: fewest constants first.
+LAW_FAMILIES = ("parametric", "farseer")
+# A family with more constants replaces a simpler identified one only when it forecasts the held-out runs
+# with an RMS error at most this fraction of the simpler one's. Farseer's law can mimic the Chinchilla
+# form, so on a Chinchilla table both forecast about equally well and a single held-out budget's noise
+# would pick either. Measured (tests/test_laws.py, 10 tables each): Farseer's RMS error over Chinchilla's
+# is 0.22-0.75 on tables drawn from Farseer's law, 0.71-2.36 on tables drawn from a Chinchilla law.
+SELECTION_MARGIN = 0.8
+
+
+def choose_law(families):
+    """The rule of select_law over {family: {"identified", "held_out_rms_pct"}} (LAW_FAMILIES order):
+    (selected family or None, why)."""
+    candidates = [f for f in LAW_FAMILIES if f in families and families[f]["identified"]
+                  and families[f]["held_out_rms_pct"] is not None]
+    if not candidates:
+        return None, "no law family is identified with a rollout backtest to rank it"
+    best = candidates[0]
+    for family in candidates[1:]:
+        if families[family]["held_out_rms_pct"] <= SELECTION_MARGIN * families[best]["held_out_rms_pct"]:
+            best = family
+    errors = ", ".join(f"{f} {families[f]['held_out_rms_pct']:.2f}%" for f in candidates)
+    return best, (f"RMS error on the held-out top budget's runs among the identified families: {errors}; a family "
+                  f"with more constants is chosen only at <= {SELECTION_MARGIN:g}x the simpler one's error")
+
+
+def select_law(entry):
+    """The law family that forecast the held-out top budget's runs best (RMS error of the rollout,
+    backtest.py's held_out_runs) among those identified, the backtest included (choose_law's rule):
+    {"selected_law": name or None, "law_selection": {"families": {family: {identified, held_out_rms_pct,
+    loss_error_pct, loss_error_pct_ci}}, "why": sentence}}."""
+    table = {}
+    for family in LAW_FAMILIES:
+        if family not in entry:
+            continue
+        rollout = ((entry.get("backtest") or {}).get(family) or {}).get("rollout") or {}
+        table[family] = {"identified": bool(entry[family].get("identified")),
+                         "held_out_rms_pct": (rollout.get("held_out_runs") or {}).get("rms_pct"),
+                         "loss_error_pct": rollout.get("loss_error_pct"),
+                         "loss_error_pct_ci": rollout.get("loss_error_pct_ci")}
+    selected, why = choose_law(table)
+    return {"selected_law": selected, "law_selection": {"families": table, "why": why}}
+
+
+def judge_backtest(entry):
+    """The rollout backtest joins the verdict of every method it covers: a biased rollout is a reason
+    (the method is no longer identified), a rollout that could not be made a note."""
+    for method in backtests.METHODS + tuple(m for m in backtests.OPTIONAL_METHODS if m in entry):
+        if not entry[method].get("identified"):
+            continue
+        reasons, notes = backtest_verdict(method, entry["backtest"].get(method))
+        entry[method]["notes"] = list(entry[method].get("notes", [])) + notes
+        if reasons:
+            entry[method]["reasons"] = list(entry[method].get("reasons", [])) + reasons
+            entry[method]["identified"] = False
+    return entry
 
 
 def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curves_source="curves table"):
@@ -268,6 +345,8 @@ def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curv
             entry["backtest"] = backtest_objective(entry, subset, settings.predict_flops.get(objective, []),
                                                    settings.bootstrap, settings.seed, settings.min_points_per_budget,
                                                    drop_highest_loss, settings.isoflop_bootstrap)
+            judge_backtest(entry)
+            entry.update(select_law(entry))
         objectives[objective] = entry
     # The transfer analysis may solve a parametric law for effective tokens: only an identified one.
     laws = {o: v["parametric"] for o, v in objectives.items() if v["parametric"].get("identified")}

@@ -209,7 +209,7 @@ def _check_bootstrap(method, entry, criteria, reasons):
     if failed > criteria.max_failed_bootstrap_fraction * n:
         reasons.append(f"{failed} of {n} bootstrap refits failed ({100 * failed / n:.0f}%, limit "
                        f"{100 * criteria.max_failed_bootstrap_fraction:.0f}%)")
-    for key in CHECKED_EXPONENTS[method]:
+    for key in CHECKED_EXPONENTS.get(method, ("a",)):  # farseer: its local a (b = 1 - a)
         ci = entry.get(f"{key}_ci")
         if ci is None:
             reasons.append(f"no interval for exponent {key}: fewer than 10 bootstrap refits succeeded")
@@ -255,3 +255,77 @@ def _check_loss_falls(entry, reasons):
     if s is not None and k_l is not None and np.isfinite(s) and np.isfinite(k_l) and k_l * s >= 0:
         reasons.append(f"the compute-optimal loss does not fall with compute (loss exponent s = {s:.4f}, "
                        f"k_l = {k_l:.3g})")
+
+
+# What a method's rollout must forecast without bias to stay identified: the quantity its law is for. The
+# laws in (N, D) are loss laws; the IsoFLOP law is an allocation law (N_opt = k·C^a), whose loss at C is a
+# separate curve through the vertex losses: a bias there is a note, not a refusal of the allocation.
+BACKTEST_JUDGES = {"isoflop": "n_opt", "parametric": "loss", "farseer": "loss"}
+
+
+def backtest_verdict(method, backtest_entry):
+    """Does a method's own rollout backtest let it forecast? Returns (reasons, notes) to add to its verdict.
+
+    backtest_entry: the method's entry of the objective's `backtest` (backtest.backtest), or None. A rollout
+    (fit below the top IsoFLOP budget, forecast it) whose error interval excludes 0 says the law is biased
+    at larger scale: a reason, so that predictions, plots and the closed loop stop using it. Which error
+    counts is BACKTEST_JUDGES[method] (loss for the (N, D) laws, N_opt for the IsoFLOP allocation); a biased
+    IsoFLOP loss forecast is a note. A rollout that could not be made (too few budgets, no bootstrap) is a
+    note: nothing was shown either way. Where the top budget has no vertex its best run only bounds the
+    optimum from above, so a loss forecast significantly *below* it is no evidence of bias (a note)."""
+    rollout = (backtest_entry or {}).get("rollout")
+    if rollout is None:
+        skipped = (backtest_entry or {}).get("skipped")
+        return [], [f"no rollout backtest: {skipped}" if skipped else "no rollout backtest (fit.backtest is off)"]
+    if "error" in rollout:
+        return [], [f"rollout backtest not made: {rollout['error']}"]
+    held_out = rollout["held_out_budget"]
+    forecast = rollout.get("forecast") or {}
+    if forecast.get(BACKTEST_JUDGES[method]) is None:
+        what = "compute-optimal loss" if BACKTEST_JUDGES[method] == "loss" else "N_opt"
+        return [f"not identified for forecasting: fitted below the top budget, it forecasts no finite {what} "
+                f"at the held-out top budget ({held_out:.3g} FLOPs)"], []
+    reasons, notes = [], []
+    best_run = not str((rollout.get("observed") or {}).get("source", "")).startswith("parabola vertex")
+    for quantity in ("loss", "n_opt"):
+        if quantity == "loss":
+            error, ci, unit = rollout.get("loss_error_pct"), rollout.get("loss_error_pct_ci"), "%"
+            shown = None if error is None or ci is None else f"{error:+.2f}% [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+            what = "loss"
+        else:
+            error, ci = rollout.get("n_opt_log_error"), rollout.get("n_opt_log_error_ci")
+            shown = None if error is None or ci is None else f"{error:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] in ln N"
+            what = "compute-optimal model size"
+        judged = quantity == BACKTEST_JUDGES[method]
+        if shown is None:
+            if judged:
+                notes.append(f"rollout backtest has no {what} error interval (no bootstrap): its bias is not judged")
+            continue
+        if ci[0] <= 0 <= ci[1]:
+            continue
+        sentence = (f"its rollout backtest (fit below the top budget, {held_out:.3g} FLOPs held out) forecasts the "
+                    f"held-out top budget's {what} {shown} off")
+        if quantity == "loss" and best_run and ci[1] < 0:
+            notes.append(f"{sentence}, below its best run, which only bounds the optimum from above: not judged "
+                         "as a bias")
+        elif judged:
+            reasons.append(f"not identified for forecasting: {sentence}: biased at larger scale")
+        elif quantity == "loss":
+            notes.append(f"{sentence}: its loss at C (the curve through the vertex losses) is biased at larger "
+                         "scale; its allocation is judged by the N_opt rollout")
+    return reasons, notes
+
+
+def identify_farseer(entry, criteria=None):
+    """Verdict for fit.json's `farseer` entry (farseer.fit_entry). Its 9 constants trade against each other
+    (a flat valley), so they are not checked one by one; what a forecast uses is: the local allocation
+    exponent a at the largest budget fitted, physical and with a narrow enough interval, and bootstrap refits
+    that succeed. How many starts reached the best objective is a note."""
+    criteria = criteria or Criteria()
+    if "error" in entry:
+        return {"identified": False, "reasons": [f"not fitted: {entry['error']}"], "notes": []}
+    reasons = []
+    notes = [f"{entry['starts_in_best_basin']} of {entry['n_starts']} starts reached the best objective"]
+    _check_bootstrap("farseer", entry, criteria, reasons)
+    _check_physical("farseer", {"a": entry.get("a"), "b": entry.get("b")}, reasons)
+    return {"identified": not reasons, "reasons": reasons, "notes": notes}

@@ -291,6 +291,12 @@ def optimal_allocation(E, A, B, alpha, beta, flops, kappa):
     return n_opt, d_opt, loss
 
 
+def loss_of(fit, n_params, tokens):
+    """L(N, D) = E + A/N^alpha + B/D^beta for a fit's constants (a dict with E, A, B, alpha, beta)."""
+    n, d = np.asarray(n_params, float), np.asarray(tokens, float)
+    return fit["E"] + fit["A"] / n ** fit["alpha"] + fit["B"] / d ** fit["beta"]
+
+
 def highest_loss_mask(loss, k):
     """Boolean mask of the k highest losses (config fit.parametric.drop_highest_loss; ties: the later row).
 

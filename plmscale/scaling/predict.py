@@ -9,6 +9,7 @@ import math
 from plmscale.arithmetic import ModelShape
 from plmscale.config import read_yaml
 from plmscale.errors import PlmscaleError
+from plmscale.scaling import farseer
 from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit
 
 
@@ -159,3 +160,59 @@ def predict_budgets(fit, flops_by_objective: dict, ladder: dict | None = None) -
             continue
         out[objective] = [predict(fit, float(flops), objective, ladder=ladder or None) for flops in budgets]
     return out
+
+
+def predict_run(fit, objective: str, n_params: float, tokens: float, unique_tokens: float | None = None) -> dict:
+    """The loss of one run of N parameters trained on D tokens, under fit.json's selected law and each law
+    family (Chinchilla `parametric`, `farseer`), with 95% intervals from the stored bootstrap draws:
+
+        {"objective", "n_params", "tokens", "law": selected family or None, "loss", "loss_ci",
+         "families": {name: {"loss", "loss_ci", "identified", "reasons"}}, "notes": [...]}
+
+    A family that is not fitted has loss null and its reasons; an unidentified one still shows its loss
+    beside its reasons (predict prints all families with their verdicts), but never becomes `law`.
+    unique_tokens below tokens: no family models repeated data, so a note says the loss assumes D unique."""
+    fit = parse_fit(fit)
+    for name, value in (("n_params", n_params), ("tokens", tokens)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise PlmscaleError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
+    entry = fit.data.get("objectives", {}).get(objective)
+    if entry is None:
+        known = ", ".join(fit.data.get("objectives", {}))
+        raise PlmscaleError(f"{fit.source} has no {objective} fit; objectives: {known}")
+    families = {}
+    parametric = fit.method(objective, "parametric")
+    families["parametric"] = _family_row(entry.get("parametric", {}),
+                                         parametric.law.loss_at(n_params, tokens) if parametric.law else None)
+    farseer_entry = entry.get("farseer")
+    if farseer_entry is not None:
+        families["farseer"] = _family_row(farseer_entry, None if "error" in farseer_entry
+                                          else farseer.loss_with_interval(farseer_entry, n_params, tokens))
+    selected = entry.get("selected_law")
+    chosen = families.get(selected) if selected else None
+    notes = []
+    if selected is None:
+        why = (entry.get("law_selection") or {}).get("why") or "fit.json selects no law (rerun `plmscale fit`)"
+        notes.append(f"no selected law: {why}")
+    if unique_tokens is not None:
+        if not (math.isfinite(unique_tokens) and unique_tokens > 0):
+            raise PlmscaleError(f"--unique-tokens must be a positive number, got {unique_tokens!r}")
+        if unique_tokens < tokens:
+            notes.append(f"the run repeats its data ({tokens / unique_tokens:.3g} epochs of {unique_tokens:.3g} unique "
+                         "tokens); no fitted family models repetition, so every loss here assumes D unique tokens "
+                         "and is optimistic")
+    largest = largest_fitted_flops(fit, objective)
+    kappa = entry.get("flops_per_param_token") or 6.0
+    if largest and kappa * n_params * tokens > EXTRAPOLATION_WARNING_FACTOR * largest:
+        notes.append(f"the run's compute ({kappa * n_params * tokens:.3g} FLOPs) is more than "
+                     f"{EXTRAPOLATION_WARNING_FACTOR:g}x the largest fitted ({largest:.3g}): the intervals cover the "
+                     "bootstrap's spread, not whether the law holds that far out")
+    return {"objective": objective, "n_params": float(n_params), "tokens": float(tokens), "law": selected,
+            "loss": chosen["loss"] if chosen else None, "loss_ci": chosen["loss_ci"] if chosen else None,
+            "families": families, "notes": notes}
+
+
+def _family_row(entry: dict, loss_and_ci) -> dict:
+    loss, ci = loss_and_ci if loss_and_ci is not None else (None, None)
+    return {"loss": _finite(loss), "loss_ci": list(ci) if ci else None,
+            "identified": entry.get("identified"), "reasons": list(entry.get("reasons", []))}

@@ -58,8 +58,13 @@ def rollout_summary(fit) -> str:
             n_opt = _signed(rollout["n_opt_log_error"], rollout.get("n_opt_log_error_ci"))
             observed = rollout["observed"]["source"].split(" (")[0]
             lines.append(f"{head} fit below {rollout['held_out_budget']:.3g} FLOPs, forecast it: loss {loss}, "
-                         f"N_opt x{rollout['n_opt_ratio']:.3g} (ln {n_opt}) vs the observed {observed}")
+                         f"N_opt x{_ratio(rollout['n_opt_ratio'])} (ln {n_opt}) vs the observed {observed}")
     return "\n".join(lines)
+
+
+def _ratio(value):
+    """A forecast/observed ratio, "n/a" where the forecast failed (e.g. a Farseer law with no finite optimum)."""
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _signed(value, ci=None, unit=""):
