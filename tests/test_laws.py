@@ -14,6 +14,9 @@ from plmscale.scaling.fitfile import write_fit
 from plmscale.scaling.identify import backtest_verdict
 from scaling_synthetic import BUDGETS, fit_settings, isoflop_runs, random_law
 
+# Farseer's law is opt-in (fit.law_families); these tests fit both families.
+BOTH_FAMILIES = ["parametric", "farseer"]
+
 # A Farseer law whose data exponent grows with N (0.29 at the smallest budget's optimum, 0.44 at the top):
 # larger models learn more from each token than a fixed-β Chinchilla form fitted below can know.
 FARSEER_TRUTH = {"s": 1.0, "q": -0.3, "S": np.log(1.8), "B": 0.0, "b": 0.0, "Q": np.log(0.6),
@@ -38,7 +41,7 @@ def farseer_runs(truth, rng, noise=0.004, sizes_per_budget=8, spread=6.0, budget
 @pytest.mark.parametrize("seed", [0, 1])
 def test_a_biased_rollout_refuses_the_chinchilla_form(seed):
     runs = farseer_runs(FARSEER_TRUTH, np.random.default_rng(seed))
-    fit = fit_all(runs, None, fit_settings(bootstrap=100, seed=seed))
+    fit = fit_all(runs, None, fit_settings(bootstrap=100, seed=seed, law_families=BOTH_FAMILIES))
     parametric = fit["objectives"]["clm"]["parametric"]
     rollout = fit["objectives"]["clm"]["backtest"]["parametric"]["rollout"]
     assert rollout["loss_consistent"] is False and rollout["loss_error_pct_ci"][0] > 0
@@ -52,7 +55,7 @@ def test_a_biased_rollout_refuses_the_chinchilla_form(seed):
 def test_a_chinchilla_table_keeps_its_law(seed):
     rng = np.random.default_rng(seed)
     runs = isoflop_runs(random_law(rng), rng, noise=0.005)
-    fit = fit_all(runs, None, fit_settings(bootstrap=100, seed=seed))
+    fit = fit_all(runs, None, fit_settings(bootstrap=100, seed=seed, law_families=BOTH_FAMILIES))
     entry = fit["objectives"]["clm"]
     assert entry["backtest"]["parametric"]["rollout"]["loss_consistent"] is True
     assert entry["parametric"]["identified"] is True, entry["parametric"]["reasons"]
@@ -110,7 +113,7 @@ def test_farseer_recovers_its_forecast_at_a_larger_budget():
 def test_selection_picks_the_family_the_table_was_drawn_from(truth):
     rng = np.random.default_rng(11)
     runs = (farseer_runs(FARSEER_TRUTH, rng) if truth == "farseer" else isoflop_runs(random_law(rng), rng, noise=0.005))
-    entry = fit_all(runs, None, fit_settings(bootstrap=40, seed=0))["objectives"]["clm"]
+    entry = fit_all(runs, None, fit_settings(bootstrap=40, seed=0, law_families=BOTH_FAMILIES))["objectives"]["clm"]
     assert entry["selected_law"] == ("farseer" if truth == "farseer" else "parametric")
     assert set(entry["law_selection"]["families"]) == {"parametric", "farseer"}
     assert entry["backtest"]["farseer"].get("rollout") or entry["backtest"]["farseer"].get("skipped")
@@ -138,7 +141,7 @@ def test_selection_rule_on_ten_draws_per_family():
 def farseer_fit_file(tmp_path_factory):
     runs = farseer_runs(FARSEER_TRUTH, np.random.default_rng(0))
     path = tmp_path_factory.mktemp("laws") / "fit.json"
-    write_fit(fit_all(runs, None, fit_settings(bootstrap=40, seed=0)), path)
+    write_fit(fit_all(runs, None, fit_settings(bootstrap=40, seed=0, law_families=BOTH_FAMILIES)), path)
     return path
 
 

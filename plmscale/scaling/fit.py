@@ -118,7 +118,8 @@ def _safe(method, objective, function):
 
 
 def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, isoflop_bootstrap="runs",
-                  no_curves_reason="envelope fit needs training curves (--curves CURVES.csv)"):
+                  no_curves_reason="envelope fit needs training curves (--curves CURVES.csv)",
+                  law_families=("parametric",)):
     """IsoFLOP, envelope and parametric fits (with bootstrap) for one objective's runs.
 
     drop_highest_loss: the parametric fit leaves out this many highest-loss runs (outliers far above the
@@ -196,14 +197,13 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
             log.warning("%s farseer: %s", objective, error)
             return {"error": str(error)}
 
-    return {"isoflop": _safe("isoflop", objective, fit_isoflop),
-            "envelope": _safe("envelope", objective, fit_envelope),
-            "parametric": _safe("parametric", objective, fit_parametric),
-            # After the others: it reuses their bootstrap counts and draws nothing from rng.
-            "farseer": fit_farseer(),
-            "n_runs": int(len(runs)), "n_scratch_runs": int(len(scratch)), "flops_per_param_token": kappa,
-            "max_run_flops": float(scratch["flops"].max()),
-            "notes": notes}
+    entry = {"isoflop": _safe("isoflop", objective, fit_isoflop),
+             "envelope": _safe("envelope", objective, fit_envelope),
+             "parametric": _safe("parametric", objective, fit_parametric)}
+    if "farseer" in law_families:  # opt-in (fit.law_families): after the others, it reuses their bootstrap counts
+        entry["farseer"] = fit_farseer()
+    return {**entry, "n_runs": int(len(runs)), "n_scratch_runs": int(len(scratch)), "flops_per_param_token": kappa,
+            "max_run_flops": float(scratch["flops"].max()), "notes": notes}
 
 
 def judge_objective(entry, runs, criteria):
@@ -337,7 +337,8 @@ def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curv
         sub_rng = np.random.default_rng([settings.seed, OBJECTIVES.index(objective)])
         sub_curves = curves[curves["objective"] == objective] if curves is not None else None
         entry = fit_objective(subset, sub_curves, settings.bootstrap, sub_rng, settings.min_points_per_budget,
-                              drop_highest_loss, settings.isoflop_bootstrap, no_curves_reason)
+                              drop_highest_loss, settings.isoflop_bootstrap, no_curves_reason,
+                              settings.law_families)
         judge_objective(entry, subset, criteria)
         if settings.grid_objectives is not None and objective not in settings.grid_objectives:
             mark_outside_grid(entry, objective, settings.grid_objectives)

@@ -13,7 +13,7 @@ from plmscale.scaling.identify import Criteria
 # The keys of the fit section a fit reads: the fit rule's params, so that editing another key of the
 # section (closed_loop, cross_check, curves_dir) does not refit.
 FIT_KEYS = ("bootstrap", "seed", "min_points_per_budget", "predict_flops", "identify", "parametric", "backtest",
-            "isoflop_bootstrap", "loss_column")
+            "isoflop_bootstrap", "loss_column", "law_families")
 
 
 def fit_keys(fit_section: dict) -> dict:
@@ -32,6 +32,7 @@ class FitSettings:
     backtest: bool
     isoflop_bootstrap: str           # runs | residuals
     loss_column: str                 # the runs table's column fitted as the loss
+    law_families: tuple              # (N, D) law families fitted and selected among (parametric, farseer)
     grid_objectives: tuple | None    # train.objectives; None: no grid known (a runs table alone)
 
     @classmethod
@@ -53,5 +54,5 @@ class FitSettings:
                    identify=Criteria.from_config(fit["identify"]),
                    drop_highest_loss=int(fit["parametric"]["drop_highest_loss"]),
                    backtest=bool(fit["backtest"]), isoflop_bootstrap=fit["isoflop_bootstrap"],
-                   loss_column=fit["loss_column"],
+                   loss_column=fit["loss_column"], law_families=tuple(fit["law_families"]),
                    grid_objectives=None if grid_objectives is None else tuple(grid_objectives))
