@@ -289,7 +289,7 @@ def backtest_verdict(method, backtest_entry):
     best_run = not str((rollout.get("observed") or {}).get("source", "")).startswith("parabola vertex")
     for quantity in ("loss", "n_opt"):
         if quantity == "loss":
-            error, ci, unit = rollout.get("loss_error_pct"), rollout.get("loss_error_pct_ci"), "%"
+            error, ci = rollout.get("loss_error_pct"), rollout.get("loss_error_pct_ci")
             shown = None if error is None or ci is None else f"{error:+.2f}% [{ci[0]:+.2f}, {ci[1]:+.2f}]"
             what = "loss"
         else:
