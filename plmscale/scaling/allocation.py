@@ -22,6 +22,7 @@ from plmscale.errors import PlmscaleError
 from plmscale.grid.shapes import ladder_like_shape
 from plmscale.scaling.bootstrap import interval
 from plmscale.scaling.costs import MEASURED, MeasuredCost
+from plmscale.scaling.log_grid import refined_argmin
 from plmscale.scaling.parametric import optimal_allocation
 
 GRID_POINTS_PER_DECADE = 100
@@ -95,22 +96,13 @@ def minimise_on_grid(n_grid, cost, budget, E, A, B, alpha, beta):
     L(N, budget / c(N)) on the grid, refined by a parabola in log N through it and its neighbours."""
     constants = [np.atleast_1d(np.asarray(v, float))[:, None] for v in (E, A, B, alpha, beta)]
     E, A, B, alpha, beta = constants
-    log_n = np.log(n_grid)[None, :]
+    log_n = np.log(n_grid)
     tokens = budget / np.asarray(cost, float)[None, :]
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         loss = E + A / n_grid[None, :] ** alpha + B / tokens ** beta
-    loss = np.where(np.isfinite(loss), loss, np.inf)
-    best = np.argmin(loss, axis=1)
-    inner = np.clip(best, 1, len(n_grid) - 2)
-    rows = np.arange(len(best))
-    y0, y1, y2 = loss[rows, inner - 1], loss[rows, inner], loss[rows, inner + 1]
-    step = log_n[0, 1] - log_n[0, 0]
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        curvature = y0 - 2 * y1 + y2
-        shift = np.where((best == inner) & (curvature > 0) & np.isfinite(curvature), 0.5 * (y0 - y2) / curvature, 0.0)
-    log_opt = log_n[0, inner] + np.clip(shift, -1, 1) * step
+    log_opt, _ = refined_argmin(loss, log_n)
     # c at the refined point, interpolated in log N between grid points
-    log_cost = np.interp(log_opt, log_n[0], np.log(np.asarray(cost, float)))
+    log_cost = np.interp(log_opt, log_n, np.log(np.asarray(cost, float)))
     n_opt = np.exp(log_opt)
     d_opt = budget / np.exp(log_cost)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):

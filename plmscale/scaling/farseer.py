@@ -17,6 +17,7 @@ from scipy.optimize import minimize
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
+from plmscale.scaling.log_grid import refined_argmin
 from plmscale.scaling.parametric import HUBER_DELTA
 
 N_UNIT = 1e6
@@ -135,22 +136,15 @@ def optimal_allocation(params, flops, kappa=6.0, n_range=N_SEARCH_RANGE):
     with a parabola through the best grid point and its neighbours. params: one set of constants or (K, 9).
     NaN where the minimum lies at an end of n_range (no interior optimum there)."""
     p = np.atleast_2d(_array(params))
-    grid = np.exp(np.linspace(np.log(n_range[0]), np.log(n_range[1]), SEARCH_POINTS))
+    log_grid = np.linspace(np.log(n_range[0]), np.log(n_range[1]), SEARCH_POINTS)
+    grid = np.exp(log_grid)
     losses = loss(p[:, None, :], grid[None, :], flops / (kappa * grid[None, :]))
-    losses = np.where(np.isfinite(losses), losses, np.inf)
-    i = np.clip(np.argmin(losses, 1), 1, SEARCH_POINTS - 2)
-    rows = np.arange(len(p))
-    y0, y1, y2 = losses[rows, i - 1], losses[rows, i], losses[rows, i + 1]
-    step = np.log(grid[1] / grid[0])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shift = np.clip(0.5 * (y0 - y2) / (y0 - 2 * y1 + y2), -1, 1)
-    shift = np.where(np.isfinite(shift), shift, 0.0)
-    n_opt = grid[i] * np.exp(shift * step)
+    log_opt, at_end = refined_argmin(losses, log_grid)
+    n_opt = np.exp(log_opt)
     d_opt = flops / (kappa * n_opt)
     l_opt = loss(p, n_opt, d_opt)
     # No interior minimum, or a loss that under/overflowed (a term of 0 or inf is no forecast).
-    bad = (~np.isfinite(y1) | (np.argmin(losses, 1) == 0) | (np.argmin(losses, 1) == SEARCH_POINTS - 1)
-           | ~(np.isfinite(l_opt) & (l_opt > 0)))
+    bad = at_end | ~(np.isfinite(l_opt) & (l_opt > 0))
     n_opt, d_opt, l_opt = (np.where(bad, np.nan, v) for v in (n_opt, d_opt, l_opt))
     if np.ndim(_array(params)) == 1:
         return float(n_opt[0]), float(d_opt[0]), float(l_opt[0])
