@@ -18,9 +18,10 @@ from plmscale.grid.resources import snakemake_resources
 from plmscale.grid.wsd import branch_checkpoint_name
 from plmscale.scaling.closed_loop import closed_loop_jobs, plan_closed_loop, run_label
 from plmscale.scaling.fitfile import read_fit
+from plmscale.scaling.settings import fit_keys
 from plmscale.plots import PLOT_NAMES, PLOTS
 
-# The config files' names, for messages that say where to fix a setting (None when given on the command line).
+# The names of the config files, for messages that say where to fix a setting (None when given on the command line).
 CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or None
 
 
@@ -261,6 +262,13 @@ def imported_tables(wildcards):
         return {}
     return {"imported_runs": "results/scaling/imported/runs.csv",
             "imported_curves": "results/scaling/imported/curves.csv"}
+
+
+def train_manifest(wildcards):
+    """The train split's manifest (its token count gives each own run's epochs), when the study trains."""
+    if not config["fit"]["use_own_runs"]:
+        return {}
+    return {"train_manifest": "results/data/shards/train/manifest.json"}
 
 
 def stage_targets_scaling():

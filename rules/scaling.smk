@@ -2,16 +2,6 @@
 # With fit.use_own_runs false (configs/paper-logs.yaml) only this stage runs, on fit.curves_dir.
 # Input functions are in rules/common.smk.
 
-from plmscale.scaling.settings import fit_keys
-
-
-def train_manifest(wildcards):
-    """The train split's manifest (its token count gives each own run's epochs), when the study trains."""
-    if not config["fit"]["use_own_runs"]:
-        return {}
-    return {"train_manifest": "results/data/shards/train/manifest.json"}
-
-
 rule import_curves:
     input:
         import_config=config["fit"]["import_config"],
