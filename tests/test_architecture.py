@@ -31,6 +31,7 @@ LAYERS = [
     ("grid", ["plmscale.grid"]),
     ("train", ["plmscale.train"]),
     ("scaling", ["plmscale.scaling"]),
+    ("design", ["plmscale.design"]),
     ("export", ["plmscale.export"]),
     ("plots", ["plmscale.plots"]),
     ("cli", ["plmscale.cli"]),
