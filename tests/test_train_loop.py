@@ -315,3 +315,18 @@ def test_a_run_whose_outputs_cannot_be_written_names_the_file(shards, tmp_path):
     blocker.write_text("a file where the results folder should be")
     with pytest.raises(PlmscaleError, match=re.escape(f"could not write run directory {blocker / 'out'}")):
         train_run(tiny_spec(tokens=2000), *shards, blocker / "out", tmp_path / "checkpoints", threads=1)
+
+
+def test_a_long_run_logs_its_progress_between_evaluations(shards, tmp_path, monkeypatch, caplog):
+    """Issue 25 §2: steps, loss and tokens/s in the job log every PROGRESS_EVERY_SECONDS (here every step),
+    the lines `plmscale status` reads a running run's step and ETA from, and the curve unchanged by them."""
+    spec = tiny_spec("clm", tokens=3000)
+    quiet = run(spec, shards, tmp_path, name="quiet")
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_SECONDS", 0.0)
+    with caplog.at_level("INFO", logger="plmscale.train.loop"):
+        chatty = run(spec, shards, tmp_path, name="chatty")
+    progress = [r.getMessage() for r in caplog.records if "tokens/s" in r.getMessage()]
+    assert len(progress) >= chatty["steps"] // 2
+    assert re.fullmatch(r"step \d+/\d+ tokens \d+ train \d+\.\d{4} lr \S+, \S+ tokens/s", progress[0])
+    assert chatty["final_valid_loss"] == quiet["final_valid_loss"]
+    assert (tmp_path / "quiet" / "out" / "curve.csv").read_bytes() == (tmp_path / "chatty" / "out" / "curve.csv").read_bytes()

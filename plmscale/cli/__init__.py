@@ -13,6 +13,7 @@ COMMANDS = {
     "demo-corpus": ("plmscale.cli.demo_corpus", "write the generated demo protein corpus"),
     "inspect-shards": ("plmscale.cli.inspect_shards", "summarise a shard directory and decode a few sequences"),
     "plan": ("plmscale.cli.plan", "list the training grid of a config: run ids, FLOPs, resources"),
+    "status": ("plmscale.cli.status", "where a study stands: runs done, running (ETA), failed, pending"),
     "train": ("plmscale.cli.train", "train one grid point from a run spec"),
     "import-curves": ("plmscale.cli.import_curves", "import released training curves into runs.csv"),
     "fit": ("plmscale.cli.fit", "fit scaling laws to a runs table"),

@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 # CPU: per-thread peak guess for MFU (fp32; bf16 autocast counts 4x, as AMX/AVX512-BF16 machines measure).
 # Only a scale for the MFU column.
 CPU_PEAK_FLOPS_PER_THREAD = 1e11
+# Between evaluations a run logs its progress at most this often (steps, loss, tokens/s), so a person or
+# `plmscale status` can read how far a long run is; the environment variable overrides it (0: every step).
+PROGRESS_EVERY_SECONDS = float(os.environ.get("PLMSCALE_PROGRESS_SECONDS", "30"))
 
 
 def open_shards(where):
@@ -390,6 +393,7 @@ class _Runner:
                  self.global_seqs, self.accum, self.micro, self.ctx.world, self.peak_lr,
                  "bf16 autocast" if self.bf16 else "fp32", self.ctx.device)
         self.model.train()
+        last_progress, progress_tokens = time.time(), self.tokens
         while self.step < self.total_steps:
             step_started = time.time()
             try:
@@ -407,6 +411,12 @@ class _Runner:
                 self.last_valid, self.best_valid = valid, min(self.best_valid, valid)
                 log.info("step %d/%d tokens %d train %.4f valid %.4f lr %.3g", self.step, self.total_steps,
                          self.tokens, train_loss, valid, lr)
+            now = time.time()
+            if valid is None and now - last_progress >= PROGRESS_EVERY_SECONDS:
+                log.info("step %d/%d tokens %d train %.4f lr %.3g, %.3g tokens/s", self.step, self.total_steps,
+                         self.tokens, train_loss, lr, (self.tokens - progress_tokens) / max(now - last_progress, 1e-9))
+            if valid is not None or now - last_progress >= PROGRESS_EVERY_SECONDS:
+                last_progress, progress_tokens = now, self.tokens
             self.curve.append([self.step, self.tokens, self.tokens * self.fpt_budget, train_loss, valid, lr])
             if self.step in self.save_at:  # a WSD trunk at a branch's decay start
                 self._checkpoint(started, [self._private_branch_state(b) for b in self.save_at[self.step]])
