@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev,slurm]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev,slurm,watch]"
 	@touch $@
 
 mmseqs:

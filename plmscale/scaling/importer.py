@@ -61,6 +61,7 @@ class _Format:
     loss_column: str
     flops_unit: float
     flops_per_param_token: float
+    tag: str | None = None  # the scalar read from TensorBoard event files (a CSV export holds one already)
 
     @classmethod
     def from_config(cls, config):
@@ -71,6 +72,7 @@ class _Format:
             loss_column=fmt.get("loss_column", "Value"),
             flops_unit=_number(fmt.get("flops_unit", 1.0), "format.flops_unit", config),
             flops_per_param_token=_number(fmt.get("flops_per_param_token", FLOPS_PER_PARAM_TOKEN), "format.flops_per_param_token", config),
+            tag=fmt.get("tag"),
         )
 
 
@@ -133,12 +135,63 @@ def read_scalar_csv(path, x_column: str, y_column: str, expected_header=None):
     return x[order], y[order]
 
 
+def is_event_file(path: Path) -> bool:
+    return ".tfevents." in Path(path).name
+
+
+def read_scalar_events(path, tag: str | None, source: str = "import config"):
+    """One scalar of the TensorBoard run that an event file belongs to (all event files of its folder) as
+    (step, value) float arrays sorted by step, checked as a CSV export is (what TensorBoard's own CSV export
+    of that tag holds). Needs the tensorboard package."""
+    path = Path(path)
+    if not tag:
+        raise PlmscaleError(f"{path}: a TensorBoard event file; set format.tag in the {source} to the scalar to "
+                            "read (plmscale's runs: loss/valid_vs_megaflops)")
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        raise PlmscaleError(f"{path}: reading TensorBoard event files needs the tensorboard package (pip install "
+                            "tensorboard, or plmscale's `watch` extra); or export the scalar as CSV") from None
+    # The run's whole folder: a resumed run adds a file, and TensorBoard's loader drops the points a killed
+    # attempt wrote past the checkpoint it resumed from, as TensorBoard shows them.
+    events = EventAccumulator(str(path.parent), size_guidance={"scalars": 0})
+    try:
+        events.Reload()
+    except Exception as error:  # a truncated or foreign file: the reader's own error, with the file
+        raise PlmscaleError(f"{path}: not a readable TensorBoard event file ({error})") from None
+    tags = events.Tags().get("scalars", [])
+    if tag not in tags:
+        raise PlmscaleError(f"{path}: no scalar {tag!r} (it has {sorted(tags)}); set format.tag in the {source}")
+    points = events.Scalars(tag)
+    x = np.array([p.step for p in points], float)
+    y = np.array([p.value for p in points], float)
+    bad = ~np.isfinite(y) | (y <= 0) | (x < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise PlmscaleError(f"{path}: tag {tag!r} step {x[i]:.0f} has value {y[i]}; a loss must be finite and > 0")
+    if not len(x):
+        raise PlmscaleError(f"{path}: scalar {tag!r} has no points")
+    order = np.argsort(x, kind="stable")
+    return x[order], y[order]
+
+
+def read_scalars(path, fmt: "_Format", source: str = "import config"):
+    """A curve from a CSV export or, by its name, a TensorBoard event file."""
+    if is_event_file(path):
+        return read_scalar_events(path, fmt.tag, source)
+    return read_scalar_csv(path, fmt.flops_column, fmt.loss_column, fmt.header)
+
+
 def _curve_key(values: np.ndarray) -> str:
     """Identity of a curve by its loss values (wall times differ between twin exports)."""
     return hashlib.sha256(np.round(values, 7).tobytes()).hexdigest()
 
 
 def _run_name(path: Path, config) -> str:
+    """From the file name (run_name_regex's `name` group, else its stem), or with run_name_from: folder the
+    folder that holds the file (TensorBoard writes one folder per run, its files named by time and host)."""
+    if config.get("run_name_from", "file") == "folder":
+        return path.parent.name
     pattern = config.get("run_name_regex")
     if pattern:
         match = re.search(pattern, path.name)
@@ -233,7 +286,12 @@ def _main_curves(root: Path, config, fmt: _Format, report: dict):
         files = _glob(root, group["glob"])
         if not files:
             log.warning("group %s matched no files under %s", group["glob"], root)
+        event_folders = set()
         for path in files:
+            if is_event_file(path):  # one curve per run folder, however many event files it holds
+                if path.parent in event_folders:
+                    continue
+                event_folders.add(path.parent)
             rel = str(path.relative_to(root))
             name = _run_name(path, config)
             why = _excluded(path, name, config)
@@ -249,7 +307,7 @@ def _main_curves(root: Path, config, fmt: _Format, report: dict):
                     raise PlmscaleError(message + "; add it, or set unknown_size: skip")
                 report["unknown_size"].append((rel, label))
                 continue
-            flops, loss = read_scalar_csv(path, fmt.flops_column, fmt.loss_column, fmt.header)
+            flops, loss = read_scalars(path, fmt, f"import config {config.get('_source', '')}")
             flops = flops * fmt.flops_unit
             key = _curve_key(loss)
             if config.get("drop_identical_curves", True) and key in seen:

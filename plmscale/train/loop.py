@@ -44,6 +44,7 @@ from plmscale.train import distributed as distr
 from plmscale.train import identity_eval
 from plmscale.train.packing import empty_batch, micro_batches, resolve_packing
 from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, framed_lengths, make_example
+from plmscale.train.scalars import ScalarLog
 from plmscale.train.schedule import lr_at, wsd_lr_at
 from plmscale.train.subset import epochs, restricted_reader
 
@@ -385,15 +386,23 @@ class _Runner:
 
     # ---- the run -------------------------------------------------------------------------------------------
     def run(self, stop_after_steps=None) -> dict | None:
-        s = self.s
         started = time.time()
-        every_eval, every_ckpt = s.eval_every_steps, s.checkpoint_every_steps
+        self.peak_flops_total = peak_flops(self.ctx.device, self.bf16, self.threads) * self.ctx.world
         log.info("%s: %s, %d non-embedding params, %d steps of %d sequences (%d x %d micro-batches x %d ranks), "
                  "peak lr %.3g, %s on %s", self.run_id, self.shape.to_dict(), self.n_params, self.total_steps,
                  self.global_seqs, self.accum, self.micro, self.ctx.world, self.peak_lr,
                  "bf16 autocast" if self.bf16 else "fp32", self.ctx.device)
         self.model.train()
-        last_progress, progress_tokens = time.time(), self.tokens
+        scalars = ScalarLog(self.out_dir, resume_step=self.step) if self.ctx.is_main else None
+        pace = {"since": time.time(), "tokens": self.tokens}
+        try:
+            return self._steps(started, stop_after_steps, scalars, pace)
+        finally:
+            if scalars is not None:
+                scalars.close()
+
+    def _steps(self, started, stop_after_steps, scalars, pace) -> dict | None:
+        every_eval, every_ckpt = self.s.eval_every_steps, self.s.checkpoint_every_steps
         while self.step < self.total_steps:
             step_started = time.time()
             try:
@@ -411,12 +420,7 @@ class _Runner:
                 self.last_valid, self.best_valid = valid, min(self.best_valid, valid)
                 log.info("step %d/%d tokens %d train %.4f valid %.4f lr %.3g", self.step, self.total_steps,
                          self.tokens, train_loss, valid, lr)
-            now = time.time()
-            if valid is None and now - last_progress >= PROGRESS_EVERY_SECONDS:
-                log.info("step %d/%d tokens %d train %.4f lr %.3g, %.3g tokens/s", self.step, self.total_steps,
-                         self.tokens, train_loss, lr, (self.tokens - progress_tokens) / max(now - last_progress, 1e-9))
-            if valid is not None or now - last_progress >= PROGRESS_EVERY_SECONDS:
-                last_progress, progress_tokens = now, self.tokens
+            self._report(scalars, pace, train_loss, valid, lr)
             self.curve.append([self.step, self.tokens, self.tokens * self.fpt_budget, train_loss, valid, lr])
             if self.step in self.save_at:  # a WSD trunk at a branch's decay start
                 self._checkpoint(started, [self._private_branch_state(b) for b in self.save_at[self.step]])
@@ -425,6 +429,22 @@ class _Runner:
             if stop_after_steps is not None and self.step >= stop_after_steps and self.step < self.total_steps:
                 return None  # as if killed right here (tests)
         return self._finish(started)
+
+    def _report(self, scalars, pace, train_loss, valid, lr) -> None:
+        """A progress line every PROGRESS_EVERY_SECONDS between evaluations (steps, loss, tokens/s), and the
+        step's TensorBoard scalars: the losses and lr at each evaluation, the pace at each progress tick."""
+        now = time.time()
+        due = now - pace["since"] >= PROGRESS_EVERY_SECONDS
+        speed = (self.tokens - pace["tokens"]) / max(now - pace["since"], 1e-9) if due else None
+        if due and valid is None:
+            log.info("step %d/%d tokens %d train %.4f lr %.3g, %.3g tokens/s", self.step, self.total_steps,
+                     self.tokens, train_loss, lr, speed)
+        if scalars is not None and (due or valid is not None):
+            mfu = None if speed is None else speed * self.fpt_attn / max(self.peak_flops_total, 1.0)
+            scalars.write(self.step, self.tokens * self.fpt_budget, train_loss=train_loss, valid_loss=valid, lr=lr,
+                          tokens_per_second=speed, mfu=mfu)
+        if due:
+            pace["since"], pace["tokens"] = now, self.tokens
 
     def _finish(self, started) -> dict:
         model_state, _ = distr.full_state(self.model)
