@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 
 import numpy as np
 import pytest
@@ -258,3 +259,15 @@ def test_a_shard_that_cannot_be_written_is_named(tmp_path, monkeypatch):
     with pytest.raises(PlmscaleError, match=r"could not write .*shard_00000.bin: No space left on device"):
         tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000)
     assert not [p for p in (tmp_path / "s").iterdir() if ".tmp-" in p.name]  # nothing half-written left
+
+
+def test_tokenizing_logs_its_share_of_the_split_and_an_eta(tmp_path, monkeypatch, caplog):
+    """Issue 25 §2: a long data step says how far it is and how long it has left."""
+    from plmscale.data import tokenize
+
+    split, _ = make_split_input(tmp_path, n=300)
+    monkeypatch.setattr(tokenize, "PROGRESS_EVERY_S", 0.0)
+    with caplog.at_level("INFO", logger="plmscale.tokenize"):
+        tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000, chunk_size=101)
+    shares = [r.getMessage() for r in caplog.records if "% of 300, ETA" in r.getMessage()]
+    assert shares and all(re.search(r"\(\d+/s, \d+% of 300, ETA \d+ s\)", line) for line in shares), shares

@@ -53,7 +53,7 @@ def tokenize_split(fasta_path, out_dir, split, sources, max_tokens_per_shard,
             now = time.monotonic()
             if now - last_report >= PROGRESS_EVERY_S:
                 last_report = now
-                _log_progress(fasta_path, writer, now - started)
+                _log_progress(fasta_path, writer, now - started, n_ids)
         if done != n_ids:
             raise PlmscaleError(f"{fasta_path} holds {done} records but its id sidecars {n_ids}; "
                                 "rerun the split stage")
@@ -78,8 +78,12 @@ def _raise_invalid(batch, tokens):
                         f"outside the ESM-2 alphabet — the input should be cleaned; rerun the clean stage")
 
 
-def _log_progress(path, writer, elapsed):
+def _log_progress(path, writer, elapsed, total=None):
+    """Sequences and tokens so far with their rates; with the split's record count, its share and an ETA."""
     elapsed = max(elapsed, 1e-9)
-    log.info("%s: %d sequences (%.0f/s), %d tokens (%.1f M/s), %d shards", path, writer.n_sequences,
-             writer.n_sequences / elapsed, writer.n_tokens, writer.n_tokens / elapsed / 1e6,
-             len(writer.shards) + (writer.bin is not None))
+    rate = writer.n_sequences / elapsed
+    share = ""
+    if total and rate > 0:
+        share = f", {100 * writer.n_sequences / total:.0f}% of {total}, ETA {(total - writer.n_sequences) / rate:.0f} s"
+    log.info("%s: %d sequences (%.0f/s%s), %d tokens (%.1f M/s), %d shards", path, writer.n_sequences, rate, share,
+             writer.n_tokens, writer.n_tokens / elapsed / 1e6, len(writer.shards) + (writer.bin is not None))
