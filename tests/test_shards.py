@@ -268,6 +268,8 @@ def test_tokenizing_logs_its_share_of_the_split_and_an_eta(tmp_path, monkeypatch
     split, _ = make_split_input(tmp_path, n=300)
     monkeypatch.setattr(tokenize, "PROGRESS_EVERY_S", 0.0)
     with caplog.at_level("INFO", logger="plmscale.tokenize"):
-        tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000, chunk_size=101)
-    shares = [r.getMessage() for r in caplog.records if "% of 300, ETA" in r.getMessage()]
-    assert shares and all(re.search(r"\(\d+/s, \d+% of 300, ETA \d+ s\)", line) for line in shares), shares
+        manifest = tokenize_split(split, tmp_path / "s", "train", SOURCES, 1000, chunk_size=101)
+    total = manifest["n_sequences"]
+    shares = [r.getMessage() for r in caplog.records if f"% of {total}, ETA" in r.getMessage()]
+    assert len(shares) > 1 and all(re.search(rf"\(\d+/s, \d+% of {total}, ETA \d+ s\)", s) for s in shares), shares
+    assert f"100% of {total}, ETA 0 s" in shares[-1]
