@@ -10,9 +10,10 @@ import pandas as pd
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
 from plmscale.scaling import backtest as backtests
-from plmscale.scaling import envelope, farseer, isoflop, parametric
+from plmscale.scaling import data_constrained, envelope, farseer, isoflop, parametric
 from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
-from plmscale.scaling.identify import Criteria, backtest_verdict, identify, identify_farseer
+from plmscale.scaling.identify import (Criteria, backtest_verdict, identify, identify_data_constrained,
+                                       identify_farseer)
 from plmscale.scaling.published import PUBLISHED
 from plmscale.scaling.settings import FitSettings
 from plmscale.scaling.table import (DEFAULT_LOSS_COLUMN, OBJECTIVES, budget_groups, scratch_runs, validate_curves,
@@ -197,13 +198,22 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
             log.warning("%s farseer: %s", objective, error)
             return {"error": str(error)}
 
+    def fit_data_constrained():
+        return data_constrained.fit_entry(scratch, kappa, counts, source=f"{objective} runs")
+
     entry = {"isoflop": _safe("isoflop", objective, fit_isoflop),
              "envelope": _safe("envelope", objective, fit_envelope),
              "parametric": _safe("parametric", objective, fit_parametric)}
     if "farseer" in law_families:  # opt-in (fit.law_families): after the others, it reuses their bootstrap counts
         entry["farseer"] = fit_farseer()
+    if "data_constrained" in law_families:  # opt-in, as farseer; not fitted without repeated data (a reason)
+        entry["data_constrained"] = _safe("data_constrained", objective, fit_data_constrained)
     return {**entry, "n_runs": int(len(runs)), "n_scratch_runs": int(len(scratch)), "flops_per_param_token": kappa,
             "max_run_flops": float(scratch["flops"].max()), "notes": notes}
+
+
+# The opt-in law families (fit.law_families) beside the three methods every fit has, backtested by rollout only.
+OPTIONAL_FAMILIES = backtests.OPTIONAL_METHODS
 
 
 def judge_objective(entry, runs, criteria):
@@ -213,6 +223,8 @@ def judge_objective(entry, runs, criteria):
         entry[method].update(verdict)
     if "farseer" in entry:
         entry["farseer"].update(identify_farseer(entry["farseer"], criteria))
+    if "data_constrained" in entry:
+        entry["data_constrained"].update(identify_data_constrained(entry["data_constrained"], criteria))
     return entry
 
 
@@ -222,7 +234,7 @@ def mark_outside_grid(entry, objective, grid_objectives):
     why = (f"{objective} is not in the IsoFLOP grid (train.objectives is {list(grid_objectives)}): its "
            f"{entry['n_runs']} run(s) are extra or transfer runs, not an IsoFLOP design")
     entry["in_isoflop_grid"] = False
-    for method in METHODS + (("farseer",) if "farseer" in entry else ()):
+    for method in METHODS + tuple(f for f in OPTIONAL_FAMILIES if f in entry):
         if not entry[method].get("identified"):
             entry[method]["reasons"] = [why] + list(entry[method].get("reasons", []))
     return entry
@@ -238,18 +250,21 @@ def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_high
                                 parametric_drop_highest_loss=drop_highest_loss, isoflop_bootstrap=isoflop_bootstrap)
     result.update(skipped)
     result["envelope"] = {"skipped": "the backtest covers the IsoFLOP and parametric fits"}
-    if "farseer" in entry:
-        if entry["farseer"].get("identified"):
-            result["farseer"] = backtests.backtest(runs, (), n_boot=n_boot, seed=seed, min_points=min_points,
-                                                   methods=("farseer",))["farseer"]
+    for family in OPTIONAL_FAMILIES:
+        if family not in entry:
+            continue
+        if entry[family].get("identified"):
+            result[family] = backtests.backtest(runs, (), n_boot=n_boot, seed=seed, min_points=min_points,
+                                                methods=(family,))[family]
         else:
-            reasons = entry["farseer"].get("reasons")
-            result["farseer"] = {"skipped": f"not identified: {reasons[0]}" if reasons else "not identified"}
+            reasons = entry[family].get("reasons")
+            result[family] = {"skipped": f"not identified: {reasons[0]}" if reasons else "not identified"}
     return result
 
 
-# The law families that forecast the loss of any (N, D), and so compete in selection: fewest constants first.
-LAW_FAMILIES = ("parametric", "farseer")
+# The law families that forecast the loss of any (N, D) (the data-constrained law: of any (N, D, U)), and so
+# compete in selection: fewest constants first (5, 7, 9).
+LAW_FAMILIES = ("parametric", "data_constrained", "farseer")
 # A family with more constants replaces a simpler identified one only when it forecasts the held-out runs
 # with an RMS error at most this fraction of the simpler one's. Farseer's law can mimic the Chinchilla
 # form, so on a Chinchilla table both forecast about equally well and a single held-out budget's noise
