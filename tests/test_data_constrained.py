@@ -208,3 +208,46 @@ def test_fit_json_refuses_an_edited_decay_constant(known_truth_fit):
     fit["objectives"]["clm"]["data_constrained"]["r_star_n"] = -1.0
     with pytest.raises(PlmscaleError, match=r"objectives\.clm\.data_constrained\.r_star_n must be > 0"):
         parse_fit(fit)
+
+
+def scatter_runs(truth, rng, n_runs=80, noise=0.005, unique_tokens=None):
+    """Runs at random (N, D), no budget column: no IsoFLOP grid to bin them into."""
+    n = np.exp(rng.uniform(np.log(1e6), np.log(3e9), n_runs))
+    d = np.exp(rng.uniform(np.log(1e8), np.log(1e11), n_runs))
+    runs = pd.DataFrame({"run_id": [f"scatter_{i}" for i in range(n_runs)], "objective": "clm", "n_params": n,
+                         "tokens": d, "flops": 6 * n * d,
+                         "loss": dc.loss(truth, n, d, unique_tokens) * np.exp(rng.normal(0, noise, n_runs))})
+    if unique_tokens is not None:
+        runs["unique_tokens"] = unique_tokens
+    return runs
+
+
+def test_plmscale_fit_takes_a_scatter_of_runs(tmp_path, capsys):
+    """A table that is no IsoFLOP grid: the IsoFLOP method says it does not apply instead of binning the runs
+    into budgets (before: the fit refused the table), and the Chinchilla form fits it."""
+    path = tmp_path / "runs.csv"
+    scatter_runs(NO_DECAY_TRUTH, np.random.default_rng(5)).to_csv(path, index=False)
+    assert cli_main(["fit", str(path), "--out", str(tmp_path), "--bootstrap", "40"]) == 0
+    capsys.readouterr()
+    entry = json.loads((tmp_path / "fit.json").read_text())["objectives"]["clm"]
+    (reason,) = entry["isoflop"]["reasons"]
+    assert "does not apply: the runs are a scatter of N and D, not an IsoFLOP grid" in reason
+    assert "80 runs" in reason and "Add a budget column" in reason
+    parametric_entry = entry["parametric"]
+    assert parametric_entry["identified"] is True, parametric_entry["reasons"]
+    for name in ("alpha", "beta"):
+        low, high = parametric_entry[f"{name}_ci"]
+        assert low <= NO_DECAY_TRUTH[name] <= high
+    # No IsoFLOP budget to hold out: the rollout is a note, and no family is ranked.
+    assert any("rollout backtest not made" in note for note in parametric_entry["notes"])
+
+
+def test_the_data_constrained_law_fits_a_scatter_with_unique_tokens():
+    runs = scatter_runs(PAPER_TRUTH, np.random.default_rng(6), unique_tokens=2e9)
+    entry = fit_all(runs, None, fit_settings(bootstrap=40, law_families=FAMILIES))["objectives"]["clm"]
+    assert entry["isoflop"]["identified"] is False and "scatter" in entry["isoflop"]["reasons"][0]
+    constrained = entry["data_constrained"]
+    assert constrained["identified"] is True, constrained["reasons"]
+    assert constrained["n_repeated_runs"] == int((runs["tokens"] > 2e9).sum())
+    low, high = constrained["r_star_d_ci"]
+    assert low <= PAPER_TRUTH["r_star_d"] <= high

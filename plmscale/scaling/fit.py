@@ -83,6 +83,31 @@ def repeated_data_note(scratch, budgets, objective: str) -> str | None:
             "a larger split) or lower the budgets, or read the fit as one of repeated data")
 
 
+def scatter_reason(runs, min_points) -> str | None:
+    """Why one objective's runs are a scatter of N and D rather than an IsoFLOP grid, or None. A table with a
+    budget column states its design and is never a scatter. Without one, the runs form a grid where their
+    FLOPs group into budgets (table.budget_groups) and at least half of them lie in budgets of min_points (at
+    least 3) runs; runs spread evenly in FLOPs, or mostly alone at their FLOPs, have no IsoFLOP budgets to bin
+    them into (a grid of one budget is still a grid, whose IsoFLOP fit says it needs 2)."""
+    if "budget" in runs.columns:
+        return None
+    scratch = scratch_runs(runs)
+    if len(scratch) == 0:
+        return None
+    low, high = scratch["flops"].min(), scratch["flops"].max()
+    spread = f"{len(scratch)} runs from {low:.3g} to {high:.3g} FLOPs ({high / low:.3g}x) and no budget column"
+    try:
+        budgets = budget_groups(scratch)
+    except PlmscaleError:
+        return f"{spread}, spread in FLOPs rather than grouped at common budgets"
+    per_budget = budgets.map(budgets.value_counts())
+    in_budgets = int((per_budget >= max(3, min_points)).sum())
+    if 2 * in_budgets < len(scratch):
+        return (f"{spread}, only {in_budgets} of them in groups of {max(3, min_points)} or more at a common FLOPs "
+                "budget")
+    return None
+
+
 def table_sha256(*frames):
     digest = hashlib.sha256()
     for frame in frames:
@@ -120,8 +145,11 @@ def _safe(method, objective, function):
 
 def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, isoflop_bootstrap="runs",
                   no_curves_reason="envelope fit needs training curves (--curves CURVES.csv)",
-                  law_families=("parametric",)):
+                  law_families=("parametric",), scatter=None):
     """IsoFLOP, envelope and parametric fits (with bootstrap) for one objective's runs.
+
+    scatter: scatter_reason's sentence where the runs are no IsoFLOP grid: the IsoFLOP method then records
+    that it does not apply (every run counts as outside an IsoFLOP design), and the law families fit the runs.
 
     drop_highest_loss: the parametric fit leaves out this many highest-loss runs (outliers far above the
     frontier pull a Huber fit less than a squared one, but still pull); the entry lists them.
@@ -201,7 +229,10 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
     def fit_data_constrained():
         return data_constrained.fit_entry(scratch, kappa, counts, source=f"{objective} runs")
 
-    entry = {"isoflop": _safe("isoflop", objective, fit_isoflop),
+    not_isoflop = {"error": f"does not apply: the runs are a scatter of N and D, not an IsoFLOP grid ({scatter}); "
+                            "the law families in (N, D) fit them. Add a budget column (each run's nominal IsoFLOP "
+                            "budget) to fit IsoFLOP budgets; see docs/fitting.md"}
+    entry = {"isoflop": not_isoflop if scatter else _safe("isoflop", objective, fit_isoflop),
              "envelope": _safe("envelope", objective, fit_envelope),
              "parametric": _safe("parametric", objective, fit_parametric)}
     if "farseer" in law_families:  # opt-in (fit.law_families): after the others, it reuses their bootstrap counts
@@ -341,7 +372,7 @@ def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curv
         curves_df = None
         no_curves_reason = (f"not fitted: fit.loss_column is {loss_column}, a loss measured at the end of each run "
                             "only, and the envelope needs whole curves of that loss")
-    runs = validate_runs(runs_df, source)
+    runs = validate_runs(runs_df, source, group_budgets=False)  # scatter_reason decides, per objective
     curves = validate_curves(curves_df, curves_source) if curves_df is not None else None
     objectives = {}
     for objective in OBJECTIVES:
@@ -351,9 +382,12 @@ def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curv
         # An independent, reproducible stream per objective: adding MLM runs leaves the CLM draws alone.
         sub_rng = np.random.default_rng([settings.seed, OBJECTIVES.index(objective)])
         sub_curves = curves[curves["objective"] == objective] if curves is not None else None
+        scatter = scatter_reason(subset, settings.min_points_per_budget)
+        if scatter:  # no IsoFLOP budgets: every run counts as outside an IsoFLOP design
+            subset = subset.assign(budget=np.nan)
         entry = fit_objective(subset, sub_curves, settings.bootstrap, sub_rng, settings.min_points_per_budget,
                               drop_highest_loss, settings.isoflop_bootstrap, no_curves_reason,
-                              settings.law_families)
+                              settings.law_families, scatter)
         judge_objective(entry, subset, criteria)
         if settings.grid_objectives is not None and objective not in settings.grid_objectives:
             mark_outside_grid(entry, objective, settings.grid_objectives)
