@@ -251,3 +251,20 @@ def test_the_data_constrained_law_fits_a_scatter_with_unique_tokens():
     assert constrained["n_repeated_runs"] == int((runs["tokens"] > 2e9).sum())
     low, high = constrained["r_star_d_ci"]
     assert low <= PAPER_TRUTH["r_star_d"] <= high
+
+
+def test_the_verdict_refuses_a_chinchilla_constant_at_its_bound_and_notes_an_unconstrained_decay(known_truth_fit):
+    from plmscale.scaling.identify import identify_data_constrained
+
+    entry = json.loads(json.dumps(known_truth_fit[1]["objectives"]["clm"]["data_constrained"], default=float))
+    entry["n_excess_param_runs"] = 0
+    entry["theta"][5] = dc.R_STAR_BOUNDS[1]
+    verdict = identify_data_constrained(entry)
+    assert verdict["identified"] is True  # what R* cannot be told from the runs is a note, not a refusal
+    assert any(note.startswith("R*_N = ") and "is not constrained: no run has more parameters" in note
+               for note in verdict["notes"])
+    assert any(note.startswith("R*_D sits at its upper bound") for note in verdict["notes"])
+    entry["theta"][3] = parametric.BOUNDS[3][1]  # α at the optimiser's upper bound
+    verdict = identify_data_constrained(entry)
+    assert verdict["identified"] is False
+    assert "alpha" in verdict["reasons"][0] and "upper bound" in verdict["reasons"][0]
