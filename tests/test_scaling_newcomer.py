@@ -30,16 +30,20 @@ def _fit(tmp_path, args, runs, capsys):
 
 # ---- budgets without a budget column: grouped around a centre, never chained ----------------------------------
 
-def test_runs_spread_evenly_in_flops_are_refused_not_chained_into_one_budget(tmp_path, capsys):
-    # Chinchilla-like: FLOPs spread over 9.4x, neighbours 0.02 dex apart: chaining made them one budget.
+def test_runs_spread_evenly_in_flops_are_a_scatter_not_chained_into_one_budget(tmp_path, capsys):
+    # Chinchilla-like: FLOPs spread over 9.4x, neighbours 0.02 dex apart: chaining made them one budget. They are
+    # a scatter of N and D (issue 23): the IsoFLOP method does not apply, and says how to make it apply.
     flops = np.geomspace(1e18, 9.4e18, 50)
     n = np.geomspace(5e6, 5e8, 50)
     spread = pd.DataFrame({"run_id": [f"r{i}" for i in range(50)], "objective": "clm", "n_params": n,
                            "tokens": flops / (6 * n), "flops": flops, "loss": 3.0 - 0.1 * np.log10(flops / 1e18)})
-    code, out = _fit(tmp_path, ["--bootstrap", "0"], spread, capsys)
-    assert code == 2
-    assert "9.4x" in out.err and "`budget` column" in out.err and "docs/fitting.md" in out.err
-    assert not (tmp_path / "fit.json").exists()
+    code, _ = _fit(tmp_path, ["--bootstrap", "0"], spread, capsys)
+    assert code == 0
+    isoflop = json.loads((tmp_path / "fit.json").read_text())["objectives"]["clm"]["isoflop"]
+    assert "optima" not in isoflop
+    (reason,) = isoflop["reasons"]
+    assert "scatter of N and D" in reason and "9.4x" in reason and "Add a budget column" in reason
+    assert "docs/fitting.md" in reason
 
 
 def test_budgets_close_to_their_centre_still_group_without_a_budget_column(runs):

@@ -141,18 +141,20 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-params", type=float, help="the run's parameters (the fit's count: without embeddings)")
     group.add_argument("--tokens", type=float, help="the run's training tokens D")
     group.add_argument("--unique-tokens", type=float,
-                       help="unique tokens U the run sees (D/U epochs): noted where below --tokens")
+                       help="unique tokens U the run draws its D tokens from (D/U epochs; default: unlimited): the "
+                            "data_constrained family's loss uses it, the other families assume D unique tokens")
 
 
 def run_prediction_text(result) -> str:
     """predict_run's result as lines: the selected law's loss, then every family with its verdict."""
+    unique = f" of U = {result['unique_tokens']:.3g} unique" if result.get("unique_tokens") else ""
     lines = [f"{result['objective'].upper()} run of N = {result['n_params']:.3g} parameters on D = "
-             f"{result['tokens']:.3g} tokens (95% bootstrap intervals)",
+             f"{result['tokens']:.3g} tokens{unique} (95% bootstrap intervals)",
              f"  selected law: {result['law'] or 'none'}  loss {_fmt(result['loss'], result['loss_ci'], 4)}"]
     for name, row in result["families"].items():
         verdict = "identified" if row["identified"] else "not identified"
-        lines.append(f"  {name:<10} loss {_fmt(row['loss'], row['loss_ci'], 4)}  {verdict}")
-        lines.extend(f"  {'':<10}   {reason}" for reason in row["reasons"])
+        lines.append(f"  {name:<16} loss {_fmt(row['loss'], row['loss_ci'], 4)}  {verdict}")
+        lines.extend(f"  {'':<16}   {reason}" for reason in row["reasons"])
     lines.extend(f"note: {note}" for note in result["notes"])
     return "\n".join(lines)
 

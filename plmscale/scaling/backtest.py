@@ -58,13 +58,13 @@ import numpy as np
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
-from plmscale.scaling import farseer, isoflop, parametric
+from plmscale.scaling import data_constrained, farseer, isoflop, parametric
 from plmscale.scaling.isoflop import LOSS_LAWS, fit_loss_law, loss_at  # noqa: F401 (backtest's API)
 from plmscale.scaling.table import budget_groups, scratch_runs, validate_runs
 
 METHODS = ("isoflop", "parametric")
-# Methods backtested on request (methods=...): rollout only, the Farseer refits cost ~0.1 s each.
-OPTIONAL_METHODS = ("farseer",)
+# Methods backtested on request (methods=...): rollout only, their refits cost ~0.1 s each.
+OPTIONAL_METHODS = ("farseer", "data_constrained")
 # The reduced IsoFLOP fit needs a power law through at least this many bracketed budgets.
 MIN_FIT_BUDGETS = 2
 # The parametric law has 5 constants.
@@ -107,6 +107,8 @@ def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=M
                              "leave_one_budget_out": study.lobo_parametric(targets)}
     if "farseer" in methods:
         out["farseer"] = {"rollout": study.rollout_farseer()}
+    if "data_constrained" in methods:
+        out["data_constrained"] = {"rollout": study.rollout_data_constrained()}
     return out
 
 
@@ -277,6 +279,47 @@ class _Study:
         out["bootstrap"]["n"] = min(self.n_boot, farseer.MAX_BOOTSTRAP)
         out["loss_law"] = "Farseer L(N, D) at its numerical compute-optimal allocation"
         out["held_out_runs"] = self._held_out_run_errors(lambda n, d: farseer.loss(point["theta"], n, d))
+        return out
+
+    def rollout_data_constrained(self):
+        """The data-constrained law fitted below the top budget (the parametric rollout's runs), its numerical
+        compute-optimal loss at the top budget for the top budget's unique tokens (their median where its runs
+        differ; unlimited where they have none) against what that budget observed; every held-out run is
+        forecast with its own unique tokens."""
+        error = self.top_error()
+        if error:
+            return {"held_out_budget": self._top_budget(), "error": error}
+        top = self.designs[-1]
+        reduced = self._below_top_mask()
+        if reduced.sum() < data_constrained.MIN_RUNS:
+            return {"held_out_budget": top["budget"],
+                    "error": f"only {int(reduced.sum())} runs below the top budget ({top['budget']:.3g}); the "
+                             f"data-constrained law needs {data_constrained.MIN_RUNS}"}
+        runs = self.scratch[reduced]
+        n, d, loss = (runs[c].to_numpy(float) for c in ("n_params", "tokens", "loss"))
+        try:
+            unique = data_constrained.unique_tokens_of(self.scratch)
+            point = data_constrained.fit_data_constrained(n, d, unique[reduced], loss)
+        except PlmscaleError as error:
+            return {"held_out_budget": top["budget"], "error": f"below the top budget: {error}"}
+        held_out_unique = unique[top["positions"]]
+        top_unique = float(np.median(held_out_unique)) if np.isfinite(held_out_unique).any() else None
+        kappa = _kappa(runs)
+        forecast_n, _, forecast_loss = data_constrained.optimal_allocation(point, top["budget"], kappa, top_unique)
+        draws = None
+        n_boot = min(self.n_boot, data_constrained.MAX_BOOTSTRAP)
+        if n_boot:
+            counts = boot.draw_counts(self.strata[reduced], n_boot, self.rng)
+            params = data_constrained.bootstrap_params(point, n, d, unique[reduced], loss, counts)
+            draw_n, _, draw_loss = data_constrained.optimal_allocation(params, top["budget"], kappa, top_unique)
+            draws = (draw_n, draw_loss)
+        fitted = sorted({float(b) for b in self.budgets[reduced] if np.isfinite(b)})
+        out = self._score(top["budget"], fitted, int(reduced.sum()), forecast_n, forecast_loss, draws)
+        out["bootstrap"]["n"] = n_boot
+        out["unique_tokens"] = top_unique
+        out["loss_law"] = "the data-constrained L(N, D, U) at its numerical compute-optimal allocation for U"
+        out["held_out_runs"] = self._held_out_run_errors(
+            lambda n, d: data_constrained.loss(point, n, d, held_out_unique))
         return out
 
     def _score(self, top, fitted, n_runs, forecast_n, forecast_loss, draws):

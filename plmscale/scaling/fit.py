@@ -10,9 +10,10 @@ import pandas as pd
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
 from plmscale.scaling import backtest as backtests
-from plmscale.scaling import envelope, farseer, isoflop, parametric
+from plmscale.scaling import data_constrained, envelope, farseer, isoflop, parametric
 from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
-from plmscale.scaling.identify import Criteria, backtest_verdict, identify, identify_farseer
+from plmscale.scaling.identify import (Criteria, backtest_verdict, identify, identify_data_constrained,
+                                       identify_farseer)
 from plmscale.scaling.published import PUBLISHED
 from plmscale.scaling.settings import FitSettings
 from plmscale.scaling.table import (DEFAULT_LOSS_COLUMN, OBJECTIVES, budget_groups, scratch_runs, validate_curves,
@@ -82,6 +83,31 @@ def repeated_data_note(scratch, budgets, objective: str) -> str | None:
             "a larger split) or lower the budgets, or read the fit as one of repeated data")
 
 
+def scatter_reason(runs, min_points) -> str | None:
+    """Why one objective's runs are a scatter of N and D rather than an IsoFLOP grid, or None. A table with a
+    budget column states its design and is never a scatter. Without one, the runs form a grid where their
+    FLOPs group into budgets (table.budget_groups) and at least half of them lie in budgets of min_points (at
+    least 3) runs; runs spread evenly in FLOPs, or mostly alone at their FLOPs, have no IsoFLOP budgets to bin
+    them into (a grid of one budget is still a grid, whose IsoFLOP fit says it needs 2)."""
+    if "budget" in runs.columns:
+        return None
+    scratch = scratch_runs(runs)
+    if len(scratch) == 0:
+        return None
+    low, high = scratch["flops"].min(), scratch["flops"].max()
+    spread = f"{len(scratch)} runs from {low:.3g} to {high:.3g} FLOPs ({high / low:.3g}x) and no budget column"
+    try:
+        budgets = budget_groups(scratch)
+    except PlmscaleError:
+        return f"{spread}, spread in FLOPs rather than grouped at common budgets"
+    per_budget = budgets.map(budgets.value_counts())
+    in_budgets = int((per_budget >= max(3, min_points)).sum())
+    if 2 * in_budgets < len(scratch):
+        return (f"{spread}, only {in_budgets} of them in groups of {max(3, min_points)} or more at a common FLOPs "
+                "budget")
+    return None
+
+
 def table_sha256(*frames):
     digest = hashlib.sha256()
     for frame in frames:
@@ -119,8 +145,11 @@ def _safe(method, objective, function):
 
 def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, isoflop_bootstrap="runs",
                   no_curves_reason="envelope fit needs training curves (--curves CURVES.csv)",
-                  law_families=("parametric",)):
+                  law_families=("parametric",), scatter=None):
     """IsoFLOP, envelope and parametric fits (with bootstrap) for one objective's runs.
+
+    scatter: scatter_reason's sentence where the runs are no IsoFLOP grid: the IsoFLOP method then records
+    that it does not apply (every run counts as outside an IsoFLOP design), and the law families fit the runs.
 
     drop_highest_loss: the parametric fit leaves out this many highest-loss runs (outliers far above the
     frontier pull a Huber fit less than a squared one, but still pull); the entry lists them.
@@ -197,13 +226,25 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
             log.warning("%s farseer: %s", objective, error)
             return {"error": str(error)}
 
-    entry = {"isoflop": _safe("isoflop", objective, fit_isoflop),
+    def fit_data_constrained():
+        return data_constrained.fit_entry(scratch, kappa, counts, source=f"{objective} runs")
+
+    not_isoflop = {"error": f"does not apply: the runs are a scatter of N and D, not an IsoFLOP grid ({scatter}); "
+                            "the law families in (N, D) fit them. Add a budget column (each run's nominal IsoFLOP "
+                            "budget) to fit IsoFLOP budgets; see docs/fitting.md"}
+    entry = {"isoflop": not_isoflop if scatter else _safe("isoflop", objective, fit_isoflop),
              "envelope": _safe("envelope", objective, fit_envelope),
              "parametric": _safe("parametric", objective, fit_parametric)}
     if "farseer" in law_families:  # opt-in (fit.law_families): after the others, it reuses their bootstrap counts
         entry["farseer"] = fit_farseer()
+    if "data_constrained" in law_families:  # opt-in, as farseer; not fitted without repeated data (a reason)
+        entry["data_constrained"] = _safe("data_constrained", objective, fit_data_constrained)
     return {**entry, "n_runs": int(len(runs)), "n_scratch_runs": int(len(scratch)), "flops_per_param_token": kappa,
             "max_run_flops": float(scratch["flops"].max()), "notes": notes}
+
+
+# The opt-in law families (fit.law_families) beside the three methods every fit has, backtested by rollout only.
+OPTIONAL_FAMILIES = backtests.OPTIONAL_METHODS
 
 
 def judge_objective(entry, runs, criteria):
@@ -213,6 +254,8 @@ def judge_objective(entry, runs, criteria):
         entry[method].update(verdict)
     if "farseer" in entry:
         entry["farseer"].update(identify_farseer(entry["farseer"], criteria))
+    if "data_constrained" in entry:
+        entry["data_constrained"].update(identify_data_constrained(entry["data_constrained"], criteria))
     return entry
 
 
@@ -222,7 +265,7 @@ def mark_outside_grid(entry, objective, grid_objectives):
     why = (f"{objective} is not in the IsoFLOP grid (train.objectives is {list(grid_objectives)}): its "
            f"{entry['n_runs']} run(s) are extra or transfer runs, not an IsoFLOP design")
     entry["in_isoflop_grid"] = False
-    for method in METHODS + (("farseer",) if "farseer" in entry else ()):
+    for method in METHODS + tuple(f for f in OPTIONAL_FAMILIES if f in entry):
         if not entry[method].get("identified"):
             entry[method]["reasons"] = [why] + list(entry[method].get("reasons", []))
     return entry
@@ -238,18 +281,21 @@ def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_high
                                 parametric_drop_highest_loss=drop_highest_loss, isoflop_bootstrap=isoflop_bootstrap)
     result.update(skipped)
     result["envelope"] = {"skipped": "the backtest covers the IsoFLOP and parametric fits"}
-    if "farseer" in entry:
-        if entry["farseer"].get("identified"):
-            result["farseer"] = backtests.backtest(runs, (), n_boot=n_boot, seed=seed, min_points=min_points,
-                                                   methods=("farseer",))["farseer"]
+    for family in OPTIONAL_FAMILIES:
+        if family not in entry:
+            continue
+        if entry[family].get("identified"):
+            result[family] = backtests.backtest(runs, (), n_boot=n_boot, seed=seed, min_points=min_points,
+                                                methods=(family,))[family]
         else:
-            reasons = entry["farseer"].get("reasons")
-            result["farseer"] = {"skipped": f"not identified: {reasons[0]}" if reasons else "not identified"}
+            reasons = entry[family].get("reasons")
+            result[family] = {"skipped": f"not identified: {reasons[0]}" if reasons else "not identified"}
     return result
 
 
-# The law families that forecast the loss of any (N, D), and so compete in selection: fewest constants first.
-LAW_FAMILIES = ("parametric", "farseer")
+# The law families that forecast the loss of any (N, D) (the data-constrained law: of any (N, D, U)), and so
+# compete in selection: fewest constants first (5, 7, 9).
+LAW_FAMILIES = ("parametric", "data_constrained", "farseer")
 # A family with more constants replaces a simpler identified one only when it forecasts the held-out runs
 # with an RMS error at most this fraction of the simpler one's. Farseer's law can mimic the Chinchilla
 # form, so on a Chinchilla table both forecast about equally well and a single held-out budget's noise
@@ -326,7 +372,7 @@ def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curv
         curves_df = None
         no_curves_reason = (f"not fitted: fit.loss_column is {loss_column}, a loss measured at the end of each run "
                             "only, and the envelope needs whole curves of that loss")
-    runs = validate_runs(runs_df, source)
+    runs = validate_runs(runs_df, source, group_budgets=False)  # scatter_reason decides, per objective
     curves = validate_curves(curves_df, curves_source) if curves_df is not None else None
     objectives = {}
     for objective in OBJECTIVES:
@@ -336,9 +382,12 @@ def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curv
         # An independent, reproducible stream per objective: adding MLM runs leaves the CLM draws alone.
         sub_rng = np.random.default_rng([settings.seed, OBJECTIVES.index(objective)])
         sub_curves = curves[curves["objective"] == objective] if curves is not None else None
+        scatter = scatter_reason(subset, settings.min_points_per_budget)
+        if scatter:  # no IsoFLOP budgets: every run counts as outside an IsoFLOP design
+            subset = subset.assign(budget=np.nan)
         entry = fit_objective(subset, sub_curves, settings.bootstrap, sub_rng, settings.min_points_per_budget,
                               drop_highest_loss, settings.isoflop_bootstrap, no_curves_reason,
-                              settings.law_families)
+                              settings.law_families, scatter)
         judge_objective(entry, subset, criteria)
         if settings.grid_objectives is not None and objective not in settings.grid_objectives:
             mark_outside_grid(entry, objective, settings.grid_objectives)

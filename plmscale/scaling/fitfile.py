@@ -16,7 +16,10 @@ Layout (version 1): {"version": 1, "objectives": {OBJECTIVE: {METHOD: entry, ...
   written before the IsoFLOP loss law saturated), a_ci, b_ci, bootstrap {draws: {name: [value or null,
   ...]}}, isoflop `optima`, envelope `points`;
 - parametric: E, A, B, alpha, beta (L = E + A/N^alpha + B/D^beta), a, b (allocation exponents),
-  flops_per_param_token, intervals and bootstrap draws as above, optional `dropped_runs`.
+  flops_per_param_token, intervals and bootstrap draws as above, optional `dropped_runs`;
+- data_constrained (opt-in law family, plmscale.scaling.data_constrained): E, A, B, alpha, beta, r_star_d,
+  r_star_n (Muennighoff's L(N, D, U)), a, b (the unlimited-data allocation exponents), flops_per_param_token,
+  intervals and bootstrap draws of every constant.
 Every method entry may carry the verdict of identify.identify: `identified` (bool), `reasons` and `notes`
 (lists of sentences). A file without them (written before identification) reads as not judged
 (identified None): predictions and plots treat it as before. Each objective may carry `backtest`
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from plmscale.errors import PlmscaleError
+from plmscale.scaling import data_constrained
 from plmscale.scaling.bootstrap import interval
 from plmscale.scaling.parametric import optimal_allocation
 from plmscale.scaling.results import json_ready, write_json
@@ -46,6 +50,11 @@ POWER_LAW_KEYS = {"k_n": (True, 0.0, True), "a": (True, None, False), "k_d": (Tr
 PARAMETRIC_KEYS = {"E": (True, 0.0, False), "A": (True, 0.0, True), "B": (True, 0.0, True),
                    "alpha": (True, 0.0, True), "beta": (True, 0.0, True), "a": (True, None, False),
                    "b": (True, None, False), "flops_per_param_token": (False, 0.0, True)}
+DATA_CONSTRAINED_KEYS = {**{k: v for k, v in PARAMETRIC_KEYS.items() if k != "flops_per_param_token"},
+                         "r_star_d": (True, 0.0, True), "r_star_n": (True, 0.0, True),
+                         "flops_per_param_token": (False, 0.0, True)}
+# Law families fit.json holds beside METHODS when fit.law_families lists them, read as typed laws here.
+TYPED_FAMILIES = ("data_constrained",)
 # A bootstrap percentile interval need not contain its point estimate (skewed resamples), but a point
 # more than one interval width away from it did not come from that bootstrap: the file was edited.
 INTERVAL_SLACK_WIDTHS = 1.0
@@ -145,6 +154,30 @@ class ParametricLaw(_Bootstrapped):
 
 
 @dataclass(frozen=True)
+class DataConstrainedLaw(_Bootstrapped):
+    """Muennighoff's L(N, D, U) (plmscale.scaling.data_constrained) with a, b its unlimited-data exponents."""
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    r_star_d: float
+    r_star_n: float
+    a: float
+    b: float
+    flops_per_param_token: float | None = None
+
+    def loss_at(self, n_params, tokens, unique_tokens=None) -> tuple:
+        """(L(N, D, U), its interval from the stored draws or None); unique_tokens None: unlimited data."""
+        constants = {name: getattr(self, name) for name in data_constrained.PARAM_NAMES}
+        point = float(data_constrained.loss(constants, n_params, tokens, unique_tokens))
+        if not set(data_constrained.PARAM_NAMES) <= set(self.draws):
+            return point, None
+        draws = np.stack([self.draws[name] for name in data_constrained.PARAM_NAMES], -1)
+        return point, interval(data_constrained.loss(draws, n_params, tokens, unique_tokens))
+
+
+@dataclass(frozen=True)
 class Optimum:
     """One IsoFLOP budget: its parabola's vertex (None where no parabola was fitted) and its runs."""
     budget: float
@@ -167,7 +200,7 @@ class MethodFit:
     """One method's entry: a law, or the reason it could not be fitted (error), with identify's verdict
     (identified None: the file predates identification)."""
     method: str
-    law: PowerLaws | ParametricLaw | None = None
+    law: PowerLaws | ParametricLaw | DataConstrainedLaw | None = None
     error: str | None = None
     loss_law: str | None = None
     optima: tuple = ()
@@ -309,6 +342,15 @@ def _parse_parametric(check: _Checker, entry: dict, key: str) -> ParametricLaw:
                          draws=check.draws(entry, key))
 
 
+def _parse_data_constrained(check: _Checker, entry: dict, key: str) -> DataConstrainedLaw:
+    values = check.constants(entry, DATA_CONSTRAINED_KEYS, key)
+    # Intervals are checked for shape only, as the parametric law's (resamples may switch basins).
+    for name in data_constrained.PARAM_NAMES:
+        check.interval(entry, name, key)
+    return DataConstrainedLaw(**values, a_ci=check.interval(entry, "a", key), b_ci=check.interval(entry, "b", key),
+                              draws=check.draws(entry, key))
+
+
 def _parse_optima(check: _Checker, entry: dict, key: str) -> tuple:
     optima = []
     for i, item in enumerate(check.sequence(entry.get("optima") or [], f"{key}.optima")):
@@ -355,7 +397,9 @@ def parse_method(check: _Checker, method: str, entry, key: str) -> MethodFit:
     if entry.get("error") is not None:
         return MethodFit(method, error=check.text(entry["error"], f"{key}.error"), optima=optima, points=points,
                          identified=identified, reasons=reasons)
-    law = (_parse_parametric if method == "parametric" else _parse_power_laws)(check, entry, key)
+    parse = {"parametric": _parse_parametric, "data_constrained": _parse_data_constrained}.get(method,
+                                                                                            _parse_power_laws)
+    law = parse(check, entry, key)
     return MethodFit(method, law=law, loss_law=loss_law, optima=optima, points=points, identified=identified,
                      reasons=reasons)
 
@@ -382,7 +426,7 @@ def parse_fit(data, source: str = "fit.json") -> FitFile:
         methods = check.mapping(methods, f"objectives.{objective}")
         objectives[objective] = {method: parse_method(check, method, methods[method],
                                                       f"objectives.{objective}.{method}")
-                                 for method in METHODS if method in methods}
+                                 for method in METHODS + TYPED_FAMILIES if method in methods}
         if "allocation_by_cost_model" in methods:
             _check_allocations(check, methods["allocation_by_cost_model"],
                                f"objectives.{objective}.allocation_by_cost_model")

@@ -24,7 +24,7 @@ import numpy as np
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
-from plmscale.scaling import isoflop, parametric
+from plmscale.scaling import data_constrained, isoflop, parametric
 from plmscale.scaling.table import scratch_runs, validate_runs
 
 # Allocation exponents whose interval width is checked. For the IsoFLOP and parametric fits b = 1 − a by
@@ -260,7 +260,7 @@ def _check_loss_falls(entry, reasons):
 # What a method's rollout must forecast without bias to stay identified: the quantity its law is for. The
 # laws in (N, D) are loss laws; the IsoFLOP law is an allocation law (N_opt = k·C^a), whose loss at C is a
 # separate curve through the vertex losses: a bias there is a note, not a refusal of the allocation.
-BACKTEST_JUDGES = {"isoflop": "n_opt", "parametric": "loss", "farseer": "loss"}
+BACKTEST_JUDGES = {"isoflop": "n_opt", "parametric": "loss", "farseer": "loss", "data_constrained": "loss"}
 
 
 def backtest_verdict(method, backtest_entry):
@@ -328,4 +328,47 @@ def identify_farseer(entry, criteria=None):
     notes = [f"{entry['starts_in_best_basin']} of {entry['n_starts']} starts reached the best objective"]
     _check_bootstrap("farseer", entry, criteria, reasons)
     _check_physical("farseer", {"a": entry.get("a"), "b": entry.get("b")}, reasons)
+    return {"identified": not reasons, "reasons": reasons, "notes": notes}
+
+
+def identify_data_constrained(entry, criteria=None):
+    """Verdict for fit.json's `data_constrained` entry (data_constrained.fit_entry): the Chinchilla part's
+    constants inside the optimiser's box, enough starts in the best basin, bootstrap refits that succeed, the
+    (unlimited-data) allocation exponents physical with a narrow enough interval. A decay constant R* at its
+    bound, or one no run constrains (no repeated run, no run with more parameters than its unique data can
+    use), is a note: the forecasts inside the table's range do not depend on it, and it bounds R* from one side."""
+    criteria = criteria or Criteria()
+    if "error" in entry:
+        return {"identified": False, "reasons": [f"not fitted: {entry['error']}"], "notes": []}
+    reasons = []
+    notes = [f"{entry['starts_in_best_basin']} of {entry['n_starts']} starts reached the best objective"]
+    theta = entry["theta"]
+    for (name, logged), value, (low, high) in zip(PARAMETRIC_COORDINATES, theta, data_constrained.BOUNDS):
+        tolerance = criteria.bound_tolerance * (high - low)
+        for bound, side in ((low, "lower"), (high, "upper")):
+            if abs(value - bound) <= tolerance:
+                where = f"log {name} = {bound:g}" if logged else f"{name} = {bound:g}"
+                reasons.append(f"{name} = {entry[name]:.4g} sits at the optimiser's {side} bound ({where}): "
+                               "the data do not determine it")
+    if entry["starts_in_best_basin"] < criteria.min_starts_in_best_basin:
+        reasons.append(f"only {entry['starts_in_best_basin']} of {entry['n_starts']} starts reached the best "
+                       f"basin (need {criteria.min_starts_in_best_basin}): another minimum may fit as well")
+    constrained = {"r_star_d": entry.get("n_repeated_runs"), "r_star_n": entry.get("n_excess_param_runs")}
+    for (name, label), value in zip((("r_star_d", "R*_D"), ("r_star_n", "R*_N")), theta[5:]):
+        low, high = data_constrained.R_STAR_BOUNDS
+        if not constrained[name]:
+            notes.append(f"{label} = {entry[name]:.3g} is not constrained: no run "
+                         + ("repeats its data" if name == "r_star_d" else
+                            "has more parameters than its unique data can use (N > N_of_U)"))
+        elif value - low <= criteria.bound_tolerance * (high - low):
+            notes.append(f"{label} sits at its lower bound ({entry[name]:.3g} epochs): repeats are worth nothing")
+        elif high - value <= criteria.bound_tolerance * (high - low):
+            notes.append(f"{label} sits at its upper bound ({entry[name]:.3g} epochs): within these runs a repeat "
+                         "is worth a new token; only a lower bound is known")
+    if entry.get("n_runs_without_unique_tokens"):
+        notes.append(f"{entry['n_runs_without_unique_tokens']} run(s) have no unique_tokens value and count as "
+                     "trained on unique data")
+    _check_bootstrap("data_constrained", {k: v for k, v in entry.items()
+                                          if k in ("bootstrap", "a", "b", "a_ci", "b_ci")}, criteria, reasons)
+    _check_physical("data_constrained", entry, reasons)
     return {"identified": not reasons, "reasons": reasons, "notes": notes}

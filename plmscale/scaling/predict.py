@@ -163,19 +163,24 @@ def predict_budgets(fit, flops_by_objective: dict, ladder: dict | None = None) -
 
 
 def predict_run(fit, objective: str, n_params: float, tokens: float, unique_tokens: float | None = None) -> dict:
-    """The loss of one run of N parameters trained on D tokens, under fit.json's selected law and each law
-    family (Chinchilla `parametric`, `farseer`), with 95% intervals from the stored bootstrap draws:
+    """The loss of one run of N parameters trained on D tokens (drawn from unique_tokens U; None: unlimited
+    data), under fit.json's selected law and each law family (Chinchilla `parametric`, `farseer`,
+    `data_constrained`), with 95% intervals from the stored bootstrap draws:
 
-        {"objective", "n_params", "tokens", "law": selected family or None, "loss", "loss_ci",
+        {"objective", "n_params", "tokens", "unique_tokens", "law": selected family or None, "loss", "loss_ci",
          "families": {name: {"loss", "loss_ci", "identified", "reasons"}}, "notes": [...]}
 
     A family that is not fitted has loss null and its reasons; an unidentified one still shows its loss
     beside its reasons (predict prints all families with their verdicts), but never becomes `law`.
-    unique_tokens below tokens: no family models repeated data, so a note says the loss assumes D unique."""
+    Only the data-constrained family uses U. With U below D a note says which losses assume D unique tokens:
+    every family's where the data-constrained family is not fitted, else the selected law's if it is another."""
     fit = parse_fit(fit)
     for name, value in (("n_params", n_params), ("tokens", tokens)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise PlmscaleError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
+    if unique_tokens is not None and not (isinstance(unique_tokens, (int, float)) and math.isfinite(unique_tokens)
+                                          and unique_tokens > 0):
+        raise PlmscaleError(f"--unique-tokens must be a positive number, got {unique_tokens!r}")
     entry = fit.data.get("objectives", {}).get(objective)
     if entry is None:
         known = ", ".join(fit.data.get("objectives", {}))
@@ -188,26 +193,33 @@ def predict_run(fit, objective: str, n_params: float, tokens: float, unique_toke
     if farseer_entry is not None:
         families["farseer"] = _family_row(farseer_entry, None if "error" in farseer_entry
                                           else farseer.loss_with_interval(farseer_entry, n_params, tokens))
+    constrained = fit.method(objective, "data_constrained")
+    if "data_constrained" in entry:
+        families["data_constrained"] = _family_row(entry["data_constrained"], constrained.law.loss_at(
+            n_params, tokens, unique_tokens) if constrained.law else None)
     selected = entry.get("selected_law")
     chosen = families.get(selected) if selected else None
     notes = []
     if selected is None:
         why = (entry.get("law_selection") or {}).get("why") or "fit.json selects no law (rerun `plmscale fit`)"
         notes.append(f"no selected law: {why}")
-    if unique_tokens is not None:
-        if not (math.isfinite(unique_tokens) and unique_tokens > 0):
-            raise PlmscaleError(f"--unique-tokens must be a positive number, got {unique_tokens!r}")
-        if unique_tokens < tokens:
-            notes.append(f"the run repeats its data ({tokens / unique_tokens:.3g} epochs of {unique_tokens:.3g} unique "
-                         "tokens); no fitted family models repetition, so every loss here assumes D unique tokens "
-                         "and is optimistic")
+    if unique_tokens is not None and unique_tokens < tokens:
+        repeats = f"the run repeats its data ({tokens / unique_tokens:.3g} epochs of {unique_tokens:.3g} unique tokens)"
+        if constrained.law is None:
+            notes.append(f"{repeats}; no fitted family models repetition, so every loss here assumes D unique tokens "
+                         "and is optimistic (fit.law_families: data_constrained, on runs with a unique_tokens "
+                         "column, models it)")
+        elif selected != "data_constrained":
+            notes.append(f"{repeats}; only the data_constrained family models repetition: the other families' "
+                         "losses do not depend on U")
     largest = largest_fitted_flops(fit, objective)
     kappa = entry.get("flops_per_param_token") or 6.0
     if largest and kappa * n_params * tokens > EXTRAPOLATION_WARNING_FACTOR * largest:
         notes.append(f"the run's compute ({kappa * n_params * tokens:.3g} FLOPs) is more than "
                      f"{EXTRAPOLATION_WARNING_FACTOR:g}x the largest fitted ({largest:.3g}): the intervals cover the "
                      "bootstrap's spread, not whether the law holds that far out")
-    return {"objective": objective, "n_params": float(n_params), "tokens": float(tokens), "law": selected,
+    return {"objective": objective, "n_params": float(n_params), "tokens": float(tokens),
+            "unique_tokens": None if unique_tokens is None else float(unique_tokens), "law": selected,
             "loss": chosen["loss"] if chosen else None, "loss_ci": chosen["loss_ci"] if chosen else None,
             "families": families, "notes": notes}
 

@@ -32,7 +32,7 @@ class FitSettings:
     backtest: bool
     isoflop_bootstrap: str           # runs | residuals
     loss_column: str                 # the runs table's column fitted as the loss
-    law_families: tuple              # (N, D) law families fitted and selected among (parametric, farseer)
+    law_families: tuple              # law families fitted and selected among (parametric, farseer, data_constrained)
     grid_objectives: tuple | None    # train.objectives; None: no grid known (a runs table alone)
 
     @classmethod

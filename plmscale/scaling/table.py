@@ -110,8 +110,10 @@ def _check_numbers(df, source, columns_positive, id_column="run_id"):
         df[column] = values
 
 
-def validate_runs(df, source="runs table"):
+def validate_runs(df, source="runs table", group_budgets=True):
     """Return a cleaned copy of a runs table or raise PlmscaleError saying exactly what is wrong.
+    group_budgets=False: a table without a budget column is not refused where its FLOPs do not group into
+    IsoFLOP budgets (the fit treats such an objective as a scatter of N and D).
 
     Required columns: run_id, objective (clm|mlm), n_params, tokens, flops, loss (all > 0 and finite).
     Optional: budget (float or empty; empty = not an IsoFLOP run), init_from (non-empty = transfer run),
@@ -139,7 +141,7 @@ def validate_runs(df, source="runs table"):
         df["budget"] = budget
     df["init_from"] = text_column(df, "init_from")
     df = with_roles(df, source).reset_index(drop=True)
-    if "budget" not in df.columns:
+    if "budget" not in df.columns and group_budgets:
         for objective, group in df.groupby("objective", sort=False):
             budget_groups(scratch_runs(group), source=f"{source} ({objective} runs)")  # refuses a too-wide group
     return df
