@@ -1,0 +1,213 @@
+"""The planner (plmscale.design.planner, `plmscale design`) and the next run (`plmscale predict --emit-config`)."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from plmscale.cli import main as cli_main
+from plmscale.config import load_config_files
+from plmscale.design import planner
+from plmscale.grid.plan import planned_specs
+from workflow_helpers import REPO
+
+DEMO = str(REPO / "config.yaml")
+PAPER = str(REPO / "configs" / "paper.yaml")
+# The demo's own parametric law (fit.json of the 2026-12-06 demo run, CLM), a prior with a known a.
+DEMO_PRIOR = planner.PriorLaw(E=2.1104, A=22.87, B=54719.0, alpha=0.5771, beta=0.9516, source="test")
+NOISE = 0.01
+
+
+def demo_config():
+    return load_config_files([DEMO])
+
+
+def isoflop_design(name, **isoflop):
+    config, _ = demo_config()
+    values = {key: config["train"]["isoflop"][key] for key in planner.FRAGMENT_KEYS}
+    return planner.Design(name, {**values, **isoflop}, {})
+
+
+# ---- expected widths on a known prior ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_plan():
+    config, source = demo_config()
+    budgets = config["train"]["isoflop"]["budgets"]
+    designs = [planner.Design("config grid", {}, {}, is_config=True),
+               isoflop_design("x3", replicates=3),
+               isoflop_design("two budgets more", budgets=budgets + [1e12, 2e12])]
+    return planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, noise=NOISE, simulations=100, designs=designs,
+                                source=source)
+
+
+def test_expected_a_width_shrinks_with_replicates_and_span(demo_plan):
+    rows = {row["name"]: row for row in demo_plan["rows"]}
+    base = rows["config grid"]
+    assert math.isfinite(base["a_width"])
+    assert rows["x3"]["a_width"] < 0.85 * base["a_width"]
+    assert rows["two budgets more"]["a_width"] < 0.85 * base["a_width"]
+    # ... and more of the simulated studies are identified, at a cost the plan adds up.
+    assert rows["x3"]["identified_fraction"] > base["identified_fraction"]
+    assert rows["x3"]["flops"] == pytest.approx(3 * base["flops"])
+    assert rows["x3"]["n_runs"] == 3 * base["n_runs"]
+
+
+def test_the_simulated_fits_centre_on_the_priors_exponent():
+    """No noise to speak of and a grid that brackets every optimum: the studies recover the prior's a."""
+    config, source = demo_config()
+    plan = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, noise=1e-4, simulations=30,
+                                designs=[planner.Design("config grid", {}, {}, is_config=True)], source=source)
+    row = plan["rows"][0]
+    assert row["fitted_fraction"] == 1.0
+    assert abs(row["a_bias"]) < 0.1  # parabolas in log N of a non-parabolic profile: a small, known bias
+    assert row["a_spread"] < 0.02
+
+
+def test_more_noise_gives_a_wider_expected_interval():
+    config, source = demo_config()
+    design = [planner.Design("config grid", {}, {}, is_config=True)]
+    widths = [planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, noise=noise, simulations=60, designs=design,
+                                   source=source)["rows"][0]["a_width"] for noise in (0.003, 0.02)]
+    assert widths[0] < widths[1]
+
+
+def test_the_choice_is_the_narrowest_width_within_the_study_budget(demo_plan):
+    config, source = demo_config()
+    rows = demo_plan["rows"]
+    base_cost = rows[0]["flops"]
+    designs = [planner.Design("config grid", {}, {}, is_config=True), isoflop_design("x3", replicates=3)]
+    within = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, 1.5 * base_cost, noise=NOISE, simulations=100,
+                                  designs=designs, source=source)
+    assert within["rows"][within["chosen"]]["name"] == "config grid"  # x3 costs 3x: out of budget
+    unlimited = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, noise=NOISE, simulations=100,
+                                     designs=designs, source=source)
+    assert unlimited["rows"][unlimited["chosen"]]["name"] == "x3"
+    nothing = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, 0.5 * base_cost, noise=NOISE, simulations=100,
+                                   designs=designs, source=source)
+    assert nothing["chosen"] is None and "within the study budget" in nothing["chosen_why"]
+
+
+# ---- the config's own row --------------------------------------------------------------------------------
+
+def _isoflop_points(config, source):
+    return [s for s in planned_specs(config, source) if s.budget is not None and s.init_from is None
+            and s.wsd_role != "trunk"]
+
+
+@pytest.mark.parametrize("path", [DEMO, PAPER])
+def test_the_config_grid_row_is_the_configs_run_list_and_cost(path):
+    config, source = load_config_files([path])
+    designs = planner.candidate_designs(config)
+    assert designs[0].is_config and sum(d.is_config for d in designs) == 1
+    plan = planner.plan_designs(config, DEMO_PRIOR if path == DEMO else planner.prior_published("clm"), 1e22, None,
+                                noise=NOISE, simulations=20, designs=designs[:1], source=source)
+    row = plan["rows"][0]
+    points = _isoflop_points(config, source)
+    assert row["is_config"] and row["n_runs"] == len(points)
+    assert row["flops"] == pytest.approx(sum(s.flops for s in points))
+    assert sorted(row["budgets"]) == sorted(config["train"]["isoflop"]["budgets"])
+    if config["train"]["device"] == "cpu":
+        assert row["gpu_hours"] is None
+    else:  # the plan's GPU-hour estimate of the same runs
+        assert row["gpu_hours"] == pytest.approx(sum(s.resources["gpus"] * s.resources["runtime_min"] / 60
+                                                     for s in points))
+
+
+def test_candidates_vary_span_sizes_replicates_and_schedule_without_repeating_the_config():
+    config, _ = demo_config()
+    designs = planner.candidate_designs(config)
+    names = [d.name for d in designs]
+    assert len(names) == len(set(names))
+    assert {d.isoflop.get("replicates") for d in designs[1:]} == {1, 2, 3}
+    assert {d.isoflop.get("schedule") for d in designs[1:]} == {"cosine", "wsd"}
+    assert any(len(d.isoflop["budgets"]) > 4 and max(d.isoflop["budgets"]) > 5e11 for d in designs[1:])
+    assert any(d.ladder for d in designs)
+    iso = config["train"]["isoflop"]
+    assert not any(not d.ladder and all(d.isoflop[k] == iso[k] for k in planner.FRAGMENT_KEYS) for d in designs[1:])
+
+
+# ---- the fragment ----------------------------------------------------------------------------------------
+
+def test_the_chosen_fragment_round_trips_through_the_config_loader(tmp_path):
+    """`plmscale design` writes chosen.yaml; merged over the config (as snakemake --configfile does) it expands
+    to exactly the chosen design's grid, a new ladder shape included."""
+    config, source = demo_config()
+    larger = [d for d in planner.candidate_designs(config) if d.ladder and "+2 budgets above" in d.name
+              and d.isoflop["replicates"] == 2][0]
+    plan = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, noise=NOISE, simulations=20, designs=[larger],
+                                source=source)
+    assert plan["chosen"] == 0
+    from plmscale.cli.design import fragment_text
+    path = tmp_path / "chosen.yaml"
+    path.write_text(fragment_text(plan, [DEMO]))
+    merged, merged_source = load_config_files([DEMO, path])
+    expected = _isoflop_points(planner.design_config(config, larger), source)
+    got = _isoflop_points(merged, merged_source)
+    assert [(s.run_id, s.tokens) for s in got] == [(s.run_id, s.tokens) for s in expected]
+    assert len(got) == plan["rows"][0]["n_runs"]
+    assert any(s.model in larger.ladder for s in got)  # the added size trains at the new budgets
+    assert any(s.run_id.endswith("_r2") for s in got)
+
+
+def test_design_command_writes_table_figure_and_fragment(tmp_path, capsys):
+    runs = tmp_path / "runs.csv"
+    rng = np.random.default_rng(3)
+    rows = []
+    for budget, sizes in ((3.125e10, (3.5e3, 7e3, 14e3)), (1.25e11, (7e3, 14e3, 25e3)), (5e11, (14e3, 25e3, 55e3))):
+        for n in sizes:
+            d = budget / (6 * n)
+            for replicate in (1, 2):
+                loss = DEMO_PRIOR.loss(n, d) * math.exp(0.02 * rng.standard_normal())
+                rows.append({"run_id": f"clm_{n:g}_c{budget:g}_r{replicate}", "objective": "clm", "n_params": n,
+                             "tokens": d, "flops": budget, "loss": loss, "budget": budget})
+    pd.DataFrame(rows).to_csv(runs, index=False)
+    out = tmp_path / "design"
+    code = cli_main(["design", "--config", DEMO, "--target-flops", "1.5e12", "--runs", str(runs),
+                     "--study-budget", "6e12", "--simulations", "20", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "measured" in text and "replicated grid points" in text  # the noise came from the replicates
+    assert "parametric law fitted to" in text  # and the prior law from the runs
+    assert " *  config grid" in text or ">*  config grid" in text
+    record = json.loads((out / "design.json").read_text())
+    assert record["rows"][0]["is_config"] and record["chosen"] is not None
+    assert (out / "design_planner.png").exists()
+    fragment = yaml.safe_load((out / "chosen.yaml").read_text())
+    assert set(fragment["train"]["isoflop"]) == set(planner.FRAGMENT_KEYS)
+
+
+def test_measured_noise_pools_the_replicates():
+    rng = np.random.default_rng(1)
+    rows = [{"run_id": f"r{i}_{k}", "objective": "clm", "n_params": 1e4 * (i + 1), "tokens": 1e6, "flops": 6e10 * (i + 1),
+             "budget": 6e10 * (i + 1), "loss": 2.0 * math.exp(0.02 * rng.standard_normal())} for i in range(200) for k in range(3)]
+    sigma, source = planner.measured_noise(pd.DataFrame(rows), "clm")
+    assert sigma == pytest.approx(0.02, rel=0.1)
+    assert "400 degrees of freedom" in source
+    single = pd.DataFrame([{**r, "run_id": f"x{i}"} for i, r in enumerate(rows[::3])])
+    assert planner.measured_noise(single, "clm") is None
+
+
+def test_design_needs_a_prior_and_a_target(capsys):
+    assert cli_main(["design", "--config", DEMO, "--target-flops", "1e12"]) == 2
+    assert "--prior" in capsys.readouterr().err
+    assert cli_main(["design", "--config", DEMO, "--prior", "published"]) == 2
+    assert "--target-flops" in capsys.readouterr().err
+
+
+def test_design_replay_is_dispatched_to_its_module(monkeypatch, capsys):
+    import sys
+    import types
+    calls = {}
+    module = types.ModuleType("plmscale.cli.design_replay")
+    module.configure_parser = lambda parser: (parser.add_argument("pool"), parser.add_argument("--targets"))
+    module.main = lambda args: calls.setdefault("args", args) and 0
+    monkeypatch.setitem(sys.modules, "plmscale.cli.design_replay", module)
+    assert cli_main(["design", "replay", "pool.csv", "--targets", "t.csv"]) == 0
+    assert calls["args"].pool == "pool.csv" and calls["args"].targets == "t.csv"
+    monkeypatch.setitem(sys.modules, "plmscale.cli.design_replay", None)  # the module is missing
+    assert cli_main(["design", "replay", "pool.csv"]) == 2
+    assert "design_replay" in capsys.readouterr().err
