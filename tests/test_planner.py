@@ -11,7 +11,11 @@ import yaml
 from plmscale.cli import main as cli_main
 from plmscale.config import load_config_files
 from plmscale.design import planner
+from plmscale.design.next_run import next_run
+from plmscale.errors import PlmscaleError
+from plmscale.grid.expand import expand_grid
 from plmscale.grid.plan import planned_specs
+from plmscale.grid.shapes import n_params, nearest_ladder_entry
 from workflow_helpers import REPO
 
 DEMO = str(REPO / "config.yaml")
@@ -211,3 +215,64 @@ def test_design_replay_is_dispatched_to_its_module(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "plmscale.cli.design_replay", None)  # the module is missing
     assert cli_main(["design", "replay", "pool.csv"]) == 2
     assert "design_replay" in capsys.readouterr().err
+
+
+# ---- predict --emit-config ----------------------------------------------------------------------------------
+
+ISO = {"k_n": 0.5, "a": 0.5, "k_d": 1 / 3, "b": 0.5, "k_l": 40.0, "s": -0.05}
+
+
+def isoflop_only_fit(identified=True):
+    """A fit.json with a known IsoFLOP law N_opt = 0.5·C^0.5 (parametric not fitted)."""
+    rng = np.random.default_rng(0)
+    draws = {key: list(value * (1 + 0.01 * rng.standard_normal(200))) for key, value in ISO.items()}
+    isoflop = {**ISO, "a_ci": [0.49, 0.51], "b_ci": [0.49, 0.51], "loss_law": "L_opt = k_l * C^s",
+               "bootstrap": {"draws": draws}, "identified": identified,
+               "reasons": [] if identified else ["only 1 of 4 IsoFLOP budgets bracketed an optimum (need 2)"],
+               "optima": [{"budget": b, "n_opt": ISO["k_n"] * b ** 0.5, "d_opt": ISO["k_d"] * b ** 0.5, "loss_opt": 2.5,
+                           "curvature": 0.1, "kept": True, "run_ids": []} for b in (3.125e10, 6.25e10, 1.25e11, 5e11)]}
+    return {"version": 1, "objectives": {"clm": {"isoflop": isoflop, "parametric": {"error": "not fitted"},
+                                                 "envelope": {"error": "envelope fit needs training curves"}}}}
+
+
+def test_emit_config_overlay_adds_exactly_the_forecast_run(tmp_path, capsys):
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps(isoflop_only_fit()))
+    out = tmp_path / "next.yaml"
+    flops = 1.6e10  # N_opt = 0.5·C^0.5 = 63.2k: past the ladder's largest size (n55k)
+    assert cli_main(["predict", "--fit", str(fit), "--flops", str(flops), "--objective", "clm",
+                     "--config", DEMO, "--emit-config", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    base, base_source = demo_config()
+    merged, merged_source = load_config_files([DEMO, out])
+    before = {s.run_id: s for s in expand_grid(base, base_source)}
+    after = {s.run_id: s for s in expand_grid(merged, merged_source)}
+    added = sorted(set(after) - set(before))
+    assert len(added) == 1 and set(before) <= set(after)
+    run = after[added[0]]
+    n_opt = 0.5 * flops ** 0.5
+    assert abs(run.n_params - n_opt) / n_opt < 0.02  # the forecast N, to the ladder-like shape's rounding
+    assert run.model.startswith(nearest_ladder_entry(n_opt, base["train"]["ladder"]))
+    assert run.tokens == round(flops / (6 * run.n_params))
+    assert run.objective == "clm" and run.budget is None
+    assert run.shape["layers"] == base["train"]["ladder"]["n55k"]["layers"]  # the ladder's rule for the shape
+
+
+def test_emit_config_refuses_an_unidentified_fit(tmp_path, capsys):
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps(isoflop_only_fit(identified=False)))
+    out = tmp_path / "next.yaml"
+    assert cli_main(["predict", "--fit", str(fit), "--flops", "1.6e10", "--objective", "clm",
+                     "--config", DEMO, "--emit-config", str(out)]) == 2
+    assert "bracketed" in capsys.readouterr().err and not out.exists()
+
+
+def test_next_run_keeps_the_isoflop_grid_when_the_ladder_grows():
+    """The new shape must not join the IsoFLOP grid (models: null means every ladder entry)."""
+    config, source = demo_config()
+    plan = next_run(config, isoflop_only_fit(), "clm", 1.6e10, source)
+    assert plan["overlay"]["train"]["isoflop"]["models"] == list(config["train"]["ladder"])
+    assert plan["overlay"]["train"]["runs"][:-1] == config["train"]["runs"]
+    assert n_params(plan["shape"]) == plan["n_params"]
+    with pytest.raises(PlmscaleError, match="positive"):
+        next_run(config, isoflop_only_fit(), "clm", 0.0, source)
