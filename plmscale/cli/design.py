@@ -33,8 +33,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study-budget", type=float,
                         help="FLOPs (train.flops_definition) the study may spend; the chosen design fits in it")
     parser.add_argument("--objective", choices=["clm", "mlm"], help="objective to simulate (default: the grid's first)")
-    parser.add_argument("--noise", type=float, help="run-to-run noise of one loss as a relative sd, e.g. 0.01 "
-                                                    "(default: measured from --runs replicates, else 1%%)")
+    parser.add_argument("--noise", type=float,
+                        help="run-to-run noise of one loss as a relative core sd, e.g. 0.005 (default: measured from "
+                             f"--runs replicates, else {planner.DEFAULT_NOISE * 100:.2f}%%, docs/planner.md)")
+    parser.add_argument("--noise-tails", type=float, default=planner.DEFAULT_TAIL_DF, metavar="DF",
+                        help=f"degrees of freedom of the noise's Student-t tails (default {planner.DEFAULT_TAIL_DF:g}; "
+                             "inf: Gaussian)")
     parser.add_argument("--simulations", type=int, default=planner.DEFAULT_SIMULATIONS,
                         help=f"simulated studies per design (default {planner.DEFAULT_SIMULATIONS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulations (default 0)")
@@ -80,7 +84,7 @@ def resolve_prior(args, objective: str):
                             "or --runs runs.csv (fitted to those runs)")
     measured = planner.measured_noise(runs, objective, args.runs) if runs is not None else None
     if args.noise is not None:
-        return prior, args.noise, f"given: {args.noise:.2%} (--noise)"
+        return prior, args.noise, f"given: {args.noise:.2%} core sd (--noise)"
     if measured is not None:
         return prior, *measured
     return prior, planner.DEFAULT_NOISE, planner.DEFAULT_NOISE_SOURCE
@@ -111,7 +115,8 @@ def main(args) -> int:
     objective = args.objective or config["train"]["objectives"][0]
     prior, noise, noise_source = resolve_prior(args, objective)
     plan = planner.plan_designs(config, prior, args.target_flops, args.study_budget, objective=objective, noise=noise,
-                                noise_source=noise_source, simulations=args.simulations, seed=args.seed, source=source)
+                                noise_source=noise_source, tail_df=args.noise_tails, simulations=args.simulations,
+                                seed=args.seed, source=source)
     print(planner.format_plan(plan))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
