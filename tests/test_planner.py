@@ -288,3 +288,17 @@ def test_next_run_keeps_the_isoflop_grid_when_the_ladder_grows():
     assert n_params(plan["shape"]) == plan["n_params"]
     with pytest.raises(PlmscaleError, match="positive"):
         next_run(config, isoflop_only_fit(), "clm", 0.0, source)
+
+
+def test_a_design_with_one_budget_is_a_row_without_an_interval():
+    config, source = demo_config()
+    one = planner.Design("one budget", {"budgets": [1.25e11]}, {})
+    # Without 1.25e11 the transfer run (train.transfer) has no source: that design is left out, with the reason.
+    orphan = planner.Design("no transfer source", {"budgets": [5e11]}, {})
+    plan = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, simulations=20, designs=[one, orphan], source=source)
+    assert len(plan["rows"]) == 1 and any("'no transfer source' left out" in note and "transfer" in note
+                                          for note in plan["notes"])
+    row = plan["rows"][0]
+    assert row["a_width"] == math.inf and row["identified_fraction"] == 0.0 and "2 or more" in row["why"]
+    assert plan["chosen"] is None
+    assert json.loads(json.dumps(planner.plan_json(plan)))["rows"][0]["a_width"] is None

@@ -354,8 +354,9 @@ def simulate_studies(table: pd.DataFrame, prior: PriorLaw, noise: float, target_
     true_n, true_loss = prior.optimum(target_flops, kappa)
     out = {"n_budgets": len(designs), "prior_a": prior.a, "true_n_opt": true_n, "true_loss": true_loss}
     if len(designs) < 2:
-        return {**out, "a_width": math.inf, "identified_fraction": 0.0, "a_spread": None, "a_bias": None,
-                "n_opt_spread": None, "loss_spread_pct": None, "fitted_fraction": 0.0,
+        return {**out, "a_width": math.inf, "a_width_quartiles": [math.inf, math.inf], "a_width_identified": None,
+                "identified_fraction": 0.0, "fitted_fraction": 0.0, "a_spread": None, "a_bias": None,
+                "n_opt_spread": None, "loss_spread_pct": None, "loss_bias_pct": None,
                 "why": f"{len(designs)} budget(s) with runs: an IsoFLOP fit needs 2 or more"}
     clean = prior.loss(table["n_params"].to_numpy(), table["tokens"].to_numpy())
     losses = clean * np.exp(run_noise(rng, (K, n_runs), noise, tail_df))
@@ -403,6 +404,8 @@ def simulate_studies(table: pd.DataFrame, prior: PriorLaw, noise: float, target_
     enough_studies = usable.sum() >= 10
     out.update({
         "a_width": float(np.median(width)),
+        # Where the widths of single studies fall (inf: no interval), to set one realization against.
+        "a_width_quartiles": [float(q) for q in np.percentile(width, [25, 75])],
         "a_width_identified": float(np.median(width[identified])) if identified.any() else None,
         "identified_fraction": float(identified.mean()),
         "fitted_fraction": float(fitted.mean()),
@@ -448,10 +451,17 @@ def plan_designs(config: dict, prior: PriorLaw, target_flops: float, study_budge
     draws = int(min(max(fit["bootstrap"], 20), MAX_DRAWS))
     scheme = fit["isoflop_bootstrap"]
     min_points = fit["min_points_per_budget"]
-    rows, seen = [], set()
+    rows, seen, notes = [], set(), list(prior.notes)
     for design in (designs if designs is not None else candidate_designs(config)):
         variant = design_config(config, design)
-        specs = expand_grid(variant, source=source, trunks=True)
+        try:
+            specs = expand_grid(variant, source=source, trunks=True)
+        except PlmscaleError as error:
+            if design.is_config:
+                raise
+            # e.g. a span without the budget a transfer run starts from: not a grid the config can train.
+            notes.append(f"design {design.name!r} left out: {error}")
+            continue
         # A variant that trains the very runs of an earlier row (e.g. a larger size no budget can use) is
         # that row again.
         trained = (variant["train"]["isoflop"]["schedule"], tuple(sorted((s.run_id, s.tokens) for s in specs)))
@@ -490,7 +500,7 @@ def plan_designs(config: dict, prior: PriorLaw, target_flops: float, study_budge
             "prior": prior.describe(), "prior_a": prior.a, "noise": noise, "noise_source": noise_source,
             "tail_df": tail_df,
             "simulations": int(simulations), "draws": draws, "scheme": scheme, "rows": rows, "chosen": chosen,
-            "chosen_why": why, "notes": list(prior.notes),
+            "chosen_why": why, "notes": notes,
             "flops_definition": config["train"]["flops_definition"]}
 
 
@@ -531,5 +541,10 @@ def format_plan(plan: dict) -> str:
 
 def plan_json(plan: dict) -> dict:
     """The plan as plain JSON (each row's design as its config fragment)."""
-    return {**plan, "rows": [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-                             for r in plan["rows"]]}
+    def plain(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return [plain(v) for v in value] if isinstance(value, list) else value
+
+    return {**plan, "tail_df": plain(plan["tail_df"]),
+            "rows": [{k: plain(v) for k, v in r.items()} for r in plan["rows"]]}
