@@ -405,7 +405,7 @@ def simulate_studies(table: pd.DataFrame, prior: PriorLaw, noise: float, target_
     out.update({
         "a_width": float(np.median(width)),
         # Where the widths of single studies fall (inf: no interval), to set one realization against.
-        "a_width_quartiles": [float(q) for q in np.percentile(width, [25, 75])],
+        "a_width_quartiles": [float(q) for q in np.percentile(width, [25, 75], method="nearest")],
         "a_width_identified": float(np.median(width[identified])) if identified.any() else None,
         "identified_fraction": float(identified.mean()),
         "fitted_fraction": float(fitted.mean()),
