@@ -267,7 +267,17 @@ def test_emit_config_overlay_adds_exactly_the_forecast_run(tmp_path, capsys):
     assert run.model.startswith(nearest_ladder_entry(n_opt, base["train"]["ladder"]))
     assert run.tokens == round(flops / (6 * run.n_params))
     assert run.objective == "clm" and run.budget is None
-    assert run.shape["layers"] == base["train"]["ladder"]["n55k"]["layers"]  # the ladder's rule for the shape
+    # The demo's closed loop trains at fit.closed_loop.layers: [3] (the ladder's 2 layers fell short at 3x).
+    assert base["fit"]["closed_loop"]["layers"] == [3] and run.shape["layers"] == 3
+
+
+def test_emit_config_without_a_closed_loop_depth_takes_the_ladders(tmp_path):
+    no_depth = tmp_path / "no_depth.yaml"
+    no_depth.write_text("fit:\n  closed_loop: {multiples: [3], layers: null}\n")
+    config, source = load_config_files([DEMO, no_depth])
+    plan = next_run(config, isoflop_only_fit(), "clm", 1.6e10, source)
+    assert plan["shape"]["layers"] == config["train"]["ladder"]["n55k"]["layers"] == 2
+    assert plan["model"] == "n55k-like"
 
 
 def test_emit_config_refuses_an_unidentified_fit(tmp_path, capsys):

@@ -3,7 +3,7 @@ a budget C with the workflow (`plmscale predict --flops C --emit-config OUT.yaml
 
 The run is planned as the closed loop plans its run (scaling/closed_loop.py): N_opt(C) from the first
 identified method of fit.closed_loop.methods, a shape of the ladder's family sized to it
-(grid.shapes.ladder_like_shape), D = C / FLOPs per token, and a run spec made by the grid builder (recipe
+(grid.shapes.ladder_like_shape; at the depth of fit.closed_loop.layers where that lists one), D = C / FLOPs per token, and a run spec made by the grid builder (recipe
 lr and batch, seed, resources). The overlay adds that shape to train.ladder and the run to train.runs;
 `snakemake --configfile config.yaml OUT.yaml` then trains it and nothing else new.
 """
@@ -38,10 +38,10 @@ def forecast_optimum(fit, objective: str, flops: float, methods) -> dict:
                         f"C = {flops:.3g} in {fit.source} ({' | '.join(why)}); nothing to emit")
 
 
-def _model_name(nearest: str, ladder: dict) -> str:
-    name, index = f"{nearest}-like", 2
+def _model_name(base: str, ladder: dict) -> str:
+    name, index = f"{base}-like", 2
     while name in ladder:
-        name, index = f"{nearest}-like{index}", index + 1
+        name, index = f"{base}-like{index}", index + 1
     return name
 
 
@@ -56,10 +56,15 @@ def next_run(config: dict, fit, objective: str, flops: float, source: str | None
     ladder = train["ladder"]
     if not ladder:
         raise PlmscaleError(f"config {source}: train.ladder is empty; the next run's shape is made from the ladder")
+    # One depth listed in fit.closed_loop.layers sets the depth, as it does for the closed loop's run (on the
+    # demo the ladder's 2 layers fell short of the frontier at 3x and 3 layers met it); otherwise, or for a
+    # depth search, the ladder's rule: the depth of the nearest entry.
+    depths = config["fit"]["closed_loop"].get("layers") or []
+    layers = depths[0] if len(depths) == 1 else None
     nearest = shapes.nearest_ladder_entry(forecast["n_opt"], ladder)
-    shape = shapes.normalise_shape(shapes.ladder_like_shape(forecast["n_opt"], ladder))
+    shape = shapes.normalise_shape(shapes.ladder_like_shape(forecast["n_opt"], ladder, layers=layers))
     tokens = round(flops / shapes.flops_per_token(shape, train["seq_len"], train["flops_definition"]))
-    model = _model_name(nearest, ladder)
+    model = _model_name(nearest + (f"-L{layers}" if layers else ""), ladder)
     run_id = f"{objective}_{model}_d{format_number(tokens)}"
     builder = GridBuilder(config, source)
     builder.add_shape(model, shape)
@@ -74,7 +79,8 @@ def next_run(config: dict, fit, objective: str, flops: float, source: str | None
                          # Lists are replaced when configs merge: the config's own runs come along.
                          "runs": [dict(r) for r in train["runs"]] +
                                  [{"objective": objective, "model": model, "tokens": int(tokens)}]}}
-    return {"overlay": overlay, "run_id": run_id, "model": model, "shape": shape, "n_params": spec.n_params,
+    return {"overlay": overlay, "run_id": run_id, "model": model, "shape": shape, "layers_from_config": layers,
+            "n_params": spec.n_params,
             "tokens": int(tokens), "lr": spec.lr, "batch_tokens": spec.batch_tokens, "resources": spec.resources,
             "forecast": forecast, "nearest_ladder_entry": nearest, "flops": float(flops), "objective": objective}
 
@@ -90,7 +96,9 @@ def overlay_text(plan: dict, config_source: str | None, fit_source: str) -> str:
         "(plmscale predict --emit-config).",
         f"# From {fit_source}: the {f['method']} law's N_opt {f['n_opt']:.3g}{ci}{loss}.",
         f"# Trains {plan['run_id']}: {plan['model']} {plan['shape']} ({plan['n_params']:,} non-embedding parameters, "
-        f"nearest ladder entry {plan['nearest_ladder_entry']}) on {plan['tokens']:,} tokens,",
+        f"nearest ladder entry {plan['nearest_ladder_entry']}" +
+        (f"; {plan['layers_from_config']} layers from fit.closed_loop.layers" if plan["layers_from_config"] else "") +
+        f") on {plan['tokens']:,} tokens,",
         f"# recipe lr {plan['lr']:.4g}, batch {plan['batch_tokens']:,} tokens; planned resources: " +
         (f"{r['cpus']} CPU thread(s)" if r["device"] == "cpu" else
          f"{r['gpus']} GPU(s) on {r['nodes']} node(s), {r['strategy']}") + f", ~{r['runtime_min']} min.",
