@@ -170,7 +170,6 @@ class Design:
     is_config: bool = False
 
 
-
 def _ratio(values) -> float | None:
     """Geometric mean step of sorted positive values (None for fewer than 2)."""
     values = sorted(float(v) for v in values)
@@ -182,7 +181,7 @@ def _round_budget(value: float) -> float:
 
 
 def _shape_name(n: float, ladder: dict) -> str:
-    """A ladder label for a planned shape, e.g. n110k, unused in the ladder."""
+    """A ladder label for a planned shape, e.g. n109k, unused in the ladder."""
     for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3), ("", 1)):
         if n >= scale:
             base = f"n{n / scale:.3g}{unit}"
@@ -258,7 +257,7 @@ def design_cost(specs, config: dict) -> dict:
     """What an IsoFLOP design costs to train: FLOPs in train.flops_definition (a WSD grid: trunks plus
     decays, what is trained) and GPU-hours from the plan's estimates (None on a CPU config)."""
     points = isoflop_points(specs)
-    trained = [s for s in specs if s.budget is not None and s.init_from is None or s.wsd_role == "trunk"]
+    trained = [s for s in specs if (s.budget is not None and s.init_from is None) or s.wsd_role == "trunk"]
     if config["train"]["isoflop"]["schedule"] == "wsd":
         flops = grid_cost(specs).wsd_flops
     else:
@@ -369,7 +368,7 @@ def simulate_studies(table: pd.DataFrame, prior: PriorLaw, noise: float, target_
     # noise (t >= min_curvature_t; a budget of 3 sizes has no residual to test and counts).
     counted = np.zeros(K, int)
     for design, result in zip(designs, per_budget):
-        t = _parabola_stats(design, losses)[2] if len(design["positions"]) > 3 else np.full(K, np.inf)
+        t = _parabola_stats(design, losses)[2]  # NaN without a residual degree of freedom: counts, as in identify
         counted += (result["reason"] == isoflop.OK) & ~(t < criteria.min_curvature_t)
 
     boot = _bootstrap_rows(designs, losses, n_runs, draws, scheme, min_points, rng)
