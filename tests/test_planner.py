@@ -312,3 +312,15 @@ def test_a_design_with_one_budget_is_a_row_without_an_interval():
     assert row["a_width"] == math.inf and row["identified_fraction"] == 0.0 and "2 or more" in row["why"]
     assert plan["chosen"] is None
     assert json.loads(json.dumps(planner.plan_json(plan)))["rows"][0]["a_width"] is None
+
+
+def test_priors_from_fit_json_and_published(tmp_path):
+    fit = {"objectives": {"clm": {"parametric": {"E": 2.11, "A": 22.9, "B": 5.5e4, "alpha": 0.58, "beta": 0.95,
+                                                 "identified": False, "reasons": ["E sits at its lower bound"]}}}}
+    prior = planner.prior_from_fit(fit, "clm", "fit.json")
+    assert prior.a == pytest.approx(0.95 / (0.58 + 0.95))
+    assert any("not identified" in note and "E sits at its lower bound" in note for note in prior.notes)
+    with pytest.raises(PlmscaleError, match=r"objectives\.mlm\.parametric.*--prior published"):
+        planner.prior_from_fit(fit, "mlm", "fit.json")
+    published = planner.prior_published("clm")
+    assert published.a == pytest.approx(0.4956 / (0.3666 + 0.4956)) and "2411.02142" in published.source
