@@ -22,6 +22,7 @@ COMMANDS = {
     "score": ("plmscale.cli.score", "per-sequence log-likelihood (CLM) or pseudo-perplexity (MLM) of a FASTA"),
     "generate": ("plmscale.cli.generate", "sample protein sequences from a CLM run as FASTA"),
     "cross-check": ("plmscale.cli.cross_check", "two fits side by side (e.g. a cosine and a WSD grid)"),
+    "design": ("plmscale.cli.design", "plan an IsoFLOP design before training: simulated interval widths and costs"),
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from plmscale.arithmetic import FLOPS_DEFINITIONS
 from plmscale.config import load_config, load_config_files, read_json_object
+from plmscale.design.next_run import emit_next_run_config
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.allocation import stored_or_computed
 from plmscale.scaling.costs import (MEASURED, MEASURED_COST_FILE, gpu_hours_to_flops, measured_law,
@@ -57,6 +58,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ladder", help="config with train.ladder (or a name -> n_params mapping): "
                                          "report the nearest model shape")
     parser.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    parser.add_argument("--emit-config", metavar="OUT.yaml",
+                        help="also write a config overlay that trains the forecast optimum at --flops with the workflow "
+                             "(shape, tokens, recipe and resources as the closed loop plans them; the config from "
+                             "--config, default config.yaml)")
     add_cost_arguments(parser)
     add_run_arguments(parser)
 
@@ -198,4 +203,7 @@ def main(args: argparse.Namespace) -> int:
                                              args.objective, fit=fit)))
     if far:
         print(f"warning: {far}", file=sys.stderr)
+    if args.emit_config:
+        print(emit_next_run_config(args.fit, args.flops, args.objective, args.cost_config or "config.yaml",
+                                   args.emit_config), file=sys.stderr if args.json else sys.stdout)
     return 0

@@ -1,0 +1,134 @@
+"""`plmscale design --config CFG --target-flops C [--prior fit.json | --prior published | --runs runs.csv]
+--study-budget FLOPS [--simulations K] [--out DIR]`: the planner (plmscale.design.planner) — candidate IsoFLOP
+designs around the config's grid, each simulated and costed; a table, a figure and the chosen design as a
+config fragment. `plmscale design replay ...` runs plmscale.cli.design_replay (selection strategies replayed
+on a finished pool)."""
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from plmscale.config import load_config_files, read_json_object
+from plmscale.data.atomic import write_text
+from plmscale.errors import PlmscaleError
+from plmscale.design import planner
+
+REPLAY_MODULE = "plmscale.cli.design_replay"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", nargs="+", default=["config.yaml"],
+                        help="config file(s) whose grid is planned (default: config.yaml; several are merged left "
+                             "to right, as snakemake --configfile merges them)")
+    parser.add_argument("--target-flops", type=float, help="the budget C the study should forecast (required)")
+    parser.add_argument("--prior", help="the prior law L(N, D): a fit.json (its parametric law) or `published` "
+                                        "(Cheng et al.'s); default with --runs: the law fitted to those runs")
+    parser.add_argument("--runs", help="a runs table (runs.csv): the prior law fitted to it (unless --prior), and "
+                                       "the run-to-run noise measured from its replicates where it has them")
+    parser.add_argument("--study-budget", type=float,
+                        help="FLOPs (train.flops_definition) the study may spend; the chosen design fits in it")
+    parser.add_argument("--objective", choices=["clm", "mlm"], help="objective to simulate (default: the grid's first)")
+    parser.add_argument("--noise", type=float,
+                        help="run-to-run noise of one loss as a relative core sd, e.g. 0.005 (default: measured from "
+                             f"--runs replicates, else {planner.DEFAULT_NOISE * 100:.2f}%%, docs/planner.md)")
+    parser.add_argument("--noise-tails", type=float, default=planner.DEFAULT_TAIL_DF, metavar="DF",
+                        help=f"degrees of freedom of the noise's Student-t tails (default {planner.DEFAULT_TAIL_DF:g}; "
+                             "inf: Gaussian)")
+    parser.add_argument("--simulations", type=int, default=planner.DEFAULT_SIMULATIONS,
+                        help=f"simulated studies per design (default {planner.DEFAULT_SIMULATIONS})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulations (default 0)")
+    parser.add_argument("--out", default="results/design",
+                        help="folder for design.json, design_planner.png and chosen.yaml (default: results/design)")
+    # `plmscale design replay ...`: everything after the word goes to the replay command's own parser.
+    parser.add_argument("subcommand", nargs=argparse.REMAINDER, metavar="replay ...",
+                        help="`replay POOL.csv ...`: replay run-selection strategies on a finished pool "
+                             "(plmscale design replay --help)")
+
+
+def run_replay(argv) -> int:
+    """`plmscale design replay ARGS`, handed to plmscale.cli.design_replay (imported only here)."""
+    try:
+        module = importlib.import_module(REPLAY_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name != REPLAY_MODULE:
+            raise
+        raise PlmscaleError(f"`plmscale design replay` is not part of this installation ({REPLAY_MODULE} is "
+                            "missing); update plmscale") from None
+    parser = argparse.ArgumentParser(prog="plmscale design replay",
+                                     description="replay run-selection strategies on a finished pool of runs")
+    module.configure_parser(parser)
+    return int(module.main(parser.parse_args(argv)) or 0)
+
+
+def resolve_prior(args, objective: str):
+    """(prior law, noise, noise source) from --prior / --runs / --noise."""
+    runs = None
+    if args.runs:
+        try:
+            runs = pd.read_csv(args.runs)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+            raise PlmscaleError(f"--runs {args.runs}: cannot read the runs table ({error})") from None
+    if args.prior == "published":
+        prior = planner.prior_published(objective)
+    elif args.prior:
+        prior = planner.prior_from_fit(read_json_object(args.prior, "fit.json"), objective, args.prior)
+    elif runs is not None:
+        prior = planner.prior_from_runs(runs, objective, args.runs)
+    else:
+        raise PlmscaleError("give the prior law: --prior fit.json (a finished fit), --prior published (the paper's) "
+                            "or --runs runs.csv (fitted to those runs)")
+    measured = planner.measured_noise(runs, objective, args.runs) if runs is not None else None
+    if args.noise is not None:
+        return prior, args.noise, f"given: {args.noise:.2%} core sd (--noise)"
+    if measured is not None:
+        return prior, *measured
+    return prior, planner.DEFAULT_NOISE, planner.DEFAULT_NOISE_SOURCE
+
+
+def fragment_text(plan: dict, config_files) -> str:
+    row = plan["rows"][plan["chosen"]]
+    header = [f"# The design plmscale design chose for {plan['objective'].upper()} at C = {plan['target_flops']:.3g}: "
+              f"{row['name']}",
+              f"# {plan['chosen_why']}; {row['n_runs']} IsoFLOP runs, {row['flops']:.3g} FLOPs, "
+              f"{row['identified_fraction']:.0%} of {plan['simulations']} simulated studies identified.",
+              f"# prior: {plan['prior']}",
+              f"# Use: snakemake --configfile {' '.join(config_files)} THIS_FILE"]
+    return "\n".join(header) + "\n" + yaml.safe_dump(row["fragment"], sort_keys=False)
+
+
+def main(args) -> int:
+    if args.subcommand:
+        if args.subcommand[0] != "replay":
+            raise PlmscaleError(f"unknown design sub-command {args.subcommand[0]!r}: the planner takes options only "
+                                "(--config, --target-flops, ...), and `plmscale design replay ...` replays strategies")
+        return run_replay(args.subcommand[1:])
+    if args.target_flops is None:
+        raise PlmscaleError("give --target-flops C: the budget the study's forecast is for")
+    if args.simulations < 20:
+        raise PlmscaleError(f"--simulations {args.simulations}: at least 20 studies are needed for a 95% range")
+    config, source = load_config_files(args.config)
+    objective = args.objective or config["train"]["objectives"][0]
+    prior, noise, noise_source = resolve_prior(args, objective)
+    plan = planner.plan_designs(config, prior, args.target_flops, args.study_budget, objective=objective, noise=noise,
+                                noise_source=noise_source, tail_df=args.noise_tails, simulations=args.simulations,
+                                seed=args.seed, source=source)
+    print(planner.format_plan(plan))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with write_text(out / "design.json") as handle:
+        json.dump(planner.plan_json(plan), handle, indent=1)
+        handle.write("\n")
+    from plmscale.plots.design_planner import plot_design_planner  # matplotlib only when drawing
+    plot_design_planner(plan, out / "design_planner.png")
+    written = [out / "design.json", out / "design_planner.png"]
+    if plan["chosen"] is not None:
+        with write_text(out / "chosen.yaml") as handle:
+            handle.write(fragment_text(plan, args.config))
+        written.append(out / "chosen.yaml")
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+    return 0
