@@ -365,3 +365,100 @@ def test_local_exponent_under_6nd_is_the_closed_form_and_moves_under_chinchilla(
     chin = allocation.exponent_and_optimum(law, 1e13, ladder, seq_len, "chinchilla")
     # c(N)/6N falls with N: a budget's growth buys relatively more of the larger models, a rises
     assert chin["a"] > six["a"] + 0.005
+
+
+# ---- IsoFLOP honest about its FLOPs definition; the envelope per cost model ----------------------------------
+
+def _costed_runs(definition="6nd", rows=4):
+    n = np.array([1e3, 2e3, 4e3, 8e3][:rows])
+    tokens = np.full(rows, 1e6)
+    counts = {"6nd": 6 * n * tokens, "with_attention": 7 * n * tokens, "chinchilla": 9 * n ** 0.95 * tokens}
+    return pd.DataFrame({"run_id": [f"r{i}" for i in range(rows)], "n_params": n, "tokens": tokens,
+                         "flops": counts[definition] * (1 + 1e-9),  # runs.csv's rounding
+                         **{f"flops_{d}": v for d, v in counts.items()}})
+
+
+def test_the_flops_definition_of_a_table_is_detected_from_its_cost_columns():
+    for definition in ("6nd", "with_attention", "chinchilla"):
+        assert costs.detect_flops_definition(_costed_runs(definition)) == {"flops_definition": definition}
+    mixed = _costed_runs("6nd")
+    mixed.loc[0, "flops"] = mixed.loc[0, "flops_chinchilla"]  # one run laid out in another definition
+    found = costs.detect_flops_definition(mixed, "clm runs")
+    assert found["flops_definition"] == "unknown"
+    assert "clm runs" in found["note"] and "3 of 4 rows match flops_6nd" in found["note"]
+    imported = _costed_runs().drop(columns=["flops_6nd", "flops_with_attention", "flops_chinchilla"])
+    found = costs.detect_flops_definition(imported)
+    assert found["flops_definition"] == "unknown" and "flops_chinchilla" in found["note"]
+    assert costs.detect_flops_definition(_costed_runs().assign(flops=lambda t: t["flops"] * 2))[
+        "flops_definition"] == "unknown"  # edited: matches none
+
+
+def _synthetic_study(seed=0):
+    from scaling_synthetic import isoflop_runs
+    law = {"E": 1.8, "A": 400.0, "B": 3000.0, "alpha": 0.34, "beta": 0.30}
+    runs, curves = isoflop_runs(law, np.random.default_rng(seed), budgets=10.0 ** np.arange(18, 20.01, 0.5),
+                                with_curves=True)
+    # a chinchilla-like count whose cost per token grows slower than 6N
+    per_token = {"6nd": 6 * runs["n_params"], "with_attention": 6 * runs["n_params"] + 3e7,
+                 "chinchilla": 6 * runs["n_params"] + 1e8}
+    for definition, rate in per_token.items():
+        runs[f"flops_{definition}"] = rate * runs["tokens"]
+    return runs, curves
+
+
+def test_fit_json_says_which_definition_isoflop_budgets_count_and_refits_the_envelope_per_cost_model():
+    from plmscale.scaling.fit import fit_objective
+    from plmscale.scaling.fitfile import parse_fit
+    from plmscale.scaling.results import json_ready
+    runs, curves = _synthetic_study()
+    entry = fit_objective(runs, curves, 30, np.random.default_rng(1), 3)
+    iso, env = entry["isoflop"], entry["envelope"]
+    assert iso["flops_definition"] == "6nd" and env["flops_definition"] == "6nd"
+    assert "iso-compute in 6nd only" in iso["cost_models"] and "train.flops_definition" in iso["cost_models"]
+    by_model = env["by_cost_model"]
+    assert set(by_model) == {"6nd", "with_attention", "chinchilla"}
+    # under the study's own count: the envelope itself, its interval from the very same resamples
+    assert by_model["6nd"]["a"] == env["a"] and by_model["6nd"]["a_ci"] == env["a_ci"]
+    # recounted where small models cost more per token, the envelope is another one (what it recovers on curves
+    # that span each optimum: the next test; on an IsoFLOP grid's curves, which sizes reach a compute limits it)
+    assert abs(by_model["chinchilla"]["a"] - env["a"]) > 0.05 and by_model["chinchilla"]["n_runs"] == len(runs)
+    document = {"version": 1, "objectives": {"clm": json_ready(entry)}}
+    parse_fit(document)
+    document["objectives"]["clm"]["envelope"]["by_cost_model"]["chinchilla"]["k_n"] = -1.0
+    with pytest.raises(PlmscaleError, match=r"envelope.by_cost_model.chinchilla.k_n"):
+        parse_fit(document)
+    # an imported table (no per-definition columns): the definition is unknown, the envelope not recounted
+    plain = fit_objective(runs.drop(columns=[c for c in runs if c.startswith("flops_")]), curves, 0,
+                          np.random.default_rng(1), 3)
+    assert plain["isoflop"]["flops_definition"] == "unknown" and "imported" in plain["isoflop"]["note"]
+    assert "iso-compute in no named cost model" in plain["isoflop"]["cost_models"]
+    assert "flops_chinchilla" in plain["envelope"]["by_cost_model"]["skipped"]
+
+
+def test_the_envelope_per_cost_model_recovers_the_exponent_each_cost_implies():
+    """Curves of a Chinchilla law L = E + A/N^alpha + B/D^beta on a dense ladder. Counted as c(N) = k·N^gamma per
+    token, the envelope's optimum follows N_opt ∝ C^(beta / (alpha + gamma·beta)): gamma 1 is 6ND's
+    beta/(alpha+beta); a cost growing slower than N (gamma < 1) raises the exponent."""
+    from plmscale.scaling.envelope import envelope_by_cost_model
+    law = {"E": 1.5, "A": 50.0, "B": 50.0, "alpha": 0.5, "beta": 0.5}
+    sizes = np.geomspace(1e3, 1e7, 61)
+    fractions = np.geomspace(1e-2, 1.0, 300)
+    frames = []
+    for i, n in enumerate(sizes):
+        tokens = 3 * n * fractions  # the kept last 90% of each curve spans the optimum D = N (0.64 N at gamma 0.8)
+        frames.append(pd.DataFrame({"run_id": f"r{i:02d}", "objective": "clm", "n_params": n, "tokens": tokens,
+                                    "flops": 6 * n * tokens,
+                                    "loss": law["E"] + law["A"] / n ** law["alpha"]
+                                    + law["B"] / tokens ** law["beta"]}))
+    curves = pd.concat(frames, ignore_index=True)
+    gammas = {"6nd": 1.0, "steeper": 1.0, "flatter": 0.8}
+    per_token = {name: {f"r{i:02d}": (6 * n if name == "6nd" else 3 * n ** gamma) for i, n in enumerate(sizes)}
+                 for name, gamma in gammas.items()}
+    fitted = envelope_by_cost_model(curves, per_token)
+    for name, gamma in gammas.items():
+        expected = law["beta"] / (law["alpha"] + gamma * law["beta"])
+        assert fitted[name]["a"] == pytest.approx(expected, abs=0.02), name
+    assert fitted["6nd"]["n_runs"] == len(sizes) and "draws" not in fitted["6nd"]  # no bootstrap counts given
+    missing = envelope_by_cost_model(curves, {"none": {}})
+    assert "no curve point" in missing["none"]["error"]
+
