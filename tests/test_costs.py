@@ -183,7 +183,8 @@ def test_a_constant_cost_ratio_is_the_closed_form_at_the_smaller_budget():
     from plmscale.scaling.parametric import optimal_allocation
     constants = [DEMO_LAW[k] for k in ("E", "A", "B", "alpha", "beta")]
     n_grid = allocation.search_grid(1e5)
-    n, d, _ = allocation.minimise_on_grid(n_grid, 3.0 * 6.0 * n_grid, 1e13, *constants)
+    n, d, _ = allocation.minimise_on_grid(n_grid, 3.0 * 6.0 * n_grid, 1e13, allocation.parametric_loss,
+                                          [constants])
     n_ref, d_ref, _ = optimal_allocation(*constants, 1e13 / 3.0, 6.0)
     assert n[0] == pytest.approx(float(n_ref), rel=1e-4) and d[0] == pytest.approx(float(d_ref), rel=1e-4)
 
@@ -462,3 +463,89 @@ def test_the_envelope_per_cost_model_recovers_the_exponent_each_cost_implies():
     missing = envelope_by_cost_model(curves, {"none": {}})
     assert "no curve point" in missing["none"]["error"]
 
+
+# ---- allocation of every (N, D) law family ------------------------------------------------------------------
+
+FARSEER_THETA = [0.3, -0.35, 0.6, 0.1, -0.25, -1.5, 0.05, 0.3, math.log(0.4)]  # an interior optimum near 1.5e5 at 1e13
+
+
+def _farseer_entry(n_draws=40, identified=True):
+    rng = np.random.default_rng(3)
+    thetas = [list(np.array(FARSEER_THETA) + rng.normal(0, 0.01, 9)) for _ in range(n_draws)] + [None]
+    return {"theta": FARSEER_THETA, "identified": identified, "reasons": [] if identified else ["bound"],
+            "bootstrap": {"thetas": thetas}}
+
+
+def test_allocation_of_the_farseer_law_under_each_cost_model():
+    """A law with no closed form: under 6nd the allocation is farseer's own numerical optimum; under chinchilla
+    N_opt minimises L(N, C / c(N)) (its neighbours on either side lose), with bootstrap intervals around it."""
+    from plmscale.scaling import allocation, farseer
+    ladder, seq_len = _demo_ladder()
+    law = allocation.loss_law("farseer", _farseer_entry())
+    assert law.draws.shape == (40, 9)  # the failed refit (null) left out
+    six = allocation.allocate(law, 1e13, ladder, seq_len, "6nd")
+    n_ref, d_ref, loss_ref = farseer.optimal_allocation(FARSEER_THETA, 1e13, 6.0)
+    assert six["n_opt"] == pytest.approx(n_ref, rel=0.01) and six["loss"] == pytest.approx(loss_ref, rel=1e-5)
+    assert six["n_opt_ci"][0] < six["n_opt"] < six["n_opt_ci"][1] and six["a_ci"][0] < six["a"] < six["a_ci"][1]
+    chin = allocation.allocate(law, 1e13, ladder, seq_len, "chinchilla")
+    grid = allocation.search_grid(six["n_opt"])  # the sizes allocate searched, and c(N) on them
+    grid_cost = allocation.cost_per_token(grid, ladder, seq_len, "chinchilla")
+    cost = lambda n: math.exp(np.interp(math.log(n), np.log(grid), np.log(grid_cost)))  # noqa: E731
+    at = lambda n: float(farseer.loss(FARSEER_THETA, n, 1e13 / cost(n)))  # noqa: E731
+    assert chin["d_opt"] == pytest.approx(1e13 / cost(chin["n_opt"]), rel=1e-3)
+    assert at(chin["n_opt"]) < min(at(chin["n_opt"] * 1.1), at(chin["n_opt"] / 1.1))
+    # c(N)/6N falls with N: the optimum moves up, and the same number buys less training
+    assert chin["n_opt"] > 1.01 * six["n_opt"] and chin["loss"] > six["loss"]
+
+
+def test_a_law_family_plugs_in_as_a_callable_and_its_constants():
+    """Any loss(params, n, d) that broadcasts like farseer.loss allocates: the Chinchilla form written as such a
+    callable (as scaling/data_constrained.py's law plugs in) gives the parametric allocation."""
+    from plmscale.scaling import allocation
+    ladder, seq_len = _demo_ladder()
+
+    def chinchilla_form(params, n, d):
+        p = np.asarray(params, float)
+        return p[..., 0] + p[..., 1] / n ** p[..., 3] + p[..., 2] / d ** p[..., 4]
+
+    point = np.array([DEMO_LAW[k] for k in ("E", "A", "B", "alpha", "beta")])
+    custom = allocation.LossLaw("custom", chinchilla_form, point)  # no closed form given: the centre is searched
+    for model in ("6nd", "chinchilla"):
+        got = allocation.allocate(custom, 1e13, ladder, seq_len, model)
+        expected = allocation.allocate(DEMO_LAW, 1e13, ladder, seq_len, model)
+        assert got["n_opt"] == pytest.approx(expected["n_opt"], rel=1e-3)
+        assert got["a"] == pytest.approx(expected["a"], rel=1e-3) and got["n_opt_ci"] is None
+
+
+def test_with_cost_allocations_covers_every_identified_family_and_predict_prints_them(tmp_path, capsys):
+    from plmscale.cli import main as cli_main
+    from plmscale.scaling.allocation import with_cost_allocations
+    from plmscale.scaling.fitfile import parse_fit, write_fit
+    from plmscale.scaling.results import json_ready
+    ladder, seq_len = _demo_ladder()
+    fit = _fit_with_law()
+    fit["objectives"]["clm"]["farseer"] = _farseer_entry()
+    fit["objectives"]["mlm"]["farseer"] = _farseer_entry(identified=False)
+    fit = with_cost_allocations(fit, ladder, seq_len)
+    clm, mlm = fit["objectives"]["clm"], fit["objectives"]["mlm"]
+    assert set(clm["allocation_by_family"]["farseer"]) == {"6nd", "with_attention", "chinchilla"}
+    assert clm["allocation_by_cost_model"]["6nd"][0]["a"] == pytest.approx(
+        DEMO_LAW["beta"] / (DEMO_LAW["alpha"] + DEMO_LAW["beta"]), rel=1e-3)  # rows carry the local exponent
+    assert "bound" in mlm["allocation_by_family"]["farseer"]["skipped"]
+    parse_fit(json_ready(fit))
+    path = write_fit(fit, tmp_path / "fit.json")
+    assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm", "--cost-model",
+                     "chinchilla", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["cost_model"]
+    assert printed["name"] == "chinchilla" and set(printed["by_family"]) == {"parametric", "farseer"}
+    stored = clm["allocation_by_family"]["farseer"]["chinchilla"][0]
+    assert printed["by_family"]["farseer"]["n_opt"] == pytest.approx(stored["n_opt"])
+    assert printed["by_family"]["farseer"]["n_opt_ci"] == pytest.approx(stored["n_opt_ci"])
+    assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm", "--cost-model",
+                     "chinchilla"]) == 0
+    out = capsys.readouterr().out
+    assert "farseer law with the budget counted in chinchilla" in out and "parametric law with" in out
+    # no family predicts anything: an error saying why (the first family's reason)
+    assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "mlm", "--cost-model",
+                     "chinchilla", "--json"]) == 2
+    assert "parametric predicts nothing (too few runs)" in capsys.readouterr().err
