@@ -549,3 +549,31 @@ def test_with_cost_allocations_covers_every_identified_family_and_predict_prints
     assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "mlm", "--cost-model",
                      "chinchilla", "--json"]) == 2
     assert "parametric predicts nothing (too few runs)" in capsys.readouterr().err
+
+
+def test_the_report_figure_shows_the_stored_exponent_and_optimum_per_cost_model(tmp_path):
+    """The figure draws fit.json's stored allocations (no recomputation): each family's a and N_opt per cost
+    model with its interval, the envelope per cost model, and names a law that predicts nothing."""
+    from plmscale.plots.cost_models import plot_cost_models
+    from plmscale.scaling.allocation import with_cost_allocations
+    from plmscale.scaling.results import json_ready
+    ladder, seq_len = _demo_ladder()
+    fit = _fit_with_law()
+    fit["objectives"]["clm"]["farseer"] = _farseer_entry()
+    fit = with_cost_allocations(fit, ladder, seq_len)
+    stored = fit["objectives"]["clm"]["allocation_by_cost_model"]
+    for model in ("6nd", "chinchilla"):  # a marker no recomputation could produce
+        stored[model][0]["a"] = {"6nd": 0.111, "chinchilla": 0.333}[model]
+        stored[model][0]["a_ci"] = [0.05, 0.5]
+    fit["objectives"]["clm"]["envelope"] = {"error": "not fitted", "by_cost_model": {"chinchilla": {
+        "k_n": 1.0, "a": 0.777, "k_d": 1.0, "b": 0.2, "a_ci": [0.7, 0.8], "b_ci": [0.1, 0.3]}}}
+    figure = plot_cost_models(json_ready(fit), tmp_path / "cost_models.png")
+    assert (tmp_path / "cost_models.png").exists()
+    ax_a, ax_n, mlm_a, _ = figure.axes
+    points = {round(float(line.get_ydata()[0]), 3) for line in ax_a.get_lines() if len(line.get_ydata()) == 1}
+    assert {0.111, 0.333, 0.777} <= points
+    n_points = [float(line.get_ydata()[0]) for line in ax_n.get_lines() if len(line.get_ydata()) == 1]
+    assert any(math.isclose(n, stored["chinchilla"][0]["n_opt"]) for n in n_points)
+    assert any(math.isclose(n, fit["objectives"]["clm"]["allocation_by_family"]["farseer"]["6nd"][0]["n_opt"])
+               for n in n_points)
+    assert "too few runs" in " ".join(text.get_text().replace("\n", " ") for text in mlm_a.texts)
