@@ -423,6 +423,10 @@ def test_fit_json_says_which_definition_isoflop_budgets_count_and_refits_the_env
     # recounted where small models cost more per token, the envelope is another one (what it recovers on curves
     # that span each optimum: the next test; on an IsoFLOP grid's curves, which sizes reach a compute limits it)
     assert abs(by_model["chinchilla"]["a"] - env["a"]) > 0.05 and by_model["chinchilla"]["n_runs"] == len(runs)
+    from plmscale.scaling.summary import summary_table
+    text = summary_table({"objectives": {"clm": entry}, "published": {}})  # what `plmscale fit` prints
+    assert "budgets in 6nd FLOPs: iso-compute in 6nd" in text
+    assert f"chinchilla a {by_model['chinchilla']['a']:.3f}" in text
     document = {"version": 1, "objectives": {"clm": json_ready(entry)}}
     parse_fit(document)
     document["objectives"]["clm"]["envelope"]["by_cost_model"]["chinchilla"]["k_n"] = -1.0
