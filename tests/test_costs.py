@@ -581,3 +581,10 @@ def test_the_report_figure_shows_the_stored_exponent_and_optimum_per_cost_model(
     assert any(math.isclose(n, fit["objectives"]["clm"]["allocation_by_family"]["farseer"]["6nd"][0]["n_opt"])
                for n in n_points)
     assert "too few runs" in " ".join(text.get_text().replace("\n", " ") for text in mlm_a.texts)
+    # an envelope judged unidentified draws nothing under any cost model; the reason is named instead
+    fit["objectives"]["clm"]["envelope"].update(identified=False, reasons=["interval of a too wide"])
+    figure = plot_cost_models(json_ready(fit), tmp_path / "unidentified.png")
+    points = {round(float(line.get_ydata()[0]), 3) for line in figure.axes[0].get_lines()
+              if len(line.get_ydata()) == 1}
+    assert 0.777 not in points and 0.333 in points
+    assert "interval of a too wide" in " ".join(t.get_text().replace("\n", " ") for t in figure.axes[1].texts)

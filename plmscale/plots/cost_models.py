@@ -71,19 +71,24 @@ def plot_cost_models(fit, path):
                     _errorbar(ax_n, x, allocation.get("n_opt"), allocation.get("n_opt_ci"), label=label, **style)
                     _ratio_label(ax_n, x, allocation, (by_model.get(models[0]) or [])[budget_index:budget_index + 1])
                     drawn = True
-        envelope = (entry.get("envelope") or {}).get("by_cost_model") or {}
+        # the trust rule holds here too: a method judged unidentified draws nothing, its reason is named
+        unjudged = {m: entry.get(m) or {} for m in ("envelope", "isoflop")}
+        hidden = {m: f"{m} not identified: {(e.get('reasons') or ['no reason recorded'])[0]}"
+                  for m, e in unjudged.items() if e.get("identified") is False}
+        envelope = {} if "envelope" in hidden else (unjudged["envelope"].get("by_cost_model") or {})
         for model_index, model in enumerate(models):
             law = envelope.get(model) or {}
             if "a" in law:
                 _errorbar(ax_a, model_index + 0.3, law["a"], law.get("a_ci"), marker=ENVELOPE_MARKER, color="0.35",
                           label="envelope (curves recounted)" if model_index == 0 else None)
                 drawn = True
-        isoflop = entry.get("isoflop") or {}
+        isoflop = {} if "isoflop" in hidden else unjudged["isoflop"]
         if isoflop.get("flops_definition") in models and isoflop.get("a") is not None:
             _errorbar(ax_a, models.index(isoflop["flops_definition"]) - 0.3, isoflop["a"], isoflop.get("a_ci"),
                       marker="*", markersize=10, color="k", label="IsoFLOP (its own count only)")
             drawn = True
         skipped = [f"{f}: {by_model['skipped']}" for f, by_model in allocations.items() if "skipped" in by_model]
+        skipped += list(hidden.values())
         if not drawn:
             _note(ax_a, "; ".join(skipped) or "no allocation under the cost models in fit.json")
             _note(ax_n, "nothing to draw")
@@ -100,8 +105,8 @@ def plot_cost_models(fit, path):
         if drawn:
             ax_a.legend(fontsize=6.5, loc="best")
         if skipped and drawn:
-            ax_n.text(0.01, 0.01, wrapped("not drawn: " + "; ".join(skipped), 90), fontsize=6, color="0.3",
-                      transform=ax_n.transAxes, va="bottom")
+            ax_n.text(0.0, -0.22, wrapped("not drawn: " + "; ".join(skipped), 110), fontsize=6, color="0.3",
+                      transform=ax_n.transAxes, va="top")
     fig.tight_layout()
     save_figure(fig, path)
     return fig
