@@ -217,14 +217,14 @@ def test_allocation_under_chinchilla_moves_as_the_cost_formula_says():
 
 
 def test_a_study_in_n_and_d_recovers_the_same_law_whatever_the_grid_cost_model():
-    """The same true law sampled on IsoFLOP grids laid out in 6nd and in chinchilla FLOPs (different (N, D)
-    points): the parametric fit, which sees only N, D and loss, recovers the same constants from both."""
+    """The same true law sampled on IsoFLOP grids laid out in each FLOPs definition (different (N, D) points):
+    the parametric fit, which sees only N, D and loss, recovers the same constants from every one."""
     from plmscale.scaling import allocation
     from plmscale.scaling.parametric import fit_parametric
     ladder, seq_len = _demo_ladder()
     law = DEMO_LAW
     fits = {}
-    for model in ("6nd", "chinchilla"):
+    for model in ("6nd", "with_attention", "chinchilla"):
         n_all, d_all = [], []
         for budget in (3e10, 1e11, 3e11, 1e12, 3e12):
             sizes = allocation.search_grid(1e4, decades=1.2)
@@ -236,13 +236,18 @@ def test_a_study_in_n_and_d_recovers_the_same_law_whatever_the_grid_cost_model()
         loss = law["E"] + law["A"] / n_all ** law["alpha"] + law["B"] / d_all ** law["beta"]
         fits[model] = fit_parametric(n_all, d_all, loss)
     for key in ("E", "alpha", "beta"):
-        assert fits["6nd"][key] == pytest.approx(law[key], rel=0.02)
-        assert fits["chinchilla"][key] == pytest.approx(law[key], rel=0.02)
+        for model in fits:
+            assert fits[model][key] == pytest.approx(law[key], rel=0.02), (model, key)
     # ... while the allocation of the recovered law at one budget depends on the cost model
     entry = {k: fits["chinchilla"][k] for k in ("E", "A", "B", "alpha", "beta")}
     by_model = allocation.allocation_by_cost_model(entry, [1e13], ladder, seq_len)
     assert set(by_model) == {"6nd", "with_attention", "chinchilla"}
     assert by_model["chinchilla"][0]["n_opt"] != pytest.approx(by_model["6nd"][0]["n_opt"], rel=0.02)
+    # as the formulas say: the more a count charges small models beyond 6N, the smaller N_opt at a given count
+    # and the faster it grows with the budget (attention, then embeddings and logits on top)
+    rows = {model: by_model[model][0] for model in ("6nd", "with_attention", "chinchilla")}
+    assert rows["chinchilla"]["n_opt"] < rows["with_attention"]["n_opt"] < rows["6nd"]["n_opt"]
+    assert rows["chinchilla"]["a"] > rows["with_attention"]["a"] > rows["6nd"]["a"]
 
 
 def _fit_with_law(identified=True):
@@ -523,6 +528,7 @@ def test_a_law_family_plugs_in_as_a_callable_and_its_constants():
 
 def test_with_cost_allocations_covers_every_identified_family_and_predict_prints_them(tmp_path, capsys):
     from plmscale.cli import main as cli_main
+    from plmscale.scaling import isoflop
     from plmscale.scaling.allocation import with_cost_allocations
     from plmscale.scaling.fitfile import parse_fit, write_fit
     from plmscale.scaling.results import json_ready
@@ -530,6 +536,8 @@ def test_with_cost_allocations_covers_every_identified_family_and_predict_prints
     fit = _fit_with_law()
     fit["objectives"]["clm"]["farseer"] = _farseer_entry()
     fit["objectives"]["mlm"]["farseer"] = _farseer_entry(identified=False)
+    fit["objectives"]["clm"]["isoflop"] = {"error": "no grid", "flops_definition": "6nd",
+                                           "cost_models": isoflop.cost_model_note("6nd")}
     fit = with_cost_allocations(fit, ladder, seq_len)
     clm, mlm = fit["objectives"]["clm"], fit["objectives"]["mlm"]
     assert set(clm["allocation_by_family"]["farseer"]) == {"6nd", "with_attention", "chinchilla"}
@@ -549,6 +557,7 @@ def test_with_cost_allocations_covers_every_identified_family_and_predict_prints
                      "chinchilla"]) == 0
     out = capsys.readouterr().out
     assert "farseer law with the budget counted in chinchilla" in out and "parametric law with" in out
+    assert "isoflop law: not relabelled under chinchilla: iso-compute in 6nd only" in out
     # no family predicts anything: an error saying why (the first family's reason)
     assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "mlm", "--cost-model",
                      "chinchilla", "--json"]) == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 from plmscale.arithmetic import FLOPS_DEFINITIONS
 from plmscale.config import load_config, load_config_files, read_json_object
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.allocation import LAW_FAMILIES, stored_or_computed
+from plmscale.scaling.allocation import FAMILY_LAWS, stored_or_computed
 from plmscale.scaling.costs import (MEASURED, MEASURED_COST_FILE, gpu_hours_to_flops, measured_law,
                                     read_measured_cost)
 from plmscale.scaling.closed_loop import validation_lines
@@ -125,7 +125,7 @@ def cost_model_allocations(args, fit) -> tuple[str, dict]:
         config, _ = load_config_files([args.cost_config])
         ladder, seq_len = config["train"]["ladder"], config["train"]["seq_len"]
     entry = fit.data["objectives"].get(args.objective) or {}
-    families = [family for family in LAW_FAMILIES if family == "parametric" or family in entry]
+    families = [family for family in FAMILY_LAWS if family == "parametric" or family in entry]
     rows, first_error = {}, None
     for family in families:
         try:
@@ -216,6 +216,9 @@ def main(args: argparse.Namespace) -> int:
                 print(f"note: {method}: {result['details'][method]['note']}", file=sys.stderr)
     else:
         cost_lines = cost_model_lines(cost_model, cost_rows, args.gpu_hours is not None) if cost_model else []
+        isoflop = (fit.data["objectives"].get(args.objective) or {}).get("isoflop") or {}
+        if cost_model and isoflop.get("cost_models") and isoflop.get("flops_definition") != cost_model:
+            cost_lines.append(f"isoflop law: not relabelled under {cost_model}: {isoflop['cost_models']}")
         print("\n".join([*budget_lines, format_prediction(result), *cost_lines]))
         validation = Path(args.fit).with_name("closed_loop.json")  # the workflow's closed loop, if it ran
         if validation.exists():

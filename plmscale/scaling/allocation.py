@@ -2,7 +2,7 @@
 counted in any currency (plmscale.scaling.costs), numerically, for every law family.
 
 A law family plugs in as a LossLaw: a callable loss(params, n, d) that broadcasts over rows of constants (the
-shape of farseer.loss) and its constants, the point fit's and the bootstrap's (LAW_FAMILIES reads them from a
+shape of farseer.loss) and its constants, the point fit's and the bootstrap's (FAMILY_LAWS reads them from a
 fit.json entry). Intervals are the percentiles over the bootstrap draws' own optima.
 
 A law in (N, D) does not depend on how compute is counted; the allocation does. For a model of N
@@ -152,7 +152,7 @@ def _parametric_optimum_6nd(point):
 
 # The (N, D) law families allocation knows: name -> (loss(params, n, d), constants of its fit.json entry).
 # A new family plugs in with one line (e.g. "data_constrained": (data_constrained.loss, its constants reader)).
-LAW_FAMILIES = {
+FAMILY_LAWS = {
     "parametric": (parametric_loss, parametric_constants),
     "farseer": (farseer.loss, theta_constants),
 }
@@ -160,9 +160,9 @@ LAW_FAMILIES = {
 
 def loss_law(family: str, entry: dict) -> LossLaw:
     """The LossLaw of a family's fit.json entry; an unknown family is an error listing the known ones."""
-    if family not in LAW_FAMILIES:
-        raise ValueError(f"no allocation for law family {family!r} (known: {', '.join(LAW_FAMILIES)})")
-    loss, constants = LAW_FAMILIES[family]
+    if family not in FAMILY_LAWS:
+        raise ValueError(f"no allocation for law family {family!r} (known: {', '.join(FAMILY_LAWS)})")
+    loss, constants = FAMILY_LAWS[family]
     point, draws = constants(entry)
     closed_form = _parametric_optimum_6nd(tuple(map(float, point))) if family == "parametric" else None
     return LossLaw(family, loss, point, draws, closed_form)
@@ -300,7 +300,7 @@ def _family_allocations(family: str, entry: dict, budgets, ladder: dict, seq_len
 def with_cost_allocations(fit: dict, ladder: dict, seq_len: int) -> dict:
     """fit.json (fit_all's dict) with, per objective, the allocation of each (N, D) law family at its
     fit.predict_flops budgets under each FLOPs definition, with the local exponent a: the parametric law's as
-    `allocation_by_cost_model`, every other family's (LAW_FAMILIES, where the objective has a fit of it) in
+    `allocation_by_cost_model`, every other family's (FAMILY_LAWS, where the objective has a fit of it) in
     `allocation_by_family` {family: ...}. A law that predicts nothing (not identified, or failed) gets
     {"skipped": why} instead: the trust rules hold under every cost model.
 
@@ -312,7 +312,7 @@ def with_cost_allocations(fit: dict, ladder: dict, seq_len: int) -> dict:
         entry["allocation_by_cost_model"] = _family_allocations("parametric", entry.get("parametric") or {},
                                                                 targets, ladder, seq_len)
         others = {family: _family_allocations(family, entry[family], targets, ladder, seq_len)
-                  for family in LAW_FAMILIES if family != "parametric" and family in entry}
+                  for family in FAMILY_LAWS if family != "parametric" and family in entry}
         if others:
             entry["allocation_by_family"] = others
     return fit
