@@ -183,7 +183,8 @@ def test_a_constant_cost_ratio_is_the_closed_form_at_the_smaller_budget():
     from plmscale.scaling.parametric import optimal_allocation
     constants = [DEMO_LAW[k] for k in ("E", "A", "B", "alpha", "beta")]
     n_grid = allocation.search_grid(1e5)
-    n, d, _ = allocation.minimise_on_grid(n_grid, 3.0 * 6.0 * n_grid, 1e13, *constants)
+    n, d, _ = allocation.minimise_on_grid(n_grid, 3.0 * 6.0 * n_grid, 1e13, allocation.parametric_loss,
+                                          [constants])
     n_ref, d_ref, _ = optimal_allocation(*constants, 1e13 / 3.0, 6.0)
     assert n[0] == pytest.approx(float(n_ref), rel=1e-4) and d[0] == pytest.approx(float(d_ref), rel=1e-4)
 
@@ -216,14 +217,14 @@ def test_allocation_under_chinchilla_moves_as_the_cost_formula_says():
 
 
 def test_a_study_in_n_and_d_recovers_the_same_law_whatever_the_grid_cost_model():
-    """The same true law sampled on IsoFLOP grids laid out in 6nd and in chinchilla FLOPs (different (N, D)
-    points): the parametric fit, which sees only N, D and loss, recovers the same constants from both."""
+    """The same true law sampled on IsoFLOP grids laid out in each FLOPs definition (different (N, D) points):
+    the parametric fit, which sees only N, D and loss, recovers the same constants from every one."""
     from plmscale.scaling import allocation
     from plmscale.scaling.parametric import fit_parametric
     ladder, seq_len = _demo_ladder()
     law = DEMO_LAW
     fits = {}
-    for model in ("6nd", "chinchilla"):
+    for model in ("6nd", "with_attention", "chinchilla"):
         n_all, d_all = [], []
         for budget in (3e10, 1e11, 3e11, 1e12, 3e12):
             sizes = allocation.search_grid(1e4, decades=1.2)
@@ -235,13 +236,18 @@ def test_a_study_in_n_and_d_recovers_the_same_law_whatever_the_grid_cost_model()
         loss = law["E"] + law["A"] / n_all ** law["alpha"] + law["B"] / d_all ** law["beta"]
         fits[model] = fit_parametric(n_all, d_all, loss)
     for key in ("E", "alpha", "beta"):
-        assert fits["6nd"][key] == pytest.approx(law[key], rel=0.02)
-        assert fits["chinchilla"][key] == pytest.approx(law[key], rel=0.02)
+        for model in fits:
+            assert fits[model][key] == pytest.approx(law[key], rel=0.02), (model, key)
     # ... while the allocation of the recovered law at one budget depends on the cost model
     entry = {k: fits["chinchilla"][k] for k in ("E", "A", "B", "alpha", "beta")}
     by_model = allocation.allocation_by_cost_model(entry, [1e13], ladder, seq_len)
     assert set(by_model) == {"6nd", "with_attention", "chinchilla"}
     assert by_model["chinchilla"][0]["n_opt"] != pytest.approx(by_model["6nd"][0]["n_opt"], rel=0.02)
+    # as the formulas say: the more a count charges small models beyond 6N, the smaller N_opt at a given count
+    # and the faster it grows with the budget (attention, then embeddings and logits on top)
+    rows = {model: by_model[model][0] for model in ("6nd", "with_attention", "chinchilla")}
+    assert rows["chinchilla"]["n_opt"] < rows["with_attention"]["n_opt"] < rows["6nd"]["n_opt"]
+    assert rows["chinchilla"]["a"] > rows["with_attention"]["a"] > rows["6nd"]["a"]
 
 
 def _fit_with_law(identified=True):
@@ -365,3 +371,253 @@ def test_local_exponent_under_6nd_is_the_closed_form_and_moves_under_chinchilla(
     chin = allocation.exponent_and_optimum(law, 1e13, ladder, seq_len, "chinchilla")
     # c(N)/6N falls with N: a budget's growth buys relatively more of the larger models, a rises
     assert chin["a"] > six["a"] + 0.005
+
+
+# ---- IsoFLOP honest about its FLOPs definition; the envelope per cost model ----------------------------------
+
+def _costed_runs(definition="6nd", rows=4):
+    n = np.array([1e3, 2e3, 4e3, 8e3][:rows])
+    tokens = np.full(rows, 1e6)
+    counts = {"6nd": 6 * n * tokens, "with_attention": 7 * n * tokens, "chinchilla": 9 * n ** 0.95 * tokens}
+    return pd.DataFrame({"run_id": [f"r{i}" for i in range(rows)], "n_params": n, "tokens": tokens,
+                         "flops": counts[definition] * (1 + 1e-9),  # runs.csv's rounding
+                         **{f"flops_{d}": v for d, v in counts.items()}})
+
+
+def test_the_flops_definition_of_a_table_is_detected_from_its_cost_columns():
+    for definition in ("6nd", "with_attention", "chinchilla"):
+        assert costs.detect_flops_definition(_costed_runs(definition)) == {"flops_definition": definition}
+    mixed = _costed_runs("6nd")
+    mixed.loc[0, "flops"] = mixed.loc[0, "flops_chinchilla"]  # one run laid out in another definition
+    found = costs.detect_flops_definition(mixed, "clm runs")
+    assert found["flops_definition"] == "unknown"
+    assert "clm runs" in found["note"] and "3 of 4 rows match flops_6nd" in found["note"]
+    imported = _costed_runs().drop(columns=["flops_6nd", "flops_with_attention", "flops_chinchilla"])
+    found = costs.detect_flops_definition(imported)
+    assert found["flops_definition"] == "unknown" and "flops_chinchilla" in found["note"]
+    assert costs.detect_flops_definition(_costed_runs().assign(flops=lambda t: t["flops"] * 2))[
+        "flops_definition"] == "unknown"  # edited: matches none
+
+
+def _synthetic_study(seed=0):
+    from scaling_synthetic import isoflop_runs
+    law = {"E": 1.8, "A": 400.0, "B": 3000.0, "alpha": 0.34, "beta": 0.30}
+    runs, curves = isoflop_runs(law, np.random.default_rng(seed), budgets=10.0 ** np.arange(18, 20.01, 0.5),
+                                with_curves=True)
+    # a chinchilla-like count whose cost per token grows slower than 6N
+    per_token = {"6nd": 6 * runs["n_params"], "with_attention": 6 * runs["n_params"] + 3e7,
+                 "chinchilla": 6 * runs["n_params"] + 1e8}
+    for definition, rate in per_token.items():
+        runs[f"flops_{definition}"] = rate * runs["tokens"]
+    return runs, curves
+
+
+def test_fit_json_says_which_definition_isoflop_budgets_count_and_refits_the_envelope_per_cost_model():
+    from plmscale.scaling.fit import fit_objective
+    from plmscale.scaling.fitfile import parse_fit
+    from plmscale.scaling.results import json_ready
+    runs, curves = _synthetic_study()
+    entry = fit_objective(runs, curves, 30, np.random.default_rng(1), 3)
+    iso, env = entry["isoflop"], entry["envelope"]
+    assert iso["flops_definition"] == "6nd" and env["flops_definition"] == "6nd"
+    assert "iso-compute in 6nd only" in iso["cost_models"] and "train.flops_definition" in iso["cost_models"]
+    by_model = env["by_cost_model"]
+    assert set(by_model) == {"6nd", "with_attention", "chinchilla"}
+    # under the study's own count: the envelope itself, its interval from the very same resamples
+    assert by_model["6nd"]["a"] == env["a"] and by_model["6nd"]["a_ci"] == env["a_ci"]
+    # recounted where small models cost more per token, the envelope is another one (what it recovers on curves
+    # that span each optimum: the next test; on an IsoFLOP grid's curves, which sizes reach a compute limits it)
+    assert abs(by_model["chinchilla"]["a"] - env["a"]) > 0.05 and by_model["chinchilla"]["n_runs"] == len(runs)
+    from plmscale.scaling.summary import summary_table
+    text = summary_table({"objectives": {"clm": entry}, "published": {}})  # what `plmscale fit` prints
+    assert "budgets in 6nd FLOPs: iso-compute in 6nd" in text
+    assert f"chinchilla a {by_model['chinchilla']['a']:.3f}" in text
+    document = {"version": 1, "objectives": {"clm": json_ready(entry)}}
+    parse_fit(document)
+    document["objectives"]["clm"]["envelope"]["by_cost_model"]["chinchilla"]["k_n"] = -1.0
+    with pytest.raises(PlmscaleError, match=r"envelope.by_cost_model.chinchilla.k_n"):
+        parse_fit(document)
+    # an imported table (no per-definition columns): the definition is unknown, the envelope not recounted
+    plain = fit_objective(runs.drop(columns=[c for c in runs if c.startswith("flops_")]), curves, 0,
+                          np.random.default_rng(1), 3)
+    assert plain["isoflop"]["flops_definition"] == "unknown" and "imported" in plain["isoflop"]["note"]
+    assert "iso-compute in no named cost model" in plain["isoflop"]["cost_models"]
+    assert "flops_chinchilla" in plain["envelope"]["by_cost_model"]["skipped"]
+
+
+def test_the_envelope_per_cost_model_recovers_the_exponent_each_cost_implies():
+    """Curves of a Chinchilla law L = E + A/N^alpha + B/D^beta on a dense ladder. Counted as c(N) = k·N^gamma per
+    token, the envelope's optimum follows N_opt ∝ C^(beta / (alpha + gamma·beta)): gamma 1 is 6ND's
+    beta/(alpha+beta); a cost growing slower than N (gamma < 1) raises the exponent."""
+    from plmscale.scaling.envelope import envelope_by_cost_model
+    law = {"E": 1.5, "A": 50.0, "B": 50.0, "alpha": 0.5, "beta": 0.5}
+    sizes = np.geomspace(1e3, 1e7, 61)
+    fractions = np.geomspace(1e-2, 1.0, 300)
+    frames = []
+    for i, n in enumerate(sizes):
+        tokens = 3 * n * fractions  # the kept last 90% of each curve spans the optimum D = N (0.64 N at gamma 0.8)
+        frames.append(pd.DataFrame({"run_id": f"r{i:02d}", "objective": "clm", "n_params": n, "tokens": tokens,
+                                    "flops": 6 * n * tokens,
+                                    "loss": law["E"] + law["A"] / n ** law["alpha"]
+                                    + law["B"] / tokens ** law["beta"]}))
+    curves = pd.concat(frames, ignore_index=True)
+    gammas = {"6nd": 1.0, "steeper": 1.0, "flatter": 0.8}
+    per_token = {name: {f"r{i:02d}": (6 * n if name == "6nd" else 3 * n ** gamma) for i, n in enumerate(sizes)}
+                 for name, gamma in gammas.items()}
+    fitted = envelope_by_cost_model(curves, per_token)
+    for name, gamma in gammas.items():
+        expected = law["beta"] / (law["alpha"] + gamma * law["beta"])
+        assert fitted[name]["a"] == pytest.approx(expected, abs=0.02), name
+    assert fitted["6nd"]["n_runs"] == len(sizes) and "draws" not in fitted["6nd"]  # no bootstrap counts given
+    missing = envelope_by_cost_model(curves, {"none": {}})
+    assert "no curve point" in missing["none"]["error"]
+
+
+# ---- allocation of every (N, D) law family ------------------------------------------------------------------
+
+FARSEER_THETA = [0.3, -0.35, 0.6, 0.1, -0.25, -1.5, 0.05, 0.3, math.log(0.4)]  # an interior optimum near 1.5e5 at 1e13
+
+
+def _farseer_entry(n_draws=40, identified=True):
+    rng = np.random.default_rng(3)
+    thetas = [list(np.array(FARSEER_THETA) + rng.normal(0, 0.01, 9)) for _ in range(n_draws)] + [None]
+    return {"theta": FARSEER_THETA, "identified": identified, "reasons": [] if identified else ["bound"],
+            "bootstrap": {"thetas": thetas}}
+
+
+def test_allocation_of_the_farseer_law_under_each_cost_model():
+    """A law with no closed form: under 6nd the allocation is farseer's own numerical optimum; under chinchilla
+    N_opt minimises L(N, C / c(N)) (its neighbours on either side lose), with bootstrap intervals around it."""
+    from plmscale.scaling import allocation, farseer
+    ladder, seq_len = _demo_ladder()
+    law = allocation.loss_law("farseer", _farseer_entry())
+    assert law.draws.shape == (40, 9)  # the failed refit (null) left out
+    six = allocation.allocate(law, 1e13, ladder, seq_len, "6nd")
+    n_ref, d_ref, loss_ref = farseer.optimal_allocation(FARSEER_THETA, 1e13, 6.0)
+    assert six["n_opt"] == pytest.approx(n_ref, rel=0.01) and six["loss"] == pytest.approx(loss_ref, rel=1e-5)
+    assert six["n_opt_ci"][0] < six["n_opt"] < six["n_opt_ci"][1] and six["a_ci"][0] < six["a"] < six["a_ci"][1]
+    chin = allocation.allocate(law, 1e13, ladder, seq_len, "chinchilla")
+    grid = allocation.search_grid(six["n_opt"])  # the sizes allocate searched, and c(N) on them
+    grid_cost = allocation.cost_per_token(grid, ladder, seq_len, "chinchilla")
+    cost = lambda n: math.exp(np.interp(math.log(n), np.log(grid), np.log(grid_cost)))  # noqa: E731
+    at = lambda n: float(farseer.loss(FARSEER_THETA, n, 1e13 / cost(n)))  # noqa: E731
+    assert chin["d_opt"] == pytest.approx(1e13 / cost(chin["n_opt"]), rel=1e-3)
+    assert at(chin["n_opt"]) < min(at(chin["n_opt"] * 1.1), at(chin["n_opt"] / 1.1))
+    # c(N)/6N falls with N: the optimum moves up, and the same number buys less training
+    assert chin["n_opt"] > 1.01 * six["n_opt"] and chin["loss"] > six["loss"]
+
+
+def test_a_law_family_plugs_in_as_a_callable_and_its_constants():
+    """Any loss(params, n, d) that broadcasts like farseer.loss allocates: the Chinchilla form written as such a
+    callable (as scaling/data_constrained.py's law plugs in) gives the parametric allocation."""
+    from plmscale.scaling import allocation
+    ladder, seq_len = _demo_ladder()
+
+    def chinchilla_form(params, n, d):
+        p = np.asarray(params, float)
+        return p[..., 0] + p[..., 1] / n ** p[..., 3] + p[..., 2] / d ** p[..., 4]
+
+    point = np.array([DEMO_LAW[k] for k in ("E", "A", "B", "alpha", "beta")])
+    custom = allocation.LossLaw("custom", chinchilla_form, point)  # no closed form given: the centre is searched
+    for model in ("6nd", "chinchilla"):
+        got = allocation.allocate(custom, 1e13, ladder, seq_len, model)
+        expected = allocation.allocate(DEMO_LAW, 1e13, ladder, seq_len, model)
+        assert got["n_opt"] == pytest.approx(expected["n_opt"], rel=1e-3)
+        assert got["a"] == pytest.approx(expected["a"], rel=1e-3) and got["n_opt_ci"] is None
+
+
+def test_the_data_constrained_family_allocates_under_each_cost_model():
+    """With unlimited unique data the data-constrained law still discounts parameters beyond the optimum for
+    its D (Muennighoff's U_N), so it is not the Chinchilla form away from the optimum, but at it: the 6nd
+    allocation is the parametric one of the same constants; under chinchilla its own optimum minimises
+    L(N, C / c(N)); its stored draws give the interval."""
+    from plmscale.scaling import allocation, data_constrained
+    ladder, seq_len = _demo_ladder()
+    entry = {**{k: DEMO_LAW[k] for k in ("E", "A", "B", "alpha", "beta")}, "r_star_d": 15.4, "r_star_n": 5.3}
+    scale = np.linspace(0.97, 1.03, 20)
+    entry["bootstrap"] = {"draws": {name: [entry[name] * (f if name == "A" else 1.0) for f in scale]
+                                    for name in data_constrained.PARAM_NAMES}}
+    law = allocation.loss_law("data_constrained", entry)
+    assert law.draws.shape == (20, 7)
+    six = allocation.allocate(law, 1e13, ladder, seq_len, "6nd")
+    assert six["n_opt"] == pytest.approx(allocation.allocate(DEMO_LAW, 1e13, ladder, seq_len, "6nd")["n_opt"], rel=0.01)
+    chin = allocation.allocate(law, 1e13, ladder, seq_len, "chinchilla")
+    grid = allocation.search_grid(six["n_opt"])
+    grid_cost = allocation.cost_per_token(grid, ladder, seq_len, "chinchilla")
+    cost = lambda n: math.exp(np.interp(math.log(n), np.log(grid), np.log(grid_cost)))  # noqa: E731
+    at = lambda n: float(data_constrained.loss(law.point, n, 1e13 / cost(n)))  # noqa: E731
+    assert at(chin["n_opt"]) < min(at(chin["n_opt"] * 1.1), at(chin["n_opt"] / 1.1))
+    assert chin["n_opt_ci"][0] < chin["n_opt"] < chin["n_opt_ci"][1]
+
+
+def test_with_cost_allocations_covers_every_identified_family_and_predict_prints_them(tmp_path, capsys):
+    from plmscale.cli import main as cli_main
+    from plmscale.scaling import isoflop
+    from plmscale.scaling.allocation import with_cost_allocations
+    from plmscale.scaling.fitfile import parse_fit, write_fit
+    from plmscale.scaling.results import json_ready
+    ladder, seq_len = _demo_ladder()
+    fit = _fit_with_law()
+    fit["objectives"]["clm"]["farseer"] = _farseer_entry()
+    fit["objectives"]["mlm"]["farseer"] = _farseer_entry(identified=False)
+    fit["objectives"]["clm"]["isoflop"] = {"error": "no grid", "flops_definition": "6nd",
+                                           "cost_models": isoflop.cost_model_note("6nd")}
+    fit = with_cost_allocations(fit, ladder, seq_len)
+    clm, mlm = fit["objectives"]["clm"], fit["objectives"]["mlm"]
+    assert set(clm["allocation_by_family"]["farseer"]) == {"6nd", "with_attention", "chinchilla"}
+    assert clm["allocation_by_cost_model"]["6nd"][0]["a"] == pytest.approx(
+        DEMO_LAW["beta"] / (DEMO_LAW["alpha"] + DEMO_LAW["beta"]), rel=1e-3)  # rows carry the local exponent
+    assert "bound" in mlm["allocation_by_family"]["farseer"]["skipped"]
+    parse_fit(json_ready(fit))
+    path = write_fit(fit, tmp_path / "fit.json")
+    assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm", "--cost-model",
+                     "chinchilla", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["cost_model"]
+    assert printed["name"] == "chinchilla" and set(printed["by_family"]) == {"parametric", "farseer"}
+    stored = clm["allocation_by_family"]["farseer"]["chinchilla"][0]
+    assert printed["by_family"]["farseer"]["n_opt"] == pytest.approx(stored["n_opt"])
+    assert printed["by_family"]["farseer"]["n_opt_ci"] == pytest.approx(stored["n_opt_ci"])
+    assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "clm", "--cost-model",
+                     "chinchilla"]) == 0
+    out = capsys.readouterr().out
+    assert "farseer law with the budget counted in chinchilla" in out and "parametric law with" in out
+    assert "isoflop law: not relabelled under chinchilla: iso-compute in 6nd only" in out
+    # no family predicts anything: an error saying why (the first family's reason)
+    assert cli_main(["predict", "--fit", str(path), "--flops", "1e13", "--objective", "mlm", "--cost-model",
+                     "chinchilla", "--json"]) == 2
+    assert "parametric predicts nothing (too few runs)" in capsys.readouterr().err
+
+
+def test_the_report_figure_shows_the_stored_exponent_and_optimum_per_cost_model(tmp_path):
+    """The figure draws fit.json's stored allocations (no recomputation): each family's a and N_opt per cost
+    model with its interval, the envelope per cost model, and names a law that predicts nothing."""
+    from plmscale.plots.cost_models import plot_cost_models
+    from plmscale.scaling.allocation import with_cost_allocations
+    from plmscale.scaling.results import json_ready
+    ladder, seq_len = _demo_ladder()
+    fit = _fit_with_law()
+    fit["objectives"]["clm"]["farseer"] = _farseer_entry()
+    fit = with_cost_allocations(fit, ladder, seq_len)
+    stored = fit["objectives"]["clm"]["allocation_by_cost_model"]
+    for model in ("6nd", "chinchilla"):  # a marker no recomputation could produce
+        stored[model][0]["a"] = {"6nd": 0.111, "chinchilla": 0.333}[model]
+        stored[model][0]["a_ci"] = [0.05, 0.5]
+    fit["objectives"]["clm"]["envelope"] = {"error": "not fitted", "by_cost_model": {"chinchilla": {
+        "k_n": 1.0, "a": 0.777, "k_d": 1.0, "b": 0.2, "a_ci": [0.7, 0.8], "b_ci": [0.1, 0.3]}}}
+    figure = plot_cost_models(json_ready(fit), tmp_path / "cost_models.png")
+    assert (tmp_path / "cost_models.png").exists()
+    ax_a, ax_n, mlm_a, _ = figure.axes
+    points = {round(float(line.get_ydata()[0]), 3) for line in ax_a.get_lines() if len(line.get_ydata()) == 1}
+    assert {0.111, 0.333, 0.777} <= points
+    n_points = [float(line.get_ydata()[0]) for line in ax_n.get_lines() if len(line.get_ydata()) == 1]
+    assert any(math.isclose(n, stored["chinchilla"][0]["n_opt"]) for n in n_points)
+    assert any(math.isclose(n, fit["objectives"]["clm"]["allocation_by_family"]["farseer"]["6nd"][0]["n_opt"])
+               for n in n_points)
+    assert "too few runs" in " ".join(text.get_text().replace("\n", " ") for text in mlm_a.texts)
+    # an envelope judged unidentified draws nothing under any cost model; the reason is named instead
+    fit["objectives"]["clm"]["envelope"].update(identified=False, reasons=["interval of a too wide"])
+    figure = plot_cost_models(json_ready(fit), tmp_path / "unidentified.png")
+    points = {round(float(line.get_ydata()[0]), 3) for line in figure.axes[0].get_lines()
+              if len(line.get_ydata()) == 1}
+    assert 0.777 not in points and 0.333 in points
+    assert "interval of a too wide" in " ".join(t.get_text().replace("\n", " ") for t in figure.axes[1].texts)

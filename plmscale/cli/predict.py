@@ -10,7 +10,7 @@ from plmscale.arithmetic import FLOPS_DEFINITIONS
 from plmscale.config import load_config, load_config_files, read_json_object
 from plmscale.design.next_run import emit_next_run_config
 from plmscale.errors import PlmscaleError
-from plmscale.scaling.allocation import stored_or_computed
+from plmscale.scaling.allocation import FAMILY_LAWS, stored_or_computed
 from plmscale.scaling.costs import (MEASURED, MEASURED_COST_FILE, gpu_hours_to_flops, measured_law,
                                     read_measured_cost)
 from plmscale.scaling.closed_loop import validation_lines
@@ -71,9 +71,9 @@ def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "cost model (plmscale.scaling.costs, docs/costs.md)")
     group.add_argument("--cost-model", type=cost_model_name, metavar="{" + ",".join(FLOPS_DEFINITIONS) + ","
                        + f"{MEASURED}[:DEVICE]" + "}",
-                       help="also report the parametric law's N_opt, D_opt and loss with the budget counted in this "
-                            "cost model (measured: seconds on DEVICE, cpu or cuda, default cpu for --device cpu and "
-                            "cuda otherwise; its law from --measured)")
+                       help="also report each (N, D) law family's N_opt, D_opt, loss and local exponent a with the "
+                            "budget counted in this cost model (measured: seconds on DEVICE, cpu or cuda, default cpu "
+                            "for --device cpu and cuda otherwise; its law from --measured)")
     group.add_argument("--measured", metavar="PATH",
                        help=f"the measured cost laws (default: {MEASURED_COST_FILE} beside --fit; the workflow's rule "
                             "measured_cost writes it)")
@@ -113,10 +113,9 @@ def budget_from_cost_arguments(args) -> list[str]:
             "model, plmscale/grid/resources.py; the FLOPs it runs are 6N plus attention: with_attention)"]
 
 
-def cost_model_lines(args, fit) -> list[str]:
-    """The parametric law's allocation with the budget counted in --cost-model."""
-    if not args.cost_model:
-        return []
+def cost_model_allocations(args, fit) -> tuple[str, dict]:
+    """(the cost model's name, {family: its allocation row, or {"error": why}}) of every (N, D) law family the
+    objective has, with the budget counted in --cost-model; an error when no family gives one."""
     model = args.cost_model
     seconds = measured = None
     if model.partition(":")[0] == MEASURED:
@@ -130,14 +129,37 @@ def cost_model_lines(args, fit) -> list[str]:
     if args.cost_config:
         config, _ = load_config_files([args.cost_config])
         ladder, seq_len = config["train"]["ladder"], config["train"]["seq_len"]
-    row = stored_or_computed(fit.data, args.objective, args.flops, model, ladder, seq_len, seconds, where=args.fit,
-                             measured=measured)
-    budget = f"{row['budget']:.3g} {row.get('unit', model + ' FLOPs')}"
-    if "unit" in row and seconds is None:
-        budget += " (the seconds the 6nd optimum takes)"
-    return [f"parametric law with the budget counted in {model}: {budget}",
-            f"  N_opt {_fmt(row['n_opt'], row.get('n_opt_ci'))}  D_opt {_fmt(row['d_opt'], row.get('d_opt_ci'))}  "
-            f"loss {_fmt(row['loss'], row.get('loss_ci'), 4)}"]
+    entry = fit.data["objectives"].get(args.objective) or {}
+    families = [family for family in FAMILY_LAWS if family == "parametric" or family in entry]
+    rows, first_error = {}, None
+    for family in families:
+        try:
+            rows[family] = stored_or_computed(fit.data, args.objective, args.flops, model, ladder, seq_len, seconds,
+                                              where=args.fit, measured=measured, family=family)
+        except PlmscaleError as error:
+            rows[family] = {"error": str(error)}
+            first_error = first_error or error
+    if first_error is not None and all("error" in row for row in rows.values()):
+        raise first_error
+    return model, rows
+
+
+def cost_model_lines(model: str, rows: dict, seconds_given: bool) -> list[str]:
+    """Each family's allocation with the budget counted in the cost model, as text."""
+    lines = []
+    for family, row in rows.items():
+        if "error" in row:
+            lines.append(f"{family} law with the budget counted in {model}: no allocation: {row['error']}")
+            continue
+        budget = f"{row['budget']:.3g} {row.get('unit', model + ' FLOPs')}"
+        if "unit" in row and not seconds_given:
+            budget += " (the seconds the 6nd optimum takes)"
+        exponent = f"  a {_fmt(row['a'], row.get('a_ci'))}" if row.get("a") is not None else ""
+        lines += [f"{family} law with the budget counted in {model}: {budget}",
+                  f"  N_opt {_fmt(row['n_opt'], row.get('n_opt_ci'))}  "
+                  f"D_opt {_fmt(row['d_opt'], row.get('d_opt_ci'))}  "
+                  f"loss {_fmt(row['loss'], row.get('loss_ci'), 4)}{exponent}"]
+    return lines
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,14 +211,22 @@ def main(args: argparse.Namespace) -> int:
     ladder = load_ladder(args.ladder) if args.ladder else None
     result = predict(fit, args.flops, args.objective, ladder)
     far = (result.get("extrapolation") or {}).get("warning")
+    cost_model, cost_rows = cost_model_allocations(args, fit) if args.cost_model else (None, {})
     if args.json:
-        print(json_text({key: result[key] for key in ("objective", "flops", "methods")}))
+        printed = {key: result[key] for key in ("objective", "flops", "methods")}
+        if cost_model:
+            printed["cost_model"] = {"name": cost_model, "by_family": cost_rows}
+        print(json_text(printed))
         # The JSON keeps its documented shape; why a method is null goes to stderr.
         for method, values in result["methods"].items():
             if values["n_opt"] is None and result["details"].get(method, {}).get("note"):
                 print(f"note: {method}: {result['details'][method]['note']}", file=sys.stderr)
     else:
-        print("\n".join([*budget_lines, format_prediction(result), *cost_model_lines(args, fit)]))
+        cost_lines = cost_model_lines(cost_model, cost_rows, args.gpu_hours is not None) if cost_model else []
+        isoflop = (fit.data["objectives"].get(args.objective) or {}).get("isoflop") or {}
+        if cost_model and isoflop.get("cost_models") and isoflop.get("flops_definition") != cost_model:
+            cost_lines.append(f"isoflop law: not relabelled under {cost_model}: {isoflop['cost_models']}")
+        print("\n".join([*budget_lines, format_prediction(result), *cost_lines]))
         validation = Path(args.fit).with_name("closed_loop.json")  # the workflow's closed loop, if it ran
         if validation.exists():
             print("\n".join(validation_lines(read_json_object(validation, "closed-loop record"),

@@ -11,6 +11,7 @@ import pandas as pd
 
 from plmscale.plots.allocation import plot_optimal_allocation
 from plmscale.plots.backtest import plot_backtest
+from plmscale.plots.cost_models import plot_cost_models
 from plmscale.plots.frontier import plot_loss_frontier, plot_training_curves
 from plmscale.plots.identity import plot_loss_by_identity
 from plmscale.plots.isoflop import plot_isoflop
@@ -59,6 +60,7 @@ PLOTS = {
     "backtest": Plot(lambda i, path: plot_backtest(i.fit, path), "backtest.rst", "Backtest"),
     "loss_by_identity": Plot(lambda i, path: plot_loss_by_identity(i.runs, path), "loss_by_identity.rst",
                              "Loss by identity to training"),
+    "cost_models": Plot(lambda i, path: plot_cost_models(i.fit, path), "cost_models.rst", "Cost models"),
 }
 PLOT_NAMES = list(PLOTS)
 

@@ -173,3 +173,56 @@ def gpu_hours_to_flops(gpu_hours: float, device: str, mfu: float) -> dict:
                             f"{', '.join(k.lower() for k in GPU_PEAK_FLOPS)}, plmscale/grid/resources.py)")
     peak = GPU_PEAK_FLOPS[name]
     return {"flops": gpu_hours * 3600.0 * peak * mfu, "peak_flops_per_second": peak, "mfu": mfu, "device": name}
+
+
+# runs.csv's per-definition FLOPs columns (plmscale.scaling.table.COST_COLUMNS), by definition.
+DEFINITION_COLUMNS = {definition: f"flops_{definition}" for definition in FLOPS_DEFINITIONS}
+UNKNOWN_DEFINITION = "unknown"
+# The flops column equals one of the per-definition columns to this relative tolerance (runs.csv's rounding).
+DEFINITION_REL_TOL = 1e-6
+
+
+def detect_flops_definition(runs: pd.DataFrame, what: str = "runs table") -> dict:
+    """The FLOPs definition a table's `flops` column counts (the one its grid was laid out in,
+    train.flops_definition): {"flops_definition": name, or "unknown" with a "note" saying why}.
+
+    The column must equal, to DEFINITION_REL_TOL, the same per-definition column (flops_6nd, flops_with_attention,
+    flops_chinchilla) in every row; a table without those columns (an imported one), or whose rows match
+    different definitions or none, is "unknown"."""
+    present = {d: c for d, c in DEFINITION_COLUMNS.items() if c in runs.columns}
+    if not present:
+        return {"flops_definition": UNKNOWN_DEFINITION,
+                "note": f"{what} has no per-definition FLOPs columns ({', '.join(DEFINITION_COLUMNS.values())}; "
+                        "an imported table): its flops column counts whatever its source counted"}
+    flops = pd.to_numeric(runs["flops"], errors="coerce").to_numpy(float)
+    matches = {d: np.isclose(flops, pd.to_numeric(runs[c], errors="coerce").to_numpy(float),
+                             rtol=DEFINITION_REL_TOL, atol=0.0) for d, c in present.items()}
+    for definition, match in matches.items():
+        if len(flops) and match.all():
+            return {"flops_definition": definition}
+    counts = ", ".join(f"{int(m.sum())} of {len(flops)} rows match {present[d]}" for d, m in matches.items())
+    return {"flops_definition": UNKNOWN_DEFINITION,
+            "note": f"{what}: the flops column equals no single FLOPs definition in every row ({counts}): runs "
+                    "laid out in different definitions are mixed, or flops was edited"}
+
+
+def flops_per_token_by_run(runs: pd.DataFrame) -> dict:
+    """{definition: {run_id: FLOPs per token}} from runs.csv's per-definition columns (the envelope refitted per
+    cost model counts each curve point's tokens at its run's rate); only the definitions the table carries, and
+    per definition only the runs with a positive count."""
+    out = {}
+    tokens = pd.to_numeric(runs["tokens"], errors="coerce").to_numpy(float)
+    for definition, column in DEFINITION_COLUMNS.items():
+        if column not in runs.columns:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_token = pd.to_numeric(runs[column], errors="coerce").to_numpy(float) / tokens
+        usable = np.isfinite(per_token) & (per_token > 0)
+        out[definition] = dict(zip(runs["run_id"].astype(str)[usable], per_token[usable]))
+    return out
+
+
+def measured_seconds_per_token_by_run(runs: pd.DataFrame, law: MeasuredCost) -> dict:
+    """{run_id: seconds per token} of each run under a measured cost law (from its chinchilla FLOPs per token)."""
+    chinchilla = flops_per_token_by_run(runs).get("chinchilla", {})
+    return {run: float(law.seconds_per_token(value)) for run, value in chinchilla.items()}

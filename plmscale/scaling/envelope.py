@@ -95,3 +95,47 @@ def fit_envelope(curves, bin_dex=BIN_DEX, skip_fraction=SKIP_FRACTION):
         return out
     out.update({key: float(value[0]) for key, value in laws.items() if key != "n_points"})
     return out
+
+
+def recounted_curves(curves, cost_per_token):
+    """The curves with each point's compute counted in another cost model: its tokens × its run's cost per token
+    (cost_per_token: run_id -> cost, a mapping or a Series). Points of runs without a cost are left out."""
+    per_point = curves["run_id"].astype(str).map(lambda run: cost_per_token.get(run, np.nan)).to_numpy(float)
+    keep = np.isfinite(per_point) & (per_point > 0)
+    out = curves[keep].copy()
+    out["flops"] = out["tokens"].to_numpy(float) * per_point[keep]
+    return out
+
+
+# What each cost model's envelope keeps in fit.json (its points and draws stay out: the main entry has them).
+BY_COST_MODEL_KEYS = ("k_n", "a", "k_d", "b", "k_l", "s")
+
+
+def envelope_by_cost_model(curves, costs_per_token: dict, run_ids=None, run_counts=None, bin_dex=BIN_DEX,
+                           skip_fraction=SKIP_FRACTION) -> dict:
+    """The envelope refitted with compute counted in each cost model: {model: {k_n, a, k_d, b, k_l, s, n_points,
+    n_runs, and with run_counts "draws": {a, b: (B,) arrays}} or {"error": why}}. costs_per_token: {model:
+    {run_id: cost per token}}.
+
+    run_counts (B, len(run_ids)): the bootstrap's run counts of the envelope in the study's own count, over
+    run_ids (that envelope design's runs); each model's draws reuse them, so its interval comes from the very
+    same resamples (a run a model lacks a cost for is left out of its envelope)."""
+    out = {}
+    for model, per_token in costs_per_token.items():
+        recounted = recounted_curves(curves, per_token)
+        if len(recounted) == 0:
+            out[model] = {"error": f"no curve point has a {model} cost per token"}
+            continue
+        entry = fit_envelope(recounted, bin_dex, skip_fraction)
+        if "error" in entry:
+            out[model] = {"error": entry["error"]}
+            continue
+        row = {key: entry[key] for key in BY_COST_MODEL_KEYS}
+        row.update(n_points=len(entry["points"]), n_runs=int(recounted["run_id"].nunique()))
+        if run_counts is not None and run_ids is not None:
+            design = envelope_design(recounted, bin_dex, skip_fraction)
+            columns = np.searchsorted(np.asarray(run_ids, str), design["run_ids"])
+            laws, _, _ = envelope_batch(design, np.asarray(run_counts)[:, columns])
+            row["draws"] = {"a": laws["a"], "b": laws["b"]}
+        out[model] = row
+    return out

@@ -10,7 +10,7 @@ import pandas as pd
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
 from plmscale.scaling import backtest as backtests
-from plmscale.scaling import data_constrained, envelope, farseer, isoflop, parametric
+from plmscale.scaling import costs, data_constrained, envelope, farseer, isoflop, parametric
 from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
 from plmscale.scaling.identify import (Criteria, backtest_verdict, identify, identify_data_constrained,
                                        identify_farseer)
@@ -143,6 +143,22 @@ def _safe(method, objective, function):
         return {"error": str(error)}
 
 
+def envelope_by_cost_model(curves, scratch, design=None, run_counts=None):
+    """The envelope's `by_cost_model`: refitted under each FLOPs definition runs.csv carries (envelope.py), its
+    intervals from the main envelope's bootstrap run counts; {"skipped": why} for a table without the columns."""
+    per_token = costs.flops_per_token_by_run(scratch)
+    if not per_token:
+        return {"skipped": "the runs table has no per-definition FLOPs columns "
+                           f"({', '.join(costs.DEFINITION_COLUMNS.values())}) to count the curves in"}
+    by_model = envelope.envelope_by_cost_model(curves, per_token, None if design is None else design["run_ids"],
+                                               run_counts, design["bin_dex"] if design else envelope.BIN_DEX)
+    for law in by_model.values():
+        draws = law.pop("draws", None)
+        if draws is not None:
+            law.update(a_ci=boot.interval(draws["a"]), b_ci=boot.interval(draws["b"]))
+    return by_model
+
+
 def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, isoflop_bootstrap="runs",
                   no_curves_reason="envelope fit needs training curves (--curves CURVES.csv)",
                   law_families=("parametric",), scatter=None):
@@ -170,6 +186,8 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
     for note in notes:
         log.warning(note)
     law_keys = ("k_n", "a", "k_d", "b", "k_l", "s")
+    # The count the budgets and curves are in (train.flops_definition): iso-compute holds in it only.
+    definition = costs.detect_flops_definition(scratch, f"{objective} runs")
 
     def fit_isoflop():
         entry = isoflop.isoflop_optima(scratch, min_points)
@@ -185,6 +203,8 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
             entry["bootstrap"]["scheme"] = isoflop_bootstrap
             if isoflop_bootstrap == "residuals":
                 entry["bootstrap"]["residual_sd"] = residual_sd
+        if "error" not in entry:
+            entry.update(definition, cost_models=isoflop.cost_model_note(definition["flops_definition"]))
         return entry
 
     def fit_envelope():
@@ -199,6 +219,10 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
             run_counts = rng.multinomial(len(design["run_ids"]), np.full(len(design["run_ids"]),
                                          1 / len(design["run_ids"])), size=n_boot)
             _with_intervals(entry, boot.envelope_draws(design, run_counts), law_keys)
+        if "error" not in entry:
+            entry.update(definition)
+            entry["by_cost_model"] = envelope_by_cost_model(own, scratch, design if counts is not None else None,
+                                                            run_counts if counts is not None else None)
         return entry
 
     def fit_parametric():

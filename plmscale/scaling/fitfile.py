@@ -25,7 +25,12 @@ Every method entry may carry the verdict of identify.identify: `identified` (boo
 (identified None): predictions and plots treat it as before. Each objective may carry `backtest`
 (backtest.backtest's result per identified method), read as plain data from FitFile.data, and
 `allocation_by_cost_model` (plmscale.scaling.allocation: {cost model: [{flops, budget, n_opt, d_opt, loss,
-*_ci}, ...]} at fit.predict_flops, or {"skipped": why}), checked by _check_allocations.
+*_ci, a, a_ci}, ...]} at fit.predict_flops, or {"skipped": why}) of the parametric law and
+`allocation_by_family` ({family: the same}) of the other (N, D) law families, checked by _check_allocations.
+The isoflop and envelope entries say which FLOPs definition their budgets count (`flops_definition`: a FLOPs
+definition or "unknown" with a `note`); the IsoFLOP entry says why it is not relabelled under the others
+(`cost_models`); the envelope carries `by_cost_model` ({cost model: its power laws with a_ci, b_ci} refitted
+with the curves counted in each), checked by _check_cost_model_keys.
 """
 
 import json
@@ -430,6 +435,10 @@ def parse_fit(data, source: str = "fit.json") -> FitFile:
         if "allocation_by_cost_model" in methods:
             _check_allocations(check, methods["allocation_by_cost_model"],
                                f"objectives.{objective}.allocation_by_cost_model")
+        for family, by_model in (methods.get("allocation_by_family") or {}).items():
+            _check_allocations(check, by_model, f"objectives.{objective}.allocation_by_family.{family}")
+        for method in ("isoflop", "envelope"):
+            _check_cost_model_keys(check, methods.get(method), f"objectives.{objective}.{method}")
     return FitFile(source=str(source), version=version, objectives=objectives, data=data)
 
 
@@ -445,6 +454,31 @@ def _check_allocations(check: _Checker, value, key: str) -> None:
                 check.number(row.get(name), f"{key}.{model}[{i}].{name}", 0.0, strict=True,
                              allow_null=name not in ("flops", "budget"))
             check.number(row.get("loss"), f"{key}.{model}[{i}].loss", allow_null=True)
+            check.number(row.get("a"), f"{key}.{model}[{i}].a", allow_null=True)
+            check.interval(row, "a", f"{key}.{model}[{i}]")
+
+
+def _check_cost_model_keys(check: _Checker, entry, key: str) -> None:
+    """An IsoFLOP or envelope entry's flops_definition (text) and the envelope's by_cost_model: per cost model a
+    power law (positive k_n, k_d; a, b and their intervals [low, high]) or {"error": why}; or {"skipped": why}."""
+    if not isinstance(entry, dict):
+        return
+    if "flops_definition" in entry:
+        check.text(entry["flops_definition"], f"{key}.flops_definition")
+    if "by_cost_model" not in entry:
+        return
+    where = f"{key}.by_cost_model"
+    for model, law in check.mapping(entry["by_cost_model"], where).items():
+        if model == "skipped":
+            check.text(law, f"{where}.skipped")
+            continue
+        law = check.mapping(law, f"{where}.{model}")
+        if "error" in law:
+            check.text(law["error"], f"{where}.{model}.error")
+            continue
+        values = check.constants(law, POWER_LAW_KEYS, f"{where}.{model}")
+        for name in ("a", "b"):
+            check.interval(law, name, f"{where}.{model}", values[name])
 
 
 def read_fit(path) -> FitFile:

@@ -7,6 +7,7 @@ the point estimate (one row of ones) and the bootstrap run the very same arithme
 
 import numpy as np
 
+from plmscale.arithmetic import FLOPS_DEFINITIONS
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.power_law import power_law_fit_batch
 from plmscale.scaling.table import budget_groups
@@ -245,3 +246,18 @@ def loss_at(params, flops):
     """Loss of fit_loss_law's result at `flops` (B,)."""
     with np.errstate(invalid="ignore", over="ignore"):
         return params["E"] + params["k"] * np.exp(params["s"] * (np.log(flops) - params["log_c_ref"]))
+
+
+def cost_model_note(definition: str) -> str:
+    """Why an IsoFLOP fit is not relabelled under the other cost models, and the remedy. A profile holds its
+    budget fixed in the definition the grid was laid out in; counted in another (cost per token falling with N
+    at a different rate) its small models spend more or less than its large ones, so its vertex is no longer an
+    iso-compute optimum and the exponent would be a mixture of the two counts."""
+    others = [d for d in FLOPS_DEFINITIONS if d != definition]
+    remedy = f"train a grid laid out in it (train.flops_definition: {' or '.join(others)})"
+    if definition not in FLOPS_DEFINITIONS:
+        return ("the FLOPs definition of the budgets is unknown, so these profiles are iso-compute in no named cost "
+                f"model; for the IsoFLOP exponent under one, {remedy}")
+    return (f"iso-compute in {definition} only: under {', '.join(others)} or measured cost each profile mixes "
+            f"budgets, so this exponent is not relabelled or refitted there; for the IsoFLOP exponent under another "
+            f"FLOPs definition, {remedy}")

@@ -29,6 +29,7 @@ def summary_table(fit, with_paper=True) -> str:
                        None: "not judged"}[entry.get("identified")]
             lines.append(f"{objective:<9} {method:<10} {entry['a']:6.3f} {_ci(entry.get('a_ci')):>16}   "
                          f"{entry['b']:6.3f} {_ci(entry.get('b_ci')):>16}   {verdict}")
+            lines.extend(f"{'':<9} {'':<10} {line}" for line in cost_model_lines(method, entry))
             if method == "parametric":
                 constants = ", ".join(_constant(entry, name) for name in PARAMETRIC_CONSTANTS if name in entry)
                 lines.append(f"{'':<9} {'':<10} L = E + A/N^alpha + B/D^beta: {constants}")
@@ -36,6 +37,19 @@ def summary_table(fit, with_paper=True) -> str:
         if with_paper and published:
             lines.append(f"{objective:<9} {'paper':<10} {published['a']:6.3f} {'':>16}   {published['b']:6.3f}")
     return "\n".join(lines)
+
+
+def cost_model_lines(method, entry) -> list[str]:
+    """The cost model an IsoFLOP or envelope law counts compute in (its profiles are iso-compute in that one
+    only, docs/costs.md) and the envelope's exponent refitted under each cost model."""
+    definition = entry.get("flops_definition")
+    if not definition:
+        return []
+    if method == "isoflop":
+        return [f"budgets in {definition} FLOPs: iso-compute in {definition}, not relabelled under other cost models"]
+    by_model = {m: law for m, law in (entry.get("by_cost_model") or {}).items() if isinstance(law, dict) and "a" in law}
+    refits = ", ".join(f"{m} a {law['a']:.3f} {_ci(law.get('a_ci'))}" for m, law in by_model.items())
+    return [f"compute counted in {definition}" + (f"; refitted per cost model: {refits}" if refits else "")]
 
 
 def rollout_summary(fit) -> str:
