@@ -14,7 +14,8 @@ Pools:
 
 Random's figures are means over --repeats seeds; the deterministic strategies replay once per pool. On the
 synthetic pools every strategy's figures are means over the --synthetic pools. "beats random" compares the
-mean absolute % error; "R² gap" is the all-runs fit's R² minus the strategy's.
+mean absolute % error (in brackets: the share of random's repeats, per pool, with a larger error than the
+strategy's, averaged over pools); "R² gap" is the all-runs fit's R² minus the strategy's.
 """
 
 import argparse
@@ -97,6 +98,12 @@ def measure(pool, targets, strategies, fractions, repeats, seed=0, cost_powers=(
     return results, time.perf_counter() - start
 
 
+def _share_of_random_beaten(strategies, entry):
+    """Share of random's repeats on one pool whose error is above this strategy's mean error there."""
+    random_errors = [p["mean_abs_pct_error"] for p in strategies["random"]["per_repeat"]]
+    return float(np.mean([e > entry["mean_abs_pct_error"] for e in random_errors]))
+
+
 def table_rows(name, results_per_pool, strategies, fractions):
     """Rows of the markdown table: per F and strategy the mean error and R² (means over pools)."""
     rows = []
@@ -111,8 +118,10 @@ def table_rows(name, results_per_pool, strategies, fractions):
             spent = np.mean([np.mean([p["flops_fraction"] for p in e["per_repeat"]]) for e in entries])
             picked = np.mean([np.mean([p["n_selected"] for p in e["per_repeat"]]) for e in entries])
             gap = np.mean(all_r2) - r2
-            rows.append(f"| {name} | {f:g} | {s} | {spent:.3f} | {picked:.1f} | {err:.2f} | {r2:.3f} | "
-                        f"{'yes' if err < random_err else 'no' if s != 'random' else '—'} | {gap:+.3f} |")
+            beaten = np.mean([_share_of_random_beaten(r[f]["strategies"], e) for r, e in zip(results_per_pool, entries)])
+            verdict = "—" if s == "random" else f"{'yes' if err < random_err else 'no'} ({beaten:.0%})"
+            rows.append(f"| {name} | {f:g} | {s} | {spent:.3f} | {picked:.1f} | {err:.2f} | {r2:.3f} | {verdict} | "
+                        f"{gap:+.3f} |")
         rows.append(f"| {name} | {f:g} | *all runs* | 1 | all | {all_err:.2f} | {np.mean(all_r2):.3f} | | |")
     return rows
 
