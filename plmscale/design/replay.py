@@ -207,9 +207,9 @@ def _variance_gain(inverse, candidates_jac, targets_jac):
 def _plmscale_scores(theta, pool, candidates, targets, inverse):
     """plmscale's greedy step: v-optimal gain per FLOP^COST_POWER (then `exchange`, see select_runs).
 
-    Why not v-optimal itself: it ignores cost, so at a larger F it buys the largest affordable run first
-    and the rest of the budget no longer buys a spread of sizes (measured: v-optimal is worse at F = 0.10
-    than at 0.05 on synthetic pools). Why not gain per FLOP: costs span orders of magnitude, so it buys
+    Why not v-optimal itself: it ignores cost, so it buys the largest affordable runs first and the rest
+    of the budget no longer buys a spread of sizes (measured: 8-17 runs per replay on the synthetic pools
+    of docs/replay.md, plmscale 17-31, at a better R² at F = 0.05 and 0.10). Why not gain per FLOP: costs span orders of magnitude, so it buys
     many cheap runs with little leverage on far-away targets. The square root of the cost sits between
     the two (docs/replay.md compares 0, 0.25, 0.5).
     """
