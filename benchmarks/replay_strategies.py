@@ -73,7 +73,8 @@ def synthetic_pool(rng, noise=0.005):
             for j, offset in enumerate(np.linspace(-np.log(spread), np.log(spread), sizes)):
                 n = float(round(_optimal_n(law, budget) * np.exp(offset)))
                 d = budget / (6 * n)
-                loss = (law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]) * np.exp(rng.normal(0, noise))
+                loss = law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]
+                loss *= np.exp(rng.normal(0, noise))
                 rows.append({"run_id": f"{prefix}_{budget:.0e}_{j}", "n_params": n, "tokens": d, "flops": budget,
                              "loss": loss})
         return pd.DataFrame(rows)
@@ -118,7 +119,8 @@ def table_rows(name, results_per_pool, strategies, fractions):
             spent = np.mean([np.mean([p["flops_fraction"] for p in e["per_repeat"]]) for e in entries])
             picked = np.mean([np.mean([p["n_selected"] for p in e["per_repeat"]]) for e in entries])
             gap = np.mean(all_r2) - r2
-            beaten = np.mean([_share_of_random_beaten(r[f]["strategies"], e) for r, e in zip(results_per_pool, entries)])
+            beaten = np.mean([_share_of_random_beaten(r[f]["strategies"], e)
+                              for r, e in zip(results_per_pool, entries)])
             verdict = "—" if s == "random" else f"{'yes' if err < random_err else 'no'} ({beaten:.0%})"
             rows.append(f"| {name} | {f:g} | {s} | {spent:.3f} | {picked:.1f} | {err:.2f} | {r2:.3f} | {verdict} | "
                         f"{gap:+.3f} |")
@@ -143,7 +145,8 @@ def main():
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
-    header = ["| pool | F | strategy | FLOPs spent | runs | mean abs % error | R² | beats random | R² gap to all runs |",
+    header = ["| pool | F | strategy | FLOPs spent | runs | mean abs % error | R² | beats random | "
+              "R² gap to all runs |",
               "|---|---|---|---|---|---|---|---|---|"]
     rows, timings = [], []
     shown = args.strategies + [f"plmscale (cost^{p:g})" for p in args.cost_powers]
@@ -162,7 +165,8 @@ def main():
         synthetic.append(results)
         seconds += spent
     if synthetic:
-        timings.append(f"synthetic: {args.synthetic} pools of {len(pool)} runs, {len(targets)} targets, {seconds:.1f} s")
+        timings.append(f"synthetic: {args.synthetic} pools of {len(pool)} runs, {len(targets)} targets, "
+                       f"{seconds:.1f} s")
         rows += table_rows(f"synthetic (x{args.synthetic})", synthetic, shown, args.fractions)
     load = os.getloadavg()[0]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -209,9 +209,9 @@ def _plmscale_scores(theta, pool, candidates, targets, inverse):
 
     Why not v-optimal itself: it ignores cost, so it buys the largest affordable runs first and the rest
     of the budget no longer buys a spread of sizes (measured: 8-17 runs per replay on the synthetic pools
-    of docs/replay.md, plmscale 17-31, at a better R² at F = 0.05 and 0.10). Why not gain per FLOP: costs span orders of magnitude, so it buys
-    many cheap runs with little leverage on far-away targets. The square root of the cost sits between
-    the two (docs/replay.md compares 0, 0.25, 0.5).
+    of docs/replay.md, plmscale 17-31, at a better R² at F = 0.05 and 0.10). Why not gain per FLOP:
+    costs span orders of magnitude, so it buys many cheap runs with little leverage on far targets. The
+    square root of the cost sits between the two (docs/replay.md compares 0, 0.25, 0.5).
     """
     cost = pool["flops"].to_numpy()[candidates]
     gain = _variance_gain(inverse, log_loss_jacobian(theta, pool["n_params"].iloc[candidates],
@@ -328,14 +328,16 @@ def judge_forecasts(observed, forecast):
 
 
 def replay_once(pool, targets, strategy, budget_fraction, rng=None):
-    """One replay: {selected run ids, flops_fraction, theta, forecast (T,), forecast_ci (T, 2), mean_abs_pct_error, r2}."""
+    """One replay: {selected (run ids), flops_fraction, theta, forecast (T,), forecast_ci (T, 2),
+    mean_abs_pct_error, r2}."""
     chosen, warm = select_runs(pool, targets, strategy, budget_fraction, rng)
     selected = pool.iloc[chosen]
     theta = grid_fit(selected, warm)
     forecast, interval = forecast_with_interval(theta, selected, targets)
     error, r2 = judge_forecasts(targets["loss"], forecast)
-    return {"selected": selected["run_id"].tolist(), "flops_fraction": float(selected["flops"].sum() / pool["flops"].sum()),
-            "theta": theta, "forecast": forecast, "forecast_ci": interval, "mean_abs_pct_error": error, "r2": r2}
+    spent = float(selected["flops"].sum() / pool["flops"].sum())
+    return {"selected": selected["run_id"].tolist(), "flops_fraction": spent, "theta": theta, "forecast": forecast,
+            "forecast_ci": interval, "mean_abs_pct_error": error, "r2": r2}
 
 
 def _entry(replays, targets, budget_fraction, repeats):
