@@ -21,8 +21,7 @@ TARGET_KEYS = {"n_params", "tokens", "observed", "forecast", "forecast_ci"}
 def synthetic(seed, law=LAW, noise=0.005, sizes=6):
     rng = np.random.default_rng(seed)
     pool = isoflop_runs(law, rng, noise=noise, sizes_per_budget=sizes, spread=6.0, budgets=POOL_BUDGETS)
-    targets = isoflop_runs(law, rng, noise=noise, sizes_per_budget=5, spread=3.0, budgets=TARGET_BUDGETS,
-                           objective="target")
+    targets = isoflop_runs(law, rng, noise=noise, sizes_per_budget=5, spread=3.0, budgets=TARGET_BUDGETS)
     return rp.validate_pool_and_targets(pool, targets)
 
 
@@ -164,6 +163,8 @@ def test_strategy_all_replays_every_strategy():
      r"targets\.csv: run\(s\) .* are in the pool too"),
     (lambda p, t: (p.head(4), t), "pool", r"pool\.csv: 4 runs; a replay needs more than 5"),
     (lambda p, t: (p.iloc[:0], t), "pool", r"pool\.csv: the table is empty"),
+    (lambda p, t: (p.assign(objective=np.where(p.index % 2, "clm", "mlm")), t), "pool",
+     r"pool\.csv holds clm, mlm.*replay one objective at a time"),
 ])
 def test_a_bad_table_is_an_error_naming_the_file(tmp_path, pool_and_targets, damage, table, message):
     pool, targets = damage(*pool_and_targets)

@@ -25,10 +25,10 @@ is exp(log forecast ± 1.96 sd). A bootstrap per replay would cost ~100 refits; 
 5×5 solve, which is what lets a benchmark replay every strategy many times.
 
 Cost: the criteria are linearised at the current fit, so scoring all m candidates is one (m, 5) Jacobian
-and a few 5×5 products. After each pick the law is refitted warm from the previous constants (and the
-last grid fit's runner-up basins) by the batched optimiser, a few ms for tens of runs; the full
-4,500-start grid fit runs only when the selection has doubled since the last one (log₂ n grid fits), and
-once at the end. A replay of k picks costs k warm refits + O(log k) grid fits; random and cheapest need
+and a few 5×5 products. After each pick the law is refitted warm from the previous constants by the
+batched optimiser (at most WARM_MAX_ITER iterations, a few ms for tens of runs); the full 4,500-start
+grid fit runs only when the selection has doubled since the last one (log₂ n grid fits), and once at
+the end. A replay of k picks costs k warm refits + O(log k) grid fits; random and cheapest need
 no fit until the end.
 """
 
@@ -58,6 +58,8 @@ RIDGE = 1e-12
 # exchange (each: swaps at the current fit until none helps, at most EXCHANGE_MAX_SWAPS, then a refit).
 COST_POWER = 0.5
 EXCHANGE_ROUNDS = 2
+# Iterations of a warm refit after one pick: the optimum moves little when one run joins.
+WARM_MAX_ITER = 100
 EXCHANGE_MAX_SWAPS = 30
 POOL_COLUMNS = ("run_id", "n_params", "tokens", "flops", "loss")
 TARGET_COLUMNS = ("run_id", "n_params", "tokens", "loss")
@@ -106,6 +108,13 @@ def validate_pool_and_targets(pool: pd.DataFrame, targets: pd.DataFrame, pool_so
     if len(pool) <= N_INITIAL:
         raise PlmscaleError(f"{pool_source}: {len(pool)} runs; a replay needs more than {N_INITIAL} (the "
                             f"{N_INITIAL} cheapest start every strategy, the law has {N_INITIAL} constants)")
+    objectives = {name: sorted(table["objective"].astype(str).unique()) for name, table
+                  in ((pool_source, pool), (targets_source, targets)) if "objective" in table.columns}
+    mixed = sorted({o for values in objectives.values() for o in values})
+    if len(mixed) > 1:
+        held = "; ".join(f"{name} holds {', '.join(values)}" for name, values in objectives.items())
+        raise PlmscaleError(f"{held}: one law fits one objective; replay one objective at a time (filter both "
+                            "tables by their objective column)")
     shared = sorted(set(pool["run_id"]) & set(targets["run_id"]))
     if shared:
         raise PlmscaleError(f"{targets_source}: run(s) {', '.join(shared[:8])} are in the pool too ({pool_source}); "
@@ -165,18 +174,16 @@ class _LawTracker:
     """The current fit of a growing selection: warm refits after each pick, a grid fit when it has doubled."""
     pool: pd.DataFrame
     theta: np.ndarray | None = None
-    basins: list | None = None
     size_at_grid_fit: int = 0
 
     def refit(self, chosen: np.ndarray) -> np.ndarray:
         rows = self.pool.iloc[chosen]
         if self.theta is None or len(chosen) >= 2 * self.size_at_grid_fit:
             self.theta = grid_fit(rows, self.theta)
-            self.basins = [self.theta]
             self.size_at_grid_fit = len(chosen)
         else:
-            thetas, _, _ = parametric.refit_warm([self.theta] + self.basins[1:], rows["n_params"], rows["tokens"],
-                                                 rows["loss"], np.ones((1, len(rows))), max_iter=100)
+            thetas, _, _ = parametric.refit_warm([self.theta], rows["n_params"], rows["tokens"], rows["loss"],
+                                                 np.ones((1, len(rows))), max_iter=WARM_MAX_ITER)
             if np.all(np.isfinite(thetas[0])):
                 self.theta = thetas[0]
         return self.theta
@@ -284,6 +291,7 @@ def select_runs(pool: pd.DataFrame, targets: pd.DataFrame, strategy: str, budget
         raise PlmscaleError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)} or all")
     if not 0 < budget_fraction <= 1:
         raise PlmscaleError(f"--budget-fraction must be in (0, 1], got {budget_fraction}")
+    rng = np.random.default_rng(0) if rng is None else rng
     cost = pool["flops"].to_numpy(float)
     order = np.argsort(cost, kind="stable")
     chosen = list(order[:N_INITIAL])
