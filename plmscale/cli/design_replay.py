@@ -1,0 +1,64 @@
+"""`plmscale design replay POOL.csv --targets TARGETS.csv --budget-fraction F --strategy S [--strategy S2 | all]
+--repeats K --out DIR`: replay run-selection strategies on a pool of finished runs and judge their forecasts of
+larger runs (plmscale.design.replay); writes DIR/replay.json and prints a table."""
+
+import argparse
+from pathlib import Path
+
+from plmscale.design import replay as rp
+from plmscale.errors import PlmscaleError, write_error
+from plmscale.scaling.results import write_json
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pool", metavar="POOL.csv",
+                        help="finished runs to select from: run_id, n_params, tokens, flops, loss "
+                             "(optional unique_tokens, replicate; extra columns are ignored)")
+    parser.add_argument("--targets", required=True, metavar="TARGETS.csv",
+                        help="larger runs to forecast, never selected: run_id, n_params, tokens, loss")
+    parser.add_argument("--budget-fraction", type=float, required=True, metavar="F",
+                        help="share of the pool's total FLOPs a strategy may spend, e.g. 0.05")
+    parser.add_argument("--strategy", action="append", metavar="S",
+                        help=f"{', '.join(rp.STRATEGIES)} or all (default); may be given several times")
+    parser.add_argument("--repeats", type=int, default=1, metavar="K",
+                        help="replays per strategy (different seeds for random; the others are deterministic)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random strategy's draws")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for replay.json")
+
+
+def format_result(result) -> str:
+    lines = [f"{'strategy':<10} {'F':>6} {'mean |error| %':>15} {'R²':>8}"]
+    rows = list(result["strategies"].items()) + [("all runs", result["all_runs"])]
+    for name, entry in rows:
+        r2 = "n/a" if entry["r2"] is None else f"{entry['r2']:.3f}"
+        lines.append(f"{name:<10} {entry['budget_fraction']:>6g} {entry['mean_abs_pct_error']:>15.3f} {r2:>8}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    pool = rp.read_table(args.pool, "pool table")
+    targets = rp.read_table(args.targets, "targets table")
+    pool, targets = rp.validate_pool_and_targets(pool, targets, f"pool table {args.pool}",
+                                                 f"targets table {args.targets}")
+    result = rp.replay(pool, targets, args.strategy or ["all"], args.budget_fraction, args.repeats, args.seed)
+    path = Path(args.out) / "replay.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(path, error, "replay result", any_error=True) from None
+    write_json(result, path)
+    print(format_result(result))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":  # until `plmscale design replay` dispatches here
+    import sys
+
+    parser = argparse.ArgumentParser(prog="plmscale design replay", description=__doc__)
+    configure_parser(parser)
+    try:
+        sys.exit(main(parser.parse_args()))
+    except PlmscaleError as error:
+        print(f"plmscale design replay: error: {error}", file=sys.stderr)
+        sys.exit(2)
