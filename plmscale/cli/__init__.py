@@ -21,6 +21,7 @@ COMMANDS = {
     "score": ("plmscale.cli.score", "per-sequence log-likelihood (CLM) or pseudo-perplexity (MLM) of a FASTA"),
     "generate": ("plmscale.cli.generate", "sample protein sequences from a CLM run as FASTA"),
     "cross-check": ("plmscale.cli.cross_check", "two fits side by side (e.g. a cosine and a WSD grid)"),
+    "curve-law": ("plmscale.cli.curve_law", "fit the loss-curve law per shape; predict other schedules' final loss"),
 }
 
 
