@@ -109,26 +109,28 @@ def target_lrs(target: Target, settings: dict) -> np.ndarray:
 
 
 def predict_targets(fits: dict, targets, settings: dict) -> list:
-    """One row per target: what it is, the observed run's loss (if any) and the law's prediction."""
+    """One row per target: what it is, the observed run's loss (if any) and the law's prediction (None where
+    the shape has no law: see the report's `refused`)."""
     rows = []
     for target in targets:
-        fit = fits[target.shape]
+        fit = fits.get(target.shape)
+        predicted = None if fit is None else loss_curve.predict_final(fit, target_lrs(target, settings))
         rows.append({"shape": target.shape, "basis_run": target.basis, "schedule": target.schedule,
                      "steps": target.steps, "tokens": target.tokens, "peak_lr": target.peak_lr,
                      "observed_loss": target.observed_loss,
-                     "predicted_loss": loss_curve.predict_final(fit, target_lrs(target, settings))})
+                     "predicted_loss": predicted})
     return rows
 
 
 def curve_law_report(curves_path, runs: pd.DataFrame, config: dict, schedule: str = "cosine", extra_tokens=(),
                      decay_factor: float = loss_curve.DECAY_FACTOR, runs_source: str = "runs table") -> dict:
-    """Fit the law per shape and predict the targets: {"decay_factor", "laws": {shape: constants},
-    "predictions": [rows]}."""
+    """Fit the law per shape and predict the targets: {"decay_factor", "schedule", "laws": {shape: constants},
+    "refused": {shape: reason}, "predictions": [rows]}."""
     curves = load_curves(curves_path, runs, runs_source)
-    fits = loss_curve.fit_per_shape(curves, decay_factor)
+    fits, refused = loss_curve.fit_per_shape(curves, decay_factor)
     rows = predict_targets(fits, targets_for(curves, runs, schedule, extra_tokens), schedule_settings(config))
     return {"decay_factor": decay_factor, "schedule": schedule,
-            "laws": {shape: fit.to_dict() for shape, fit in fits.items()}, "predictions": rows}
+            "laws": {shape: fit.to_dict() for shape, fit in fits.items()}, "refused": refused, "predictions": rows}
 
 
 def format_report(report: dict) -> str:
@@ -138,11 +140,14 @@ def format_report(report: dict) -> str:
         lines.append(f"  {shape}: L0 {law['L0']:.4f}  A {law['A']:.4g}  alpha {law['alpha']:.3f}  C {law['C']:.4g}  "
                      f"({law['n_points']} points of {len(law['run_ids'])} run(s); rms log error {law['rmse_log']:.4f}; "
                      f"{law['n_in_best_basin']}/{law['n_starts']} starts in the best basin)")
+    for shape, reason in report.get("refused", {}).items():
+        lines.append(f"  {shape}: no law: {reason}")
     lines.append(f"predicted final loss under the {report['schedule']} schedule:")
     lines.append(f"  {'shape':<14} {'length of':<22} {'steps':>8} {'tokens':>11} {'observed':>9} {'predicted':>9}")
     for row in report["predictions"]:
         observed = "" if row["observed_loss"] is None else f"{row['observed_loss']:.4f}"
+        predicted = "-" if row["predicted_loss"] is None else f"{row['predicted_loss']:.4f}"
         lines.append(f"  {row['shape']:<14} {row['basis_run'] or '(tokens asked)':<22} {row['steps']:>8} "
-                     f"{row['tokens']:>11.4g} {observed:>9} {row['predicted_loss']:>9.4f}")
+                     f"{row['tokens']:>11.4g} {observed:>9} {predicted:>9}")
     lines.append("  (observed: the run's final loss under the schedule it trained with)")
     return "\n".join(lines)

@@ -297,12 +297,19 @@ def fit_curve_law(curves, decay_factor: float = DECAY_FACTOR, shape: str | None 
                        n_in_best_basin=int(in_basin), rmse_log=float(np.sqrt(np.mean(residual ** 2))))
 
 
-def fit_per_shape(curves, decay_factor: float = DECAY_FACTOR) -> dict:
-    """shape -> CurveLawFit, one law per model shape (its constants depend on N)."""
+def fit_per_shape(curves, decay_factor: float = DECAY_FACTOR) -> tuple[dict, dict]:
+    """({shape: CurveLawFit}, {shape: why it was not fitted}): one law per model shape (its constants depend
+    on N). A shape whose curves cannot carry the law is refused with its reason; the others are fitted."""
     by_shape = {}
     for curve in curves:
         by_shape.setdefault(curve.shape, []).append(curve)
-    return {shape: fit_curve_law(group, decay_factor, shape) for shape, group in sorted(by_shape.items())}
+    fits, refused = {}, {}
+    for shape, group in sorted(by_shape.items()):
+        try:
+            fits[shape] = fit_curve_law(group, decay_factor, shape)
+        except PlmscaleError as error:
+            refused[shape] = str(error)
+    return fits, refused
 
 
 def predict_curve(fit: CurveLawFit, lrs, steps=None) -> np.ndarray:
