@@ -55,21 +55,32 @@ def optima(runs: pd.DataFrame, loss_column: str) -> dict:
     return {budget: (int(best[budget]), n_opt.get(budget)) for budget in sorted(best)}
 
 
-def check(wsd: Path, cosine: Path, config_paths, decay_factor: float) -> tuple[str, dict]:
+def final_train_loss(results: Path, run_id: str) -> float:
+    """A run's mean batch loss over its last TRAIN_WINDOW updates (what a law fitted to train losses predicts)."""
+    curve = pd.read_csv(results / "runs" / run_id / "curve.csv")
+    return float(curve.sort_values("step")["train_loss"].tail(loss_curve.TRAIN_WINDOW).mean())
+
+
+def check(wsd: Path, cosine: Path, config_paths, decay_factor: float, points: str = "valid") -> tuple[str, dict]:
     config, _ = load_config_files(config_paths)
     settings = curve_law.schedule_settings(config)
     wsd_runs, cosine_runs = grid_runs(wsd, "wsd"), grid_runs(cosine, "cosine")
     started = time.perf_counter()
     curves = curve_law.load_curves(wsd / "runs", wsd_runs, f"{wsd}/scaling/runs.csv")
-    fits, refused = loss_curve.fit_per_shape(curves, decay_factor)
+    fits, refused = loss_curve.fit_per_shape(curves, decay_factor, points)
     targets = curve_law.targets_for(curves, wsd_runs, "cosine")
     predicted = {row["basis_run"]: row for row in curve_law.predict_targets(fits, targets, settings)}
     seconds = time.perf_counter() - started
 
-    cosine_loss = dict(zip(cosine_runs["run_id"], cosine_runs["loss"]))
+    if points == "valid":  # the final validation loss, as runs.csv has it
+        cosine_loss = dict(zip(cosine_runs["run_id"], cosine_runs["loss"]))
+        wsd_loss = wsd_runs["loss"].to_numpy()
+    else:  # the last batches' mean train loss, from the curves
+        cosine_loss = {run_id: final_train_loss(cosine, run_id) for run_id in cosine_runs["run_id"]}
+        wsd_loss = [final_train_loss(wsd, run_id) for run_id in wsd_runs["run_id"]]
     table = wsd_runs[["run_id", "budget", "n_params", "tokens", "flops", "objective"]].copy()
     table["shape"] = table["run_id"].map(curve_law.shapes_of_runs(wsd_runs))
-    table["wsd_loss"] = wsd_runs["loss"].to_numpy()
+    table["wsd_loss"] = wsd_loss
     table["cosine_loss"] = table["run_id"].map(cosine_loss)
     table["predicted_loss"] = table["run_id"].map(lambda r: predicted[r]["predicted_loss"])
     table = table.sort_values(["budget", "n_params"]).reset_index(drop=True)
@@ -77,9 +88,12 @@ def check(wsd: Path, cosine: Path, config_paths, decay_factor: float) -> tuple[s
     law_error = 100 * (compared["predicted_loss"] / compared["cosine_loss"] - 1)
     naive_error = 100 * (compared["wsd_loss"] / compared["cosine_loss"] - 1)
 
-    lines = [f"loss-curve law fitted on {len(curves)} WSD branch curves of {wsd} ({len(fits)} shapes, "
-             f"decay factor {decay_factor}, {seconds:.1f} s); cosine schedule: warm-up "
-             f"{settings['warmup_fraction']:g} of the steps, lr to {settings['min_lr_ratio']:g}·peak", ""]
+    what = ("final validation loss" if points == "valid" else
+            f"final train loss (mean batch loss of the last {loss_curve.TRAIN_WINDOW} updates)")
+    lines = [f"loss-curve law fitted to the {points} losses of {len(curves)} WSD branch curves of {wsd} "
+             f"({len(fits)} shapes, decay factor {decay_factor}, {seconds:.1f} s); cosine schedule: warm-up "
+             f"{settings['warmup_fraction']:g} of the steps, lr to {settings['min_lr_ratio']:g}·peak; "
+             f"compared: {what}", ""]
     law_rows = [[shape, f"{fit.L0:.4f}", f"{fit.A:.4g}", f"{fit.alpha:.3f}", f"{fit.C:.4g}", fit.n_points,
                  len(fit.run_ids), f"{fit.rmse_log:.4f}", f"{fit.n_in_best_basin}/{fit.n_starts}"]
                 for shape, fit in fits.items()]
@@ -120,7 +134,8 @@ def check(wsd: Path, cosine: Path, config_paths, decay_factor: float) -> tuple[s
                                   "best size WSD", "N_opt WSD", "law picks cosine's best size"], optimum_rows)]
     lines.append(f"\nthe law's best size matches the cosine grid's at {matches} of {len(optimum_rows)} budgets")
     summary = {"runs": len(law_abs), "law_mean_error_pct": float(law_error.mean()),
-               "law_mean_abs_error_pct": float(law_abs.mean()), "wsd_mean_abs_error_pct": float(naive_error.abs().mean()),
+               "law_mean_abs_error_pct": float(law_abs.mean()),
+               "wsd_mean_abs_error_pct": float(naive_error.abs().mean()),
                "budgets_matching": matches, "budgets": len(optimum_rows)}
     return "\n".join(lines), summary
 
@@ -132,10 +147,13 @@ def main(argv=None) -> int:
     parser.add_argument("--config", nargs="+", default=[str(Path(__file__).resolve().parent.parent / "config.yaml")],
                         help="the config whose cosine schedule is predicted (default: the demo's config.yaml)")
     parser.add_argument("--decay-factor", type=float, default=loss_curve.DECAY_FACTOR)
+    parser.add_argument("--points", choices=loss_curve.POINTS, default="valid",
+                        help="fit to validation losses and compare final validation losses (default), or fit to "
+                             "windowed train losses and compare the last updates' mean train loss")
     args = parser.parse_args(argv)
     print(f"# curve_law_check {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
           f"{platform.node()} ({cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()})")
-    text, _ = check(args.wsd, args.cosine, args.config, args.decay_factor)
+    text, _ = check(args.wsd, args.cosine, args.config, args.decay_factor, args.points)
     print(text)
     return 0
 

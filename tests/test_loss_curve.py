@@ -171,3 +171,33 @@ def test_shapes_split_objectives_and_models():
     runs = pd.DataFrame({"run_id": ["a", "b", "c"], "objective": ["clm", "mlm", "clm"], "model": ["n7k", "n7k", ""],
                          "n_params": [7000, 7000, 14000]})
     assert curve_law.shapes_of_runs(runs) == {"a": "clm_n7k", "b": "mlm_n7k", "c": "clm_n14000"}
+
+
+def test_a_shape_too_short_for_the_law_is_refused_and_the_others_fitted():
+    curves = _curves(_family(), shape="clm_n7k")
+    run_id, lrs, evals = _family(total_steps=(2000,), every=1000)[0]
+    curves.append(loss_curve.RunCurve("mlm_run", "mlm_n7k", lrs, evals, _law_losses(lrs, evals)))
+    fits, refused = loss_curve.fit_per_shape(curves)
+    assert list(fits) == ["clm_n7k"] and list(refused) == ["mlm_n7k"]
+    assert "needs at least 4" in refused["mlm_n7k"]
+    rows = curve_law.predict_targets(fits, [curve_law.Target("mlm_n7k", "cosine", 2000, 1e6, PEAK, "mlm_run", 2.3)],
+                                     {"warmup_fraction": 0.05, "min_lr_ratio": 0.0, "decay_fraction": 0.2})
+    assert rows[0]["predicted_loss"] is None
+
+
+def test_windowed_train_losses_recover_the_law_of_the_batches():
+    curves = []
+    for run_id, lrs, evals in _family():
+        s1, s2 = loss_curve.lr_areas(lrs)
+        before = np.r_[np.nan, loss_curve.law_loss(TRUTH, s1[:-1], s2[:-1])]  # batch s sees the state after s - 1
+        curves.append(loss_curve.RunCurve(run_id, "clm_x", lrs, evals[-1:], before[-1:], train_losses=before))
+    points = loss_curve.fit_points(curves, points="train")
+    # 200-update windows from step 201: the 8000-step run's 39, plus those of the shorter runs after their
+    # decay starts (3,200: 4 windows; 1,600: 2); the windows before them are the same batches, counted once
+    assert len(points[2]) == 39 + 4 + 2
+    fit = loss_curve.fit_curve_law(curves, points="train")
+    assert fit.points == "train" and (fit.L0, fit.alpha) == pytest.approx(TRUTH[::2], rel=2e-2)
+    cosine = loss_curve.schedule_lrs("cosine", 6000, PEAK, warmup_fraction=0.025, min_lr_ratio=0.0)
+    s1, s2 = loss_curve.lr_areas(cosine)
+    last_batches = loss_curve.law_loss(TRUTH, s1[-201:-1], s2[-201:-1]).mean()
+    assert loss_curve.predict_final(fit, cosine) == pytest.approx(last_batches, rel=1e-3)

@@ -1,5 +1,5 @@
-"""`plmscale curve-law --curves RUNS_DIR|CURVES.csv --runs RUNS.csv --config CONFIG.yaml [--schedule cosine|wsd]
-[--tokens T ...] [--json] [--out FILE]`: the loss-curve law with lr annealing (Tissue et al. 2024) fitted per
+"""`plmscale curve-law --curves RUNS_DIR|CURVES.csv --runs RUNS.csv --config CONFIG.yaml
+[--schedule cosine|wsd] [--tokens T ...] [--points valid|train] [--json] [--out FILE]`: the loss-curve law with lr annealing (Tissue et al. 2024) fitted per
 shape on the runs' whole training curves, and the final loss it predicts for another schedule or length
 (plmscale.scaling.curve_law; docs/loss-curves.md)."""
 
@@ -30,6 +30,9 @@ def configure_parser(parser) -> None:
                         help="also predict each shape's final loss at T tokens (repeatable)")
     parser.add_argument("--decay-factor", type=float, default=loss_curve.DECAY_FACTOR,
                         help=f"lambda, the decay of S2's momentum per update (default {loss_curve.DECAY_FACTOR})")
+    parser.add_argument("--points", choices=loss_curve.POINTS, default="valid",
+                        help="fit to the validation losses (default; predicts final validation loss) or to windowed "
+                             "means of the batch losses (denser; predicts the last updates' mean train loss)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
 
@@ -38,7 +41,8 @@ def main(args) -> int:
     config, source = load_config_files(args.config)
     runs = validate_runs(read_table(args.runs, "runs table"), source=str(args.runs))
     report = curve_law_report(args.curves, runs, config, schedule=args.schedule, extra_tokens=args.tokens,
-                              decay_factor=args.decay_factor, runs_source=str(args.runs))
+                              decay_factor=args.decay_factor, points=args.points,
+                              runs_source=str(args.runs))
     report["inputs"] = {"curves": str(args.curves), "runs": str(args.runs), "config": source}
     text = json.dumps(report, indent=2)
     if args.out:

@@ -83,8 +83,10 @@ def schedule_settings(config: dict) -> dict:
             "decay_fraction": float(train["isoflop"]["decay_fraction"])}
 
 
-def targets_for(curves, runs: pd.DataFrame, schedule: str, extra_tokens=()) -> list:
-    """Every fitted run's own length under `schedule`, then each extra token count per shape."""
+def targets_for(curves, runs: pd.DataFrame, schedule: str, extra_tokens=(), points: str = "valid") -> list:
+    """Every fitted run's own length under `schedule`, then each extra token count per shape. A target's
+    observed loss is its run's final validation loss, or with points "train" its last updates' mean batch
+    loss (what a law fitted to train losses predicts)."""
     if schedule not in SCHEDULES:
         raise PlmscaleError(f"schedule {schedule!r} is not one of {', '.join(SCHEDULES)}")
     tokens_of = dict(zip(runs["run_id"].astype(str), runs["tokens"].astype(float)))
@@ -92,8 +94,8 @@ def targets_for(curves, runs: pd.DataFrame, schedule: str, extra_tokens=()) -> l
     for curve in curves:
         tokens = tokens_of[curve.run_id]
         per_update.setdefault(curve.shape, []).append((curve.total_steps, tokens, curve.peak_lr))
-        targets.append(Target(curve.shape, schedule, curve.total_steps, tokens, curve.peak_lr, curve.run_id,
-                              curve.final_loss))
+        observed = curve.final_loss if points == "valid" else curve.final_train_loss()
+        targets.append(Target(curve.shape, schedule, curve.total_steps, tokens, curve.peak_lr, curve.run_id, observed))
     for shape, observed in sorted(per_update.items()):
         steps, tokens, peak_lr = max(observed)  # the longest run measures tokens per update best
         for extra in extra_tokens:
@@ -123,31 +125,35 @@ def predict_targets(fits: dict, targets, settings: dict) -> list:
 
 
 def curve_law_report(curves_path, runs: pd.DataFrame, config: dict, schedule: str = "cosine", extra_tokens=(),
-                     decay_factor: float = loss_curve.DECAY_FACTOR, runs_source: str = "runs table") -> dict:
+                     decay_factor: float = loss_curve.DECAY_FACTOR, points: str = "valid",
+                     runs_source: str = "runs table") -> dict:
     """Fit the law per shape and predict the targets: {"decay_factor", "schedule", "laws": {shape: constants},
     "refused": {shape: reason}, "predictions": [rows]}."""
     curves = load_curves(curves_path, runs, runs_source)
-    fits, refused = loss_curve.fit_per_shape(curves, decay_factor)
-    rows = predict_targets(fits, targets_for(curves, runs, schedule, extra_tokens), schedule_settings(config))
-    return {"decay_factor": decay_factor, "schedule": schedule,
+    fits, refused = loss_curve.fit_per_shape(curves, decay_factor, points)
+    rows = predict_targets(fits, targets_for(curves, runs, schedule, extra_tokens, points), schedule_settings(config))
+    return {"decay_factor": decay_factor, "schedule": schedule, "points": points,
             "laws": {shape: fit.to_dict() for shape, fit in fits.items()}, "refused": refused, "predictions": rows}
 
 
 def format_report(report: dict) -> str:
     """The report as text: the law of each shape, then one line per prediction."""
-    lines = [f"loss-curve law L = L0 + A*S1^-alpha - C*S2 (decay factor {report['decay_factor']}), one per shape:"]
+    lines = [f"loss-curve law L = L0 + A*S1^-alpha - C*S2 (decay factor {report['decay_factor']}), fitted to "
+             f"{report['points']} losses, one per shape:"]
     for shape, law in report["laws"].items():
         lines.append(f"  {shape}: L0 {law['L0']:.4f}  A {law['A']:.4g}  alpha {law['alpha']:.3f}  C {law['C']:.4g}  "
                      f"({law['n_points']} points of {len(law['run_ids'])} run(s); rms log error {law['rmse_log']:.4f}; "
                      f"{law['n_in_best_basin']}/{law['n_starts']} starts in the best basin)")
     for shape, reason in report.get("refused", {}).items():
         lines.append(f"  {shape}: no law: {reason}")
-    lines.append(f"predicted final loss under the {report['schedule']} schedule:")
+    what = ("validation loss" if report["points"] == "valid"
+            else f"train loss (mean of the last {loss_curve.TRAIN_WINDOW} updates' batches)")
+    lines.append(f"predicted final {what} under the {report['schedule']} schedule:")
     lines.append(f"  {'shape':<14} {'length of':<22} {'steps':>8} {'tokens':>11} {'observed':>9} {'predicted':>9}")
     for row in report["predictions"]:
         observed = "" if row["observed_loss"] is None else f"{row['observed_loss']:.4f}"
         predicted = "-" if row["predicted_loss"] is None else f"{row['predicted_loss']:.4f}"
         lines.append(f"  {row['shape']:<14} {row['basis_run'] or '(tokens asked)':<22} {row['steps']:>8} "
                      f"{row['tokens']:>11.4g} {observed:>9} {predicted:>9}")
-    lines.append("  (observed: the run's final loss under the schedule it trained with)")
+    lines.append("  (observed: the same quantity of the run under the schedule it trained with)")
     return "\n".join(lines)

@@ -51,6 +51,9 @@ ALPHA_BOUNDS = (1e-3, 4.0)
 BASIN_REL_OBJECTIVE = 1e-4
 BASIN_PARAM_TOL = 1e-2
 MIN_POINTS = 4  # four constants
+POINTS = ("valid", "train")  # what a law is fitted to: validation losses, or windowed means of the batch losses
+TRAIN_WINDOW = 200  # updates per train-loss point: a demo batch's loss scatters ~0.1 nats, its mean over 200 ~0.007
+WINDOW_STATES = 9  # states a window's mean law is taken over (the law is smooth within 200 updates)
 
 
 # ---- the lr areas ------------------------------------------------------------------------------------------
@@ -115,6 +118,7 @@ class RunCurve:
     lrs: np.ndarray            # lrs[k]: the lr of update k + 1
     steps: np.ndarray          # steps (updates done, 1-based) at which a loss was measured
     losses: np.ndarray         # the validation loss at each of those steps
+    train_losses: np.ndarray | None = None  # train_losses[k]: the batch loss of update k + 1 (before it)
 
     @property
     def total_steps(self) -> int:
@@ -128,9 +132,14 @@ class RunCurve:
     def final_loss(self) -> float:
         return float(self.losses[np.argmax(self.steps)])
 
+    def final_train_loss(self, window: int = TRAIN_WINDOW) -> float | None:
+        """The mean batch loss of the last `window` updates (None without train losses)."""
+        return None if self.train_losses is None else float(np.nanmean(self.train_losses[-window:]))
 
-def _curve_from_rows(run_id, shape, step, lr, loss, where: str) -> RunCurve:
-    """A RunCurve from per-step rows (step, lr, loss or NaN); `where` names the source in errors."""
+
+def _curve_from_rows(run_id, shape, step, lr, loss, where: str, train_loss=None) -> RunCurve:
+    """A RunCurve from per-step rows (step, lr, loss or NaN, optionally train_loss); `where` names the source
+    in errors."""
     step = pd.to_numeric(pd.Series(step), errors="coerce").to_numpy(float)
     lr = pd.to_numeric(pd.Series(lr), errors="coerce").to_numpy(float)
     loss = pd.to_numeric(pd.Series(loss), errors="coerce").to_numpy(float)
@@ -138,6 +147,8 @@ def _curve_from_rows(run_id, shape, step, lr, loss, where: str) -> RunCurve:
         raise PlmscaleError(f"{where}: run {run_id}: column step has empty or non-numeric values")
     order = np.argsort(step, kind="stable")
     step, lr, loss = step[order], lr[order], loss[order]
+    if train_loss is not None:
+        train_loss = pd.to_numeric(pd.Series(train_loss), errors="coerce").to_numpy(float)[order]
     expected = np.arange(1, len(step) + 1)
     if len(step) == 0 or not np.array_equal(step, expected):
         gap = next((int(e) for s, e in zip(step, expected) if s != e), len(step) + 1)
@@ -155,7 +166,7 @@ def _curve_from_rows(run_id, shape, step, lr, loss, where: str) -> RunCurve:
     if np.any(loss[measured] <= 0):
         raise PlmscaleError(f"{where}: run {run_id}: losses must be positive")
     return RunCurve(run_id=str(run_id), shape=str(shape), lrs=lr, steps=step[measured].astype(int),
-                    losses=loss[measured])
+                    losses=loss[measured], train_losses=train_loss)
 
 
 def read_run_curve(path, run_id: str | None = None, shape: str | None = None) -> RunCurve:
@@ -174,7 +185,8 @@ def read_run_curve(path, run_id: str | None = None, shape: str | None = None) ->
                             f"every update and the validation loss (a curve.csv written by plmscale training has "
                             f"step, tokens, flops, train_loss, valid_loss, lr)")
     run_id = run_id or path.parent.name
-    return _curve_from_rows(run_id, shape or run_id, curve["step"], curve["lr"], curve["valid_loss"], str(path))
+    return _curve_from_rows(run_id, shape or run_id, curve["step"], curve["lr"], curve["valid_loss"], str(path),
+                            curve["train_loss"] if "train_loss" in curve.columns else None)
 
 
 def curves_from_table(df: pd.DataFrame, shape_of: dict | None = None, source: str = "curves table") -> list:
@@ -213,11 +225,12 @@ class CurveLawFit:
     alpha: float
     C: float
     decay_factor: float
-    n_points: int              # validation points fitted (after warm-up, shared points once)
+    n_points: int              # points fitted (after warm-up, shared points once)
     run_ids: list              # the curves it was fitted on
     n_starts: int
     n_in_best_basin: int
     rmse_log: float            # root mean square of log(predicted) − log(observed) over the fitted points
+    points: str = "valid"      # what it was fitted to: validation losses or windowed train losses (fit_points)
 
     def loss(self, s1, s2):
         return law_loss((self.L0, self.A, self.alpha, self.C), s1, s2)
@@ -236,40 +249,90 @@ def _huber(r, delta=HUBER_DELTA):
     return np.where(absr <= delta, 0.5 * r * r, delta * (absr - 0.5 * delta))
 
 
-def fit_points(curves, decay_factor: float = DECAY_FACTOR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(S1, S2, loss) of every validation point after warm-up of the curves; a point several curves share
-    (same step, same areas, same loss: a WSD trunk's evaluations in each branch) once."""
-    rows = set()
+def fit_points(curves, decay_factor: float = DECAY_FACTOR, points: str = "valid",
+               window: int = TRAIN_WINDOW) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(S1, S2, loss) of the points the law is fitted to, after warm-up: S1 and S2 (P, K) hold the areas of the
+    K states a point averages over (K = 1 for a validation loss), loss (P,). A point several curves share (a
+    WSD trunk's part of each branch's curve: same steps, loss and areas) counts once.
+
+    points "valid": every validation loss, at the areas after its step's updates. points "train": the mean
+    batch loss over windows of `window` updates (steps k·window+1 … (k+1)·window, aligned so that branches
+    share their trunk's windows, plus each run's last `window` updates), against the law's mean over the
+    states the batches met (the batch loss of update s is measured after s − 1 updates; WINDOW_STATES of
+    them, evenly spaced). Dense where validation is sparse, but a train loss: its law predicts train loss.
+    """
+    if points not in POINTS:
+        raise PlmscaleError(f"points {points!r} is not one of {', '.join(POINTS)}")
+    rows = {}
     for curve in curves:
         s1, s2 = lr_areas(curve.lrs, decay_factor)
         start = warmup_end(curve.lrs)
-        for step, loss in zip(curve.steps, curve.losses):
-            if start < step <= len(s1):
-                rows.add((int(step), float(s1[step - 1]), float(s2[step - 1]), float(loss)))
+        if points == "valid":
+            for step, loss in zip(curve.steps, curve.losses):
+                if start < step <= len(s1):
+                    key = (int(step), int(step), float(loss), float(s1[step - 1]), float(s2[step - 1]))
+                    rows[key] = (s1[step - 1:step], s2[step - 1:step])
+            continue
+        if curve.train_losses is None:
+            raise PlmscaleError(f"run {curve.run_id}: no train_loss per update to fit the law to (points: train)")
+        for first, last in _windows(len(curve.lrs), start, window):
+            losses = curve.train_losses[first - 1:last]
+            if np.all(np.isfinite(losses)):
+                states = _window_states(first, last)
+                key = (first, last, float(losses.mean()), float(s1[states].sum()), float(s2[states].sum()))
+                rows[key] = (s1[states], s2[states])
     if not rows:
-        return np.empty(0), np.empty(0), np.empty(0)
-    table = np.array(sorted(rows))
-    return table[:, 1], table[:, 2], table[:, 3]
+        return np.empty((0, 1)), np.empty((0, 1)), np.empty(0)
+    keys = sorted(rows)
+    return (np.array([rows[key][0] for key in keys]), np.array([rows[key][1] for key in keys]),
+            np.array([key[2] for key in keys]))
+
+
+def _windows(total: int, warmup: int, window: int):
+    """(first, last) steps of the aligned windows after the warm-up, then the run's last `window` steps."""
+    found = [(k * window + 1, (k + 1) * window) for k in range(total // window) if k * window + 1 > warmup + 1]
+    if total - window + 1 > warmup + 1 and (not found or found[-1][1] != total):
+        found.append((total - window + 1, total))
+    return found
+
+
+def _window_states(first: int, last: int) -> np.ndarray:
+    """Indices into the areas of the states the batches of steps first … last met (after step − 1 updates)."""
+    return np.round(np.linspace(first - 1, last - 1, WINDOW_STATES)).astype(int) - 1
+
+
+def final_window_loss(fit, lrs, window: int = TRAIN_WINDOW) -> float:
+    """The law's mean batch loss over a run's last `window` updates (a law fitted to train losses)."""
+    s1, s2 = lr_areas(lrs, fit.decay_factor)
+    states = _window_states(max(2, len(lrs) - window + 1), len(lrs))
+    return float(np.mean(fit.loss(s1[states], s2[states])))
+
+
+def _mean_law(theta, s1n, s2n):
+    """The law on scaled areas, theta = (L0, A', α, C'), averaged over each point's states."""
+    return (theta[0] + theta[1] * np.power(s1n, -theta[2]) - theta[3] * s2n).mean(axis=1)
 
 
 def _objective(theta, s1n, s2n, log_loss):
-    """theta = (L0, A', α, C') on areas scaled to their maximum (conditioning)."""
-    pred = theta[0] + theta[1] * np.power(s1n, -theta[2]) - theta[3] * s2n
+    pred = _mean_law(theta, s1n, s2n)
     if np.any(pred <= 0):
         return 1e6 * (1.0 + float(np.sum(np.clip(-pred, 0, None))))
     return float(np.sum(_huber(np.log(pred) - log_loss))) / HUBER_DELTA
 
 
-def fit_curve_law(curves, decay_factor: float = DECAY_FACTOR, shape: str | None = None) -> CurveLawFit:
-    """The law of one shape from its curves (RunCurve list)."""
+def fit_curve_law(curves, decay_factor: float = DECAY_FACTOR, shape: str | None = None,
+                  points: str = "valid") -> CurveLawFit:
+    """The law of one shape from its curves (RunCurve list), fitted to their validation losses or (points
+    "train") to their windowed train losses (fit_points)."""
     curves = list(curves)
     shape = shape if shape is not None else (curves[0].shape if curves else "")
-    s1, s2, loss = fit_points(curves, decay_factor)
+    s1, s2, loss = fit_points(curves, decay_factor, points)
     if len(loss) < MIN_POINTS:
         raise PlmscaleError(
-            f"shape {shape}: {len(loss)} validation point(s) after warm-up in runs "
+            f"shape {shape}: {len(loss)} {points} point(s) after warm-up in runs "
             f"{', '.join(c.run_id for c in curves) or 'none'}; the loss-curve law has 4 constants and needs at "
             f"least {MIN_POINTS} (evaluate more often: train.eval_every_steps)")
+    # areas scaled to their maximum (conditioning); A and C are scaled back at the end
     s1_scale, s2_scale = float(s1.max()), float(s2.max()) or 1.0
     s1n, s2n, log_loss = s1 / s1_scale, s2 / s2_scale, np.log(loss)
     low = float(loss.min())
@@ -278,9 +341,10 @@ def fit_curve_law(curves, decay_factor: float = DECAY_FACTOR, shape: str | None 
     for alpha in ALPHA_STARTS:
         for fraction in L0_START_FRACTIONS:
             L0 = fraction * low
-            design = np.column_stack([np.power(s1n, -alpha), -s2n])  # loss − L0 = A'·S1n^-α − C'·S2n
+            # loss − L0 = A'·mean(S1n^-α) − C'·mean(S2n): A' and C' of the start by bounded least squares
+            design = np.column_stack([np.power(s1n, -alpha).mean(axis=1), -s2n.mean(axis=1)])
             linear = lsq_linear(design, loss - L0, bounds=(0.0, np.inf))
-            start = np.array([L0, *linear.x[:1], alpha, *linear.x[1:]])
+            start = np.array([L0, linear.x[0], alpha, linear.x[1]])
             result = minimize(_objective, start, args=(s1n, s2n, log_loss), method="L-BFGS-B", bounds=bounds)
             solutions.append((float(result.fun), result.x))
     values = np.array([value for value, _ in solutions])
@@ -290,14 +354,14 @@ def fit_curve_law(curves, decay_factor: float = DECAY_FACTOR, shape: str | None 
                    and abs(theta[0] - best[0]) <= BASIN_PARAM_TOL * (1 + abs(best[0]))
                    and abs(theta[2] - best[2]) <= BASIN_PARAM_TOL * (1 + abs(best[2])))
     L0, A_scaled, alpha, C_scaled = (float(x) for x in best)
-    A, C = A_scaled * s1_scale ** alpha, C_scaled / s2_scale  # back to unscaled areas
-    residual = np.log(law_loss((L0, A, alpha, C), s1, s2)) - log_loss
+    A, C = A_scaled * s1_scale ** alpha, C_scaled / s2_scale
+    residual = np.log(_mean_law(best, s1n, s2n)) - log_loss
     return CurveLawFit(shape=str(shape), L0=L0, A=A, alpha=alpha, C=C, decay_factor=decay_factor,
                        n_points=int(len(loss)), run_ids=[c.run_id for c in curves], n_starts=int(len(values)),
-                       n_in_best_basin=int(in_basin), rmse_log=float(np.sqrt(np.mean(residual ** 2))))
+                       n_in_best_basin=int(in_basin), rmse_log=float(np.sqrt(np.mean(residual ** 2))), points=points)
 
 
-def fit_per_shape(curves, decay_factor: float = DECAY_FACTOR) -> tuple[dict, dict]:
+def fit_per_shape(curves, decay_factor: float = DECAY_FACTOR, points: str = "valid") -> tuple[dict, dict]:
     """({shape: CurveLawFit}, {shape: why it was not fitted}): one law per model shape (its constants depend
     on N). A shape whose curves cannot carry the law is refused with its reason; the others are fitted."""
     by_shape = {}
@@ -306,7 +370,7 @@ def fit_per_shape(curves, decay_factor: float = DECAY_FACTOR) -> tuple[dict, dic
     fits, refused = {}, {}
     for shape, group in sorted(by_shape.items()):
         try:
-            fits[shape] = fit_curve_law(group, decay_factor, shape)
+            fits[shape] = fit_curve_law(group, decay_factor, shape, points)
         except PlmscaleError as error:
             refused[shape] = str(error)
     return fits, refused
@@ -322,6 +386,9 @@ def predict_curve(fit: CurveLawFit, lrs, steps=None) -> np.ndarray:
 
 
 def predict_final(fit: CurveLawFit, lrs) -> float:
-    """The law's loss at the end of a run with these lrs."""
+    """The law's loss at the end of a run with these lrs: its validation loss after the last update, or for
+    a law fitted to train losses, the mean batch loss of its last TRAIN_WINDOW updates."""
+    if fit.points == "train":
+        return final_window_loss(fit, lrs)
     s1, s2 = lr_areas(lrs, fit.decay_factor)
     return float(fit.loss(s1[-1:], s2[-1:])[0])
