@@ -1,7 +1,7 @@
 """`plmscale curve-law --curves RUNS_DIR|CURVES.csv --runs RUNS.csv --config CONFIG.yaml
-[--schedule cosine|wsd] [--tokens T ...] [--points valid|train] [--json] [--out FILE]`: the loss-curve law with lr annealing (Tissue et al. 2024) fitted per
-shape on the runs' whole training curves, and the final loss it predicts for another schedule or length
-(plmscale.scaling.curve_law; docs/loss-curves.md)."""
+[--schedule cosine|wsd] [--tokens T ...] [--points valid|train] [--json] [--out FILE]`: the loss-curve law
+with lr annealing (Tissue et al. 2024) fitted per shape on the runs' whole training curves, and the final loss
+it predicts for another schedule or length (plmscale.scaling.curve_law; docs/loss-curves.md)."""
 
 import json
 
