@@ -106,7 +106,8 @@ def comparison(table: pd.DataFrame, baseline: str | None) -> tuple[list, dict]:
                  f"max |error| {naive.abs().max():.2f}%")
     lines.append(line)
 
-    columns = [("cosine", "cosine_loss"), ("law", "predicted_loss")] + ([(baseline, "baseline_loss")] if baseline else [])
+    columns = [("cosine", "cosine_loss"), ("law", "predicted_loss")]
+    columns += [(baseline, "baseline_loss")] if baseline else []
     by_budget = {name: optima(table, column) for name, column in columns}
     optimum_rows, matches = [], 0
     for budget in sorted(by_budget["cosine"]):
@@ -190,8 +191,8 @@ def check_lengths(cosine: Path, config_paths, decay_factor: float, points: str =
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wsd", type=Path, help="results/ of the WSD grid (without it: leave one run out within "
-                                                 "the cosine grid, each run predicted from the other lengths of its size)")
+    parser.add_argument("--wsd", type=Path, help="results/ of the WSD grid (without it: leave one run out within the "
+                                                 "cosine grid, each run predicted from the other lengths of its size)")
     parser.add_argument("--cosine", required=True, type=Path, help="results/ of the cosine grid")
     parser.add_argument("--config", nargs="+", default=[str(Path(__file__).resolve().parent.parent / "config.yaml")],
                         help="the config whose cosine schedule is predicted (default: the demo's config.yaml)")
