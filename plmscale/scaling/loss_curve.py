@@ -10,14 +10,15 @@ where s counts optimizer updates and η_i is the lr of update i (i = 1 … s), a
 - S2(s) = Σ_{i=1..s} m_i with m_i = λ · m_{i−1} + (η_{i−1} − η_i), m_0 = 0: the annealing area with
   momentum. Each lr drop enters m and keeps acting, fading by the decay factor λ per update, so the loss
   drop of an annealing lags the lr and a long decay gains more than the lr area it removes. λ = 0.999
-  (DECAY_FACTOR), the value the paper recommends (it reports 0.99-0.999 fitting alike). S2 starts at the
+  (DECAY_FACTOR), the paper's value (a parameter of every function here). S2 starts at the
   warm-up's peak (the first update with the run's largest lr): a warm-up's rising lr is not annealing (the
   literal sum would count it as negative annealing). The law describes the loss after warm-up; only
   points after it are fitted.
 - L0, A, α, C: constants of one model shape (the law has no N in it: one law per shape). C ≥ 0.
 
-Fitting (`fit_curve_law`): every validation point after warm-up of every curve of the shape; a point shared
-by several curves (a WSD trunk's evaluations appear in each of its branches' curves) counts once. The
+Fitting (`fit_curve_law`): every validation point after warm-up of every curve of the shape (or windowed
+means of the batch losses: `fit_points`); a point shared by several curves (a WSD trunk's evaluations appear
+in each of its branches' curves) counts once. The
 objective is the Huber loss (δ = 1e-3) of log(predicted) − log(observed), as for the other laws of
 plmscale.scaling, minimised with L-BFGS-B from a grid of starts (α × L0); A and C of each start come from
 a bounded linear least-squares fit given α and L0. The result reports how many starts reached the best
@@ -40,6 +41,7 @@ from scipy.optimize import lsq_linear, minimize
 from scipy.signal import lfilter
 
 from plmscale.errors import PlmscaleError
+from plmscale.grid.wsd import decay_steps
 from plmscale.lr_schedule import lr_at, warmup_steps, wsd_lr_at
 
 DECAY_FACTOR = 0.999
@@ -88,7 +90,7 @@ def schedule_lrs(schedule: str, total_steps: int, peak_lr: float, *, warmup_frac
     cosine: warm-up over warmup_fraction of total_steps, cosine to peak·min_lr_ratio (train.warmup_fraction,
     train.min_lr_ratio). wsd: warm-up of `warmup` updates (default: warmup_fraction of this run's steps; a WSD
     family shares the warm-up of its smallest budget), constant, then 1-sqrt decay from `decay_start`
-    (default: the last decay_fraction of the steps, as plmscale.grid.wsd.decay_steps rounds it).
+    (default: the last decay_fraction of the steps, rounded as the WSD grid rounds it).
     """
     total_steps = int(total_steps)
     if total_steps < 1:
@@ -102,7 +104,7 @@ def schedule_lrs(schedule: str, total_steps: int, peak_lr: float, *, warmup_frac
     if decay_start is None:
         if decay_fraction is None:
             raise PlmscaleError("a wsd schedule needs decay_fraction (train.isoflop.decay_fraction) or decay_start")
-        decay_start = total_steps - max(1, int(round(decay_fraction * total_steps)))
+        decay_start = total_steps - decay_steps(total_steps, decay_fraction)
     return np.array([wsd_lr_at(k, total_steps, decay_start, warmup, peak_lr, min_lr_ratio)
                      for k in range(total_steps)])
 
