@@ -70,10 +70,11 @@ def observed_losses(results: Path, runs: pd.DataFrame, points: str) -> list:
 
 def law_table(fits: dict, refused: dict) -> list:
     rows = [[shape, f"{fit.L0:.4f}", f"{fit.A:.4g}", f"{fit.alpha:.3f}", f"{fit.C:.4g}", fit.n_points,
-             len(fit.run_ids), f"{fit.rmse_log:.4f}", f"{fit.n_in_best_basin}/{fit.n_starts}"]
+             len(fit.run_ids), f"{fit.rmse_log:.4f}", f"{fit.n_in_best_basin}/{fit.n_starts}",
+             ", ".join(fit.at_bounds) or "none"]
             for shape, fit in fits.items()]
     lines = [markdown_table(["shape", "L0", "A", "alpha", "C", "points", "curves", "rms log error",
-                             "starts in best basin"], rows)]
+                             "starts in best basin", "at a bound"], rows)]
     return lines + [f"\nno law for {shape}: {reason}" for shape, reason in refused.items()]
 
 

@@ -201,3 +201,10 @@ def test_windowed_train_losses_recover_the_law_of_the_batches():
     s1, s2 = loss_curve.lr_areas(cosine)
     last_batches = loss_curve.law_loss(TRUTH, s1[-201:-1], s2[-201:-1]).mean()
     assert loss_curve.predict_final(fit, cosine) == pytest.approx(last_batches, rel=1e-3)
+
+
+def test_constants_the_curves_do_not_identify_are_named():
+    curves = [loss_curve.RunCurve(run_id, "s", lrs, evals, np.full(len(evals), 2.5)) for run_id, lrs, evals in _family()]
+    fit = loss_curve.fit_curve_law(curves)  # a flat curve: no power law, no annealing gain
+    assert fit.L0 == pytest.approx(2.5, rel=1e-3) and {"A", "C"} <= set(fit.at_bounds)
+    assert loss_curve.fit_curve_law(_curves(_family())).at_bounds == []

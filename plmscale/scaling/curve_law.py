@@ -143,7 +143,8 @@ def format_report(report: dict) -> str:
     for shape, law in report["laws"].items():
         lines.append(f"  {shape}: L0 {law['L0']:.4f}  A {law['A']:.4g}  alpha {law['alpha']:.3f}  C {law['C']:.4g}  "
                      f"({law['n_points']} points of {len(law['run_ids'])} run(s); rms log error {law['rmse_log']:.4f}; "
-                     f"{law['n_in_best_basin']}/{law['n_starts']} starts in the best basin)")
+                     f"{law['n_in_best_basin']}/{law['n_starts']} starts in the best basin"
+                     + (f"; at a bound, not identified: {', '.join(law['at_bounds'])}" if law["at_bounds"] else "") + ")")
     for shape, reason in report.get("refused", {}).items():
         lines.append(f"  {shape}: no law: {reason}")
     what = ("validation loss" if report["points"] == "valid"

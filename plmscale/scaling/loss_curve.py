@@ -14,7 +14,9 @@ where s counts optimizer updates and η_i is the lr of update i (i = 1 … s), a
   warm-up's peak (the first update with the run's largest lr): a warm-up's rising lr is not annealing (the
   literal sum would count it as negative annealing). The law describes the loss after warm-up; only
   points after it are fitted.
-- L0, A, α, C: constants of one model shape (the law has no N in it: one law per shape). C ≥ 0.
+- L0, A, α, C: constants of one model shape (the law has no N in it: one law per shape). A, C ≥ 0; L0 between
+  0 and the highest loss fitted (not the lowest: an annealed loss may end below L0). A constant that stops
+  at a bound is named in the fit's `at_bounds`: the curves did not identify it.
 
 Fitting (`fit_curve_law`): every validation point after warm-up of every curve of the shape (or windowed
 means of the batch losses: `fit_points`); a point shared by several curves (a WSD trunk's evaluations appear
@@ -233,6 +235,7 @@ class CurveLawFit:
     n_in_best_basin: int
     rmse_log: float            # root mean square of log(predicted) − log(observed) over the fitted points
     points: str = "valid"      # what it was fitted to: validation losses or windowed train losses (fit_points)
+    at_bounds: list = dataclasses.field(default_factory=list)  # constants stopped at a bound: not identified
 
     def loss(self, s1, s2):
         return law_loss((self.L0, self.A, self.alpha, self.C), s1, s2)
@@ -338,7 +341,8 @@ def fit_curve_law(curves, decay_factor: float = DECAY_FACTOR, shape: str | None 
     s1_scale, s2_scale = float(s1.max()), float(s2.max()) or 1.0
     s1n, s2n, log_loss = s1 / s1_scale, s2 / s2_scale, np.log(loss)
     low = float(loss.min())
-    bounds = [(0.0, low), (0.0, None), ALPHA_BOUNDS, (0.0, None)]
+    # L0 below the highest loss: an annealed loss may end below L0 (the C·S2 term), so not below the lowest
+    bounds = [(0.0, float(loss.max())), (0.0, None), ALPHA_BOUNDS, (0.0, None)]
     solutions = []
     for alpha in ALPHA_STARTS:
         for fraction in L0_START_FRACTIONS:
@@ -358,9 +362,12 @@ def fit_curve_law(curves, decay_factor: float = DECAY_FACTOR, shape: str | None 
     L0, A_scaled, alpha, C_scaled = (float(x) for x in best)
     A, C = A_scaled * s1_scale ** alpha, C_scaled / s2_scale
     residual = np.log(_mean_law(best, s1n, s2n)) - log_loss
+    at_bounds = [name for name, value, (lower, upper) in zip(("L0", "A", "alpha", "C"), best, bounds)
+                 if np.isclose(value, lower, rtol=0, atol=1e-9) or (upper is not None and np.isclose(value, upper))]
     return CurveLawFit(shape=str(shape), L0=L0, A=A, alpha=alpha, C=C, decay_factor=decay_factor,
                        n_points=int(len(loss)), run_ids=[c.run_id for c in curves], n_starts=int(len(values)),
-                       n_in_best_basin=int(in_basin), rmse_log=float(np.sqrt(np.mean(residual ** 2))), points=points)
+                       n_in_best_basin=int(in_basin), rmse_log=float(np.sqrt(np.mean(residual ** 2))), points=points,
+                       at_bounds=at_bounds)
 
 
 def fit_per_shape(curves, decay_factor: float = DECAY_FACTOR, points: str = "valid") -> tuple[dict, dict]:
