@@ -179,7 +179,7 @@ def test_a_shape_too_short_for_the_law_is_refused_and_the_others_fitted():
     curves.append(loss_curve.RunCurve("mlm_run", "mlm_n7k", lrs, evals, _law_losses(lrs, evals)))
     fits, refused = loss_curve.fit_per_shape(curves)
     assert list(fits) == ["clm_n7k"] and list(refused) == ["mlm_n7k"]
-    assert "needs at least 4" in refused["mlm_n7k"]
+    assert "needs at least 4 (evaluate more often" in refused["mlm_n7k"]
     rows = curve_law.predict_targets(fits, [curve_law.Target("mlm_n7k", "cosine", 2000, 1e6, PEAK, "mlm_run", 2.3)],
                                      {"warmup_fraction": 0.05, "min_lr_ratio": 0.0, "decay_fraction": 0.2})
     assert rows[0]["predicted_loss"] is None

@@ -57,6 +57,8 @@ BASIN_PARAM_TOL = 1e-2
 MIN_POINTS = 4  # four constants
 POINTS = ("valid", "train")  # what a law is fitted to: validation losses, or windowed means of the batch losses
 TRAIN_WINDOW = 200  # updates per train-loss point: a demo batch's loss scatters ~0.1 nats, its mean over 200 ~0.007
+FEWER_POINTS_HINT = {"valid": "evaluate more often: train.eval_every_steps, or fit the train losses: points train",
+                     "train": f"runs of more than warm-up + {TRAIN_WINDOW} updates, or more runs of this size"}
 WINDOW_STATES = 9  # states a window's mean law is taken over (the law is smooth within 200 updates)
 
 
@@ -336,7 +338,7 @@ def fit_curve_law(curves, decay_factor: float = DECAY_FACTOR, shape: str | None 
         raise PlmscaleError(
             f"shape {shape}: {len(loss)} {points} point(s) after warm-up in runs "
             f"{', '.join(c.run_id for c in curves) or 'none'}; the loss-curve law has 4 constants and needs at "
-            f"least {MIN_POINTS} (evaluate more often: train.eval_every_steps)")
+            f"least {MIN_POINTS} ({FEWER_POINTS_HINT[points]})")
     # areas scaled to their maximum (conditioning); A and C are scaled back at the end
     s1_scale, s2_scale = float(s1.max()), float(s2.max()) or 1.0
     s1n, s2n, log_loss = s1 / s1_scale, s2 / s2_scale, np.log(loss)
