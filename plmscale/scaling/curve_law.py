@@ -91,7 +91,7 @@ def targets_for(curves, runs: pd.DataFrame, schedule: str, extra_tokens=(), poin
         raise PlmscaleError(f"schedule {schedule!r} is not one of {', '.join(SCHEDULES)}")
     tokens_of = dict(zip(runs["run_id"].astype(str), runs["tokens"].astype(float)))
     targets, per_update = [], {}
-    for curve in curves:
+    for curve in sorted(curves, key=lambda c: (c.shape, c.total_steps)):
         tokens = tokens_of[curve.run_id]
         per_update.setdefault(curve.shape, []).append((curve.total_steps, tokens, curve.peak_lr))
         observed = curve.final_loss if points == "valid" else curve.final_train_loss()
