@@ -23,6 +23,7 @@ COMMANDS = {
     "generate": ("plmscale.cli.generate", "sample protein sequences from a CLM run as FASTA"),
     "cross-check": ("plmscale.cli.cross_check", "two fits side by side (e.g. a cosine and a WSD grid)"),
     "design": ("plmscale.cli.design", "plan an IsoFLOP design before training: simulated interval widths and costs"),
+    "curve-law": ("plmscale.cli.curve_law", "fit the loss-curve law per shape; predict other schedules' final loss"),
 }
 
 
