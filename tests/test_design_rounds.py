@@ -196,3 +196,22 @@ def test_adaptive_rounds_refuse_a_wsd_grid_naming_the_key():
     raw["train"]["isoflop"].update(schedule="wsd", adaptive={"enabled": True})
     with pytest.raises(PlmscaleError, match="train.isoflop.schedule"):
         check_adaptive(load_config(raw, source="config.yaml"), "config.yaml")
+
+
+def test_the_design_figure_marks_each_round_s_runs_on_the_isoflop_axes(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from plmscale.plots.design import plot_design
+
+    config = demo_config()
+    runs = study(BEYOND, BEYOND_SIZES)
+    record = plan_round(config, runs, fitted(runs), [], 1, source="config.yaml")
+    added = pd.DataFrame([{"run_id": r["run_id"], "objective": "clm", "n_params": r["n_params"], "tokens": r["tokens"],
+                           "flops": r["flops"], "loss": 2.5, "budget": r["budget"], "model": r["model"]}
+                          for r in record["runs_added"]])
+    after = pd.concat([runs, added], ignore_index=True)
+    figure = plot_design(design_record(config, [record], fitted(after)), after, tmp_path / "design.png")
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels == [f"grid ({len(runs)} runs)", f"round 1 ({len(added)} runs)"]
+    assert "1 round(s)" in figure.axes[0].get_title() and (tmp_path / "design.png").exists()
+    plt.close(figure)
