@@ -215,3 +215,14 @@ def test_the_design_figure_marks_each_round_s_runs_on_the_isoflop_axes(tmp_path)
     assert labels == [f"grid ({len(runs)} runs)", f"round 1 ({len(added)} runs)"]
     assert "1 round(s)" in figure.axes[0].get_title() and (tmp_path / "design.png").exists()
     plt.close(figure)
+
+
+def test_a_new_budget_goes_below_the_span_when_the_study_cannot_pay_for_one_above():
+    runs = identified_study()
+    fit = copy.deepcopy(fitted(runs))
+    fit["objectives"]["clm"]["isoflop"]["a_ci"] = [0.2, 0.8]
+    spent = isoflop_flops_spent(runs)
+    record = next_round(runs, fit, settings(study_flops=spent + 4 * 3.125e10 / 2 + 1e8), 1, spent)
+    assert {r["budget"] for r in record["runs_added"]} == {3.125e10 / 2}
+    assert all("below the lowest budget" in r["why"] for r in record["runs_added"])
+    assert record["skipped"] == []  # the alternative above was not wanted once one below fitted

@@ -117,21 +117,28 @@ def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_
         if not done[objective]:
             wanted += _objective_actions(runs, fit, settings, objective, summary[objective])
     left = math.inf if settings.study_flops is None else settings.study_flops - spent
-    for group in wanted:  # a group is all or nothing (a new budget's sizes)
-        cost = sum(run["flops"] for run in group)
-        short = [run for run in group if too_short(settings, run)]
-        if short:
-            record["skipped"] += [{**run, "why": f"{run['why']}; not added: {run['tokens'] / run['n_params']:.3g} "
-                                   f"tokens per parameter, below train.isoflop.adaptive.min_tokens_per_param "
-                                   f"{settings.min_tokens_per_param:g} (too short a run to be a point of the law)"}
-                                  for run in group]
-        elif cost <= left:
-            record["runs_added"] += group
-            left -= cost
+    # Each wanted item lists alternative groups, best first (a new budget above the span, else below it); a group
+    # is all or nothing (a new budget's sizes). The first alternative that is long enough and affordable is added.
+    for alternatives in wanted:
+        refusals = []
+        for group in alternatives:
+            cost = sum(run["flops"] for run in group)
+            if any(too_short(settings, run) for run in group):
+                refusals.append((group, lambda run, cost=cost: (
+                    f"{run['tokens'] / run['n_params']:.3g} tokens per parameter, below "
+                    f"train.isoflop.adaptive.min_tokens_per_param {settings.min_tokens_per_param:g} (too short a "
+                    "run to be a point of the law)")))
+            elif cost > left:
+                refusals.append((group, lambda run, cost=cost, left=left: (
+                    f"it costs {cost:.4g} FLOPs and {max(left, 0):.4g} of train.isoflop.adaptive.study_flops are "
+                    "left")))
+            else:
+                record["runs_added"] += group
+                left -= cost
+                break
         else:
-            record["skipped"] += [{**run, "why": f"{run['why']}; not added: it costs {cost:.4g} FLOPs and "
-                                   f"{max(left, 0):.4g} of train.isoflop.adaptive.study_flops are left"}
-                                  for run in group]
+            record["skipped"] += [{**run, "why": f"{run['why']}; not added: {because(run)}"}
+                                  for group, because in refusals for run in group]
     record["runs_added"] = _unique_points(record["runs_added"])
     record["flops"] = float(sum(run["flops"] for run in record["runs_added"]))
     if not record["runs_added"]:
@@ -145,7 +152,8 @@ def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_
 # ---- the per-objective rules ----------------------------------------------------------------------------
 
 def _objective_actions(runs, fit, settings, objective, summary):
-    """Groups of runs (each a list; a new budget's sizes are one group) for one unfinished objective."""
+    """What one unfinished objective wants: a list of items, each a list of alternative groups of runs (a single
+    run is one group of one; a new budget is its sizes above the span, else below it)."""
     iso = ((fit.get("objectives") or {}).get(objective) or {}).get("isoflop") or {}
     table = _objective_table(runs, objective)
     if table.empty:
@@ -158,16 +166,16 @@ def _objective_actions(runs, fit, settings, objective, summary):
         runs_here, open_side = _bracket_actions(settings, objective, budget, points, optimum)
         if open_side:
             bracket_fixes = True
-            groups += [[run] for run in runs_here]
+            groups += [[[run]] for run in runs_here]
             continue
         test = _match_budget(significance, budget)
-        groups += [[run] for run in _vertex_actions(settings, objective, budget, points, optimum, test)]
+        groups += [[[run]] for run in _vertex_actions(settings, objective, budget, points, optimum, test)]
     width = summary["a_width"]
     if not bracket_fixes and (width is None or width > settings.target_a_width) and \
             (summary["bracketed_budgets"] or 0) >= 2:
-        new_budget = _new_budget_group(settings, objective, table, iso, width)
-        if new_budget:
-            groups.append(new_budget)
+        new_budgets = _new_budget_groups(settings, objective, table, iso, width)
+        if new_budgets:
+            groups.append(new_budgets)
     return groups
 
 
@@ -274,12 +282,15 @@ def _vertex_width(points, optimum):
     return 2 * Z_95 * se
 
 
-def _new_budget_group(settings, objective, table, iso, width):
-    """A new budget beyond the top one (the span grows by budget_factor), sizes around the forecast N_opt."""
+def _new_budget_groups(settings, objective, table, iso, width):
+    """New budgets that extend the span by budget_factor, above the top budget first, then below the lowest
+    (same span for budget_factor² less compute, for when the top one does not fit the study's FLOPs); each with
+    its sizes around the forecast N_opt there."""
     budgets = sorted(table["budget"].unique())
     shown = "no interval" if width is None else f"{width:.3f} wide"
     candidates = [(budgets[-1] * settings.budget_factor, "above the top budget"),
                   (budgets[0] / settings.budget_factor, "below the lowest budget")]
+    groups = []
     for budget, where in candidates:
         n_opt = _forecast_n_opt(iso, table, budget)
         models = _sizes_around(settings, n_opt, budget)
@@ -287,8 +298,8 @@ def _new_budget_group(settings, objective, table, iso, width):
             continue
         why = (f"a's 95% interval is {shown} (target {settings.target_a_width:g}): a new budget {budget:.4g} "
                f"{where} extends the span; sizes around its forecast N_opt {n_opt:.4g}")
-        return [_run(settings, objective, model, budget, 1, why) for model in models]
-    return []
+        groups.append([_run(settings, objective, model, budget, 1, why) for model in models])
+    return groups
 
 
 def _forecast_n_opt(iso, table, budget):
