@@ -10,6 +10,8 @@ from plmscale.config import load_config, read_yaml
 from plmscale.data.demo import SOURCES as DEMO_CORPORA
 from plmscale.data.download import local_path
 from plmscale.data.identity import check_edges as check_identity_edges
+from plmscale.design.round_files import (ROUND_DIR, ROUND_FILE, adaptive_enabled, check_adaptive, read_round,
+                                         round_of, round_specs)
 from plmscale.errors import PlmscaleError
 from plmscale.grid import expand_grid
 from plmscale.grid.calibration import calibration_specs
@@ -20,6 +22,7 @@ from plmscale.scaling.closed_loop import closed_loop_jobs, plan_closed_loop, run
 from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.settings import fit_keys
 from plmscale.plots import PLOT_NAMES, PLOTS
+from plmscale.plots.registry import DESIGN_FIGURE
 
 # The names of the config files, for messages that say where to fix a setting (None when given on the command line).
 CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or None
@@ -55,6 +58,7 @@ wildcard_constraints:
     source="|".join(SOURCES),
     split="train|valid|test",
     run_id=r"[A-Za-z0-9_.+-]+",
+    k=r"[0-9]+",
 
 
 def json_param(obj):
@@ -90,6 +94,7 @@ def all_targets():
     if config["fit"]["use_own_runs"]:
         targets += stage_targets_train()
     targets += stage_targets_scaling()
+    targets += stage_targets_design()  # rules/design.smk
     targets += stage_targets_closed_loop()  # rules/closed_loop.smk
     targets += stage_targets_repetition()  # rules/repetition.smk
     targets += stage_targets_export()  # rules/export.smk
@@ -168,7 +173,30 @@ def _alternatives(names):
     return "|".join(re.escape(n) for n in sorted(names)) or "(?!x)x"
 
 
-RUN_ID_PATTERN = _alternatives(TRAINED_SPECS)
+# Adaptive IsoFLOP rounds (train.isoflop.adaptive, rules/design.smk): runs decided from the fit at run time,
+# their specs in the round files; their ids (ad<k>_...) never match a grid id.
+checked(check_adaptive, config, CONFIG_SOURCE or "config")
+ADAPTIVE = adaptive_enabled(config)
+ADAPTIVE_MAX_ROUNDS = config["train"]["isoflop"]["adaptive"]["max_rounds"]
+RUN_ID_PATTERN = _alternatives(TRAINED_SPECS) + (r"|ad[0-9]+_(?:clm|mlm)_[A-Za-z0-9_.+-]+" if ADAPTIVE else "")
+
+
+@lru_cache(maxsize=None)
+def _round_specs_cached(path, modified):
+    return checked(round_specs, checked(read_round, path), path)
+
+
+def run_spec(run_id):
+    """The RunSpec of a run to train (a grid or sweep run, or one an adaptive round added, read from its round
+    file, which exists once the round's checkpoint has run)."""
+    if run_id in TRAINED_SPECS:
+        return TRAINED_SPECS[run_id]
+    path = Path(ROUND_FILE.format(k=round_of(run_id)))
+    specs = _round_specs_cached(str(path), path.stat().st_mtime_ns)
+    if run_id not in specs:
+        raise WorkflowError(f"run {run_id} is in no round file ({path} adds {', '.join(sorted(specs)) or 'none'}); "
+                            "delete results/scaling/design/ to decide the rounds again")
+    return specs[run_id]
 
 # Runs to export (export.runs, rules/export.smk): each must be a run this study trains.
 _unknown_exports = [run_id for run_id in config["export"]["runs"] if run_id not in TRAINED_SPECS]
@@ -196,7 +224,9 @@ def train_inputs(wildcards):
               "valid": "results/data/shards/valid/manifest.json"}
     if config["data"]["identity"]["enabled"]:  # read by the run as <valid shards>/../../identity/valid.tsv
         inputs["identity"] = IDENTITY_TABLES["valid"]
-    spec = TRAINED_SPECS[wildcards.run_id]
+    spec = run_spec(wildcards.run_id)
+    if round_of(wildcards.run_id) is not None and wildcards.run_id not in TRAINED_SPECS:
+        inputs["round"] = ROUND_FILE.format(k=round_of(wildcards.run_id))  # its spec is there
     if spec.init_from is not None:
         inputs["source"] = f"results/runs/{spec.init_from}/metrics.json"
     if spec.wsd_role == "branch":  # a WSD branch starts from its trunk's state at its decay start
@@ -215,11 +245,11 @@ def trunk_rule_name(trunk_id):
 
 def run_spec_json(wildcards):
     """The run's spec without the resource estimate: a change here (and only here) retrains the run."""
-    return json_param(TRAINED_SPECS[wildcards.run_id].training_dict())
+    return json_param(run_spec(wildcards.run_id).training_dict())
 
 
 def run_threads(wildcards):
-    return TRAINED_SPECS[wildcards.run_id].resources["cpus"]
+    return run_spec(wildcards.run_id).resources["cpus"]
 
 
 # collect -> fit -> closed loop: once the grid is done, these go ahead of any run still queued (the
@@ -235,12 +265,12 @@ def run_priority(wildcards):
     one-job closed loop leave idle."""
     if wildcards.run_id in REPETITION_SPECS:
         return 0
-    spec = TRAINED_SPECS[wildcards.run_id]
+    spec = run_spec(wildcards.run_id)
     return 1 + spec.tokens // spec.batch_tokens
 
 
 def _run_resource(key):
-    return lambda wildcards: snakemake_resources(TRAINED_SPECS[wildcards.run_id].resources)[key]
+    return lambda wildcards: snakemake_resources(run_spec(wildcards.run_id).resources)[key]
 
 
 # Resources of the train rule, from each run's own estimate (None drops a key from the job).
@@ -255,6 +285,60 @@ def own_run_files(name):
     if not config["fit"]["use_own_runs"]:
         return []
     return [f"results/runs/{run.run_id}/{name}" for run in RUNS]
+
+
+def study_run_files(name):
+    """metrics.json / curve.csv of every run of the study: the grid's, and with adaptive rounds (an input
+    function then) those of every round decided so far."""
+    if not ADAPTIVE:
+        return own_run_files(name)
+    return lambda wildcards: own_run_files(name) + [f"results/runs/{run_id}/{name}" for run_id in adaptive_run_ids()]
+
+
+def adaptive_rounds(last=None):
+    """The round records (rounds 1 … `last`, default all) in order, up to the one that stopped the study.
+    Reading a round not yet decided raises Snakemake's IncompleteCheckpointException: the DAG waits for it."""
+    records = []
+    for k in range(1, (ADAPTIVE_MAX_ROUNDS if last is None else last) + 1):
+        records.append(checked(read_round, checkpoints.design_round.get(k=k).output.round))
+        if records[-1]["stop"]:
+            break
+    return records
+
+
+def adaptive_run_ids(last=None):
+    return [run["run_id"] for record in adaptive_rounds(last) for run in record["runs_added"]]
+
+
+def round_run_files(name):
+    """The study after round k (0: the grid): its runs' metrics.json / curve.csv."""
+    return lambda wildcards: own_run_files(name) + [f"results/runs/{run_id}/{name}"
+                                                    for run_id in adaptive_run_ids(int(wildcards.k))]
+
+
+def round_decision_inputs(wildcards):
+    k = int(wildcards.k)
+    return {"fit": f"{ROUND_DIR.format(k=k - 1)}/fit.json", "runs": f"{ROUND_DIR.format(k=k - 1)}/runs.csv",
+            "earlier": [ROUND_FILE.format(k=j) for j in range(1, k)]}
+
+
+def adaptive_round_files(wildcards):
+    """Every round file the study made, the one that stopped it last."""
+    return [ROUND_FILE.format(k=record["round"]) for record in adaptive_rounds()]
+
+
+def stage_targets_design():
+    if not ADAPTIVE:
+        return []
+    return ["results/scaling/design.json", "results/scaling/design.png"]
+
+
+# Params of the fit, shared by the per-round fits of rules/design.smk (a round is decided from the same fit).
+FIT_PARAMS = dict(
+    fit=json_param(fit_keys(config["fit"])),  # what plmscale.scaling.settings.FitSettings reads
+    grid_objectives=config["train"]["objectives"],
+    cost_shapes=json_param({"ladder": config["train"]["ladder"], "seq_len": config["train"]["seq_len"]}),
+)
 
 
 def imported_tables(wildcards):

@@ -26,8 +26,8 @@ rule collect:
     input:
         unpack(imported_tables),
         unpack(train_manifest),
-        metrics=own_run_files("metrics.json"),
-        curves=own_run_files("curve.csv"),
+        metrics=study_run_files("metrics.json"),
+        curves=study_run_files("curve.csv"),
     output:
         runs="results/scaling/runs.csv",
         curves="results/scaling/curves.csv",
@@ -51,9 +51,7 @@ rule fit:
     output:
         "results/scaling/fit.json",
     params:
-        fit=json_param(fit_keys(config["fit"])),  # what plmscale.scaling.settings.FitSettings reads
-        grid_objectives=config["train"]["objectives"],
-        cost_shapes=json_param({"ladder": config["train"]["ladder"], "seq_len": config["train"]["seq_len"]}),
+        **FIT_PARAMS,
     log:
         "logs/scaling/fit.log",
     benchmark:
@@ -73,7 +71,7 @@ rule measured_cost:
     # Seconds per token on each device, fitted from the runs' wall times: a measurement of the machine, which
     # differs between machines and reruns (like results/benchmarks/), so it stays out of runs.csv and fit.json.
     input:
-        metrics=own_run_files("metrics.json"),
+        metrics=study_run_files("metrics.json"),
     output:
         "results/scaling/measured_cost.json",
     log:

@@ -12,6 +12,7 @@ import pandas as pd
 from plmscale.plots.allocation import plot_optimal_allocation
 from plmscale.plots.backtest import plot_backtest
 from plmscale.plots.cost_models import plot_cost_models
+from plmscale.plots.design import plot_design
 from plmscale.plots.frontier import plot_loss_frontier, plot_training_curves
 from plmscale.plots.identity import plot_loss_by_identity
 from plmscale.plots.isoflop import plot_isoflop
@@ -63,6 +64,8 @@ PLOTS = {
     "cost_models": Plot(lambda i, path: plot_cost_models(i.fit, path), "cost_models.rst", "Cost models"),
 }
 PLOT_NAMES = list(PLOTS)
+# The adaptive rounds' figure (rules/design.smk draws it from design.json and the runs table, plots/design.py).
+DESIGN_FIGURE = Plot(lambda design, runs, path: plot_design(design, runs, path), "design.rst", "Adaptive rounds")
 
 
 def plot_all(fit, runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir, predictions=None) -> dict:

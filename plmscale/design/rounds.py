@@ -1,0 +1,397 @@
+"""Adaptive IsoFLOP rounds: after a round of runs is trained and fitted, which runs come next, and why.
+
+`next_round(runs, fit, settings, round_index, spent)` is a pure function of the runs table (runs.csv), the fit
+of those runs (fit.json as a dict) and the settings: the same runs give the same decision (everything is
+sorted; nothing reads the clock). The rules (issue 22 §1, docs/design.md):
+
+1. a budget whose optimum is not bracketed (lowest loss at the grid's edge, vertex outside the sampled sizes,
+   fewer than 3 sizes) gets the next size on its open side: the ladder's next rung, or beyond the ladder a new
+   shape made by the ladder's own shape rule (grid.shapes.ladder_like_shape) one ladder step further, even
+   outside the tokens-per-parameter window of the grid (down to `min_tokens_per_param`);
+2. a bracketed budget whose vertex is uncertain (its curvature within the runs' scatter, or its vertex's 95%
+   interval wider than `max_vertex_width` in ln N) gets a fourth size on the side its vertex leans to when it
+   has only three, else replicates of the three points that decide it;
+3. an objective whose budgets are all bracketed but whose exponent a has an interval wider than the target
+   gets a new budget `budget_factor` above the top one (below the lowest when the study's FLOPs cannot pay
+   for that), with `sizes_per_new_budget` sizes around the N_opt its law forecasts there;
+4. stop when every fitted objective is identified with a's interval at most `target_a_width`, when
+   `max_rounds` rounds were made, or when the study's FLOPs (`study_flops`) are spent.
+
+A run is added only while the study's FLOPs allow it; a run that does not fit is listed under `skipped` with
+its reason, so nothing the rules wanted is dropped silently.
+"""
+
+import math
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from plmscale.grid import shapes
+from plmscale.scaling.identify import curvature_significance
+from plmscale.scaling.table import BUDGET_TOLERANCE_DEX, scratch_runs, validate_runs
+
+Z_95 = 1.959964
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """train.isoflop.adaptive (schemas/config.schema.yaml documents each key), plus what the rules need from
+    the rest of the config: the ladder's shapes (and shapes earlier rounds derived), the sequence length and
+    FLOPs definition that turn a budget into tokens, the fitted objectives, and the curvature test of
+    fit.identify."""
+
+    shapes: dict  # model name -> shape dict (ladder entries and shapes earlier rounds made)
+    ladder: tuple  # the ladder's names, the rule's base for new shapes
+    seq_len: int
+    flops_definition: str
+    objectives: tuple
+    max_rounds: int = 3
+    target_a_width: float = 0.25
+    study_flops: float | None = None
+    max_vertex_width: float = 1.0
+    budget_factor: float = 2.0
+    sizes_per_new_budget: int = 4
+    min_tokens_per_param: float = 4.0
+    min_curvature_t: float = 2.0
+
+    def flops_per_token(self, model: str) -> float:
+        return shapes.flops_per_token(self.shapes[model], self.seq_len, self.flops_definition)
+
+    def n_params(self, model: str) -> int:
+        return shapes.n_params(self.shapes[model])
+
+
+def isoflop_flops_spent(runs: pd.DataFrame) -> float:
+    """FLOPs of the study's IsoFLOP runs (from scratch, with a budget): what the rounds' budget counts."""
+    scratch = scratch_runs(validate_runs(runs))
+    budgets = pd.to_numeric(scratch.get("budget"), errors="coerce") if "budget" in scratch else None
+    if budgets is None:
+        return 0.0
+    return float(pd.to_numeric(scratch["flops"])[budgets.notna()].sum())
+
+
+def fit_summary(fit: dict, objectives) -> dict:
+    """Per fitted objective, what the rounds decide on: the IsoFLOP verdict, a and its interval, brackets."""
+    out = {}
+    for objective in sorted(objectives):
+        iso = ((fit.get("objectives") or {}).get(objective) or {}).get("isoflop") or {}
+        ci = iso.get("a_ci")
+        out[objective] = {
+            "identified": bool(iso.get("identified")),
+            "a": iso.get("a"), "a_ci": ci,
+            "a_width": (ci[1] - ci[0]) if ci else None,
+            "bracketed_budgets": iso.get("bracketed_budgets"), "n_budgets": iso.get("n_budgets"),
+            "reasons": list(iso.get("reasons") or []),
+        }
+    return out
+
+
+def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_index: int, spent: float) -> dict:
+    """The decision of round `round_index` (1 = the first after the grid) from the runs so far and their fit.
+
+    Returns {"round", "runs_added": [{objective, model, shape, n_params, budget, tokens, flops, replicate,
+    why}], "skipped": [same, with the reason it was not added], "flops", "spent_before", "stop": reason or
+    None, "fit": fit_summary}. `spent`: FLOPs of the study's IsoFLOP runs so far (isoflop_flops_spent)."""
+    settings = dataclasses.replace(settings, shapes=dict(settings.shapes))  # new shapes join a copy
+    summary = fit_summary(fit, settings.objectives)
+    record = {"round": int(round_index), "runs_added": [], "skipped": [], "flops": 0.0,
+              "spent_before": float(spent), "stop": None, "fit": summary}
+    done = {o: s["identified"] and s["a_width"] is not None and s["a_width"] <= settings.target_a_width
+            for o, s in summary.items()}
+    if all(done.values()):
+        record["stop"] = (f"identified: every fitted objective's IsoFLOP fit is identified with a's 95% interval at "
+                          f"most {settings.target_a_width:g} wide (" + "; ".join(
+                              f"{o}: {summary[o]['a_width']:.3f}" for o in sorted(summary)) + ")")
+        return record
+    if round_index > settings.max_rounds:
+        record["stop"] = f"max_rounds: {settings.max_rounds} round(s) made (train.isoflop.adaptive.max_rounds)"
+        return record
+    if settings.study_flops is not None and spent >= settings.study_flops:
+        record["stop"] = (f"study budget spent: {spent:.4g} of {settings.study_flops:.4g} FLOPs "
+                          "(train.isoflop.adaptive.study_flops)")
+        return record
+    wanted = []
+    for objective in sorted(summary):
+        if not done[objective]:
+            wanted += _objective_actions(runs, fit, settings, objective, summary[objective])
+    left = math.inf if settings.study_flops is None else settings.study_flops - spent
+    # Each wanted item lists alternative groups, best first (a new budget above the span, else below it); a group
+    # is all or nothing (a new budget's sizes). The first alternative that is long enough and affordable is added.
+    for alternatives in wanted:
+        refusals = []
+        for group in alternatives:
+            cost = sum(run["flops"] for run in group)
+            if any(too_short(settings, run) for run in group):
+                refusals.append((group, lambda run, cost=cost: (
+                    f"{run['tokens'] / run['n_params']:.3g} tokens per parameter, below "
+                    f"train.isoflop.adaptive.min_tokens_per_param {settings.min_tokens_per_param:g} (too short a "
+                    "run to be a point of the law)")))
+            elif cost > left:
+                refusals.append((group, lambda run, cost=cost, left=left: (
+                    f"it costs {cost:.4g} FLOPs and {max(left, 0):.4g} of train.isoflop.adaptive.study_flops are "
+                    "left")))
+            else:
+                record["runs_added"] += group
+                left -= cost
+                break
+        else:
+            record["skipped"] += [{**run, "why": f"{run['why']}; not added: {because(run)}"}
+                                  for group, because in refusals for run in group]
+    record["runs_added"] = _unique_points(record["runs_added"])
+    record["flops"] = float(sum(run["flops"] for run in record["runs_added"]))
+    if not record["runs_added"]:
+        unfinished = ", ".join(o for o in sorted(done) if not done[o])
+        record["stop"] = ("study budget spent: no run the rules want fits the FLOPs left" if record["skipped"] else
+                          f"no run would help: the rules find nothing to add for {unfinished} "
+                          "(see the fit's reasons)")
+    return record
+
+
+# ---- the per-objective rules ----------------------------------------------------------------------------
+
+def _objective_actions(runs, fit, settings, objective, summary):
+    """What one unfinished objective wants: a list of items, each a list of alternative groups of runs (a single
+    run is one group of one; a new budget is its sizes above the span, else below it)."""
+    iso = ((fit.get("objectives") or {}).get(objective) or {}).get("isoflop") or {}
+    table = _objective_table(runs, objective)
+    if table.empty:
+        return []
+    optima = {float(o["budget"]): o for o in iso.get("optima") or []}
+    significance = curvature_significance(table)
+    groups, bracket_fixes = [], False
+    for budget, points in _budget_points(table):
+        optimum = _match_budget(optima, budget)
+        runs_here, open_side = _bracket_actions(settings, objective, budget, points, optimum)
+        if open_side:
+            bracket_fixes = True
+            groups += [[[run]] for run in runs_here]
+            continue
+        test = _match_budget(significance, budget)
+        groups += [[[run]] for run in _vertex_actions(settings, objective, budget, points, optimum, test)]
+    width = summary["a_width"]
+    if not bracket_fixes and (width is None or width > settings.target_a_width) and \
+            (summary["bracketed_budgets"] or 0) >= 2:
+        new_budgets = _new_budget_groups(settings, objective, table, iso, width)
+        if new_budgets:
+            groups.append(new_budgets)
+    return groups
+
+
+def _objective_table(runs, objective):
+    scratch = scratch_runs(validate_runs(runs))
+    table = scratch[scratch["objective"] == objective]
+    if "budget" not in table:
+        return table.iloc[0:0]
+    budget = pd.to_numeric(table["budget"], errors="coerce")
+    return table[budget.notna()].assign(budget=budget[budget.notna()]).sort_values(["budget", "n_params", "run_id"])
+
+
+def _budget_points(table):
+    """(budget, points) per budget, smallest first; points: one row per size (mean loss over replicates),
+    with the model name, the number of runs and the run ids, smallest size first."""
+    for budget, group in table.groupby("budget", sort=True):
+        points = (group.groupby("n_params", sort=True)
+                  .agg(loss=("loss", "mean"), runs=("run_id", "count"),
+                       model=("model", "first") if "model" in group else ("run_id", "first"))
+                  .reset_index())
+        yield float(budget), points
+
+
+def _match_budget(by_budget, budget):
+    for key in sorted(by_budget):
+        if abs(math.log10(float(key) / budget)) <= BUDGET_TOLERANCE_DEX:
+            return by_budget[key]
+    return None
+
+
+def _bracket_actions(settings, objective, budget, points, optimum):
+    """(runs, True) when the budget's optimum is not bracketed: the next size on its open side (both sides
+    with fewer than 3 sizes); ([], False) when it is."""
+    sizes = points["n_params"].tolist()
+    lowest = int(np.argmin(points["loss"].to_numpy()))
+    where = f"budget {budget:.4g}"
+    if len(sizes) < 3:
+        why = f"{where}: only {len(sizes)} size(s), a parabola needs 3"
+        return [run for run in (_open_side_run(settings, objective, budget, sizes, +1, why),
+                                _open_side_run(settings, objective, budget, sizes, -1, why)) if run], True
+    if lowest == len(sizes) - 1:
+        side, why = +1, f"{where}: lowest loss at the largest size ({sizes[-1]:.4g}): the optimum is not bracketed"
+    elif lowest == 0:
+        side, why = -1, f"{where}: lowest loss at the smallest size ({sizes[0]:.4g}): the optimum is not bracketed"
+    elif optimum is not None and not optimum.get("kept") and optimum.get("n_opt") and \
+            optimum.get("curvature") is not None and optimum["curvature"] > 0:
+        side = +1 if optimum["n_opt"] > sizes[-1] else -1
+        why = (f"{where}: parabola vertex {optimum['n_opt']:.4g} outside the sampled sizes "
+               f"({sizes[0]:.4g} … {sizes[-1]:.4g})")
+    else:
+        return [], False
+    run = _open_side_run(settings, objective, budget, sizes, side, why)
+    return ([run] if run else []), True
+
+
+def _open_side_run(settings, objective, budget, sizes, side, why):
+    model = _next_size(settings, sizes[-1] if side > 0 else sizes[0], side)
+    if model is None:
+        return None
+    what = "larger" if side > 0 else "smaller"
+    return _run(settings, objective, model, budget, 1, f"{why}; next size on the open ({what}) side")
+
+
+def _vertex_actions(settings, objective, budget, points, optimum, test):
+    """Runs for a bracketed budget whose vertex is uncertain; none when it is pinned down."""
+    sizes = points["n_params"].tolist()
+    where = f"budget {budget:.4g}"
+    deciding = points.nsmallest(3, "loss").sort_values("n_params")
+    if optimum is None or not optimum.get("kept"):  # bracketed by its runs, yet the parabola has no minimum
+        return [_run(settings, objective, str(row.model), budget, int(row.runs) + 1,
+                     f"{where}: lowest loss inside the sizes but the parabola has no minimum there; a replicate "
+                     "of a point that decides the vertex") for row in deciding.itertuples()]
+    if test is None or test.get("t") is None:  # three sizes: no residual, so nothing measures the vertex
+        side = +1 if math.log(optimum["n_opt"]) > math.log(sizes[1]) else -1
+        model = _next_size(settings, sizes[-1] if side > 0 else sizes[0], side)
+        why = f"{where}: {len(sizes)} sizes leave no residual to judge the vertex by; a size on its side"
+        return [_run(settings, objective, model, budget, 1, why)] if model else []
+    width = _vertex_width(points, optimum)
+    weak = test["t"] < settings.min_curvature_t
+    if not weak and width <= settings.max_vertex_width:
+        return []
+    reason = (f"curvature t = {test['t']:.2f} < {settings.min_curvature_t:g}" if weak else
+              f"vertex interval {width:.2f} wide in ln N (limit {settings.max_vertex_width:g})")
+    return [_run(settings, objective, str(row.model), budget, int(row.runs) + 1,
+                 f"{where}: {reason}; a replicate of a point that decides the vertex")
+            for row in deciding.itertuples()]
+
+
+def _vertex_width(points, optimum):
+    """95% interval width of the budget's vertex in ln N (delta method on the least-squares parabola)."""
+    x = np.log(points["n_params"].to_numpy(float))
+    center = x.mean()
+    x = x - center
+    y = points["loss"].to_numpy(float)
+    X = np.stack([np.ones_like(x), x, x * x], 1)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    dof = len(x) - 3
+    if dof <= 0 or coef[2] <= 0:
+        return math.inf
+    covariance = float(((y - X @ coef) ** 2).sum() / dof) * np.linalg.inv(X.T @ X)
+    # vertex = -b / (2c): gradient in (a, b, c)
+    gradient = np.array([0.0, -1 / (2 * coef[2]), coef[1] / (2 * coef[2] ** 2)])
+    se = math.sqrt(max(float(gradient @ covariance @ gradient), 0.0))
+    return 2 * Z_95 * se
+
+
+def _new_budget_groups(settings, objective, table, iso, width):
+    """New budgets that extend the span by budget_factor, above the top budget first, then below the lowest
+    (same span for budget_factor² less compute, for when the top one does not fit the study's FLOPs); each with
+    its sizes around the forecast N_opt there."""
+    budgets = sorted(table["budget"].unique())
+    shown = "no interval" if width is None else f"{width:.3f} wide"
+    candidates = [(budgets[-1] * settings.budget_factor, "above the top budget"),
+                  (budgets[0] / settings.budget_factor, "below the lowest budget")]
+    groups = []
+    for budget, where in candidates:
+        n_opt = _forecast_n_opt(iso, table, budget)
+        models = _sizes_around(settings, n_opt, budget)
+        if len(models) < 3:
+            continue
+        why = (f"a's 95% interval is {shown} (target {settings.target_a_width:g}): a new budget {budget:.4g} "
+               f"{where} extends the span; sizes around its forecast N_opt {n_opt:.4g}")
+        groups.append([_run(settings, objective, model, budget, 1, why) for model in models])
+    return groups
+
+
+def _forecast_n_opt(iso, table, budget):
+    if iso.get("k_n") and iso.get("a"):
+        return float(iso["k_n"]) * budget ** float(iso["a"])
+    # no law: the nearest budget's best size, moved by C^0.5
+    budgets = np.array(sorted(table["budget"].unique()))
+    nearest = budgets[np.argmin(np.abs(np.log(budgets / budget)))]
+    here = table[table["budget"] == nearest]
+    best = float(here.loc[here["loss"].idxmin(), "n_params"])
+    return best * math.sqrt(budget / nearest)
+
+
+def _sizes_around(settings, n_opt, budget):
+    """settings.sizes_per_new_budget models nearest n_opt in ln N (ladder rungs, extended by the shape rule
+    where the ladder ends), each long enough (min_tokens_per_param)."""
+    pool = {}
+    for name in settings.shapes:
+        pool[settings.n_params(name)] = name
+    # extend the pool by derived shapes until it reaches two steps past n_opt either way
+    largest, smallest = max(pool), min(pool)
+    while largest < n_opt * _ladder_step(settings) ** 2:
+        name = _derived(settings, largest * _ladder_step(settings))
+        if name is None or settings.n_params(name) <= largest:
+            break
+        largest = settings.n_params(name)
+        pool[largest] = name
+    while smallest > n_opt / _ladder_step(settings) ** 2:
+        name = _derived(settings, smallest / _ladder_step(settings))
+        if name is None or settings.n_params(name) >= smallest:
+            break
+        smallest = settings.n_params(name)
+        pool[smallest] = name
+    usable = [n for n in sorted(pool) if budget / settings.flops_per_token(pool[n]) / n >= settings.min_tokens_per_param]
+    chosen = sorted(usable, key=lambda n: (abs(math.log(n / n_opt)), n))[:settings.sizes_per_new_budget]
+    return [pool[n] for n in sorted(chosen)]
+
+
+# ---- sizes and shapes -------------------------------------------------------------------------------------
+
+def _ladder_step(settings):
+    """The ladder's size ratio between neighbouring rungs (geometric mean); 2 for a one-rung ladder."""
+    sizes = sorted(settings.n_params(name) for name in settings.ladder)
+    if len(sizes) < 2:
+        return 2.0
+    return (sizes[-1] / sizes[0]) ** (1 / (len(sizes) - 1))
+
+
+def _next_size(settings, n, side):
+    """The known size next to n on `side` (+1 larger, -1 smaller): a ladder rung or a shape earlier rounds
+    made; beyond them a new shape one ladder step away, from the ladder's shape rule."""
+    known = sorted({settings.n_params(name): name for name in sorted(settings.shapes)}.items())
+    beyond = [(m, name) for m, name in known if (m > n * 1.02 if side > 0 else m < n / 1.02)]
+    if beyond:
+        return beyond[0][1] if side > 0 else beyond[-1][1]
+    step = _ladder_step(settings)
+    return _derived(settings, n * step if side > 0 else n / step)
+
+
+def derived_name(shape: dict) -> str:
+    """A model name for a shape the rounds made: its dimensions (never a ladder name such as n25k)."""
+    return f"L{shape['layers']}d{shape['d_model']}h{shape['heads']}f{shape['ffn_dim']}"
+
+
+def _derived(settings, target_n):
+    ladder = {name: settings.shapes[name] for name in settings.ladder}
+    try:
+        shape = shapes.ladder_like_shape(target_n, ladder)
+    except ValueError:
+        return None
+    name = derived_name(shape)
+    settings.shapes.setdefault(name, shape)  # known to the rest of this decision (the dict is the caller's copy)
+    return name
+
+
+def _run(settings, objective, model, budget, replicate, why):
+    tokens = round(budget / settings.flops_per_token(model))
+    return {"objective": objective, "model": model, "shape": dict(settings.shapes[model]),
+            "n_params": settings.n_params(model), "budget": float(budget), "tokens": int(tokens),
+            "flops": float(tokens * settings.flops_per_token(model)), "replicate": int(replicate), "why": why}
+
+
+def _unique_points(added):
+    """Two rules asking for the same point in one round: keep the first (the order is deterministic)."""
+    seen, out = set(), []
+    for run in added:
+        key = (run["objective"], run["model"], run["budget"], run["replicate"])
+        if key not in seen:
+            seen.add(key)
+            out.append(run)
+    return out
+
+
+def too_short(settings, run) -> bool:
+    return run["tokens"] / run["n_params"] < settings.min_tokens_per_param

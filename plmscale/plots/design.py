@@ -1,0 +1,66 @@
+"""Adaptive IsoFLOP rounds (plmscale.design): the study's runs on the IsoFLOP axes, coloured by the round that
+added them, one panel per fitted objective, with a's interval after each round in the title (design.png)."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from plmscale.design.round_files import round_of
+from plmscale.plots.common import OBJECTIVE_NAMES, format_axis, save_figure
+
+ROUND_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def _round_label(index):
+    return "grid" if index == 0 else f"round {index}"
+
+
+def _interval(summary):
+    ci = summary.get("a_ci")
+    verdict = "identified" if summary.get("identified") else "not identified"
+    return f"a [{ci[0]:.2f}, {ci[1]:.2f}] {verdict}" if ci else f"no interval for a, {verdict}"
+
+
+def plot_design(design: dict, runs: pd.DataFrame, path):
+    """Loss against N of every IsoFLOP run, one line per budget, markers and colours by round (the grid is
+    round 0); returns the Figure."""
+    objectives = sorted(design.get("final_fit") or {})
+    fig, axes = plt.subplots(1, max(1, len(objectives)), figsize=(6.4 * max(1, len(objectives)), 4.6),
+                             squeeze=False)
+    budgets_all = pd.to_numeric(runs.get("budget"), errors="coerce") if "budget" in runs else None
+    n_rounds = len(design.get("rounds") or [])
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, max(2, n_rounds + 1)))
+    for ax, objective in zip(axes[0], objectives or [None]):
+        if objective is None or budgets_all is None:
+            ax.text(0.5, 0.5, "no IsoFLOP runs", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        table = runs[(runs["objective"] == objective) & budgets_all.notna()].copy()
+        table["budget"] = budgets_all[table.index]
+        table["round"] = [round_of(run_id) or 0 for run_id in table["run_id"]]
+        for budget, group in table.groupby("budget", sort=True):
+            means = group.groupby("n_params")["loss"].mean().sort_index()
+            ax.plot(means.index, means.to_numpy(), color="0.75", lw=1, zorder=1)
+            ax.annotate(f"{budget:.3g}", (means.index[-1], means.to_numpy()[-1]), fontsize=7, color="0.4",
+                        xytext=(3, 0), textcoords="offset points")
+        for index in sorted(table["round"].unique()):
+            shown = table[table["round"] == index]
+            ax.scatter(shown["n_params"], shown["loss"], s=30, zorder=2, color=colours[index],
+                       marker=ROUND_MARKERS[index % len(ROUND_MARKERS)],
+                       label=f"{_round_label(index)} ({len(shown)} runs)")
+        ax.set_xscale("log")
+        format_axis(ax.xaxis, "params")
+        ax.set_xlabel("non-embedding parameters N")
+        ax.set_ylabel("final validation loss")
+        steps = [f"grid: {_interval(design['rounds'][0]['fit_before'][objective])}"] if n_rounds else []
+        steps.append(f"final: {_interval(design['final_fit'][objective])}")
+        ax.set_title(f"{OBJECTIVE_NAMES.get(objective, objective)}: {n_rounds} round(s)\n" + "\n".join(steps),
+                     fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+    stop = design.get("stop") or ""
+    fig.suptitle(f"adaptive rounds: {design.get('n_runs_added', 0)} runs added, "
+                 f"{(design.get('added_flops') or 0):.3g} FLOPs over the grid's {(design.get('grid_flops') or 0):.3g}"
+                 f"\nstopped: {stop[:110]}{'…' if len(stop) > 110 else ''}", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, formats=("png",))
+    return fig

@@ -1,0 +1,228 @@
+"""Adaptive IsoFLOP rounds (plmscale.design.rounds, round_files): decisions on synthetic studies of known truth."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from plmscale.config import load_config
+from plmscale.design.round_files import (adaptive_run_id, check_adaptive, design_record, plan_round, round_of,
+                                         round_specs)
+from plmscale.design.rounds import AdaptiveSettings, isoflop_flops_spent, next_round
+from plmscale.errors import PlmscaleError
+from plmscale.grid import shapes
+from plmscale.scaling.fit import fit_all
+from scaling_synthetic import fit_settings
+
+DEMO = yaml.safe_load(open("config.yaml"))
+LADDER = DEMO["train"]["ladder"]
+SEQ_LEN = DEMO["train"]["seq_len"]
+N = {name: shapes.n_params(shape) for name, shape in LADDER.items()}
+
+
+def settings(**overrides):
+    values = dict(shapes={k: dict(v) for k, v in LADDER.items()}, ladder=tuple(LADDER), seq_len=SEQ_LEN,
+                  flops_definition="6nd", objectives=("clm",))
+    values.update(overrides)
+    return AdaptiveSettings(**values)
+
+
+def study(vertices, sizes, curvature=0.08, noise=0.0, seed=0, replicates=1):
+    """A CLM runs table whose loss at budget C is a parabola in ln N with its minimum at vertices[C] (the known
+    truth): loss = L0(C) + curvature·(ln N − ln N*(C))², L0 falling with C; `sizes` lists the models per budget."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for budget in sorted(vertices):
+        level = 3.0 * (budget / 1e10) ** -0.05
+        for model in sizes[budget]:
+            n = N[model]
+            tokens = round(budget / shapes.flops_per_token(LADDER[model], SEQ_LEN))
+            for replicate in range(1, replicates + 1):
+                loss = level + curvature * (math.log(n) - math.log(vertices[budget])) ** 2 + rng.normal(0, noise)
+                run_id = f"clm_{model}_c{budget:g}" + (f"_r{replicate}" if replicate > 1 else "")
+                rows.append({"run_id": run_id, "objective": "clm", "n_params": n, "tokens": tokens,
+                             "flops": 6.0 * n * tokens, "loss": loss, "budget": budget, "model": model})
+    return pd.DataFrame(rows)
+
+
+def fitted(runs):
+    return fit_all(runs, None, fit_settings(["clm"], bootstrap=100, backtest=False,
+                                              isoflop_bootstrap="residuals"))
+
+
+BUDGETS = (3.125e10, 6.25e10, 1.25e11, 5e11)
+# N_opt = 60k·(C/5e11)^0.5 (15k, 30k, 60k): the lowest budget brackets its optimum; 1.25e11 samples only sizes
+# below its optimum, and the top budget's optimum lies beyond the ladder's largest size (55k). With one budget
+# bracketed the fit is not identified.
+BEYOND = {c: 6e4 * (c / 5e11) ** 0.5 for c in (3.125e10, 1.25e11, 5e11)}
+BEYOND_SIZES = {3.125e10: ["n3.5k", "n7k", "n14k", "n25k", "n55k"], 1.25e11: ["n3.5k", "n7k", "n14k"],
+                5e11: ["n14k", "n25k", "n55k"]}
+
+
+def test_a_budget_whose_optimum_lies_beyond_the_grid_gets_the_next_size_on_its_open_side():
+    runs = study(BEYOND, BEYOND_SIZES)
+    record = next_round(runs, fitted(runs), settings(), 1, isoflop_flops_spent(runs))
+    assert record["stop"] is None
+    at_top = [r for r in record["runs_added"] if r["budget"] == 5e11]
+    assert len(at_top) == 1
+    added = at_top[0]
+    # beyond the ladder: a new shape of the ladder's family (2 layers, 2 heads), one ladder step above n55k
+    step = (N["n55k"] / N["n2k"]) ** (1 / 5)
+    assert added["shape"]["layers"] == 2 and added["shape"]["heads"] == 2
+    assert added["n_params"] == pytest.approx(N["n55k"] * step, rel=0.03)
+    assert added["model"] not in LADDER and added["replicate"] == 1
+    assert "largest size" in added["why"] and "open (larger) side" in added["why"]
+    assert added["tokens"] == round(5e11 / shapes.flops_per_token(added["shape"], SEQ_LEN))
+    assert record["flops"] == pytest.approx(sum(r["flops"] for r in record["runs_added"]))
+    # inside the ladder the open side is its next rung; the bracketed budget (5 sizes, an exact parabola) gets none
+    assert [(r["budget"], r["model"]) for r in record["runs_added"] if r["budget"] != 5e11] == [(1.25e11, "n25k")]
+
+
+def test_the_open_side_is_the_ladder_rung_when_the_ladder_has_one():
+    vertices = {c: 1.5e3 * (c / 5e11) ** 0.5 for c in BUDGETS}  # every optimum below the smallest size sampled
+    sizes = {c: ["n7k", "n14k", "n25k"] for c in BUDGETS}
+    runs = study(vertices, sizes)
+    record = next_round(runs, fitted(runs), settings(), 1, isoflop_flops_spent(runs))
+    assert {(r["budget"], r["model"]) for r in record["runs_added"]} == {(c, "n3.5k") for c in BUDGETS}
+    assert all("open (smaller) side" in r["why"] for r in record["runs_added"])
+
+
+def identified_study():
+    vertices = {c: 1e4 * (c / 1e11) ** 0.5 for c in (3.125e10, 6.25e10, 1.25e11, 2.5e11, 5e11, 1e12)}
+    sizes = {c: ["n2k", "n3.5k", "n7k", "n14k", "n25k", "n55k"] for c in vertices}
+    return study(vertices, sizes, curvature=0.05, noise=2e-4, seed=3)
+
+
+def test_an_identified_study_with_a_narrow_interval_adds_nothing_and_says_why():
+    runs = identified_study()
+    fit = fitted(runs)
+    iso = fit["objectives"]["clm"]["isoflop"]
+    assert iso["identified"] and iso["a_ci"][1] - iso["a_ci"][0] <= 0.25  # the premise
+    record = next_round(runs, fit, settings(), 1, isoflop_flops_spent(runs))
+    assert record["runs_added"] == [] and record["skipped"] == []
+    assert record["stop"].startswith("identified")
+
+
+def test_an_exhausted_study_budget_stops_and_lists_what_it_could_not_add():
+    runs = study(BEYOND, BEYOND_SIZES)
+    spent = isoflop_flops_spent(runs)
+    record = next_round(runs, fitted(runs), settings(study_flops=spent + 1e9), 1, spent)
+    assert record["runs_added"] == []
+    assert record["stop"].startswith("study budget spent")
+    assert any(r["budget"] == 5e11 and "study_flops" in r["why"] for r in record["skipped"])
+    spent_out = next_round(runs, fitted(runs), settings(study_flops=spent), 1, spent)
+    assert spent_out["stop"].startswith("study budget spent") and spent_out["skipped"] == []
+
+
+def test_max_rounds_stops():
+    runs = study(BEYOND, BEYOND_SIZES)
+    record = next_round(runs, fitted(runs), settings(max_rounds=2), 3, isoflop_flops_spent(runs))
+    assert record["runs_added"] == [] and record["stop"].startswith("max_rounds")
+
+
+def test_a_wide_exponent_interval_with_every_budget_bracketed_adds_a_budget_above_the_span():
+    runs = identified_study()
+    fit = copy.deepcopy(fitted(runs))
+    fit["objectives"]["clm"]["isoflop"]["a_ci"] = [0.2, 0.8]  # as a noisier study would measure it
+    record = next_round(runs, fit, settings(), 1, isoflop_flops_spent(runs))
+    budgets = {r["budget"] for r in record["runs_added"]}
+    assert budgets == {2e12}
+    assert len(record["runs_added"]) == 4 and all("extends the span" in r["why"] for r in record["runs_added"])
+    forecast = fit["objectives"]["clm"]["isoflop"]["k_n"] * 2e12 ** fit["objectives"]["clm"]["isoflop"]["a"]
+    sizes = sorted(r["n_params"] for r in record["runs_added"])
+    assert sizes[0] < forecast < sizes[-1]  # sizes around the forecast N_opt
+
+
+def test_a_noisy_vertex_gets_replicates_of_the_points_that_decide_it():
+    vertices = {c: 1e4 * (c / 1e11) ** 0.5 for c in BUDGETS}
+    sizes = {c: ["n2k", "n3.5k", "n7k", "n14k", "n25k", "n55k"] for c in BUDGETS}
+    runs = study(vertices, sizes, curvature=0.01, noise=0.01, seed=5)
+    fit = fitted(runs)
+    record = next_round(runs, fit, settings(max_vertex_width=0.2), 1, isoflop_flops_spent(runs))
+    replicates = [r for r in record["runs_added"] if r["replicate"] == 2]
+    assert replicates and all("replicate" in r["why"] for r in replicates)
+    for budget in {r["budget"] for r in replicates}:  # three points per budget, the lowest losses there
+        here = runs[runs["budget"] == budget].nsmallest(3, "loss")
+        assert {r["model"] for r in replicates if r["budget"] == budget} == set(here["model"])
+
+
+def test_the_decision_is_a_function_of_the_runs_alone():
+    runs = study(BEYOND, BEYOND_SIZES)
+    fit = fitted(runs)
+    first = next_round(runs, fit, settings(), 1, isoflop_flops_spent(runs))
+    assert first["runs_added"]
+    assert json.dumps(first) == json.dumps(next_round(runs, fitted(runs), settings(), 1, isoflop_flops_spent(runs)))
+    # the rows in another order: the same decision from the same fit
+    shuffled = runs.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    again = next_round(shuffled, fit, settings(), 1, isoflop_flops_spent(shuffled))
+    assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
+
+
+def demo_config(**adaptive):
+    raw = copy.deepcopy(DEMO)
+    raw["train"]["isoflop"]["adaptive"] = {"enabled": True, **adaptive}
+    return load_config(raw, source="config.yaml")
+
+
+def test_a_round_file_holds_specs_that_read_back_byte_identical_and_ids_apart_from_the_grid():
+    config = demo_config()
+    runs = study(BEYOND, BEYOND_SIZES)
+    record = plan_round(config, runs, fitted(runs), [], 1, source="config.yaml")
+    assert record["runs_added"]
+    specs = round_specs(json.loads(json.dumps(record)))
+    for run in record["runs_added"]:
+        assert run["run_id"].startswith("ad1_clm_") and round_of(run["run_id"]) == 1
+        assert run["run_id"] == adaptive_run_id(1, run)
+        assert json.dumps(specs[run["run_id"]].training_dict(), sort_keys=True) == \
+            json.dumps({k: v for k, v in run["spec"].items() if k != "resources"}, sort_keys=True)
+    assert round_of("clm_n25k_c5e11") is None
+    # a later round replicates a point by its model name, derived shapes included (earlier rounds' shapes)
+    second = plan_round(config, runs, fitted(runs), [record], 2, source="config.yaml")
+    assert all(r["run_id"].startswith("ad2_") for r in second["runs_added"])
+    with pytest.raises(PlmscaleError, match="already stopped"):
+        plan_round(config, runs, fitted(runs), [{**record, "stop": "identified"}], 2)
+    summary = design_record(config, [record, second], fitted(runs))
+    assert summary["n_runs_added"] == len(record["runs_added"]) + len(second["runs_added"])
+    assert summary["rounds"][0]["fit_before"]["clm"]["identified"] in (True, False)
+    assert "spec" not in summary["rounds"][0]["runs_added"][0]
+
+
+def test_adaptive_rounds_refuse_a_wsd_grid_naming_the_key():
+    raw = copy.deepcopy(DEMO)
+    raw["train"]["isoflop"].update(schedule="wsd", adaptive={"enabled": True})
+    with pytest.raises(PlmscaleError, match="train.isoflop.schedule"):
+        check_adaptive(load_config(raw, source="config.yaml"), "config.yaml")
+
+
+def test_the_design_figure_marks_each_round_s_runs_on_the_isoflop_axes(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from plmscale.plots.design import plot_design
+
+    config = demo_config()
+    runs = study(BEYOND, BEYOND_SIZES)
+    record = plan_round(config, runs, fitted(runs), [], 1, source="config.yaml")
+    added = pd.DataFrame([{"run_id": r["run_id"], "objective": "clm", "n_params": r["n_params"], "tokens": r["tokens"],
+                           "flops": r["flops"], "loss": 2.5, "budget": r["budget"], "model": r["model"]}
+                          for r in record["runs_added"]])
+    after = pd.concat([runs, added], ignore_index=True)
+    figure = plot_design(design_record(config, [record], fitted(after)), after, tmp_path / "design.png")
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels == [f"grid ({len(runs)} runs)", f"round 1 ({len(added)} runs)"]
+    assert "1 round(s)" in figure.axes[0].get_title() and (tmp_path / "design.png").exists()
+    plt.close(figure)
+
+
+def test_a_new_budget_goes_below_the_span_when_the_study_cannot_pay_for_one_above():
+    runs = identified_study()
+    fit = copy.deepcopy(fitted(runs))
+    fit["objectives"]["clm"]["isoflop"]["a_ci"] = [0.2, 0.8]
+    spent = isoflop_flops_spent(runs)
+    record = next_round(runs, fit, settings(study_flops=spent + 4 * 3.125e10 / 2 + 1e8), 1, spent)
+    assert {r["budget"] for r in record["runs_added"]} == {3.125e10 / 2}
+    assert all("below the lowest budget" in r["why"] for r in record["runs_added"])
+    assert record["skipped"] == []  # the alternative above was not wanted once one below fitted
