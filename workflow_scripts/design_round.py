@@ -1,7 +1,6 @@
 """checkpoint design_round: the fit of the study after round k-1 (+ its runs, the earlier round files) ->
 round k's decision and the specs of the runs it adds (results/scaling/design/round_<k>.json)."""
 
-
 import pandas as pd
 
 from plmscale.config import load_config
