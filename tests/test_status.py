@@ -123,3 +123,19 @@ def test_an_uncaught_error_is_the_last_line_of_the_step_log(tmp_path):
     assert result.returncode == 1 and "Traceback" in result.stderr  # the error still reaches stderr whole
     last = log.read_text().splitlines()[-1]
     assert " ERROR " in last and last.endswith("failed: PlmscaleError: the shards are missing: run the data stage")
+
+
+def test_runs_the_adaptive_rounds_added_are_part_of_the_study(tmp_path, capsys):
+    config = default_config_with({"train": {"isoflop": {"adaptive": {"enabled": True}}}})
+    (tmp_path / "config.yaml").write_text(json.dumps(config))
+    spec = _specs()[-1].to_dict()
+    added = {**spec, "run_id": "ad1_clm_n55k_c5e11"}
+    round_file = tmp_path / "results" / "scaling" / "design" / "round_1.json"
+    round_file.parent.mkdir(parents=True)
+    round_file.write_text(json.dumps({"round": 1, "runs_added": [{"run_id": added["run_id"], "spec": added}]}))
+    assert cli_main(["status", "--config", str(tmp_path / "config.yaml"), "--results", str(tmp_path / "results"),
+                     "--logs", str(tmp_path / "logs"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"run_id": "ad1_clm_n55k_c5e11", "state": "pending"}.items() <= \
+        next(r for r in report["runs"] if r["run_id"] == "ad1_clm_n55k_c5e11").items()
+    assert report["summary"]["runs"] == len(_specs()) + 1

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from plmscale.config import load_config_files
+from plmscale.design.round_files import adaptive_enabled, read_round, round_specs
 from plmscale.grid.plan import planned_specs
 from plmscale.grid.status import STALE_AFTER_SECONDS, format_status, study_status, summary
 
@@ -24,9 +25,20 @@ def configure_parser(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print every run's state and the totals as JSON")
 
 
+def adaptive_round_specs(config: dict, results) -> list:
+    """The runs the adaptive rounds decided so far (their round files under RESULTS/scaling/design/): planned
+    too, though no config lists them."""
+    if not adaptive_enabled(config):
+        return []
+    paths = sorted(Path(results, "scaling", "design").glob("round_*.json"),
+                   key=lambda p: int(p.stem.split("_")[1]) if p.stem.split("_")[1].isdigit() else 0)
+    return [spec for path in paths for spec in round_specs(read_round(path), where=str(path)).values()]
+
+
 def main(args) -> int:
     config, source = load_config_files(args.config)
-    statuses = study_status(planned_specs(config, source), args.results, args.logs, stale_after=args.stale_after)
+    specs = planned_specs(config, source) + adaptive_round_specs(config, args.results)
+    statuses = study_status(specs, args.results, args.logs, stale_after=args.stale_after)
     totals = summary(statuses)
     png = None
     if len(totals["finished_budgets"]) >= 2:
