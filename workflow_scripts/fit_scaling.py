@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 
 from plmscale.logging_setup import log_to_file  # noqa: E402
 from plmscale.scaling.allocation import with_cost_allocations  # noqa: E402
+from plmscale.scaling.compare import comparison_lines  # noqa: E402
 from plmscale.scaling.fit import fit_all  # noqa: E402
 from plmscale.scaling.fitfile import write_fit  # noqa: E402
 from plmscale.scaling.settings import FitSettings  # noqa: E402
@@ -25,4 +26,5 @@ curves = pd.read_csv(snakemake.input.curves, low_memory=False)
 fit = fit_all(runs, curves, settings, source=snakemake.input.runs, curves_source=snakemake.input.curves)
 fit = with_cost_allocations(fit, **json.loads(snakemake.params.cost_shapes))  # N_opt per FLOPs definition
 write_fit(fit, snakemake.output[0])
-logging.getLogger("plmscale.fit").info("\n%s\n%s", summary_table(fit), rollout_summary(fit))
+logging.getLogger("plmscale.fit").info("\n%s\n%s\n%s", summary_table(fit), rollout_summary(fit),
+                                       "\n".join(comparison_lines(fit.get("comparison"))))

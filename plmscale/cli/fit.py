@@ -12,6 +12,7 @@ import pandas as pd
 from plmscale.config import load_config, load_schema, read_yaml
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import sha256_file
+from plmscale.scaling.compare import comparison_lines
 from plmscale.scaling.fit import fit_all
 from plmscale.scaling.fitfile import METHODS, write_fit
 from plmscale.scaling.settings import FitSettings
@@ -101,6 +102,8 @@ def main(args: argparse.Namespace) -> int:
     rollouts = rollout_summary(fit)
     if rollouts:
         print(rollouts)
+    for line in comparison_lines(fit.get("comparison")):
+        print(line)
     failed = [f"{o}/{m}" for o, ms in fit["objectives"].items() for m in METHODS if "error" in ms[m]]
     if failed:
         print(f"note: not fitted for lack of data: {', '.join(failed)} (reasons above and in fit.json)")

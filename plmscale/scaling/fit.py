@@ -11,6 +11,7 @@ from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
 from plmscale.scaling import backtest as backtests
 from plmscale.scaling import costs, data_constrained, envelope, farseer, isoflop, parametric
+from plmscale.scaling.compare import compare_objectives
 from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
 from plmscale.scaling.identify import (Criteria, backtest_verdict, identify, identify_data_constrained,
                                        identify_farseer)
@@ -436,4 +437,5 @@ def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curv
                          "predict_flops": {o: list(v) for o, v in settings.predict_flops.items()}},
             "objectives": objectives,
             "transfer": analyse_transfer(runs, curves, laws),
+            "comparison": compare_objectives(objectives, PUBLISHED),
             "published": PUBLISHED}
