@@ -111,15 +111,20 @@ def run_timings(metrics_paths) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(TIMING_COLUMNS))
 
 
-def read_curve(path, metrics: dict) -> pd.DataFrame:
-    """A run's curve.csv as long rows (validation points only; the FLOPs column as written by training)."""
-    path = Path(path)
+def read_curve_file(path) -> pd.DataFrame:
+    """A run's curve.csv as training writes it, as a table; a missing or unreadable file names itself."""
     try:
-        curve = pd.read_csv(path)
+        return pd.read_csv(path)
     except FileNotFoundError:
         raise PlmscaleError(f"{path}: curve file does not exist; did the training job finish?") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise PlmscaleError(f"{path}: not a readable CSV ({error})") from None
+
+
+def read_curve(path, metrics: dict) -> pd.DataFrame:
+    """A run's curve.csv as long rows (validation points only; the FLOPs column as written by training)."""
+    path = Path(path)
+    curve = read_curve_file(path)
     missing = [c for c in CURVE_FILE_COLUMNS if c not in curve.columns]
     if missing:
         raise PlmscaleError(f"{path}: column(s) {', '.join(missing)} missing; expected {', '.join(CURVE_FILE_COLUMNS)}")

@@ -179,17 +179,25 @@ def curvature_significance(runs, budgets=None):
     return out
 
 
-def _check_parametric(entry, criteria, reasons, notes):
-    theta = entry.get("theta")
-    if theta is None:
-        theta = [np.log(entry[name]) if logged else entry[name] for name, logged in PARAMETRIC_COORDINATES]
-    for (name, logged), value, (low, high) in zip(PARAMETRIC_COORDINATES, theta, parametric.BOUNDS):
+def _bound_reasons(entry, theta, bounds, criteria) -> list[str]:
+    """A reason for each Chinchilla constant (E, A, B, alpha, beta; optimiser coordinates theta, logs for
+    E, A, B) that sits within criteria.bound_tolerance of its optimiser bound: the data do not determine it."""
+    reasons = []
+    for (name, logged), value, (low, high) in zip(PARAMETRIC_COORDINATES, theta, bounds):
         tolerance = criteria.bound_tolerance * (high - low)
         for bound, side in ((low, "lower"), (high, "upper")):
             if abs(value - bound) <= tolerance:
                 where = f"log {name} = {bound:g}" if logged else f"{name} = {bound:g}"
                 reasons.append(f"{name} = {entry[name]:.4g} sits at the optimiser's {side} bound ({where}): "
                                "the data do not determine it")
+    return reasons
+
+
+def _check_parametric(entry, criteria, reasons, notes):
+    theta = entry.get("theta")
+    if theta is None:
+        theta = [np.log(entry[name]) if logged else entry[name] for name, logged in PARAMETRIC_COORDINATES]
+    reasons.extend(_bound_reasons(entry, theta, parametric.BOUNDS, criteria))
     in_basin, refined = entry.get("starts_in_best_basin"), entry.get("n_refined")
     if in_basin is not None and in_basin < criteria.min_starts_in_best_basin:
         reasons.append(f"only {in_basin} of {refined} refined starts reached the best basin "
@@ -343,13 +351,7 @@ def identify_data_constrained(entry, criteria=None):
     reasons = []
     notes = [f"{entry['starts_in_best_basin']} of {entry['n_starts']} starts reached the best objective"]
     theta = entry["theta"]
-    for (name, logged), value, (low, high) in zip(PARAMETRIC_COORDINATES, theta, data_constrained.BOUNDS):
-        tolerance = criteria.bound_tolerance * (high - low)
-        for bound, side in ((low, "lower"), (high, "upper")):
-            if abs(value - bound) <= tolerance:
-                where = f"log {name} = {bound:g}" if logged else f"{name} = {bound:g}"
-                reasons.append(f"{name} = {entry[name]:.4g} sits at the optimiser's {side} bound ({where}): "
-                               "the data do not determine it")
+    reasons.extend(_bound_reasons(entry, theta, data_constrained.BOUNDS, criteria))
     if entry["starts_in_best_basin"] < criteria.min_starts_in_best_basin:
         reasons.append(f"only {entry['starts_in_best_basin']} of {entry['n_starts']} starts reached the best "
                        f"basin (need {criteria.min_starts_in_best_basin}): another minimum may fit as well")

@@ -45,6 +45,7 @@ from scipy.signal import lfilter
 from plmscale.errors import PlmscaleError
 from plmscale.grid.wsd import decay_steps
 from plmscale.lr_schedule import lr_at, warmup_steps, wsd_lr_at
+from plmscale.scaling.collect import read_curve_file
 
 DECAY_FACTOR = 0.999
 HUBER_DELTA = 1e-3
@@ -179,12 +180,7 @@ def read_run_curve(path, run_id: str | None = None, shape: str | None = None) ->
     """A run's curve.csv as training writes it (step, tokens, flops, train_loss, valid_loss, lr: one row per
     update, valid_loss where it was evaluated). run_id and shape default to the run's folder name."""
     path = Path(path)
-    try:
-        curve = pd.read_csv(path)
-    except FileNotFoundError:
-        raise PlmscaleError(f"{path}: curve file does not exist; did the training job finish?") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise PlmscaleError(f"{path}: not a readable CSV ({error})") from None
+    curve = read_curve_file(path)
     missing = [column for column in ("step", "lr", "valid_loss") if column not in curve.columns]
     if missing:
         raise PlmscaleError(f"{path}: column(s) {', '.join(missing)} missing; the loss-curve law needs the lr of "
