@@ -81,15 +81,17 @@ def progress(lines: list[str]) -> tuple[int | None, int | None, float | None]:
     step = total = rate = None
     start_time = start_step = None
     for line in lines:
+        stamp = _stamp(line)
+        if stamp is None:
+            continue
         started = _START.search(line)
-        if started and _stamp(line) is not None:
-            start_time = _stamp(line)
-            start_step = int(started.group(2)) if started.group(2) else 0
+        if started:
+            start_time, start_step = stamp, int(started.group(2)) if started.group(2) else 0
         found = _STEP.search(line)
-        if found and _stamp(line) is not None:
+        if found:
             step, total = int(found.group(1)), int(found.group(2))
             if start_time is not None and step > start_step:
-                rate = (_stamp(line) - start_time) / (step - start_step)
+                rate = (stamp - start_time) / (step - start_step)
     return step, total, rate
 
 

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 FLOPS_STEP_UNIT = 1e6
 VALID_VS_FLOPS_TAG = "loss/valid_vs_megaflops"
+STEP_TAGS = {"train_loss": "loss/train", "valid_loss": "loss/valid", "lr": "lr",
+             "tokens_per_second": "speed/tokens_per_second", "mfu": "speed/mfu"}
 
 
 class ScalarLog:
@@ -42,11 +44,9 @@ class ScalarLog:
         """One step's scalars: train_loss, valid_loss, lr, tokens_per_second, mfu (None: not logged)."""
         if self.writer is None:
             return
-        tags = {"train_loss": "loss/train", "valid_loss": "loss/valid", "lr": "lr",
-                "tokens_per_second": "speed/tokens_per_second", "mfu": "speed/mfu"}
         for key, value in values.items():
             if value is not None:
-                self.writer.add_scalar(tags[key], float(value), step)
+                self.writer.add_scalar(STEP_TAGS[key], float(value), step)
         if values.get("valid_loss") is not None:
             self.writer.add_scalar(VALID_VS_FLOPS_TAG, float(values["valid_loss"]), int(round(flops / FLOPS_STEP_UNIT)))
 
