@@ -1,10 +1,12 @@
 """The study so far (`plmscale status`): loss against N per IsoFLOP budget for the runs that are done,
 the budget's planned sizes still to come marked along the bottom."""
 
-import matplotlib.pyplot as plt
-from matplotlib import colors
+import math
 
-from plmscale.plots.common import OBJECTIVE_NAMES, format_axis, power_of_ten, save_figure
+import matplotlib.pyplot as plt
+from matplotlib import colors, ticker
+
+from plmscale.plots.common import OBJECTIVE_NAMES, format_axis, power_of_ten, save_figure, si_label
 
 
 def plot_study_progress(statuses, path):
@@ -30,6 +32,10 @@ def plot_study_progress(statuses, path):
                         transform=ax.get_xaxis_transform(), clip_on=False)
         ax.set_xscale("log")
         format_axis(ax.xaxis, "params")
+        low, high = ax.get_xlim()
+        if math.log10(high / low) < 2:  # a grid within two decades: label 2x, 3x and 5x ticks too
+            ax.xaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2, 3, 5), numticks=12))
+            ax.xaxis.set_minor_formatter(ticker.FuncFormatter(si_label))
         ax.set_xlabel("non-embedding parameters N")
         ax.set_ylabel("final validation loss (nats)")
         ax.set_title(f"{OBJECTIVE_NAMES.get(objective, objective)}: IsoFLOP runs so far (open triangles: to come)",
