@@ -247,3 +247,17 @@ def test_every_registered_figure_has_its_report_caption():
     report = Path(__file__).resolve().parent.parent / "report"
     for name, plot in plots.PLOTS.items():
         assert (report / plot.caption).is_file(), (name, plot.caption)
+
+
+def test_optimal_allocation_states_the_clm_mlm_comparison_when_the_fit_has_one(study, tmp_path):
+    from plmscale.scaling.compare import compare_objectives
+    from plmscale.scaling.published import PUBLISHED
+    fit, _, _ = study
+    fit = {**fit, "objectives": {o: {m: {**e, "identified": True} if m == "isoflop" else e for m, e in entry.items()}
+                                 for o, entry in fit["objectives"].items()}}
+    for objective, floor in (("clm", 2.0), ("mlm", 1.6)):  # the loss law the comparison reads at a budget
+        fit["objectives"][objective]["isoflop"].update(budgets=list(BUDGETS), loss_floor=floor, k_l=10.0, s=-0.05)
+    with_comparison = {**fit, "comparison": compare_objectives(fit["objectives"], PUBLISHED)}
+    title = plots.plot_optimal_allocation(with_comparison, tmp_path / "both.png")._suptitle
+    assert title is not None and "a_MLM − a_CLM" in title.get_text() and "paper" in title.get_text()
+    assert plots.plot_optimal_allocation(fit, tmp_path / "one.png")._suptitle is None

@@ -70,7 +70,9 @@ def adaptive_settings(config: dict, earlier_rounds=()) -> AdaptiveSettings:
         study_flops=None if adaptive["study_flops"] is None else float(adaptive["study_flops"]),
         max_vertex_width=float(adaptive["max_vertex_width"]), budget_factor=float(adaptive["budget_factor"]),
         sizes_per_new_budget=int(adaptive["sizes_per_new_budget"]),
-        min_tokens_per_param=float(adaptive["min_tokens_per_param"]), min_curvature_t=criteria.min_curvature_t)
+        min_tokens_per_param=float(adaptive["min_tokens_per_param"]), min_curvature_t=criteria.min_curvature_t,
+        min_bracketed_budgets=criteria.min_bracketed_budgets,
+        min_budget_span=float(adaptive["min_budget_span"]))
 
 
 def plan_round(config: dict, runs: pd.DataFrame, fit: dict, earlier_rounds, round_index: int,

@@ -28,11 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from plmscale.design import information
 from plmscale.grid import shapes
 from plmscale.scaling.identify import curvature_significance
 from plmscale.scaling.table import BUDGET_TOLERANCE_DEX, scratch_runs, validate_runs
 
 Z_95 = 1.959964
+SPAN_TOLERANCE = 1.01  # budgets are nominal; 16x written as 3.125e10..5e11 must count as 16x
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class AdaptiveSettings:
     sizes_per_new_budget: int = 4
     min_tokens_per_param: float = 4.0
     min_curvature_t: float = 2.0
+    min_bracketed_budgets: int = 2
+    min_budget_span: float = 1.0
 
     def flops_per_token(self, model: str) -> float:
         return shapes.flops_per_token(self.shapes[model], self.seq_len, self.flops_definition)
@@ -83,6 +87,7 @@ def fit_summary(fit: dict, objectives) -> dict:
             "a": iso.get("a"), "a_ci": ci,
             "a_width": (ci[1] - ci[0]) if ci else None,
             "bracketed_budgets": iso.get("bracketed_budgets"), "n_budgets": iso.get("n_budgets"),
+            "budget_span": _span([o["budget"] for o in iso.get("optima") or [] if o.get("kept")]),
             "reasons": list(iso.get("reasons") or []),
         }
     return out
@@ -99,11 +104,13 @@ def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_
     record = {"round": int(round_index), "runs_added": [], "skipped": [], "flops": 0.0,
               "spent_before": float(spent), "stop": None, "fit": summary}
     done = {o: s["identified"] and s["a_width"] is not None and s["a_width"] <= settings.target_a_width
-            for o, s in summary.items()}
+            and (s["budget_span"] or 0) >= settings.min_budget_span / SPAN_TOLERANCE for o, s in summary.items()}
     if all(done.values()):
         record["stop"] = (f"identified: every fitted objective's IsoFLOP fit is identified with a's 95% interval at "
                           f"most {settings.target_a_width:g} wide (" + "; ".join(
-                              f"{o}: {summary[o]['a_width']:.3f}" for o in sorted(summary)) + ")")
+                              f"{o}: {summary[o]['a_width']:.3f}" for o in sorted(summary)) + ")"
+                          + (f" over budgets spanning at least {settings.min_budget_span:g}x"
+                             if settings.min_budget_span > 1 else ""))
         return record
     if round_index > settings.max_rounds:
         record["stop"] = f"max_rounds: {settings.max_rounds} round(s) made (train.isoflop.adaptive.max_rounds)"
@@ -112,11 +119,11 @@ def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_
         record["stop"] = (f"study budget spent: {spent:.4g} of {settings.study_flops:.4g} FLOPs "
                           "(train.isoflop.adaptive.study_flops)")
         return record
+    left = math.inf if settings.study_flops is None else settings.study_flops - spent
     wanted = []
     for objective in sorted(summary):
         if not done[objective]:
-            wanted += _objective_actions(runs, fit, settings, objective, summary[objective])
-    left = math.inf if settings.study_flops is None else settings.study_flops - spent
+            wanted += _objective_actions(runs, fit, settings, objective, summary[objective], left)
     # Each wanted item lists alternative groups, best first (a new budget above the span, else below it); a group
     # is all or nothing (a new budget's sizes). The first alternative that is long enough and affordable is added.
     for alternatives in wanted:
@@ -151,7 +158,7 @@ def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_
 
 # ---- the per-objective rules ----------------------------------------------------------------------------
 
-def _objective_actions(runs, fit, settings, objective, summary):
+def _objective_actions(runs, fit, settings, objective, summary, left=math.inf):
     """What one unfinished objective wants: a list of items, each a list of alternative groups of runs (a single
     run is one group of one; a new budget is its sizes above the span, else below it)."""
     iso = ((fit.get("objectives") or {}).get(objective) or {}).get("isoflop") or {}
@@ -160,7 +167,8 @@ def _objective_actions(runs, fit, settings, objective, summary):
         return []
     optima = {float(o["budget"]): o for o in iso.get("optima") or []}
     significance = curvature_significance(table)
-    groups, bracket_fixes = [], False
+    short_of_brackets = (summary["bracketed_budgets"] or 0) < settings.min_bracketed_budgets
+    groups, bracket_fixes, measured = [], False, []
     for budget, points in _budget_points(table):
         optimum = _match_budget(optima, budget)
         runs_here, open_side = _bracket_actions(settings, objective, budget, points, optimum)
@@ -169,14 +177,90 @@ def _objective_actions(runs, fit, settings, objective, summary):
             groups += [[[run]] for run in runs_here]
             continue
         test = _match_budget(significance, budget)
-        groups += [[[run]] for run in _vertex_actions(settings, objective, budget, points, optimum, test)]
+        automatic, replicates = _vertex_actions(settings, objective, budget, points, optimum, test,
+                                                short_of_brackets)
+        groups += [[[run]] for run in automatic]
+        if replicates:
+            measured.append((budget, points, replicates))
     width = summary["a_width"]
-    if not bracket_fixes and (width is None or width > settings.target_a_width) and \
-            (summary["bracketed_budgets"] or 0) >= 2:
-        new_budgets = _new_budget_groups(settings, objective, table, iso, width)
-        if new_budgets:
-            groups.append(new_budgets)
+    wide = width is None or width > settings.target_a_width
+    if bracket_fixes or (summary["bracketed_budgets"] or 0) < 2:
+        return groups
+    if (summary["budget_span"] or 0) < settings.min_budget_span / SPAN_TOLERANCE:
+        # a short span can give a narrow interval around a biased exponent: widen it before trusting a width
+        new_budgets = _new_budget_groups(settings, objective, table, iso, width, span=summary["budget_span"])
+        return groups + ([new_budgets] if new_budgets else [])
+    if wide or not summary["identified"]:
+        groups += _information_groups(settings, objective, table, iso, measured, summary, left)
     return groups
+
+
+def _information_groups(settings, objective, table, iso, measured, summary, left):
+    """Rule 3: the runs that narrow a's interval most per FLOP (design.information): replicates of a budget's
+    deciding points, or a new budget above or below the span. Without a usable vertex model (fewer than two
+    budgets with a finite vertex variance, or none the fit's interval can be scaled to) a new budget above the
+    span, else below it, as a fixed rule."""
+    width = summary["a_width"]
+    target = settings.target_a_width
+    if width is not None and width <= target:  # identified-wide is not the problem: not identified is
+        target = 0.7 * width
+    variances = _vertex_variances(measured)
+    vertices = [information.Vertex(budget, variances[budget], int(replicates[0]["replicate"]) - 1)
+                for budget, _, replicates in measured if math.isfinite(variances[budget])]
+    new_budgets = _new_budget_groups(settings, objective, table, iso, width)
+    model_width = information.width(vertices)
+    if len(vertices) < 2 or not math.isfinite(model_width) or model_width <= 0 or width is None:
+        return [new_budgets] if new_budgets else []
+    actions, groups_of = [], {}
+    for budget, _, replicates in measured:
+        if math.isfinite(variances[budget]):
+            action = information.Action("replicate", budget, float(sum(run["flops"] for run in replicates)))
+            actions.append(action)
+            groups_of[action] = replicates
+    for group in new_budgets:
+        action = information.Action("new_budget", group[0]["budget"], float(sum(run["flops"] for run in group)),
+                                    information.typical_variance(vertices))
+        actions.append(action)
+        groups_of[action] = group
+    chosen, steps = information.choose(vertices, actions, width, target, left)
+    shown = f"{width:.3f} wide" + ("" if summary["identified"] else ", not identified")
+    items = []
+    for action, step in zip(chosen, steps):
+        because = (f"a's 95% interval is {shown} (aim {target:.3g}): the most certainty per FLOP "
+                   f"(predicted width {step['predicted_width']:.3f} after it)")
+        items.append([[{**run, "why": f"{run['why']}; {because}"} for run in groups_of[action]]])
+    if not chosen:  # nothing the model rates affordable and useful: the fixed rule, so the study says why
+        return [new_budgets] if new_budgets else []
+    return items
+
+
+def _vertex_variances(measured):
+    """Each budget's vertex variance in (ln N)^2: the delta method on its least-squares parabola, with the
+    residual variance pooled over the budgets (one budget's one or two residual degrees of freedom make its own
+    estimate too noisy to rank budgets by)."""
+    fits, residual, dof = {}, 0.0, 0
+    for budget, points, _ in measured:
+        x = np.log(points["n_params"].to_numpy(float))
+        x = x - x.mean()
+        y = points["loss"].to_numpy(float)
+        X = np.stack([np.ones_like(x), x, x * x], 1)
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        fits[budget] = (X, coef)
+        residual += float(((y - X @ coef) ** 2).sum())
+        dof += max(len(x) - 3, 0)
+    pooled = residual / dof if dof > 0 else math.nan
+    out = {}
+    for budget, (X, coef) in fits.items():
+        if coef[2] <= 0 or not pooled > 0:
+            out[budget] = math.inf
+            continue
+        gradient = np.array([0.0, -1 / (2 * coef[2]), coef[1] / (2 * coef[2] ** 2)])
+        out[budget] = float(pooled * gradient @ np.linalg.pinv(X.T @ X) @ gradient)
+    return out
+
+
+def _span(budgets):
+    return float(max(budgets) / min(budgets)) if budgets else None
 
 
 def _objective_table(runs, objective):
@@ -239,29 +323,34 @@ def _open_side_run(settings, objective, budget, sizes, side, why):
     return _run(settings, objective, model, budget, 1, f"{why}; next size on the open ({what}) side")
 
 
-def _vertex_actions(settings, objective, budget, points, optimum, test):
-    """Runs for a bracketed budget whose vertex is uncertain; none when it is pinned down."""
+def _vertex_actions(settings, objective, budget, points, optimum, test, short_of_brackets):
+    """(automatic runs, replicate candidates) for a bracketed budget. Automatic: a fourth size when three leave
+    no residual, replicates when the parabola has no minimum, when its vertex is wider than max_vertex_width, or
+    when its curvature is within the scatter while the objective lacks bracketed budgets. Otherwise its deciding
+    points' replicates are a candidate that rule 3 weighs by cost (information.choose)."""
     sizes = points["n_params"].tolist()
     where = f"budget {budget:.4g}"
     deciding = points.nsmallest(3, "loss").sort_values("n_params")
-    if optimum is None or not optimum.get("kept"):  # bracketed by its runs, yet the parabola has no minimum
+
+    def replicate(reason):
         return [_run(settings, objective, str(row.model), budget, int(row.runs) + 1,
-                     f"{where}: lowest loss inside the sizes but the parabola has no minimum there; a replicate "
-                     "of a point that decides the vertex") for row in deciding.itertuples()]
+                     f"{where}: {reason}; a replicate of a point that decides the vertex")
+                for row in deciding.itertuples()]
+
+    if optimum is None or not optimum.get("kept"):  # bracketed by its runs, yet the parabola has no minimum
+        return replicate("lowest loss inside the sizes but the parabola has no minimum there"), []
     if test is None or test.get("t") is None:  # three sizes: no residual, so nothing measures the vertex
         side = +1 if math.log(optimum["n_opt"]) > math.log(sizes[1]) else -1
         model = _next_size(settings, sizes[-1] if side > 0 else sizes[0], side)
         why = f"{where}: {len(sizes)} sizes leave no residual to judge the vertex by; a size on its side"
-        return [_run(settings, objective, model, budget, 1, why)] if model else []
+        return ([_run(settings, objective, model, budget, 1, why)] if model else []), []
     width = _vertex_width(points, optimum)
-    weak = test["t"] < settings.min_curvature_t
-    if not weak and width <= settings.max_vertex_width:
-        return []
-    reason = (f"curvature t = {test['t']:.2f} < {settings.min_curvature_t:g}" if weak else
-              f"vertex interval {width:.2f} wide in ln N (limit {settings.max_vertex_width:g})")
-    return [_run(settings, objective, str(row.model), budget, int(row.runs) + 1,
-                 f"{where}: {reason}; a replicate of a point that decides the vertex")
-            for row in deciding.itertuples()]
+    if width > settings.max_vertex_width:
+        return replicate(f"vertex interval {width:.2f} wide in ln N (limit {settings.max_vertex_width:g})"), []
+    if test["t"] < settings.min_curvature_t and short_of_brackets:
+        return replicate(f"curvature t = {test['t']:.2f} < {settings.min_curvature_t:g} and the objective has too "
+                         "few bracketed budgets"), []
+    return [], replicate(f"vertex interval {width:.2f} wide in ln N")
 
 
 def _vertex_width(points, optimum):
@@ -282,7 +371,7 @@ def _vertex_width(points, optimum):
     return 2 * Z_95 * se
 
 
-def _new_budget_groups(settings, objective, table, iso, width):
+def _new_budget_groups(settings, objective, table, iso, width, span=None):
     """New budgets that extend the span by budget_factor, above the top budget first, then below the lowest
     (same span for budget_factor² less compute, for when the top one does not fit the study's FLOPs); each with
     its sizes around the forecast N_opt there."""
@@ -296,8 +385,11 @@ def _new_budget_groups(settings, objective, table, iso, width):
         models = _sizes_around(settings, n_opt, budget)
         if len(models) < 3:
             continue
-        why = (f"a's 95% interval is {shown} (target {settings.target_a_width:g}): a new budget {budget:.4g} "
-               f"{where} extends the span; sizes around its forecast N_opt {n_opt:.4g}")
+        problem = (f"a's 95% interval is {shown} (target {settings.target_a_width:g})" if span is None else
+                   f"the budgets span {span:.3g}x, less than train.isoflop.adaptive.min_budget_span "
+                   f"{settings.min_budget_span:g}x")
+        why = (f"{problem}: a new budget {budget:.4g} {where} extends the span; sizes around its forecast N_opt "
+               f"{n_opt:.4g}")
         groups.append([_run(settings, objective, model, budget, 1, why) for model in models])
     return groups
 

@@ -239,6 +239,12 @@ def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
     # The title promises the band only where one is drawn (none without IsoFLOP bootstrap draws).
     axes[0].set_title("Optimal model size" + (" (band: IsoFLOP 95% bootstrap)" if bands else ""))
     axes[1].set_title("Optimal training tokens")
-    fig.tight_layout()
+    comparison = fit.data.get("comparison") or {}
+    if comparison.get("available"):
+        # both frontiers are on these axes: the sentence says what their difference is, with its interval
+        fig.suptitle(wrapped("CLM vs MLM: " + comparison["sentence"], 150), fontsize=8, y=0.995)
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
+    else:
+        fig.tight_layout()
     save_figure(fig, path)
     return fig
