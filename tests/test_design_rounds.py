@@ -251,3 +251,25 @@ def test_a_new_budget_goes_below_the_span_when_the_study_cannot_pay_for_one_abov
     assert {r["budget"] for r in record["runs_added"]} == {3.125e10 / 2}
     assert all("below the lowest budget" in r["why"] for r in record["runs_added"])
     assert record["skipped"] == []  # the alternative above was not wanted once one below fitted
+
+
+def test_a_three_size_budget_gets_a_fourth_size_only_when_no_other_budget_s_residuals_measure_its_vertex():
+    vertices = {c: 1e4 * (c / 1e11) ** 0.5 for c in (3.125e10, 1.25e11, 5e11)}
+    sizes = {3.125e10: ["n2k", "n3.5k", "n7k", "n14k", "n25k"], 1.25e11: ["n7k", "n14k", "n25k"],
+             5e11: ["n7k", "n14k", "n25k", "n55k"]}
+    runs = study(vertices, sizes, curvature=0.05, noise=2e-3, seed=11)
+    fit = fitted(runs)
+    spent = isoflop_flops_spent(runs)
+
+    def fourth_sizes(record):
+        return [r for r in record["runs_added"] if r["budget"] == 1.25e11 and r["model"] not in sizes[1.25e11]]
+
+    assert fit["objectives"]["clm"]["isoflop"]["identified"]
+    # a target narrower than this study's interval (about 0.05 wide), so that the rounds go on
+    alone = next_round(runs, fit, settings(target_a_width=0.02), 1, spent)
+    assert fourth_sizes(alone) and "no residual" in fourth_sizes(alone)[0]["why"]
+    # the residual bootstrap (fit.isoflop_bootstrap: residuals) gives the 3-size budget the pooled noise: a fourth
+    # size there is no longer bought whatever it costs; its replicates compete with the other runs on cost
+    pooled = next_round(runs, fit, settings(target_a_width=0.02, pooled_residuals=True), 1, spent)
+    assert not fourth_sizes(pooled)
+    assert all("no residual" not in r["why"] for r in pooled["runs_added"])

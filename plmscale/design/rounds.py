@@ -59,6 +59,7 @@ class AdaptiveSettings:
     min_curvature_t: float = 2.0
     min_bracketed_budgets: int = 2
     min_budget_span: float = 1.0
+    pooled_residuals: bool = False  # fit.isoflop_bootstrap: residuals (a 3-size budget's vertex gets pooled noise)
 
     def flops_per_token(self, model: str) -> float:
         return shapes.flops_per_token(self.shapes[model], self.seq_len, self.flops_definition)
@@ -168,6 +169,8 @@ def _objective_actions(runs, fit, settings, objective, summary, left=math.inf):
     optima = {float(o["budget"]): o for o in iso.get("optima") or []}
     significance = curvature_significance(table)
     short_of_brackets = (summary["bracketed_budgets"] or 0) < settings.min_bracketed_budgets
+    # a 3-size budget's vertex is measured by the residuals other budgets pool (fit.isoflop_bootstrap: residuals)
+    pooled = settings.pooled_residuals and any(len(points) > 3 for _, points in _budget_points(table))
     groups, bracket_fixes, measured = [], False, []
     for budget, points in _budget_points(table):
         optimum = _match_budget(optima, budget)
@@ -178,7 +181,7 @@ def _objective_actions(runs, fit, settings, objective, summary, left=math.inf):
             continue
         test = _match_budget(significance, budget)
         automatic, replicates = _vertex_actions(settings, objective, budget, points, optimum, test,
-                                                short_of_brackets)
+                                                short_of_brackets, pooled)
         groups += [[[run]] for run in automatic]
         if replicates:
             measured.append((budget, points, replicates))
@@ -323,11 +326,12 @@ def _open_side_run(settings, objective, budget, sizes, side, why):
     return _run(settings, objective, model, budget, 1, f"{why}; next size on the open ({what}) side")
 
 
-def _vertex_actions(settings, objective, budget, points, optimum, test, short_of_brackets):
+def _vertex_actions(settings, objective, budget, points, optimum, test, short_of_brackets, pooled):
     """(automatic runs, replicate candidates) for a bracketed budget. Automatic: a fourth size when three leave
-    no residual, replicates when the parabola has no minimum, when its vertex is wider than max_vertex_width, or
-    when its curvature is within the scatter while the objective lacks bracketed budgets. Otherwise its deciding
-    points' replicates are a candidate that rule 3 weighs by cost (information.choose)."""
+    no residual and no other budget's residuals measure its vertex (`pooled`), replicates when the parabola has
+    no minimum, when its vertex is wider than max_vertex_width, or when its curvature is within the scatter
+    while the objective lacks bracketed budgets. Otherwise its deciding points' replicates are a candidate that
+    rule 3 weighs by cost (information.choose)."""
     sizes = points["n_params"].tolist()
     where = f"budget {budget:.4g}"
     deciding = points.nsmallest(3, "loss").sort_values("n_params")
@@ -339,6 +343,8 @@ def _vertex_actions(settings, objective, budget, points, optimum, test, short_of
 
     if optimum is None or not optimum.get("kept"):  # bracketed by its runs, yet the parabola has no minimum
         return replicate("lowest loss inside the sizes but the parabola has no minimum there"), []
+    if (test is None or test.get("t") is None) and pooled:
+        return [], replicate("3 sizes, its vertex judged by the residuals the other budgets pool")
     if test is None or test.get("t") is None:  # three sizes: no residual, so nothing measures the vertex
         side = +1 if math.log(optimum["n_opt"]) > math.log(sizes[1]) else -1
         model = _next_size(settings, sizes[-1] if side > 0 else sizes[0], side)
