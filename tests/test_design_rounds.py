@@ -273,3 +273,12 @@ def test_a_three_size_budget_gets_a_fourth_size_only_when_no_other_budget_s_resi
     pooled = next_round(runs, fit, settings(target_a_width=0.02, pooled_residuals=True), 1, spent)
     assert not fourth_sizes(pooled)
     assert all("no residual" not in r["why"] for r in pooled["runs_added"])
+
+
+def test_extend_below_false_keeps_new_budgets_above_the_span():
+    runs = identified_study()
+    fit = copy.deepcopy(fitted(runs))
+    fit["objectives"]["clm"]["isoflop"]["a_ci"] = [0.2, 0.8]
+    record = next_round(runs, fit, settings(extend_below=False), 1, isoflop_flops_spent(runs))
+    assert record["runs_added"] and all(r["budget"] >= 3.125e10 for r in record["runs_added"])
+    assert not any("below the lowest budget" in r["why"] for r in record["runs_added"] + record["skipped"])

@@ -72,7 +72,7 @@ def adaptive_settings(config: dict, earlier_rounds=()) -> AdaptiveSettings:
         sizes_per_new_budget=int(adaptive["sizes_per_new_budget"]),
         min_tokens_per_param=float(adaptive["min_tokens_per_param"]), min_curvature_t=criteria.min_curvature_t,
         min_bracketed_budgets=criteria.min_bracketed_budgets,
-        min_budget_span=float(adaptive["min_budget_span"]),
+        min_budget_span=float(adaptive["min_budget_span"]), extend_below=bool(adaptive["extend_below"]),
         pooled_residuals=config["fit"]["isoflop_bootstrap"] == "residuals")
 
 

@@ -59,6 +59,7 @@ class AdaptiveSettings:
     min_curvature_t: float = 2.0
     min_bracketed_budgets: int = 2
     min_budget_span: float = 1.0
+    extend_below: bool = True  # a new budget may go below the lowest one (cheap, but small models' own regime)
     pooled_residuals: bool = False  # fit.isoflop_bootstrap: residuals (a 3-size budget's vertex gets pooled noise)
 
     def flops_per_token(self, model: str) -> float:
@@ -383,8 +384,9 @@ def _new_budget_groups(settings, objective, table, iso, width, span=None):
     its sizes around the forecast N_opt there."""
     budgets = sorted(table["budget"].unique())
     shown = "no interval" if width is None else f"{width:.3f} wide"
-    candidates = [(budgets[-1] * settings.budget_factor, "above the top budget"),
-                  (budgets[0] / settings.budget_factor, "below the lowest budget")]
+    candidates = [(budgets[-1] * settings.budget_factor, "above the top budget")]
+    if settings.extend_below:
+        candidates.append((budgets[0] / settings.budget_factor, "below the lowest budget"))
     groups = []
     for budget, where in candidates:
         n_opt = _forecast_n_opt(iso, table, budget)
