@@ -10,11 +10,12 @@ import pytest
 import yaml
 
 from plmscale.config import load_config
-from plmscale.design.round_files import (adaptive_run_id, check_adaptive, design_record, plan_round, round_of,
+from plmscale.design.round_files import (adaptive_run_id, check_adaptive, design_record, gpu_hours, plan_round, round_of,
                                          round_specs)
 from plmscale.design.rounds import AdaptiveSettings, isoflop_flops_spent, next_round
 from plmscale.errors import PlmscaleError
 from plmscale.grid import shapes
+from plmscale.grid.expand import expand_grid, format_number
 from plmscale.scaling.fit import fit_all
 from scaling_synthetic import fit_settings
 
@@ -282,3 +283,47 @@ def test_extend_below_false_keeps_new_budgets_above_the_span():
     record = next_round(runs, fit, settings(extend_below=False), 1, isoflop_flops_spent(runs))
     assert record["runs_added"] and all(r["budget"] >= 3.125e10 for r in record["runs_added"])
     assert not any("below the lowest budget" in r["why"] for r in record["runs_added"] + record["skipped"])
+
+
+def test_a_study_bounded_in_gpu_hours_adds_only_what_the_hours_left_pay_for_and_weighs_runs_by_them():
+    runs = study(BEYOND, BEYOND_SIZES)
+    fit = fitted(runs)
+    spent = isoflop_flops_spent(runs)
+
+    def hours(run):  # a job's request grows with its model, not with its budget alone (per-step overhead)
+        return 1.0 + run["n_params"] / 1e4
+
+    free = next_round(runs, fit, settings(study_gpu_hours=1e6, gpu_hours_of=hours), 1, spent, 10.0)
+    assert free["runs_added"] and free["gpu_hours"] == pytest.approx(sum(hours(r) for r in free["runs_added"]))
+    assert free["gpu_hours_spent_before"] == 10.0
+    tight = next_round(runs, fit, settings(study_gpu_hours=10.5, gpu_hours_of=hours), 1, spent, 10.0)
+    assert tight["runs_added"] == [] and tight["stop"].startswith("study budget spent")
+    assert tight["skipped"] and all("GPU-hours" in r["why"] and "study_gpu_hours" in r["why"]
+                                    for r in tight["skipped"])
+    spent_out = next_round(runs, fit, settings(study_gpu_hours=10.0, gpu_hours_of=hours), 1, spent, 10.0)
+    assert spent_out["stop"] == "study budget spent: 10 of 10 GPU-hours (train.isoflop.adaptive.study_gpu_hours)"
+
+
+def test_study_gpu_hours_on_a_cpu_study_is_refused_naming_the_key():
+    config = load_config({"train": {"device": "cpu", "isoflop": {"budgets": [3.125e10], "adaptive": {
+        "enabled": True, "study_gpu_hours": 10}}}})
+    with pytest.raises(PlmscaleError, match="study_gpu_hours.*train.device 'cpu'"):
+        check_adaptive(config)
+    check_adaptive({**config, "train": {**config["train"], "device": "cuda"}})  # a GPU study may
+
+
+def test_a_gpu_study_s_round_counts_the_gpu_hours_its_jobs_request():
+    config = demo_config()
+    config["train"]["device"] = "cuda"
+    config["train"]["isoflop"]["adaptive"]["study_gpu_hours"] = 1e6
+    runs = study(BEYOND, BEYOND_SIZES)
+    runs["run_id"] = [f"clm_{m}_c{format_number(b)}" for m, b in zip(runs["model"], runs["budget"])]  # grid ids
+    record = plan_round(config, runs, fitted(runs), [], 1, source="config.yaml")
+    requested = sum(gpu_hours(run["spec"]["resources"]) for run in record["runs_added"])
+    assert record["runs_added"] and requested > 0
+    assert record["gpu_hours"] == pytest.approx(requested)
+    # what the grid's runs requested: each grid run of the table, at its planned spec
+    grid = {s.run_id: s for s in expand_grid(config) if s.budget is not None}
+    trained = [run_id for run_id in runs["run_id"] if run_id in grid]
+    assert trained and record["gpu_hours_spent_before"] == pytest.approx(
+        sum(gpu_hours(grid[run_id].resources) for run_id in trained))

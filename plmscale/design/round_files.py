@@ -14,7 +14,7 @@ import pandas as pd
 
 from plmscale.design.rounds import AdaptiveSettings, fit_summary, isoflop_flops_spent, next_round
 from plmscale.errors import PlmscaleError
-from plmscale.grid.expand import GridBuilder, format_number
+from plmscale.grid.expand import GridBuilder, expand_grid, format_number
 from plmscale.grid.spec import RunSpec
 from plmscale.scaling.identify import Criteria
 
@@ -41,6 +41,10 @@ def check_adaptive(config: dict, where: str = "config") -> None:
         raise PlmscaleError(f"{where}: train.isoflop.adaptive needs fit.use_own_runs true (it adds runs to train)")
     if not iso["budgets"]:
         raise PlmscaleError(f"{where}: train.isoflop.adaptive needs train.isoflop.budgets (a grid to start from)")
+    if iso["adaptive"]["study_gpu_hours"] is not None and config["train"]["device"] == "cpu":
+        raise PlmscaleError(f"{where}: train.isoflop.adaptive.study_gpu_hours counts the GPU-hours the plan requests, "
+                            "and train.device 'cpu' requests none; bound the study with study_flops instead, or "
+                            "set train.device cuda")
 
 
 def round_of(run_id: str) -> int | None:
@@ -54,7 +58,31 @@ def adaptive_run_id(round_index: int, run: dict) -> str:
     return base if run["replicate"] == 1 else f"{base}_r{run['replicate']}"
 
 
-def adaptive_settings(config: dict, earlier_rounds=()) -> AdaptiveSettings:
+def gpu_hours(resources: dict) -> float:
+    """The GPU-hours a planned job requests (its GPUs times its time limit), as `plmscale plan` counts them."""
+    return float(resources["gpus"]) * float(resources["runtime_min"]) / 60.0
+
+
+def planned_gpu_hours(config: dict, source=None):
+    """run dict (objective, model, shape, tokens, budget) -> the GPU-hours its job would request."""
+    builder = GridBuilder(config, source)
+
+    def of(run):
+        builder.add_shape(run["model"], run["shape"])
+        spec = builder.make("ad0_cost", run["objective"], run["model"], run["tokens"], budget=run["budget"])
+        return gpu_hours(spec.resources)
+    return of
+
+
+def gpu_hours_spent(config: dict, runs: pd.DataFrame, earlier_rounds, source=None) -> float:
+    """GPU-hours requested by the study's IsoFLOP runs in `runs`: the grid's specs and the earlier rounds'."""
+    resources = {spec.run_id: spec.resources for spec in expand_grid(config, source) if spec.budget is not None}
+    for record in earlier_rounds:
+        resources.update({run["run_id"]: run["spec"]["resources"] for run in record["runs_added"]})
+    return float(sum(gpu_hours(resources[run_id]) for run_id in runs["run_id"] if run_id in resources))
+
+
+def adaptive_settings(config: dict, earlier_rounds=(), source=None) -> AdaptiveSettings:
     """The rules' settings from a validated config and the shapes earlier rounds made."""
     train, adaptive = config["train"], config["train"]["isoflop"]["adaptive"]
     shapes = {name: dict(entry) for name, entry in train["ladder"].items()}
@@ -73,7 +101,9 @@ def adaptive_settings(config: dict, earlier_rounds=()) -> AdaptiveSettings:
         min_tokens_per_param=float(adaptive["min_tokens_per_param"]), min_curvature_t=criteria.min_curvature_t,
         min_bracketed_budgets=criteria.min_bracketed_budgets,
         min_budget_span=float(adaptive["min_budget_span"]), extend_below=bool(adaptive["extend_below"]),
-        pooled_residuals=config["fit"]["isoflop_bootstrap"] == "residuals")
+        pooled_residuals=config["fit"]["isoflop_bootstrap"] == "residuals",
+        study_gpu_hours=None if adaptive["study_gpu_hours"] is None else float(adaptive["study_gpu_hours"]),
+        gpu_hours_of=planned_gpu_hours(config, source) if adaptive["study_gpu_hours"] is not None else None)
 
 
 def plan_round(config: dict, runs: pd.DataFrame, fit: dict, earlier_rounds, round_index: int,
@@ -83,8 +113,10 @@ def plan_round(config: dict, runs: pd.DataFrame, fit: dict, earlier_rounds, roun
     stopped = [r for r in earlier_rounds if r.get("stop")]
     if stopped:  # a round after a stop decides nothing (the workflow does not ask for one)
         raise PlmscaleError(f"round {round_index}: round {stopped[0]['round']} already stopped the study")
-    settings = adaptive_settings(config, earlier_rounds)
-    record = next_round(runs, fit, settings, round_index, isoflop_flops_spent(runs))
+    settings = adaptive_settings(config, earlier_rounds, source)
+    spent_hours = (gpu_hours_spent(config, runs, earlier_rounds, source)
+                   if settings.study_gpu_hours is not None else 0.0)
+    record = next_round(runs, fit, settings, round_index, isoflop_flops_spent(runs), spent_hours)
     builder = GridBuilder(config, source)
     for run in record["runs_added"]:
         builder.add_shape(run["model"], run["shape"])

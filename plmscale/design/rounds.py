@@ -60,7 +60,9 @@ class AdaptiveSettings:
     min_bracketed_budgets: int = 2
     min_budget_span: float = 1.0
     extend_below: bool = True  # a new budget may go below the lowest one (cheap, but small models' own regime)
-    pooled_residuals: bool = False  # fit.isoflop_bootstrap: residuals (a 3-size budget's vertex gets pooled noise)
+    pooled_residuals: bool = False
+    study_gpu_hours: float | None = None
+    gpu_hours_of: object = None  # run dict -> the GPU-hours its planned job requests (round_files builds it)  # fit.isoflop_bootstrap: residuals (a 3-size budget's vertex gets pooled noise)
 
     def flops_per_token(self, model: str) -> float:
         return shapes.flops_per_token(self.shapes[model], self.seq_len, self.flops_definition)
@@ -95,16 +97,21 @@ def fit_summary(fit: dict, objectives) -> dict:
     return out
 
 
-def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_index: int, spent: float) -> dict:
+def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_index: int, spent: float,
+               spent_gpu_hours: float = 0.0) -> dict:
     """The decision of round `round_index` (1 = the first after the grid) from the runs so far and their fit.
 
     Returns {"round", "runs_added": [{objective, model, shape, n_params, budget, tokens, flops, replicate,
     why}], "skipped": [same, with the reason it was not added], "flops", "spent_before", "stop": reason or
-    None, "fit": fit_summary}. `spent`: FLOPs of the study's IsoFLOP runs so far (isoflop_flops_spent)."""
+    None, "fit": fit_summary}. `spent`: FLOPs of the study's IsoFLOP runs so far (isoflop_flops_spent);
+    `spent_gpu_hours`: the GPU-hours their jobs requested (with study_gpu_hours)."""
     settings = dataclasses.replace(settings, shapes=dict(settings.shapes))  # new shapes join a copy
     summary = fit_summary(fit, settings.objectives)
     record = {"round": int(round_index), "runs_added": [], "skipped": [], "flops": 0.0,
               "spent_before": float(spent), "stop": None, "fit": summary}
+    limits = _limits(settings, spent, spent_gpu_hours)
+    if settings.study_gpu_hours is not None:
+        record.update(gpu_hours=0.0, gpu_hours_spent_before=float(spent_gpu_hours))
     done = {o: s["identified"] and s["a_width"] is not None and s["a_width"] <= settings.target_a_width
             and (s["budget_span"] or 0) >= settings.min_budget_span / SPAN_TOLERANCE for o, s in summary.items()}
     if all(done.values()):
@@ -117,50 +124,83 @@ def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_
     if round_index > settings.max_rounds:
         record["stop"] = f"max_rounds: {settings.max_rounds} round(s) made (train.isoflop.adaptive.max_rounds)"
         return record
-    if settings.study_flops is not None and spent >= settings.study_flops:
-        record["stop"] = (f"study budget spent: {spent:.4g} of {settings.study_flops:.4g} FLOPs "
-                          "(train.isoflop.adaptive.study_flops)")
-        return record
-    left = math.inf if settings.study_flops is None else settings.study_flops - spent
+    for limit in limits:
+        if limit.left <= 0:
+            record["stop"] = (f"study budget spent: {limit.spent:.4g} of {limit.limit:.4g} {limit.unit} "
+                              f"(train.isoflop.adaptive.{limit.key})")
+            return record
+    # rule 3 weighs runs by the scarcest budget's unit: GPU-hours when the study is bounded in them
+    ranking = limits[-1] if limits else _Limit("FLOPs", "study_flops", math.inf, spent, lambda run: run["flops"])
     wanted = []
     for objective in sorted(summary):
         if not done[objective]:
-            wanted += _objective_actions(runs, fit, settings, objective, summary[objective], left)
+            wanted += _objective_actions(runs, fit, settings, objective, summary[objective], ranking)
     # Each wanted item lists alternative groups, best first (a new budget above the span, else below it); a group
     # is all or nothing (a new budget's sizes). The first alternative that is long enough and affordable is added.
     for alternatives in wanted:
         refusals = []
         for group in alternatives:
-            cost = sum(run["flops"] for run in group)
-            if any(too_short(settings, run) for run in group):
-                refusals.append((group, lambda run, cost=cost: (
+            short = [run for run in group if too_short(settings, run)]
+            dear = [limit for limit in limits if limit.cost_of(group) > limit.left]
+            if short:
+                refusals.append((group, lambda run: (
                     f"{run['tokens'] / run['n_params']:.3g} tokens per parameter, below "
                     f"train.isoflop.adaptive.min_tokens_per_param {settings.min_tokens_per_param:g} (too short a "
                     "run to be a point of the law)")))
-            elif cost > left:
-                refusals.append((group, lambda run, cost=cost, left=left: (
-                    f"it costs {cost:.4g} FLOPs and {max(left, 0):.4g} of train.isoflop.adaptive.study_flops are "
-                    "left")))
+            elif dear:
+                refusals.append((group, lambda run, group=group, limit=dear[0]: (
+                    f"it costs {limit.cost_of(group):.4g} {limit.unit} and {max(limit.left, 0):.4g} of "
+                    f"train.isoflop.adaptive.{limit.key} are left")))
             else:
                 record["runs_added"] += group
-                left -= cost
+                for limit in limits:
+                    limit.left -= limit.cost_of(group)
                 break
         else:
             record["skipped"] += [{**run, "why": f"{run['why']}; not added: {because(run)}"}
                                   for group, because in refusals for run in group]
     record["runs_added"] = _unique_points(record["runs_added"])
     record["flops"] = float(sum(run["flops"] for run in record["runs_added"]))
+    if settings.study_gpu_hours is not None:
+        record["gpu_hours"] = float(sum(settings.gpu_hours_of(run) for run in record["runs_added"]))
     if not record["runs_added"]:
         unfinished = ", ".join(o for o in sorted(done) if not done[o])
-        record["stop"] = ("study budget spent: no run the rules want fits the FLOPs left" if record["skipped"] else
+        record["stop"] = ("study budget spent: no run the rules want fits what is left" if record["skipped"] else
                           f"no run would help: the rules find nothing to add for {unfinished} "
                           "(see the fit's reasons)")
     return record
 
 
+@dataclass
+class _Limit:
+    """One bound on the study's spending: FLOPs (study_flops) or the GPU-hours its jobs request."""
+    unit: str
+    key: str
+    limit: float
+    spent: float
+    cost: object  # run dict -> cost in `unit`
+    left: float = math.nan
+
+    def __post_init__(self):
+        self.left = self.limit - self.spent
+
+    def cost_of(self, group) -> float:
+        return float(sum(self.cost(run) for run in group))
+
+
+def _limits(settings, spent, spent_gpu_hours):
+    limits = []
+    if settings.study_flops is not None:
+        limits.append(_Limit("FLOPs", "study_flops", settings.study_flops, spent, lambda run: run["flops"]))
+    if settings.study_gpu_hours is not None:
+        limits.append(_Limit("GPU-hours", "study_gpu_hours", settings.study_gpu_hours, spent_gpu_hours,
+                             settings.gpu_hours_of))
+    return limits
+
+
 # ---- the per-objective rules ----------------------------------------------------------------------------
 
-def _objective_actions(runs, fit, settings, objective, summary, left=math.inf):
+def _objective_actions(runs, fit, settings, objective, summary, ranking):
     """What one unfinished objective wants: a list of items, each a list of alternative groups of runs (a single
     run is one group of one; a new budget is its sizes above the span, else below it)."""
     iso = ((fit.get("objectives") or {}).get(objective) or {}).get("isoflop") or {}
@@ -195,11 +235,11 @@ def _objective_actions(runs, fit, settings, objective, summary, left=math.inf):
         new_budgets = _new_budget_groups(settings, objective, table, iso, width, span=summary["budget_span"])
         return groups + ([new_budgets] if new_budgets else [])
     if wide or not summary["identified"]:
-        groups += _information_groups(settings, objective, table, iso, measured, summary, left)
+        groups += _information_groups(settings, objective, table, iso, measured, summary, ranking)
     return groups
 
 
-def _information_groups(settings, objective, table, iso, measured, summary, left):
+def _information_groups(settings, objective, table, iso, measured, summary, ranking):
     """Rule 3: the runs that narrow a's interval most per FLOP (design.information): replicates of a budget's
     deciding points, or a new budget above or below the span. Without a usable vertex model (fewer than two
     budgets with a finite vertex variance, or none the fit's interval can be scaled to) a new budget above the
@@ -218,19 +258,19 @@ def _information_groups(settings, objective, table, iso, measured, summary, left
     actions, groups_of = [], {}
     for budget, _, replicates in measured:
         if math.isfinite(variances[budget]):
-            action = information.Action("replicate", budget, float(sum(run["flops"] for run in replicates)))
+            action = information.Action("replicate", budget, ranking.cost_of(replicates))
             actions.append(action)
             groups_of[action] = replicates
     for group in new_budgets:
-        action = information.Action("new_budget", group[0]["budget"], float(sum(run["flops"] for run in group)),
+        action = information.Action("new_budget", group[0]["budget"], ranking.cost_of(group),
                                     information.typical_variance(vertices))
         actions.append(action)
         groups_of[action] = group
-    chosen, steps = information.choose(vertices, actions, width, target, left)
+    chosen, steps = information.choose(vertices, actions, width, target, ranking.left)
     shown = f"{width:.3f} wide" + ("" if summary["identified"] else ", not identified")
     items = []
     for action, step in zip(chosen, steps):
-        because = (f"a's 95% interval is {shown} (aim {target:.3g}): the most certainty per FLOP "
+        because = (f"a's 95% interval is {shown} (aim {target:.3g}): the most certainty per {ranking.unit[:-1]} "
                    f"(predicted width {step['predicted_width']:.3f} after it)")
         items.append([[{**run, "why": f"{run['why']}; {because}"} for run in groups_of[action]]])
     if not chosen:  # nothing the model rates affordable and useful: the fixed rule, so the study says why
