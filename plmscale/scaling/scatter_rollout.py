@@ -36,8 +36,8 @@ def split(flops, fraction=HOLD_OUT_FRACTION):
     flops = np.asarray(flops, float)
     k = max(MIN_HELD_OUT, int(np.ceil(fraction * len(flops))))
     if len(flops) < k + 1:
-        return f"{len(flops)} runs: a scatter's rollout holds out its top {fraction:.0%} by compute " \
-               f"(at least {MIN_HELD_OUT} runs) and fits the rest"
+        return (f"{len(flops)} runs: a scatter's rollout holds out its top {fraction:.0%} by compute (at least "
+                f"{MIN_HELD_OUT} runs) and fits the rest")
     threshold = np.sort(flops)[-k]
     held_out = flops >= threshold
     return flops < threshold, held_out
@@ -85,13 +85,12 @@ def scatter_rollout(scratch, family, n_boot, rng, drop_highest_loss=0):
                 "error": f"only {int(fitted.sum())} runs below {described}; the {family} law needs "
                          f"{MIN_FITTED[family]}"}
     columns = [scratch[c].to_numpy(float) for c in ("n_params", "tokens", "loss")]
-    unique = (data_constrained.unique_tokens_of(scratch) if family == "data_constrained"
-              else np.full(len(scratch), np.nan))
-    (n, d, loss), u = [c[fitted] for c in columns], unique[fitted]
     n_out, d_out, observed = [c[held_out] for c in columns]
-    u_out = unique[held_out]
     try:
-        point, predict, refit = _family_fit(family, n, d, u, loss)
+        unique = (data_constrained.unique_tokens_of(scratch) if family == "data_constrained"
+                  else np.full(len(scratch), np.nan))
+        (n, d, loss), u_out = [c[fitted] for c in columns], unique[held_out]
+        point, predict, refit = _family_fit(family, n, d, unique[fitted], loss)
     except PlmscaleError as error:
         return {"held_out_budget": threshold, "held_out": described, "error": f"below {described}: {error}"}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
