@@ -101,9 +101,11 @@ def main():
         previous[objective] = min(parametric.minimise_from(grid[i], *obj_logs)[1] for i in order)
     t_previous = time.perf_counter() - t0
 
+    config_path = Path(args.config).resolve()
+    shown_config = config_path.relative_to(ROOT) if config_path.is_relative_to(ROOT) else config_path
     lines = ["## Scaling fits", "",
              f"Full fit of the released curves of Cheng et al. 2024 ({len(runs)} runs, {len(curves)} curve points,"
-             f" read through {Path(args.config).relative_to(ROOT) if Path(args.config).is_relative_to(ROOT) else args.config}"
+             f" read through {shown_config}"
              f"'s fit.curves_dir; IsoFLOP + envelope + the law families for CLM and MLM with backtests and law "
              f"selection, {args.bootstrap} bootstrap resamples) on {args.threads} cores ({cpu_model()}; load average "
              f"{load_start:.1f} at the start, {load_fits:.1f} after the two fits, {os.getloadavg()[0]:.1f} at the end "

@@ -378,8 +378,8 @@ def run_noise(rng, shape, noise: float, tail_df: float | None):
     return noise * GAUSSIAN_MAD / stats.t.ppf(0.75, tail_df) * rng.standard_t(tail_df, shape)
 
 
-def simulate_studies(table: pd.DataFrame, prior: PriorLaw | FamilyPrior, noise: float, target_flops: float, *, simulations: int,
-                     draws: int, scheme: str, criteria: Criteria, min_points: int, rng,
+def simulate_studies(table: pd.DataFrame, prior: PriorLaw | FamilyPrior, noise: float, target_flops: float, *,
+                     simulations: int, draws: int, scheme: str, criteria: Criteria, min_points: int, rng,
                      tail_df: float | None = DEFAULT_TAIL_DF) -> dict:
     """K simulated studies of one design (table: its runs, loss ignored), fitted and judged as the fit stage
     would. Returns the row's measures (see the module docstring)."""

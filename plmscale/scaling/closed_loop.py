@@ -20,9 +20,10 @@ of fit.closed_loop.methods stands for the selected (N, D) law; the plan's `metho
 record scores its forecast beside the three methods, under its own name, with `selected_law` saying which.
 With the parametric law selected (or none) the records are as they were.
 
-The parametric law L(N, D) is evaluated at the trained N and D (so is a selected family's). The IsoFLOP and envelope laws only know the
-compute-optimal loss L_opt(C), which is what they forecast here: a fair test when the run was sized by the
-same method (its N is that law's N_opt up to shape rounding); each record's loss_basis says which it is.
+The parametric law L(N, D) is evaluated at the trained N and D (so is a selected family's). The IsoFLOP and
+envelope laws only know the compute-optimal loss L_opt(C), which is what they forecast here: a fair test when the
+run was sized by the same method (its N is that law's N_opt up to shape rounding); each record's loss_basis says
+which it is.
 """
 
 import math
