@@ -341,6 +341,14 @@ FIT_PARAMS = dict(
 )
 
 
+def curve_law_curves(wildcards):
+    """Each own run's curve.csv (the lr of every update) for the loss-curve law of fit.curve_law; none when off."""
+    if not config["fit"]["curve_law"]:
+        return []
+    files = study_run_files("curve.csv")
+    return files(wildcards) if callable(files) else files
+
+
 def imported_tables(wildcards):
     if not config["fit"]["curves_dir"]:
         return {}

@@ -48,6 +48,7 @@ rule fit:
     input:
         runs="results/scaling/runs.csv",
         curves="results/scaling/curves.csv",
+        run_curves=curve_law_curves,
     output:
         "results/scaling/fit.json",
     params:

@@ -238,8 +238,10 @@ def test_plmscale_fit_takes_a_scatter_of_runs(tmp_path, capsys):
     for name in ("alpha", "beta"):
         low, high = parametric_entry[f"{name}_ci"]
         assert low <= NO_DECAY_TRUTH[name] <= high
-    # No IsoFLOP budget to hold out: the rollout is a note, and no family is ranked.
-    assert any("rollout backtest not made" in note for note in parametric_entry["notes"])
+    # No IsoFLOP budget to hold out: the rollout holds out the top fifth of the runs by compute instead.
+    rollout = entry["backtest"]["parametric"]["rollout"]
+    assert rollout["held_out"].startswith("the top 20% of the scatter's runs by compute (16 runs")
+    assert rollout["loss_consistent"] is True and entry["selected_law"] == "parametric"
 
 
 def test_the_data_constrained_law_fits_a_scatter_with_unique_tokens():

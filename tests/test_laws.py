@@ -185,3 +185,45 @@ def test_rollout_summary_prints_a_failed_forecast():
                "n_opt_ratio": None, "observed": {"source": "parabola vertex"}}
     text = rollout_summary({"objectives": {"clm": {"backtest": {"farseer": {"rollout": rollout}}}}})
     assert "loss n/a, N_opt xn/a" in text
+
+
+# ---- scatter tables: the rollout holds out the top compute quantile ----------------------------------------
+
+def law_scatter(loss, rng, n_runs=80, noise=0.004):
+    """Runs at random (N, D) (no IsoFLOP budgets) with losses from loss(n, d) and log-normal noise."""
+    n = np.exp(rng.uniform(np.log(1e7), np.log(3e9), n_runs))
+    d = np.exp(rng.uniform(np.log(3e8), np.log(1e11), n_runs))
+    return pd.DataFrame({"run_id": [f"scatter_{i}" for i in range(n_runs)], "objective": "clm", "n_params": n,
+                         "tokens": d, "flops": 6 * n * d, "loss": loss(n, d) * np.exp(rng.normal(0, noise, n_runs))})
+
+
+def test_a_scatter_drawn_from_farseer_refuses_the_chinchilla_form_by_its_top_quantile():
+    """A scatter has no top budget; its rollout fits below the top fifth of the runs by compute and forecasts
+    each held-out run (before: no rollout, so a biased Chinchilla form was called identified)."""
+    runs = law_scatter(lambda n, d: farseer.loss(FARSEER_TRUTH, n, d), np.random.default_rng(0))
+    entry = fit_all(runs, None, fit_settings(bootstrap=40, seed=0))["objectives"]["clm"]
+    rollout = entry["backtest"]["parametric"]["rollout"]
+    assert rollout["held_out_runs"]["n_runs"] == 16 and rollout["n_runs_fitted"] == 64
+    assert rollout["loss_error_pct_ci"][0] > 0 and rollout["loss_consistent"] is False
+    assert entry["parametric"]["identified"] is False
+    (reason,) = [r for r in entry["parametric"]["reasons"] if "rollout backtest" in r]
+    assert "the top 20% of the scatter's runs by compute (16 runs at >=" in reason and "biased" in reason
+
+
+def test_selection_works_on_scatters():
+    """Known truth on scatters, 4 tables per family (10 in docs/laws.md: 9/10 and 10/10): the rule picks the family
+    drawn from; the held-out runs are the top compute quantile's."""
+    picks = {"farseer": [], "parametric": []}
+    for seed in range(4):
+        rng = np.random.default_rng(100 + seed)
+        law = random_law(rng)
+        tables = {"farseer": law_scatter(lambda n, d: farseer.loss(FARSEER_TRUTH, n, d), rng),
+                  "parametric": law_scatter(lambda n, d, law=law: law["E"] + law["A"] / n ** law["alpha"]
+                                            + law["B"] / d ** law["beta"], rng, noise=0.005)}
+        for family, runs in tables.items():
+            result = rollouts(runs, scatter=True)
+            assert {r["held_out_runs"]["n_runs"] for r in result.values()} == {16}
+            table = {f: {"identified": True, "held_out_rms_pct": result[f]["held_out_runs"]["rms_pct"]} for f in result}
+            picks[family].append(choose_law(table)[0])
+    for family, chosen in picks.items():
+        assert chosen.count(family) >= 3, (family, chosen)

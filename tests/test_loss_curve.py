@@ -208,3 +208,36 @@ def test_constants_the_curves_do_not_identify_are_named():
     fit = loss_curve.fit_curve_law(curves)  # a flat curve: no power law, no annealing gain
     assert fit.L0 == pytest.approx(2.5, rel=1e-3) and {"A", "C"} <= set(fit.at_bounds)
     assert loss_curve.fit_curve_law(_curves(_family())).at_bounds == []
+
+
+def test_fit_json_curve_law_entry_fits_the_own_runs_curves(tmp_path):
+    """fit.curve_law: the fit rule's curve_law entry: the law per shape on the own from-scratch runs' curve.csv,
+    each run's fit error; imported runs (no lr) and runs without a file are left out, the latter named."""
+    rng = np.random.default_rng(4)
+    rows, paths = [], []
+    for run_id, lrs, evals in _family():
+        losses = _law_losses(lrs, evals, rng, noise=0.001)
+        paths.append(_write_run(tmp_path / "runs", run_id, lrs, evals, losses))
+        rows.append({"run_id": run_id, "objective": "clm", "model": "n7k", "n_params": 7000, "source": "own",
+                     "tokens": 512.0 * len(lrs), "flops": 6 * 7000 * 512.0 * len(lrs), "loss": losses[-1]})
+    rows.append({**rows[0], "run_id": "gone", "loss": 2.4})  # trained, but its curve.csv was not given
+    rows.append({**rows[0], "run_id": "clm_13M_imported", "source": "imported"})
+    entry = curve_law.curve_law_entry(paths, pd.DataFrame(rows))
+    assert list(entry["shapes"]) == ["clm_n7k"] and entry["refused"] == {}
+    assert entry["shapes"]["clm_n7k"]["alpha"] == pytest.approx(TRUTH[2], rel=0.1)
+    assert sorted(entry["runs"]) == ["b2000", "b4000", "b8000"] and entry["runs_without_curve"] == ["gone"]
+    for errors in entry["runs"].values():
+        assert errors["shape"] == "clm_n7k" and errors["n_points"] > 5
+        assert errors["rms_error_pct"] < 0.5 and abs(errors["final_error_pct"]) < 0.5
+    assert "error" in curve_law.curve_law_entry([], pd.DataFrame(rows))
+
+
+def test_the_curve_law_is_opt_in_and_out_of_the_fit_params_when_off():
+    from plmscale.config import load_config
+    from plmscale.scaling.settings import FitSettings, fit_keys
+
+    off = load_config({})["fit"]
+    assert "curve_law" not in fit_keys(off)  # an existing fit's params (and so its outputs) stay as they were
+    assert FitSettings.from_fit_section(fit_keys(off)).curve_law is False
+    on = load_config({"fit": {"curve_law": True}})["fit"]
+    assert fit_keys(on)["curve_law"] is True and FitSettings.from_fit_section(fit_keys(on)).curve_law is True

@@ -113,3 +113,28 @@ def test_own_transfer_run_is_paired_alike_in_fit_and_plot(tmp_path):
     assert list(line.get_xdata()) == [1_000_000]
     assert line.get_ydata()[0] == pytest.approx(100 * pair["loss_gap"] / pair["scratch_loss"])
     assert not any("no paired" in text.get_text() for text in fig.axes[0].texts)
+
+
+def test_every_own_run_has_its_unique_tokens(tmp_path):
+    """runs.csv's unique_tokens (for the data-constrained law): min(D, the tokens a run draws from): the train
+    split's (manifest n_tokens) for a grid run, its subset's for a repetition run; empty without a manifest."""
+    from plmscale.scaling.data_constrained import repetition_problem, unique_tokens_of
+
+    below = write_run(tmp_path, "clm_below", tokens=5e7)
+    above = write_run(tmp_path, "clm_above", tokens=3e8)
+    subset = write_run(tmp_path, "rep_clm", tokens=2e8, budget=None)
+    metrics = json.loads(subset[0].read_text())
+    metrics.update(unique_tokens=1e7, epochs=20.0, subset={"source": "demo", "unique_tokens": 1e7, "seed": 0})
+    subset[0].write_text(json.dumps(metrics))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"n_tokens": 1e8}))
+    runs, _ = collect_and_merge([below[0], above[0], subset[0]], [], train_manifest=manifest)
+    unique = runs.set_index("run_id")["unique_tokens"]
+    assert unique.to_dict() == {"clm_below": 5e7, "clm_above": 1e8, "rep_clm": 1e7}
+    # the law reads the column as it is written to runs.csv, and sees the repeated runs
+    written = tmp_path / "runs.csv"
+    runs.to_csv(written, index=False)
+    table = pd.read_csv(written)
+    assert repetition_problem(table["tokens"].to_numpy(float), unique_tokens_of(table)) is None
+    alone, _ = collect_and_merge([below[0]], [])
+    assert alone["unique_tokens"].isna().all()

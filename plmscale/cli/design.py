@@ -26,7 +26,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="config file(s) whose grid is planned (default: config.yaml; several are merged left "
                              "to right, as snakemake --configfile merges them)")
     parser.add_argument("--target-flops", type=float, help="the budget C the study should forecast (required)")
-    parser.add_argument("--prior", help="the prior law L(N, D): a fit.json (its parametric law) or `published` "
+    parser.add_argument("--prior", help="the prior law L(N, D): a fit.json (the law it selected, the parametric one "
+                                        "unless another family was) or `published` "
                                         "(Cheng et al.'s); default with --runs: the law fitted to those runs")
     parser.add_argument("--runs", help="a runs table (runs.csv): the prior law fitted to it (unless --prior), and "
                                        "the run-to-run noise measured from its replicates where it has them")

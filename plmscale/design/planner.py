@@ -13,7 +13,8 @@ studies; a study without an interval counts as infinitely wide), the spread of a
 compute-optimal loss at the target C over the studies (what the study could have measured instead), and
 the fraction of studies whose IsoFLOP fit would be identified. The parametric law is not refitted here
 (an L-BFGS-B fit per study and draw is not affordable on 2 cores); its prior is the truth the IsoFLOP
-fits are scored against.
+fits are scored against. A prior from a fit.json is the law it selected (fit.json's selected_law: a Farseer or
+data-constrained law where one forecast better than the Chinchilla form, FamilyPrior), the parametric law otherwise.
 """
 
 import copy
@@ -33,6 +34,7 @@ from plmscale.scaling.bootstrap import draw_counts
 from plmscale.scaling.identify import Criteria
 from plmscale.scaling.parametric import fit_parametric, optimal_allocation
 from plmscale.scaling.published import PUBLISHED
+from plmscale.scaling.selected_law import SelectedLaw, differs_from_parametric, selected_law
 from plmscale.scaling.table import scratch_runs, validate_runs
 
 # Run-to-run noise of one final loss when the runs give no replicates to measure it: a core sd (the sd of a
@@ -84,6 +86,33 @@ class PriorLaw:
                 f"(a = {self.a:.3f}; {self.source})")
 
 
+@dataclasses.dataclass(frozen=True)
+class FamilyPrior:
+    """A prior law of another family than the Chinchilla form: the one fit.json selected for the objective
+    (Farseer, the data-constrained law with unlimited data), read through scaling.selected_law. It answers
+    what PriorLaw answers: the loss of any (N, D), a, and the compute-optimal point at a budget."""
+    law: SelectedLaw
+    source: str
+    notes: tuple = ()
+
+    def loss(self, n_params, tokens):
+        return self.law.point_loss(np.asarray(n_params, float), np.asarray(tokens, float))
+
+    @property
+    def a(self) -> float:
+        """fit.json's allocation exponent of the family (Farseer's is local, at its largest fitted budget)."""
+        return self.law.a if self.law.a is not None else math.nan
+
+    def optimum(self, flops: float, kappa: float) -> tuple:
+        """(N_opt, loss) at C = kappa·N·D, found numerically."""
+        n_opt, _, loss = self.law.optimum(flops, kappa)
+        return n_opt, loss
+
+    def describe(self) -> str:
+        local = ", local at the top fitted budget" if self.law.family == "farseer" else ""
+        return f"the {self.law.family} law (a = {self.a:.3f}{local}; {self.source})"
+
+
 def _prior(constants: dict, source: str, notes=()) -> PriorLaw:
     try:
         values = {key: float(constants[key]) for key in ("E", "A", "B", "alpha", "beta")}
@@ -100,9 +129,17 @@ def prior_published(objective: str) -> PriorLaw:
     return _prior(PUBLISHED[objective]["parametric"], f"published {objective.upper()} law, {PUBLISHED['source']}")
 
 
-def prior_from_fit(fit: dict, objective: str, where: str = "fit.json") -> PriorLaw:
-    """The parametric law of one objective in a fit.json (read as a dict); a law that is not identified
-    is used with a note saying so."""
+def prior_from_fit(fit: dict, objective: str, where: str = "fit.json") -> PriorLaw | FamilyPrior:
+    """The law fit.json selected for one objective (read as a dict): the parametric law, unless the file
+    selected another family (scaling.selected_law), whose law is then the prior and says so. A parametric law
+    that is not identified is used with a note saying so."""
+    if differs_from_parametric(fit, objective):
+        law = selected_law(fit, objective, where)
+        if not law.usable:
+            raise PlmscaleError(f"{where}: the selected {objective} law ({law.family}) cannot be evaluated "
+                                f"({law.why_unusable}); pass --prior published or --runs RUNS.csv instead")
+        note = f"{where} selected the {law.family} law for {objective} ({law.why}): the prior is that law"
+        return FamilyPrior(law, f"{objective} {law.family} law of {where}, selected", (note,))
     entry = ((fit.get("objectives") or {}).get(objective) or {}).get("parametric")
     if not entry:
         raise PlmscaleError(f"{where} has no {objective} parametric fit (objectives.{objective}.parametric); "
@@ -341,8 +378,8 @@ def run_noise(rng, shape, noise: float, tail_df: float | None):
     return noise * GAUSSIAN_MAD / stats.t.ppf(0.75, tail_df) * rng.standard_t(tail_df, shape)
 
 
-def simulate_studies(table: pd.DataFrame, prior: PriorLaw, noise: float, target_flops: float, *, simulations: int,
-                     draws: int, scheme: str, criteria: Criteria, min_points: int, rng,
+def simulate_studies(table: pd.DataFrame, prior: PriorLaw | FamilyPrior, noise: float, target_flops: float, *,
+                     simulations: int, draws: int, scheme: str, criteria: Criteria, min_points: int, rng,
                      tail_df: float | None = DEFAULT_TAIL_DF) -> dict:
     """K simulated studies of one design (table: its runs, loss ignored), fitted and judged as the fit stage
     would. Returns the row's measures (see the module docstring)."""
@@ -422,7 +459,7 @@ def simulate_studies(table: pd.DataFrame, prior: PriorLaw, noise: float, target_
 
 # ---- the plan -----------------------------------------------------------------------------------------
 
-def plan_designs(config: dict, prior: PriorLaw, target_flops: float, study_budget: float | None, *,
+def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: float, study_budget: float | None, *,
                  objective: str | None = None, noise: float = DEFAULT_NOISE, noise_source: str = DEFAULT_NOISE_SOURCE,
                  tail_df: float | None = DEFAULT_TAIL_DF,
                  simulations: int = DEFAULT_SIMULATIONS, seed: int = 0, designs=None, source=None) -> dict:

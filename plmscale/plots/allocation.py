@@ -16,6 +16,7 @@ from plmscale.plots.common import (COMPUTE_MARGIN, EXTRAPOLATION_STYLE, METHOD_S
 from plmscale.plots.parametric import parametric_allocation
 from plmscale.scaling.fitfile import ParametricLaw, PowerLaws, parse_fit
 from plmscale.scaling.published import notebook_n_opt
+from plmscale.scaling.selected_law import differs_from_parametric, selected_law
 
 
 def data_compute_range(fit, objective: str):
@@ -105,6 +106,30 @@ def _band(law: PowerLaws, what: str, c_grid: np.ndarray):
     return np.exp(low), np.exp(high)
 
 
+SELECTED_LAW_STYLE = (0, (4, 1, 1, 1, 1, 1))  # dash-dot-dot: a law family other than the three methods
+
+
+def _plot_selected_law(ax, fit, objective: str, what: str, c_grid, color, span) -> list:
+    """The compute-optimal N_opt(C) or D_opt(C) of the law family fit.json selected, where it is not the
+    parametric law (which the methods draw): found numerically along the budgets, labelled with its local
+    exponent. A selected law always passed its checks; one that cannot be evaluated draws nothing. Returns
+    the values drawn (for the y axis)."""
+    law = selected_law(fit, objective)
+    if not law.usable:
+        return []
+    n_opt, d_opt = law.frontier(c_grid)
+    values = n_opt if what == "n" else d_opt
+    finite = np.isfinite(values) & (values > 0)
+    if finite.sum() < 2:
+        return []
+    exponent = law.a if what == "n" else (None if law.a is None else 1 - law.a)
+    local = " (local, at the top budget)" if law.family == "farseer" else ""  # Farseer's exponent changes with C
+    shown = f": {'a' if what == 'n' else 'b'}={exponent:.3f}{local}" if exponent is not None else ""
+    _plot_extrapolated(ax, c_grid[finite], values[finite], span, color, SELECTED_LAW_STYLE, 1.3,
+                       f"{objective.upper()} {law.label}{shown}")
+    return [values[finite].min(), values[finite].max()]
+
+
 LEGEND_BELOW_AXIS_POINTS = 44  # tick labels (~14 pt) + x label (~14 pt) + padding
 
 
@@ -154,7 +179,8 @@ def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
     """N_opt(C) and D_opt(C) per objective: each identified method's law (dashed beyond its data), the
     IsoFLOP 95% band, the optima the IsoFLOP law rests on (bracketed optima it does not count hollow, with
     why), the data's compute range (shaded), the paper's fit (beside an objective with at least one usable
-    law) and the predictions.
+    law) and the predictions. Where fit.json selected a law family other than the parametric law (Farseer,
+    data-constrained), its compute-optimal N and D are drawn too, labelled as the selected law.
 
     c_range: the compute axis; default: the data's budgets and the prediction targets (sane_compute_span).
     A method that is not identified draws nothing; its legend entry says why (one entry for an objective
@@ -197,6 +223,8 @@ def plot_optimal_allocation(fit, path, c_range=None, predictions=None):
                 if band is not None:
                     ax.fill_between(c_grid, *band, color=color, alpha=0.15, lw=0)
                     bands.append(ax)
+            if differs_from_parametric(fit, objective):
+                drawn_values[what] += _plot_selected_law(ax, fit, objective, what, c_grid, color, data_span)
             for optima, style in ((counted, {"color": color}),
                                   ([o for o, _ in uncounted], {"facecolors": "none", "edgecolors": color})):
                 if optima:

@@ -17,7 +17,8 @@ def plot_closed_loop(validation: dict, path):
     objectives = sorted(validation.get("objectives") or {})
     fig, axes = plt.subplots(1, max(1, len(objectives)), figsize=(5.5 * max(1, len(objectives)), 4.2),
                              squeeze=False)
-    colours = {"isoflop": "tab:blue", "envelope": "tab:green", "parametric": "tab:orange"}
+    colours = {"isoflop": "tab:blue", "envelope": "tab:green", "parametric": "tab:orange", "farseer": "tab:purple",
+               "data_constrained": "tab:brown"}
     for ax, objective in zip(axes[0], objectives or [None]):
         if objective is None:
             ax.text(0.5, 0.5, "no closed-loop runs", ha="center", va="center", transform=ax.transAxes)
@@ -42,7 +43,11 @@ def plot_closed_loop(validation: dict, path):
             ax.plot([position - 0.4, position + 0.4], [record["observed_loss"]] * 2, color="black", lw=2,
                     label=legend_label("observed"))
             missing = []
-            for offset, method in zip((-0.2, 0.0, 0.2), METHODS):
+            # the three methods, and the selected law family where it is another (closed_loop.score_run)
+            shown = list(METHODS) + [m for m in record["methods"] if m not in METHODS]
+            offsets = (-0.2, 0.0, 0.2) if len(shown) == 3 else [-0.3 + 0.6 * i / (len(shown) - 1)
+                                                                  for i in range(len(shown))]
+            for offset, method in zip(offsets, shown):
                 entry = record["methods"][method]
                 if entry["loss"] is None:
                     missing.append(method)
@@ -50,9 +55,10 @@ def plot_closed_loop(validation: dict, path):
                 ci = entry["loss_ci"]
                 err = None if not ci else [[max(0.0, entry["loss"] - ci[0])], [max(0.0, ci[1] - entry["loss"])]]
                 identified = entry["identified"]
+                name = f"{method} (selected law)" if method == record.get("selected_law") else method
                 ax.errorbar(position + offset, entry["loss"], yerr=err, fmt="o", color=colours[method],
                             markerfacecolor=colours[method] if identified else "none", capsize=3,
-                            label=legend_label(method if identified else f"{method} (not identified)"))
+                            label=legend_label(name if identified else f"{name} (not identified)"))
                 sized = " *" if method == record["forecast_method"] else ""
                 ax.annotate(f"{entry['error_pct']:+.2f}%{sized}", (position + offset, entry["loss"]),
                             textcoords="offset points", xytext=(4, 3), fontsize=7, color=colours[method],

@@ -1,5 +1,5 @@
 """The parametric law L(N, D) = E + A/N^α + B/D^β as contours over (N, D), with its efficient frontier
-(parametric_<objective>)."""
+(parametric_<objective>); where fit.json selected another law family, that family's L(N, D) instead."""
 
 import math
 
@@ -12,6 +12,7 @@ from plmscale.plots.common import (OBJECTIVE_NAMES, fit_budgets, format_axis, po
                                    wrapped)
 from plmscale.scaling.fitfile import ParametricLaw, parse_fit
 from plmscale.scaling.parametric import allocation_laws
+from plmscale.scaling.selected_law import differs_from_parametric, selected_law
 from plmscale.scaling.table import main_study
 
 
@@ -20,16 +21,19 @@ def parametric_allocation(law: ParametricLaw):
 
 
 def plot_parametric(fit, objective: str, path, runs: pd.DataFrame | None = None, budgets=None):
-    """Contours of the fitted L(N, D) = E + A/N^α + B/D^β, the efficient frontier and IsoFLOP lines."""
+    """Contours of the fitted L(N, D) = E + A/N^α + B/D^β, the efficient frontier and IsoFLOP lines; where
+    fit.json selected another law family for the objective, the same figure of that family's law (its frontier
+    found numerically), titled with its name."""
     fit = parse_fit(fit)
+    selected = selected_law(fit, objective) if differs_from_parametric(fit, objective) else None
+    selected = selected if selected is not None and selected.usable else None
     entry = fit.method(objective, "parametric")
     law = entry.law
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    if not entry.usable:
+    if selected is None and not entry.usable:
         _parametric_not_shown(ax, fit, entry, objective, runs)
         save_figure(fig, path)
         return fig
-    E, A, B, alpha, beta = law.E, law.A, law.B, law.alpha, law.beta
     if runs is not None and len(runs):
         mine = main_study(runs[runs["objective"] == objective])
         n_lo, n_hi = mine["n_params"].min() / 3, mine["n_params"].max() * 10
@@ -39,17 +43,22 @@ def plot_parametric(fit, objective: str, path, runs: pd.DataFrame | None = None,
     n = np.logspace(math.log10(n_lo), math.log10(n_hi), 200)
     d = np.logspace(math.log10(d_lo), math.log10(d_hi), 200)
     N, D = np.meshgrid(n, d)
-    L = E + A / N ** alpha + B / D ** beta
+    L = selected.point_loss(N, D) if selected else law.E + law.A / N ** law.alpha + law.B / D ** law.beta
     levels = np.unique(np.round(np.quantile(L, np.linspace(0.02, 0.98, 14)), 3))
     contour = ax.contourf(N, D, L, levels=levels, cmap="viridis_r", alpha=0.85)
     ax.contour(N, D, L, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
     bar = fig.colorbar(contour, ax=ax)
     bar.set_label("predicted loss L(N, D)")
-    (k_n, a), (k_d, b) = parametric_allocation(law)
     c_frontier = FLOPS_PER_PARAM_TOKEN * N.min() * D.min(), FLOPS_PER_PARAM_TOKEN * N.max() * D.max()
     c = np.logspace(math.log10(c_frontier[0]), math.log10(c_frontier[1]), 300)
-    ax.plot(k_n * c ** a, k_d * c ** b, color="w", lw=2.6)
-    ax.plot(k_n * c ** a, k_d * c ** b, color="k", lw=1.0, label=f"efficient frontier (a={a:.3f})")
+    if selected:
+        frontier_n, frontier_d = selected.frontier(c)
+        shown = f" (a={selected.a:.3f} at the top budget)" if selected.a is not None else ""
+    else:
+        (k_n, a), (k_d, b) = parametric_allocation(law)
+        frontier_n, frontier_d, shown = k_n * c ** a, k_d * c ** b, f" (a={a:.3f})"
+    ax.plot(frontier_n, frontier_d, color="w", lw=2.6)
+    ax.plot(frontier_n, frontier_d, color="k", lw=1.0, label=f"efficient frontier{shown}")
     for budget in budgets if budgets is not None else fit_budgets(fit, objective):
         ax.plot(n, budget / (FLOPS_PER_PARAM_TOKEN * n), color="w", lw=0.8, ls="--")
         x = math.sqrt(n.min() * n.max())
@@ -66,8 +75,13 @@ def plot_parametric(fit, objective: str, path, runs: pd.DataFrame | None = None,
     format_axis(ax.yaxis, "tokens")
     ax.set_xlabel("model size N (non-embedding parameters)")
     ax.set_ylabel("training tokens D")
-    ax.set_title(f"Parametric fit, {OBJECTIVE_NAMES.get(objective, objective)}: "
-                 f"E={E:.3g}, α={alpha:.3g}, β={beta:.3g}\n(dashed: IsoFLOP lines C = 6·N·D)")
+    if selected:
+        ax.set_title(f"Selected law ({selected.family}), {OBJECTIVE_NAMES.get(objective, objective)}: the "
+                     f"parametric law {'is not identified' if not entry.usable else 'forecast worse'}\n"
+                     "(dashed: IsoFLOP lines C = 6·N·D)")
+    else:
+        ax.set_title(f"Parametric fit, {OBJECTIVE_NAMES.get(objective, objective)}: "
+                     f"E={law.E:.3g}, α={law.alpha:.3g}, β={law.beta:.3g}\n(dashed: IsoFLOP lines C = 6·N·D)")
     ax.legend(fontsize=8, loc="lower left")
     save_figure(fig, path)
     return fig

@@ -60,6 +60,7 @@ from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
 from plmscale.scaling import data_constrained, farseer, isoflop, parametric
 from plmscale.scaling.isoflop import LOSS_LAWS, fit_loss_law, loss_at  # noqa: F401 (backtest's API)
+from plmscale.scaling.scatter_rollout import scatter_rollout
 from plmscale.scaling.table import budget_groups, scratch_runs, validate_runs
 
 METHODS = ("isoflop", "parametric")
@@ -72,8 +73,11 @@ MIN_PARAMETRIC_RUNS = 5
 
 
 def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=METHODS, loss_law="saturating",
-             source="runs table", parametric_drop_highest_loss=0, isoflop_bootstrap="runs"):
+             source="runs table", parametric_drop_highest_loss=0, isoflop_bootstrap="runs", scatter=False):
     """Rollout and leave-one-budget-out for each method on one objective's runs; see the module docstring.
+
+    scatter: the runs are a scatter of N and D, not an IsoFLOP grid (fit.scatter_reason): the law families'
+    rollouts hold out the top compute quantile instead of a top budget (scatter_rollout.py).
 
     isoflop_bootstrap: the IsoFLOP intervals' scheme, as the fit stage's fit.isoflop_bootstrap (runs |
     residuals: bootstrap.isoflop_residual_losses).
@@ -98,7 +102,8 @@ def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=M
                         "parametric_drop_highest_loss": int(parametric_drop_highest_loss),
                         "isoflop_bootstrap": isoflop_bootstrap}}
     rng = np.random.default_rng(seed)
-    study = _Study(scratch, min_points, n_boot, rng, loss_law, int(parametric_drop_highest_loss), isoflop_bootstrap)
+    study = _Study(scratch, min_points, n_boot, rng, loss_law, int(parametric_drop_highest_loss), isoflop_bootstrap,
+                   scatter)
     if "isoflop" in methods:
         out["isoflop"] = {"rollout": study.rollout_isoflop(),
                           "leave_one_budget_out": study.lobo_isoflop(targets)}
@@ -112,19 +117,24 @@ def backtest(runs, predict_flops=(), n_boot=200, seed=0, min_points=3, methods=M
     return out
 
 
-def rollouts(runs, methods=("parametric", "farseer"), n_boot=0, seed=0, min_points=3, source="runs table"):
+def rollouts(runs, methods=("parametric", "farseer"), n_boot=0, seed=0, min_points=3, source="runs table",
+             scatter=False):
     """Only the rollouts (no leave-one-budget-out) of one objective's runs: {method: ROLLOUT}. Cheap
     without a bootstrap: what law selection ranks (held_out_runs), for studies of the selection itself."""
-    scratch = scratch_runs(validate_runs(runs, source)).reset_index(drop=True)
-    study = _Study(scratch, min_points, n_boot, np.random.default_rng(seed), "saturating")
+    scratch = scratch_runs(validate_runs(runs, source, group_budgets=not scatter)).reset_index(drop=True)
+    if scatter:
+        scratch = scratch.assign(budget=np.nan)
+    study = _Study(scratch, min_points, n_boot, np.random.default_rng(seed), "saturating", scatter=scatter)
     return {method: getattr(study, f"rollout_{method}")() for method in methods}
 
 
 class _Study:
     """One objective's scratch runs with their IsoFLOP design and per-budget parabolas, computed once."""
 
-    def __init__(self, scratch, min_points, n_boot, rng, loss_law, drop_highest_loss=0, isoflop_bootstrap="runs"):
+    def __init__(self, scratch, min_points, n_boot, rng, loss_law, drop_highest_loss=0, isoflop_bootstrap="runs",
+                 scatter=False):
         self.scratch = scratch
+        self.scatter = scatter
         self.drop_highest_loss = drop_highest_loss
         self.min_points = min_points
         self.n_boot = int(n_boot)
@@ -206,6 +216,8 @@ class _Study:
         return out
 
     def rollout_parametric(self):
+        if self.scatter:
+            return scatter_rollout(self.scratch, "parametric", self.n_boot, self.rng, self.drop_highest_loss)
         error = self.top_error()
         if error:
             return {"held_out_budget": self._top_budget(), "error": error}
@@ -254,6 +266,8 @@ class _Study:
     def rollout_farseer(self):
         """The Farseer law fitted below the top budget (the parametric rollout's runs), its numerical
         compute-optimal loss at the top budget against what that budget observed."""
+        if self.scatter:
+            return scatter_rollout(self.scratch, "farseer", self.n_boot, self.rng, self.drop_highest_loss)
         error = self.top_error()
         if error:
             return {"held_out_budget": self._top_budget(), "error": error}
@@ -286,6 +300,8 @@ class _Study:
         compute-optimal loss at the top budget for the top budget's unique tokens (their median where its runs
         differ; unlimited where they have none) against what that budget observed; every held-out run is
         forecast with its own unique tokens."""
+        if self.scatter:
+            return scatter_rollout(self.scratch, "data_constrained", self.n_boot, self.rng, self.drop_highest_loss)
         error = self.top_error()
         if error:
             return {"held_out_budget": self._top_budget(), "error": error}

@@ -14,9 +14,16 @@ config `fit.closed_loop.multiples`, C = m × the top budget of the objective's I
      observation lies inside the interval and whether it is within 2% of the forecast; of a depth search,
      the run with the lowest loss is marked `best_of_depths`.
 
-The parametric law L(N, D) is evaluated at the trained N and D. The IsoFLOP and envelope laws only know the
-compute-optimal loss L_opt(C), which is what they forecast here: a fair test when the run was sized by the
-same method (its N is that law's N_opt up to shape rounding); each record's loss_basis says which it is.
+Where fit.json selected a law family other than the parametric law (fit.json's selected_law: Farseer, or the
+data-constrained law), that family takes the parametric law's place in sizing the run (the `parametric` entry
+of fit.closed_loop.methods stands for the selected (N, D) law; the plan's `method` names the family), and every
+record scores its forecast beside the three methods, under its own name, with `selected_law` saying which.
+With the parametric law selected (or none) the records are as they were.
+
+The parametric law L(N, D) is evaluated at the trained N and D (so is a selected family's). The IsoFLOP and
+envelope laws only know the compute-optimal loss L_opt(C), which is what they forecast here: a fair test when the
+run was sized by the same method (its N is that law's N_opt up to shape rounding); each record's loss_basis says
+which it is.
 """
 
 import math
@@ -26,6 +33,7 @@ from pathlib import Path
 from plmscale.errors import PlmscaleError
 from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit
 from plmscale.scaling.results import write_json
+from plmscale.scaling.selected_law import differs_from_parametric, selected_law
 from plmscale.scaling.table import DEFAULT_LOSS_COLUMN, final_loss
 
 RECORD_VERSION = 1
@@ -35,6 +43,7 @@ LOSS_BASIS = {
     "isoflop": "compute-optimal loss L_opt(C) at the law's own N_opt (the IsoFLOP law has no L(N, D))",
     "envelope": "compute-optimal loss L_opt(C) of the lower envelope (no L(N, D))",
 }
+SELECTED_LOSS_BASIS = "L(N, D) of the selected law family at the trained N and D"
 
 
 # ---- names -------------------------------------------------------------------------------------------
@@ -138,8 +147,40 @@ def method_forecast(fit: FitFile, objective: str, method: str, flops: float, n_p
     return out
 
 
+def selected_forecast(fit: FitFile, objective: str, flops: float, n_params: float | None = None,
+                      tokens: float | None = None) -> dict:
+    """method_forecast's record for the law family fit.json selected (selected_law.py): N_opt(C) from its
+    compute-optimal allocation; its loss L(N, D) at the trained N and D where given, else L_opt(C)."""
+    law = selected_law(fit, objective)
+    identified = law.usable
+    out = {"identified": identified, "verdict_in_fit": law.entry.get("identified") is not None,
+           "reasons": list(law.entry.get("reasons") or []), "n_opt": None, "n_opt_ci": None, "loss": None,
+           "loss_ci": None, "loss_basis": None, "selected_because": law.why}
+    if law.law is None or law.kappa is None:
+        out["reasons"] = out["reasons"] + [law.why_unusable]
+        return out
+    forecast = law.forecast(flops)
+    out.update(n_opt=_finite(forecast["n_opt"]), n_opt_ci=forecast["n_opt_ci"])
+    if n_params is not None and tokens is not None:
+        loss, loss_ci = law.loss_at(n_params, tokens)
+        out.update(loss=_finite(loss), loss_ci=loss_ci, loss_basis=SELECTED_LOSS_BASIS)
+    else:
+        out.update(loss=_finite(forecast["loss"]), loss_ci=forecast["loss_ci"],
+                   loss_basis="compute-optimal loss L_opt(C) of the selected law family")
+    return out
+
+
+def _forecast_of(fit: FitFile, objective: str, method: str, flops: float, n_params=None, tokens=None):
+    """(name, forecast) of a fit.closed_loop.methods entry: `parametric` is the selected law family where fit.json
+    selected another one."""
+    if method == "parametric" and differs_from_parametric(fit, objective):
+        return selected_law(fit, objective).family, selected_forecast(fit, objective, flops, n_params, tokens)
+    return method, method_forecast(fit, objective, method, flops, n_params, tokens)
+
+
 def choose_forecast(fit, objective: str, multiple: float, methods, fallback_budget: float | None = None) -> dict:
-    """C = multiple × top IsoFLOP budget and the N_opt(C) of the first identified method in `methods`.
+    """C = multiple × top IsoFLOP budget and the N_opt(C) of the first identified method in `methods` (its
+    `parametric` is the selected law family where fit.json selected another: _forecast_of).
 
     Returns {"objective", "multiple", "top_budget", "flops", "method", "n_opt", "n_opt_ci", "reason",
     "considered": {method: {"identified", "reasons"}}}; "method" is None (and "reason" says why) when no
@@ -157,8 +198,8 @@ def choose_forecast(fit, objective: str, multiple: float, methods, fallback_budg
         # Not an error: a fit.json from before this objective was added is read while the DAG is built.
         choice["reason"] = f"{fit.source} has no {objective} fit: no forecast to train"
         return choice
-    for method in methods:
-        forecast = method_forecast(fit, objective, method, flops)
+    for listed in methods:
+        method, forecast = _forecast_of(fit, objective, listed, flops)
         choice["considered"][method] = {"identified": forecast["identified"], "reasons": forecast["reasons"]}
         if forecast["identified"] and forecast["n_opt"] and forecast["n_opt"] > 0:
             choice.update(method=method, n_opt=forecast["n_opt"], n_opt_ci=forecast["n_opt_ci"])
@@ -228,7 +269,8 @@ def write_not_trained(plan: dict, out_dir) -> None:
 # ---- scoring -----------------------------------------------------------------------------------------
 
 def score_run(fit, plan: dict, metrics: dict) -> dict:
-    """One closed-loop run against every method's forecast (identified or not, marked)."""
+    """One closed-loop run against every method's forecast (identified or not, marked), and the selected law
+    family's where fit.json selected one other than the parametric law (`selected_law` names it)."""
     fit = parse_fit(fit)
     record = {key: plan.get(key) for key in ("run_id", "objective", "multiple", "top_budget", "flops", "method",
                                              "n_opt", "n_opt_ci", "reason", "nearest_ladder_entry",
@@ -245,8 +287,13 @@ def score_run(fit, plan: dict, metrics: dict) -> dict:
         record.update(shape=metrics.get("shape"), n_params=n_params, tokens=tokens,
                       trained_flops=metrics.get("flops"), observed_loss=observed)
     record["methods"] = {}
-    for method in METHODS:
-        forecast = method_forecast(fit, plan["objective"], method, plan["flops"], n_params, tokens)
+    forecasts = [(method, method_forecast(fit, plan["objective"], method, plan["flops"], n_params, tokens))
+                 for method in METHODS]
+    if differs_from_parametric(fit, plan["objective"]):
+        family = selected_law(fit, plan["objective"]).family
+        record["selected_law"] = family
+        forecasts.append((family, selected_forecast(fit, plan["objective"], plan["flops"], n_params, tokens)))
+    for method, forecast in forecasts:
         entry = dict(forecast)
         entry["error_pct"] = entry["inside_interval"] = entry["within_2pct"] = None
         if observed is not None and forecast["loss"]:

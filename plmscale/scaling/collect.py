@@ -6,7 +6,8 @@ The columns, the `role` of each run and the `pair` of each transfer run are thos
 with trunk: the WSD trunk a branch decayed from, empty otherwise).
 
 `loss` is the run's final validation loss and `flops` the budget's FLOPs definition (what the training
-stage wrote as `flops`), so an IsoFLOP run lands on its budget.
+stage wrote as `flops`), so an IsoFLOP run lands on its budget. `epochs` and `unique_tokens` say how much data a
+run had (run_epochs, run_unique_tokens): the data-constrained law family (fit.law_families) reads the latter.
 """
 
 import logging
@@ -66,6 +67,16 @@ def run_epochs(metrics: dict, train_tokens: float | None) -> float | None:
     return float(metrics["tokens"]) / train_tokens if train_tokens else None
 
 
+def run_unique_tokens(metrics: dict, train_tokens: float | None) -> float | None:
+    """The unique tokens U of a run for the data-constrained law (runs.csv's unique_tokens): min(D, the tokens it
+    draws from). A repetition run draws from its subset (metrics.json unique_tokens), any other run from the
+    whole train split (its manifest's n_tokens); None where neither is known (an empty cell: unique data).
+    The sampler draws with replacement, so U is the data a run had, as in Muennighoff et al., not a count of
+    the distinct tokens it happened to see; min(D, ·) is the law's own U_D, so the law reads both alike."""
+    available = metrics.get("unique_tokens") or train_tokens
+    return min(float(metrics["tokens"]), float(available)) if available else None
+
+
 def run_costs(metrics: dict) -> dict:
     """The run's COST_COLUMNS: as its metrics.json records them; a FLOPs definition it lacks (a run trained
     before flops_chinchilla existed) is computed from its shape, seq_len and tokens, which define it
@@ -88,7 +99,7 @@ def run_row(metrics: dict, train_tokens: float | None = None) -> dict:
         "tokens": float(metrics["tokens"]), "flops": float(metrics["flops"]),
         "loss": float(metrics["final_valid_loss"]),
         "budget": float(budget) if budget not in (None, "") else None,
-        "epochs": run_epochs(metrics, train_tokens),
+        "epochs": run_epochs(metrics, train_tokens), "unique_tokens": run_unique_tokens(metrics, train_tokens),
         "source": "own", "init_from": init_from, **_kind_and_design(metrics), "model": metrics.get("model"),
         # a WSD branch is a grid point like a cosine run; these say how it was trained
         "schedule": metrics.get("schedule", "cosine"), "trunk": (metrics.get("wsd") or {}).get("trunk", ""),
@@ -148,7 +159,8 @@ def collect_runs(metrics_paths, curve_paths=(), train_tokens=None):
         curve_path = curve_by_dir.get(path.parent)
         if curve_path is not None:
             curves.append(read_curve(curve_path, metrics))
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["epochs", "kind", "design", "model", "schedule", "trunk",
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS + ["epochs", "unique_tokens", "kind", "design", "model", "schedule",
+                                                     "trunk",
                                                      *COST_COLUMNS] + _identity_column_names(rows))
     duplicated = runs["run_id"][runs["run_id"].duplicated()]
     if len(duplicated):

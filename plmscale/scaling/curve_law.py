@@ -158,3 +158,49 @@ def format_report(report: dict) -> str:
                      f"{row['tokens']:>11.4g} {observed:>9} {predicted:>9}")
     lines.append("  (observed: the same quantity of the run under the schedule it trained with)")
     return "\n".join(lines)
+
+
+# ---- fit.json's curve_law entry (fit.curve_law) -------------------------------------------------------------
+
+def run_fit_errors(fit: loss_curve.CurveLawFit, curve: loss_curve.RunCurve) -> dict:
+    """How well a shape's law describes one of its runs: 100·(law − observed)/observed at the validation points
+    the law was fitted to (after warm-up): {"shape", "n_points", "rms_error_pct", "final_error_pct"} (the last
+    point: the run's final loss)."""
+    after_warmup = curve.steps > loss_curve.warmup_end(curve.lrs)
+    steps, observed = curve.steps[after_warmup], curve.losses[after_warmup]
+    if len(steps) == 0:
+        return {"shape": curve.shape, "n_points": 0, "rms_error_pct": None, "final_error_pct": None}
+    errors = 100 * (loss_curve.predict_curve(fit, curve.lrs, steps) - observed) / observed
+    return {"shape": curve.shape, "n_points": int(len(steps)), "rms_error_pct": float(np.sqrt(np.mean(errors ** 2))),
+            "final_error_pct": float(errors[np.argmax(steps)])}
+
+
+def curve_law_entry(curve_paths, runs: pd.DataFrame, decay_factor: float = loss_curve.DECAY_FACTOR,
+                    points: str = "valid", runs_source: str = "runs table") -> dict:
+    """fit.json's `curve_law` (config fit.curve_law): the loss-curve law fitted per shape on the curve.csv files
+    of the study's own from-scratch runs (a file's folder names its run, as results/runs/<run id>/curve.csv),
+    with each run's fit error (run_fit_errors):
+
+        {"law", "decay_factor", "points", "shapes": {shape: constants (CurveLawFit.to_dict)},
+         "refused": {shape: why}, "runs": {run id: errors}, "runs_without_curve": [run id, ...]}
+
+    or {"error": why} where no curve can be read. Imported runs have no such file (their curves hold no lr)."""
+    fitted = scratch_runs(runs)
+    if "source" in fitted.columns:
+        fitted = fitted[fitted["source"].astype(str) == "own"]
+    shapes = shapes_of_runs(fitted)
+    paths = {Path(p).parent.name: Path(p) for p in curve_paths}
+    found = sorted(run_id for run_id in shapes if run_id in paths)
+    if not found:
+        return {"error": f"no curve.csv of the {len(shapes)} own from-scratch run(s) of {runs_source} was given; "
+                         "the loss-curve law needs each run's lr per update (results/runs/<run id>/curve.csv)"}
+    try:
+        curves = [loss_curve.read_run_curve(paths[run_id], run_id, shapes[run_id]) for run_id in found]
+    except PlmscaleError as error:
+        return {"error": str(error)}
+    fits, refused = loss_curve.fit_per_shape(curves, decay_factor, points)
+    return {"law": "L(s) = L0 + A*S1^-alpha - C*S2 (Tissue et al. 2024; docs/loss-curves.md)",
+            "decay_factor": float(decay_factor), "points": points,
+            "shapes": {shape: fit.to_dict() for shape, fit in fits.items()}, "refused": refused,
+            "runs": {curve.run_id: run_fit_errors(fits[curve.shape], curve) for curve in curves if curve.shape in fits},
+            "runs_without_curve": sorted(set(shapes) - set(found))}

@@ -296,14 +296,17 @@ def mark_outside_grid(entry, objective, grid_objectives):
     return entry
 
 
-def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_highest_loss=0, isoflop_bootstrap="runs"):
+def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_highest_loss=0, isoflop_bootstrap="runs",
+                       scatter=False):
     """backtest.backtest for the identified methods it covers (IsoFLOP, parametric); the others record
-    why they were not backtested. Plain JSON, stored as the objective's `backtest`."""
+    why they were not backtested. Plain JSON, stored as the objective's `backtest`. scatter: the runs are no
+    IsoFLOP grid, and the law families' rollouts hold out the top compute quantile (scatter_rollout.py)."""
     methods = [m for m in backtests.METHODS if entry[m].get("identified")]
     skipped = {m: {"skipped": f"not identified: {entry[m]['reasons'][0]}" if entry[m].get("reasons")
                    else "not identified"} for m in backtests.METHODS if m not in methods}
     result = backtests.backtest(runs, targets, n_boot=n_boot, seed=seed, min_points=min_points, methods=methods,
-                                parametric_drop_highest_loss=drop_highest_loss, isoflop_bootstrap=isoflop_bootstrap)
+                                parametric_drop_highest_loss=drop_highest_loss, isoflop_bootstrap=isoflop_bootstrap,
+                                scatter=scatter)
     result.update(skipped)
     result["envelope"] = {"skipped": "the backtest covers the IsoFLOP and parametric fits"}
     for family in OPTIONAL_FAMILIES:
@@ -311,7 +314,7 @@ def backtest_objective(entry, runs, targets, n_boot, seed, min_points, drop_high
             continue
         if entry[family].get("identified"):
             result[family] = backtests.backtest(runs, (), n_boot=n_boot, seed=seed, min_points=min_points,
-                                                methods=(family,))[family]
+                                                methods=(family,), scatter=scatter)[family]
         else:
             reasons = entry[family].get("reasons")
             result[family] = {"skipped": f"not identified: {reasons[0]}" if reasons else "not identified"}
@@ -360,6 +363,10 @@ def select_law(entry):
                          "loss_error_pct": rollout.get("loss_error_pct"),
                          "loss_error_pct_ci": rollout.get("loss_error_pct_ci")}
     selected, why = choose_law(table)
+    held_out = next((r["held_out"] for r in (((entry.get("backtest") or {}).get(f) or {}).get("rollout") or {}
+                                             for f in table) if r.get("held_out")), None)
+    if held_out:  # a scatter's rollout held out its top compute quantile, not a top budget
+        why = why.replace("the held-out top budget's runs", f"the held-out runs ({held_out})")
     return {"selected_law": selected, "law_selection": {"families": table, "why": why}}
 
 
@@ -419,7 +426,7 @@ def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curv
         if settings.backtest:
             entry["backtest"] = backtest_objective(entry, subset, settings.predict_flops.get(objective, []),
                                                    settings.bootstrap, settings.seed, settings.min_points_per_budget,
-                                                   drop_highest_loss, settings.isoflop_bootstrap)
+                                                   drop_highest_loss, settings.isoflop_bootstrap, bool(scatter))
             judge_backtest(entry)
             entry.update(select_law(entry))
         objectives[objective] = entry

@@ -20,7 +20,8 @@ Layout (version 1): {"version": 1, "objectives": {OBJECTIVE: {METHOD: entry, ...
 - data_constrained (opt-in law family, plmscale.scaling.data_constrained): E, A, B, alpha, beta, r_star_d,
   r_star_n (Muennighoff's L(N, D, U)), a, b (the unlimited-data allocation exponents), flops_per_param_token,
   intervals and bootstrap draws of every constant.
-Every method entry may carry the verdict of identify.identify: `identified` (bool), `reasons` and `notes`
+With fit.curve_law the document also has a top-level `curve_law` (curve_law.curve_law_entry: the loss-curve law
+per shape and each run's fit error), read as plain data. Every method entry may carry the verdict of identify.identify: `identified` (bool), `reasons` and `notes`
 (lists of sentences). A file without them (written before identification) reads as not judged
 (identified None): predictions and plots treat it as before. Each objective may carry `backtest`
 (backtest.backtest's result per identified method), read as plain data from FitFile.data, and

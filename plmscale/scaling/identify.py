@@ -311,8 +311,12 @@ def backtest_verdict(method, backtest_entry):
             continue
         if ci[0] <= 0 <= ci[1]:
             continue
-        sentence = (f"its rollout backtest (fit below the top budget, {held_out:.3g} FLOPs held out) forecasts the "
-                    f"held-out top budget's {what} {shown} off")
+        if rollout.get("held_out"):  # a scatter's rollout: the top compute quantile held out (scatter_rollout.py)
+            sentence = (f"its rollout backtest (fit below {rollout['held_out']}, held out) forecasts their mean "
+                        f"{what} {shown} off")
+        else:
+            sentence = (f"its rollout backtest (fit below the top budget, {held_out:.3g} FLOPs held out) forecasts "
+                        f"the held-out top budget's {what} {shown} off")
         if quantity == "loss" and best_run and ci[1] < 0:
             notes.append(f"{sentence}, below its best run, which only bounds the optimum from above: not judged "
                          "as a bias")

@@ -14,11 +14,15 @@ from plmscale.scaling.identify import Criteria
 # section (closed_loop, cross_check, curves_dir) does not refit.
 FIT_KEYS = ("bootstrap", "seed", "min_points_per_budget", "predict_flops", "identify", "parametric", "backtest",
             "isoflop_bootstrap", "loss_column", "law_families")
+# Opt-in keys, in the fit rule's params only when switched on: a new one then leaves every existing fit (whose
+# params Snakemake compares) as it was.
+OPT_IN_KEYS = ("curve_law",)
 
 
 def fit_keys(fit_section: dict) -> dict:
     """The part of a validated fit section that FitSettings reads."""
-    return {key: fit_section[key] for key in FIT_KEYS}
+    return {**{key: fit_section[key] for key in FIT_KEYS},
+            **{key: fit_section[key] for key in OPT_IN_KEYS if fit_section.get(key)}}
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class FitSettings:
     isoflop_bootstrap: str           # runs | residuals
     loss_column: str                 # the runs table's column fitted as the loss
     law_families: tuple              # law families fitted and selected among (parametric, farseer, data_constrained)
+    curve_law: bool                  # fit the loss-curve law on the runs' curve.csv (fit.json's curve_law)
     grid_objectives: tuple | None    # train.objectives; None: no grid known (a runs table alone)
 
     @classmethod
@@ -55,4 +60,5 @@ class FitSettings:
                    drop_highest_loss=int(fit["parametric"]["drop_highest_loss"]),
                    backtest=bool(fit["backtest"]), isoflop_bootstrap=fit["isoflop_bootstrap"],
                    loss_column=fit["loss_column"], law_families=tuple(fit["law_families"]),
+                   curve_law=bool(fit.get("curve_law", False)),
                    grid_objectives=None if grid_objectives is None else tuple(grid_objectives))
