@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
+from plmscale.config import load_config
+
 from plmscale.data.demo import LETTERS, MotifLibrary, generate
 from plmscale.errors import PlmscaleError
 from plmscale.evaluate.generation import (BACKGROUND, NATURAL, DemoTruth, GenerationSettings, SequenceSet,
@@ -178,3 +180,18 @@ def test_the_workflow_plans_generation_from_the_config_and_refuses_an_mlm_run(tm
     (workdir / "config.yaml").write_text(yaml.safe_dump(default_config_with({"generation": {"runs": ["mlm_n14k_d2e6"]}})))
     output = run_snakemake(workdir, "--dry-run", check=False)
     assert "generation.runs names mlm_n14k_d2e6, not a CLM run of this study" in output
+
+
+def test_the_generation_overlay_names_clm_runs_of_the_demo_top_budget():
+    from pathlib import Path
+
+    from plmscale.config import load_config_files
+    from plmscale.grid import expand_grid
+
+    root = Path(__file__).resolve().parent.parent
+    config, _ = load_config_files([root / "config.yaml", root / "configs" / "generation.yaml"])
+    specs = {spec.run_id: spec for spec in expand_grid(config)}
+    runs = config["generation"]["runs"]
+    assert len(runs) >= 3 and all(specs[r].objective == "clm" for r in runs)
+    assert {specs[r].budget for r in runs} == {max(config["train"]["isoflop"]["budgets"])}
+    assert load_config(root / "config.yaml")["generation"]["runs"] == []  # the demo itself does not sample

@@ -209,6 +209,8 @@ def planted_content(motifs_per_sequence, hits_family, lengths, min_motifs: int) 
         "motifs_per_sequence": float(counts.mean()) if len(counts) else None,
         "motifs_per_100_residues": 100.0 * counts.sum() / residues if residues else None,
         "distinct_motifs_in_set": len(every),
+        # The library is ordered by usage (motif k is the (k+1)-th most common): how far into the tail a set reaches.
+        "rarest_motif_rank": max(every) + 1 if every else None,
         "family_hits": float(np.mean(hits_family)) if len(counts) else None,
     }
 
