@@ -195,3 +195,22 @@ def test_the_generation_overlay_names_clm_runs_of_the_demo_top_budget():
     assert len(runs) >= 3 and all(specs[r].objective == "clm" for r in runs)
     assert {specs[r].budget for r in runs} == {max(config["train"]["isoflop"]["budgets"])}
     assert load_config(root / "config.yaml")["generation"]["runs"] == []  # the demo itself does not sample
+
+
+def test_the_demo_truth_is_found_from_a_results_folder_and_refused_for_another_corpus(tmp_path):
+    from plmscale.evaluate.generation import demo_truth_of_study
+
+    (tmp_path / "split").mkdir()
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "split" / "stats.json").write_text(json.dumps({"sources": ["reference", "metagenomic"]}))
+    (tmp_path / "demo" / "floor.json").write_text(json.dumps({"settings": dict(seed=5, **LIBRARY)}))
+    for source, prefix in (("reference", "ref"), ("metagenomic", "mg")):
+        (tmp_path / "demo" / f"{source}.truth.tsv").write_text(
+            f"seq_id\tfamily\tsubfamily\tkind\texpected\n{prefix}00000\tfam0001\tfam0001.s0\tmember\tkept\n")
+    truth, note = demo_truth_of_study(tmp_path)
+    assert note == "" and truth.family_of == {"reference|ref00000": "fam0001", "metagenomic|mg00000": "fam0001"}
+    assert [list(m) for m in truth.library.motifs] == [list(m) for m in MotifLibrary.draw(5, **LIBRARY).motifs]
+    truth, note = demo_truth_of_study(tmp_path, sources={"reference": "demo:reference", "uniref": "https://x"})
+    assert truth is None and "source(s) uniref are not generated" in note
+    (tmp_path / "demo" / "metagenomic.truth.tsv").unlink()  # a split source without a truth table: not demo
+    assert demo_truth_of_study(tmp_path)[0] is None
