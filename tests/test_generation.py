@@ -5,7 +5,6 @@ small demo corpus, with MMseqs2 doing the clustering and the search as in the wo
 import json
 import shutil
 
-import numpy as np
 import pytest
 import yaml
 
@@ -13,7 +12,8 @@ from plmscale.config import load_config
 
 from plmscale.data.demo import LETTERS, MotifLibrary, generate
 from plmscale.errors import PlmscaleError
-from plmscale.evaluate.generation import (BACKGROUND, NATURAL, DemoTruth, GenerationSettings, SequenceSet,
+from plmscale.evaluate.demo_truth import DemoTruth
+from plmscale.evaluate.generation import (BACKGROUND, NATURAL, GenerationSettings, SequenceSet,
                                           background_set, diversity, measure_generation, measure_sets, novelty,
                                           planted_content)
 from plmscale.evaluate.motifs import MotifScanner, allowed_mismatches
@@ -198,7 +198,7 @@ def test_the_generation_overlay_names_clm_runs_of_the_demo_top_budget():
 
 
 def test_the_demo_truth_is_found_from_a_results_folder_and_refused_for_another_corpus(tmp_path):
-    from plmscale.evaluate.generation import demo_truth_of_study
+    from plmscale.evaluate.demo_truth import demo_truth_of_study
 
     (tmp_path / "split").mkdir()
     (tmp_path / "demo").mkdir()

@@ -6,7 +6,8 @@ import json
 import torch
 
 from plmscale.config import load_config
-from plmscale.evaluate.generation import GenerationSettings, load_demo_truth, measure_generation
+from plmscale.evaluate.demo_truth import load_demo_truth
+from plmscale.evaluate.generation import GenerationSettings, measure_generation
 from plmscale.export.runs import load_run
 from plmscale.logging_setup import log_to_file
 

@@ -27,7 +27,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from plmscale.config import load_config
-    from plmscale.evaluate.generation import GenerationSettings, demo_truth_of_study, measure_generation
+    from plmscale.evaluate.demo_truth import demo_truth_of_study
+    from plmscale.evaluate.generation import GenerationSettings, measure_generation
     from plmscale.export.runs import load_run
     from plmscale.logging_setup import log_to_file
 

@@ -15,7 +15,7 @@ Metrics of each set (n sequences):
 - novelty: each sequence's best identity to the train split (MMseqs2 search with data.identity's settings:
   exact identity, the query covered by >= coverage, e-value <= evalue). A sequence without a hit passing
   those thresholds is novel: identity 0 in the median; fractions at >= 0.5 and >= 0.9 identity.
-- planted content (demo corpus only, its truth known): sequences containing at least `min_motifs` distinct
+- planted content (demo corpus only, its truth known: plmscale.evaluate.demo_truth): sequences containing at least `min_motifs` distinct
   motifs of the demo library (plmscale.evaluate.motifs defines an occurrence), distinct motifs per sequence,
   distinct motifs over the whole set; and family hits: sequences whose best train hit is at >= 50% identity
   and is a member of a planted family (demo/{source}.truth.tsv). For another corpus these fields are absent
@@ -31,11 +31,12 @@ import numpy as np
 
 from plmscale.alphabet import decode
 from plmscale.data.atomic import write_json, write_text
-from plmscale.data.demo import MotifLibrary, RESIDUES, LETTER_CODES, LIBRARY_KEYS
+from plmscale.data.demo import LETTER_CODES, RESIDUES
 from plmscale.data.identity import read_identity_table, search_identity
 from plmscale.data.linefasta import read_records, record_id
 from plmscale.data.mmseqs import cluster_sequences, fresh_work_dir
 from plmscale.errors import PlmscaleError
+from plmscale.evaluate.demo_truth import DemoTruth
 from plmscale.evaluate.motifs import MotifScanner, allowed_mismatches
 
 log = logging.getLogger(__name__)
@@ -86,13 +87,6 @@ class GenerationSettings:
                    threads=section["threads"], mem_mb=section["mem_mb"])
 
 
-@dataclass(frozen=True)
-class DemoTruth:
-    """The demo corpus's planted answer: its motif library and the family of every record."""
-    library: MotifLibrary
-    family_of: dict  # "source|seq_id" (as the split FASTA names records) -> family ("" for none)
-
-
 @dataclass
 class SequenceSet:
     label: str
@@ -104,27 +98,6 @@ class SequenceSet:
 
 
 # ---- inputs --------------------------------------------------------------------------------------------------
-
-def load_demo_truth(library_settings: dict, truth_tables: dict) -> DemoTruth:
-    """library_settings: data.demo's settings (seed and the library keys); truth_tables: {source name: path
-    of the demo corpus's truth.tsv behind that source}."""
-    library = MotifLibrary.draw(library_settings["seed"], **{k: library_settings[k] for k in LIBRARY_KEYS})
-    family_of = {}
-    for source, path in truth_tables.items():
-        try:
-            with open(path) as handle:
-                header = handle.readline().rstrip("\n").split("\t")
-                if header[:2] != ["seq_id", "family"]:
-                    raise PlmscaleError(f"{path}: not a demo truth table (header {header}); delete it and rerun "
-                                        f"the demo_corpus rule")
-                for line in handle:
-                    seq_id, family = line.rstrip("\n").split("\t")[:2]
-                    family_of[f"{source}|{seq_id}"] = family
-        except FileNotFoundError:
-            raise PlmscaleError(f"{path} does not exist: the truth table of demo source {source!r}; rerun the "
-                                f"demo_corpus rule") from None
-    return DemoTruth(library, family_of)
-
 
 def natural_set(test_fasta, n: int, context: int, seed: int) -> SequenceSet:
     """n records of the test split drawn at random (seed; reservoir sampling, one pass, memory n), in file
@@ -380,36 +353,3 @@ def read_generation(path) -> dict:
         raise PlmscaleError(f"{path}: not a generation.json (no 'sets' list); delete it and measure again")
     return summary
 
-
-def demo_truth_of_study(data_dir, sources: dict | None = None, demo_settings: dict | None = None):
-    """(DemoTruth or None, why not) for a workflow's results/data folder.
-
-    sources: {source name: url} of the config (None: the split's sources, each taken to be the demo corpus of
-    its name when data_dir/demo/<name>.truth.tsv exists); demo_settings: data.demo of the config (None: the
-    settings recorded in data_dir/demo/floor.json). Planted content is measured only when every source is a
-    generated demo corpus: a hit to a record of another source has no known family."""
-    import json
-
-    data_dir = Path(data_dir)
-    if sources is None:
-        stats_path = data_dir / "split" / "stats.json"
-        try:
-            names = json.loads(stats_path.read_text())["sources"]
-        except (FileNotFoundError, KeyError, json.JSONDecodeError):
-            raise PlmscaleError(f"{stats_path} is missing or has no 'sources'; run the split step (or pass "
-                                f"--config to name the sources)") from None
-        sources = {name: f"demo:{name}" if (data_dir / "demo" / f"{name}.truth.tsv").is_file() else "?"
-                   for name in names}
-    not_demo = sorted(name for name, url in sources.items() if not str(url).startswith("demo:"))
-    if not_demo:
-        return None, (f"not a demo corpus (source(s) {', '.join(not_demo)} are not generated): planted motifs and "
-                      f"families are known only for the demo corpus, so those fields are absent")
-    if demo_settings is None:
-        floor_path = data_dir / "demo" / "floor.json"
-        try:
-            demo_settings = json.loads(floor_path.read_text())["settings"]
-        except (FileNotFoundError, KeyError, json.JSONDecodeError):
-            raise PlmscaleError(f"{floor_path} is missing or records no 'settings': the demo library cannot be "
-                                f"rebuilt; rerun the demo_floor rule or pass --config") from None
-    tables = {name: data_dir / "demo" / f"{str(url)[len('demo:'):]}.truth.tsv" for name, url in sources.items()}
-    return load_demo_truth(demo_settings, tables), ""
