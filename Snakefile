@@ -27,6 +27,7 @@ include: "rules/design.smk"
 include: "rules/closed_loop.smk"
 include: "rules/repetition.smk"
 include: "rules/export.smk"
+include: "rules/generation.smk"
 include: "rules/cross_check.smk"
 
 

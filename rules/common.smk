@@ -98,6 +98,7 @@ def all_targets():
     targets += stage_targets_closed_loop()  # rules/closed_loop.smk
     targets += stage_targets_repetition()  # rules/repetition.smk
     targets += stage_targets_export()  # rules/export.smk
+    targets += stage_targets_generation()  # rules/generation.smk
     if config["fit"]["cross_check"]["fit"]:  # rules/cross_check.smk
         targets += expand("results/scaling/cross_check.{ext}", ext=("json", "md", "png"))
     return targets

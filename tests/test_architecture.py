@@ -33,6 +33,7 @@ LAYERS = [
     ("scaling", ["plmscale.scaling"]),
     ("design", ["plmscale.design"]),
     ("export", ["plmscale.export"]),
+    ("evaluate", ["plmscale.evaluate"]),
     ("plots", ["plmscale.plots"]),
     ("cli", ["plmscale.cli"]),
 ]

@@ -21,6 +21,8 @@ COMMANDS = {
     "export": ("plmscale.cli.export", "write a finished run as safetensors + config others can load"),
     "score": ("plmscale.cli.score", "per-sequence log-likelihood (CLM) or pseudo-perplexity (MLM) of a FASTA"),
     "generate": ("plmscale.cli.generate", "sample protein sequences from a CLM run as FASTA"),
+    "generation-metrics": ("plmscale.cli.generation_metrics",
+                           "diversity, novelty and planted content of CLM samples against natural held-out sequences"),
     "cross-check": ("plmscale.cli.cross_check", "two fits side by side (e.g. a cosine and a WSD grid)"),
     "design": ("plmscale.cli.design", "plan an IsoFLOP design before training: simulated interval widths and costs"),
     "curve-law": ("plmscale.cli.curve_law", "fit the loss-curve law per shape; predict other schedules' final loss"),

@@ -18,6 +18,7 @@ from plmscale.plots.calibration import plot_calibration  # noqa: E402
 from plmscale.plots.closed_loop import plot_closed_loop  # noqa: E402
 from plmscale.plots.cross_check import plot_cross_check, write_cross_check  # noqa: E402
 from plmscale.plots.frontier import plot_loss_frontier, plot_training_curves  # noqa: E402
+from plmscale.plots.generation import plot_generation  # noqa: E402
 from plmscale.plots.identity import plot_loss_by_identity  # noqa: E402
 from plmscale.plots.isoflop import plot_isoflop  # noqa: E402
 from plmscale.plots.parametric import plot_parametric  # noqa: E402
@@ -28,4 +29,4 @@ from plmscale.plots.transfer import plot_transfer  # noqa: E402
 __all__ = ["PLOT_NAMES", "PLOTS", "plot_all", "predictions_for_plot", "plot_backtest", "plot_calibration",
            "plot_closed_loop", "plot_cross_check", "write_cross_check", "plot_loss_frontier",
            "plot_training_curves", "plot_loss_by_identity", "plot_isoflop", "plot_optimal_allocation",
-           "plot_parametric", "plot_repetition", "plot_transfer"]
+           "plot_parametric", "plot_repetition", "plot_transfer", "plot_generation"]

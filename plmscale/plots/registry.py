@@ -14,6 +14,7 @@ from plmscale.plots.backtest import plot_backtest
 from plmscale.plots.cost_models import plot_cost_models
 from plmscale.plots.design import plot_design
 from plmscale.plots.frontier import plot_loss_frontier, plot_training_curves
+from plmscale.plots.generation import plot_generation
 from plmscale.plots.identity import plot_loss_by_identity
 from plmscale.plots.isoflop import plot_isoflop
 from plmscale.plots.parametric import plot_parametric
@@ -66,6 +67,8 @@ PLOTS = {
 PLOT_NAMES = list(PLOTS)
 # The adaptive rounds' figure (rules/design.smk draws it from design.json and the runs table, plots/design.py).
 DESIGN_FIGURE = Plot(lambda design, runs, path: plot_design(design, runs, path), "design.rst", "Adaptive rounds")
+# Generation that is measured (rules/generation.smk draws it from generation.json, plots/generation.py).
+GENERATION_FIGURE = Plot(lambda summary, path: plot_generation(summary, path), "generation.rst", "Generation")
 
 
 def plot_all(fit, runs: pd.DataFrame, curves: pd.DataFrame | None, out_dir, predictions=None) -> dict:
