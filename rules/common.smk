@@ -454,3 +454,22 @@ def stage_targets_export():
         targets += [f"results/export/{run_id}.samples.fasta" for run_id in config["export"]["runs"]
                     if TRAINED_SPECS[run_id].objective == "clm"]
     return targets
+
+
+# Generation metrics (rules/generation.smk): CLM runs of the study only.
+GENERATION_RUNS = config["generation"]["runs"]
+_not_clm = [run_id for run_id in GENERATION_RUNS
+            if run_id not in TRAINED_SPECS or TRAINED_SPECS[run_id].objective != "clm"]
+if _not_clm:
+    raise WorkflowError(
+        f"generation.runs names {', '.join(_not_clm)}, not a CLM run of this study (only a causal model generates); "
+        f"`plmscale plan` lists the run ids; fix the list in {CONFIG_SOURCE}")
+# Planted content is measured when every source is a generated demo corpus (its truth tables are inputs).
+GENERATION_TRUTH = ({name: f"results/data/demo/{SOURCE_BY_NAME[name]['url'][len('demo:'):]}.truth.tsv"
+                     for name in SOURCES} if all(demo_corpus_path(name) for name in SOURCES) else {})
+
+
+def stage_targets_generation():
+    if not (GENERATION_RUNS and config["fit"]["use_own_runs"]):
+        return []
+    return ["results/generation/generation.json", "results/generation/generation.png"]
