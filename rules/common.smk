@@ -207,6 +207,11 @@ if _unknown_exports:
     raise WorkflowError(
         f"export.runs names {', '.join(_unknown_exports)}, not a run of this study; `plmscale plan` lists the run "
         f"ids (grid, extra, transfer and repetition runs); fix the list in {CONFIG_SOURCE}")
+_mixed_exports = [run_id for run_id in config["export"]["runs"] if TRAINED_SPECS[run_id].objective == MIXED]
+if _mixed_exports:
+    raise WorkflowError(
+        f"export.runs names the mixed run(s) {', '.join(_mixed_exports)}: export writes a CLM or an MLM model, and a "
+        f"mixed model is both; remove them from export.runs in {CONFIG_SOURCE}")
 EXPORT_ID_PATTERN = _alternatives(config["export"]["runs"])
 
 

@@ -98,6 +98,18 @@ def test_a_mixed_run_reports_both_valid_losses_and_reruns_byte_identically(shard
     assert len(evaluated) > 1 and all(r["valid_loss_clm"] and r["valid_loss_mlm"] for r in evaluated)
 
 
+def test_a_stopped_mixed_run_resumes_to_the_uninterrupted_result(shards, tmp_path):
+    """The schedule is a function of the step, so a resumed run trains the kinds an uninterrupted one does."""
+    whole = run(mixed_spec(checkpoint_every_steps=3), shards, tmp_path / "whole")
+    directory = tmp_path / "resumed"
+    assert train_run(mixed_spec(checkpoint_every_steps=3), *shards, directory / "out", directory / "checkpoints",
+                     threads=1, stop_after_steps=4) is None
+    resumed = run(mixed_spec(checkpoint_every_steps=3), shards, directory)
+    for key in ("final_valid_loss", "valid_loss_by_objective", "mixed", "tokens", "train_loss"):
+        assert resumed[key] == whole[key]
+    assert (directory / "out" / "curve.csv").read_text() == (tmp_path / "whole" / "out" / "curve.csv").read_text()
+
+
 def test_a_single_objective_spec_is_as_it_was():
     """No `mixed` key in a clm run's spec (so its params and checkpoint hash are unchanged)."""
     spec = RunSpec.from_dict(tiny_spec("clm"))
