@@ -13,7 +13,7 @@ def plot_mixed(result: dict, path):
     mixed minus single with its verdict above them. Returns the Figure."""
     comparisons = result["comparisons"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), squeeze=False)
-    labels = [f"{c['model']} ({si_label(c['n_params'])} params)\n"
+    labels = [f"{c['model']} ({si_label(round(c['n_params'], -2))} params)\n"
               + (f"{c['budget']:.3g} FLOPs" if c["budget"] else f"{si_label(c['target_tokens'])} tokens")
               for c in comparisons]
     for ax, objective in zip(axes[0], ("clm", "mlm")):

@@ -123,6 +123,7 @@ class _Runner:
     def __init__(self, spec: RunSpec, train_dir, valid_dir, out_dir, checkpoint_dir, threads, init_weights):
         self.spec, self.s = spec, spec.train
         self.run_id, self.objective, self.seed = spec.run_id, spec.objective, spec.seed
+        self.mixed = spec.mixed  # a mixed run's {"mlm_fraction": f}; None for clm and mlm runs
         self.out_dir, self.checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
         # Threads and packing are how a job runs, not what it computes (packing lays the same examples out
         # differently, same loss): a rerun on another machine resumes.
@@ -183,7 +184,6 @@ class _Runner:
                                                     self.micro, self.packed, self.full_width)
                           for objective in mixed_training.evaluated_objectives(self.objective)}
         self.eval_batches = self.eval_sets.get(self.objective)
-        self.mixed = spec.mixed
         # Final loss per identity-to-train bin when the identity table is there (identity_eval); a mixed run
         # has two losses per bin and reports none (its comparison is on the whole valid split).
         if self.mixed is not None:
