@@ -251,3 +251,18 @@ def test_the_figure_shows_every_seed_and_the_difference(tmp_path):
     assert sorted(tuple(sorted(line.get_ydata())) for line in points) == [(2.20, 2.21), (2.30, 2.32)]
     assert any("+0.105" in text.get_text() for text in clm_axis.texts)
     assert (tmp_path / "mixed.png").exists() and (tmp_path / "mixed.svg").exists()
+
+
+@pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none
+def test_the_workflow_compares_mixed_runs_and_fits_without_them(tmp_path):
+    """`snakemake -n` on the demo with configs/mixed.yaml: compare_mixed reads every run of the overlay; collect
+    (so the fits) none of the mixed ones."""
+    from workflow_helpers import default_config_with, planned_rules, run_snakemake, workflow_copy
+    overlay = yaml.safe_load((REPO / "configs" / "mixed.yaml").read_text())
+    output = run_snakemake(workflow_copy(tmp_path / "wf", default_config_with(overlay)), "--dry-run")
+    assert planned_rules(output)["compare_mixed"] == 1 and planned_rules(output)["train"] == 12
+    inputs = {block.split(":", 1)[0]: block.split("input:", 1)[1].split("\n", 1)[0]
+              for block in output.split("\nrule ")[1:] if "input:" in block}
+    assert inputs["compare_mixed"].count("results/runs/") == 12
+    assert "results/runs/clm_n14k_c5e11_r2/metrics.json" in inputs["collect"]
+    assert "mixed_" not in inputs["collect"]
