@@ -25,7 +25,7 @@ class RunMetrics:
     reader needs (a record written by hand, e.g. in a test, may hold only them); a plmscale run writes all."""
 
     run_id: str
-    objective: str  # "clm" or "mlm"
+    objective: str  # "clm", "mlm" or "mixed"
     model: str  # the ladder label
     shape: dict | None = None
     n_params: int  # non-embedding parameters (N of the scaling laws)
@@ -38,7 +38,7 @@ class RunMetrics:
     flops_with_attention: float | None = None
     flops_chinchilla: float | None = None  # Hoffmann et al.'s count (plmscale.arithmetic)
     budget: float | None  # the IsoFLOP budget this run belongs to; None for explicit and transfer runs
-    final_valid_loss: float | None
+    final_valid_loss: float | None  # a mixed run: the mix-weighted mean of valid_loss_by_objective
     best_valid_loss: float | None = None
     train_loss: float | None = None
     steps: int | None = None
@@ -72,6 +72,8 @@ class RunMetrics:
     unique_tokens: int | None = None
     epochs: float | None = None
     wsd: dict | None = None  # a WSD trunk or branch
+    mixed: dict | None = None  # a mixed run: mlm_fraction, mlm_steps, clm_steps
+    valid_loss_by_objective: dict | None = None  # a mixed run: {"clm": loss, "mlm": loss}
 
     def to_dict(self) -> dict:
         """The JSON object: the version first, then the fields in order; an optional field that is not set

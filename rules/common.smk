@@ -17,9 +17,11 @@ from plmscale.grid import expand_grid
 from plmscale.grid.calibration import calibration_specs
 from plmscale.grid.repetition import repetition_settings, repetition_specs
 from plmscale.grid.resources import snakemake_resources
+from plmscale.grid.spec import MIXED
 from plmscale.grid.wsd import branch_checkpoint_name
 from plmscale.scaling.closed_loop import closed_loop_jobs, plan_closed_loop, run_label
 from plmscale.scaling.fitfile import read_fit
+from plmscale.scaling.mixed import comparison_runs
 from plmscale.scaling.settings import fit_keys
 from plmscale.plots import PLOT_NAMES, PLOTS
 from plmscale.plots.registry import DESIGN_FIGURE
@@ -97,6 +99,7 @@ def all_targets():
     targets += stage_targets_design()  # rules/design.smk
     targets += stage_targets_closed_loop()  # rules/closed_loop.smk
     targets += stage_targets_repetition()  # rules/repetition.smk
+    targets += stage_targets_mixed()  # rules/mixed.smk
     targets += stage_targets_export()  # rules/export.smk
     targets += stage_targets_generation()  # rules/generation.smk
     if config["fit"]["cross_check"]["fit"]:  # rules/cross_check.smk
@@ -205,6 +208,11 @@ if _unknown_exports:
     raise WorkflowError(
         f"export.runs names {', '.join(_unknown_exports)}, not a run of this study; `plmscale plan` lists the run "
         f"ids (grid, extra, transfer and repetition runs); fix the list in {CONFIG_SOURCE}")
+_mixed_exports = [run_id for run_id in config["export"]["runs"] if TRAINED_SPECS[run_id].objective == MIXED]
+if _mixed_exports:
+    raise WorkflowError(
+        f"export.runs names the mixed run(s) {', '.join(_mixed_exports)}: export writes a CLM or an MLM model, and a "
+        f"mixed model is both; remove them from export.runs in {CONFIG_SOURCE}")
 EXPORT_ID_PATTERN = _alternatives(config["export"]["runs"])
 
 
@@ -282,10 +290,11 @@ TRAIN_RESOURCES = {key: _run_resource(key) for key in snakemake_resources(
 # ---- scaling laws -----------------------------------------------------------------------------------
 
 def own_run_files(name):
-    """metrics.json / curve.csv of every grid run (none when fitting released curves only)."""
+    """metrics.json / curve.csv of every grid run the fits take (none when fitting released curves only):
+    not the mixed runs, which rules/mixed.smk compares with the others instead."""
     if not config["fit"]["use_own_runs"]:
         return []
-    return [f"results/runs/{run.run_id}/{name}" for run in RUNS]
+    return [f"results/runs/{run.run_id}/{name}" for run in RUNS if run.objective != MIXED]
 
 
 def study_run_files(name):
@@ -433,6 +442,17 @@ CLOSED_LOOP_THREADS = (config["train"]["threads"] if config["train"]["device"] =
 
 # ---- repetition study (rules/repetition.smk) ---------------------------------------------------------
 REPETITION = checked(repetition_settings, config) if config["fit"]["use_own_runs"] else None
+
+
+def stage_targets_mixed():
+    if not any(run.objective == MIXED for run in RUNS):
+        return []
+    return ["results/scaling/mixed.json", "results/scaling/mixed.png"]
+
+
+def mixed_comparison_files(wildcards):
+    """metrics.json of every mixed run and of the CLM and MLM runs of its size and token target."""
+    return [f"results/runs/{run_id}/metrics.json" for run_id in comparison_runs(RUNS)]
 
 
 def stage_targets_repetition():

@@ -268,7 +268,7 @@ def _minimal_metrics(**changes):
 @pytest.mark.parametrize("changes, message", [
     ({"final_valid_loss": "drop"}, r"metrics lack key\(s\) final_valid_loss"),
     ({"n_params": "many"}, r"n_params is 'many', not integer"),
-    ({"objective": "gpt"}, r"objective is 'gpt', not one of \['clm', 'mlm'\]"),
+    ({"objective": "gpt"}, r"objective is 'gpt', not one of \['clm', 'mlm', 'mixed'\]"),
     ({"final_loss": 2.0}, r"unknown metrics key\(s\) final_loss"),
     ({"metrics_version": 99}, r"metrics_version 99 is not the version this plmscale reads \(1\); rerun"),
 ])

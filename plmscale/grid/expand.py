@@ -1,7 +1,8 @@
 """Config -> the list of training runs of a study: IsoFLOP points, explicit points and CLM->MLM transfers.
 
 A run id names the run for ever (results/runs/{run_id}/), so it is built only from what defines the
-grid point: objective, ladder label, and the budget (`_c1e19`) or token count (`_d2e9`).
+grid point: objective, ladder label, and the budget (`_c1e19`) or token count (`_d2e9`). A mixed run's
+id starts `mixed_` (its objective), unlike the repetition study's full-mixture runs (`mix_clm_...`).
 """
 
 import dataclasses
@@ -13,7 +14,7 @@ from plmscale import recipe as recipes
 from plmscale.grid import shapes
 from plmscale.grid import wsd as wsd_grid
 from plmscale.grid.resources import estimate_resources
-from plmscale.grid.spec import RunSpec, TrainSettings
+from plmscale.grid.spec import MIXED, RunSpec, TrainSettings
 
 
 def format_number(value: float) -> str:
@@ -66,7 +67,8 @@ class GridBuilder:
             budget=budget, init_from=init_from, seed=run_seed(self.config["seed"], run_id) if seed is None else seed,
             lr=resolved["lr"], batch_tokens=resolved["batch_tokens"],
             source_weights={s["name"]: s["weight"] for s in self.config["data"]["sources"]},
-            train=TrainSettings.from_mapping({**train, **resolved}), recipe=self.recipe_record, wsd=wsd)
+            train=TrainSettings.from_mapping({**train, **resolved}), recipe=self.recipe_record, wsd=wsd,
+            mixed={"mlm_fraction": float(train["mixed"]["mlm_fraction"])} if objective == MIXED else None)
         trained = spec if trained_tokens is None else dataclasses.replace(spec, tokens=int(trained_tokens))
         spec.resources = estimate_resources(trained, train, where=self.where)
         # The resolved strategy only: how many GPUs a node has is the launcher's business, not the run's.
@@ -182,7 +184,13 @@ def expand_grid(config: dict, source: str | None = None, *, trunks: bool = False
         if config["train"]["isoflop"]["replicates"] > 1:
             raise PlmscaleError(f"{builder.where}: train.isoflop.replicates > 1 needs schedule cosine (a WSD "
                                 f"family shares one trunk, so its branches would not be independent replicates)")
+        if MIXED in config["train"]["objectives"]:
+            raise PlmscaleError(f"{builder.where}: train.objectives names mixed, which needs schedule cosine (a "
+                                f"mixed run has its own cosine schedule); set train.isoflop.schedule cosine")
         isoflop, trunk_specs = builder.wsd_families(isoflop)
+    if config["train"]["isoflop"]["adaptive"]["enabled"] and MIXED in config["train"]["objectives"]:
+        raise PlmscaleError(f"{builder.where}: train.isoflop.adaptive refits clm and mlm only, so train.objectives "
+                            f"cannot name mixed with it; list mixed runs under train.runs instead")
     specs = isoflop + list(builder.explicit())
     planned = {}
     for spec in specs:

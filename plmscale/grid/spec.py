@@ -15,6 +15,11 @@ from plmscale.config import read_json_object, schema_defaults
 from plmscale.errors import PlmscaleError
 from plmscale import recipe as recipes
 
+# What a run trains on. A mixed run trains one model on CLM and MLM batches (spec.mixed holds its
+# mlm_fraction; plmscale.train.mixed its step schedule) and is evaluated on both objectives.
+OBJECTIVES = ("clm", "mlm", "mixed")
+MIXED = "mixed"
+
 
 @dataclasses.dataclass
 class TrainSettings:
@@ -90,10 +95,26 @@ class RunSpec:
     subset: dict | None = None
     # A warmup-stable-decay grid's trunk or branch (plmscale.grid.wsd); None for a run with its own schedule.
     wsd: dict | None = None
+    # A mixed run's objective mix: {"mlm_fraction": share of its steps on MLM batches}; None for clm and mlm.
+    # Written only when set, so other runs' specs (and params) are unchanged.
+    mixed: dict | None = None
 
     def __post_init__(self):
-        if self.objective not in ("clm", "mlm"):
-            raise PlmscaleError(f"run spec of {self.run_id}: objective {self.objective!r} is not clm or mlm")
+        if self.objective not in OBJECTIVES:
+            raise PlmscaleError(f"run spec of {self.run_id}: objective {self.objective!r} is not one of "
+                                f"{', '.join(OBJECTIVES)}")
+        if (self.objective == MIXED) != (self.mixed is not None):
+            raise PlmscaleError(f"run spec of {self.run_id}: a mixed run needs its mix ({{'mlm_fraction': ...}}, "
+                                f"from the config's train.mixed) and only a mixed run has one; objective "
+                                f"{self.objective!r}, mixed {self.mixed!r}")
+        if self.mixed is not None:
+            fraction = self.mixed.get("mlm_fraction")
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+                raise PlmscaleError(f"run spec of {self.run_id}: mixed.mlm_fraction is {fraction!r}; it must be "
+                                    f"a number strictly between 0 and 1 (train.mixed.mlm_fraction)")
+            if self.wsd is not None:
+                raise PlmscaleError(f"run spec of {self.run_id}: a mixed run has its own cosine schedule; "
+                                    f"train.isoflop.schedule wsd does not take objective mixed")
 
     # ---- derived from the shape (plmscale.arithmetic), never stored ----------------------------------------
     @property
@@ -132,6 +153,8 @@ class RunSpec:
         data = {key: getattr(self, key) for key in self._CORE + self._DERIVED}
         if self.subset is not None:
             data["subset"] = dict(self.subset)
+        if self.mixed is not None:
+            data["mixed"] = dict(self.mixed)
         if data["wsd"] is None:  # left out, so that a cosine run's params (and its checkpoint hash) stay as they were
             del data["wsd"]
         data.update(dataclasses.asdict(self.train))
@@ -156,7 +179,7 @@ class RunSpec:
         missing = [key for key in ("run_id", "objective", "shape", "tokens") if key not in data]
         if missing:
             raise PlmscaleError(f"{where} lacks {', '.join(missing)}; write it with the grid (RunSpec.to_dict)")
-        unknown = sorted(set(data) - set(cls._CORE) - set(cls._DERIVED) - set(SETTING_KEYS) - {"subset"})
+        unknown = sorted(set(data) - set(cls._CORE) - set(cls._DERIVED) - set(SETTING_KEYS) - {"subset", "mixed"})
         if unknown:
             raise PlmscaleError(f"{where}: unknown keys {unknown}; a run spec holds {sorted(cls._CORE)} and "
                                 f"config.train's settings {sorted(SETTING_KEYS)}")
@@ -175,7 +198,7 @@ class RunSpec:
             train=TrainSettings.from_mapping({**data, **resolved}),
             recipe=data.get("recipe") or recipes.record(recipe), resources=data.get("resources") or {},
             subset=data.get("subset"),
-            wsd=data.get("wsd"))
+            wsd=data.get("wsd"), mixed=data.get("mixed"))
 
 
 def read_spec(path) -> RunSpec:

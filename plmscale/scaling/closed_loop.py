@@ -31,6 +31,7 @@ from pathlib import Path
 
 
 from plmscale.errors import PlmscaleError
+from plmscale.grid.spec import MIXED
 from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit
 from plmscale.scaling.results import write_json
 from plmscale.scaling.selected_law import differs_from_parametric, selected_law
@@ -75,7 +76,8 @@ def closed_loop_jobs(config: dict) -> list[tuple[str, float, int | None]]:
     if not config["train"]["isoflop"]["budgets"]:
         raise PlmscaleError("config: fit.closed_loop.multiples scale the top IsoFLOP budget, but "
                             "train.isoflop.budgets is empty; add budgets or set fit.closed_loop.multiples: []")
-    objectives = settings["objectives"] or config["train"]["objectives"]
+    # Mixed runs are compared with single-objective ones (scaling/mixed.py), not fitted: no loop to close.
+    objectives = settings["objectives"] or [o for o in config["train"]["objectives"] if o != MIXED]
     unknown = sorted(set(objectives) - set(config["train"]["objectives"]))
     if unknown:
         raise PlmscaleError(f"config: fit.closed_loop.objectives {unknown} are not trained "

@@ -20,6 +20,7 @@ from plmscale import run_metrics
 from plmscale.config import read_json_object
 from plmscale.errors import PlmscaleError
 from plmscale.arithmetic import FLOPS_DEFINITIONS, ModelShape
+from plmscale.grid.spec import MIXED
 from plmscale.scaling.table import (COST_COLUMNS, CURVE_COLUMNS, IDENTITY_COLUMN_PREFIXES, RUN_COLUMNS, TIMING_COLUMNS,
                                     identity_bins, identity_columns, with_pairs, with_roles)
 
@@ -152,9 +153,12 @@ def collect_runs(metrics_paths, curve_paths=(), train_tokens=None):
     train_tokens: the train split's tokens (train_split_tokens), for each run's epochs."""
     metrics_paths = [Path(p) for p in metrics_paths]
     curve_by_dir = {Path(p).parent: Path(p) for p in curve_paths}
-    rows, curves = [], []
+    rows, curves, mixed = [], [], []
     for path in sorted(metrics_paths):
         metrics = read_metrics(path)
+        if metrics["objective"] == MIXED:  # no point of a CLM or an MLM law: plmscale.scaling.mixed compares it
+            mixed.append(metrics["run_id"])
+            continue
         rows.append(run_row(metrics, train_tokens))
         curve_path = curve_by_dir.get(path.parent)
         if curve_path is not None:
@@ -169,6 +173,9 @@ def collect_runs(metrics_paths, curve_paths=(), train_tokens=None):
     curves_df = (pd.concat(curves, ignore_index=True) if curves
                  else pd.DataFrame(columns=[*CURVE_COLUMNS, "kind", "design"]))
     curves_df = with_roles(curves_df, "own curves")
+    if mixed:
+        log.info("left out %d mixed run(s) (%s): the scaling fits take clm and mlm runs; mixed runs are compared "
+                 "with them in results/scaling/mixed.json", len(mixed), ", ".join(mixed))
     log.info("collected %d own runs (%d with curves)", len(runs), len(curves))
     return runs, curves_df
 

@@ -13,6 +13,11 @@ count is fixed before training, from the configured D and the sampler's exact ex
 so the schedule spans the run's own budget; metrics report the tokens actually processed (within a few
 percent of D) and FLOPs computed from them.
 
+A mixed run (objective mixed, plmscale.train.mixed) trains one model on CLM and MLM steps by a fixed
+schedule, causal attention on CLM batches and bidirectional on MLM ones; tokens and FLOPs are counted as for
+any run. It is validated on both objectives (valid_loss_by_objective; curve.csv's valid_loss_clm and
+valid_loss_mlm); its valid_loss is their mix-weighted mean.
+
 Weight decay applies to the block matrices only: not to norm weights (a scale, not a feature detector)
 and not to the tied 33-token embedding (decay would shrink rarely sampled tokens' rows toward zero).
 """
@@ -42,6 +47,7 @@ from plmscale.train import adamw
 from plmscale.train import checkpoint as ckpt
 from plmscale.train import distributed as distr
 from plmscale.train import identity_eval
+from plmscale.train import mixed as mixed_training
 from plmscale.train.packing import empty_batch, micro_batches, resolve_packing
 from plmscale.train.sampler import EVAL_STREAM, TRAIN_STREAM, SequenceSampler, framed_lengths, make_example
 from plmscale.train.scalars import ScalarLog
@@ -117,6 +123,7 @@ class _Runner:
     def __init__(self, spec: RunSpec, train_dir, valid_dir, out_dir, checkpoint_dir, threads, init_weights):
         self.spec, self.s = spec, spec.train
         self.run_id, self.objective, self.seed = spec.run_id, spec.objective, spec.seed
+        self.mixed = spec.mixed  # a mixed run's {"mlm_fraction": f}; None for clm and mlm runs
         self.out_dir, self.checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
         # Threads and packing are how a job runs, not what it computes (packing lays the same examples out
         # differently, same loss): a rerun on another machine resumes.
@@ -132,6 +139,7 @@ class _Runner:
         self._setup_optimizer()
         self.step, self.tokens, self.curve = 0, 0, []
         self.best_valid, self.last_valid, self.last_train = math.inf, None, None
+        self.last_valid_by_objective = None  # a mixed run's last {objective: valid loss}
         self.wall_before, self.train_seconds = 0.0, 0.0
         self.trunk_wall_seconds = 0.0  # a WSD branch: the part of wall_seconds its trunk spent
         if resume is not None:
@@ -170,10 +178,17 @@ class _Runner:
                                         where=str(valid_dir), crop_framing=s.crop_framing)
         # Padded rows all seq_len wide when compiled: one shape, so one compiled graph (packing.micro_batches).
         self.full_width = self.compiled and not self.packed
-        self.eval_batches = build_eval_set(valid_sampler, self.objective, self.seed, s.eval_tokens, s.mask_prob,
-                                           self.micro, self.packed, self.full_width)
-        # Final loss per identity-to-train bin when the identity table is there (identity_eval).
-        self.identity_sets = identity_eval.bin_eval_sets(
+        # One fixed validation set per objective evaluated (both for a mixed run), built as a single-objective
+        # run of this seed builds its own.
+        self.eval_sets = {objective: build_eval_set(valid_sampler, objective, self.seed, s.eval_tokens, s.mask_prob,
+                                                    self.micro, self.packed, self.full_width)
+                          for objective in mixed_training.evaluated_objectives(self.objective)}
+        self.eval_batches = self.eval_sets.get(self.objective)
+        # Final loss per identity-to-train bin when the identity table is there (identity_eval); a mixed run
+        # has two losses per bin and reports none (its comparison is on the whole valid split).
+        if self.mixed is not None:
+            log.info("%s: a mixed run reports no loss per identity bin", self.run_id)
+        self.identity_sets = None if self.mixed is not None else identity_eval.bin_eval_sets(
             valid_sampler.reader, valid_dir,
             lambda reader, where: SequenceSampler(reader, self.seq_len, spec.source_weights, s.by_cluster, where=where,
                                                   crop_framing=s.crop_framing),
@@ -287,6 +302,7 @@ class _Runner:
         self.last_train = state["last_train"]
         self.wall_before, self.train_seconds = float(state["wall_seconds"]), float(state["train_seconds"])
         self.trunk_wall_seconds = float(state.get("trunk_wall_seconds", 0.0))
+        self.last_valid_by_objective = state.get("last_valid_by_objective")
         log.info("resumed %s at step %d/%d (%d tokens)", self.run_id, self.step, self.total_steps, self.tokens)
 
     def _checkpoint(self, started, paths=None):
@@ -300,6 +316,8 @@ class _Runner:
                      "last_train": self.last_train, "wall_seconds": self.wall_before + time.time() - started,
                      "train_seconds": self.train_seconds, "world_size": self.ctx.world,
                      "trunk_wall_seconds": self.trunk_wall_seconds}
+            if self.mixed is not None:
+                state["last_valid_by_objective"] = self.last_valid_by_objective
             for path in paths or [self.checkpoint_dir / ckpt.LAST]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 ckpt.save(state, path)
@@ -309,22 +327,31 @@ class _Runner:
     def _autocast(self):
         return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
+    def step_objective(self, step) -> str:
+        """The objective optimizer step `step` trains: the run's own, or a mixed run's scheduled kind."""
+        if self.mixed is None:
+            return self.objective
+        return mixed_training.step_objective(step, self.mixed["mlm_fraction"])
+
     def _micro_batches(self, step):
         """This rank's slice of the global batch of `step`, as micro-batches (accum of them when padded; as
         many as the packed rows need when packed)."""
         s = self.s
         per_rank = self.accum * self.micro
         first = self.ctx.rank * per_rank
-        examples = [make_example(self.sampler, self.objective, self.seed, TRAIN_STREAM, step, first + i,
+        objective = self.step_objective(step)
+        examples = [make_example(self.sampler, objective, self.seed, TRAIN_STREAM, step, first + i,
                                  s.mask_prob) for i in range(per_rank)]
         return micro_batches(examples, self.micro, self.seq_len, self.packed, self.full_width)
 
-    def _forward(self, batch):
-        """(logits, summed loss) of one micro-batch already on the device."""
+    def _forward(self, batch, objective):
+        """(logits, summed loss) of one micro-batch already on the device, as `objective` (clm: causal
+        attention; mlm: bidirectional)."""
         with self._autocast():
-            return self.model(batch.tokens, causal=self.objective == "clm", **batch.model_kwargs())
+            return self.model(batch.tokens, causal=objective == "clm", **batch.model_kwargs())
 
     def _train_step(self):
+        objective = self.step_objective(self.step)
         batches = self._micro_batches(self.step)
         device = self.ctx.device
         # Packed ranks may need different numbers of micro-batches; every rank runs the most (topped up with
@@ -345,7 +372,7 @@ class _Runner:
         scale = self.ctx.world / max(n_labels, 1.0)
         for i, batch in enumerate(batches):
             with distr.sync_gradients(self.model, enabled=i == len(batches) - 1):
-                _, loss = self._forward(batch.to(device, non_blocking=True))
+                _, loss = self._forward(batch.to(device, non_blocking=True), objective)
                 (loss * scale).backward()
             loss_sum += loss.detach().double().cpu()
         loss_total = distr.all_reduce_sum(loss_sum.reshape(1), self.ctx).item()
@@ -368,16 +395,19 @@ class _Runner:
         return train_loss, lr
 
     @torch.no_grad()
-    def evaluate(self, batches=None) -> float:
+    def evaluate(self, batches=None, objective=None) -> float:
+        """Mean validation loss per label over `batches` (default: the run's own validation set), run as
+        `objective` (default: the run's; a mixed run names one)."""
         self.model.eval()
         totals = torch.zeros(2, dtype=torch.float64)
         batches = self.eval_batches if batches is None else batches
+        objective = objective or self.objective
         # FSDP needs every rank in every forward; pad the shards with a repeat whose sum is dropped.
         n_rounds = math.ceil(len(batches) / self.ctx.world)
         for r in range(n_rounds):
             index = r * self.ctx.world + self.ctx.rank
             batch = batches[min(index, len(batches) - 1)].to(self.ctx.device)
-            _, loss = self._forward(batch)
+            _, loss = self._forward(batch, objective)
             if index < len(batches):
                 totals += torch.tensor([float(loss), float(batch.n_labels)], dtype=torch.float64)
         totals = distr.all_reduce_sum(totals, self.ctx).cpu()
@@ -414,14 +444,19 @@ class _Runner:
                     f"micro_batch_size (gradient accumulation keeps the batch), or use distributed.strategy "
                     f"fsdp / more GPUs; seq_len changes the study") from error
             self.train_seconds += time.time() - step_started
-            valid = None
+            valid = by_objective = None
             if self.step % every_eval == 0 or self.step == self.total_steps or self.step in self.save_at:
-                valid = self.evaluate()
+                valid, by_objective = self._validate()
                 self.last_valid, self.best_valid = valid, min(self.best_valid, valid)
-                log.info("step %d/%d tokens %d train %.4f valid %.4f lr %.3g", self.step, self.total_steps,
-                         self.tokens, train_loss, valid, lr)
+                log.info("step %d/%d tokens %d train %.4f valid %.4f lr %.3g%s", self.step, self.total_steps,
+                         self.tokens, train_loss, valid, lr,
+                         "" if by_objective is None else f" (clm {by_objective['clm']:.4f}, mlm {by_objective['mlm']:.4f})")
             self._report(scalars, pace, train_loss, valid, lr)
-            self.curve.append([self.step, self.tokens, self.tokens * self.fpt_budget, train_loss, valid, lr])
+            row = [self.step, self.tokens, self.tokens * self.fpt_budget, train_loss, valid, lr]
+            if self.mixed is not None:  # the objective this step trained, and both validation losses
+                row += [self.step_objective(self.step - 1), *(None if by_objective is None else by_objective[o]
+                                                              for o in mixed_training.SINGLE_OBJECTIVES)]
+            self.curve.append(row)
             if self.step in self.save_at:  # a WSD trunk at a branch's decay start
                 self._checkpoint(started, [self._private_branch_state(b) for b in self.save_at[self.step]])
             if self.step % every_ckpt == 0 and self.step < self.total_steps:
@@ -429,6 +464,14 @@ class _Runner:
             if stop_after_steps is not None and self.step >= stop_after_steps and self.step < self.total_steps:
                 return None  # as if killed right here (tests)
         return self._finish(started)
+
+    def _validate(self):
+        """(validation loss, None), or for a mixed run (mix-weighted loss, {objective: loss})."""
+        if self.mixed is None:
+            return self.evaluate(), None
+        losses = {objective: self.evaluate(batches, objective) for objective, batches in self.eval_sets.items()}
+        self.last_valid_by_objective = losses
+        return mixed_training.mixed_loss(losses, self.mixed["mlm_fraction"]), losses
 
     def _report(self, scalars, pace, train_loss, valid, lr) -> None:
         """A progress line every PROGRESS_EVERY_SECONDS between evaluations (steps, loss, tokens/s), and the
@@ -467,6 +510,10 @@ class _Runner:
                                "decay_start_step": self.decay_start, "decay_fraction": self.spec.wsd["decay_fraction"],
                                "trunk_wall_seconds": self.trunk_wall_seconds,
                                "own_wall_seconds": wall - self.trunk_wall_seconds}
+        if self.mixed is not None:
+            n_mlm = mixed_training.mlm_steps(self.step, self.mixed["mlm_fraction"])
+            optional["mixed"] = {**self.mixed, "mlm_steps": n_mlm, "clm_steps": self.step - n_mlm}
+            optional["valid_loss_by_objective"] = self.last_valid_by_objective
         return RunMetrics(
             run_id=self.run_id, objective=self.objective, model=self.spec.model,
             shape=self.shape.to_dict(), n_params=self.n_params, n_params_with_embeddings=self.n_params_all,
@@ -504,10 +551,15 @@ class _Runner:
         curve_path = self.out_dir / "curve.csv"
         with naming_the_file(curve_path, "training curve"), write_text(curve_path) as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["step", "tokens", "flops", "train_loss", "valid_loss", "lr"])
-            for step, tokens, flops, train, valid, lr in self.curve:
+            header = ["step", "tokens", "flops", "train_loss", "valid_loss", "lr"]
+            # A mixed run: the objective each step trained (its train_loss is that objective's) and the
+            # validation loss on each objective.
+            writer.writerow(header + (["step_objective", "valid_loss_clm", "valid_loss_mlm"] if self.mixed else []))
+            for step, tokens, flops, train, valid, lr, *mixed_columns in self.curve:
                 writer.writerow([step, tokens, repr(float(flops)), repr(train),
-                                 "" if valid is None else repr(valid), repr(lr)])
+                                 "" if valid is None else repr(valid), repr(lr)]
+                                + ["" if value is None else value if isinstance(value, str) else repr(value)
+                                   for value in mixed_columns])
         provenance_path = self.out_dir / "provenance.json"
         with naming_the_file(provenance_path, "run provenance"), write_text(provenance_path) as handle:
             json.dump(provenance({"run_id": self.run_id, "config_hash": self.hash, "seed": self.seed,
