@@ -26,6 +26,7 @@ include: "rules/scaling.smk"
 include: "rules/design.smk"
 include: "rules/closed_loop.smk"
 include: "rules/repetition.smk"
+include: "rules/transfer.smk"
 include: "rules/export.smk"
 include: "rules/cross_check.smk"
 
