@@ -109,6 +109,10 @@ def test_best_share_at_the_edge_is_not_identified():
     for entry in fits["by_model"].values():
         assert entry["best_share"] == 0.0 and not entry["identified"]
         assert "outside the swept shares" in entry["reasons"][0] or "do not curve up" in entry["reasons"][0]
+    two_shares = synthetic_sweep()
+    two_shares = two_shares[two_shares["share"].isin([0, 0.6])]
+    entry = transfer.best_share_fits(two_shares, n_boot=100)["by_model"]["n7000"]
+    assert not entry["identified"] and entry["reasons"][0] == "2 share(s): a parabola needs at least 3"
 
 
 # ---- effectively transferred tokens --------------------------------------------------------------------

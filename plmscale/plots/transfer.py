@@ -65,9 +65,9 @@ def plot_transfer_sweep(summary: dict, path):
     for n in sizes:
         model, color = models[n], color_of[n]
         mine = runs[runs["n_params"] == n].sort_values("share")
-        left.plot(mine["share"], mine["loss"], "o", color=color, label=f"{model} (N={si_label(n)})")
+        left.plot(mine["share"], mine["loss"], "o", color=color, label=f"{model} (N={si_label(float(f'{n:.2g}'))})")
         entry = by_model.get(model)
-        if entry:
+        if entry and len(entry["values"]) >= 3:  # a parabola needs three shares
             c0, c1, c2 = entry["parabola"]
             left.plot(grid, c0 + c1 * grid + c2 * grid ** 2, "-", color=color, lw=1, alpha=0.8)
             if entry["interval"]:

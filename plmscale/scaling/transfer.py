@@ -244,7 +244,9 @@ def _best_share_entry(shares, values, fit, residuals, n_boot, rng) -> dict:
         entry["interval"] = interval(best_draws)
         entry["draws_inside"] = float(np.mean(inside_draws))
     reasons = []
-    if coefficients[2] <= 0:
+    if len(means) < SHARE_PARABOLA_COEFFICIENTS:
+        reasons.append(f"{len(means)} share(s): a parabola needs at least {SHARE_PARABOLA_COEFFICIENTS}")
+    elif coefficients[2] <= 0:
         reasons.append("the losses do not curve up in the share (no minimum inside)")
     elif not inside[0]:
         reasons.append(f"the parabola's vertex {-coefficients[1] / (2 * coefficients[2]):.3g} lies outside the "
