@@ -160,6 +160,10 @@ def test_summary_and_figure_from_a_synthetic_sweep(tmp_path):
     curves = pd.concat([scratch_curve(run.run_id, run.tokens) for run in table[table["share"] == 0].itertuples()])
     summary = transfer.transfer_sweep_summary(table, curves, n_boot=100)
     assert summary["shares"] == [0.0, 0.1, 0.2, 0.4, 0.6] and summary["models"] == ["n7000", "n14000", "n25000"]
+    # every transfer run of the synthetic sweep ends above its scratch curve's end or below it: all are accounted for
+    law = summary["transfer_law"]
+    measured = table[table["share"] > 0]
+    assert law["left_out_beyond_curve"] + law["left_out_not_positive"] + law.get("n_points", 0) == len(measured)
     assert {run["run_id"] for run in summary["runs"]} == set(table["run_id"])
     fig = plot_transfer_sweep(summary, tmp_path / "transfer_sweep.png")
     left, right = fig.axes

@@ -325,6 +325,23 @@ def fit_transfer_law(pretrain_tokens, n_params, transferred, n_boot: int = 1000,
     return law
 
 
+def _law_left_out(measured) -> dict:
+    """What the law's points leave out, and what that means for reading it."""
+    if not len(measured):
+        return {"left_out_beyond_curve": 0, "left_out_not_positive": 0, "caveats": []}
+    beyond = int(measured["transferred_lower_bound"].notna().sum())
+    not_positive = int((pd.to_numeric(measured["transferred_tokens"], errors="coerce") <= 0).sum())
+    caveats = []
+    if not_positive:
+        caveats.append(f"{not_positive} of {len(measured)} transfer runs transferred no tokens (D_T <= 0: worse than "
+                       f"from scratch at their own MLM tokens) and have no logarithm: the law describes only the "
+                       f"runs where transfer helped")
+    if beyond:
+        caveats.append(f"{beyond} of {len(measured)} transfer runs ended below the from-scratch curve: their D_T is "
+                       f"a lower bound, left out")
+    return {"left_out_beyond_curve": beyond, "left_out_not_positive": not_positive, "caveats": caveats}
+
+
 def transfer_sweep_summary(table, curves, n_boot: int = 1000, seed: int = 0) -> dict:
     """transfer.json's content from the sweep's table and its MLM runs' curves (run_id, tokens, loss)."""
     ett = transferred_tokens(table, curves)
@@ -341,8 +358,7 @@ def transfer_sweep_summary(table, curves, n_boot: int = 1000, seed: int = 0) -> 
     law = fit_transfer_law(measured["pretrain_tokens"], measured["n_params"],
                            pd.to_numeric(measured["transferred_tokens"], errors="coerce"), n_boot, seed) if len(measured) else \
         {"error": "no transfer runs (shares above 0) in the sweep"}
-    beyond = int(measured["transferred_lower_bound"].notna().sum()) if len(measured) else 0
-    law["beyond_curve"] = beyond
+    law.update(_law_left_out(measured))
     return {"total_flops": float(table["total_flops"].iloc[0]), "shares": sorted(float(s) for s in table["share"].unique()),
             "models": list(dict.fromkeys(table["model"])),
             "method": {"best_share": "parabola in the CLM share through each size's final MLM losses; 95% interval "
