@@ -160,13 +160,22 @@ def test_summary_and_figure_from_a_synthetic_sweep(tmp_path):
     curves = pd.concat([scratch_curve(run.run_id, run.tokens) for run in table[table["share"] == 0].itertuples()])
     summary = transfer.transfer_sweep_summary(table, curves, n_boot=100)
     assert summary["shares"] == [0.0, 0.1, 0.2, 0.4, 0.6] and summary["models"] == ["n7000", "n14000", "n25000"]
-    # every transfer run of the synthetic sweep ends above its scratch curve's end or below it: all are accounted for
+    # every transfer run is counted once: a point of the law, or left out with its reason
     law = summary["transfer_law"]
     measured = table[table["share"] > 0]
     assert law["left_out_beyond_curve"] + law["left_out_not_positive"] + law.get("n_points", 0) == len(measured)
+    assert law["identified"] == (not law["caveats"] and "error" not in law)
     assert {run["run_id"] for run in summary["runs"]} == set(table["run_id"])
     fig = plot_transfer_sweep(summary, tmp_path / "transfer_sweep.png")
     left, right = fig.axes
     assert len([line for line in left.lines if line.get_marker() == "o"]) == 3  # one set of points per size
     assert right.get_xlabel() == "CLM pre-training tokens D_pre"
     assert (tmp_path / "transfer_sweep.png").exists()
+
+
+def test_a_best_share_whose_interval_reaches_the_edge_is_not_identified():
+    """A vertex just inside the range with noise that moves it to the edge in many refits: not a located optimum."""
+    fits = transfer.best_share_fits(synthetic_sweep(vertex=0.03, curvature=0.3, noise=0.01, seed=1), n_boot=300)
+    entry = fits["by_model"]["n7000"]
+    assert 0 < entry["best_share"] < 0.6 and entry["interval"][0] == 0.0 and not entry["identified"]
+    assert "reaches the edge" in " ".join(entry["reasons"])

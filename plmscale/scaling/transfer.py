@@ -253,6 +253,10 @@ def _best_share_entry(shares, values, fit, residuals, n_boot, rng) -> dict:
                        f"swept shares ({low:g}, {high:g}): the best share is at the edge")
     if not len(residuals):
         reasons.append("no spare degrees of freedom for an interval (a parabola needs more than 3 runs)")
+    elif entry["interval"] and not reasons and (entry["interval"][0] <= low or entry["interval"][1] >= high):
+        reasons.append(f"the interval {entry['interval'][0]:.2g}-{entry['interval'][1]:.2g} reaches the edge of the "
+                       f"swept shares ({low:g}, {high:g}): refits put the best share at the edge too; add "
+                       f"replicates or shares")
     entry["identified"] = not reasons
     entry["reasons"] = reasons
     return entry
@@ -328,10 +332,10 @@ def fit_transfer_law(pretrain_tokens, n_params, transferred, n_boot: int = 1000,
 def _law_left_out(measured) -> dict:
     """What the law's points leave out, and what that means for reading it."""
     if not len(measured):
-        return {"left_out_beyond_curve": 0, "left_out_not_positive": 0, "caveats": []}
+        return {"left_out_beyond_curve": 0, "left_out_not_positive": 0, "caveats": [], "identified": False}
     beyond = int(measured["transferred_lower_bound"].notna().sum())
     not_positive = int((pd.to_numeric(measured["transferred_tokens"], errors="coerce") <= 0).sum())
-    caveats = []
+    caveats = []  # each one leaves the law's points a biased subset of the sweep: it is then not identified
     if not_positive:
         caveats.append(f"{not_positive} of {len(measured)} transfer runs transferred no tokens (D_T <= 0: worse than "
                        f"from scratch at their own MLM tokens) and have no logarithm: the law describes only the "
@@ -339,7 +343,8 @@ def _law_left_out(measured) -> dict:
     if beyond:
         caveats.append(f"{beyond} of {len(measured)} transfer runs ended below the from-scratch curve: their D_T is "
                        f"a lower bound, left out")
-    return {"left_out_beyond_curve": beyond, "left_out_not_positive": not_positive, "caveats": caveats}
+    return {"left_out_beyond_curve": beyond, "left_out_not_positive": not_positive, "caveats": caveats,
+            "identified": not caveats}
 
 
 def transfer_sweep_summary(table, curves, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -359,6 +364,7 @@ def transfer_sweep_summary(table, curves, n_boot: int = 1000, seed: int = 0) -> 
                            pd.to_numeric(measured["transferred_tokens"], errors="coerce"), n_boot, seed) if len(measured) else \
         {"error": "no transfer runs (shares above 0) in the sweep"}
     law.update(_law_left_out(measured))
+    law["identified"] = law["identified"] and "error" not in law
     return {"total_flops": float(table["total_flops"].iloc[0]), "shares": sorted(float(s) for s in table["share"].unique()),
             "models": list(dict.fromkeys(table["model"])),
             "method": {"best_share": "parabola in the CLM share through each size's final MLM losses; 95% interval "
