@@ -170,6 +170,8 @@ def test_summary_and_figure_from_a_synthetic_sweep(tmp_path):
     left, right = fig.axes
     assert len([line for line in left.lines if line.get_marker() == "o"]) == 3  # one set of points per size
     assert right.get_xlabel() == "CLM pre-training tokens D_pre"
+    # the law is drawn only where identified
+    assert right.get_title().startswith("D_T = ") == bool(summary["transfer_law"]["identified"])
     assert (tmp_path / "transfer_sweep.png").exists()
 
 

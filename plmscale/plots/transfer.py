@@ -52,7 +52,8 @@ def plot_transfer_sweep(summary: dict, path):
     """The transfer sweep (plmscale.scaling.transfer.transfer_sweep_summary): left, final MLM loss against the
     share of the budget spent on CLM first, one colour per size, with each size's parabola and its best share
     (a band: the 95% interval); right, effectively transferred tokens against CLM pre-training tokens (open
-    triangles: lower bounds, the transfer run beyond the from-scratch curve), with the fitted law per size."""
+    triangles: lower bounds, the transfer run beyond the from-scratch curve), with the fitted law per size where it
+    is identified (else the reason)."""
     runs = pd.DataFrame(summary["runs"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     sizes = sorted(runs["n_params"].unique()) if len(runs) else []
@@ -70,7 +71,7 @@ def plot_transfer_sweep(summary: dict, path):
         if entry and len(entry["values"]) >= 3:  # a parabola needs three shares
             c0, c1, c2 = entry["parabola"]
             left.plot(grid, c0 + c1 * grid + c2 * grid ** 2, "-", color=color, lw=1, alpha=0.8)
-            if entry["interval"]:
+            if entry["interval"] and entry["identified"]:  # an unidentified best share draws no interval
                 left.axvspan(*entry["interval"], color=color, alpha=0.12)
             left.axvline(entry["best_share"], color=color, ls="--" if entry["identified"] else ":", lw=1)
     left.set_xlabel("share of the budget spent on CLM pre-training")
@@ -78,7 +79,8 @@ def plot_transfer_sweep(summary: dict, path):
     pooled = summary["best_share"].get("pooled")
     title = f"Loss at {summary['total_flops']:.3g} FLOPs per size"
     if pooled and pooled["interval"]:
-        title += f"; pooled best share {pooled['best_share']:.2f} [{pooled['interval'][0]:.2f}, {pooled['interval'][1]:.2f}]"
+        title += (f"; pooled best share {pooled['best_share']:.2f} [{pooled['interval'][0]:.2f}, "
+                  f"{pooled['interval'][1]:.2f}]" + ("" if pooled["identified"] else ", not identified"))
     left.set_title(title, fontsize=10)
     left.grid(True, alpha=0.3)
     if sizes:
@@ -94,7 +96,7 @@ def plot_transfer_sweep(summary: dict, path):
                    label=f"{models[n]}")
         right.plot(bound["pretrain_tokens"], bound["transferred_lower_bound"], "^", mfc="none", color=color_of[n],
                    label=f"{models[n]}: lower bound (beyond the scratch curve)" if len(bound) else None)
-        if "error" not in law and len(mine):
+        if law.get("identified") and len(mine):  # an unidentified law draws nothing
             d_pre = np.geomspace(mine["pretrain_tokens"].min(), mine["pretrain_tokens"].max(), 50)
             size_term = n ** law["beta"] if law["beta"] is not None else 1.0
             right.plot(d_pre, law["k"] * d_pre ** law["alpha"] * size_term, "-", color=color_of[n], lw=1)
@@ -105,9 +107,10 @@ def plot_transfer_sweep(summary: dict, path):
     format_axis(right.yaxis, "tokens")
     right.set_xlabel("CLM pre-training tokens D_pre")
     right.set_ylabel("effectively transferred tokens D_T")
-    if "error" in law:
-        right.set_title("D_T law not fitted", fontsize=10)
-        right.text(0.5, 0.05, wrapped(law["error"], 60), ha="center", va="bottom", fontsize=7, transform=right.transAxes)
+    if not law.get("identified"):
+        right.set_title("D_T law not fitted" if "error" in law else "D_T law not identified", fontsize=10)
+        why = law.get("error") or "; ".join(law.get("caveats", []))
+        right.text(0.5, 0.05, wrapped(why, 70), ha="center", va="bottom", fontsize=7, transform=right.transAxes)
     else:
         beta = "" if law["beta"] is None else f" N^{law['beta']:.2f}"
         right.set_title(f"D_T = {law['k']:.3g} D_pre^{law['alpha']:.2f}{beta}", fontsize=10)
