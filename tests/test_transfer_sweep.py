@@ -12,7 +12,7 @@ from plmscale.grid import shapes
 from plmscale.grid.transfer_sweep import transfer_sweep_plan, transfer_sweep_specs
 from plmscale.plots.transfer import plot_transfer_sweep
 from plmscale.scaling import transfer
-from workflow_helpers import default_config_with
+from workflow_helpers import SNAKEMAKE, default_config_with, planned_rules, planned_run_ids, run_snakemake, workflow_copy
 
 SWEEP = {"models": ["n7k", "n14k"], "total_flops": 5.0e11, "clm_shares": [0, 0.1, 0.2, 0.4, 0.6]}
 
@@ -181,3 +181,20 @@ def test_a_best_share_whose_interval_reaches_the_edge_is_not_identified():
     entry = fits["by_model"]["n7000"]
     assert 0 < entry["best_share"] < 0.6 and entry["interval"][0] == 0.0 and not entry["identified"]
     assert "reaches the edge" in " ".join(entry["reasons"])
+
+
+# ---- the workflow --------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none
+@pytest.mark.skipif(not SNAKEMAKE.exists(), reason="needs snakemake next to the Python running pytest")
+def test_dry_run_plans_the_sweep_outside_the_scaling_fits(tmp_path):
+    workdir = workflow_copy(tmp_path / "wf", default_config_with({"train": {"transfer_sweep": SWEEP}}))
+    output = run_snakemake(workdir, "--dry-run", "--forceall")
+    assert planned_rules(output)["transfer_sweep"] == 1
+    sweep = {spec.run_id for spec in transfer_sweep_specs(sweep_config())}
+    assert sweep <= planned_run_ids(output)
+    # an MLM run of a share waits for its CLM run; the scaling fits never read the sweep's runs
+    job = output.split("wildcards: run_id=xfer_mlm_n14k_c5e11_s0.2\n", 1)[0].rsplit("rule train:", 1)[1]
+    assert "results/runs/xfer_clm_n14k_c5e11_s0.2/metrics.json" in job
+    collect = output.split("rule collect:", 1)[1].split("\n\n", 1)[0]
+    assert "xfer_" not in collect
