@@ -18,6 +18,7 @@ from plmscale.grid.calibration import calibration_specs
 from plmscale.grid.repetition import repetition_settings, repetition_specs
 from plmscale.grid.resources import snakemake_resources
 from plmscale.grid.spec import MIXED
+from plmscale.grid.transfer_sweep import transfer_sweep_plan, transfer_sweep_specs
 from plmscale.grid.wsd import branch_checkpoint_name
 from plmscale.scaling.closed_loop import closed_loop_jobs, plan_closed_loop, run_label
 from plmscale.scaling.fitfile import read_fit
@@ -100,6 +101,7 @@ def all_targets():
     targets += stage_targets_closed_loop()  # rules/closed_loop.smk
     targets += stage_targets_repetition()  # rules/repetition.smk
     targets += stage_targets_mixed()  # rules/mixed.smk
+    targets += stage_targets_transfer_sweep()  # rules/transfer.smk
     targets += stage_targets_export()  # rules/export.smk
     targets += stage_targets_generation()  # rules/generation.smk
     if config["fit"]["cross_check"]["fit"]:  # rules/cross_check.smk
@@ -167,9 +169,12 @@ def source_setting(key, default=""):
 CALIBRATION_SPECS = {spec.run_id: spec for spec in checked(calibration_specs, config, source=CONFIG_SOURCE)}
 # The repetition study's runs (train.repetition): trained by the train rule, fitted by rules/repetition.smk.
 REPETITION_SPECS = {spec.run_id: spec for spec in checked(repetition_specs, config, source=CONFIG_SOURCE)}
-# Every run that train makes (the study's grid, and the lr sweep's and repetition study's runs, which are
-# not part of the fits).
-TRAINED_SPECS = {**RUN_SPECS, **CALIBRATION_SPECS, **REPETITION_SPECS}
+# The transfer sweep's runs (train.transfer_sweep, ids xfer_...): trained by the train rule, analysed by
+# rules/transfer.smk.
+TRANSFER_SWEEP_SPECS = {spec.run_id: spec for spec in checked(transfer_sweep_specs, config, source=CONFIG_SOURCE)}
+# Every run that train makes (the study's grid, and the lr sweep's, repetition study's and transfer sweep's
+# runs, which are not part of the fits).
+TRAINED_SPECS = {**RUN_SPECS, **CALIBRATION_SPECS, **REPETITION_SPECS, **TRANSFER_SWEEP_SPECS}
 
 
 def _alternatives(names):
@@ -493,3 +498,18 @@ def stage_targets_generation():
     if not (GENERATION_RUNS and config["fit"]["use_own_runs"]):
         return []
     return ["results/generation/generation.json", "results/generation/generation.png"]
+
+
+# ---- transfer sweep (rules/transfer.smk) ---------------------------------------------------------------
+TRANSFER_SWEEP_PLAN = checked(transfer_sweep_plan, config, source=CONFIG_SOURCE) if config["fit"]["use_own_runs"] else []
+
+
+def stage_targets_transfer_sweep():
+    if not TRANSFER_SWEEP_PLAN:
+        return []
+    return ["results/scaling/transfer.json", "results/scaling/transfer_sweep.png"]
+
+
+def transfer_sweep_run_files(name):
+    """metrics.json / curve.csv of every run of the transfer sweep (CLM sources included: their tokens)."""
+    return [f"results/runs/{run_id}/{name}" for run_id in TRANSFER_SWEEP_SPECS]

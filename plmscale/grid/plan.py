@@ -6,6 +6,7 @@ from pathlib import Path
 from plmscale import recipe as recipes
 from plmscale.grid.expand import expand_grid
 from plmscale.grid.repetition import repetition_specs
+from plmscale.grid.transfer_sweep import transfer_sweep_specs
 from plmscale.grid.wsd import describe_cost
 
 
@@ -84,9 +85,10 @@ def format_table(specs, split_tokens: int | None = None) -> str:
 
 
 def planned_specs(config: dict, source=None) -> list:
-    """Every run the config trains: the grid (with WSD trunks) and the repetition study's runs, which are
-    trained too though not part of the fits."""
-    return expand_grid(config, source=source, trunks=True) + repetition_specs(config, source=source)
+    """Every run the config trains: the grid (with WSD trunks), and the repetition study's and transfer sweep's
+    runs, which are trained too though not part of the fits."""
+    return (expand_grid(config, source=source, trunks=True) + repetition_specs(config, source=source)
+            + transfer_sweep_specs(config, source=source))
 
 
 def describe_plan(config: dict, specs, source=None, results="results") -> str:
