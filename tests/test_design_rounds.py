@@ -327,3 +327,15 @@ def test_a_gpu_study_s_round_counts_the_gpu_hours_its_jobs_request():
     trained = [run_id for run_id in runs["run_id"] if run_id in grid]
     assert trained and record["gpu_hours_spent_before"] == pytest.approx(
         sum(gpu_hours(grid[run_id].resources) for run_id in trained))
+
+
+def test_a_study_cut_short_by_max_rounds_says_whether_its_final_fit_meets_the_stop_rule():
+    config = demo_config(max_rounds=1)
+    runs = study(BEYOND, BEYOND_SIZES)
+    record = plan_round(config, runs, fitted(runs), [], 1, source="config.yaml")
+    assert record["runs_added"] and record["stop"] is None  # round 1 adds runs; no round 2 may judge them
+    good = identified_study()
+    met = design_record(config, [record], fitted(good))["stop"]
+    assert met.startswith("max_rounds: 1 round(s) made") and "is final and meets the stop rule" in met
+    missed = design_record(config, [record], fitted(runs))["stop"]
+    assert "does not meet the stop rule" in missed and "clm: " in missed

@@ -12,7 +12,7 @@ import re
 
 import pandas as pd
 
-from plmscale.design.rounds import AdaptiveSettings, fit_summary, isoflop_flops_spent, next_round
+from plmscale.design.rounds import AdaptiveSettings, fit_summary, isoflop_flops_spent, next_round, objective_done
 from plmscale.errors import PlmscaleError
 from plmscale.grid.expand import GridBuilder, expand_grid, format_number
 from plmscale.grid.spec import RunSpec
@@ -152,9 +152,15 @@ def design_record(config: dict, rounds, final_fit: dict) -> dict:
     added = sum(r["flops"] for r in rounds)
     last = rounds[-1] if rounds else None
     stop = last.get("stop") if last else None
+    final = fit_summary(final_fit, objectives)
     if last is not None and stop is None:
-        stop = (f"max_rounds: {config['train']['isoflop']['adaptive']['max_rounds']} round(s) made "
-                "(train.isoflop.adaptive.max_rounds); the fit after the last round is final")
+        adaptive = config["train"]["isoflop"]["adaptive"]
+        met = all(objective_done(final[o], adaptive["target_a_width"], adaptive["min_budget_span"]) for o in final)
+        widths = "; ".join(f"{o}: {'no interval' if final[o]['a_width'] is None else format(final[o]['a_width'], '.3f')}"
+                           for o in sorted(final))
+        stop = (f"max_rounds: {adaptive['max_rounds']} round(s) made (train.isoflop.adaptive.max_rounds); the fit "
+                f"after the last round's runs is final and " + ("meets" if met else "does not meet") +
+                f" the stop rule (identified, a's interval at most {adaptive['target_a_width']:g} wide: {widths})")
     return {
         "version": DESIGN_VERSION,
         "settings": dict(config["train"]["isoflop"]["adaptive"]),
@@ -167,5 +173,5 @@ def design_record(config: dict, rounds, final_fit: dict) -> dict:
                     "runs_added": [{k: v for k, v in run.items() if k != "spec"} for run in record["runs_added"]],
                     "fit_before": record["fit"]}
                    for record in rounds],
-        "final_fit": fit_summary(final_fit, objectives),
+        "final_fit": final,
     }

@@ -112,8 +112,7 @@ def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_
     limits = _limits(settings, spent, spent_gpu_hours)
     if settings.study_gpu_hours is not None:
         record.update(gpu_hours=0.0, gpu_hours_spent_before=float(spent_gpu_hours))
-    done = {o: s["identified"] and s["a_width"] is not None and s["a_width"] <= settings.target_a_width
-            and (s["budget_span"] or 0) >= settings.min_budget_span / SPAN_TOLERANCE for o, s in summary.items()}
+    done = {o: objective_done(s, settings.target_a_width, settings.min_budget_span) for o, s in summary.items()}
     if all(done.values()):
         record["stop"] = (f"identified: every fitted objective's IsoFLOP fit is identified with a's 95% interval at "
                           f"most {settings.target_a_width:g} wide (" + "; ".join(
@@ -301,6 +300,13 @@ def _vertex_variances(measured):
         gradient = np.array([0.0, -1 / (2 * coef[2]), coef[1] / (2 * coef[2] ** 2)])
         out[budget] = float(pooled * gradient @ np.linalg.pinv(X.T @ X) @ gradient)
     return out
+
+
+def objective_done(summary: dict, target_a_width: float, min_budget_span: float = 1.0) -> bool:
+    """One objective's entry of fit_summary meets the stop rule: identified, a's interval at most
+    target_a_width wide, over bracketed budgets spanning at least min_budget_span."""
+    return bool(summary["identified"] and summary["a_width"] is not None and summary["a_width"] <= target_a_width
+                and (summary["budget_span"] or 0) >= min_budget_span / SPAN_TOLERANCE)
 
 
 def _span(budgets):
