@@ -267,7 +267,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/plmscale-datascale"))
     parser.add_argument("--mem-mb", type=int, default=1000,
-                        help="memory of the dedup and split jobs (data.engine.mem_mb; DuckDB gets 60%%)")
+                        help="memory of the dedup and split jobs (data.engine.mem_mb; DuckDB gets 60%% beyond 300 MB)")
     parser.add_argument("--threads", type=int, default=2, help="threads of MMseqs2 and of the DuckDB steps")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (to compare outputs)")
     parser.add_argument("--mmseqs-mem-mb", type=int, default=8000, help="mem_mb of the cluster step (MMseqs2 gets 80%%)")
