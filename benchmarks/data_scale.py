@@ -25,6 +25,7 @@ time (every step but MMseqs2's commands) with easy-linclust's, both measured in 
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -124,7 +125,9 @@ def run_step(args) -> dict:
         tokenize_split(spec["fasta"], spec["out_dir"], spec["split"], list(SOURCES), 100_000_000)
     else:
         raise SystemExit(f"unknown step {kind}")
-    return {"wall_s": time.monotonic() - started, "peak_rss_mb": peak_rss_mb(), **extra}
+    usage = resource.getrusage(resource.RUSAGE_SELF)   # every thread of this job (DuckDB's, gzip's)
+    return {"wall_s": time.monotonic() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": peak_rss_mb(), **extra}
 
 
 def _cluster_with_mmseqs_measured(spec) -> dict:
@@ -133,7 +136,7 @@ def _cluster_with_mmseqs_measured(spec) -> dict:
     from plmscale.data.mmseqs import cluster_sequences
     measures = Path(spec["work"]) / "mmseqs_time.txt"
     wrapper = Path(spec["work"]) / "mmseqs_timed"
-    wrapper.write_text(f"#!/bin/sh\nexec /usr/bin/time -a -o {measures} -f '%M %e' {shutil.which('mmseqs')} "
+    wrapper.write_text(f"#!/bin/sh\nexec /usr/bin/time -a -o {measures} -f '%M %e %U %S' {shutil.which('mmseqs')} "
                        '"$@"\n')
     wrapper.chmod(0o755)
     tmp_root = Path(spec["work"]) / "mmseqs_tmp"
@@ -156,8 +159,9 @@ def _cluster_with_mmseqs_measured(spec) -> dict:
         sampler.join()
     runs = [line.split() for line in measures.read_text().splitlines() if line.strip()]
     # One line per mmseqs call: the version query and easy-linclust (whose own sub-steps it waits for).
-    return {"mmseqs_wall_s": sum(float(wall) for _, wall in runs),
-            "mmseqs_peak_rss_mb": max(int(rss) for rss, _ in runs) / 1024,
+    return {"mmseqs_wall_s": sum(float(wall) for _, wall, _, _ in runs),
+            "mmseqs_cpu_s": sum(float(user) + float(system) for _, _, user, system in runs),
+            "mmseqs_peak_rss_mb": max(int(rss) for rss, _, _, _ in runs) / 1024,
             "mmseqs_peak_disk_gb": peak_disk[0] / 1e9}
 
 
@@ -188,13 +192,14 @@ def measure(n: int, workdir: Path, mem_mb: int, threads: int, mmseqs_mem_mb: int
     started = time.monotonic()
     raw = generate(work, n)
     rows = {"generate (not a workflow step)": {"jobs": 1, "wall_s": time.monotonic() - started,
-                                                "peak_rss_mb": float("nan")}}
+                                                "cpu_s": float("nan"), "peak_rss_mb": float("nan")}}
 
     def record(name, results):
         rows[name] = {"jobs": len(results), "wall_s": sum(r["wall_s"] for r in results),
+                      "cpu_s": sum(r["cpu_s"] for r in results),
                       "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
         print(f"  n={n:>11,} {name:<34} {len(results):>4} jobs {rows[name]['wall_s']:8.1f} s "
-              f"{rows[name]['peak_rss_mb']:8.1f} MB", flush=True)
+              f"{rows[name]['cpu_s']:8.1f} CPU-s {rows[name]['peak_rss_mb']:8.1f} MB", flush=True)
         return results
 
     clean = {source: str(work / f"{source}.clean.fasta.gz") for source in SOURCES}
@@ -209,9 +214,11 @@ def measure(n: int, workdir: Path, mem_mb: int, threads: int, mmseqs_mem_mb: int
     (cluster,) = record("cluster (plmscale, incl. MMseqs2)", [spawn(
         {"kind": "cluster", "fasta": unique, "clusters": clusters, "sizes": str(work / "sizes.tsv"),
          "stats": str(work / "cluster.json"), "work": str(work), "threads": threads, "mem_mb": mmseqs_mem_mb})])
+    # The job's own CPU time leaves out MMseqs2's (a child process): it is the wrapper's.
     rows["cluster (plmscale, without MMseqs2)"] = {"jobs": 1, "wall_s": cluster["wall_s"] - cluster["mmseqs_wall_s"],
-                                                   "peak_rss_mb": cluster["peak_rss_mb"]}
+                                                   "cpu_s": cluster["cpu_s"], "peak_rss_mb": cluster["peak_rss_mb"]}
     rows["MMseqs2 easy-linclust (baseline)"] = {"jobs": 1, "wall_s": cluster["mmseqs_wall_s"],
+                                                "cpu_s": cluster["mmseqs_cpu_s"],
                                                 "peak_rss_mb": cluster["mmseqs_peak_rss_mb"],
                                                 "peak_disk_gb": cluster["mmseqs_peak_disk_gb"]}
     del rows["cluster (plmscale, incl. MMseqs2)"]
@@ -228,12 +235,14 @@ def measure(n: int, workdir: Path, mem_mb: int, threads: int, mmseqs_mem_mb: int
     rows["_corpus"] = {"n_raw": n, "n_unique": stats["dedup.json"]["n_unique"],
                        "n_clusters": stats["cluster.json"]["n_clusters"],
                        "residues_unique": stats["dedup.json"]["n_residues_unique"]}
-    own = sum(row["wall_s"] for name, row in rows.items()
-              if not name.startswith(("_", "generate", "MMseqs2")))
-    linclust = rows["MMseqs2 easy-linclust (baseline)"]["wall_s"]
-    rows["_own"] = {"own_s": own, "linclust_s": linclust, "ratio": own / linclust}
-    print(f"  n={n:>11,} plmscale's own time {own:.1f} s = {own / linclust:.2f} x easy-linclust ({linclust:.1f} s)",
-          flush=True)
+    ours = [row for name, row in rows.items() if not name.startswith(("_", "generate", "MMseqs2"))]
+    own, own_cpu = sum(row["wall_s"] for row in ours), sum(row["cpu_s"] for row in ours)
+    baseline = rows["MMseqs2 easy-linclust (baseline)"]
+    rows["_own"] = {"own_s": own, "linclust_s": baseline["wall_s"], "ratio": own / baseline["wall_s"],
+                    "own_cpu_s": own_cpu, "linclust_cpu_s": baseline["cpu_s"], "cpu_ratio": own_cpu / baseline["cpu_s"]}
+    print(f"  n={n:>11,} plmscale's own time {own:.1f} s = {own / baseline['wall_s']:.2f} x easy-linclust "
+          f"({baseline['wall_s']:.1f} s); CPU {own_cpu:.1f} s = {own_cpu / baseline['cpu_s']:.2f} x "
+          f"({baseline['cpu_s']:.1f} s)", flush=True)
     if not keep:
         shutil.rmtree(work)
     return rows
@@ -243,13 +252,16 @@ def table(results: dict) -> str:
     sizes = list(results)
     steps = [name for name in results[sizes[0]] if not name.startswith("_")]
     head = "| step | " + " | ".join(f"wall s, N={n:,}" for n in sizes) + " | " + \
+        " | ".join(f"CPU s, N={n:,}" for n in sizes) + " | " + \
         " | ".join(f"peak RSS MB, N={n:,}" for n in sizes) + " | RSS ratio |"
-    lines = [head, "|" + "---|" * (2 + 2 * len(sizes))]
+    lines = [head, "|" + "---|" * (2 + 3 * len(sizes))]
     for step in steps:
         walls = [results[n][step]["wall_s"] for n in sizes]
         rss = [results[n][step]["peak_rss_mb"] for n in sizes]
         ratio = rss[-1] / rss[0] if rss[0] == rss[0] and rss[0] else float("nan")
+        cpus = [results[n][step].get("cpu_s", float("nan")) for n in sizes]
         lines.append(f"| {step} | " + " | ".join(f"{w:.1f}" for w in walls) + " | " +
+                     " | ".join("-" if c != c else f"{c:.1f}" for c in cpus) + " | " +
                      " | ".join("-" if r != r else f"{r:.0f}" for r in rss) + " | " +
                      ("-" if ratio != ratio else f"{ratio:.2f}") + " |")
     for n in sizes:
@@ -258,7 +270,9 @@ def table(results: dict) -> str:
         own = results[n]["_own"]
         lines.append(f"\nN={n:,}: {corpus['n_unique']:,} unique, {corpus['residues_unique']:,} residues, "
                      f"{corpus['n_clusters']:,} clusters; MMseqs2 peak disk {disk:.2f} GB; plmscale's own time "
-                     f"{own['own_s']:.1f} s = {own['ratio']:.2f} x easy-linclust ({own['linclust_s']:.1f} s)")
+                     f"{own['own_s']:.1f} s = {own['ratio']:.2f} x easy-linclust ({own['linclust_s']:.1f} s), CPU "
+                     f"{own.get('own_cpu_s', float('nan')):.1f} s = {own.get('cpu_ratio', float('nan')):.2f} x "
+                     f"({own.get('linclust_cpu_s', float('nan')):.1f} s)")
     return "\n".join(lines)
 
 

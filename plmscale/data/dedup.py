@@ -5,10 +5,11 @@ Ids become `{source}|{id}`: two sources may use the same id for different protei
 
 One job, in memory bounded by its budget: DuckDB (plmscale.data.engine; memory_limit from the job's
 memory, spilling to a scratch folder, on the rule's threads) reads the clean FASTAs, numbers each record by
-its place in the corpus (source index, record index) and groups them by sequence (the sequence itself, not
-a hash of it): each group's first copy, the sources holding it and its copies. Python then writes the kept
-records in corpus order, one record per call as the gzip writer has always been fed, so unique.fasta.gz and
-provenance.tsv.gz are the same bytes as before. An id repeated within a source with another sequence is an
+its place in the corpus (source index, record index) and groups them by sequence (by its 128-bit md5, as the
+hand-written version grouped by a 16-byte digest): each group's first copy, the sources holding it and its
+copies. Python then streams the clean FASTAs again and writes the first copies in corpus order, one record
+per call as the gzip writer has always been fed, so unique.fasta.gz and provenance.tsv.gz are the same bytes
+as before. An id repeated within a source with another sequence is an
 error.
 """
 
@@ -19,7 +20,7 @@ import shutil
 from plmscale.data import engine
 from plmscale.data.atomic import scratch_dir, write_gzip_text, write_json
 from plmscale.data.gzio import open_read
-from plmscale.data.linefasta import RecordWriter
+from plmscale.data.linefasta import RecordWriter, read_records, record_id
 from plmscale.errors import PlmscaleError
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ RECORD_BITS = 40
 
 
 def _load_source(con, index: int, source: str, path) -> None:
-    """Append one clean FASTA's records to table records(key, id, seq); check its two-line layout."""
+    """Append one clean FASTA's records to table records(key, id, digest); check its two-line layout. The
+    sequences themselves stay in the file: the write pass reads them again."""
     con.execute(f"CREATE OR REPLACE TABLE lines AS SELECT line FROM {engine.read_lines(path)}")
     bad = con.execute("SELECT rowid FROM lines WHERE starts_with(line, '>') != (rowid % 2 = 0) "
                       "ORDER BY rowid LIMIT 1").fetchone()
@@ -42,48 +44,84 @@ def _load_source(con, index: int, source: str, path) -> None:
             "one-line-per-sequence FASTA the clean step writes); rerun the clean step or delete this file so "
             "Snakemake regenerates it")
     prefix = engine.quote(f"{source}{SEPARATOR}")
+    # Header and sequence lines narrowed first (an id; a 16-byte digest), then paired by record index.
     con.execute(f"""INSERT INTO records
-        SELECT ({index}::BIGINT << {RECORD_BITS}) + h.rowid // 2,
-               {prefix} || {engine.fasta_id('h.line')},
-               s.line
-        FROM (SELECT rowid, line FROM lines WHERE rowid % 2 = 0) h
-        JOIN (SELECT rowid, line FROM lines WHERE rowid % 2 = 1) s ON s.rowid = h.rowid + 1""")
+        SELECT ({index}::BIGINT << {RECORD_BITS}) + h.idx, h.id, s.digest
+        FROM (SELECT rowid // 2 AS idx, {prefix} || {engine.fasta_id('line')} AS id FROM lines
+              WHERE rowid % 2 = 0) h
+        JOIN (SELECT rowid // 2 AS idx, md5_number(line) AS digest FROM lines WHERE rowid % 2 = 1) s
+        USING (idx)""")
     con.execute("DROP TABLE lines")
 
 
 def _group(con, clean_fastas: dict) -> dict:
-    """Table kept(key, id, seq, mask, copies): the first copy of each sequence; returns per-source counts."""
+    """Table firsts(key, mask, copies): the first copy of each sequence, the sources holding it (bits in
+    config order) and its copies; returns the per-source counts."""
     sources = list(clean_fastas)
     if len(sources) > 62:
         raise PlmscaleError(f"data.sources lists {len(sources)} sources; dedup handles at most 62")
-    con.execute("CREATE TABLE records (key BIGINT, id VARCHAR, seq VARCHAR)")
+    # Copies meet by a 128-bit hash of their sequence (the hand-written version used a 16-byte digest too):
+    # a fixed-width key groups several times faster than the sequence itself and spills far less.
+    con.execute("CREATE TABLE records (key BIGINT, id VARCHAR, digest UHUGEINT)")
     for index, (source, path) in enumerate(clean_fastas.items()):
         _load_source(con, index, source, path)
-    con.execute("CREATE TABLE kept AS SELECT min(key) AS key, arg_min(id, key) AS id, seq, "
-                f"bit_or(1::BIGINT << (key >> {RECORD_BITS})) AS mask, count(*) AS copies "
-                "FROM records GROUP BY seq")
+    con.execute(f"CREATE TABLE by_source AS SELECT digest, key >> {RECORD_BITS} AS source, min(key) AS first, "
+                "count(*) AS copies FROM records GROUP BY ALL")
+    con.execute("CREATE TABLE firsts AS SELECT min(first) AS key, bit_or(1::BIGINT << source) AS mask, "
+                "sum(copies)::BIGINT AS copies FROM by_source GROUP BY digest")
     per_source = {source: dict.fromkeys(_COUNTS, 0) for source in sources}
     # Within a source, every copy after the source's first one is a within-source duplicate.
     for index, seen, distinct in con.execute(
-            f"SELECT key >> {RECORD_BITS}, count(*), count(DISTINCT seq) FROM records GROUP BY 1").fetchall():
+            "SELECT source, sum(copies)::BIGINT, count(*) FROM by_source GROUP BY source").fetchall():
         counts = per_source[sources[index]]
         counts["seen"], counts["duplicates_within_source"] = seen, seen - distinct
-    for index, kept in con.execute(f"SELECT key >> {RECORD_BITS}, count(*) FROM kept GROUP BY 1").fetchall():
+    for index, kept in con.execute(f"SELECT key >> {RECORD_BITS}, count(*) FROM firsts GROUP BY 1").fetchall():
         per_source[sources[index]]["kept"] = kept
     for counts in per_source.values():
         counts["duplicates"] = counts["seen"] - counts["kept"]
-    con.execute("DROP TABLE records")
+    con.execute("DROP TABLE by_source")
     return per_source
 
 
 def _check_unique_ids(con, clean_fastas: dict) -> None:
     """Kept ids must be unique: the same id twice in a source with different sequences is an error."""
-    repeated = con.execute("SELECT id FROM kept GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 1").fetchone()
+    repeated = con.execute("SELECT id FROM records SEMI JOIN firsts USING (key) GROUP BY id HAVING count(*) > 1 "
+                           "ORDER BY id LIMIT 1").fetchone()
     if repeated:
         source, seq_id = repeated[0].split(SEPARATOR, 1)
         path = clean_fastas.get(source, source)
         raise PlmscaleError(f"{path}: id {seq_id!r} occurs twice with different sequences; ids must be "
                             "unique within a source — rerun the clean step, or fix the source file")
+
+
+def _write_firsts(clean_fastas: dict, firsts, writer, provenance) -> None:
+    """Stream the clean FASTAs in corpus order and write each first copy (firsts: batches of key, mask and
+    copies in key order, i.e. corpus order) to the unique FASTA and the provenance table."""
+    sources = list(clean_fastas)
+    holders_of = {}   # source mask -> "a,b": few distinct masks
+    pending = iter(())
+    wanted = -1
+    for index, (source, path) in enumerate(clean_fastas.items()):
+        base = index << RECORD_BITS
+        for number, (header, sequence) in enumerate(read_records(path)):
+            if wanted < 0:
+                row = next(pending, None)
+                if row is None:
+                    batch = next(firsts, None)
+                    if batch is None:
+                        return
+                    pending = zip(batch["key"].tolist(), batch["mask"].tolist(), batch["copies"].tolist())
+                    row = next(pending)
+                wanted, mask, copies = row
+            if base + number != wanted:
+                continue
+            unique_id = f"{source}{SEPARATOR}{record_id(header)}"
+            writer.write(unique_id, sequence)
+            holders = holders_of.get(mask)
+            if holders is None:
+                holders = holders_of[mask] = ",".join(s for i, s in enumerate(sources) if mask & (1 << i))
+            provenance.write(f"{unique_id}\t{holders}\t{copies}\n")
+            wanted = -1
 
 
 def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats, *, threads=1, mem_mb=None) -> dict:
@@ -100,19 +138,12 @@ def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats, *, threads=1
                     f"dropped as invalid or outside the length limits — see results/data/clean/<source>.stats.json "
                     f"for why, then fix data.sources or data.clean in the config")
             _check_unique_ids(con, clean_fastas)
-            n_shared = engine.scalar(con, "SELECT count(*) FROM kept WHERE bit_count(mask) > 1")
-            holders_of = {}   # source mask -> "a,b": few distinct masks
+            n_shared = engine.scalar(con, "SELECT count(*) FROM firsts WHERE bit_count(mask) > 1")
+            con.execute("DROP TABLE records")
+            firsts = engine.fetch_numpy_batches(con, "SELECT key, mask, copies FROM firsts ORDER BY key")
             with RecordWriter(out_fasta) as writer, write_gzip_text(out_provenance) as provenance:
                 provenance.write("unique_id\tsources\tn_copies\n")
-                for batch in engine.fetch_numpy_batches(con, "SELECT id, seq, mask, copies FROM kept ORDER BY key"):
-                    for unique_id, sequence, mask, copies in zip(batch["id"].tolist(), batch["seq"].tolist(),
-                                                                 batch["mask"].tolist(), batch["copies"].tolist()):
-                        writer.write(unique_id, sequence)
-                        holders = holders_of.get(mask)
-                        if holders is None:
-                            holders = holders_of[mask] = ",".join(
-                                s for i, s in enumerate(sources) if mask & (1 << i))
-                        provenance.write(f"{unique_id}\t{holders}\t{copies}\n")
+                _write_firsts(clean_fastas, firsts, writer, provenance)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -187,7 +187,8 @@ def _load_members(con, pairs_path, ids_path, n_records, fasta) -> None:
     coverage.add("repeated", con, "SELECT id, num FROM ids JOIN (SELECT member FROM pairs GROUP BY member "
                                   "HAVING count(*) > 1) r ON ids.num = r.member")
     coverage.raise_if_any()
-    con.execute("CREATE TABLE members AS SELECT pairs.rep, ids.num, ids.id FROM pairs JOIN ids ON pairs.member = ids.num")
+    con.execute("CREATE TABLE members AS SELECT pairs.rep, ids.num, ids.id "
+                "FROM pairs JOIN ids ON pairs.member = ids.num")
     con.execute("DROP TABLE pairs")
     con.execute("DROP TABLE ids")
 

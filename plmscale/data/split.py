@@ -89,8 +89,9 @@ def _assign(con, unique_fasta, clusters_tsv, provenance_tsv, sources, valid_frac
     con.execute(f"CREATE TABLE headers AS SELECT {engine.fasta_id('line')} AS id "
                 f"FROM {engine.read_lines(unique_fasta)} WHERE starts_with(line, '>')")
     con.execute("CREATE TABLE records AS SELECT rowid AS idx, id FROM headers")
-    con.execute(f"CREATE TABLE provenance AS SELECT unique_id, split_part(sources, ',', 1) AS source FROM "
-                f"{engine.read_tsv(provenance_tsv, {'unique_id': 'VARCHAR', 'sources': 'VARCHAR', 'n_copies': 'BIGINT'}, header=True)}")
+    columns = {"unique_id": "VARCHAR", "sources": "VARCHAR", "n_copies": "BIGINT"}
+    con.execute(f"CREATE TABLE provenance AS SELECT unique_id, split_part(sources, ',', 1) AS source "
+                f"FROM {engine.read_tsv(provenance_tsv, columns, header=True)}")
     if sources is None:
         sources = [name for (name,) in con.execute("SELECT DISTINCT source FROM provenance ORDER BY source").fetchall()]
     con.execute("CREATE TABLE source_names (name VARCHAR, source_index BIGINT)")
