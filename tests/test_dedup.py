@@ -151,6 +151,17 @@ def test_same_bytes_as_before_at_any_threads_and_memory(tmp_path, corpus_with_du
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name], "scratch folders must be removed"
 
 
+def test_gzip_is_recognised_by_content_not_by_name(tmp_path, two_sources):
+    """Plain text named .gz and gzip named .fa, as every plmscale reader accepts them."""
+    plain = tmp_path / "plain.fa.gz"
+    plain.write_bytes(gzip.decompress(two_sources["ref"].read_bytes()))
+    zipped = tmp_path / "zipped.fa"
+    zipped.write_bytes(two_sources["meta"].read_bytes())
+    out = tmp_path / "out"
+    stats = dedup({"ref": plain, "meta": zipped}, out / "u.fa.gz", out / "p.tsv.gz", out / "s.json")
+    assert stats["n_seen"] == 8 and stats["n_unique"] == 4
+
+
 def test_repeated_id_far_apart_is_found(tmp_path):
     bad = _fasta(tmp_path / "bad.fa.gz", [(f"x{i}", "MKV" + "A" * i) for i in range(20)] + [("x3", "GGGWWW")])
     with pytest.raises(PlmscaleError, match=r"bad.fa.gz: id 'x3' occurs twice"):

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from plmscale.data.atomic import atomic_path
+from plmscale.data.gzio import is_gzip
 from plmscale.errors import PlmscaleError
 
 # DuckDB's own floor: below this, even small sorts fail instead of spilling.
@@ -62,11 +63,12 @@ def quote(path) -> str:
 
 
 def read_tsv(path, columns: dict, *, header=False, delimiter="\\t") -> str:
-    """SQL for a tab-separated file (gzip or plain) read as is: no quoting, no type guessing.
-    columns: {name: SQL type}."""
+    """SQL for a tab-separated file read as is: no quoting, no type guessing. columns: {name: SQL type}.
+    Gzip is recognised by its content, as plmscale's own readers do, not by the file name."""
     spec = ", ".join(f"{quote(name)}: {quote(kind)}" for name, kind in columns.items())
+    compression = "gzip" if is_gzip(path) else "none"
     return (f"read_csv({quote(path)}, columns={{{spec}}}, delim='{delimiter}', header={str(header).lower()}, "
-            "quote='', escape='', auto_detect=false, new_line='\\n')")
+            f"quote='', escape='', auto_detect=false, new_line='\\n', compression='{compression}')")
 
 
 def read_lines(path) -> str:
