@@ -65,16 +65,16 @@ _PEAK_RSS_CHILD = textwrap.dedent("""
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak RSS from /proc")
-def test_peak_memory_does_not_grow_with_the_corpus(tmp_path):
-    """Peak RSS of dedup and split in a fresh process with DuckDB's smallest memory (256 MB jobs), on a
-    corpus and on one 10x larger. The in-memory passes they replaced held ~250 bytes per sequence (dedup
-    more, split less): +90 MB between these two corpora. What remains is DuckDB's buffers up to its limit and
-    fixed-size write buffers that the small corpus does not fill yet. The inputs are plain text (the readers
-    detect gzip by content), so the gzip reader's ~40 MB read-ahead, which only files larger than these fill,
-    does not blur the comparison."""
-    sizes = ((40_000, 256), (400_000, 256))
+def test_peak_memory_stays_within_the_configured_budget(tmp_path):
+    """Peak RSS of dedup and split in a fresh process with the smallest data.engine.mem_mb (512), on a
+    corpus and on one 10x larger: both within the budget. The in-memory passes they replaced held ~250 bytes
+    per sequence (dedup more, split less): +90 MB between these two corpora, without a ceiling. DuckDB fills
+    its buffers up to its limit (128 MB here) and spills past it; the rest is the interpreter and the write
+    buffers (engine.OVERHEAD_MB). The inputs are plain text (the readers detect gzip by content), so the gzip
+    reader's ~40 MB read-ahead does not blur the comparison."""
+    mem_mb = 512
     peak_kb = {}
-    for n, mem_mb in sizes:
+    for n in (40_000, 400_000):
         work = tmp_path / str(n)
         paths = _corpus(work, n, gzipped=False)
         dedup(paths, work / "u.fa.gz", work / "p.tsv.gz", work / "d.json")
@@ -85,10 +85,7 @@ def test_peak_memory_does_not_grow_with_the_corpus(tmp_path):
             result = subprocess.run([sys.executable, "-c", _PEAK_RSS_CHILD, step, str(work), str(mem_mb)],
                                     capture_output=True, text=True, cwd=REPO, check=True)
             peak_kb[step, n] = int(result.stdout.split()[-1])
-    (small, _), (large, _) = sizes
-    in_memory_growth_kb = (large - small) * 250 / 1024
-    for step in ("dedup", "split"):
-        assert peak_kb[step, large] - peak_kb[step, small] < 0.25 * in_memory_growth_kb, peak_kb
+    assert max(peak_kb.values()) < mem_mb * 1024, peak_kb
 
 
 @pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none
