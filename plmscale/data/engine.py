@@ -9,7 +9,9 @@ What keeps the outputs the bytes the hand-written sorts gave:
 - strings compare byte by byte (DuckDB's default collation), which for ASCII is Python's str order;
 - tables are written without quoting (`QUOTE ''`): ids are FASTA words and hold no tab or newline;
 - a file's lines are numbered by the reader itself (`CREATE TABLE ... AS` keeps insertion order, so a row's
-  `rowid` is its line number), never by an unordered window.
+  `rowid` is its line number), never by an unordered window;
+- the gzip outputs stay Python's, one record per write call as before: the threaded ISA-L writer cuts its
+  deflate blocks where the writes fall, so other calls would give other bytes.
 """
 
 import shutil
@@ -20,7 +22,6 @@ import duckdb
 
 from plmscale.data.atomic import atomic_path
 from plmscale.data.gzio import is_gzip
-from plmscale.errors import PlmscaleError
 
 # DuckDB's own floor: below this, even small sorts fail instead of spilling.
 MIN_MEMORY_MB = 128
