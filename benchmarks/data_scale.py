@@ -8,24 +8,24 @@ cores), with exact duplicates (5%, within and across sources) and near-duplicate
 substituted: what linclust at 90% identity merges), then runs the workflow's own functions step by step:
 
   clean            per source (plmscale.data.clean)
-  dedup scatter    per source (plmscale.data.dedup.scatter_source)
-  dedup partition  per partition; P from partition.partitions_needed(N, --mem-mb), as in the workflow
-  dedup gather     merge back into corpus order
+  dedup            one job: DuckDB groups the records by sequence (--threads, --mem-mb)
   cluster          plmscale.data.mmseqs.cluster_sequences (linclust at 90%, no second level) without the
-                   MMseqs2 process: our numbering, reading and sorting of its output
+                   MMseqs2 process: our numbering, and DuckDB's naming and ordering of its output
   MMseqs2          easy-linclust itself, the baseline (its peak RSS, wall time and peak disk: database,
                    temporary files and the numbered input)
-  split            one job, its join hash-partitioned inside (P from the same budget)
+  split            one job: DuckDB joins members to records, Python writes the split FASTAs
   tokenize         per split (plmscale.data.tokenize)
 
-Every step (each partition, each source, each split) runs in its own subprocess, so its peak RSS (VmHWM)
-is its own; a step's row gives the largest peak over its jobs and the sum of their wall times (what one
-core spends; Slurm runs the jobs of a step side by side). MMseqs2 runs under /usr/bin/time for its own peak.
+Every step (each source, each split) runs in its own subprocess, so its peak RSS (VmHWM) is its own; a
+step's row gives the largest peak over its jobs and the sum of their wall times (Slurm runs the jobs of a
+step side by side). MMseqs2 runs under /usr/bin/time for its own peak. The last rows compare plmscale's own
+time (every step but MMseqs2's commands) with easy-linclust's, both measured in this run.
 """
 
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -41,7 +41,6 @@ sys.path.insert(0, str(REPO))
 from plmscale.data import dedup as dedup_module  # noqa: E402
 from plmscale.data import split as split_module  # noqa: E402
 from plmscale.data.gzio import open_write  # noqa: E402
-from plmscale.data.partition import partition_names, partitions_needed  # noqa: E402
 
 AMINO = np.frombuffer(b"ARNDCQEGHILKMFPSTWYV", np.uint8)
 # UniProtKB/Swiss-Prot background composition (%), same order as AMINO
@@ -112,26 +111,23 @@ def run_step(args) -> dict:
         from plmscale.data.clean import clean_fasta
         clean_fasta(spec["raw"], spec["clean"], spec["clean"] + ".stats.json", spec["source"], MIN_LEN - 5,
                     None, False)
-    elif kind == "dedup_scatter":
-        dedup_module.scatter_source(spec["clean"], spec["index"], spec["outputs"])
-    elif kind == "dedup_partition":
-        dedup_module.dedup_partition(spec["scattered"], spec["outputs"], n_partitions=spec["n_partitions"],
-                                     mem_mb=spec["mem_mb"])
-    elif kind == "dedup_gather":
-        dedup_module.gather(spec["clean"], spec["partitions"], spec["fasta"], spec["provenance"], spec["stats"])
+    elif kind == "dedup":
+        dedup_module.dedup(spec["clean"], spec["fasta"], spec["provenance"], spec["stats"],
+                           threads=spec["threads"], mem_mb=spec["mem_mb"])
     elif kind == "cluster":
         extra = _cluster_with_mmseqs_measured(spec)
     elif kind == "split":
         split_module.split_by_cluster(spec["fasta"], spec["clusters"], spec["provenance"], spec["out"],
                                       spec["stats"], valid_fraction=0.05, test_fraction=0.05,
-                                      sources=list(SOURCES), n_partitions=spec["n_partitions"],
-                                      mem_mb=spec["mem_mb"])
+                                      sources=list(SOURCES), threads=spec["threads"], mem_mb=spec["mem_mb"])
     elif kind == "tokenize":
         from plmscale.data.tokenize import tokenize_split
         tokenize_split(spec["fasta"], spec["out_dir"], spec["split"], list(SOURCES), 100_000_000)
     else:
         raise SystemExit(f"unknown step {kind}")
-    return {"wall_s": time.monotonic() - started, "peak_rss_mb": peak_rss_mb(), **extra}
+    usage = resource.getrusage(resource.RUSAGE_SELF)   # every thread of this job (DuckDB's, gzip's)
+    return {"wall_s": time.monotonic() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": peak_rss_mb(), **extra}
 
 
 def _cluster_with_mmseqs_measured(spec) -> dict:
@@ -140,7 +136,7 @@ def _cluster_with_mmseqs_measured(spec) -> dict:
     from plmscale.data.mmseqs import cluster_sequences
     measures = Path(spec["work"]) / "mmseqs_time.txt"
     wrapper = Path(spec["work"]) / "mmseqs_timed"
-    wrapper.write_text(f"#!/bin/sh\nexec /usr/bin/time -a -o {measures} -f '%M %e' {shutil.which('mmseqs')} "
+    wrapper.write_text(f"#!/bin/sh\nexec /usr/bin/time -a -o {measures} -f '%M %e %U %S' {shutil.which('mmseqs')} "
                        '"$@"\n')
     wrapper.chmod(0o755)
     tmp_root = Path(spec["work"]) / "mmseqs_tmp"
@@ -163,8 +159,9 @@ def _cluster_with_mmseqs_measured(spec) -> dict:
         sampler.join()
     runs = [line.split() for line in measures.read_text().splitlines() if line.strip()]
     # One line per mmseqs call: the version query and easy-linclust (whose own sub-steps it waits for).
-    return {"mmseqs_wall_s": sum(float(wall) for _, wall in runs),
-            "mmseqs_peak_rss_mb": max(int(rss) for rss, _ in runs) / 1024,
+    return {"mmseqs_wall_s": sum(float(wall) for _, wall, _, _ in runs),
+            "mmseqs_cpu_s": sum(float(user) + float(system) for _, _, user, system in runs),
+            "mmseqs_peak_rss_mb": max(int(rss) for rss, _, _, _ in runs) / 1024,
             "mmseqs_peak_disk_gb": peak_disk[0] / 1e9}
 
 
@@ -188,69 +185,66 @@ def spawn(spec: dict) -> dict:
 
 
 # ---- one corpus size --------------------------------------------------------------------------------------
-def measure(n: int, workdir: Path, mem_mb: int, threads: int, mmseqs_mem_mb: int) -> dict:
+def measure(n: int, workdir: Path, mem_mb: int, threads: int, mmseqs_mem_mb: int, keep=False) -> dict:
     work = workdir / f"n{n}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     started = time.monotonic()
     raw = generate(work, n)
     rows = {"generate (not a workflow step)": {"jobs": 1, "wall_s": time.monotonic() - started,
-                                                "peak_rss_mb": float("nan")}}
+                                                "cpu_s": float("nan"), "peak_rss_mb": float("nan")}}
 
     def record(name, results):
         rows[name] = {"jobs": len(results), "wall_s": sum(r["wall_s"] for r in results),
+                      "cpu_s": sum(r["cpu_s"] for r in results),
                       "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
         print(f"  n={n:>11,} {name:<34} {len(results):>4} jobs {rows[name]['wall_s']:8.1f} s "
-              f"{rows[name]['peak_rss_mb']:8.1f} MB", flush=True)
+              f"{rows[name]['cpu_s']:8.1f} CPU-s {rows[name]['peak_rss_mb']:8.1f} MB", flush=True)
         return results
 
     clean = {source: str(work / f"{source}.clean.fasta.gz") for source in SOURCES}
     record("clean", [spawn({"kind": "clean", "raw": str(raw[s]), "clean": clean[s], "source": s})
                      for s in SOURCES])
 
-    n_dedup = partitions_needed(n, mem_mb, dedup_module.BYTES_PER_ENTRY)
-    names = partition_names(n_dedup)
-    scattered = {s: [str(work / "scatter" / s / f"{name}.tsv") for name in names] for s in SOURCES}
-    record("dedup scatter", [spawn({"kind": "dedup_scatter", "clean": clean[s], "index": i,
-                                                   "outputs": scattered[s]}) for i, s in enumerate(SOURCES)])
-    partitions = [{key: str(path) for key, path in dedup_module.partition_paths(work / "parts", name).items()}
-                  for name in names]
-    record("dedup partition", [spawn({"kind": "dedup_partition", "scattered": {s: scattered[s][k] for s in SOURCES},
-                                      "outputs": partitions[k], "n_partitions": n_dedup, "mem_mb": mem_mb})
-                               for k in range(n_dedup)])
     unique, provenance = str(work / "unique.fasta.gz"), str(work / "provenance.tsv.gz")
-    record("dedup gather", [spawn({"kind": "dedup_gather", "clean": clean, "partitions": partitions,
-                                   "fasta": unique, "provenance": provenance, "stats": str(work / "dedup.json")})])
-    shutil.rmtree(work / "scatter")
-    shutil.rmtree(work / "parts")
+    record("dedup", [spawn({"kind": "dedup", "clean": clean, "fasta": unique, "provenance": provenance,
+                            "stats": str(work / "dedup.json"), "threads": threads, "mem_mb": mem_mb})])
 
     clusters = str(work / "clusters.tsv")
     (cluster,) = record("cluster (plmscale, incl. MMseqs2)", [spawn(
         {"kind": "cluster", "fasta": unique, "clusters": clusters, "sizes": str(work / "sizes.tsv"),
          "stats": str(work / "cluster.json"), "work": str(work), "threads": threads, "mem_mb": mmseqs_mem_mb})])
+    # The job's own CPU time leaves out MMseqs2's (a child process): it is the wrapper's.
     rows["cluster (plmscale, without MMseqs2)"] = {"jobs": 1, "wall_s": cluster["wall_s"] - cluster["mmseqs_wall_s"],
-                                                   "peak_rss_mb": cluster["peak_rss_mb"]}
+                                                   "cpu_s": cluster["cpu_s"], "peak_rss_mb": cluster["peak_rss_mb"]}
     rows["MMseqs2 easy-linclust (baseline)"] = {"jobs": 1, "wall_s": cluster["mmseqs_wall_s"],
+                                                "cpu_s": cluster["mmseqs_cpu_s"],
                                                 "peak_rss_mb": cluster["mmseqs_peak_rss_mb"],
                                                 "peak_disk_gb": cluster["mmseqs_peak_disk_gb"]}
     del rows["cluster (plmscale, incl. MMseqs2)"]
     print(f"  n={n:>11,} MMseqs2: {cluster['mmseqs_wall_s']:.1f} s, {cluster['mmseqs_peak_rss_mb']:.0f} MB, "
           f"peak disk {cluster['mmseqs_peak_disk_gb']:.2f} GB", flush=True)
 
-    n_split = partitions_needed(n, mem_mb, split_module.BYTES_PER_ENTRY)
     out = {split: str(work / "split" / f"{split}.fasta.gz") for split in split_module.SPLITS}
-    record("split (partitioned join)", [spawn({"kind": "split", "fasta": unique, "clusters": clusters,
-                                               "provenance": provenance, "out": out,
-                                               "stats": str(work / "split" / "stats.json"),
-                                               "n_partitions": n_split, "mem_mb": mem_mb})])
+    record("split", [spawn({"kind": "split", "fasta": unique, "clusters": clusters, "provenance": provenance,
+                            "out": out, "stats": str(work / "split" / "stats.json"), "threads": threads,
+                            "mem_mb": mem_mb})])
     record("tokenize", [spawn({"kind": "tokenize", "fasta": out[split], "out_dir": str(work / "shards" / split),
                                "split": split}) for split in split_module.SPLITS])
     stats = {name: json.loads((work / name).read_text()) for name in ("dedup.json", "cluster.json")}
     rows["_corpus"] = {"n_raw": n, "n_unique": stats["dedup.json"]["n_unique"],
                        "n_clusters": stats["cluster.json"]["n_clusters"],
-                       "residues_unique": stats["dedup.json"]["n_residues_unique"],
-                       "partitions": {"dedup": n_dedup, "split": n_split}}
-    shutil.rmtree(work)
+                       "residues_unique": stats["dedup.json"]["n_residues_unique"]}
+    ours = [row for name, row in rows.items() if not name.startswith(("_", "generate", "MMseqs2"))]
+    own, own_cpu = sum(row["wall_s"] for row in ours), sum(row["cpu_s"] for row in ours)
+    baseline = rows["MMseqs2 easy-linclust (baseline)"]
+    rows["_own"] = {"own_s": own, "linclust_s": baseline["wall_s"], "ratio": own / baseline["wall_s"],
+                    "own_cpu_s": own_cpu, "linclust_cpu_s": baseline["cpu_s"], "cpu_ratio": own_cpu / baseline["cpu_s"]}
+    print(f"  n={n:>11,} plmscale's own time {own:.1f} s = {own / baseline['wall_s']:.2f} x easy-linclust "
+          f"({baseline['wall_s']:.1f} s); CPU {own_cpu:.1f} s = {own_cpu / baseline['cpu_s']:.2f} x "
+          f"({baseline['cpu_s']:.1f} s)", flush=True)
+    if not keep:
+        shutil.rmtree(work)
     return rows
 
 
@@ -258,21 +252,27 @@ def table(results: dict) -> str:
     sizes = list(results)
     steps = [name for name in results[sizes[0]] if not name.startswith("_")]
     head = "| step | " + " | ".join(f"wall s, N={n:,}" for n in sizes) + " | " + \
+        " | ".join(f"CPU s, N={n:,}" for n in sizes) + " | " + \
         " | ".join(f"peak RSS MB, N={n:,}" for n in sizes) + " | RSS ratio |"
-    lines = [head, "|" + "---|" * (2 + 2 * len(sizes))]
+    lines = [head, "|" + "---|" * (2 + 3 * len(sizes))]
     for step in steps:
         walls = [results[n][step]["wall_s"] for n in sizes]
         rss = [results[n][step]["peak_rss_mb"] for n in sizes]
         ratio = rss[-1] / rss[0] if rss[0] == rss[0] and rss[0] else float("nan")
+        cpus = [results[n][step].get("cpu_s", float("nan")) for n in sizes]
         lines.append(f"| {step} | " + " | ".join(f"{w:.1f}" for w in walls) + " | " +
+                     " | ".join("-" if c != c else f"{c:.1f}" for c in cpus) + " | " +
                      " | ".join("-" if r != r else f"{r:.0f}" for r in rss) + " | " +
                      ("-" if ratio != ratio else f"{ratio:.2f}") + " |")
     for n in sizes:
         corpus = results[n]["_corpus"]
         disk = results[n]["MMseqs2 easy-linclust (baseline)"]["peak_disk_gb"]
+        own = results[n]["_own"]
         lines.append(f"\nN={n:,}: {corpus['n_unique']:,} unique, {corpus['residues_unique']:,} residues, "
-                     f"{corpus['n_clusters']:,} clusters; partitions {corpus['partitions']}; MMseqs2 peak disk "
-                     f"{disk:.2f} GB")
+                     f"{corpus['n_clusters']:,} clusters; MMseqs2 peak disk {disk:.2f} GB; plmscale's own time "
+                     f"{own['own_s']:.1f} s = {own['ratio']:.2f} x easy-linclust ({own['linclust_s']:.1f} s), CPU "
+                     f"{own.get('own_cpu_s', float('nan')):.1f} s = {own.get('cpu_ratio', float('nan')):.2f} x "
+                     f"({own.get('linclust_cpu_s', float('nan')):.1f} s)")
     return "\n".join(lines)
 
 
@@ -280,9 +280,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/plmscale-datascale"))
-    parser.add_argument("--mem-mb", type=int, default=200,
-                        help="memory budget of a partition job; sets P (200: 4 dedup partitions per 10^6 sequences)")
-    parser.add_argument("--threads", type=int, default=2, help="MMseqs2 threads")
+    parser.add_argument("--mem-mb", type=int, default=1000,
+                        help="memory of the dedup and split jobs (data.engine.mem_mb; DuckDB gets 60%% beyond 300 MB)")
+    parser.add_argument("--threads", type=int, default=2, help="threads of MMseqs2 and of the DuckDB steps")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (to compare outputs)")
     parser.add_argument("--mmseqs-mem-mb", type=int, default=8000, help="mem_mb of the cluster step (MMseqs2 gets 80%%)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     parser.add_argument("--combine", type=Path, nargs="+", help="print one table from earlier --json files")
@@ -299,7 +300,7 @@ def main():
         return
     results = {}
     for n in args.sizes:
-        results[n] = measure(n, args.workdir, args.mem_mb, args.threads, args.mmseqs_mem_mb)
+        results[n] = measure(n, args.workdir, args.mem_mb, args.threads, args.mmseqs_mem_mb, args.keep)
     if args.json:
         args.json.write_text(json.dumps({str(n): r for n, r in results.items()}, indent=2))
     print(table(results))

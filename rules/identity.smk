@@ -18,6 +18,7 @@ rule identity:
         coverage=config["data"]["identity"]["coverage"],
         cov_mode=config["data"]["identity"]["cov_mode"],
         evalue=config["data"]["identity"]["evalue"],
+        max_queries=config["data"]["identity"]["max_queries"],
         extra_args=json_param(config["data"]["identity"]["extra_args"]),
     log:
         main="logs/data/identity/identity.log",

@@ -19,15 +19,14 @@ rule split:
         test_fraction=config["data"]["split"]["test_fraction"],
         salt=config["data"]["split"]["salt"],
         sources=SOURCES,
-        # The member -> cluster join is hash-partitioned inside this job (bounded memory, see split.py).
-        n_partitions=config["data"]["partitions"]["count"],
     log:
         "logs/data/split.log",
     benchmark:
         "results/benchmarks/data/split.tsv"
-    threads: 1
+    # The member -> cluster join is DuckDB's, in this job's memory (spilling past it, see split.py).
+    threads: config["data"]["engine"]["threads"]
     resources:
-        mem_mb=config["data"]["partitions"]["mem_mb"],
+        mem_mb=config["data"]["engine"]["mem_mb"],
         runtime=6 * 60,
     conda:
         "../envs/python.yaml"

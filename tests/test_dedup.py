@@ -1,6 +1,7 @@
 """Exact dedup across sources: first copy kept, ids prefixed by source, provenance and counts right."""
 
 import gzip
+import hashlib
 import random
 import json
 
@@ -116,12 +117,12 @@ def corpus_with_duplicates(tmp_path):
     return sources, paths
 
 
-@pytest.mark.parametrize("n_partitions", [1, 3, 8])
-def test_partitioned_dedup_equals_the_in_memory_pass(tmp_path, corpus_with_duplicates, n_partitions):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_dedup_equals_the_in_memory_pass(tmp_path, corpus_with_duplicates, threads):
     sources, paths = corpus_with_duplicates
     records, provenance, per_source = _reference_dedup(sources)
     out = tmp_path / "out"
-    stats = dedup(paths, out / "u.fa.gz", out / "p.tsv.gz", out / "s.json", n_partitions=n_partitions)
+    stats = dedup(paths, out / "u.fa.gz", out / "p.tsv.gz", out / "s.json", threads=threads)
     assert list(read_records(out / "u.fa.gz")) == records
     assert list(read_provenance(out / "p.tsv.gz")) == provenance
     assert stats["per_source"] == per_source
@@ -131,22 +132,52 @@ def test_partitioned_dedup_equals_the_in_memory_pass(tmp_path, corpus_with_dupli
     assert stats["n_shared_across_sources"] == sum(1 for _, holders, _ in provenance if len(holders) > 1) > 0
 
 
-def test_partition_count_does_not_change_a_byte(tmp_path, corpus_with_duplicates):
+# sha256 of what the hand-written partitioned dedup (before DuckDB, commit 1b09185) wrote for
+# corpus_with_duplicates: DuckDB must give the same bytes, at any thread count and memory.
+BYTES_BEFORE_DUCKDB = {
+    "u.fa.gz": "145d96046f55d7dda4644f07fce1893360f8ab57f2e5f4ac9b680170dcf949d3",
+    "p.tsv.gz": "0bc9d59921f9eba316d40c7dbbda18a86faed48cc3a50b46d970ed326ac49d22",
+    "s.json": "7390fa2eaee6575a1d7ef4b3b5efec2ac18c5d2bfc5acc7c7f2360f0cbd8b808",
+}
+
+
+def test_same_bytes_as_before_at_any_threads_and_memory(tmp_path, corpus_with_duplicates):
     _, paths = corpus_with_duplicates
-    for count in (1, 5):
-        dedup(paths, tmp_path / f"{count}/u.fa.gz", tmp_path / f"{count}/p.tsv.gz", tmp_path / f"{count}/s.json",
-              n_partitions=count)
-    for name in ("u.fa.gz", "p.tsv.gz", "s.json"):
-        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "5" / name).read_bytes()
-    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name], "scratch partitions must be removed"
+    for threads, mem_mb in ((1, 256), (2, 4000)):
+        out = tmp_path / f"{threads}"
+        dedup(paths, out / "u.fa.gz", out / "p.tsv.gz", out / "s.json", threads=threads, mem_mb=mem_mb)
+        assert {name: hashlib.sha256((out / name).read_bytes()).hexdigest()
+                for name in BYTES_BEFORE_DUCKDB} == BYTES_BEFORE_DUCKDB
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name], "scratch folders must be removed"
 
 
-def test_repeated_id_is_found_across_partitions(tmp_path):
-    # Different sequences hash to different partitions: the check must work across them.
+def test_gzip_is_recognised_by_content_not_by_name(tmp_path, two_sources):
+    """Plain text named .gz and gzip named .fa, as every plmscale reader accepts them."""
+    plain = tmp_path / "plain.fa.gz"
+    plain.write_bytes(gzip.decompress(two_sources["ref"].read_bytes()))
+    zipped = tmp_path / "zipped.fa"
+    zipped.write_bytes(two_sources["meta"].read_bytes())
+    out = tmp_path / "out"
+    stats = dedup({"ref": plain, "meta": zipped}, out / "u.fa.gz", out / "p.tsv.gz", out / "s.json")
+    assert stats["n_seen"] == 8 and stats["n_unique"] == 4
+
+
+def test_repeated_id_far_apart_is_found(tmp_path):
     bad = _fasta(tmp_path / "bad.fa.gz", [(f"x{i}", "MKV" + "A" * i) for i in range(20)] + [("x3", "GGGWWW")])
     with pytest.raises(PlmscaleError, match=r"bad.fa.gz: id 'x3' occurs twice"):
-        dedup({"s": bad}, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json", n_partitions=6)
+        dedup({"s": bad}, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json")
     assert not (tmp_path / "u.fa.gz").exists()
+
+
+def test_ids_are_first_words_and_a_broken_layout_names_its_line(tmp_path):
+    with gzip.open(tmp_path / "a.fa.gz", "wt") as handle:
+        handle.write(">x1 desc\tmore\nMKV\n> \x1fx2\x0bdesc\nGGG\n>\nWWW\n")
+    dedup({"s": tmp_path / "a.fa.gz"}, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json")
+    assert [h for h, _ in read_records(tmp_path / "u.fa.gz")] == ["s|x1", "s|x2", "s|"]
+    with gzip.open(tmp_path / "b.fa.gz", "wt") as handle:
+        handle.write(">x1\nMKV\n>x2\n>x3\nGGG\n")
+    with pytest.raises(PlmscaleError, match=r"b.fa.gz, line 4: expected a '>' header"):
+        dedup({"s": tmp_path / "b.fa.gz"}, tmp_path / "v.fa.gz", tmp_path / "q.tsv.gz", tmp_path / "t.json")
 
 
 def test_a_source_emptied_by_dedup_warns_and_is_listed(tmp_path, caplog):

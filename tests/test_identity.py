@@ -121,6 +121,37 @@ def test_summary_counts_add_up_to_each_split(searched):
 
 
 @needs_mmseqs
+def test_max_queries_searches_a_deterministic_sample_and_says_so(searched, tmp_path):
+    """Issue 26: a bounded search. Every record keeps its row (the training checks the table against the
+    shards); the sample's bins are those of the full search; the sample depends on the ids only."""
+    where = searched["where"]
+    fastas = {split: where / f"{split}.fasta.gz" for split in ("valid", "test")}
+    valid_reversed = _write_fasta(tmp_path / "valid_reversed.fasta.gz", [r[:2] for r in searched["valid"][::-1]])
+    samples = []
+    for name, valid in (("a", fastas["valid"]), ("b", valid_reversed)):
+        tables = {split: tmp_path / name / f"{split}.tsv" for split in fastas}
+        summary = search_identity(where / "train.fasta.gz", {"valid": valid, "test": fastas["test"]}, tables,
+                                  tmp_path / name / "summary.json", edges=[0.5, 0.9], sensitivity=7.5, threads=2,
+                                  mem_mb=2000, max_queries=3)
+        table = read_identity_table(tables["valid"])
+        assert len(table) == len(searched["valid"]) and (table["bin"] == identity.NOT_SEARCHED).sum() == 2
+        full = {r[0]: r[2] for r in searched["valid"]}
+        sample = table[table["bin"] != identity.NOT_SEARCHED]
+        assert all(full[seq_id] == label for seq_id, label in zip(sample["seq_id"], sample["bin"]))
+        assert table.loc[table["bin"] == identity.NOT_SEARCHED, "best_hit"].eq("").all()
+        samples.append(set(sample["seq_id"]))
+        valid_summary = summary["splits"]["valid"]
+        assert valid_summary["n_searched"] == 3 and valid_summary["max_queries"] == 3
+        assert valid_summary["counts"][identity.NOT_SEARCHED] == 2
+        assert sum(valid_summary["counts"].values()) == valid_summary["n_sequences"] == 5
+        assert math.isclose(sum(valid_summary["fractions"].values()), 1)
+        # The test split holds fewer records than max_queries: all searched, as without a sample.
+        assert summary["splits"]["test"]["n_searched"] == 2
+        assert identity.NOT_SEARCHED not in summary["splits"]["test"]["counts"]
+    assert samples[0] == samples[1]
+
+
+@needs_mmseqs
 def test_an_empty_query_split_gives_an_empty_table(tmp_path):
     train = _write_fasta(tmp_path / "train.fasta.gz", [("a", "MKV" * 40)])
     empty = _write_fasta(tmp_path / "test.fasta.gz", [])
@@ -181,6 +212,17 @@ def test_a_run_reports_a_finite_loss_per_bin(data_dirs, tmp_path, objective, eva
     written = json.loads((tmp_path / "run/metrics.json").read_text())
     assert written["valid_loss_by_identity"] == losses
     assert written["identity_table"].endswith("identity/valid.tsv")
+
+
+def test_unsearched_sequences_form_no_evaluation_bin(data_dirs, tmp_path):
+    from plmscale.train.identity_eval import bin_indices
+
+    _, valid = data_dirs
+    bins = [(">=0.9", NO_HIT, identity.NOT_SEARCHED)[i % 3] for i in range(len(valid.lengths))]
+    table = read_identity_table(_identity_table(tmp_path / "valid.tsv", valid, bins))
+    indices = bin_indices(table, valid, "valid.tsv")
+    assert list(indices) == [NO_HIT, ">=0.9"]
+    assert sum(len(v) for v in indices.values()) == sum(b != identity.NOT_SEARCHED for b in bins)
 
 
 def test_a_run_without_the_table_reports_no_bins(data_dirs, tmp_path):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy.special import comb
 
+from plmscale.data import engine
 from plmscale.data.demo import generate
-import plmscale.data.external_sort as external_sort
-from plmscale.data.mmseqs import (_coarse_rows, _fine_rows, _members_with_coarse_representative, _members_with_ids,
-                                  _number_records, _write_fine_level, cluster_sequences, read_clusters)
+from plmscale.data.mmseqs import (_coarse_level, _fine_level, _load_members, _number_records, _write_clusters,
+                                  cluster_sequences, read_clusters)
 from plmscale.errors import PlmscaleError
 
 pytestmark = pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary")
@@ -132,7 +132,9 @@ def test_repeated_clustering_with_threads_gives_identical_tables(corpus, tmp_pat
         out = tmp_path / str(k)
         cluster_sequences(corpus[0], out / "clusters.tsv", out / "sizes.tsv", out / "stats.json", threads=4,
                           method="linclust", min_seq_id=0.5)
-        outputs.append([(out / name).read_bytes() for name in ("clusters.tsv", "sizes.tsv", "stats.json")])
+        stats = json.loads((out / "stats.json").read_text())
+        del stats["commands"]   # they name the threads and memory
+        outputs.append([(out / name).read_bytes() for name in ("clusters.tsv", "sizes.tsv")] + [stats])
     assert outputs[0] == outputs[1] == outputs[2]
 
 
@@ -160,14 +162,6 @@ def test_mmseqs_temporaries_stay_next_to_the_outputs_and_leftovers_are_removed(c
     assert "/tmp/" not in (out / "stats.json").read_text()
 
 
-@pytest.fixture
-def tiny_sort_chunks(monkeypatch):
-    """Spill every 5 records and merge 3 runs at a time, so a small corpus exercises the on-disk sort and
-    its multi-pass merge."""
-    monkeypatch.setattr(external_sort, "CHUNK_RECORDS", 5)
-    monkeypatch.setattr(external_sort, "MERGE_FAN_IN", 3)
-
-
 def _random_clustering(record_numbers, n_clusters, rng):
     """MMseqs2-like (representative, member) pairs: each cluster's representative is one of its members."""
     groups = {}
@@ -178,12 +172,14 @@ def _random_clustering(record_numbers, n_clusters, rng):
     return pairs
 
 
-def test_streamed_naming_equals_the_in_memory_result(tmp_path, tiny_sort_chunks):
-    """Ids whose numeric and lexicographic orders differ ("10" < "9"), record numbers past 9 (so MMseqs2's
-    numbers too sort differently as text), and many clusters: the streamed joins and sorts must give the
-    rows a plain in-memory pass gives."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_naming_equals_the_in_memory_result(tmp_path, threads):
+    """Ids whose numeric and lexicographic orders differ ("10" < "9"), upper and lower case, punctuation,
+    record numbers past 9 (so MMseqs2's numbers too sort differently as text), and many clusters: DuckDB's
+    joins and sorts must give the rows a plain in-memory pass in Python gives, at 1 and 2 threads."""
     rng = random.Random(3)
-    ids = [str(n) for n in rng.sample(range(1, 2000), 400)] + [f"s{n}" for n in range(30)]
+    ids = ([str(n) for n in rng.sample(range(1, 2000), 400)] + [f"s{n}" for n in range(30)] +
+           [f"S{n}" for n in range(30)] + [f"x|{n}_A.b-{n}" for n in range(30)] + ['q"1', "q'2", "r,3", "~z"])
     rng.shuffle(ids)
     fasta = tmp_path / "in.fasta"
     fasta.write_text("".join(f">{i} description\nMKV\n" for i in ids))
@@ -200,16 +196,9 @@ def test_streamed_naming_equals_the_in_memory_result(tmp_path, tiny_sort_chunks)
         fine_name[rep] = min(fine_name.get(rep, member), member)
     fine = {member: fine_name[rep] for member, rep in rep_of.items()}
     expected_fine = sorted((fine[m], m) for m in fine)
-    members = _members_with_ids(work / "level1.tsv", work / "ids.txt", len(ids), fasta, work)
-    assert list(_fine_rows(members, work)) == expected_fine
     assert len({name for name, _ in expected_fine}) > 50
 
-    # The second level clusters the canonical members again.
-    members = _members_with_ids(work / "level1.tsv", work / "ids.txt", len(ids), fasta, work)
-    _write_fine_level(members, work / "named.tsv", work / "canonical.txt", work)
-    canonical = sorted(int(n) for n in (work / "canonical.txt").read_text().split())
-    assert canonical == sorted(ids.index(name) for name in set(fine.values()))
-    coarse_pairs = _random_clustering(canonical, 15, rng)
+    coarse_pairs = _random_clustering(sorted(ids.index(name) for name in set(fine.values())), 15, rng)
     (work / "level2.tsv").write_text("".join(f"{rep}\t{member}\n" for rep, member in coarse_pairs))
     coarse_rep_of = {ids[member]: rep for rep, member in coarse_pairs}
     coarse_rep = {m: coarse_rep_of[fine[m]] for m in fine}
@@ -217,51 +206,78 @@ def test_streamed_naming_equals_the_in_memory_result(tmp_path, tiny_sort_chunks)
     for member, rep in coarse_rep.items():
         coarse_name[rep] = min(coarse_name.get(rep, member), member)
     expected_coarse = sorted((coarse_name[coarse_rep[m]], fine[m], m) for m in fine)
-    streamed = _coarse_rows(_members_with_coarse_representative(
-        work / "named.tsv", work / "level2.tsv", len(ids), fasta, "mmseqs.log", work), work)
-    assert list(streamed) == expected_coarse
-    assert sorted(p.name for p in work.iterdir()) == ["canonical.txt", "ids.txt", "level1.tsv", "level2.tsv",
-                                                     "named.tsv", "numbered.fasta"]  # no sort runs left
+
+    with engine.connect(work, threads=threads, mem_mb=200) as con:
+        _load_members(con, work / "level1.tsv", work / "ids.txt", len(ids), fasta)
+        _fine_level(con)
+        canonical = [n for (n,) in con.execute("SELECT canonical FROM fine_names ORDER BY canonical").fetchall()]
+        assert canonical == sorted(ids.index(name) for name in set(fine.values()))
+        _write_clusters(con, tmp_path / "fine.tsv", tmp_path / "fine_sizes.tsv",
+                        "SELECT cluster AS cluster_id, id AS member_id FROM fine", False)
+        _coarse_level(con, work / "level2.tsv", len(ids), fasta, "mmseqs.log")
+        con.execute("DROP TABLE rows; DROP TABLE sizes")
+        summary = _write_clusters(con, tmp_path / "coarse.tsv", tmp_path / "coarse_sizes.tsv",
+                                  "SELECT cluster AS cluster_id, subcluster AS subcluster_id, member AS member_id "
+                                  "FROM coarse", True)
+    assert (tmp_path / "fine.tsv").read_text() == "cluster_id\tmember_id\n" + "".join(
+        f"{c}\t{m}\n" for c, m in expected_fine)
+    assert (tmp_path / "coarse.tsv").read_text() == "cluster_id\tsubcluster_id\tmember_id\n" + "".join(
+        "\t".join(row) + "\n" for row in expected_coarse)
+    sizes = Counter(name for name, _, _ in expected_coarse)
+    subclusters = {name: len({sub for c, sub, _ in expected_coarse if c == name}) for name in sizes}
+    assert (tmp_path / "coarse_sizes.tsv").read_text() == "cluster_id\tsize\tn_subclusters\n" + "".join(
+        f"{name}\t{sizes[name]}\t{subclusters[name]}\n" for name in sorted(sizes, key=lambda n: (-sizes[n], n)))
+    assert summary["n_subclusters"] == len(set(fine.values())) and summary["n_sequences"] == len(ids)
+    assert sorted(p.name for p in work.iterdir()) == ["ids.txt", "level1.tsv", "level2.tsv",
+                                                     "numbered.fasta"]  # no spill folder left
 
 
-def test_streamed_check_reports_missing_and_repeated_records(tmp_path, tiny_sort_chunks):
+def _members_of(tmp_path, pairs_text, ids):
     fasta = tmp_path / "in.fasta"
-    fasta.write_text("".join(f">{i}\nMKV\n" for i in ("b", "a", "c", "10", "9")))
+    fasta.write_text("".join(f">{i}\nMKV\n" for i in ids))
     work = tmp_path / "work"
-    work.mkdir()
+    work.mkdir(exist_ok=True)
     n = _number_records(fasta, work / "numbered.fasta", work / "ids.txt")
-    (work / "pairs.tsv").write_text("0\t0\n0\t1\n3\t3\n")  # "c" (2) and "9" (4) left out
-    with pytest.raises(PlmscaleError, match=r"2 missing \(e\.g\. \['c', '9'\]\)"):
-        list(_members_with_ids(work / "pairs.tsv", work / "ids.txt", n, fasta, work))
-    (work / "pairs.tsv").write_text("0\t0\n0\t1\n0\t2\n3\t3\n3\t4\n3\t2\n")
+    (work / "pairs.tsv").write_text(pairs_text)
+    with engine.connect(work) as con:
+        _load_members(con, work / "pairs.tsv", work / "ids.txt", n, fasta)
+
+
+def test_engine_check_reports_missing_and_repeated_records(tmp_path):
+    ids = ("b", "a", "c", "10", "9")
+    with pytest.raises(PlmscaleError, match=r"2 missing \(e\.g\. \['c', '9'\]\)"):  # "c" (2), "9" (4) left out
+        _members_of(tmp_path, "0\t0\n0\t1\n3\t3\n", ids)
     with pytest.raises(PlmscaleError, match=r"1 repeated \(e\.g\. \['c'\]\)"):
-        list(_members_with_ids(work / "pairs.tsv", work / "ids.txt", n, fasta, work))
-    (work / "pairs.tsv").write_text("0\t0\n0\t5\n")
-    with pytest.raises(PlmscaleError, match="not record numbers"):
-        list(_members_with_ids(work / "pairs.tsv", work / "ids.txt", n, fasta, work))
+        _members_of(tmp_path, "0\t0\n0\t1\n0\t2\n3\t3\n3\t4\n3\t2\n", ids)
+    for bad in ("0\t0\n0\t5\n", "0\t0\n0\t-1\n", "0\t0\n0\t+1\n", "0\t0\n0\tx\n"):
+        with pytest.raises(PlmscaleError, match="not record numbers"):
+            _members_of(tmp_path, bad, ids)
 
 
 @pytest.mark.parametrize("second_level", [None, {"min_seq_id": 0.5}], ids=["one_level", "two_levels"])
-def test_spilled_sorts_give_the_same_tables_as_in_memory_ones(second_level, tmp_path, monkeypatch):
-    """End to end with MMseqs2, numeric ids: the tables are the same bytes whether every sort fits in
-    memory or spills runs of 5 records."""
+def test_tables_do_not_depend_on_threads_or_memory(second_level, tmp_path, monkeypatch):
+    """End to end with MMseqs2, numeric ids: the tables are the same bytes at 1 thread with DuckDB's
+    memory at 3,000 MB and at 2 threads with 8,000 MB (MMseqs2 needs ~1 GB for its prefilter)."""
     records = generate(seed=4, n_families=30, members_per_family=6, n_exact_duplicates=0, n_malformed=0)
     sequences = [r.sequence for items in records.values() for r in items]
     numbers = random.Random(0).sample(range(1, 10 * len(sequences)), len(sequences))
     fasta = tmp_path / "in.fasta"
     fasta.write_text("".join(f">{n}\n{s}\n" for n, s in zip(numbers, sequences)))
     outputs = []
-    for chunk, fan_in in ((10**6, 64), (5, 3)):
-        monkeypatch.setattr(external_sort, "CHUNK_RECORDS", chunk)
-        monkeypatch.setattr(external_sort, "MERGE_FAN_IN", fan_in)
-        rows = _run(fasta, tmp_path / str(chunk), method="linclust", min_seq_id=0.9, second_level=second_level)
-        outputs.append([(tmp_path / str(chunk) / name).read_bytes()
-                        for name in ("clusters.tsv", "sizes.tsv", "stats.json")])
+    for threads, mem_mb in ((1, 3000), (2, 8000)):
+        out = tmp_path / f"{threads}"
+        out.mkdir()
+        cluster_sequences(fasta, out / "clusters.tsv", out / "sizes.tsv", out / "stats.json", method="linclust",
+                          min_seq_id=0.9, second_level=second_level, threads=threads, mem_mb=mem_mb)
+        stats = json.loads((out / "stats.json").read_text())
+        del stats["commands"]   # they name the threads and memory
+        outputs.append([(out / name).read_bytes() for name in ("clusters.tsv", "sizes.tsv")] + [stats])
     assert outputs[0] == outputs[1]
+    rows = list(read_clusters(tmp_path / "1" / "clusters.tsv"))
     assert rows == sorted(rows) and len({row[0] for row in rows}) > 20
 
 
-def test_repeated_ids_are_refused_before_clustering(tmp_path, tiny_sort_chunks):
+def test_repeated_ids_are_refused_before_clustering(tmp_path):
     fasta = tmp_path / "in.fasta"
     fasta.write_text("".join(f">{i}\nMKV\n" for i in ["x", "y", "z", "u", "v", "w", "y", "t", "s"]))
     with pytest.raises(PlmscaleError, match=r"ids must be unique before clustering; repeated: \['y'\]"):

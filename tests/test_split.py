@@ -1,6 +1,7 @@
 """Split by cluster: whole clusters per split, stable hash, the tokenizer's header contract, counts add up."""
 
 import gzip
+import hashlib
 import json
 import re
 
@@ -119,11 +120,11 @@ def _reference_join(inputs, settings):
     return expected
 
 
-@pytest.mark.parametrize("n_partitions", [1, 4])
-def test_partitioned_join_equals_the_in_memory_join(tmp_path, n_partitions):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_join_equals_the_in_memory_join(tmp_path, threads):
     inputs = _inputs(tmp_path, n_clusters=120)
     settings = {"valid_fraction": 0.2, "test_fraction": 0.1}
-    out, stats = _split(tmp_path, inputs, n_partitions=n_partitions, **settings)
+    out, stats = _split(tmp_path, inputs, threads=threads, **settings)
     expected = _reference_join(inputs, settings)
     for split in SPLITS:
         cluster_ids, source_ids = read_split_ids(out[split])
@@ -133,26 +134,60 @@ def test_partitioned_join_equals_the_in_memory_join(tmp_path, n_partitions):
         assert stats["splits"][split]["n_clusters"] == len({c for _, c, _ in expected[split]})
 
 
-def test_partition_count_does_not_change_a_byte(tmp_path):
-    inputs = _inputs(tmp_path, n_clusters=80)
-    one, _ = _split(tmp_path, inputs, name="one", valid_fraction=0.2, test_fraction=0.2, n_partitions=1)
-    many, _ = _split(tmp_path, inputs, name="many", valid_fraction=0.2, test_fraction=0.2, n_partitions=7)
-    for name in sorted(p.name for p in (tmp_path / "one").iterdir()):
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many" / name).read_bytes(), name
+# sha256 of what the hand-written partitioned split (before DuckDB, commit 1b09185) wrote for
+# _inputs(n_clusters=120) at valid 0.2, test 0.1: DuckDB must give the same bytes, at any threads and memory.
+BYTES_BEFORE_DUCKDB = {
+    "stats.json": "1414485f107af66a998e5d739bd8f06cf0537d1edb32a2a75be411f11456b214",
+    "test.cluster_ids.npy": "2c2853f896289b3b4fcc7a6008edfa781731cfb6474cb9ae05009b0411ceaa53",
+    "test.fasta.gz": "a1d7e14c0172de8df6769d9b34d996d83c6347b4773a8e8653e6f9a580a3aba2",
+    "test.source_ids.npy": "7684b9360b824786c69ba7ed4f9ef2ff304526cccfdc5a5d1cf7d59d6fb2a948",
+    "train.cluster_ids.npy": "9dd40161e977a4ca23c5d2b67dbe4aa89201fab9fb5e59c9816d24a14a4eee42",
+    "train.fasta.gz": "ab0466611eb243dec31ac40b671217739969efa7ac857d286951908424083707",
+    "train.source_ids.npy": "dbde2d4a41aab615c672e86fbcde9a16a65af52becc6cb61c0b42e862b5a8dc7",
+    "valid.cluster_ids.npy": "b349ba0426b401e698f0953f0abb976bfb12310dfdad487843ddd3b67d83dfa1",
+    "valid.fasta.gz": "13469419fb33344bd6a519d23d07e158c35791f25dbc500d595294ef070d911d",
+    "valid.source_ids.npy": "92416183bb8d5b61587cb09f183440962628bbd113076b06e55c86eea8a8387b",
+}
+
+
+def test_same_bytes_as_before_at_any_threads_and_memory(tmp_path):
+    inputs = _inputs(tmp_path, n_clusters=120)
+    for threads, mem_mb in ((1, 256), (2, 4000)):
+        out, _ = _split(tmp_path, inputs, name=f"{threads}", valid_fraction=0.2, test_fraction=0.1,
+                        threads=threads, mem_mb=mem_mb)
+        assert {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+                for path in sorted((tmp_path / f"{threads}").iterdir())} == BYTES_BEFORE_DUCKDB
     # The streamed sidecars are exactly what np.save writes.
-    cluster_ids, _ = read_split_ids(one["train"])
+    cluster_ids, _ = read_split_ids(out["train"])
     np.save(tmp_path / "saved.npy", cluster_ids)
-    assert (tmp_path / "saved.npy").read_bytes() == (tmp_path / "one" / "train.cluster_ids.npy").read_bytes()
-    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name], "scratch partitions must be removed"
+    assert (tmp_path / "saved.npy").read_bytes() == (tmp_path / "2" / "train.cluster_ids.npy").read_bytes()
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name], "scratch folders must be removed"
 
 
-def test_member_missing_from_the_fasta_is_an_error_in_any_partition(tmp_path):
+def test_member_missing_from_the_fasta_is_an_error(tmp_path):
     unique, clusters, provenance = _inputs(tmp_path, n_clusters=30)
     with open(clusters, "a") as handle:
         handle.write("zzz\tghost|1\n")
     with pytest.raises(PlmscaleError, match=r"lists 1 ids missing from .*'ghost\|1'"):
-        _split(tmp_path, (unique, clusters, provenance), n_partitions=5)
+        _split(tmp_path, (unique, clusters, provenance))
     assert not any((tmp_path / "out").glob("*.fasta.gz"))
+
+
+def test_record_missing_from_clusters_or_provenance_is_an_error(tmp_path):
+    unique, clusters, provenance = _inputs(tmp_path, n_clusters=30)
+    rows = clusters.read_text().splitlines(keepends=True)
+    (tmp_path / "short.tsv").write_text("".join(rows[:5] + rows[6:]))
+    with pytest.raises(PlmscaleError, match=r"'\S+' from .* is not in .*short.tsv; rerun the cluster step"):
+        _split(tmp_path, (unique, tmp_path / "short.tsv", provenance))
+    (tmp_path / "twice.tsv").write_text("".join(rows + rows[5:6]))
+    with pytest.raises(PlmscaleError, match=r"lists a member of .* more than once"):
+        _split(tmp_path, (unique, tmp_path / "twice.tsv", provenance))
+    with gzip.open(provenance, "rt") as handle:
+        lines = handle.readlines()
+    with gzip.open(tmp_path / "short_prov.tsv.gz", "wt") as handle:
+        handle.writelines(lines[:3] + lines[4:])
+    with pytest.raises(PlmscaleError, match=r"short_prov.tsv.gz does not match .*; rerun the dedup step"):
+        _split(tmp_path, (unique, clusters, tmp_path / "short_prov.tsv.gz"))
 
 
 def test_id_stream_reads_the_sidecars_in_batches(tmp_path):

@@ -8,4 +8,4 @@ split_by_cluster(snakemake.input.fasta, snakemake.input.clusters, snakemake.inpu
                  {"train": out.train, "valid": out.valid, "test": out.test}, out.stats,
                  valid_fraction=snakemake.params.valid_fraction, test_fraction=snakemake.params.test_fraction,
                  salt=snakemake.params.salt, sources=snakemake.params.sources,
-                 n_partitions=snakemake.params.n_partitions, mem_mb=snakemake.resources.mem_mb)
+                 threads=snakemake.threads, mem_mb=snakemake.resources.mem_mb)

@@ -156,3 +156,13 @@ class DeferredFile:
         except PlmscaleError:  # the write already failed; what matters now is removing the temporary
             pass
         self.tmp.unlink(missing_ok=True)
+
+
+def scratch_dir(near) -> Path:
+    """A hidden temporary folder next to `near` for a step's scratch files (same disk as the outputs);
+    cleared by remove_stale_temporaries if the process is killed."""
+    near = Path(near)
+    near.parent.mkdir(parents=True, exist_ok=True)
+    path = near.parent / f".{near.name}.scratch.tmp-{os.getpid()}"
+    path.mkdir(exist_ok=True)
+    return path

@@ -3,124 +3,149 @@
 Sources are read in config order, so "first" means the earliest source in data.sources, then file order.
 Ids become `{source}|{id}`: two sources may use the same id for different proteins.
 
-Bounded memory at any corpus size, in three steps (see partition.py), each a Snakemake job:
-1. scatter, one job per source: every record goes to one of P partition files by a hash of its sequence,
-   tagged with its place in the corpus (source index, record index), so all copies of a sequence meet in
-   one partition;
-2. one job per partition: the first copy of each sequence is kept, the sources holding it and its copies
-   are counted; memory is one dict entry per distinct sequence of the partition (~BYTES_PER_ENTRY), and
-   a partition over the job's memory stops saying which data.partitions.count fits;
-3. gather: the partitions' kept records are merged back into corpus order, so unique.fasta.gz and
-   provenance.tsv.gz are the same bytes whatever P is (and as the single in-memory pass gave).
-An id repeated within a source with another sequence is an error: each partition's kept ids are sorted,
-and the gather finds a repeat where the sorted lists merge.
+One job, in memory bounded by its budget: DuckDB (plmscale.data.engine; memory_limit from the job's
+memory, spilling to a scratch folder, on the rule's threads) reads the clean FASTAs, numbers each record by
+its place in the corpus (source index, record index) and groups them by sequence (by its 128-bit md5, as the
+hand-written version grouped by a 16-byte digest): each group's first copy, the sources holding it and its
+copies. Python then streams the clean FASTAs again and writes the first copies in corpus order, one record
+per call as the gzip writer has always been fed, so unique.fasta.gz and provenance.tsv.gz are the same bytes
+as before. An id repeated within a source with another sequence is an
+error.
 """
 
 import io
-import json
 import logging
 import shutil
-from pathlib import Path
 
-from plmscale.data.atomic import write_gzip_text, write_json, write_text
+from plmscale.data import engine
+from plmscale.data.atomic import scratch_dir, write_gzip_text, write_json
 from plmscale.data.gzio import open_read
 from plmscale.data.linefasta import RecordWriter, read_records, record_id
-from plmscale.data.partition import (KEY_WIDTH, PartitionWriter, check_budget, entry_budget, key_digest,
-                                     merge_sorted, order_key, partition_names, partition_of, read_lines,
-                                     scratch_dir)
 from plmscale.errors import PlmscaleError
 
 log = logging.getLogger(__name__)
 SEPARATOR = "|"
-# Measured with tracemalloc on ids like `metagenomic|MGYP000123456789`: digest, [key+id, mask, copies], slot.
-BYTES_PER_ENTRY = 400
-PARTITION_OUTPUTS = ("kept", "provenance", "ids", "stats")
 _COUNTS = ("seen", "kept", "duplicates", "duplicates_within_source")
+# A record's place in the corpus as one number: source index above these bits, record index below.
+RECORD_BITS = 40
 
 
-def scatter_source(clean_fasta, source_index: int, out_paths: list) -> list:
-    """Write each record of one source's clean FASTA as `KEY\\tid\\tsequence` to the partition of its
-    sequence; return the number of records per partition."""
-    count = len(out_paths)
-    with PartitionWriter(out_paths) as writer:
-        for index, (header, sequence) in enumerate(read_records(clean_fasta)):
-            partition = partition_of(key_digest(sequence), count)
-            writer.write(partition, f"{order_key(source_index, index)}\t{record_id(header)}\t{sequence}\n")
-    log.info("%s: %d records to %d partitions (largest %d)", clean_fasta, sum(writer.counts), count,
-             max(writer.counts))
-    return writer.counts
-
-
-def dedup_partition(scattered: dict, outputs: dict, *, n_partitions: int, mem_mb: int) -> dict:
-    """scattered: {source: this partition's scatter file} in config order. outputs: {kept, provenance, ids,
-    stats} paths. Keeps the first copy of each sequence; returns the partition's stats."""
-    sources = list(scattered)
-    budget = entry_budget(mem_mb, BYTES_PER_ENTRY)
-    first_copy = {}   # sequence digest -> [KEY\tunique_id, source bit mask, n_copies]
-    per_source = {source: dict.fromkeys(_COUNTS, 0) for source in sources}
-    with write_text(outputs["kept"]) as kept:
-        for index, (source, path) in enumerate(scattered.items()):
-            counts, bit = per_source[source], 1 << index
-            for line in read_lines(path):
-                key, seq_id, sequence = line.rstrip("\n").split("\t")
-                counts["seen"] += 1
-                digest = key_digest(sequence)
-                entry = first_copy.get(digest)
-                if entry is not None:
-                    counts["duplicates"] += 1
-                    if entry[1] & bit:
-                        counts["duplicates_within_source"] += 1
-                    entry[1] |= bit
-                    entry[2] += 1
-                    continue
-                keyed_id = f"{key}\t{source}{SEPARATOR}{seq_id}"
-                first_copy[digest] = [keyed_id, bit, 1]
-                kept.write(f"{keyed_id}\t{sequence}\n")
-                counts["kept"] += 1
-                if len(first_copy) > budget:
-                    check_budget(len(first_copy), budget, what="distinct sequences",
-                                 inputs=list(scattered.values()), n_partitions=n_partitions, mem_mb=mem_mb,
-                                 bytes_per_entry=BYTES_PER_ENTRY)
-    with write_text(outputs["provenance"]) as handle:   # insertion order = corpus order
-        for keyed_id, mask, copies in first_copy.values():
-            holders = ",".join(s for i, s in enumerate(sources) if mask & (1 << i))
-            handle.write(f"{keyed_id}\t{holders}\t{copies}\n")
-    ids = sorted(keyed_id[KEY_WIDTH + 1:] for keyed_id, _, _ in first_copy.values())
-    with write_text(outputs["ids"]) as handle:
-        handle.writelines(f"{unique_id}\n" for unique_id in ids)
-    stats = {"per_source": per_source, "n_distinct": len(first_copy),
-             "n_shared_across_sources": sum(1 for _, mask, _ in first_copy.values() if mask & (mask - 1))}
-    write_json(outputs["stats"], stats)
-    return stats
-
-
-def gather(clean_fastas: dict, partitions: list, out_fasta, out_provenance, out_stats) -> dict:
-    """clean_fastas: {source: clean FASTA} in config order (for messages); partitions: one {kept,
-    provenance, ids, stats} dict of paths per partition. Writes the unique FASTA, provenance and stats."""
-    sources = list(clean_fastas)
-    per_source = {source: dict.fromkeys(_COUNTS, 0) for source in sources}
-    n_shared = 0
-    for part in partitions:
-        stats = json.loads(Path(part["stats"]).read_text())
-        n_shared += stats["n_shared_across_sources"]
-        for source, counts in stats["per_source"].items():
-            for name, value in counts.items():
-                per_source[source][name] += value
-    if not any(counts["kept"] for counts in per_source.values()):
+def _load_source(con, index: int, source: str, path) -> None:
+    """Append one clean FASTA's records to table records(key, id, digest); check its two-line layout. The
+    sequences themselves stay in the file: the write pass reads them again."""
+    con.execute(f"CREATE OR REPLACE TABLE lines AS SELECT line FROM {engine.read_lines(path)}")
+    bad = con.execute("SELECT rowid FROM lines WHERE starts_with(line, '>') != (rowid % 2 = 0) "
+                      "ORDER BY rowid LIMIT 1").fetchone()
+    n_lines = engine.scalar(con, "SELECT count(*) FROM lines")
+    if bad or n_lines % 2:
+        line_no = bad[0] + 1 if bad else n_lines
         raise PlmscaleError(
-            f"no sequence survived the clean step in any source ({', '.join(sources)}): every record was "
-            f"dropped as invalid or outside the length limits — see results/data/clean/<source>.stats.json "
-            f"for why, then fix data.sources or data.clean in the config")
-    _check_unique_ids(clean_fastas, [part["ids"] for part in partitions])
+            f"{path}, line {line_no}: expected a '>' header followed by one sequence line (the "
+            "one-line-per-sequence FASTA the clean step writes); rerun the clean step or delete this file so "
+            "Snakemake regenerates it")
+    prefix = engine.quote(f"{source}{SEPARATOR}")
+    # Header and sequence lines narrowed first (an id; a 16-byte digest), then paired by record index.
+    con.execute(f"""INSERT INTO records
+        SELECT ({index}::BIGINT << {RECORD_BITS}) + h.idx, h.id, s.digest
+        FROM (SELECT rowid // 2 AS idx, {prefix} || {engine.fasta_id('line')} AS id FROM lines
+              WHERE rowid % 2 = 0) h
+        JOIN (SELECT rowid // 2 AS idx, md5_number(line) AS digest FROM lines WHERE rowid % 2 = 1) s
+        USING (idx)""")
+    con.execute("DROP TABLE lines")
 
-    with RecordWriter(out_fasta) as writer:
-        for line in merge_sorted([part["kept"] for part in partitions]):
-            _, unique_id, sequence = line.rstrip("\n").split("\t")
+
+def _group(con, clean_fastas: dict) -> dict:
+    """Table firsts(key, mask, copies): the first copy of each sequence, the sources holding it (bits in
+    config order) and its copies; returns the per-source counts."""
+    sources = list(clean_fastas)
+    if len(sources) > 62:
+        raise PlmscaleError(f"data.sources lists {len(sources)} sources; dedup handles at most 62")
+    # Copies meet by a 128-bit hash of their sequence (the hand-written version used a 16-byte digest too):
+    # a fixed-width key groups several times faster than the sequence itself and spills far less.
+    con.execute("CREATE TABLE records (key BIGINT, id VARCHAR, digest UHUGEINT)")
+    for index, (source, path) in enumerate(clean_fastas.items()):
+        _load_source(con, index, source, path)
+    con.execute(f"CREATE TABLE by_source AS SELECT digest, key >> {RECORD_BITS} AS source, min(key) AS first, "
+                "count(*) AS copies FROM records GROUP BY ALL")
+    con.execute("CREATE TABLE firsts AS SELECT min(first) AS key, bit_or(1::BIGINT << source) AS mask, "
+                "sum(copies)::BIGINT AS copies FROM by_source GROUP BY digest")
+    per_source = {source: dict.fromkeys(_COUNTS, 0) for source in sources}
+    # Within a source, every copy after the source's first one is a within-source duplicate.
+    for index, seen, distinct in con.execute(
+            "SELECT source, sum(copies)::BIGINT, count(*) FROM by_source GROUP BY source").fetchall():
+        counts = per_source[sources[index]]
+        counts["seen"], counts["duplicates_within_source"] = seen, seen - distinct
+    for index, kept in con.execute(f"SELECT key >> {RECORD_BITS}, count(*) FROM firsts GROUP BY 1").fetchall():
+        per_source[sources[index]]["kept"] = kept
+    for counts in per_source.values():
+        counts["duplicates"] = counts["seen"] - counts["kept"]
+    con.execute("DROP TABLE by_source")
+    return per_source
+
+
+def _check_unique_ids(con, clean_fastas: dict) -> None:
+    """Kept ids must be unique: the same id twice in a source with different sequences is an error."""
+    repeated = con.execute("SELECT id FROM records SEMI JOIN firsts USING (key) GROUP BY id HAVING count(*) > 1 "
+                           "ORDER BY id LIMIT 1").fetchone()
+    if repeated:
+        source, seq_id = repeated[0].split(SEPARATOR, 1)
+        path = clean_fastas.get(source, source)
+        raise PlmscaleError(f"{path}: id {seq_id!r} occurs twice with different sequences; ids must be "
+                            "unique within a source — rerun the clean step, or fix the source file")
+
+
+def _write_firsts(clean_fastas: dict, firsts, writer, provenance) -> None:
+    """Stream the clean FASTAs in corpus order and write each first copy (firsts: batches of key, mask and
+    copies in key order, i.e. corpus order) to the unique FASTA and the provenance table."""
+    sources = list(clean_fastas)
+    holders_of = {}   # source mask -> "a,b": few distinct masks
+    pending = iter(())
+    wanted = -1
+    for index, (source, path) in enumerate(clean_fastas.items()):
+        base = index << RECORD_BITS
+        for number, (header, sequence) in enumerate(read_records(path)):
+            if wanted < 0:
+                row = next(pending, None)
+                if row is None:
+                    batch = next(firsts, None)
+                    if batch is None:
+                        return
+                    pending = zip(batch["key"].tolist(), batch["mask"].tolist(), batch["copies"].tolist())
+                    row = next(pending)
+                wanted, mask, copies = row
+            if base + number != wanted:
+                continue
+            unique_id = f"{source}{SEPARATOR}{record_id(header)}"
             writer.write(unique_id, sequence)
-    with write_gzip_text(out_provenance) as handle:
-        handle.write("unique_id\tsources\tn_copies\n")
-        for line in merge_sorted([part["provenance"] for part in partitions]):
-            handle.write(line[KEY_WIDTH + 1:])
+            holders = holders_of.get(mask)
+            if holders is None:
+                holders = holders_of[mask] = ",".join(s for i, s in enumerate(sources) if mask & (1 << i))
+            provenance.write(f"{unique_id}\t{holders}\t{copies}\n")
+            wanted = -1
+
+
+def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats, *, threads=1, mem_mb=None) -> dict:
+    """clean_fastas is {source: path} in priority order. Writes the unique FASTA, provenance and stats;
+    threads and mem_mb are the job's, for DuckDB (see plmscale.data.engine)."""
+    sources = list(clean_fastas)
+    work = scratch_dir(out_fasta)
+    try:
+        with engine.connect(work, threads=threads, mem_mb=mem_mb) as con:
+            per_source = _group(con, clean_fastas)
+            if not any(counts["kept"] for counts in per_source.values()):
+                raise PlmscaleError(
+                    f"no sequence survived the clean step in any source ({', '.join(sources)}): every record was "
+                    f"dropped as invalid or outside the length limits — see results/data/clean/<source>.stats.json "
+                    f"for why, then fix data.sources or data.clean in the config")
+            _check_unique_ids(con, clean_fastas)
+            n_shared = engine.scalar(con, "SELECT count(*) FROM firsts WHERE bit_count(mask) > 1")
+            con.execute("DROP TABLE records")
+            firsts = engine.fetch_numpy_batches(con, "SELECT key, mask, copies FROM firsts ORDER BY key")
+            with RecordWriter(out_fasta) as writer, write_gzip_text(out_provenance) as provenance:
+                provenance.write("unique_id\tsources\tn_copies\n")
+                _write_firsts(clean_fastas, firsts, writer, provenance)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     empty = [s for s, c in per_source.items() if c["kept"] == 0]
     emptied_by_dedup = [s for s in empty if per_source[s]["seen"] > 0]
@@ -151,51 +176,11 @@ def gather(clean_fastas: dict, partitions: list, out_fasta, out_provenance, out_
         "n_shared_across_sources": n_shared,
         "identity": "per source: seen = kept + duplicates; n_seen = n_unique + n_duplicates",
     }
-    if not all(c["seen"] == c["kept"] + c["duplicates"] for c in per_source.values()) or \
-            writer.n_records != sum(c["kept"] for c in per_source.values()):
-        raise PlmscaleError(f"dedup partitions do not add up ({per_source}, {writer.n_records} written); "
-                            "delete results/data/dedup and rerun the dedup step")
+    if writer.n_records != sum(c["kept"] for c in per_source.values()):
+        raise PlmscaleError(f"dedup wrote {writer.n_records} records but counted {per_source}; delete "
+                            "results/data/dedup and rerun the dedup step")
     write_json(out_stats, stats)
     return stats
-
-
-def _check_unique_ids(clean_fastas: dict, id_files: list) -> None:
-    """Kept ids must be unique: a repeat sits next to itself where the partitions' sorted ids merge."""
-    previous = None
-    for line in merge_sorted(id_files):
-        if line == previous:
-            unique_id = line.rstrip("\n")
-            source, seq_id = unique_id.split(SEPARATOR, 1)
-            path = clean_fastas.get(source, source)
-            raise PlmscaleError(f"{path}: id {seq_id!r} occurs twice with different sequences; ids must be "
-                                "unique within a source — rerun the clean step, or fix the source file")
-        previous = line
-
-
-def partition_paths(directory, partition: str) -> dict:
-    """The outputs of one dedup partition job inside `directory`."""
-    directory = Path(directory)
-    suffix = {"kept": "kept.tsv", "provenance": "provenance.tsv", "ids": "ids.txt", "stats": "stats.json"}
-    return {name: directory / f"{partition}.{suffix[name]}" for name in PARTITION_OUTPUTS}
-
-
-def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats, *, n_partitions=1, mem_mb=4000) -> dict:
-    """All three steps in one process (what the Snakemake jobs do, for tests and single-machine use):
-    clean_fastas is {source: path} in priority order. Writes the unique FASTA, provenance and stats."""
-    names = partition_names(n_partitions)
-    work = scratch_dir(out_fasta)
-    try:
-        for index, (source, path) in enumerate(clean_fastas.items()):
-            scatter_source(path, index, [work / source / f"{name}.tsv" for name in names])
-        partitions = []
-        for name in names:
-            outputs = partition_paths(work / "dedup", name)
-            dedup_partition({source: work / source / f"{name}.tsv" for source in clean_fastas}, outputs,
-                            n_partitions=n_partitions, mem_mb=mem_mb)
-            partitions.append(outputs)
-        return gather(clean_fastas, partitions, out_fasta, out_provenance, out_stats)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def read_provenance(path):

@@ -12,6 +12,13 @@ train record), and it falls into one bin of the edges e1 < e2 < ...:
     >=ek              identity of at least the last edge
 With the default edges [0.5, 0.9]: no_hit, <0.5, 0.5-0.9, >=0.9.
 
+Cost at scale: the search is linear in the number of queries (each is prefiltered against one k-mer index of
+the train split and aligned to its candidates), and every training job waits for it. data.identity.max_queries
+bounds it: a split with more records searches a deterministic sample of that many (the records whose ids have
+the smallest 64-bit blake2b hashes, so the same ones on every rerun and whatever the order); the others get
+the bin `not_searched`, and summary.json gives n_searched and max_queries per split. A few thousand queries
+per bin estimate a bin's share to within ~1%; the training's per-bin losses use the searched ones only.
+
 Outputs: one table per split, rows in the split FASTA's order (so also the token shards' order, which the
 training's per-bin evaluation relies on and checks through `length`):
     seq_id  length  best_hit  identity  bin      (best_hit and identity empty for no_hit)
@@ -22,6 +29,7 @@ a few numbers per query (~40 bytes: identity, bit score, hit, length, bin), plus
 train records that are some query's best hit; nothing per train record, whose ids go to a file read back once.
 """
 
+import hashlib
 import logging
 import os
 import shutil
@@ -39,6 +47,7 @@ from plmscale.provenance import mmseqs_version
 log = logging.getLogger(__name__)
 
 NO_HIT = "no_hit"
+NOT_SEARCHED = "not_searched"   # outside the sample of data.identity.max_queries
 TABLE_COLUMNS = ("seq_id", "length", "best_hit", "identity", "bin")
 QUERY_SPLITS = ("valid", "test")
 DEFAULT_EDGES = (0.5, 0.9)
@@ -65,6 +74,8 @@ def bin_order(label: str) -> tuple:
     """Sort key that puts labels written by bin_labels back in their order (no_hit, then by lower edge)."""
     if label == NO_HIT:
         return (0, 0.0)
+    if label == NOT_SEARCHED:
+        return (3, 0.0)
     if label.startswith("<"):
         return (1, 0.0)
     if label.startswith(">="):
@@ -86,17 +97,34 @@ def assign_bins(identity: np.ndarray, edges) -> np.ndarray:
 
 # ---- numbering -------------------------------------------------------------------------------------------
 
-def _number_records(fasta, numbered, ids_out, first=0, lengths=None) -> int:
+def _number_records(fasta, numbered, ids_out, first=0, lengths=None, searched=None) -> int:
     """Append fasta's records to `numbered` as `>first`, `>first+1`, ..., their ids to `ids_out` (one a
-    line), and their lengths to `lengths` (an array("q"), or None to keep nothing); return the count."""
+    line), and their lengths to `lengths` (an array("q"), or None to keep nothing); return how many were
+    numbered. searched: a boolean array, one per record; only those records are numbered (None: all)."""
     count = 0
-    for header, sequence in read_records(fasta):
-        numbered.write(f">{first + count}\n{sequence}\n")
+    for index, (header, sequence) in enumerate(read_records(fasta)):
         ids_out.write(record_id(header) + "\n")
         if lengths is not None:
             lengths.append(len(sequence))
-        count += 1
+        if searched is None or searched[index]:
+            numbered.write(f">{first + count}\n{sequence}\n")
+            count += 1
     return count
+
+
+def query_sample(fasta, max_queries):
+    """The records of `fasta` to search: None (all) when max_queries is None or the file holds no more,
+    else a boolean array marking the max_queries records whose ids hash lowest (blake2b, 64 bits; ties by
+    place), which depends on the ids only."""
+    if max_queries is None:
+        return None
+    hashes = np.fromiter((int.from_bytes(hashlib.blake2b(record_id(header).encode(), digest_size=8).digest(), "big")
+                          for header, _ in read_records(fasta)), dtype=np.uint64)
+    if len(hashes) <= max_queries:
+        return None
+    searched = np.zeros(len(hashes), dtype=bool)
+    searched[np.lexsort((np.arange(len(hashes)), hashes))[:max_queries]] = True
+    return searched
 
 
 # ---- hits ------------------------------------------------------------------------------------------------
@@ -155,9 +183,12 @@ def _target_names(ids_path, numbers: np.ndarray) -> dict:
 
 def search_identity(train_fasta, query_fastas: dict, out_tables: dict, out_summary, *, edges=DEFAULT_EDGES,
                     sensitivity=4.0, coverage=0.8, cov_mode=2, evalue=1e-3, extra_args=(), threads=1,
-                    mem_mb=None, tmp_root=None, mmseqs_log=None, binary="mmseqs") -> dict:
+                    mem_mb=None, tmp_root=None, mmseqs_log=None, binary="mmseqs", max_queries=None) -> dict:
     """Search each query split's FASTA (query_fastas: {"valid": path, "test": path}) against train_fasta;
-    write one table per split (out_tables, same keys) and the summary JSON; return the summary."""
+    write one table per split (out_tables, same keys) and the summary JSON; return the summary.
+    max_queries: search at most this many records per split (a deterministic sample, see query_sample)."""
+    if max_queries is not None and max_queries < 1:
+        raise PlmscaleError(f"data.identity.max_queries must be at least 1 (or null: every record), not {max_queries}")
     edges = check_edges(edges)
     labels = bin_labels(edges)
     splits = list(query_fastas)
@@ -171,15 +202,17 @@ def search_identity(train_fasta, query_fastas: dict, out_tables: dict, out_summa
             n_train = _number_records(train_fasta, numbered, ids)
         if n_train == 0:
             raise PlmscaleError(f"{train_fasta}: the train split is empty; nothing to search against")
-        lengths, offsets = {}, {}
+        lengths, offsets, samples, n_searched = {}, {}, {}, 0
         with open(work / "query.fasta", "w") as numbered, open(work / "query.ids", "w") as ids:
             for split in splits:  # one query set, numbered on: split k starts where split k-1 ended
                 offsets[split] = sum(len(v) for v in lengths.values())
                 lengths[split] = array("q")  # 8 bytes a query
-                _number_records(query_fastas[split], numbered, ids, first=offsets[split], lengths=lengths[split])
+                samples[split] = query_sample(query_fastas[split], max_queries)
+                n_searched += _number_records(query_fastas[split], numbered, ids, first=n_searched,
+                                              lengths=lengths[split], searched=samples[split])
         n_queries = sum(len(v) for v in lengths.values())
         hits = work / "hits.tsv"
-        if n_queries:
+        if n_searched:
             run(["createdb", work / "target.fasta", work / "targetDB"])
             (work / "target.fasta").unlink()  # the database holds the sequences now: half the disk
             run(["createdb", work / "query.fasta", work / "queryDB"])
@@ -193,9 +226,14 @@ def search_identity(train_fasta, query_fastas: dict, out_tables: dict, out_summa
                  "--format-output", "query,target,fident,bits", "--threads", max(1, int(threads))])
         else:
             hits.write_text("")
-        identity, target = best_hits(hits, n_queries)
+        identity, target = best_hits(hits, n_searched)
+        searched = np.concatenate([np.ones(len(lengths[split]), dtype=bool) if samples[split] is None
+                                   else samples[split] for split in splits]) if splits else np.ones(0, bool)
+        if n_searched < n_queries:   # back to one row per record, the unsearched ones without a hit
+            identity, target = _spread(identity, searched, np.nan), _spread(target, searched, -1)
         names = _target_names(work / "target.ids", target)
         bins = assign_bins(identity, edges)
+        bins[~searched] = NOT_SEARCHED
         summary_splits = {}
         with open(work / "query.ids") as query_ids:
             for split in splits:
@@ -203,10 +241,15 @@ def search_identity(train_fasta, query_fastas: dict, out_tables: dict, out_summa
                 part = slice(start, start + n)
                 _write_table(out_tables[split], query_ids, lengths[split], target[part], identity[part],
                              bins[part], names)
-                counts = {label: int(np.sum(bins[part] == label)) for label in labels}
+                sampled = samples[split] is not None
+                counts = {label: int(np.sum(bins[part] == label)) for label in labels + [NOT_SEARCHED] * sampled}
                 _check_counts(split, counts, n, query_fastas[split])
-                summary_splits[split] = {"n_sequences": n, "counts": counts,
-                                         "fractions": {k: (v / n if n else None) for k, v in counts.items()}}
+                n_split_searched = int(searched[part].sum())
+                summary_splits[split] = {"n_sequences": n, "counts": counts, "fractions": {
+                    k: (v / n_split_searched if n_split_searched else None) for k, v in counts.items()
+                    if k != NOT_SEARCHED}}
+                if max_queries is not None:   # the sample size, where the config asks for one
+                    summary_splits[split].update(n_searched=n_split_searched, max_queries=max_queries)
                 log.info("%s: %d sequences by identity to train: %s", split, n, counts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -220,6 +263,13 @@ def search_identity(train_fasta, query_fastas: dict, out_tables: dict, out_summa
     }
     write_json(out_summary, summary)
     return summary
+
+
+def _spread(values, searched, missing):
+    """values of the searched records placed at their rows, `missing` elsewhere."""
+    full = np.full(len(searched), missing, dtype=values.dtype)
+    full[searched] = values
+    return full
 
 
 def _write_table(path, query_ids, lengths, target, identity, bins, names) -> None:

@@ -8,8 +8,9 @@ Reproducible by construction:
   MMseqs2 may pick another representative of the same members on a rerun, and the split hashes the name.
 - MMseqs2's output order varies between runs, so everything written here is sorted.
 - Memory does not grow with the corpus: ids live in a file in record order, never in a list, and every
-  join, grouping and ordering is an external sort (`plmscale.data.external_sort`) followed by a streaming
-  merge, in the same order Python's `sorted` gives, so the tables are those an in-memory pass would write.
+  join, grouping and ordering is DuckDB's (`plmscale.data.engine`: bounded by the job's memory, spilling to
+  the work folder, on the rule's threads), ordered on total keys, so the tables are the bytes an in-memory
+  pass in Python would write.
 
 MMseqs2's temporary files go to a hidden `.mmseqs.tmp-PID` folder next to the outputs (or under tmp_root):
 on the same disk as the results, not in /tmp, and removed on the next run if a kill left it behind.
@@ -24,12 +25,10 @@ import logging
 import shutil
 import subprocess
 import os
-from collections import Counter
-from itertools import groupby
 from pathlib import Path
 
-from plmscale.data.atomic import remove_stale_temporaries, write_json, write_text
-from plmscale.data.external_sort import read_tsv, sorted_records
+from plmscale.data import engine
+from plmscale.data.atomic import remove_stale_temporaries, write_json
 from plmscale.data.gzio import open_read
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import mmseqs_version
@@ -59,37 +58,31 @@ def _header_id(line) -> str:
 
 
 def _number_records(path, numbered_path, ids_path) -> int:
-    """Write a copy of path whose record k is `>k`, and its ids one a line in record order; return the
+    """Write a copy of path whose record k is `>k`, and `k<tab>id` per record to ids_path; return the
     number of records."""
     count = 0
     with io.BufferedReader(open_read(path), 1 << 20) as handle, open(numbered_path, "wb") as out, \
             open(ids_path, "w", buffering=1 << 20) as ids_out:
         for line in handle:
             if line.startswith(b">"):
-                ids_out.write(_header_id(line) + "\n")
+                ids_out.write(f"{count}\t{_header_id(line)}\n")
                 line = b">%d\n" % count
                 count += 1
             out.write(line)
     return count
 
 
-def _read_ids(ids_path):
-    with open(ids_path, buffering=1 << 20) as handle:
-        for line in handle:
-            yield line[:-1]
+def _ids_table(ids_path) -> str:
+    return engine.read_tsv(ids_path, {"num": "BIGINT", "id": "VARCHAR"})
 
 
-def _check_unique_ids(fasta, ids_path, work) -> None:
-    repeated = []
-    previous = None
-    for (record_id,) in sorted_records(((i,) for i in _read_ids(ids_path)), work):
-        if record_id == previous and (not repeated or repeated[-1] != record_id):
-            repeated.append(record_id)
-            if len(repeated) == 5:
-                break
-        previous = record_id
+def _check_unique_ids(fasta, ids_path, work, threads, mem_mb) -> None:
+    """Repeated ids are an error before MMseqs2 runs."""
+    with engine.connect(work, threads=threads, mem_mb=mem_mb) as con:
+        repeated = [row[0] for row in con.execute(
+            f"SELECT id FROM {_ids_table(ids_path)} GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 5").fetchall()]
     if repeated:
-        raise PlmscaleError(f"{fasta}: ids must be unique before clustering; repeated: {repeated[:5]}")
+        raise PlmscaleError(f"{fasta}: ids must be unique before clustering; repeated: {repeated}")
 
 
 def _tail(path, lines=LOG_TAIL_LINES) -> str:
@@ -172,93 +165,66 @@ def _easy_cluster(run, method, fasta, prefix, tmp, min_seq_id, coverage, cov_mod
     return Path(f"{prefix}_cluster.tsv")
 
 
-def _first_as_int(record):
-    return int(record[0])
+def _load_pairs(con, table, path, n_records, fasta) -> None:
+    """Table `table`(rep, member) from MMseqs2's cluster.tsv, checked to hold record numbers of `fasta`."""
+    raw = engine.read_tsv(path, {"rep": "VARCHAR", "member": "VARCHAR"})
+    number = "coalesce(regexp_full_match({0}, '[0-9]{{1,18}}') AND try_cast({0} AS BIGINT) < {1}, false)"
+    bad = engine.scalar(con, f"SELECT count(*) FROM {raw} WHERE NOT ({number.format('rep', n_records)} AND "
+                             f"{number.format('member', n_records)})")
+    if bad:
+        raise PlmscaleError(f"MMseqs2 returned ids that are not record numbers of {fasta}; check "
+                            "the MMseqs2 version (14+ expected) and data.cluster.extra_args")
+    con.execute(f"CREATE TABLE {table} AS SELECT rep::BIGINT AS rep, member::BIGINT AS member FROM {raw}")
 
 
-def _group_then_member(record):
-    return int(record[0]), record[1]
-
-
-def _numbered_pairs(path, n_records, fasta):
-    """MMseqs2's cluster.tsv rows (representative, member), checked to be record numbers of `fasta`;
-    yields (member, representative)."""
-    with open(path, buffering=1 << 20) as handle:
-        for line in handle:
-            rep, member = line.rstrip("\n").split("\t")
-            for number in (rep, member):
-                if not (number.isascii() and number.isdigit() and int(number) < n_records):
-                    raise PlmscaleError(f"MMseqs2 returned ids that are not record numbers of {fasta}; check "
-                                        "the MMseqs2 version (14+ expected) and data.cluster.extra_args")
-            yield member, rep
-
-
-def _members_with_ids(pairs_path, ids_path, n_records, fasta, work):
-    """Yield (representative number, member id, member number) for every record of `fasta`, in record
-    order, after checking that MMseqs2 listed each record exactly once."""
-    by_member = sorted_records(_numbered_pairs(pairs_path, n_records, fasta), work, key=_first_as_int)
+def _load_members(con, pairs_path, ids_path, n_records, fasta) -> None:
+    """Table members(rep, num, id): every record of `fasta` with MMseqs2's representative, after checking
+    that MMseqs2 listed each record exactly once."""
+    con.execute(f"CREATE TABLE ids AS SELECT * FROM {_ids_table(ids_path)}")
+    _load_pairs(con, "pairs", pairs_path, n_records, fasta)
     coverage = _Coverage(fasta)
-    expected = enumerate(_read_ids(ids_path))
-    found = ((int(member), member, rep) for member, rep in by_member)
-    for (_, member_id), (_, member, rep) in _match_exactly_once(expected, found, coverage):
-        yield rep, member_id, member
+    coverage.add("missing", con, "SELECT id, num FROM ids ANTI JOIN pairs ON ids.num = pairs.member")
+    coverage.add("repeated", con, "SELECT id, num FROM ids JOIN (SELECT member FROM pairs GROUP BY member "
+                                  "HAVING count(*) > 1) r ON ids.num = r.member")
     coverage.raise_if_any()
+    con.execute("CREATE TABLE members AS SELECT pairs.rep, ids.num, ids.id "
+                "FROM pairs JOIN ids ON pairs.member = ids.num")
+    con.execute("DROP TABLE pairs")
+    con.execute("DROP TABLE ids")
 
 
-def _with_group_first(records, work):
-    """records: (group number, member id, ...). Yield (first, record) for each record, grouped by group
-    number, `first` being the group's record with the smallest member id: the cluster's canonical member,
-    whose id names the cluster whichever member MMseqs2 chose as representative."""
-    ordered = sorted_records(records, work, key=_group_then_member)
-    for _, group in groupby(ordered, key=_first_as_int):
-        first = next(group)
-        yield first, first
-        for record in group:
-            yield first, record
+def _name_groups(con, members, named) -> None:
+    """Table `named`(rep, name, canonical): each group of `members`(rep, num, id) named by its smallest member
+    id (the canonical member, numbered `canonical`), whichever member MMseqs2 chose as representative."""
+    con.execute(f"CREATE TABLE {named} AS SELECT rep, min(id) AS name, arg_min(num, id) AS canonical "
+                f"FROM {members} GROUP BY rep")
 
 
-def _fine_rows(members, work):
-    """(cluster name, member id) for every member, in output order."""
-    return sorted_records(((first[1], record[1]) for first, record in _with_group_first(members, work)), work)
+def _fine_level(con) -> None:
+    """Table fine(num, id, cluster, canonical): every member with its cluster's name and canonical member."""
+    _name_groups(con, "members", "fine_names")
+    con.execute("CREATE TABLE fine AS SELECT m.num, m.id, f.name AS cluster, f.canonical "
+                "FROM members m JOIN fine_names f USING (rep)")
 
 
-def _write_fine_level(members, fine_rows_path, canonical_path, work) -> None:
-    """Write (canonical member number, cluster name, member id) for every member, and the canonical
-    members' numbers: the second level clusters those records."""
-    with open(fine_rows_path, "w", buffering=1 << 20) as rows_out, \
-            open(canonical_path, "w", buffering=1 << 20) as canonical_out:
-        for first, record in _with_group_first(members, work):
-            if first is record:
-                canonical_out.write(first[2] + "\n")
-            rows_out.write(f"{first[2]}\t{first[1]}\t{record[1]}\n")
-
-
-def _members_with_coarse_representative(fine_rows_path, coarse_pairs_path, n_records, fasta, mmseqs_log, work):
-    """Yield (coarse representative number, member id, fine cluster name) for every member: a coarse
-    cluster holds every member of the fine clusters whose canonical members it holds."""
-    fine_rows = sorted_records(read_tsv(fine_rows_path, 1 << 20), work, key=_first_as_int)
-    coarse = sorted_records(_numbered_pairs(coarse_pairs_path, n_records, fasta), work, key=_first_as_int)
-    current_number, current_rep = -1, None
-    for canonical, fine_name, member_id in fine_rows:
-        number = int(canonical)
-        while current_number < number:
-            pair = next(coarse, None)
-            if pair is None:
-                break
-            if int(pair[0]) == current_number:
-                raise PlmscaleError(f"{coarse_pairs_path}: member {pair[0]!r} is listed twice in MMseqs2's "
-                                    "output; this should not happen — check the MMseqs2 version (14+ expected)")
-            current_number, current_rep = int(pair[0]), pair[1]
-        if current_number != number:
-            raise PlmscaleError(f"MMseqs2's second level left out representatives of the first; see "
-                                f"{mmseqs_log}")
-        yield current_rep, member_id, fine_name
-
-
-def _coarse_rows(members_with_coarse, work):
-    """(cluster name, subcluster name, member id) for every member, in output order."""
-    named = ((first[1], record[2], record[1]) for first, record in _with_group_first(members_with_coarse, work))
-    return sorted_records(named, work)
+def _coarse_level(con, coarse_pairs_path, n_records, fasta, mmseqs_log) -> None:
+    """Table coarse(cluster, subcluster, member): a coarse cluster holds every member of the fine clusters
+    whose canonical members it holds, and is named by its smallest member id."""
+    _load_pairs(con, "coarse_pairs", coarse_pairs_path, n_records, fasta)
+    twice = con.execute("SELECT member FROM coarse_pairs GROUP BY member HAVING count(*) > 1 ORDER BY member "
+                        "LIMIT 1").fetchone()
+    if twice:
+        raise PlmscaleError(f"{coarse_pairs_path}: member {str(twice[0])!r} is listed twice in MMseqs2's "
+                            "output; this should not happen — check the MMseqs2 version (14+ expected)")
+    left_out = engine.scalar(con, "SELECT count(*) FROM (SELECT DISTINCT canonical FROM fine) f "
+                                  "ANTI JOIN coarse_pairs c ON f.canonical = c.member")
+    if left_out:
+        raise PlmscaleError(f"MMseqs2's second level left out representatives of the first; see {mmseqs_log}")
+    con.execute("CREATE TABLE coarse_members AS SELECT c.rep, f.num, f.id, f.cluster AS subcluster "
+                "FROM fine f JOIN coarse_pairs c ON f.canonical = c.member")
+    _name_groups(con, "coarse_members", "coarse_names")
+    con.execute("CREATE TABLE coarse AS SELECT n.name AS cluster, m.subcluster, m.id AS member "
+                "FROM coarse_members m JOIN coarse_names n USING (rep)")
 
 
 def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linclust", min_seq_id=0.5,
@@ -274,32 +240,30 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
     try:
         ids_path = work / "ids.txt"
         n_records = _number_records(fasta, work / "numbered.fasta", ids_path)
-        _check_unique_ids(fasta, ids_path, work)
+        _check_unique_ids(fasta, ids_path, work, threads, mem_mb)
         run = _Runner(binary, mmseqs_log, work, mem_mb=mem_mb)
         common = dict(cov_mode=cov_mode, cluster_mode=cluster_mode, sensitivity=sensitivity,
                       threads=threads, mem_mb=mem_mb, extra_args=extra_args)
         fine_pairs = _easy_cluster(run, method, work / "numbered.fasta", work / "level1", work / "tmp1",
                                    min_seq_id, coverage, **common)
-        members = _members_with_ids(fine_pairs, ids_path, n_records, fasta, work)
-        if second_level:
-            # The coarse level clusters each fine cluster's canonical member, not MMseqs2's representative
-            # (which may change between runs), so its input depends on the fine memberships only.
-            fine_rows_path, canonical_path = work / "level1_named.tsv", work / "level1_canonical.txt"
-            _write_fine_level(members, fine_rows_path, canonical_path, work)
-            canonical = sorted_records(((line,) for line in _read_ids(canonical_path)), work, key=_first_as_int)
-            _keep_records(work / "numbered.fasta", (int(number) for (number,) in canonical),
-                          work / "level1_canonical.fasta")
-            coarse_pairs = _easy_cluster(
-                run, second_level.get("method", "cluster"), work / "level1_canonical.fasta", work / "level2",
-                work / "tmp2", second_level["min_seq_id"], second_level.get("coverage", coverage), **common)
-            rows = _coarse_rows(_members_with_coarse_representative(
-                fine_rows_path, coarse_pairs, n_records, fasta, mmseqs_log, work), work)
-            header = ("cluster_id", "subcluster_id", "member_id")
-        else:
-            rows = _fine_rows(members, work)
-            header = ("cluster_id", "member_id")
-        summary = _write_clusters(out_clusters, header, rows, work / "cluster_sizes.unsorted.tsv")
-        _write_sizes(out_sizes, work / "cluster_sizes.unsorted.tsv", bool(second_level), work)
+        # DuckDB runs while MMseqs2 does not, with the job's memory.
+        with engine.connect(work, threads=threads, mem_mb=mem_mb) as con:
+            _load_members(con, fine_pairs, ids_path, n_records, fasta)
+            _fine_level(con)
+            if second_level:
+                # The coarse level clusters each fine cluster's canonical member, not MMseqs2's representative
+                # (which may change between runs), so its input depends on the fine memberships only.
+                canonical = (number for batch in engine.fetch_batches(
+                    con, "SELECT canonical FROM fine_names ORDER BY canonical") for (number,) in batch)
+                _keep_records(work / "numbered.fasta", canonical, work / "level1_canonical.fasta")
+                coarse_pairs = _easy_cluster(
+                    run, second_level.get("method", "cluster"), work / "level1_canonical.fasta", work / "level2",
+                    work / "tmp2", second_level["min_seq_id"], second_level.get("coverage", coverage), **common)
+                _coarse_level(con, coarse_pairs, n_records, fasta, mmseqs_log)
+                rows = "SELECT cluster AS cluster_id, subcluster AS subcluster_id, member AS member_id FROM coarse"
+            else:
+                rows = "SELECT cluster AS cluster_id, id AS member_id FROM fine"
+            summary = _write_clusters(con, out_clusters, out_sizes, rows, bool(second_level))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -320,40 +284,23 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
     return stats
 
 
-def _write_clusters(out_clusters, header, rows, sizes_path) -> dict:
-    """Write the sorted rows; as each cluster ends (rows are grouped by cluster), note its size and
-    number of subclusters in sizes_path. Return the counts for stats.json."""
-    n_sequences = n_clusters = n_subclusters = largest = 0
-    histogram = Counter()
-    with write_text(out_clusters) as handle, open(sizes_path, "w", buffering=1 << 20) as sizes_out:
-        handle.write("\t".join(header) + "\n")
-        for cluster_id, group in groupby(rows, key=lambda row: row[0]):
-            size = subclusters = 0
-            previous_subcluster = None
-            for row in group:
-                handle.write("\t".join(row) + "\n")
-                size += 1
-                if len(row) == 3 and row[1] != previous_subcluster:  # a subcluster's rows are adjacent
-                    subclusters += 1
-                    previous_subcluster = row[1]
-            sizes_out.write(f"{cluster_id}\t{size}\t{subclusters}\n")
-            n_sequences += size
-            n_clusters += 1
-            n_subclusters += subclusters
-            largest = max(largest, size)
-            histogram[size] += 1
-    return {"n_sequences": n_sequences, "n_clusters": n_clusters, "n_subclusters": n_subclusters,
+def _write_clusters(con, out_clusters, out_sizes, rows: str, second_level: bool) -> dict:
+    """clusters.tsv: `rows` sorted by every column (the member id, last, is unique); cluster_sizes.tsv:
+    largest clusters first, ties by name. Return the counts for stats.json."""
+    con.execute(f"CREATE TABLE rows AS {rows}")
+    engine.write_tsv(con, "SELECT * FROM rows ORDER BY ALL", out_clusters)
+    subclusters = "count(DISTINCT subcluster_id)" if second_level else "0"
+    con.execute(f"CREATE TABLE sizes AS SELECT cluster_id, count(*) AS size, {subclusters} AS n_subclusters "
+                "FROM rows GROUP BY cluster_id")
+    engine.write_tsv(con, "SELECT cluster_id, size" + (", n_subclusters" if second_level else "") +
+                     " FROM sizes ORDER BY size DESC, cluster_id", out_sizes)
+    n_sequences, n_clusters, n_subclusters, largest = con.execute(
+        "SELECT coalesce(sum(size), 0), count(*), coalesce(sum(n_subclusters), 0), coalesce(max(size), 0) "
+        "FROM sizes").fetchone()
+    histogram = dict(con.execute("SELECT size, count(*) FROM sizes GROUP BY size ORDER BY size").fetchall())
+    return {"n_sequences": int(n_sequences), "n_clusters": n_clusters, "n_subclusters": int(n_subclusters),
             "n_singletons": histogram.get(1, 0), "largest_cluster": largest,
-            "size_histogram": {str(size): histogram[size] for size in sorted(histogram)}}
-
-
-def _write_sizes(out_sizes, sizes_path, second_level, work) -> None:
-    """cluster_sizes.tsv: largest clusters first, ties by name."""
-    by_size = sorted_records(read_tsv(sizes_path, 1 << 20), work, key=lambda row: (-int(row[1]), row[0]))
-    with write_text(out_sizes) as handle:
-        handle.write("cluster_id\tsize" + ("\tn_subclusters" if second_level else "") + "\n")
-        for cluster_id, size, subclusters in by_size:
-            handle.write(f"{cluster_id}\t{size}" + (f"\t{subclusters}" if second_level else "") + "\n")
+            "size_histogram": {str(size): count for size, count in histogram.items()}}
 
 
 def _keep_records(path, keep_numbers, out_path) -> None:
@@ -375,60 +322,28 @@ def _keep_records(path, keep_numbers, out_path) -> None:
 
 
 class _Coverage:
-    """Counts of sequences missing from, repeated in or unknown to a clustering, with a few examples."""
+    """Counts of sequences missing from or repeated in a clustering, with a few examples."""
 
     EXAMPLES = 3
 
     def __init__(self, fasta):
         self.fasta = fasta
-        self.counts = {"missing": 0, "repeated": 0, "unknown": 0}
+        self.counts = {"missing": 0, "repeated": 0}
         self.examples = {kind: [] for kind in self.counts}
 
-    def note(self, kind, record_id) -> None:
-        self.counts[kind] += 1
-        if len(self.examples[kind]) < self.EXAMPLES:
-            self.examples[kind].append(record_id)
+    def add(self, kind, con, query) -> None:
+        """Count the (id, num) rows of `query`, keeping the first few ids by record number as examples."""
+        self.counts[kind] += engine.scalar(con, f"SELECT count(*) FROM ({query})")
+        self.examples[kind] = [row[0] for row in con.execute(
+            f"SELECT id FROM ({query}) ORDER BY num LIMIT {self.EXAMPLES}").fetchall()]
 
     def raise_if_any(self) -> None:
         if any(self.counts.values()):
             c, e = self.counts, self.examples
             raise PlmscaleError(
                 f"clustering of {self.fasta} does not cover every sequence exactly once: {c['missing']} missing "
-                f"(e.g. {e['missing']}), {c['repeated']} repeated (e.g. {e['repeated']}), {c['unknown']} unknown "
-                f"(e.g. {e['unknown']}). Ids with spaces or unusual characters can confuse MMseqs2; check the "
-                "dedup output and the MMseqs2 log.")
-
-
-_END = object()
-
-
-def _match_exactly_once(expected, found, coverage):
-    """Merge `expected` (key, id) with unique keys and `found` (key, ...) tuples, both ascending by key.
-    Yield (expected item, found item) per match; note in `coverage` the expected keys never found, the
-    found ones repeated (each repeated sequence once) and those not expected."""
-    expected = iter(expected)
-    want = next(expected, _END)
-    previous_key = previous_id = last_repeated = _END
-    for item in found:
-        key = item[0]
-        if key == previous_key:
-            if previous_key != last_repeated:
-                coverage.note("repeated", previous_id)
-                last_repeated = previous_key
-            continue
-        previous_key, previous_id = key, item[1]
-        while want is not _END and want[0] < key:
-            coverage.note("missing", want[1])
-            want = next(expected, _END)
-        if want is not _END and want[0] == key:
-            previous_id = want[1]
-            yield want, item
-            want = next(expected, _END)
-        else:
-            coverage.note("unknown", item[1])
-    while want is not _END:
-        coverage.note("missing", want[1])
-        want = next(expected, _END)
+                f"(e.g. {e['missing']}) and {c['repeated']} repeated (e.g. {e['repeated']}). Ids with spaces or "
+                "unusual characters can confuse MMseqs2; check the dedup output and the MMseqs2 log.")
 
 
 def read_clusters(path):

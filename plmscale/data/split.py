@@ -15,42 +15,32 @@ Output per split (the tokenizer's input):
 A split whose fraction is 0 is written empty; an empty split whose fraction is positive is an error that
 says what to change.
 
-Bounded memory at any corpus size: the member -> cluster join is hash-partitioned (see partition.py), in
-three steps, each a Snakemake job:
-1. scatter: clusters.tsv (member, dense cluster index, split) and the unique FASTA's records (place in the
-   FASTA, id, source) go to P partition files by a hash of the member id;
-2. join, one job per partition: a dict of that partition's members (~BYTES_PER_ENTRY each; a partition
-   over the job's memory stops saying which data.partitions.count fits) gives each record its cluster;
-3. gather: the joined records, merged back into FASTA order, route each sequence of a second pass over the
-   unique FASTA to its split; the id sidecars are streamed to disk. The outputs are the same bytes whatever
-   P is.
+Bounded memory at any corpus size, in two passes:
+1. DuckDB (plmscale.data.engine, memory_limit from the job's memory, spilling to a scratch folder, on the
+   rule's threads) numbers the clusters, hashes them to their splits and joins members to the unique FASTA's
+   records and to the provenance table: one (split, cluster, source) row per record, in FASTA order;
+2. Python streams the unique FASTA once more and writes each sequence to its split, a batch of those rows at
+   a time, and the id sidecars a batch at a time. The sequences are written one record per call, as the
+   gzip writer has always been fed, so the bytes do not change.
 """
 
 import hashlib
-import json
 import logging
 import shutil
-from array import array
 from contextlib import ExitStack
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-from plmscale.data.atomic import temporary_name, write_binary, write_json, write_text
-from plmscale.data.dedup import read_provenance
+from plmscale.data import engine
+from plmscale.data.atomic import scratch_dir, temporary_name, write_binary, write_json
 from plmscale.data.linefasta import RecordWriter, read_records, record_id
-from plmscale.data.mmseqs import read_clusters
-from plmscale.data.partition import (KEY_WIDTH, PartitionWriter, check_budget, entry_budget, key_digest,
-                                     merge_sorted, order_key, partition_names, partition_of, read_lines,
-                                     scratch_dir)
 from plmscale.errors import PlmscaleError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 FASTA_SUFFIX = ".fasta.gz"
-# Measured with tracemalloc on ids like `metagenomic|MGYP000123456789`: the id, the "cluster\tsplit" text
-# and the dict slot (~200 bytes), with room for longer ids.
-BYTES_PER_ENTRY = 300
 
 
 def sidecar_paths(fasta_path) -> tuple:
@@ -71,191 +61,164 @@ def split_of(cluster_id: str, salt: str, valid_fraction: float, test_fraction: f
     return "train"
 
 
-def scatter(unique_fasta, clusters_tsv, provenance_tsv, out_dir, n_partitions: int, *, valid_fraction=0.05,
-            test_fraction=0.05, salt="plmscale-split-v1", sources=None) -> dict:
-    """Step 1: members and records to partition files under out_dir (see scatter_paths), plus
-    `clusters.json` (the clusters per split). Returns what it wrote to clusters.json."""
-    if valid_fraction + test_fraction >= 1:
-        raise PlmscaleError("data.split: valid_fraction + test_fraction must be below 1")
-    paths = scatter_paths(out_dir, n_partitions)
+def _split_sql(cluster_id: str, salt: str, valid_fraction: float, test_fraction: float) -> str:
+    """split_of in SQL (the index into SPLITS): the same sha256 and the same float comparison."""
+    u = f"(('0x' || left(sha256({engine.quote(salt)} || chr(0) || {cluster_id}), 16))::UBIGINT::DOUBLE " \
+        f"/ 18446744073709551616.0)"
+    return (f"CASE WHEN {u} < {float(test_fraction)!r} THEN 2 "
+            f"WHEN {u} < {float(test_fraction) + float(valid_fraction)!r} THEN 1 ELSE 0 END")
+
+
+def _clusters_table(clusters_tsv) -> str:
+    """SQL reading clusters.tsv: (cluster_id, member_id), from one or two levels."""
+    with open(clusters_tsv) as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+    if header not in (["cluster_id", "member_id"], ["cluster_id", "subcluster_id", "member_id"]):
+        raise PlmscaleError(f"{clusters_tsv}: not a plmscale clusters table (header {header}); delete it and "
+                            "rerun the cluster step")
+    columns = {name: "VARCHAR" for name in header}
+    return f"(SELECT cluster_id, member_id FROM {engine.read_tsv(clusters_tsv, columns, header=True)})"
+
+
+def _assign(con, unique_fasta, clusters_tsv, provenance_tsv, sources, valid_fraction, test_fraction,
+            salt) -> tuple:
+    """Table assign(idx, split, cluster, source): each record of the unique FASTA (idx: its place) with the
+    index of its split, its dense cluster number and its source's index. Returns (sources, clusters per split,
+    number of clusters)."""
+    # Only the header lines, in file order (rowid = record index): the sequences stay on disk.
+    con.execute(f"CREATE TABLE headers AS SELECT {engine.fasta_id('line')} AS id "
+                f"FROM {engine.read_lines(unique_fasta)} WHERE starts_with(line, '>')")
+    con.execute("CREATE TABLE records AS SELECT rowid AS idx, id FROM headers")
+    columns = {"unique_id": "VARCHAR", "sources": "VARCHAR", "n_copies": "BIGINT"}
+    con.execute(f"CREATE TABLE provenance AS SELECT unique_id, split_part(sources, ',', 1) AS source "
+                f"FROM {engine.read_tsv(provenance_tsv, columns, header=True)}")
     if sources is None:
-        sources = sorted({holders[0] for _, holders, _ in read_provenance(provenance_tsv)})
-    source_index = {name: i for i, name in enumerate(sources)}
+        sources = [name for (name,) in con.execute("SELECT DISTINCT source FROM provenance ORDER BY source").fetchall()]
+    con.execute("CREATE TABLE source_names (name VARCHAR, source_index BIGINT)")
+    con.executemany("INSERT INTO source_names VALUES (?, ?)", [(name, i) for i, name in enumerate(sources)])
+    unknown = con.execute("SELECT source FROM provenance ANTI JOIN source_names ON source = name LIMIT 1").fetchone()
+    if unknown:
+        raise PlmscaleError(f"{provenance_tsv}: source {unknown[0]!r} is not one of {list(sources)}; the dedup "
+                            "output does not match the config — rerun the dedup step")
+    mismatch = con.execute("SELECT r.id, p.unique_id FROM records r FULL JOIN provenance p ON r.id = p.unique_id "
+                           "WHERE r.id IS NULL OR p.unique_id IS NULL ORDER BY r.idx NULLS LAST, p.unique_id "
+                           "LIMIT 1").fetchone()
+    n_records = engine.scalar(con, "SELECT count(*) FROM records")
+    if mismatch or engine.scalar(con, "SELECT count(*) FROM provenance") != n_records:
+        seq_id, unique_id = mismatch or (None, None)
+        raise PlmscaleError(f"{provenance_tsv} does not match {unique_fasta} at {seq_id!r} (found {unique_id!r}); "
+                            "rerun the dedup step")
 
-    n_clusters, per_split, previous = 0, dict.fromkeys(SPLITS, 0), None
-    with PartitionWriter(paths["members"]) as writer:
-        for row in read_clusters(clusters_tsv):   # sorted by cluster id: dense ints in that order
-            cluster_id, member = row[0], row[-1]
-            if cluster_id != previous:
-                if previous is not None and cluster_id < previous:
-                    raise PlmscaleError(f"{clusters_tsv}: not sorted by cluster id; rerun the cluster step")
-                split = SPLITS.index(split_of(cluster_id, salt, valid_fraction, test_fraction))
-                per_split[SPLITS[split]] += 1
-                n_clusters += 1
-                previous = cluster_id
-            writer.write(partition_of(key_digest(member), n_partitions), f"{member}\t{n_clusters - 1}\t{split}\n")
-
-    provenance = read_provenance(provenance_tsv)
-    with PartitionWriter(paths["records"]) as writer:
-        for index, (header, _) in enumerate(read_records(unique_fasta)):
-            seq_id = record_id(header)
-            unique_id, holders, _ = next(provenance, (None, None, None))
-            if unique_id != seq_id:
-                raise PlmscaleError(f"{provenance_tsv} does not match {unique_fasta} at {seq_id!r} "
-                                    f"(found {unique_id!r}); rerun the dedup step")
-            source = holders[0]   # the first source holding it, as dedup kept it
-            if source not in source_index:
-                raise PlmscaleError(f"{provenance_tsv}: source {source!r} is not one of {sources}; the dedup "
-                                    "output does not match the config — rerun the dedup step")
-            writer.write(partition_of(key_digest(seq_id), n_partitions),
-                         f"{order_key(0, index)}\t{seq_id}\t{source_index[source]}\n")
-    summary = {"n_clusters": n_clusters, "clusters_per_split": per_split, "sources": list(sources),
-               "settings": {"valid_fraction": valid_fraction, "test_fraction": test_fraction, "salt": salt}}
-    write_json(paths["clusters"], summary)
-    return summary
-
-
-def scatter_paths(directory, n_partitions: int) -> dict:
-    """The scatter step's outputs: {members: [...], records: [...], clusters: json path}."""
-    directory = Path(directory)
-    names = partition_names(n_partitions)
-    return {"members": [directory / "members" / f"{name}.tsv" for name in names],
-            "records": [directory / "records" / f"{name}.tsv" for name in names],
-            "clusters": directory / "clusters.json"}
-
-
-def join_partition(members_tsv, records_tsv, out_tsv, *, n_partitions: int, mem_mb: int,
-                   unique_fasta="the unique FASTA", clusters_tsv="clusters.tsv") -> int:
-    """Step 2: give each record of one partition its cluster and split: writes `KEY\\tcluster\\tsplit\\tsource`
-    lines in FASTA order; returns how many. unique_fasta and clusters_tsv name the inputs in messages."""
-    budget = entry_budget(mem_mb, BYTES_PER_ENTRY)
-    member_cluster = {}
-    for line in read_lines(members_tsv):
-        member, cluster_and_split = line.rstrip("\n").split("\t", 1)
-        member_cluster[member] = cluster_and_split
-        if len(member_cluster) > budget:
-            check_budget(len(member_cluster), budget, what="cluster members", inputs=[members_tsv],
-                         n_partitions=n_partitions, mem_mb=mem_mb, bytes_per_entry=BYTES_PER_ENTRY)
-    n_records = 0
-    with write_text(out_tsv) as out:
-        for line in read_lines(records_tsv):
-            key, seq_id, source = line.rstrip("\n").split("\t")
-            cluster_and_split = member_cluster.pop(seq_id, None)
-            if cluster_and_split is None:
-                raise PlmscaleError(f"{seq_id!r} from {unique_fasta} is not in {clusters_tsv}; rerun the "
-                                    "cluster step")
-            out.write(f"{key}\t{cluster_and_split}\t{source}\n")
-            n_records += 1
-        if member_cluster:
-            raise PlmscaleError(f"{clusters_tsv} lists {len(member_cluster)} ids missing from "
-                                f"{unique_fasta} (e.g. {next(iter(member_cluster))!r}); rerun the cluster step")
-    return n_records
-
-
-def gather(unique_fasta, clusters_json, joined: list, out_fastas: dict, out_stats) -> dict:
-    """Step 3: the unique FASTA's sequences to their splits, in FASTA order, with their id sidecars; writes
-    and returns the stats."""
-    summary = json.loads(Path(clusters_json).read_text())
-    sources, settings = summary["sources"], summary["settings"]
-    fractions = {"train": 1 - settings["valid_fraction"] - settings["test_fraction"],
-                 "valid": settings["valid_fraction"], "test": settings["test_fraction"]}
-    per_split = {split: {"n_sequences": 0, "n_residues": 0, "per_source": {}} for split in SPLITS}
-    assignments = merge_sorted(joined)
-    with ExitStack() as stack:  # all three files complete, or none of them
-        writers = {split: stack.enter_context(RecordWriter(out_fastas[split])) for split in SPLITS}
-        sidecars = {split: [stack.enter_context(_NpyStream(path, dtype))
-                            for path, dtype in zip(sidecar_paths(out_fastas[split]), ("<i8", "<i2"))]
-                    for split in SPLITS}
-        for index, (header, sequence) in enumerate(read_records(unique_fasta)):
-            seq_id = record_id(header)
-            line = next(assignments, None)
-            if line is None or line[:KEY_WIDTH] != order_key(0, index):
-                raise PlmscaleError(f"the split partitions do not match {unique_fasta} at {seq_id!r}; delete "
-                                    "results/data/split and rerun the split stage")
-            _, cluster, split_index, source_index = line.rstrip("\n").split("\t")
-            split = SPLITS[int(split_index)]
-            source = sources[int(source_index)]
-            writers[split].write(seq_id, sequence)
-            sidecars[split][0].append(int(cluster))
-            sidecars[split][1].append(int(source_index))
-            stats = per_split[split]
-            stats["n_sequences"] += 1
-            stats["n_residues"] += len(sequence)
-            stats["per_source"][source] = stats["per_source"].get(source, 0) + 1
-        if next(assignments, None) is not None:
-            raise PlmscaleError(f"the split partitions hold more records than {unique_fasta}; delete "
-                                "results/data/split and rerun the split stage")
-        _check_not_empty(per_split, fractions, summary["n_clusters"], unique_fasta)
-        # Closed (and renamed into place) before the FASTA files, as the tokenizer expects.
-        for split in SPLITS:
-            for stream in sidecars[split]:
-                stream.finish()
-
-    result = {"settings": settings, "sources": list(sources),
-              "n_sequences": sum(s["n_sequences"] for s in per_split.values()),
-              "n_clusters": summary["n_clusters"], "splits": {}}
-    for split, stats in per_split.items():
-        n_clusters = summary["clusters_per_split"][split]
-        result["splits"][split] = {"n_sequences": stats["n_sequences"], "n_residues": stats["n_residues"],
-                                   "n_clusters": n_clusters,
-                                   "per_source": dict(sorted(stats["per_source"].items()))}
-        log.info("%s: %d sequences, %d clusters, %d residues", split, stats["n_sequences"], n_clusters,
-                 stats["n_residues"])
-    write_json(out_stats, result)
-    return result
+    con.execute(f"CREATE TABLE members AS SELECT * FROM {_clusters_table(clusters_tsv)}")
+    con.execute(f"CREATE TABLE clusters AS SELECT cluster_id, row_number() OVER (ORDER BY cluster_id) - 1 AS cluster, "
+                f"{_split_sql('cluster_id', salt, valid_fraction, test_fraction)} AS split "
+                "FROM (SELECT DISTINCT cluster_id FROM members)")
+    absent = con.execute("SELECT id FROM records ANTI JOIN members ON id = member_id ORDER BY idx LIMIT 1").fetchone()
+    if absent:
+        raise PlmscaleError(f"{absent[0]!r} from {unique_fasta} is not in {clusters_tsv}; rerun the cluster step")
+    extra = con.execute("SELECT count(*), min(member_id) FROM members ANTI JOIN records ON id = member_id").fetchone()
+    if extra[0]:
+        raise PlmscaleError(f"{clusters_tsv} lists {extra[0]} ids missing from {unique_fasta} (e.g. {extra[1]!r}); "
+                            "rerun the cluster step")
+    con.execute("CREATE TABLE assign AS SELECT r.idx, c.split, c.cluster, s.source_index AS source FROM records r "
+                "JOIN members m ON r.id = m.member_id JOIN clusters c USING (cluster_id) "
+                "JOIN provenance p ON r.id = p.unique_id JOIN source_names s ON p.source = s.name")
+    if engine.scalar(con, "SELECT count(*) FROM assign") != n_records:
+        raise PlmscaleError(f"{clusters_tsv} lists a member of {unique_fasta} more than once; rerun the cluster step")
+    per_split = dict.fromkeys(SPLITS, 0)
+    for split, count in con.execute("SELECT split, count(*) FROM clusters GROUP BY split").fetchall():
+        per_split[SPLITS[split]] = count
+    return list(sources), per_split, engine.scalar(con, "SELECT count(*) FROM clusters")
 
 
 def split_by_cluster(unique_fasta, clusters_tsv, provenance_tsv, out_fastas: dict, out_stats, *,
                      valid_fraction=0.05, test_fraction=0.05, salt="plmscale-split-v1", sources=None,
-                     n_partitions=1, mem_mb=4000) -> dict:
-    """All three steps in one process (what the Snakemake jobs do, for tests and single-machine use): write
-    out_fastas[split] with its sidecars for each split, and a stats JSON; return the stats.
+                     threads=1, mem_mb=None) -> dict:
+    """Write out_fastas[split] with its sidecars for each split, and a stats JSON; return the stats.
 
-    sources: the source names in config order (source ids index it); None takes them sorted by name."""
+    sources: the source names in config order (source ids index it); None takes them sorted by name.
+    threads and mem_mb: the job's, for DuckDB (see plmscale.data.engine)."""
+    if valid_fraction + test_fraction >= 1:
+        raise PlmscaleError("data.split: valid_fraction + test_fraction must be below 1")
+    settings = {"valid_fraction": valid_fraction, "test_fraction": test_fraction, "salt": salt}
+    fractions = {"train": 1 - valid_fraction - test_fraction, "valid": valid_fraction, "test": test_fraction}
+    per_split = {split: {"n_sequences": 0, "n_residues": 0, "per_source": None} for split in SPLITS}
     work = scratch_dir(out_fastas["train"])
     try:
-        scatter(unique_fasta, clusters_tsv, provenance_tsv, work, n_partitions, valid_fraction=valid_fraction,
-                test_fraction=test_fraction, salt=salt, sources=sources)
-        paths = scatter_paths(work, n_partitions)
-        joined = [work / "joined" / path.name for path in paths["members"]]
-        for members, records, out in zip(paths["members"], paths["records"], joined):
-            join_partition(members, records, out, n_partitions=n_partitions, mem_mb=mem_mb,
-                           unique_fasta=unique_fasta, clusters_tsv=clusters_tsv)
-        return gather(unique_fasta, paths["clusters"], joined, out_fastas, out_stats)
+        with engine.connect(work, threads=threads, mem_mb=mem_mb) as con:
+            sources, clusters_per_split, n_clusters = _assign(
+                con, unique_fasta, clusters_tsv, provenance_tsv, sources, valid_fraction, test_fraction, salt)
+            source_counts = np.zeros((len(SPLITS), len(sources)), np.int64)
+            residues = [0] * len(SPLITS)
+            records = read_records(unique_fasta)
+            with ExitStack() as stack:  # all three files complete, or none of them
+                writers = [stack.enter_context(RecordWriter(out_fastas[split])) for split in SPLITS]
+                sidecars = [[stack.enter_context(_NpyStream(path, dtype))
+                             for path, dtype in zip(sidecar_paths(out_fastas[split]), ("<i8", "<i2"))]
+                            for split in SPLITS]
+                for batch in engine.fetch_numpy_batches(con, "SELECT split, cluster, source FROM assign ORDER BY idx"):
+                    split_of_record = batch["split"].astype(np.int64)
+                    written = 0
+                    for split, (header, sequence) in zip(split_of_record.tolist(),
+                                                         islice(records, len(split_of_record))):
+                        writers[split].write(record_id(header), sequence)
+                        residues[split] += len(sequence)
+                        written += 1
+                    if written != len(split_of_record):
+                        raise PlmscaleError(f"{unique_fasta} changed while the split read it; rerun the split stage")
+                    for split in range(len(SPLITS)):
+                        mine = split_of_record == split
+                        sidecars[split][0].extend(batch["cluster"][mine])
+                        sidecars[split][1].extend(batch["source"][mine])
+                        source_counts[split] += np.bincount(batch["source"][mine].astype(np.int64),
+                                                            minlength=len(sources))
+                if next(records, None) is not None:
+                    raise PlmscaleError(f"{unique_fasta} changed while the split read it; rerun the split stage")
+                for index, split in enumerate(SPLITS):
+                    per_split[split] = {"n_sequences": int(source_counts[index].sum()), "n_residues": residues[index],
+                                        "per_source": {sources[k]: int(n) for k, n in enumerate(source_counts[index])
+                                                       if n}}
+                _check_not_empty(per_split, fractions, n_clusters, unique_fasta)
+                # Closed (and renamed into place) before the FASTA files, as the tokenizer expects.
+                for streams in sidecars:
+                    for stream in streams:
+                        stream.finish()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    result = {"settings": settings, "sources": list(sources),
+              "n_sequences": sum(s["n_sequences"] for s in per_split.values()),
+              "n_clusters": n_clusters, "splits": {}}
+    for split, stats in per_split.items():
+        result["splits"][split] = {"n_sequences": stats["n_sequences"], "n_residues": stats["n_residues"],
+                                   "n_clusters": clusters_per_split[split],
+                                   "per_source": dict(sorted(stats["per_source"].items()))}
+        log.info("%s: %d sequences, %d clusters, %d residues", split, stats["n_sequences"],
+                 clusters_per_split[split], stats["n_residues"])
+    write_json(out_stats, result)
+    return result
+
 
 class _NpyStream:
-    """A 1-D .npy file written from a stream of ints in bounded memory: the values go to a temporary raw
-    file in batches, and finish() writes the .npy (the same bytes as np.save) atomically."""
-
-    BATCH = 1 << 16
+    """A 1-D .npy file written from batches of ints in bounded memory: the values go to a temporary raw
+    file, and finish() writes the .npy (the same bytes as np.save) atomically."""
 
     def __init__(self, path, dtype):
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
-        self._batch = array("q")
         self._n = 0
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._raw_path = temporary_name(self.path.with_name(self.path.name + ".raw"))
-        self._raw = open(self._raw_path, "wb")
+        self._raw = open(self._raw_path, "wb", buffering=1 << 20)
         return self
 
-    def append(self, value: int) -> None:
-        self._batch.append(value)
-        if len(self._batch) >= self.BATCH:
-            self._flush()
-
-    def _flush(self) -> None:
-        self._raw.write(np.frombuffer(self._batch, dtype=np.int64).astype(self.dtype).tobytes())
-        self._n += len(self._batch)
-        self._batch = array("q")
+    def extend(self, values) -> None:
+        self._raw.write(np.asarray(values).astype(self.dtype).tobytes())
+        self._n += len(values)
 
     def finish(self) -> None:
-        self._flush()
         self._raw.close()
         with write_binary(self.path) as out, open(self._raw_path, "rb") as raw:
             np.lib.format.write_array_header_1_0(

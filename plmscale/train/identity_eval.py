@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plmscale.data.identity import ordered_bins, read_identity_table
+from plmscale.data.identity import NOT_SEARCHED, ordered_bins, read_identity_table
 from plmscale.errors import PlmscaleError
 from plmscale.train.subset import SubsetReader
 
@@ -45,7 +45,8 @@ def bin_indices(table, reader, where) -> dict:
                             f"{int(lengths[differ[0]])}: the table does not match the shards; rerun the "
                             "identity step")
     labels = table["bin"].to_numpy(dtype=object)
-    return {label: np.flatnonzero(labels == label) for label in ordered_bins(labels)}
+    # Sequences outside data.identity.max_queries' sample have no bin to be evaluated in.
+    return {label: np.flatnonzero(labels == label) for label in ordered_bins(labels) if label != NOT_SEARCHED}
 
 
 def bin_eval_sets(valid_reader, valid_dir, make_sampler, make_eval_set) -> dict | None:
