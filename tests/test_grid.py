@@ -259,6 +259,16 @@ def test_plan_prints_the_recipe(tmp_path, capsys):
     sha = expand_grid(load_config(path))[0].recipe["sha256"]
     assert f"recipe small-scale v1 (sha256 {sha[:12]})" in out
     assert "overridden by train.*: lr=0.002" in out
+    assert "adaptive rounds" not in out
+
+
+def test_plan_says_the_adaptive_rounds_add_runs_as_the_study_runs(capsys):
+    from plmscale.cli import main
+    assert main(["plan", "--config", str(REPO / "config.yaml"), str(REPO / "configs" / "demo-adaptive.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "adaptive rounds on: the IsoFLOP runs above are the first round; up to 4 more" in out
+    assert "up to 3e+12 IsoFLOP FLOPs in all" in out
+    assert "clm_n25k_c1.25e11" in out and "c5e11 " not in out.split("rep_clm")[0]  # 5e11 is the rounds' to add
 
 
 def test_a_spec_from_another_recipe_version_is_refused():

@@ -99,6 +99,12 @@ def describe_plan(config: dict, specs, source=None, results="results") -> str:
     lines = [recipes.describe(recipe, config["train"]), format_table(specs, split_tokens)]
     if config["train"]["isoflop"]["schedule"] == "wsd":
         lines.append(describe_cost(specs))
+    adaptive = config["train"]["isoflop"]["adaptive"]
+    if adaptive["enabled"]:
+        limit = "" if adaptive["study_flops"] is None else f", up to {adaptive['study_flops']:.3g} IsoFLOP FLOPs in all"
+        lines.append(f"adaptive rounds on: the IsoFLOP runs above are the first round; up to {adaptive['max_rounds']} "
+                     f"more are decided from the fit as the study runs{limit} (docs/design.md; `plmscale status` "
+                     "lists them once decided)")
     warning = repetition_warning(specs, split_tokens, results)
     if warning:
         lines.append(warning)
