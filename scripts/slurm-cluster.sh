@@ -176,6 +176,10 @@ write_configs() {
     local cpus mem_mb node_suffix="" i
     # Several slurmds share the directory: each keeps its spool, pid and log under its own name (%n).
     [ "$NODES" -gt 1 ] && node_suffix=-%n
+    # A requeued job may start again cred_expire + 1 s after it stopped (default 120 s): 20 s keeps a node
+    # failure test short while leaving job steps on a loaded machine time to launch.
+    local auth_extra=""
+    [ "$NODES" -gt 1 ] && auth_extra=,cred_expire=20
     cpus=$(nproc)
     # Leave room for the OS and the daemons; slurmd drains a node that has less memory than configured.
     mem_mb=$(awk '/^MemTotal:/ {m = int($2 / 1024) - 1024; if (m < 512) m = 512; print m}' /proc/meminfo)
@@ -190,7 +194,7 @@ $(communication_parameters)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$MUNGE_SOCKET
+AuthInfo=socket=$MUNGE_SOCKET$auth_extra
 CredType=cred/munge
 StateSaveLocation=$DIR/state/ctld
 SlurmdSpoolDir=$DIR/state/d$node_suffix
@@ -245,7 +249,8 @@ CONF
         for i in $(seq 1 "$NODES"); do
             echo "NodeName=$(node_name "$i") NodeAddr=$(node_addr "$i") CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"
         done >>"$CONF"
-        echo "PartitionName=debug Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP" >>"$CONF"
+        # LLN: each job goes to the least loaded node, so a few small jobs spread over the nodes.
+        echo "PartitionName=debug Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP LLN=YES" >>"$CONF"
         # What a node's processes resolve: the controller and every node by name (bind-mounted over /etc/hosts).
         { echo "127.0.0.1 localhost"; echo "$CTL_ADDR $CTL_NAME"
           for i in $(seq 1 "$NODES"); do echo "$(node_addr "$i") $(node_name "$i")"; done; } >"$DIR/etc/hosts"
