@@ -489,8 +489,8 @@ cmd_start() {
     local out
     out=$(timeout 60 srun -N"$NODES" -n"$NODES" -t 1 hostname 2>&1) \
         || { say "srun hostname failed: $out"; show_logs; exit 1; }
-    out=$(echo "$out" | sort | tr '\n' ' ')
     if [ "$NODES" -gt 1 ]; then
+        out=$(echo "$out" | sort | paste -sd ' ')
         say "cluster '$CLUSTER' up in $((SECONDS - t0)) s: nodes node1..node$NODES on $BRIDGE ($CTL_ADDR/24),"
         say "partition debug, srun ran on: $out"
     else

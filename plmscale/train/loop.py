@@ -287,6 +287,9 @@ class _Runner:
         self.last_train = state["last_train"]
         self.wall_before, self.train_seconds = float(state["wall_seconds"]), float(state["train_seconds"])
         self.trunk_wall_seconds = float(state.get("trunk_wall_seconds", 0.0))
+        # The sampler's counts go on from the checkpoint, so metrics.json does not depend on a restart.
+        self.sampler.n_drawn = int(state.get("sampled_sequences", 0))
+        self.sampler.n_cropped = int(state.get("cropped_sequences", 0))
         log.info("resumed %s at step %d/%d (%d tokens)", self.run_id, self.step, self.total_steps, self.tokens)
 
     def _checkpoint(self, started, paths=None):
@@ -299,7 +302,8 @@ class _Runner:
                      "curve": self.curve, "best_valid": self.best_valid, "last_valid": self.last_valid,
                      "last_train": self.last_train, "wall_seconds": self.wall_before + time.time() - started,
                      "train_seconds": self.train_seconds, "world_size": self.ctx.world,
-                     "trunk_wall_seconds": self.trunk_wall_seconds}
+                     "trunk_wall_seconds": self.trunk_wall_seconds,
+                     "sampled_sequences": self.sampler.n_drawn, "cropped_sequences": self.sampler.n_cropped}
             for path in paths or [self.checkpoint_dir / ckpt.LAST]:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 ckpt.save(state, path)
