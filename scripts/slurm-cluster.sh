@@ -106,16 +106,16 @@ use_topology() {
 
 # Several nodes need network namespaces, a bridge and veth pairs: root and iproute2. Say why not, and stop.
 check_namespaces() {
-    local why=""
+    local why="" err
     if [ "$(id -u)" != 0 ]; then why="it needs root (network namespaces, a bridge, mount namespaces)"
     elif ! command -v ip >/dev/null; then why="the ip command (iproute2) is missing"
-    elif ! command -v unshare >/dev/null; then why="the unshare command (util-linux) is missing"
-    elif ! ip netns add "plmscale-$PORT-probe" 2>"$DIR.probe.err"; then
-        why="ip netns add failed: $(tr '\n' ' ' <"$DIR.probe.err")(a container without CAP_SYS_ADMIN/NET_ADMIN?)"
+    elif ! command -v unshare >/dev/null || ! command -v nsenter >/dev/null; then
+        why="the unshare and nsenter commands (util-linux) are missing"
+    elif ! err=$(ip netns add "plmscale-$PORT-probe" 2>&1); then
+        why="ip netns add failed: $(echo "$err" | tr '\n' ' ')(a container without CAP_SYS_ADMIN/NET_ADMIN?)"
     else
         ip netns del "plmscale-$PORT-probe"
     fi
-    rm -f "$DIR.probe.err"
     if [ -n "$why" ]; then
         say "error: cannot start $NODES nodes on this machine: $why."
         say "Run as root in a container or VM that allows namespaces, or start the one-node cluster (start)."

@@ -1,8 +1,8 @@
 """A grid point across two real Slurm nodes: plmscale's own multi-node launch, on one machine.
 
 `scripts/slurm-cluster.sh start --nodes 2` brings up node1 and node2, each a network namespace with its own
-address, host name and slurmd (docs/cluster.md). Through `snakemake --profile profiles/slurm`, the demo's data
-stage and two CPU grid points planned across both nodes (train.distributed.cpu_nodes: 2, FSDP over gloo) run
+address, host name and slurmd (docs/cluster.md). Through `snakemake --profile profiles/slurm`, the last jobs of
+the demo's data stage and two CPU grid points planned across both nodes (train.distributed.cpu_nodes: 2, FSDP over gloo) run
 as Slurm jobs: the data jobs spread over the nodes, each grid point is ONE job on node[1-2] whose batch step
 srun's `python -m plmscale.train.launch` on every node, which execs `torchrun --nnodes 2 --node-rank
 $SLURM_NODEID` with its c10d rendezvous on node1. Checked against the same run on one node with the same world
@@ -92,9 +92,12 @@ def sacct_nodes(job_ids, env) -> dict:
 
 @pytest.fixture(scope="module")
 def two_node_study(two_nodes, tmp_path_factory):
-    """The data stage and both grid points through profiles/slurm on the two nodes: (workdir, log, sacct rows)."""
+    """The end of the data stage and both grid points through profiles/slurm on the two nodes:
+    (workdir, log, sacct rows). The data stage up to the split runs locally first: test_slurm.py runs all of it
+    on Slurm, and each Slurm job of a chain costs this test tens of seconds on a loaded machine."""
     workdir = workflow_copy(tmp_path_factory.mktemp("two_nodes") / "wf", default_config_with(CONFIG),
                             extra_parts=["plmscale"])
+    snakemake(workdir, ["results/data/split/stats.json"], "--cores", "2")
     targets = DATA_TARGETS + [f"results/runs/{run}/metrics.json" for run in specs(default_config_with(CONFIG))]
     log = snakemake(workdir, targets, *SLURM_ARGS, env=two_nodes)
     run_uuid = re.search(r"SLURM run ID: (\S+)", log).group(1)
@@ -108,9 +111,10 @@ def test_grid_point_spans_both_nodes_and_equals_one_node_run(two_nodes, two_node
     train_jobs = [job["job_id"] for job in jobs if job["comment"].startswith("rule_train_")]
     data_jobs = [job["job_id"] for job in jobs if not job["comment"].startswith("rule_train_")]
     assert len(train_jobs) == 2 and all(nodes[job] == "node[1-2]" for job in train_jobs), (jobs, nodes)
-    # The data stage spread over both nodes (the partition places each job on the least loaded node).
+    # The data jobs (the three tokenize jobs, the identity search) spread over both nodes: the partition
+    # places each job on the least loaded node.
+    assert jobs_per_rule(log) == {"tokenize": 3, "identity": 1, "train": 2}, jobs_per_rule(log)
     assert {nodes[job] for job in data_jobs} == {"node1", "node2"}, nodes
-    assert jobs_per_rule(log)["train"] == 2
 
     config = default_config_with(CONFIG)
     planned = specs(config)
@@ -153,7 +157,7 @@ def test_node_failure_requeues_and_resumes_to_the_same_result(two_nodes, two_nod
         job_id = requeued_job(two_nodes)
         back = cluster("start-node", "node2")
         assert back.returncode == 0, back.stderr
-        log = finish(process)
+        finish(process)
     finally:
         if process.poll() is None:
             process.kill()
@@ -163,7 +167,6 @@ def test_node_failure_requeues_and_resumes_to_the_same_result(two_nodes, two_nod
                                "--format", "State,NodeList"], capture_output=True, text=True, env=two_nodes,
                               check=True).stdout.split()
     assert attempts[0].startswith("NODE_FAIL|") and attempts[-1] == "COMPLETED|node[1-2]", attempts
-    assert "NODE_FAIL" in log
     slurm_log = next((workdir / ".snakemake" / "slurm_logs").glob(f"rule_train/*{run}*/{job_id}.log")).read_text()
     resumed = [int(step) for step in re.findall(rf"resumed {run} at step (\d+)/", slurm_log)]
     assert resumed and resumed[-1] > 0, slurm_log[-3000:]
@@ -182,3 +185,17 @@ def requeued_job(env, timeout=60) -> str:
                 return job_id
         time.sleep(0.5)
     raise AssertionError(f"no requeued training job after {timeout} s:\n{out}")
+
+
+def test_without_root_two_nodes_are_refused_with_the_reason(tmp_path):
+    """Where namespaces cannot be made, start --nodes 2 says why and exits 4 (the fixture above skips on it)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to run the script as another user (setpriv)")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    env = {**os.environ, "PLMSCALE_SLURM_DIR": str(tmp_path / "cluster"), "PLMSCALE_SLURM_PORT": "16997"}
+    refused = subprocess.run([*nobody, "bash", str(CLUSTER_SCRIPT), "start", "--nodes", "2"], capture_output=True,
+                             text=True, env=env, timeout=60)
+    if refused.returncode == CANNOT_INSTALL:
+        pytest.skip("Slurm is not installed here")
+    assert refused.returncode == NO_NAMESPACES and "needs root" in refused.stderr, refused.stderr
+    assert not (tmp_path / "cluster").exists()
