@@ -20,16 +20,16 @@
 # default 16817), PLMSCALE_SLURM_ACCOUNTING=0 to skip slurmdbd/MariaDB (then only squeue can track jobs).
 # Daemons run as root with SlurmUser=root: this is a throwaway cluster for a container or a CI machine.
 #
-# Several nodes: a Linux bridge holds the controller's address ($PLMSCALE_SLURM_SUBNET.1, default
-# 10.77.0.1), where slurmctld listens (under `unshare --uts` with host name slurmctl); munged, slurmdbd and MariaDB stay on loopback (the nodes reach munged
-# through its socket file, and only slurmctld and this machine's clients talk to slurmdbd). Node i is the
-# network namespace plmscale-<port>-node<i> with address <subnet>.(10+i), whose slurmd runs under
-# `nsenter --net` + `unshare --mount --uts` with host name node<i>, a private hosts file bind-mounted over /etc/hosts (the real
-# one is never edited) and this cluster's configuration over /etc/slurm (where job steps look for it).
-# Jobs see the same file system, so a workflow directory is "shared" between nodes as on a real cluster.
-# `kill-node NODE` kills a node's slurmd and marks the node DOWN (what slurmctld does when a node stops
-# answering), which requeues its jobs; `start-node NODE` brings its slurmd back. Settings: PLMSCALE_SLURM_SUBNET
-# (three octets, default 10.77.0).
+# Several nodes: a Linux bridge holds the controller's address ($PLMSCALE_SLURM_SUBNET.1, default 10.77.0.1),
+# where slurmctld listens (under `unshare --uts` with the host name slurmctl). munged, slurmdbd and MariaDB stay
+# on loopback: the nodes reach munged through its socket file, and only slurmctld and this machine's clients
+# talk to slurmdbd. Node i is the network namespace plmscale-<port>-node<i> with the address <subnet>.(10+i).
+# Its slurmd runs under `nsenter --net` + `unshare --mount --uts` with the host name node<i>, a private hosts
+# file bind-mounted over /etc/hosts (the real one is never edited), and this cluster's configuration over
+# /etc/slurm, where job steps look for it. Jobs see the same file system, so a workflow directory is shared
+# between the nodes as on a real cluster. `kill-node NODE` kills a node's slurmd and marks the node DOWN (what
+# slurmctld does when a node stops answering), which requeues its jobs; `start-node NODE` brings it back.
+# Setting: PLMSCALE_SLURM_SUBNET (three octets, default 10.77.0).
 set -euo pipefail
 
 DIR=${PLMSCALE_SLURM_DIR:-${TMPDIR:-/tmp}/plmscale-slurm}
@@ -178,14 +178,14 @@ write_configs() {
     [ "$NODES" -gt 1 ] && node_suffix=-%n
     # A requeued job may start again cred_expire + 1 s after it stopped (default 120 s): 20 s keeps a node
     # failure test short while leaving job steps on a loaded machine time to launch.
-    local auth_extra=""
-    [ "$NODES" -gt 1 ] && auth_extra=,cred_expire=20
+    local auth_extra="" kind="one-node throwaway cluster on loopback"
+    if [ "$NODES" -gt 1 ]; then auth_extra=,cred_expire=20; kind="$NODES-node throwaway cluster on a private bridge"; fi
     cpus=$(nproc)
     # Leave room for the OS and the daemons; slurmd drains a node that has less memory than configured.
     mem_mb=$(awk '/^MemTotal:/ {m = int($2 / 1024) - 1024; if (m < 512) m = 512; print m}' /proc/meminfo)
     mkdir -p "$DIR"/{etc,munge,log,run,state/ctld,state/d,db}
     cat >"$CONF" <<CONF
-# Written by scripts/slurm-cluster.sh: a $( [ "$NODES" -gt 1 ] && echo "$NODES-node throwaway cluster on a private bridge" || echo "one-node throwaway cluster on loopback").
+# Written by scripts/slurm-cluster.sh: a $kind.
 ClusterName=$CLUSTER
 SlurmctldHost=$CTL_NAME($CTL_ADDR)
 SlurmctldPort=$PORT
