@@ -449,6 +449,38 @@ def test_cpu_study_asks_for_no_gpu():
     res = spec.resources
     assert res["gpus"] == 0 and res["cpus"] == 2 and res["strategy"] == "none"
     assert res["runtime_min"] >= 1 and res["mem_mb"] >= 512
+    # One process: the plan has no process count, so the files that record it are as they always were.
+    assert res["nodes"] == 1 and "processes_per_node" not in res
+
+
+def test_cpu_run_across_two_nodes_is_one_torchrun_per_node():
+    """train.distributed.cpu_nodes plans a CPU run as a multi-node job (it used to be nodes=1 whatever asked)."""
+    from plmscale.grid.resources import snakemake_resources
+
+    spec, _ = _spec(2, 64, 1e6, device="cpu", threads=1,
+                    distributed={"strategy": "fsdp", "cpu_nodes": 2, "cpu_processes_per_node": 1})
+    res = spec.resources
+    assert (res["nodes"], res["processes_per_node"], res["strategy"], res["cpus"]) == (2, 1, "fsdp", 1)
+    assert spec.train.distributed == {"strategy": "fsdp"}
+    job = snakemake_resources(res)
+    assert (job["nodes"], job["tasks"], job["mpi"], job["processes_per_node"]) == (2, 2, "srun", 1)
+    assert job["slurm_extra"] == "--ntasks-per-node=1" and job["gpu"] is None  # no --gpus-per-node=0
+
+    one_node, _ = _spec(2, 64, 1e6, device="cpu", threads=1,
+                        distributed={"strategy": "fsdp", "cpu_processes_per_node": 2})
+    res = one_node.resources
+    assert (res["nodes"], res["processes_per_node"], res["cpus"]) == (1, 2, 2)
+    assert snakemake_resources(res)["nodes"] is None and snakemake_resources(res)["processes_per_node"] == 2
+    # Same world size, same run: only the resources differ, so the trained model is the same spec.
+    assert one_node.training_dict() == spec.training_dict()
+    auto, _ = _spec(2, 64, 1e6, device="cpu", distributed={"cpu_nodes": 2})
+    assert auto.resources["strategy"] == "ddp"
+
+
+def test_more_cpu_processes_than_micro_batches_is_an_error():
+    with pytest.raises(PlmscaleError, match="cpu_nodes 4 × cpu_processes_per_node 2"):
+        _spec(2, 64, 1e6, device="cpu", seq_len=64, micro_batch_size=8, batch_tokens=1024,
+              distributed={"cpu_nodes": 4, "cpu_processes_per_node": 2})
 
 
 def test_gpu_counts_are_powers_then_whole_nodes():
@@ -497,9 +529,16 @@ def test_master_addr_wins_and_missing_slurm_is_an_error():
 def test_launch_command_wraps_multi_node_in_srun():
     single = launch_command({"run_id": "x"}, 1, 2, ["-m", "plmscale.cli"], env={})
     assert "--standalone" in single
-    multi = launch_command({"run_id": "x"}, 2, 8, ["-m", "plmscale.cli"], env={})
+    multi = launch_command({"run_id": "x"}, 2, 8, ["-m", "plmscale.cli"], env={"SLURM_JOB_ID": "7"})
     assert multi[:5] == ["srun", "--nodes", "2", "--ntasks-per-node", "1"]
     assert "plmscale.train.launch" in multi and multi[-2:] == ["-m", "plmscale.cli"]
+    assert multi[multi.index("--processes-per-node") + 1] == "8"
+
+
+def test_multi_node_run_outside_slurm_says_what_to_do():
+    """A run planned across nodes and started by a local Snakemake used to die in a missing `srun`."""
+    with pytest.raises(PlmscaleError, match="cpu_nodes.*profiles/slurm"):
+        launch_command({"run_id": "x"}, 2, 1, ["-m", "plmscale.cli"], env={})
 
 
 # ---- plan CLI ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from plmscale import run_metrics
 from plmscale.train import checkpoint as ckpt
 from plmscale.train import loop, train_run
 from train_fixtures import member_split, shard_dirs, tiny_spec, unigram_entropy
+from workflow_helpers import result_numbers
 
 REPO = Path(__file__).resolve().parent.parent
 METRIC_KEYS = {"run_id", "objective", "shape", "model", "n_params", "n_params_with_embeddings", "tokens", "flops",
@@ -106,6 +107,9 @@ def test_stopped_run_resumes_to_the_same_final_loss(shards, tmp_path):
     assert resumed["final_valid_loss"] == full["final_valid_loss"]
     assert resumed["train_loss"] == full["train_loss"]
     assert (tmp_path / "half" / "curve.csv").read_text() == (tmp_path / "full" / "out" / "curve.csv").read_text()
+    # Every field but the machine's timings: the sampler's crop count used to restart from 0 on resume.
+    assert full["cropped_sequences"] > 0
+    assert result_numbers(resumed) == result_numbers(full)
 
 
 KILLER = """

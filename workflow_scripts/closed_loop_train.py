@@ -22,5 +22,5 @@ else:
     run_training_job(spec=plan["spec"], train_dir=Path(snakemake.input.train).parent,
                      valid_dir=Path(snakemake.input.valid).parent, out_dir=out_dir,
                      checkpoint_dir=snakemake.params.checkpoint_dir, threads=snakemake.threads,
-                     gpus_per_node=int(resources.get("gpus_per_node", 0) or 0),
+                     processes_per_node=int(resources.get("processes_per_node", 1) or 1),
                      nodes=int(resources.get("nodes", 1) or 1))

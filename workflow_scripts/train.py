@@ -15,6 +15,6 @@ run_training_job(
     out_dir=Path(snakemake.output.metrics).parent,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     threads=snakemake.threads,
-    gpus_per_node=int(resources.get("gpus_per_node", 0) or 0),
+    processes_per_node=int(resources.get("processes_per_node", 1) or 1),
     nodes=int(resources.get("nodes", 1) or 1),
 )

@@ -6,6 +6,8 @@ at an assumed MFU, memory = optimizer state + activations. They decide three thi
     when the replicated state does not fit one GPU);
   - the GPU count: the smallest that fits the memory and keeps the runtime under max_runtime_min;
   - the Slurm request: GPUs per node, nodes, CPUs, host memory, time limit.
+A CPU study (train.device cpu) runs one process unless train.distributed.cpu_nodes or
+cpu_processes_per_node ask for more: then the same torchrun launch as for GPUs, with gloo.
 """
 
 import math
@@ -86,7 +88,7 @@ def estimate_resources(spec, train: dict, where: str = "config") -> dict:
     margin = res.get("runtime_margin", 1.25)
     compute = total_compute(spec)
     if train["device"] == "cpu":
-        return _cpu_resources(spec, train, compute, margin)
+        return _cpu_resources(spec, train, compute, margin, where)
 
     per_node = train["distributed"]["gpus_per_node_max"]
     requested = train["distributed"]["strategy"]
@@ -145,19 +147,42 @@ def estimate_resources(spec, train: dict, where: str = "config") -> dict:
     }
 
 
-def _cpu_resources(spec, train: dict, compute: float, margin: float) -> dict:
+def _cpu_resources(spec, train: dict, compute: float, margin: float, where: str) -> dict:
+    """One process with train.threads threads, or train.distributed.cpu_nodes × cpu_processes_per_node processes
+    of train.threads threads each (gloo, DDP unless strategy says fsdp), the global batch unchanged."""
     res = train["resources"]
+    nodes, per_node = train["distributed"]["cpu_nodes"], train["distributed"]["cpu_processes_per_node"]
+    world = nodes * per_node
     threads = train["threads"]
-    seconds = compute / (threads * res.get("cpu_flops_per_thread", 2e10)) * margin
+    strategy = "none"
+    if world > 1:
+        micro_batches = max(1, spec.batch_tokens // (spec.train.micro_batch_size * spec.train.seq_len))
+        if world > micro_batches:
+            raise PlmscaleError(
+                f"{where}: run {spec.run_id} is planned on {world} CPU processes (train.distributed.cpu_nodes "
+                f"{nodes} × cpu_processes_per_node {per_node}) but its batch of {spec.batch_tokens} tokens holds "
+                f"{micro_batches} micro batch(es) of train.micro_batch_size {spec.train.micro_batch_size} × seq_len "
+                f"{spec.train.seq_len}, one per process at least; use fewer processes or a smaller micro_batch_size")
+        requested = train["distributed"]["strategy"]
+        strategy = requested if requested in ("ddp", "fsdp") else "ddp"
+    seconds = compute / (world * threads * res.get("cpu_flops_per_thread", 2e10)) * margin
     runtime = max(res["min_runtime_min"], int(math.ceil(seconds / 60)))
-    # fp32 on CPU: state plus activations at 4 bytes, plus the interpreter, torch and a data buffer.
-    mem = state_bytes(spec) + activation_bytes(spec, bytes_per_value=4) + 1.5 * GIB
-    return {
-        "device": "cpu", "gpus": 0, "nodes": 1, "gpus_per_node": 0, "strategy": "none",
-        "runtime_min": runtime, "mem_mb": _round_up_mb(mem, 512), "cpus": threads, "gpu_model": None,
+    # fp32 on CPU: state plus activations at 4 bytes, plus the interpreter, torch and a data buffer, per process.
+    mem = (state_bytes(spec) + activation_bytes(spec, bytes_per_value=4) + 1.5 * GIB) * per_node
+    planned = {
+        "device": "cpu", "gpus": 0, "nodes": nodes, "gpus_per_node": 0, "strategy": strategy,
+        "runtime_min": runtime, "mem_mb": _round_up_mb(mem, 512), "cpus": threads * per_node, "gpu_model": None,
         "gpu_mem_estimate_gb": 0.0, "over_max_runtime": runtime > res.get("max_runtime_min", 2880),
         "compute_flops": compute,
     }
+    if world > 1:  # written only when set, so a one-process plan (and the files that record it) stays as it was
+        planned["processes_per_node"] = per_node
+    return planned
+
+
+def processes_per_node(res: dict) -> int:
+    """Training processes a run starts on each of its nodes: one per GPU, else the CPU plan's count (1 by default)."""
+    return res["gpus_per_node"] or res.get("processes_per_node", 1)
 
 
 def snakemake_resources(res: dict) -> dict:
@@ -166,11 +191,13 @@ def snakemake_resources(res: dict) -> dict:
     One node: `gpu` (the plugin's --gpus, and `--resources gpu=K` locally) and `gpu_model`. Several nodes:
     one task per node, `mpi="srun"` so the plugin does not wrap the job script in `srun -n1` (the script
     starts torchrun on every node itself), and the per-node GPUs through slurm_extra, because the plugin
-    turns `tasks` into --ntasks-per-gpu when `gpu` is set.
+    turns `tasks` into --ntasks-per-gpu when `gpu` is set. `processes_per_node` is for the job itself
+    (workflow_scripts/train.py): how many torchrun workers to start on each node.
     """
     single_gpu_node = res["gpus"] > 0 and res["nodes"] == 1
     multi_node = res["nodes"] > 1
     per_node = f"{res['gpu_model']}:{res['gpus_per_node']}" if res["gpu_model"] else res["gpus_per_node"]
+    node_extra = "--ntasks-per-node=1" + (f" --gpus-per-node={per_node}" if res["gpus_per_node"] else "")
     return {
         "mem_mb": res["mem_mb"],
         "runtime": res["runtime_min"],
@@ -178,8 +205,9 @@ def snakemake_resources(res: dict) -> dict:
         "gpu": res["gpus"] if single_gpu_node else None,
         "gpu_model": res["gpu_model"] if single_gpu_node and res["gpu_model"] else None,
         "gpus_per_node": res["gpus_per_node"],
+        "processes_per_node": processes_per_node(res),
         "nodes": res["nodes"] if multi_node else None,
         "tasks": res["nodes"] if multi_node else None,
         "mpi": "srun" if multi_node else None,
-        "slurm_extra": f"--ntasks-per-node=1 --gpus-per-node={per_node}" if multi_node else None,
+        "slurm_extra": node_extra if multi_node else None,
     }

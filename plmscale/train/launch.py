@@ -1,6 +1,7 @@
-"""Launching one run on several GPUs: the torchrun command line, on one node or across Slurm nodes.
+"""Launching one run on several processes: the torchrun command line, on one node or across Slurm nodes.
 
-One node: `torchrun --standalone --nproc-per-node K ...`.
+A process per GPU, or train.distributed.cpu_processes_per_node of them on a CPU study (gloo); the same
+command either way. One node: `torchrun --standalone --nproc-per-node K ...`.
 Several nodes (a Slurm allocation): the job's batch step runs `srun` with one task per node; each
 task is `python -m plmscale.train.launch`, which reads its own node's Slurm environment and execs
 torchrun with a c10d rendezvous on the first host of SLURM_JOB_NODELIST:
@@ -12,6 +13,7 @@ import argparse
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -91,38 +93,44 @@ def first_host(env: dict) -> str:
     return expand_nodelist(nodelist)[0]
 
 
-def torchrun_command(spec: dict, nodes: int, gpus_per_node: int, script_args: list[str],
+def torchrun_command(spec: dict, nodes: int, processes_per_node: int, script_args: list[str],
                      env: dict | None = None, port: int = RDZV_PORT) -> list[str]:
     """The torchrun argv that starts this node's share of a run's processes.
 
     `script_args` follow torchrun's own options, e.g. ["-m", "plmscale.cli", "train", "--spec", path].
     """
     env = dict(os.environ if env is None else env)
-    if nodes < 1 or gpus_per_node < 1:
-        raise ValueError("nodes and gpus_per_node must be at least 1")
+    if nodes < 1 or processes_per_node < 1:
+        raise ValueError("nodes and processes_per_node must be at least 1")
     command = [*TORCHRUN]
     if nodes == 1:
-        command += ["--standalone", "--nnodes", "1", "--nproc-per-node", str(gpus_per_node)]
+        command += ["--standalone", "--nnodes", "1", "--nproc-per-node", str(processes_per_node)]
     else:
         node_rank = env.get("SLURM_NODEID") or env.get("NODE_RANK")
         if node_rank is None:
             raise PlmscaleError(f"run {spec.get('run_id')} spans {nodes} nodes: start it with srun inside "
                                 f"a Slurm allocation (SLURM_NODEID names each node's rank)")
         rdzv_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or spec.get("run_id", "plmscale")
-        command += ["--nnodes", str(nodes), "--nproc-per-node", str(gpus_per_node),
+        command += ["--nnodes", str(nodes), "--nproc-per-node", str(processes_per_node),
                     "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
                     "--rdzv-endpoint", f"{first_host(env)}:{port}", "--rdzv-id", str(rdzv_id)]
     return command + list(script_args)
 
 
-def launch_command(spec: dict, nodes: int, gpus_per_node: int, script_args: list[str],
+def launch_command(spec: dict, nodes: int, processes_per_node: int, script_args: list[str],
                    env: dict | None = None) -> list[str]:
     """What the job's first process runs: torchrun directly on one node, srun of this module on several."""
     if nodes == 1:
-        return torchrun_command(spec, 1, gpus_per_node, script_args, env)
+        return torchrun_command(spec, 1, processes_per_node, script_args, env)
+    env = dict(os.environ if env is None else env)
+    if not (env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")):
+        raise PlmscaleError(
+            f"run {spec.get('run_id')} is planned across {nodes} nodes (train.distributed.cpu_nodes, or more GPUs "
+            f"than train.distributed.gpus_per_node_max): run the workflow on a Slurm cluster "
+            f"(--profile profiles/slurm), or plan the run on one node")
     return ["srun", "--nodes", str(nodes), "--ntasks-per-node", "1", "--kill-on-bad-exit=1",
             sys.executable, "-m", "plmscale.train.launch", "--run-id", str(spec.get("run_id", "run")),
-            "--nodes", str(nodes), "--gpus-per-node", str(gpus_per_node), "--", *script_args]
+            "--nodes", str(nodes), "--processes-per-node", str(processes_per_node), "--", *script_args]
 
 
 def worker_args(spec_path, train_dir, valid_dir, out_dir, checkpoint_dir, threads) -> list[str]:
@@ -133,8 +141,9 @@ def worker_args(spec_path, train_dir, valid_dir, out_dir, checkpoint_dir, thread
 
 
 def run_training_job(spec: dict, train_dir, valid_dir, out_dir, checkpoint_dir, threads: int,
-                     gpus_per_node: int = 0, nodes: int = 1) -> None:
-    """One grid point as a job: in this process on one device, under torchrun on several.
+                     processes_per_node: int = 1, nodes: int = 1) -> None:
+    """One grid point as a job: in this process when it is one process, under torchrun when several
+    (a process per GPU, or the CPU plan's processes; plmscale.grid.resources.processes_per_node).
 
     The spec is written to out_dir/spec.json first: the run directory then says what was trained, and
     torchrun's workers read it from there.
@@ -146,13 +155,13 @@ def run_training_job(spec: dict, train_dir, valid_dir, out_dir, checkpoint_dir, 
     out_dir.mkdir(parents=True, exist_ok=True)
     spec_path = out_dir / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
-    if gpus_per_node * nodes <= 1:
+    if processes_per_node * nodes <= 1:
         from plmscale.train.loop import train_run
         train_run(spec, train_dir, valid_dir, out_dir, checkpoint_dir, threads)
         return
     # Each worker gets an equal share of the job's CPUs for its data path and intra-op threads.
-    per_worker = max(1, int(threads) // max(1, gpus_per_node))
-    command = launch_command(spec, nodes, gpus_per_node,
+    per_worker = max(1, int(threads) // max(1, processes_per_node))
+    command = launch_command(spec, nodes, processes_per_node,
                              worker_args(spec_path, train_dir, valid_dir, out_dir, checkpoint_dir, per_worker))
     import logging
     logging.getLogger(__name__).info("launching %s", " ".join(command))
@@ -168,11 +177,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="start this node's torchrun for a multi-node run")
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--nodes", type=int, required=True)
-    parser.add_argument("--gpus-per-node", type=int, required=True)
+    parser.add_argument("--processes-per-node", type=int, required=True)
     parser.add_argument("script_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     script_args = args.script_args[1:] if args.script_args[:1] == ["--"] else args.script_args
-    command = torchrun_command({"run_id": args.run_id}, args.nodes, args.gpus_per_node, script_args)
+    command = torchrun_command({"run_id": args.run_id}, args.nodes, args.processes_per_node, script_args)
+    # In the job's log, one line per node: which node took which rank, and where the rendezvous is.
+    print(f"plmscale.train.launch on {socket.gethostname()}: {' '.join(command)}", file=sys.stderr, flush=True)
     os.execv(command[0], command)
     return 0  # not reached
 

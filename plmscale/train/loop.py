@@ -303,6 +303,9 @@ class _Runner:
         self.wall_before, self.train_seconds = float(state["wall_seconds"]), float(state["train_seconds"])
         self.trunk_wall_seconds = float(state.get("trunk_wall_seconds", 0.0))
         self.last_valid_by_objective = state.get("last_valid_by_objective")
+        # The sampler's counts go on from the checkpoint, so metrics.json does not depend on a restart.
+        self.sampler.n_drawn = int(state.get("sampled_sequences", 0))
+        self.sampler.n_cropped = int(state.get("cropped_sequences", 0))
         log.info("resumed %s at step %d/%d (%d tokens)", self.run_id, self.step, self.total_steps, self.tokens)
 
     def _checkpoint(self, started, paths=None):
@@ -315,7 +318,8 @@ class _Runner:
                      "curve": self.curve, "best_valid": self.best_valid, "last_valid": self.last_valid,
                      "last_train": self.last_train, "wall_seconds": self.wall_before + time.time() - started,
                      "train_seconds": self.train_seconds, "world_size": self.ctx.world,
-                     "trunk_wall_seconds": self.trunk_wall_seconds}
+                     "trunk_wall_seconds": self.trunk_wall_seconds,
+                     "sampled_sequences": self.sampler.n_drawn, "cropped_sequences": self.sampler.n_cropped}
             if self.mixed is not None:
                 state["last_valid_by_objective"] = self.last_valid_by_objective
             for path in paths or [self.checkpoint_dir / ckpt.LAST]:
