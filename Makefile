@@ -10,7 +10,7 @@ CORES ?= all
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup mmseqs slurm-tools bench report clean-results
+.PHONY: run test test-multinode setup mmseqs slurm-tools bench report clean-results
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
@@ -18,6 +18,11 @@ run: setup
 
 test: setup slurm-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The two-node Slurm tests (tests/test_multinode.py: network namespaces, so root): ~5 minutes on 2 cores, kept
+# out of `make test`'s 12 minutes; CI (.ci/run) runs both.
+test-multinode: setup slurm-tools
+	$(BIN)/python -m pytest -m multinode $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed mmseqs
 
