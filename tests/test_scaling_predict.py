@@ -82,10 +82,18 @@ def test_cli_round_trip(tmp_path, synthetic, capsys):
     assert cli_main(["predict", "--fit", str(out / "fit.json"), "--flops", "1.34e22", "--objective", "clm",
                      "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"objective", "flops", "methods"}
+    assert set(result) == {"objective", "flops", "methods", "selected_law"}
     assert result["flops"] == 1.34e22
+    # the law fit.json selected (or the parametric fallback, and why), at the same budget
+    chosen = result["selected_law"]
+    selected = fit["objectives"]["clm"].get("selected_law")
+    assert chosen["family"] == (selected or "parametric") and chosen["named_by_fit"] == bool(selected)
+    assert chosen["why"] and ("n_opt" in chosen or chosen["not_usable"])
+    if "n_opt" in chosen and chosen["family"] == "parametric":
+        assert chosen["n_opt"] == pytest.approx(result["methods"]["parametric"]["n_opt"], rel=1e-6)
     assert cli_main(["predict", "--fit", str(out / "fit.json"), "--flops", "1.34e22", "--objective", "clm"]) == 0
-    assert "N_opt" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "N_opt" in text and f"  selected law: {chosen['family']}" in text
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

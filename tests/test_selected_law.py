@@ -127,3 +127,20 @@ def test_the_planner_prior_is_the_selected_law():
     assert prior.a == pytest.approx(float(farseer.allocation_exponent(THETA, BUDGETS[-1])))
     # a fit.json that selected the parametric law (or none) keeps the parametric prior
     assert isinstance(planner.prior_from_fit(hand_made_fit(parametric_identified=True), "clm"), planner.PriorLaw)
+
+
+def test_predict_at_a_budget_prints_the_selected_law_beside_the_methods(tmp_path, capsys):
+    import json
+    from plmscale.cli import main as cli_main
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps(farseer_selected_fit()))
+    flops = 3 * BUDGETS[-1]
+    assert cli_main(["predict", "--fit", str(path), "--flops", str(flops), "--objective", "clm"]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if "selected law:" in l)
+    expected = selected_law(farseer_selected_fit(), "clm").forecast(flops)
+    assert line.startswith("  selected law: farseer  N_opt") and WHY in line
+    assert f"{expected['n_opt']:.3g}" in line
+    assert cli_main(["predict", "--fit", str(path), "--flops", str(flops), "--objective", "clm", "--json"]) == 0
+    chosen = json.loads(capsys.readouterr().out)["selected_law"]
+    assert chosen["family"] == "farseer" and chosen["named_by_fit"] and chosen["n_opt"] == pytest.approx(
+        expected["n_opt"])

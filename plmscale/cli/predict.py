@@ -17,6 +17,7 @@ from plmscale.scaling.closed_loop import validation_lines
 from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.predict import load_ladder, predict, predict_run
 from plmscale.scaling.results import json_text
+from plmscale.scaling.selected_law import selected_law
 
 
 def _fmt(value, ci=None, digits=3):
@@ -64,6 +65,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "--config, default config.yaml)")
     add_cost_arguments(parser)
     add_run_arguments(parser)
+
+
+def selected_law_forecast(fit, objective: str, flops: float) -> dict:
+    """The law fit.json selected for the objective at C = flops: {"family", "named_by_fit", "why", and the
+    forecast (n_opt, d_opt, loss with intervals) or "not_usable" with why}."""
+    law = selected_law(fit, objective)
+    out = {"family": law.family, "named_by_fit": law.named_by_fit, "why": law.why}
+    if not law.usable:
+        return {**out, "not_usable": law.why_unusable}
+    return {**out, **law.forecast(flops)}
+
+
+def selected_law_line(chosen: dict) -> str:
+    head = f"  selected law: {chosen['family']}" + ("" if chosen["named_by_fit"] else " (no law selected: the fallback)")
+    if "not_usable" in chosen:
+        return f"{head}: no prediction: {chosen['not_usable']}"
+    return (f"{head}  N_opt {_fmt(chosen['n_opt'], chosen['n_opt_ci'])}  D_opt {_fmt(chosen['d_opt'], chosen['d_opt_ci'])}"
+            f"  loss {_fmt(chosen['loss'], chosen['loss_ci'], 4)}  ({chosen['why']})")
 
 
 def add_cost_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,8 +231,10 @@ def main(args: argparse.Namespace) -> int:
     result = predict(fit, args.flops, args.objective, ladder)
     far = (result.get("extrapolation") or {}).get("warning")
     cost_model, cost_rows = cost_model_allocations(args, fit) if args.cost_model else (None, {})
+    chosen = selected_law_forecast(fit, args.objective, args.flops)
     if args.json:
         printed = {key: result[key] for key in ("objective", "flops", "methods")}
+        printed["selected_law"] = chosen
         if cost_model:
             printed["cost_model"] = {"name": cost_model, "by_family": cost_rows}
         print(json_text(printed))
@@ -226,7 +247,7 @@ def main(args: argparse.Namespace) -> int:
         isoflop = (fit.data["objectives"].get(args.objective) or {}).get("isoflop") or {}
         if cost_model and isoflop.get("cost_models") and isoflop.get("flops_definition") != cost_model:
             cost_lines.append(f"isoflop law: not relabelled under {cost_model}: {isoflop['cost_models']}")
-        print("\n".join([*budget_lines, format_prediction(result), *cost_lines]))
+        print("\n".join([*budget_lines, format_prediction(result), selected_law_line(chosen), *cost_lines]))
         validation = Path(args.fit).with_name("closed_loop.json")  # the workflow's closed loop, if it ran
         if validation.exists():
             print("\n".join(validation_lines(read_json_object(validation, "closed-loop record"),
