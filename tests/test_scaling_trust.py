@@ -109,7 +109,10 @@ def test_predict_gives_nulls_and_reasons_for_unidentified(degenerate, tmp_path, 
                      "--json"]) == 0
     captured = capsys.readouterr()
     printed = json.loads(captured.out)
-    assert set(printed) == {"objective", "flops", "methods"}
+    assert set(printed) == {"objective", "flops", "methods", "selected_law"}
+    chosen = printed["selected_law"]  # no law selected here: the parametric fallback, with its own verdict
+    if "parametric" in unidentified(fit) and not chosen["named_by_fit"]:
+        assert chosen["family"] == "parametric" and chosen["not_usable"].startswith(("not identified", "not fitted"))
     for method in unidentified(fit):
         assert printed["methods"][method]["n_opt"] is None
         assert f"note: {method}: not " in captured.err
