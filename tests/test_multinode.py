@@ -1,8 +1,9 @@
 """A grid point across two real Slurm nodes: plmscale's own multi-node launch, on one machine.
 
 `scripts/slurm-cluster.sh start --nodes 2` brings up node1 and node2, each a network namespace with its own
-address, host name and slurmd (docs/cluster.md). Through `snakemake --profile profiles/slurm`, the last jobs of
-the demo's data stage and two CPU grid points planned across both nodes (train.distributed.cpu_nodes: 2, FSDP over gloo) run
+address, host name and slurmd (docs/cluster.md). Through `snakemake --profile profiles/slurm`, the demo's data
+stage (but the identity search) and two CPU grid points planned across both nodes (train.distributed.cpu_nodes: 2,
+FSDP over gloo) run
 as Slurm jobs: the data jobs spread over the nodes, each grid point is ONE job on node[1-2] whose batch step
 srun's `python -m plmscale.train.launch` on every node, which execs `torchrun --nnodes 2 --node-rank
 $SLURM_NODEID` with its c10d rendezvous on node1. Checked against the same run on one node with the same world
