@@ -10,12 +10,13 @@ import pytest
 import yaml
 
 from plmscale.config import load_config
-from plmscale.design.round_files import (adaptive_run_id, check_adaptive, design_record, gpu_hours, plan_round, round_of,
+from plmscale.design.round_files import (adaptive_run_id, check_adaptive, design_record, plan_round, round_of,
                                          round_specs)
 from plmscale.design.rounds import AdaptiveSettings, isoflop_flops_spent, next_round
 from plmscale.errors import PlmscaleError
 from plmscale.grid import shapes
 from plmscale.grid.expand import expand_grid, format_number
+from plmscale.grid.resources import gpu_hours
 from plmscale.scaling.fit import fit_all
 from scaling_synthetic import fit_settings
 

@@ -28,6 +28,7 @@ from scipy import stats
 from plmscale.errors import PlmscaleError
 from plmscale.grid import shapes
 from plmscale.grid.expand import expand_grid
+from plmscale.grid.resources import gpu_hours
 from plmscale.grid.wsd import grid_cost
 from plmscale.scaling import isoflop
 from plmscale.scaling.bootstrap import draw_counts
@@ -300,7 +301,7 @@ def design_cost(specs, config: dict) -> dict:
     else:
         flops = float(sum(s.flops for s in points))
     gpu = config["train"]["device"] != "cpu"
-    hours = sum(s.resources["gpus"] * s.resources["runtime_min"] / 60 for s in trained) if gpu else None
+    hours = sum(gpu_hours(s.resources) for s in trained) if gpu else None
     return {"flops": float(flops), "gpu_hours": hours, "n_runs": len(points)}
 
 

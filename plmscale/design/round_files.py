@@ -15,6 +15,7 @@ import pandas as pd
 from plmscale.design.rounds import AdaptiveSettings, fit_summary, isoflop_flops_spent, next_round, objective_done
 from plmscale.errors import PlmscaleError
 from plmscale.grid.expand import GridBuilder, expand_grid, format_number
+from plmscale.grid.resources import gpu_hours
 from plmscale.grid.spec import RunSpec
 from plmscale.scaling.identify import Criteria
 
@@ -56,11 +57,6 @@ def round_of(run_id: str) -> int | None:
 def adaptive_run_id(round_index: int, run: dict) -> str:
     base = f"ad{round_index}_{run['objective']}_{run['model']}_c{format_number(run['budget'])}"
     return base if run["replicate"] == 1 else f"{base}_r{run['replicate']}"
-
-
-def gpu_hours(resources: dict) -> float:
-    """The GPU-hours a planned job requests (its GPUs times its time limit), as `plmscale plan` counts them."""
-    return float(resources["gpus"]) * float(resources["runtime_min"]) / 60.0
 
 
 def planned_gpu_hours(config: dict, source=None):

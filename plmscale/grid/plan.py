@@ -6,6 +6,7 @@ from pathlib import Path
 from plmscale import recipe as recipes
 from plmscale.grid.expand import expand_grid
 from plmscale.grid.repetition import repetition_specs
+from plmscale.grid.resources import gpu_hours
 from plmscale.grid.transfer_sweep import transfer_sweep_specs
 from plmscale.grid.wsd import describe_cost
 
@@ -73,12 +74,12 @@ def format_table(specs, split_tokens: int | None = None) -> str:
                      f"{s.tokens / s.n_params:.1f}", "?" if passes is None else f"{passes:.2g}", f"{s.lr:.3g}", _si(s.batch_tokens), str(r["gpus"]), str(r["nodes"]), r["strategy"], runtime))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    gpu_hours = sum(s.resources["gpus"] * s.resources["runtime_min"] / 60 for s in specs)
+    requested = sum(gpu_hours(s.resources) for s in specs)
     points = [s for s in specs if s.wsd_role != "trunk"]  # a WSD trunk is paid for, but is no grid point
     trunks = len(specs) - len(points)
     lines.append(f"{len(points)} runs" + (f" + {trunks} WSD trunks" if trunks else "") +
                  f", {sum(s.flops for s in points):.3g} FLOPs (budget definition), "
-                 f"~{gpu_hours:,.0f} GPU-hours requested" + (
+                 f"~{requested:,.0f} GPU-hours requested" + (
                      "; ! = estimated runtime over train.resources.max_runtime_min even at the GPU limit"
                      if any(s.resources.get("over_max_runtime") for s in specs) else ""))
     return "\n".join(lines)

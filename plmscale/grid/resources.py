@@ -185,6 +185,11 @@ def processes_per_node(res: dict) -> int:
     return res["gpus_per_node"] or res.get("processes_per_node", 1)
 
 
+def gpu_hours(res: dict) -> float:
+    """The GPU-hours a planned job requests: its GPUs times its time limit (0 for a CPU job)."""
+    return float(res["gpus"]) * float(res["runtime_min"]) / 60.0
+
+
 def snakemake_resources(res: dict) -> dict:
     """A run's estimate in the resource names Snakemake and its Slurm plugin read; None drops a key.
 
