@@ -281,25 +281,12 @@ def _vertex_variances(measured):
     """Each budget's vertex variance in (ln N)^2: the delta method on its least-squares parabola, with the
     residual variance pooled over the budgets (one budget's one or two residual degrees of freedom make its own
     estimate too noisy to rank budgets by)."""
-    fits, residual, dof = {}, 0.0, 0
-    for budget, points, _ in measured:
-        x = np.log(points["n_params"].to_numpy(float))
-        x = x - x.mean()
-        y = points["loss"].to_numpy(float)
-        X = np.stack([np.ones_like(x), x, x * x], 1)
-        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-        fits[budget] = (X, coef)
-        residual += float(((y - X @ coef) ** 2).sum())
-        dof += max(len(x) - 3, 0)
-    pooled = residual / dof if dof > 0 else math.nan
-    out = {}
-    for budget, (X, coef) in fits.items():
-        if coef[2] <= 0 or not pooled > 0:
-            out[budget] = math.inf
-            continue
-        gradient = np.array([0.0, -1 / (2 * coef[2]), coef[1] / (2 * coef[2] ** 2)])
-        out[budget] = float(pooled * gradient @ np.linalg.pinv(X.T @ X) @ gradient)
-    return out
+    fits = {budget: _parabola(points) for budget, points, _ in measured}
+    dof = sum(max(fit[3], 0) for fit in fits.values())
+    pooled = sum(fit[2] for fit in fits.values()) / dof if dof > 0 else math.nan
+    if not pooled > 0:  # no residual to go by: no budget's vertex is measured
+        return {budget: math.inf for budget in fits}
+    return {budget: _vertex_variance(X, coef, pooled) for budget, (X, coef, _, _) in fits.items()}
 
 
 def objective_done(summary: dict, target_a_width: float, min_budget_span: float = 1.0) -> bool:
@@ -408,20 +395,29 @@ def _vertex_actions(settings, objective, budget, points, optimum, test, short_of
 
 def _vertex_width(points, optimum):
     """95% interval width of the budget's vertex in ln N (delta method on the least-squares parabola)."""
+    X, coef, residual, dof = _parabola(points)
+    if dof <= 0:
+        return math.inf
+    return 2 * Z_95 * math.sqrt(_vertex_variance(X, coef, residual / dof))
+
+
+def _parabola(points):
+    """(X, coefficients, residual sum of squares, residual degrees of freedom) of the least-squares parabola
+    of the budget's losses in centred ln N."""
     x = np.log(points["n_params"].to_numpy(float))
-    center = x.mean()
-    x = x - center
+    x = x - x.mean()
     y = points["loss"].to_numpy(float)
     X = np.stack([np.ones_like(x), x, x * x], 1)
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    dof = len(x) - 3
-    if dof <= 0 or coef[2] <= 0:
+    return X, coef, float(((y - X @ coef) ** 2).sum()), len(x) - 3
+
+
+def _vertex_variance(X, coef, residual_variance) -> float:
+    """Var(vertex) in (ln N)^2 of a parabola (delta method; vertex = -b / (2c)); inf where it has no minimum."""
+    if coef[2] <= 0:
         return math.inf
-    covariance = float(((y - X @ coef) ** 2).sum() / dof) * np.linalg.inv(X.T @ X)
-    # vertex = -b / (2c): gradient in (a, b, c)
     gradient = np.array([0.0, -1 / (2 * coef[2]), coef[1] / (2 * coef[2] ** 2)])
-    se = math.sqrt(max(float(gradient @ covariance @ gradient), 0.0))
-    return 2 * Z_95 * se
+    return max(float(residual_variance * gradient @ np.linalg.inv(X.T @ X) @ gradient), 0.0)
 
 
 def _new_budget_groups(settings, objective, table, iso, width, span=None):

@@ -46,12 +46,8 @@ def demo_truth_of_study(data_dir, sources: dict | None = None, demo_settings: di
     generated demo corpus: a hit to a record of another source has no known family."""
     data_dir = Path(data_dir)
     if sources is None:
-        stats_path = data_dir / "split" / "stats.json"
-        try:
-            names = json.loads(stats_path.read_text())["sources"]
-        except (FileNotFoundError, KeyError, json.JSONDecodeError):
-            raise PlmscaleError(f"{stats_path} is missing or has no 'sources'; run the split step (or pass "
-                                f"--config to name the sources)") from None
+        names = _recorded(data_dir / "split" / "stats.json", "sources",
+                          "is missing or has no 'sources'; run the split step (or pass --config to name the sources)")
         sources = {name: f"demo:{name}" if (data_dir / "demo" / f"{name}.truth.tsv").is_file() else "?"
                    for name in names}
     not_demo = sorted(name for name, url in sources.items() if not str(url).startswith("demo:"))
@@ -59,11 +55,16 @@ def demo_truth_of_study(data_dir, sources: dict | None = None, demo_settings: di
         return None, (f"not a demo corpus (source(s) {', '.join(not_demo)} are not generated): planted motifs and "
                       f"families are known only for the demo corpus, so those fields are absent")
     if demo_settings is None:
-        floor_path = data_dir / "demo" / "floor.json"
-        try:
-            demo_settings = json.loads(floor_path.read_text())["settings"]
-        except (FileNotFoundError, KeyError, json.JSONDecodeError):
-            raise PlmscaleError(f"{floor_path} is missing or records no 'settings': the demo library cannot be "
-                                f"rebuilt; rerun the demo_floor rule or pass --config") from None
+        demo_settings = _recorded(data_dir / "demo" / "floor.json", "settings",
+                                  "is missing or records no 'settings': the demo library cannot be rebuilt; rerun "
+                                  "the demo_floor rule or pass --config")
     tables = {name: data_dir / "demo" / f"{str(url)[len('demo:'):]}.truth.tsv" for name, url in sources.items()}
     return load_demo_truth(demo_settings, tables), ""
+
+
+def _recorded(path: Path, key: str, otherwise: str):
+    """path's JSON value at key; a PlmscaleError `<path> <otherwise>` where the file or the key is missing."""
+    try:
+        return json.loads(path.read_text())[key]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        raise PlmscaleError(f"{path} {otherwise}") from None
