@@ -168,16 +168,16 @@ def test_the_figure_draws_each_run_against_the_natural_line(tmp_path):
 
 @pytest.mark.slow  # starts Snakemake: a DAG build of seconds
 def test_the_workflow_plans_generation_from_the_config_and_refuses_an_mlm_run(tmp_path):
-    from workflow_helpers import (SNAKEMAKE, default_config_with, planned_rules, run_snakemake,
+    from workflow_helpers import (SNAKEMAKE, fixed_demo_config_with, planned_rules, run_snakemake,
                                   workflow_copy)
 
     if not SNAKEMAKE.exists():
         pytest.skip("needs snakemake next to the Python running pytest")
     runs = ["clm_n7k_c5e11", "clm_n14k_c5e11", "clm_n25k_c5e11"]
-    workdir = workflow_copy(tmp_path / "wf", default_config_with({"generation": {"runs": runs}}))
+    workdir = workflow_copy(tmp_path / "wf", fixed_demo_config_with({"generation": {"runs": runs}}))
     jobs = planned_rules(run_snakemake(workdir, "--dry-run"))
     assert jobs["generation_metrics"] == 1 and jobs["plot_generation"] == 1
-    (workdir / "config.yaml").write_text(yaml.safe_dump(default_config_with({"generation": {"runs": ["mlm_n14k_d2e6"]}})))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(fixed_demo_config_with({"generation": {"runs": ["mlm_n14k_d2e6"]}})))
     output = run_snakemake(workdir, "--dry-run", check=False)
     assert "generation.runs names mlm_n14k_d2e6, not a CLM run of this study" in output
 

@@ -264,11 +264,14 @@ def test_plan_prints_the_recipe(tmp_path, capsys):
 
 def test_plan_says_the_adaptive_rounds_add_runs_as_the_study_runs(capsys):
     from plmscale.cli import main
-    assert main(["plan", "--config", str(REPO / "config.yaml"), str(REPO / "configs" / "demo-adaptive.yaml")]) == 0
+    assert main(["plan", "--config", str(REPO / "config.yaml")]) == 0  # the demo is an adaptive study
     out = capsys.readouterr().out
     assert "adaptive rounds on: the IsoFLOP runs above are the first round; up to 4 more" in out
     assert "up to 3e+12 IsoFLOP FLOPs in all" in out
     assert "clm_n25k_c1.25e11" in out and "c5e11 " not in out.split("rep_clm")[0]  # 5e11 is the rounds' to add
+    assert main(["plan", "--config", str(REPO / "config.yaml"), str(REPO / "configs" / "demo-fixed.yaml")]) == 0
+    fixed = capsys.readouterr().out
+    assert "clm_n25k_c5e11 " in fixed and "adaptive rounds" not in fixed
 
 
 def test_a_spec_from_another_recipe_version_is_refused():

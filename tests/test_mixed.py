@@ -127,10 +127,11 @@ def demo(**train):
 
 def test_mixed_runs_in_the_grid_and_as_explicit_runs_get_mixed_ids_and_the_mix():
     config = load_config(demo(objectives=["clm", "mixed"], mixed={"mlm_fraction": 0.25},
-                              runs=[{"objective": "mixed", "model": "n14k", "tokens": 2e6}]))
+                              runs=[{"objective": "mixed", "model": "n14k", "tokens": 2e6}],
+                              isoflop={**DEMO["train"]["isoflop"], "adaptive": {"enabled": False}}))
     specs = {s.run_id: s for s in expand_grid(config)}
-    assert specs["mixed_n25k_c5e11"].mixed == {"mlm_fraction": 0.25}
-    assert specs["mixed_n25k_c5e11"].tokens == specs["clm_n25k_c5e11"].tokens  # equal FLOPs by construction
+    assert specs["mixed_n25k_c1.25e11"].mixed == {"mlm_fraction": 0.25}
+    assert specs["mixed_n25k_c1.25e11"].tokens == specs["clm_n25k_c1.25e11"].tokens  # equal FLOPs by construction
     assert specs["mixed_n14k_d2e6"].objective == "mixed"
     assert all(s.mixed is None for s in specs.values() if s.objective != "mixed")
 

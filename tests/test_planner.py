@@ -19,6 +19,7 @@ from plmscale.grid.shapes import n_params, nearest_ladder_entry
 from workflow_helpers import REPO
 
 DEMO = str(REPO / "config.yaml")
+FIXED_DEMO = [DEMO, str(REPO / "configs" / "demo-fixed.yaml")]  # the demo as a fixed grid of four budgets
 PAPER = str(REPO / "configs" / "paper.yaml")
 # The demo's own parametric law (fit.json of the 2026-12-06 demo run, CLM), a prior with a known a.
 DEMO_PRIOR = planner.PriorLaw(E=2.1104, A=22.87, B=54719.0, alpha=0.5771, beta=0.9516, source="test")
@@ -26,7 +27,8 @@ NOISE = 0.01
 
 
 def demo_config():
-    return load_config_files([DEMO])
+    """The demo's fixed grid: the adaptive demo's first round has three budgets, too few to vary a span."""
+    return load_config_files(FIXED_DEMO)
 
 
 # ---- expected widths on a known prior ------------------------------------------------------------------
@@ -144,8 +146,8 @@ def test_the_chosen_fragment_round_trips_through_the_config_loader(tmp_path):
     assert plan["chosen"] == 0
     from plmscale.cli.design import fragment_text
     path = tmp_path / "chosen.yaml"
-    path.write_text(fragment_text(plan, [DEMO]))
-    merged, merged_source = load_config_files([DEMO, path])
+    path.write_text(fragment_text(plan, FIXED_DEMO))
+    merged, merged_source = load_config_files([*FIXED_DEMO, path])
     expected = _isoflop_points(planner.design_config(config, larger), source)
     got = _isoflop_points(merged, merged_source)
     assert [(s.run_id, s.tokens) for s in got] == [(s.run_id, s.tokens) for s in expected]
@@ -255,7 +257,7 @@ def test_emit_config_overlay_adds_exactly_the_forecast_run(tmp_path, capsys):
     assert cli_main(["predict", "--fit", str(fit), "--flops", str(flops), "--objective", "clm",
                      "--config", DEMO, "--emit-config", str(out)]) == 0
     assert f"wrote {out}" in capsys.readouterr().out
-    base, base_source = demo_config()
+    base, base_source = load_config_files([DEMO])
     merged, merged_source = load_config_files([DEMO, out])
     before = {s.run_id: s for s in expand_grid(base, base_source)}
     after = {s.run_id: s for s in expand_grid(merged, merged_source)}

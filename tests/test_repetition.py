@@ -231,7 +231,7 @@ def test_plan_lists_the_study_with_the_grid(tmp_path, capsys):
     path.write_text(yaml.safe_dump(default_config_with({})))
     assert main(["plan", "--config", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "rep_clm_n25k_u5e4_d1e6" in out and "mix_mlm_n25k_d1e6" in out and "clm_n14k_c5e11" in out
+    assert "rep_clm_n25k_u5e4_d1e6" in out and "mix_mlm_n25k_d1e6" in out and "clm_n14k_c1.25e11" in out
 
 
 def test_no_study_without_source_or_budgets_and_clear_errors():

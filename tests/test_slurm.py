@@ -35,7 +35,7 @@ TINY = {
     "train": {
         "ladder": {"t1": {"layers": 1, "d_model": 16, "heads": 2},
                    "t2": {"layers": 2, "d_model": 16, "heads": 2}},
-        "isoflop": {"budgets": []},
+        "isoflop": {"budgets": [], "adaptive": {"enabled": False}},  # explicit runs only: no grid, no rounds
         "transfer": [],
         "runs": [{"objective": "clm", "model": "t1", "tokens": 8192},
                  {"objective": "clm", "model": "t2", "tokens": 8192}],

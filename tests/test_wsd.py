@@ -14,7 +14,7 @@ from plmscale.grid import wsd
 from plmscale.train.loop import train_run
 from plmscale.train.schedule import wsd_lr_at
 from tests.train_fixtures import demo_split, tiny_spec
-from tests.workflow_helpers import REPO, default_config_with, planned_rules, run_snakemake, workflow_copy
+from tests.workflow_helpers import REPO, fixed_demo_config_with, planned_rules, run_snakemake, workflow_copy
 
 
 # ---- the schedule -------------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def test_dry_run_plans_trunks_before_their_branches_and_the_cross_check(tmp_path
     other = tmp_path / "cosine" / "fit.json"
     other.parent.mkdir()
     other.write_text("{}")
-    config = default_config_with({"train": {"isoflop": {"schedule": "wsd"}},
+    config = fixed_demo_config_with({"train": {"isoflop": {"schedule": "wsd"}},
                                   "fit": {"cross_check": {"fit": str(other), "label": "cosine", "this_label": "wsd"}}})
     workdir = workflow_copy(tmp_path / "wf", copy.deepcopy(config))
     output = run_snakemake(workdir, "--dry-run", targets=["results/scaling/cross_check.md"])

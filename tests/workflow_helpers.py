@@ -71,6 +71,13 @@ def default_config_with(override: dict) -> dict:
     return merged(yaml.safe_load((REPO / "config.yaml").read_text()), override)
 
 
+def fixed_demo_config_with(override: dict) -> dict:
+    """The demo as a fixed grid (config.yaml, then configs/demo-fixed.yaml) with `override` laid over it: the
+    adaptive demo's top-budget runs are decided while it runs, so tests that name them build on this."""
+    fixed = yaml.safe_load((REPO / "configs" / "demo-fixed.yaml").read_text())
+    return merged(default_config_with(fixed), override)
+
+
 def read_json(path) -> dict:
     return json.loads(Path(path).read_text())
 
