@@ -107,9 +107,21 @@ def test_the_config_grid_row_is_the_configs_run_list_and_cost(path):
     designs = planner.candidate_designs(config)
     assert designs[0].is_config and sum(d.is_config for d in designs) == 1
     plan = planner.plan_designs(config, DEMO_PRIOR if path == DEMO else planner.prior_published("clm"), 1e22, None,
-                                noise=NOISE, simulations=20, designs=designs[:1], source=source)
+                                noise=NOISE, simulations=20, designs=designs[:1], source=source,
+                                adaptive_simulations=2)
     row = plan["rows"][0]
     points = _isoflop_points(config, source)
+    adaptive = config["train"]["isoflop"]["adaptive"]
+    if adaptive["enabled"]:  # the demo: whole studies simulated to the rounds' stop, beside the first round
+        assert row["adaptive"]["simulations"] == len(row["adaptive"]["studies"]) == 2
+        for study in row["adaptive"]["studies"]:
+            assert row["flops"] <= study["flops"] <= adaptive["study_flops"]
+            assert study["stop"] in ("identified", "max_rounds", "study budget spent", "no run would help")
+            assert study["rounds_with_runs"] <= adaptive["max_rounds"]
+        assert "adaptive rounds on (the config's row above is its first round): 2 studies" in planner.format_plan(plan)
+        json.dumps(planner.plan_json(plan), allow_nan=False)
+    else:
+        assert "adaptive" not in row
     assert row["is_config"] and row["n_runs"] == len(points)
     assert row["flops"] == pytest.approx(sum(s.flops for s in points))
     assert sorted(row["budgets"]) == sorted(config["train"]["isoflop"]["budgets"])
@@ -170,7 +182,8 @@ def test_design_command_writes_table_figure_and_fragment(tmp_path, capsys):
     pd.DataFrame(rows).to_csv(runs, index=False)
     out = tmp_path / "design"
     code = cli_main(["design", "--config", DEMO, "--target-flops", "1.5e12", "--runs", str(runs),
-                     "--study-budget", "6e12", "--simulations", "20", "--out", str(out)])
+                     "--study-budget", "6e12", "--simulations", "20", "--adaptive-simulations", "0",
+                     "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     assert "measured" in text and "replicated grid points" in text  # the noise came from the replicates

@@ -42,6 +42,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              "inf: Gaussian)")
     parser.add_argument("--simulations", type=int, default=planner.DEFAULT_SIMULATIONS,
                         help=f"simulated studies per design (default {planner.DEFAULT_SIMULATIONS})")
+    parser.add_argument("--adaptive-simulations", type=int, default=planner.ADAPTIVE_SIMULATIONS, metavar="K",
+                        help="with train.isoflop.adaptive on: whole adaptive studies simulated, rounds and all, for "
+                             f"the config's own row (default {planner.ADAPTIVE_SIMULATIONS}; 0: its first round only)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulations (default 0)")
     parser.add_argument("--out", default="results/design",
                         help="folder for design.json, design_planner.png and chosen.yaml (default: results/design)")
@@ -112,12 +115,14 @@ def main(args) -> int:
         raise PlmscaleError("give --target-flops C: the budget the study's forecast is for")
     if args.simulations < 20:
         raise PlmscaleError(f"--simulations {args.simulations}: at least 20 studies are needed for a 95% range")
+    if args.adaptive_simulations < 0:
+        raise PlmscaleError(f"--adaptive-simulations {args.adaptive_simulations}: give 0 or more studies")
     config, source = load_config_files(args.config)
     objective = args.objective or config["train"]["objectives"][0]
     prior, noise, noise_source = resolve_prior(args, objective)
     plan = planner.plan_designs(config, prior, args.target_flops, args.study_budget, objective=objective, noise=noise,
                                 noise_source=noise_source, tail_df=args.noise_tails, simulations=args.simulations,
-                                seed=args.seed, source=source)
+                                seed=args.seed, source=source, adaptive_simulations=args.adaptive_simulations)
     print(planner.format_plan(plan))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from plmscale.design.round_files import adaptive_enabled
+from plmscale.design.simulate_rounds import ADAPTIVE_SIMULATIONS, grid_table, simulate_adaptive
 from plmscale.errors import PlmscaleError
 from plmscale.grid import shapes
 from plmscale.grid.expand import expand_grid
@@ -463,7 +465,8 @@ def simulate_studies(table: pd.DataFrame, prior: PriorLaw | FamilyPrior, noise: 
 def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: float, study_budget: float | None, *,
                  objective: str | None = None, noise: float = DEFAULT_NOISE, noise_source: str = DEFAULT_NOISE_SOURCE,
                  tail_df: float | None = DEFAULT_TAIL_DF,
-                 simulations: int = DEFAULT_SIMULATIONS, seed: int = 0, designs=None, source=None) -> dict:
+                 simulations: int = DEFAULT_SIMULATIONS, seed: int = 0, designs=None, source=None,
+                 adaptive_simulations: int = ADAPTIVE_SIMULATIONS) -> dict:
     """Every candidate design (candidate_designs unless given) costed and simulated; the chosen one.
 
     Returns {"objective", "target_flops", "study_budget", "prior", "noise", "noise_source", "simulations",
@@ -472,6 +475,9 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
     the study budget (ties: the higher identified fraction, then the cheaper); WSD rows are costed, but their
     noise is assumed equal to cosine's, which the demo did not bear out (docs/wsd.md), so they are never chosen
     unless the config itself trains WSD.
+
+    An adaptive config's own row is its first round; its `adaptive` entry simulates `adaptive_simulations`
+    whole studies, rounds and all (design/simulate_rounds.py): what the study is expected to end with.
     """
     objective = objective or config["train"]["objectives"][0]
     if objective not in config["train"]["objectives"]:
@@ -513,6 +519,13 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
         measures = simulate_studies(table, prior, noise, target_flops, simulations=simulations, draws=draws,
                                     scheme=scheme, criteria=criteria, min_points=min_points, rng=rng,
                                     tail_df=tail_df)
+        if design.is_config and adaptive_enabled(variant) and adaptive_simulations:
+            rounds_rng = np.random.default_rng([seed, 1])
+            measures["adaptive"] = simulate_adaptive(
+                variant, grid_table(isoflop_points(specs), objective), prior,
+                lambda n: run_noise(rounds_rng, (n,), noise, tail_df), objective,
+                simulations=adaptive_simulations, n_boot=draws, scheme=scheme, min_points=min_points,
+                criteria=criteria, rng=rounds_rng, source=source)
         iso = variant["train"]["isoflop"]
         fragment = {"train": {"isoflop": {key: copy.deepcopy(iso[key]) for key in FRAGMENT_KEYS}}}
         if design.ladder:
@@ -573,7 +586,22 @@ def format_plan(plan: dict) -> str:
                  f"studies of a, of N_opt(C) (high/low) and of the forecast loss at C; true a = {plan['prior_a']:.3f}")
     lines.append(f"chosen: {plan['rows'][plan['chosen']]['name']} ({plan['chosen_why']})" if plan["chosen"] is not None
                  else f"chosen: none ({plan['chosen_why']})")
+    lines += [format_adaptive(row["adaptive"]) for row in plan["rows"] if row.get("adaptive")]
     return "\n".join(lines)
+
+
+def format_adaptive(measures: dict) -> str:
+    """The config's adaptive study, simulated to its stop: what it is expected to end with and spend."""
+    low, high = measures["a_width_quartiles"]
+    flops_low, flops_high = measures["flops_quartiles"]
+    stops = ", ".join(f"{why} {count}" for why, count in measures["stops"].items())
+    return (f"adaptive rounds on (the config's row above is its first round): {measures['simulations']} studies "
+            f"simulated to the rounds' stop end with a's interval {_num(measures['a_width'], '.3f')} wide "
+            f"(median; quartiles {_num(low, '.3f')}-{_num(high, '.3f')}), "
+            f"{measures['identified_fraction']:.0%} identified, {measures['meets_stop_rule_fraction']:.0%} meeting "
+            f"the stop rule, after {measures['rounds_with_runs']:.1f} rounds and {measures['runs_added']:.1f} runs "
+            f"added on average, spending {measures['flops']:.3g} FLOPs (median; quartiles {flops_low:.3g}-"
+            f"{flops_high:.3g}, mean {measures['flops_mean']:.3g}); stops: {stops}")
 
 
 def plan_json(plan: dict) -> dict:
@@ -581,6 +609,8 @@ def plan_json(plan: dict) -> dict:
     def plain(value):
         if isinstance(value, float) and not math.isfinite(value):
             return None
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
         return [plain(v) for v in value] if isinstance(value, list) else value
 
     return {**plan, "tail_df": plain(plan["tail_df"]),

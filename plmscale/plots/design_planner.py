@@ -30,6 +30,15 @@ def plot_design_planner(plan: dict, path=None):
     if config_row is not None and math.isfinite(config_row["a_width"]):
         ax.scatter(config_row["flops"], config_row["a_width"], s=160, facecolors="none", edgecolors="black",
                    linewidths=1.5, label="the config's grid", zorder=4)
+    adaptive = (config_row or {}).get("adaptive")
+    if adaptive and math.isfinite(adaptive["a_width"]):
+        # where the config's adaptive study is expected to end: median, with the quartiles of width and FLOPs
+        (w_low, w_high), (c_low, c_high) = adaptive["a_width_quartiles"], adaptive["flops_quartiles"]
+        ax.errorbar(adaptive["flops"], adaptive["a_width"],
+                    yerr=[[adaptive["a_width"] - w_low], [min(w_high, ceiling) - adaptive["a_width"]]],
+                    xerr=[[adaptive["flops"] - c_low], [c_high - adaptive["flops"]]], fmt="D", color="black",
+                    markerfacecolor="white", ms=8, capsize=3, zorder=4,
+                    label=f"the config's adaptive study at its stop ({adaptive['simulations']} simulated)")
     if plan["chosen"] is not None:
         chosen = plan["rows"][plan["chosen"]]
         ax.scatter(chosen["flops"], chosen["a_width"], marker="*", s=220, color="gold", edgecolors="black",

@@ -160,6 +160,31 @@ def envelope_by_cost_model(curves, scratch, design=None, run_counts=None):
     return by_model
 
 
+ISOFLOP_LAW_KEYS = ("k_n", "a", "k_d", "b", "k_l", "s")
+
+
+def isoflop_entry(scratch, min_points, counts, rng, isoflop_bootstrap="runs", definition=None):
+    """fit.json's `isoflop` entry of one objective's scratch runs: the budgets' optima and laws, with bootstrap
+    intervals when `counts` (draw_counts' (n_boot, runs) array) is given. The fit stage and the planner's
+    simulated adaptive rounds (design/simulate_rounds.py) both fit through here."""
+    entry = isoflop.isoflop_optima(scratch, min_points)
+    entry["loss_law"] = ("L_opt = loss_floor + k_l * C^s (vertex losses of the kept budgets, loss_floor >= 0; "
+                         "a pure power law, loss_floor = 0, with only 2 budgets)")
+    if "error" not in entry and counts is not None:
+        if isoflop_bootstrap == "residuals":
+            losses, residual_sd = boot.isoflop_residual_losses(scratch, len(counts), rng, min_points)
+            draws = boot.isoflop_draws(scratch, np.ones_like(counts), min_points, losses)
+        else:
+            draws = boot.isoflop_draws(scratch, counts, min_points)
+        _with_intervals(entry, draws, ISOFLOP_LAW_KEYS + ("loss_floor",))
+        entry["bootstrap"]["scheme"] = isoflop_bootstrap
+        if isoflop_bootstrap == "residuals":
+            entry["bootstrap"]["residual_sd"] = residual_sd
+    if "error" not in entry and definition is not None:
+        entry.update(definition, cost_models=isoflop.cost_model_note(definition["flops_definition"]))
+    return entry
+
+
 def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, isoflop_bootstrap="runs",
                   no_curves_reason="envelope fit needs training curves (--curves CURVES.csv)",
                   law_families=("parametric",), scatter=None):
@@ -186,27 +211,12 @@ def fit_objective(runs, curves, n_boot, rng, min_points, drop_highest_loss=0, is
                                repeated_data_note(scratch, budgets, objective)] if note]
     for note in notes:
         log.warning(note)
-    law_keys = ("k_n", "a", "k_d", "b", "k_l", "s")
+    law_keys = ISOFLOP_LAW_KEYS
     # The count the budgets and curves are in (train.flops_definition): iso-compute holds in it only.
     definition = costs.detect_flops_definition(scratch, f"{objective} runs")
 
     def fit_isoflop():
-        entry = isoflop.isoflop_optima(scratch, min_points)
-        entry["loss_law"] = ("L_opt = loss_floor + k_l * C^s (vertex losses of the kept budgets, loss_floor >= 0; "
-                             "a pure power law, loss_floor = 0, with only 2 budgets)")
-        if "error" not in entry and counts is not None:
-            if isoflop_bootstrap == "residuals":
-                losses, residual_sd = boot.isoflop_residual_losses(scratch, n_boot, rng, min_points)
-                draws = boot.isoflop_draws(scratch, np.ones_like(counts), min_points, losses)
-            else:
-                draws = boot.isoflop_draws(scratch, counts, min_points)
-            _with_intervals(entry, draws, law_keys + ("loss_floor",))
-            entry["bootstrap"]["scheme"] = isoflop_bootstrap
-            if isoflop_bootstrap == "residuals":
-                entry["bootstrap"]["residual_sd"] = residual_sd
-        if "error" not in entry:
-            entry.update(definition, cost_models=isoflop.cost_model_note(definition["flops_definition"]))
-        return entry
+        return isoflop_entry(scratch, min_points, counts, rng, isoflop_bootstrap, definition)
 
     def fit_envelope():
         if curves is None:
