@@ -9,6 +9,9 @@ TORCH_VERSION := 2.13.0
 CORES ?= all
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
+# The suite runs in 2 processes, one test file per process at a time (pytest-xdist --dist loadfile: a file's
+# module fixtures, e.g. one workflow run shared by its tests, are built once). PYTEST_JOBS=0: one process.
+PYTEST_JOBS ?= 2
 
 .PHONY: run test test-multinode setup mmseqs slurm-tools bench report clean-results
 
@@ -17,7 +20,7 @@ run: setup
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html $(SNAKEMAKE_ARGS)
 
 test: setup slurm-tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 # The two-node Slurm tests (tests/test_multinode.py: network namespaces, so root): ~5 minutes on 2 cores, kept
 # out of `make test`'s 12 minutes; CI (.ci/run) runs both.
