@@ -17,6 +17,7 @@ from scipy.optimize import minimize
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
+from plmscale.scaling import fit_workers
 from plmscale.scaling.log_grid import refined_argmin
 from plmscale.scaling.parametric import HUBER_DELTA
 
@@ -156,8 +157,16 @@ MAX_BOOTSTRAP = 200
 
 
 def bootstrap_thetas(point, n_params, tokens, losses, counts):
-    """(B, 9) refits of the point fit for bootstrap run counts (B, n), warm-started; NaN rows where one failed."""
-    return np.array([refit(point["theta"], n_params, tokens, losses, w) for w in np.asarray(counts, float)])
+    """(B, 9) refits of the point fit for bootstrap run counts (B, n), warm-started; NaN rows where one failed.
+    The refits are shared out among worker processes (fit_workers): the same numbers for any number of them."""
+    n, d, observed = (np.asarray(v, float) for v in (n_params, tokens, losses))
+    rows = fit_workers.map_rows(_refit_weights, np.asarray(counts, float), np.asarray(point["theta"], float), n, d,
+                               observed)
+    return rows.reshape(-1, len(PARAM_NAMES))
+
+
+def _refit_weights(weights, theta, n, d, losses):
+    return refit(theta, n, d, losses, weights)
 
 
 def allocation_exponent(params, flops, kappa=6.0, span=10.0):
