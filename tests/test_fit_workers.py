@@ -76,3 +76,14 @@ def test_a_bad_worker_count_names_the_variable(monkeypatch):
     monkeypatch.setenv(fit_workers.WORKERS_ENV, "two")
     with pytest.raises(PlmscaleError, match="PLMSCALE_FIT_WORKERS must be a whole number >= 1"):
         fit_workers.workers()
+
+
+def test_by_default_a_second_worker_only_where_the_machine_has_a_cpu_free(monkeypatch):
+    monkeypatch.delenv(fit_workers.WORKERS_ENV, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))  # this fit alone on 2 CPUs
+    assert fit_workers.workers() == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))  # both CPUs busy with other jobs
+    assert fit_workers.workers() == 1
+    monkeypatch.setenv(fit_workers.WORKERS_ENV, "2")  # asked for: two, whatever the load
+    assert fit_workers.workers() == 2

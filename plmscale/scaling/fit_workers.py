@@ -12,8 +12,9 @@ run one L-BFGS-B fit per resample (Farseer, data-constrained). The same numbers 
 In both, the calling process does the first share itself while the workers do the others, and each piece runs the
 same arithmetic, single-threaded, wherever it runs: results are identical for one worker and for several.
 
-Workers: min(MAX_WORKERS, the CPUs this process may use), or the environment variable PLMSCALE_FIT_WORKERS (1 does
-everything in the calling process). An objective's worker shares its refits out in turn; a refit worker does all its
+Workers: MAX_WORKERS where the CPUs this process may use are free (by the 1-minute load average: under load a second
+process only adds the fork's cost, docs/benchmarks.md), else 1; or the environment variable PLMSCALE_FIT_WORKERS (1
+does everything in the calling process). An objective's worker shares its refits out in turn; a refit worker does all its
 work itself. The workers
 are forked from the calling process for each batch of work and end with it: a fork copies the loaded modules (and
 the logging set-up as it is now), where spawn and forkserver would import the main script again in each worker,
@@ -53,7 +54,10 @@ def workers() -> int:
     if value:
         return int(value)
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(MAX_WORKERS, available))
+    # Only CPUs that other jobs leave free (the 1-minute load average, less this process): on a busy machine a
+    # second process adds the fork's cost and gains no CPU time.
+    free = available - max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else available
+    return max(1, min(MAX_WORKERS, available, int(free + 0.5)))
 
 
 def map_calls(function, calls):
