@@ -227,3 +227,15 @@ def test_selection_works_on_scatters():
             picks[family].append(choose_law(table)[0])
     for family, chosen in picks.items():
         assert chosen.count(family) >= 3, (family, chosen)
+
+
+def test_the_farseer_gradient_matches_finite_differences():
+    runs = farseer_runs(FARSEER_TRUTH, np.random.default_rng(0), budgets=[1e18, 1e19, 1e20])
+    n, d = runs["n_params"].to_numpy(float) / farseer.N_UNIT, runs["tokens"].to_numpy(float) / farseer.D_UNIT
+    args = (n, d, np.log(n), np.log(d), np.log(runs["loss"].to_numpy(float)), np.arange(len(runs)) % 3.0)
+    theta = np.array([FARSEER_TRUTH[k] for k in farseer.PARAM_NAMES]) + 0.02
+    _, grad = farseer._objective(theta, *args)
+    step = 1e-6
+    numeric = [(farseer._objective(theta + step * e, *args)[0] - farseer._objective(theta - step * e, *args)[0])
+               / (2 * step) for e in np.eye(9)]
+    assert grad == pytest.approx(numeric, rel=1e-4, abs=1e-3)

@@ -8,6 +8,8 @@ import os
 
 # Before numpy loads: OpenBLAS threads on the fits' tiny matrices cost more than they give.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# The processes that share the fit's objectives and refits (scaling/fit_workers.py): the cores Snakemake gave it.
+os.environ.setdefault("PLMSCALE_FIT_WORKERS", str(snakemake.threads))
 
 import pandas as pd  # noqa: E402
 

@@ -268,32 +268,22 @@ class _Study:
         compute-optimal loss at the top budget against what that budget observed."""
         if self.scatter:
             return scatter_rollout(self.scratch, "farseer", self.n_boot, self.rng, self.drop_highest_loss)
-        error = self.top_error()
-        if error:
-            return {"held_out_budget": self._top_budget(), "error": error}
-        top = self.designs[-1]
-        reduced = self._below_top_mask()
-        if reduced.sum() < farseer.MIN_RUNS:
-            return {"held_out_budget": top["budget"],
-                    "error": f"only {int(reduced.sum())} runs below the top budget ({top['budget']:.3g}); the "
-                             f"Farseer law needs {farseer.MIN_RUNS}"}
-        runs = self.scratch[reduced]
-        n, d, loss = (runs[c].to_numpy(float) for c in ("n_params", "tokens", "loss"))
+        below = self._below_top("Farseer", farseer.MIN_RUNS)
+        if isinstance(below, dict):
+            return below
+        top, reduced, n, d, loss, kappa = below
         point = farseer.fit_farseer(n, d, loss)
-        kappa = _kappa(runs)
         forecast_n, _, forecast_loss = farseer.optimal_allocation(point["theta"], top["budget"], kappa)
         draws = None
-        if self.n_boot:
-            counts = boot.draw_counts(self.strata[reduced], min(self.n_boot, farseer.MAX_BOOTSTRAP), self.rng)
+        n_boot = min(self.n_boot, farseer.MAX_BOOTSTRAP)
+        if n_boot:
+            counts = boot.draw_counts(self.strata[reduced], n_boot, self.rng)
             thetas = farseer.bootstrap_thetas(point, n, d, loss, counts)
             draw_n, _, draw_loss = farseer.optimal_allocation(thetas, top["budget"], kappa)
             draws = (draw_n, draw_loss)
-        fitted = sorted({float(b) for b in self.budgets[reduced] if np.isfinite(b)})
-        out = self._score(top["budget"], fitted, int(reduced.sum()), forecast_n, forecast_loss, draws)
-        out["bootstrap"]["n"] = min(self.n_boot, farseer.MAX_BOOTSTRAP)
-        out["loss_law"] = "Farseer L(N, D) at its numerical compute-optimal allocation"
-        out["held_out_runs"] = self._held_out_run_errors(lambda n, d: farseer.loss(point["theta"], n, d))
-        return out
+        return self._family_score(top, reduced, forecast_n, forecast_loss, draws, n_boot, {},
+                                  "Farseer L(N, D) at its numerical compute-optimal allocation",
+                                  lambda n, d: farseer.loss(point["theta"], n, d))
 
     def rollout_data_constrained(self):
         """The data-constrained law fitted below the top budget (the parametric rollout's runs), its numerical
@@ -302,17 +292,10 @@ class _Study:
         forecast with its own unique tokens."""
         if self.scatter:
             return scatter_rollout(self.scratch, "data_constrained", self.n_boot, self.rng, self.drop_highest_loss)
-        error = self.top_error()
-        if error:
-            return {"held_out_budget": self._top_budget(), "error": error}
-        top = self.designs[-1]
-        reduced = self._below_top_mask()
-        if reduced.sum() < data_constrained.MIN_RUNS:
-            return {"held_out_budget": top["budget"],
-                    "error": f"only {int(reduced.sum())} runs below the top budget ({top['budget']:.3g}); the "
-                             f"data-constrained law needs {data_constrained.MIN_RUNS}"}
-        runs = self.scratch[reduced]
-        n, d, loss = (runs[c].to_numpy(float) for c in ("n_params", "tokens", "loss"))
+        below = self._below_top("data-constrained", data_constrained.MIN_RUNS)
+        if isinstance(below, dict):
+            return below
+        top, reduced, n, d, loss, kappa = below
         try:
             unique = data_constrained.unique_tokens_of(self.scratch)
             point = data_constrained.fit_data_constrained(n, d, unique[reduced], loss)
@@ -320,7 +303,6 @@ class _Study:
             return {"held_out_budget": top["budget"], "error": f"below the top budget: {error}"}
         held_out_unique = unique[top["positions"]]
         top_unique = float(np.median(held_out_unique)) if np.isfinite(held_out_unique).any() else None
-        kappa = _kappa(runs)
         forecast_n, _, forecast_loss = data_constrained.optimal_allocation(point, top["budget"], kappa, top_unique)
         draws = None
         n_boot = min(self.n_boot, data_constrained.MAX_BOOTSTRAP)
@@ -329,13 +311,36 @@ class _Study:
             params = data_constrained.bootstrap_params(point, n, d, unique[reduced], loss, counts)
             draw_n, _, draw_loss = data_constrained.optimal_allocation(params, top["budget"], kappa, top_unique)
             draws = (draw_n, draw_loss)
+        return self._family_score(top, reduced, forecast_n, forecast_loss, draws, n_boot,
+                                  {"unique_tokens": top_unique},
+                                  "the data-constrained L(N, D, U) at its numerical compute-optimal allocation for U",
+                                  lambda n, d: data_constrained.loss(point, n, d, held_out_unique))
+
+    def _below_top(self, law_name, min_runs):
+        """What a law family's rollout fits: (the top budget's design, the mask of the runs below it, their N, D,
+        loss and κ), or the rollout's error entry (a dict) where there is no top budget or too few runs below."""
+        error = self.top_error()
+        if error:
+            return {"held_out_budget": self._top_budget(), "error": error}
+        top = self.designs[-1]
+        reduced = self._below_top_mask()
+        if reduced.sum() < min_runs:
+            return {"held_out_budget": top["budget"],
+                    "error": f"only {int(reduced.sum())} runs below the top budget ({top['budget']:.3g}); the "
+                             f"{law_name} law needs {min_runs}"}
+        runs = self.scratch[reduced]
+        n, d, loss = (runs[c].to_numpy(float) for c in ("n_params", "tokens", "loss"))
+        return top, reduced, n, d, loss, _kappa(runs)
+
+    def _family_score(self, top, reduced, forecast_n, forecast_loss, draws, n_boot, extra, loss_law, predict):
+        """A law family's rollout entry: _score's, its (capped) bootstrap size, extra keys, the loss law, and every
+        held-out run's error under predict(n, d)."""
         fitted = sorted({float(b) for b in self.budgets[reduced] if np.isfinite(b)})
         out = self._score(top["budget"], fitted, int(reduced.sum()), forecast_n, forecast_loss, draws)
         out["bootstrap"]["n"] = n_boot
-        out["unique_tokens"] = top_unique
-        out["loss_law"] = "the data-constrained L(N, D, U) at its numerical compute-optimal allocation for U"
-        out["held_out_runs"] = self._held_out_run_errors(
-            lambda n, d: data_constrained.loss(point, n, d, held_out_unique))
+        out.update(extra)
+        out["loss_law"] = loss_law
+        out["held_out_runs"] = self._held_out_run_errors(predict)
         return out
 
     def _score(self, top, fitted, n_runs, forecast_n, forecast_loss, draws):

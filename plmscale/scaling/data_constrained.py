@@ -37,7 +37,7 @@ from scipy.optimize import minimize
 
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
-from plmscale.scaling import parametric
+from plmscale.scaling import fit_workers, parametric
 from plmscale.scaling.log_grid import refined_argmin
 from plmscale.scaling.parametric import HUBER_DELTA
 
@@ -265,8 +265,13 @@ def refit(theta, design, weights):
 def bootstrap_params(point, n_params, tokens, unique_tokens, losses, counts):
     """(B, 7) constants (PARAM_NAMES order) refitted for bootstrap run counts (B, n); NaN rows where one failed."""
     design = _Design(n_params, tokens, unique_tokens, losses)
-    thetas = np.array([refit(point["theta"], design, w) for w in np.asarray(counts, float)]).reshape(-1, 7)
-    return _params_of_thetas(thetas)
+    # Shared out among worker processes (fit_workers): the same numbers for any number of them.
+    thetas = fit_workers.map_rows(_refit_weights, np.asarray(counts, float), np.asarray(point["theta"], float), design)
+    return _params_of_thetas(thetas.reshape(-1, 7))
+
+
+def _refit_weights(weights, theta, design):
+    return refit(theta, design, weights)
 
 
 # ------------------------------------------------------------------------------ compute-optimal allocation

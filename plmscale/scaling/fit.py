@@ -10,7 +10,7 @@ import pandas as pd
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import bootstrap as boot
 from plmscale.scaling import backtest as backtests
-from plmscale.scaling import costs, data_constrained, envelope, farseer, isoflop, parametric
+from plmscale.scaling import costs, data_constrained, envelope, farseer, fit_workers, isoflop, parametric
 from plmscale.scaling.compare import compare_objectives
 from plmscale.scaling.fitfile import FIT_VERSION, METHODS, check_method
 from plmscale.scaling.identify import (Criteria, backtest_verdict, identify, identify_data_constrained,
@@ -394,6 +394,30 @@ def judge_backtest(entry):
     return entry
 
 
+def objective_entry(objective, subset, sub_curves, settings: FitSettings, no_curves_reason):
+    """fit.json's entry of one objective's runs (and curves, or None): every method fitted, judged, backtested,
+    and the law selected."""
+    # An independent, reproducible stream per objective: adding MLM runs leaves the CLM draws alone.
+    sub_rng = np.random.default_rng([settings.seed, OBJECTIVES.index(objective)])
+    drop_highest_loss = settings.drop_highest_loss
+    scatter = scatter_reason(subset, settings.min_points_per_budget)
+    if scatter:  # no IsoFLOP budgets: every run counts as outside an IsoFLOP design
+        subset = subset.assign(budget=np.nan)
+    entry = fit_objective(subset, sub_curves, settings.bootstrap, sub_rng, settings.min_points_per_budget,
+                          drop_highest_loss, settings.isoflop_bootstrap, no_curves_reason,
+                          settings.law_families, scatter)
+    judge_objective(entry, subset, settings.identify)
+    if settings.grid_objectives is not None and objective not in settings.grid_objectives:
+        mark_outside_grid(entry, objective, settings.grid_objectives)
+    if settings.backtest:
+        entry["backtest"] = backtest_objective(entry, subset, settings.predict_flops.get(objective, []),
+                                               settings.bootstrap, settings.seed, settings.min_points_per_budget,
+                                               drop_highest_loss, settings.isoflop_bootstrap, bool(scatter))
+        judge_backtest(entry)
+        entry.update(select_law(entry))
+    return entry
+
+
 def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curves_source="curves table"):
     """Every method for every objective present, judged (identify) and backtested; see docs for the
     fit.json layout this returns. settings: the config's fit section (FitSettings).
@@ -416,30 +440,13 @@ def fit_all(runs_df, curves_df, settings: FitSettings, source="runs table", curv
                             "only, and the envelope needs whole curves of that loss")
     runs = validate_runs(runs_df, source, group_budgets=False)  # scatter_reason decides, per objective
     curves = validate_curves(curves_df, curves_source) if curves_df is not None else None
-    objectives = {}
-    for objective in OBJECTIVES:
-        subset = runs[runs["objective"] == objective]
-        if len(subset) == 0:
-            continue
-        # An independent, reproducible stream per objective: adding MLM runs leaves the CLM draws alone.
-        sub_rng = np.random.default_rng([settings.seed, OBJECTIVES.index(objective)])
-        sub_curves = curves[curves["objective"] == objective] if curves is not None else None
-        scatter = scatter_reason(subset, settings.min_points_per_budget)
-        if scatter:  # no IsoFLOP budgets: every run counts as outside an IsoFLOP design
-            subset = subset.assign(budget=np.nan)
-        entry = fit_objective(subset, sub_curves, settings.bootstrap, sub_rng, settings.min_points_per_budget,
-                              drop_highest_loss, settings.isoflop_bootstrap, no_curves_reason,
-                              settings.law_families, scatter)
-        judge_objective(entry, subset, criteria)
-        if settings.grid_objectives is not None and objective not in settings.grid_objectives:
-            mark_outside_grid(entry, objective, settings.grid_objectives)
-        if settings.backtest:
-            entry["backtest"] = backtest_objective(entry, subset, settings.predict_flops.get(objective, []),
-                                                   settings.bootstrap, settings.seed, settings.min_points_per_budget,
-                                                   drop_highest_loss, settings.isoflop_bootstrap, bool(scatter))
-            judge_backtest(entry)
-            entry.update(select_law(entry))
-        objectives[objective] = entry
+    present = [o for o in OBJECTIVES if (runs["objective"] == o).any()]
+    # Each objective's entry depends on its own runs and random stream only: fitted side by side (fit_workers).
+    entries = fit_workers.map_calls(objective_entry, [
+        (objective, runs[runs["objective"] == objective],
+         curves[curves["objective"] == objective] if curves is not None else None, settings, no_curves_reason)
+        for objective in present])
+    objectives = dict(zip(present, entries))
     # The transfer analysis may solve a parametric law for effective tokens: only an identified one.
     laws = {o: v["parametric"] for o, v in objectives.items() if v["parametric"].get("identified")}
     return {"version": FIT_VERSION, "inputs_sha256": table_sha256(runs_df, curves_df),
