@@ -95,14 +95,17 @@ def fetch_batches(con, query: str, batch_rows=1 << 16):
         yield rows
 
 
-def fetch_numpy_batches(con, query: str, vectors=64):
-    """The columns of `query` as {name: numpy array}, `vectors` x 2048 rows at a time, in its ORDER BY."""
-    cursor = con.execute(query)
-    while True:
-        frame = cursor.fetch_df_chunk(vectors)
-        if frame.empty:
-            return
-        yield {name: frame[name].to_numpy() for name in frame.columns}
+def fetch_numpy_batches(con, query: str, batch_rows=1 << 17):
+    """The columns of `query` as {name: numpy array}, `batch_rows` rows at a time, in its ORDER BY. Arrow
+    record batches straight from the query (a third of the CPU of pandas chunks); columns without NULLs.
+    On a cursor of its own: a relation refuses to run beside another query's unfinished result."""
+    cursor = con.cursor()
+    try:
+        for batch in cursor.sql(query).to_arrow_reader(batch_rows):
+            if batch.num_rows:
+                yield {name: column.to_numpy() for name, column in zip(batch.schema.names, batch.columns)}
+    finally:
+        cursor.close()
 
 
 def scalar(con, query: str):
