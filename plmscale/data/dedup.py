@@ -68,21 +68,22 @@ def _group(con, clean_fastas: dict) -> dict:
     con.execute("CREATE TABLE records (key BIGINT, id VARCHAR, digest UHUGEINT)")
     for index, (source, path) in enumerate(clean_fastas.items()):
         _load_source(con, index, source, path)
-    con.execute(f"CREATE TABLE by_source AS SELECT digest, key >> {RECORD_BITS} AS source, min(key) AS first, "
-                "count(*) AS copies FROM records GROUP BY ALL")
-    con.execute("CREATE TABLE firsts AS SELECT min(first) AS key, bit_or(1::BIGINT << source) AS mask, "
-                "sum(copies)::BIGINT AS copies FROM by_source GROUP BY digest")
+    # One grouping by sequence: a source holds a sequence where its bit is set in the mask.
+    con.execute(f"CREATE TABLE firsts AS SELECT min(key) AS key, bit_or(1::BIGINT << (key >> {RECORD_BITS})) "
+                "AS mask, count(*) AS copies FROM records GROUP BY digest")
     per_source = {source: dict.fromkeys(_COUNTS, 0) for source in sources}
+    seen = dict(con.execute(f"SELECT key >> {RECORD_BITS}, count(*) FROM records GROUP BY 1").fetchall())
+    distinct = con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE mask & {1 << index} <> 0)"
+                                                 for index in range(len(sources))) + " FROM firsts").fetchone()
     # Within a source, every copy after the source's first one is a within-source duplicate.
-    for index, seen, distinct in con.execute(
-            "SELECT source, sum(copies)::BIGINT, count(*) FROM by_source GROUP BY source").fetchall():
-        counts = per_source[sources[index]]
-        counts["seen"], counts["duplicates_within_source"] = seen, seen - distinct
+    for index, source in enumerate(sources):
+        counts = per_source[source]
+        counts["seen"] = seen.get(index, 0)
+        counts["duplicates_within_source"] = counts["seen"] - distinct[index]
     for index, kept in con.execute(f"SELECT key >> {RECORD_BITS}, count(*) FROM firsts GROUP BY 1").fetchall():
         per_source[sources[index]]["kept"] = kept
     for counts in per_source.values():
         counts["duplicates"] = counts["seen"] - counts["kept"]
-    con.execute("DROP TABLE by_source")
     return per_source
 
 

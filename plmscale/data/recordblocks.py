@@ -54,17 +54,22 @@ class RecordBlock:
 
     def id_ranges(self, rows=slice(None)):
         """(start, end) offsets of each record's id, the header's first word as linefasta.record_id takes it."""
-        header_start, header_end = self.header_start[rows], self.header_end[rows]
-        start = header_start + 1
-        space = np.flatnonzero(STR_SPACE[self.data])   # every header's newline is one: a search always ends
-        end = space[np.searchsorted(space, start)]
-        # A header starting with whitespace (or empty): its first word, found the slow way (rare).
-        for k in np.flatnonzero(end == start).tolist():
-            text = self.data[start[k]:header_end[k]].tobytes().decode("ascii")
-            word = text.split(None, 1)
-            start[k] += len(text) - len(text.lstrip())
-            end[k] = start[k] + (len(word[0]) if word else 0)
-        return start, end
+        return first_words(self.data, self.header_start[rows] + 1, self.header_end[rows], STR_SPACE)
+
+
+def first_words(data, start, end, space_table):
+    """(start, end) offsets of the first word of each data[start:end] (which ends at a newline), words being
+    separated by the bytes `space_table` marks (STR_SPACE: str.split's whitespace)."""
+    start = np.array(start, np.int64)
+    space = np.flatnonzero(space_table[data])   # every line's newline is one: a search always ends
+    word_end = space[np.searchsorted(space, start)]
+    # A header starting with whitespace (or empty): its first word, found the slow way (rare).
+    for k in np.flatnonzero(word_end == start).tolist():
+        text = data[start[k]:end[k]].tobytes().decode("ascii")
+        word = text.split(None, 1)
+        start[k] += len(text) - len(text.lstrip())
+        word_end[k] = start[k] + (len(word[0]) if word else 0)
+    return start, word_end
 
 
 def read_record_blocks(path, block_bytes=BLOCK_BYTES):
@@ -153,12 +158,21 @@ def keep_segments(data, lengths, keep):
 
 def insert_at(array, positions, text: bytes):
     """`array` with `text` inserted before each of `positions` (ascending offsets into array)."""
-    width = len(text)
-    out = np.empty(len(array) + width * len(positions), np.uint8)
+    n = len(positions)
+    return insert_segments(array, positions, np.tile(np.frombuffer(text, np.uint8), n),
+                           np.full(n, len(text), np.int64))
+
+
+def insert_segments(array, positions, texts, text_lengths):
+    """`array` with text k (the bytes `texts` holds one after the other, text k `text_lengths[k]` long)
+    inserted before positions[k] (ascending offsets into array). Indexes the inserted bytes only."""
+    text_lengths = np.asarray(text_lengths, np.int64)
+    out = np.empty(len(array) + len(texts), np.uint8)
     inserted = np.zeros(len(out), bool)
-    first = np.asarray(positions, np.int64) + width * np.arange(len(positions), dtype=np.int64)
-    inserted[(first[:, None] + np.arange(width)).ravel()] = True
-    out[inserted] = np.tile(np.frombuffer(text, np.uint8), len(positions))
+    before = np.cumsum(text_lengths) - text_lengths   # inserted bytes ahead of text k
+    first = np.asarray(positions, np.int64) + before
+    inserted[np.repeat(first - before, text_lengths) + np.arange(len(texts), dtype=np.int64)] = True
+    out[inserted] = texts
     out[~inserted] = array
     return out
 
