@@ -72,8 +72,10 @@ def first_words(data, start, end, space_table):
     return start, word_end
 
 
-def read_record_blocks(path, block_bytes=BLOCK_BYTES):
-    """Yield RecordBlocks of the two-line FASTA at path (gzip or plain), in file order."""
+def read_record_blocks(path, block_bytes=None):
+    """Yield RecordBlocks of the two-line FASTA at path (gzip or plain), in file order; blocks of about
+    `block_bytes` decompressed bytes (None: BLOCK_BYTES)."""
+    block_bytes = block_bytes or BLOCK_BYTES
     carry = b""
     first = 0
     with open_read(path) as stream:
