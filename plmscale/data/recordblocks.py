@@ -11,8 +11,9 @@ cuts its batches into exactly the chunks the TextIOWrapper would have passed dow
 at a time, and hands those to the same buffered writer below (tests/test_recordblocks.py checks the bytes
 against RecordWriter's). zlib's stream without flushes would not care, but the ISA-L blocks do.
 
-Records are assembled with `concat_segments`: each output record is a few byte ranges (of the block, or of
-small constant tables), gathered by one numpy take.
+Output records are byte ranges of a block: `keep_segments` cuts them out with one byte mask, `insert_at`
+adds a constant (dedup's source prefix), and `concat_segments` assembles short records (provenance lines)
+from ranges of the block and of small tables with one numpy take.
 """
 
 import io
@@ -24,7 +25,7 @@ from plmscale.data.atomic import atomic_path
 from plmscale.data.gzio import open_read, open_write, read_block
 from plmscale.errors import PlmscaleError
 
-BLOCK_BYTES = 2 << 20   # decompressed bytes per block: the gather's index arrays are 16 bytes per byte
+BLOCK_BYTES = 2 << 20   # decompressed bytes per block: concat_segments' index arrays are 16 bytes a byte
 # io.TextIOWrapper's write chunk (its _CHUNK_SIZE): it passes its pending bytes down once they would pass this.
 TEXT_CHUNK = 8192
 # The buffer between the text layer and the gzip writer in atomic.write_gzip_text.
@@ -54,14 +55,14 @@ class RecordBlock:
 
     def id_ranges(self, rows=slice(None)):
         """(start, end) offsets of each record's id, the header's first word as linefasta.record_id takes it."""
-        return first_words(self.data, self.header_start[rows] + 1, self.header_end[rows], STR_SPACE)
+        return first_words(self.data, self.header_start[rows] + 1, self.header_end[rows])
 
 
-def first_words(data, start, end, space_table):
-    """(start, end) offsets of the first word of each data[start:end] (which ends at a newline), words being
-    separated by the bytes `space_table` marks (STR_SPACE: str.split's whitespace)."""
+def first_words(data, start, end):
+    """(start, end) offsets of the first word of each data[start:end] (which ends at a newline), as
+    str.split() takes it."""
     start = np.array(start, np.int64)
-    space = np.flatnonzero(space_table[data])   # every line's newline is one: a search always ends
+    space = np.flatnonzero(STR_SPACE[data])   # every line's newline is one: a search always ends
     word_end = space[np.searchsorted(space, start)]
     # A header starting with whitespace (or empty): its first word, found the slow way (rare).
     for k in np.flatnonzero(word_end == start).tolist():
