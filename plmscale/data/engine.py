@@ -10,8 +10,9 @@ What keeps the outputs the bytes the hand-written sorts gave:
 - tables are written without quoting (`QUOTE ''`): ids are FASTA words and hold no tab or newline;
 - a file's lines are numbered by the reader itself (`CREATE TABLE ... AS` keeps insertion order, so a row's
   `rowid` is its line number), never by an unordered window;
-- the gzip outputs stay Python's, one record per write call as before: the threaded ISA-L writer cuts its
-  deflate blocks where the writes fall, so other calls would give other bytes.
+- the gzip outputs stay Python's: the threaded ISA-L writer cuts its deflate blocks from the sizes of the
+  writes, so batches of records go through recordblocks.GzipBatchWriter, which makes the cuts one write per
+  record would have made.
 """
 
 import shutil
