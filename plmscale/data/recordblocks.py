@@ -3,13 +3,13 @@
 Reading: `read_record_blocks` yields `RecordBlock`s, each the bytes of whole records with the offsets of
 their headers and sequences, checked for the layout `linefasta.read_records` checks.
 
-Writing: `GzipBatchWriter` takes many records in one call and writes the bytes `linefasta.RecordWriter`
-writes one record per call. Those bytes depend on where the writes fall: the threaded ISA-L writer
+Writing: `GzipBatchWriter` takes many records in one call and writes the bytes `atomic.write_gzip_text`
+gives for one write per record. Those bytes depend on where the writes fall: the threaded ISA-L writer
 (gzio.open_write) compresses each block it is handed on its own, and the blocks are cut by the buffers above
 it from the sizes of the writes, the first of them `io.TextIOWrapper`'s pending-bytes chunk. So this writer
 cuts its batches into exactly the chunks the TextIOWrapper would have passed down for the same records one
 at a time, and hands those to the same buffered writer below (tests/test_recordblocks.py checks the bytes
-against RecordWriter's). zlib's stream without flushes would not care, but the ISA-L blocks do.
+against write_gzip_text's). zlib's stream without flushes would not care, but the ISA-L blocks do.
 
 Output records are byte ranges of a block: `keep_segments` cuts them out with one byte mask, `insert_at`
 adds a constant (dedup's source prefix), and `concat_segments` assembles short records (provenance lines)
