@@ -151,6 +151,15 @@ def test_same_bytes_as_before_at_any_threads_and_memory(tmp_path, corpus_with_du
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name], "scratch folders must be removed"
 
 
+def test_same_bytes_when_records_come_in_many_small_blocks(tmp_path, corpus_with_duplicates, monkeypatch):
+    """Blocks of a few records each: every block boundary, and the gzip writer's chunks across them."""
+    monkeypatch.setattr("plmscale.data.recordblocks.BLOCK_BYTES", 301)
+    _, paths = corpus_with_duplicates
+    dedup(paths, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json", threads=2)
+    assert {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+            for name in BYTES_BEFORE_DUCKDB} == BYTES_BEFORE_DUCKDB
+
+
 def test_gzip_is_recognised_by_content_not_by_name(tmp_path, two_sources):
     """Plain text named .gz and gzip named .fa, as every plmscale reader accepts them."""
     plain = tmp_path / "plain.fa.gz"

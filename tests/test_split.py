@@ -164,6 +164,15 @@ def test_same_bytes_as_before_at_any_threads_and_memory(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name], "scratch folders must be removed"
 
 
+def test_same_bytes_when_records_come_in_many_small_blocks(tmp_path, monkeypatch):
+    """Blocks of a few records each: every block boundary, and the gzip writers' chunks across them."""
+    monkeypatch.setattr("plmscale.data.recordblocks.BLOCK_BYTES", 97)
+    inputs = _inputs(tmp_path, n_clusters=120)
+    _split(tmp_path, inputs, name="small", valid_fraction=0.2, test_fraction=0.1, threads=2)
+    assert {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted((tmp_path / "small").iterdir())} == BYTES_BEFORE_DUCKDB
+
+
 def test_member_missing_from_the_fasta_is_an_error(tmp_path):
     unique, clusters, provenance = _inputs(tmp_path, n_clusters=30)
     with open(clusters, "a") as handle:

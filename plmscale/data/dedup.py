@@ -7,20 +7,23 @@ One job, in memory bounded by its budget: DuckDB (plmscale.data.engine; memory_l
 memory, spilling to a scratch folder, on the rule's threads) reads the clean FASTAs, numbers each record by
 its place in the corpus (source index, record index) and groups them by sequence (by its 128-bit md5, as the
 hand-written version grouped by a 16-byte digest): each group's first copy, the sources holding it and its
-copies. Python then streams the clean FASTAs again and writes the first copies in corpus order, one record
-per call as the gzip writer has always been fed, so unique.fasta.gz and provenance.tsv.gz are the same bytes
-as before. An id repeated within a source with another sequence is an
-error.
+copies. Python then streams the clean FASTAs again, a block of records at a time (numpy, no call per
+record: plmscale.data.recordblocks), and writes the first copies in corpus order; the gzip writer cuts its
+blocks where one write per record would have, so unique.fasta.gz and provenance.tsv.gz are the same bytes
+as before. An id repeated within a source with another sequence is an error.
 """
 
 import io
 import logging
 import shutil
 
+import numpy as np
+
 from plmscale.data import engine
-from plmscale.data.atomic import scratch_dir, write_gzip_text, write_json
+from plmscale.data.atomic import scratch_dir, write_json
 from plmscale.data.gzio import open_read
-from plmscale.data.linefasta import RecordWriter, read_records, record_id
+from plmscale.data.recordblocks import GzipBatchWriter, RowStream, concat_segments, constant, decimals, \
+    insert_at, keep_segments, read_record_blocks
 from plmscale.errors import PlmscaleError
 
 log = logging.getLogger(__name__)
@@ -65,21 +68,22 @@ def _group(con, clean_fastas: dict) -> dict:
     con.execute("CREATE TABLE records (key BIGINT, id VARCHAR, digest UHUGEINT)")
     for index, (source, path) in enumerate(clean_fastas.items()):
         _load_source(con, index, source, path)
-    con.execute(f"CREATE TABLE by_source AS SELECT digest, key >> {RECORD_BITS} AS source, min(key) AS first, "
-                "count(*) AS copies FROM records GROUP BY ALL")
-    con.execute("CREATE TABLE firsts AS SELECT min(first) AS key, bit_or(1::BIGINT << source) AS mask, "
-                "sum(copies)::BIGINT AS copies FROM by_source GROUP BY digest")
+    # One grouping by sequence: a source holds a sequence where its bit is set in the mask.
+    con.execute(f"CREATE TABLE firsts AS SELECT min(key) AS key, bit_or(1::BIGINT << (key >> {RECORD_BITS})) "
+                "AS mask, count(*) AS copies FROM records GROUP BY digest")
     per_source = {source: dict.fromkeys(_COUNTS, 0) for source in sources}
+    seen = dict(con.execute(f"SELECT key >> {RECORD_BITS}, count(*) FROM records GROUP BY 1").fetchall())
+    distinct = con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE mask & {1 << index} <> 0)"
+                                                 for index in range(len(sources))) + " FROM firsts").fetchone()
     # Within a source, every copy after the source's first one is a within-source duplicate.
-    for index, seen, distinct in con.execute(
-            "SELECT source, sum(copies)::BIGINT, count(*) FROM by_source GROUP BY source").fetchall():
-        counts = per_source[sources[index]]
-        counts["seen"], counts["duplicates_within_source"] = seen, seen - distinct
+    for index, source in enumerate(sources):
+        counts = per_source[source]
+        counts["seen"] = seen.get(index, 0)
+        counts["duplicates_within_source"] = counts["seen"] - distinct[index]
     for index, kept in con.execute(f"SELECT key >> {RECORD_BITS}, count(*) FROM firsts GROUP BY 1").fetchall():
         per_source[sources[index]]["kept"] = kept
     for counts in per_source.values():
         counts["duplicates"] = counts["seen"] - counts["kept"]
-    con.execute("DROP TABLE by_source")
     return per_source
 
 
@@ -94,34 +98,52 @@ def _check_unique_ids(con, clean_fastas: dict) -> None:
                             "unique within a source — rerun the clean step, or fix the source file")
 
 
-def _write_firsts(clean_fastas: dict, firsts, writer, provenance) -> None:
+def _write_firsts(clean_fastas: dict, firsts, writer, provenance) -> int:
     """Stream the clean FASTAs in corpus order and write each first copy (firsts: batches of key, mask and
-    copies in key order, i.e. corpus order) to the unique FASTA and the provenance table."""
+    copies in key order, i.e. corpus order) to the unique FASTA and the provenance table, a block of records
+    at a time. Returns the residues written."""
     sources = list(clean_fastas)
-    holders_of = {}   # source mask -> "a,b": few distinct masks
-    pending = iter(())
-    wanted = -1
+    holders_of = {}   # source mask -> b"\ta,b\t": few distinct masks
+    wanted = RowStream(firsts)
+    residues = 0
     for index, (source, path) in enumerate(clean_fastas.items()):
         base = index << RECORD_BITS
-        for number, (header, sequence) in enumerate(read_records(path)):
-            if wanted < 0:
-                row = next(pending, None)
-                if row is None:
-                    batch = next(firsts, None)
-                    if batch is None:
-                        return
-                    pending = zip(batch["key"].tolist(), batch["mask"].tolist(), batch["copies"].tolist())
-                    row = next(pending)
-                wanted, mask, copies = row
-            if base + number != wanted:
+        prefix = f"{source}{SEPARATOR}".encode("ascii")
+        for block in read_record_blocks(path):
+            rows = wanted.take_below("key", base + block.first + len(block), ("key", "mask", "copies"))
+            keep = rows["key"] - (base + block.first)
+            if not len(keep):
                 continue
-            unique_id = f"{source}{SEPARATOR}{record_id(header)}"
-            writer.write(unique_id, sequence)
-            holders = holders_of.get(mask)
-            if holders is None:
-                holders = holders_of[mask] = ",".join(s for i, s in enumerate(sources) if mask & (1 << i))
-            provenance.write(f"{unique_id}\t{holders}\t{copies}\n")
-            wanted = -1
+            n = len(keep)
+            # Each record as segments: '>', leading blanks, id, the rest of the header, then the header's
+            # newline, the sequence and its newline. Kept records lose the blanks and the rest of the header
+            # and gain the source prefix after the '>'.
+            id_start, id_end = block.id_ranges()
+            header_start, header_end = block.header_start, block.header_end
+            lengths = np.stack([np.ones(len(block), np.int64), id_start - header_start - 1, id_end - id_start,
+                                header_end - id_end, block.sequence_end + 1 - header_end], axis=1)
+            kept = np.zeros((len(block), 5), bool)
+            kept[keep] = (True, False, True, False, True)
+            record_lengths = lengths[keep][:, [0, 2, 4]].sum(axis=1)
+            starts = np.cumsum(record_lengths) - record_lengths
+            fasta = insert_at(keep_segments(block.data, lengths, kept), starts + 1, prefix)
+            writer.write(fasta, np.cumsum(record_lengths + len(prefix)))
+            ids = (block.data, id_start[keep], (id_end - id_start)[keep])
+            residues += int(block.sequence_lengths(keep).sum())
+            masks, mask_of_row = np.unique(rows["mask"], return_inverse=True)
+            for mask in masks.tolist():
+                if mask not in holders_of:
+                    holders_of[mask] = ("\t" + ",".join(s for i, s in enumerate(sources) if mask & (1 << i))
+                                        + "\t").encode("ascii")
+            holders = [holders_of[mask] for mask in masks.tolist()]
+            holder_lengths = np.array([len(text) for text in holders], np.int64)
+            holder_starts = np.cumsum(holder_lengths) - holder_lengths
+            lines, line_ends = concat_segments([
+                constant(prefix, n), ids,
+                (np.frombuffer(b"".join(holders), np.uint8), holder_starts[mask_of_row], holder_lengths[mask_of_row]),
+                decimals(rows["copies"]), constant(b"\n", n)])
+            provenance.write(lines, line_ends)
+    return residues
 
 
 def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats, *, threads=1, mem_mb=None) -> dict:
@@ -141,9 +163,9 @@ def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats, *, threads=1
             n_shared = engine.scalar(con, "SELECT count(*) FROM firsts WHERE bit_count(mask) > 1")
             con.execute("DROP TABLE records")
             firsts = engine.fetch_numpy_batches(con, "SELECT key, mask, copies FROM firsts ORDER BY key")
-            with RecordWriter(out_fasta) as writer, write_gzip_text(out_provenance) as provenance:
-                provenance.write("unique_id\tsources\tn_copies\n")
-                _write_firsts(clean_fastas, firsts, writer, provenance)
+            with GzipBatchWriter(out_fasta) as writer, GzipBatchWriter(out_provenance) as provenance:
+                provenance.write_lines(b"unique_id\tsources\tn_copies\n")
+                n_residues = _write_firsts(clean_fastas, firsts, writer, provenance)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -170,7 +192,7 @@ def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats, *, threads=1
         "n_seen": n_seen,
         "n_unique": writer.n_records,
         "n_duplicates": n_seen - writer.n_records,
-        "n_residues_unique": writer.n_residues,
+        "n_residues_unique": n_residues,
         "empty_sources": empty,
         "emptied_by_dedup": emptied_by_dedup,
         "n_shared_across_sources": n_shared,

@@ -10,8 +10,9 @@ What keeps the outputs the bytes the hand-written sorts gave:
 - tables are written without quoting (`QUOTE ''`): ids are FASTA words and hold no tab or newline;
 - a file's lines are numbered by the reader itself (`CREATE TABLE ... AS` keeps insertion order, so a row's
   `rowid` is its line number), never by an unordered window;
-- the gzip outputs stay Python's, one record per write call as before: the threaded ISA-L writer cuts its
-  deflate blocks where the writes fall, so other calls would give other bytes.
+- the gzip outputs stay Python's: the threaded ISA-L writer cuts its deflate blocks from the sizes of the
+  writes, so batches of records go through recordblocks.GzipBatchWriter, which makes the cuts one write per
+  record would have made.
 """
 
 import shutil
@@ -95,14 +96,17 @@ def fetch_batches(con, query: str, batch_rows=1 << 16):
         yield rows
 
 
-def fetch_numpy_batches(con, query: str, vectors=64):
-    """The columns of `query` as {name: numpy array}, `vectors` x 2048 rows at a time, in its ORDER BY."""
-    cursor = con.execute(query)
-    while True:
-        frame = cursor.fetch_df_chunk(vectors)
-        if frame.empty:
-            return
-        yield {name: frame[name].to_numpy() for name in frame.columns}
+def fetch_numpy_batches(con, query: str, batch_rows=1 << 17):
+    """The columns of `query` as {name: numpy array}, `batch_rows` rows at a time, in its ORDER BY. Arrow
+    record batches straight from the query (a third of the CPU of pandas chunks); columns without NULLs.
+    On a cursor of its own: a relation refuses to run beside another query's unfinished result."""
+    cursor = con.cursor()
+    try:
+        for batch in cursor.sql(query).to_arrow_reader(batch_rows):
+            if batch.num_rows:
+                yield {name: column.to_numpy() for name, column in zip(batch.schema.names, batch.columns)}
+    finally:
+        cursor.close()
 
 
 def scalar(con, query: str):

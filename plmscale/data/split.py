@@ -19,23 +19,22 @@ Bounded memory at any corpus size, in two passes:
 1. DuckDB (plmscale.data.engine, memory_limit from the job's memory, spilling to a scratch folder, on the
    rule's threads) numbers the clusters, hashes them to their splits and joins members to the unique FASTA's
    records and to the provenance table: one (split, cluster, source) row per record, in FASTA order;
-2. Python streams the unique FASTA once more and writes each sequence to its split, a batch of those rows at
-   a time, and the id sidecars a batch at a time. The sequences are written one record per call, as the
-   gzip writer has always been fed, so the bytes do not change.
+2. Python streams the unique FASTA once more, a block of records at a time (numpy, no call per record:
+   plmscale.data.recordblocks), and writes each sequence to its split and the id sidecars. The gzip writer
+   cuts its blocks where one write per record would have, so the bytes do not change.
 """
 
 import hashlib
 import logging
 import shutil
 from contextlib import ExitStack
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from plmscale.data import engine
 from plmscale.data.atomic import scratch_dir, temporary_name, write_binary, write_json
-from plmscale.data.linefasta import RecordWriter, read_records, record_id
+from plmscale.data.recordblocks import GzipBatchWriter, RowStream, keep_segments, read_record_blocks
 from plmscale.errors import PlmscaleError
 
 log = logging.getLogger(__name__)
@@ -150,29 +149,18 @@ def split_by_cluster(unique_fasta, clusters_tsv, provenance_tsv, out_fastas: dic
                 con, unique_fasta, clusters_tsv, provenance_tsv, sources, valid_fraction, test_fraction, salt)
             source_counts = np.zeros((len(SPLITS), len(sources)), np.int64)
             residues = [0] * len(SPLITS)
-            records = read_records(unique_fasta)
+            rows = RowStream(engine.fetch_numpy_batches(con, "SELECT split, cluster, source FROM assign ORDER BY idx"))
             with ExitStack() as stack:  # all three files complete, or none of them
-                writers = [stack.enter_context(RecordWriter(out_fastas[split])) for split in SPLITS]
+                writers = [stack.enter_context(GzipBatchWriter(out_fastas[split])) for split in SPLITS]
                 sidecars = [[stack.enter_context(_NpyStream(path, dtype))
                              for path, dtype in zip(sidecar_paths(out_fastas[split]), ("<i8", "<i2"))]
                             for split in SPLITS]
-                for batch in engine.fetch_numpy_batches(con, "SELECT split, cluster, source FROM assign ORDER BY idx"):
-                    split_of_record = batch["split"].astype(np.int64)
-                    written = 0
-                    for split, (header, sequence) in zip(split_of_record.tolist(),
-                                                         islice(records, len(split_of_record))):
-                        writers[split].write(record_id(header), sequence)
-                        residues[split] += len(sequence)
-                        written += 1
-                    if written != len(split_of_record):
+                for block in read_record_blocks(unique_fasta):
+                    batch = rows.take(len(block), ("split", "cluster", "source"))
+                    if len(batch["split"]) != len(block):
                         raise PlmscaleError(f"{unique_fasta} changed while the split read it; rerun the split stage")
-                    for split in range(len(SPLITS)):
-                        mine = split_of_record == split
-                        sidecars[split][0].extend(batch["cluster"][mine])
-                        sidecars[split][1].extend(batch["source"][mine])
-                        source_counts[split] += np.bincount(batch["source"][mine].astype(np.int64),
-                                                            minlength=len(sources))
-                if next(records, None) is not None:
+                    _write_block(block, batch, writers, sidecars, residues, source_counts)
+                if not rows.exhausted():
                     raise PlmscaleError(f"{unique_fasta} changed while the split read it; rerun the split stage")
                 for index, split in enumerate(SPLITS):
                     per_split[split] = {"n_sequences": int(source_counts[index].sum()), "n_residues": residues[index],
@@ -197,6 +185,28 @@ def split_by_cluster(unique_fasta, clusters_tsv, provenance_tsv, out_fastas: dic
                  clusters_per_split[split], stats["n_residues"])
     write_json(out_stats, result)
     return result
+
+
+def _write_block(block, batch, writers, sidecars, residues, source_counts) -> None:
+    """Each record of `block` to its split as `>id` and its sequence line, with its ids to the sidecars."""
+    # Each record as segments: '>', leading blanks, id, the rest of the header, then the header's newline,
+    # the sequence and its newline; a record keeps the first, third and last in its split's file.
+    id_start, id_end = block.id_ranges()
+    lengths = np.stack([np.ones(len(block), np.int64), id_start - block.header_start - 1, id_end - id_start,
+                        block.header_end - id_end, block.sequence_end + 1 - block.header_end], axis=1)
+    pattern = np.array([True, False, True, False, True])
+    split_of_record = batch["split"].astype(np.int64)
+    sequence_lengths = block.sequence_lengths()
+    for split in range(len(SPLITS)):
+        mine = split_of_record == split
+        if mine.any():
+            kept = mine[:, None] & pattern
+            writers[split].write(keep_segments(block.data, lengths, kept),
+                                 np.cumsum((lengths * kept).sum(axis=1)[mine]))
+            residues[split] += int(sequence_lengths[mine].sum())
+        sidecars[split][0].extend(batch["cluster"][mine])
+        sidecars[split][1].extend(batch["source"][mine])
+        source_counts[split] += np.bincount(batch["source"][mine].astype(np.int64), minlength=source_counts.shape[1])
 
 
 class _NpyStream:
