@@ -56,6 +56,8 @@ NOISE_PRIOR = 0.005
 RIDGE = 1e-12
 # plmscale's strategy: greedy on gain per FLOP^COST_POWER (see _plmscale_scores), then EXCHANGE_ROUNDS of
 # exchange (each: swaps at the current fit until none helps, at most EXCHANGE_MAX_SWAPS, then a refit).
+# Chosen on a selection set of synthetic pools apart from those the strategies are judged on, among cost
+# powers 0, 0.25, 0.5 with and without the exchange (benchmarks/replay_strategies.py, docs/replay.md).
 COST_POWER = 0.5
 EXCHANGE_ROUNDS = 2
 # Iterations of a warm refit after one pick: the optimum moves little when one run joins.
