@@ -155,6 +155,18 @@ def _synthetic_results(count, pool_seed, strategies, args, variants=()):
     return results, f"{count} pools of {len(pool)} runs, {len(targets)} targets, {seconds:.1f} s"
 
 
+def per_pool_line(name, results_per_pool, labels, fractions, strategy="plmscale"):
+    """One line per pool kind: the strategy's and random's mean error on each pool, per F, so a mean over
+    pools can be checked against the pools it averages."""
+    parts = []
+    for f in fractions:
+        pairs = ", ".join(f"{label} {r[f]['strategies'][strategy]['mean_abs_pct_error']:.2f} vs "
+                          f"{r[f]['strategies']['random']['mean_abs_pct_error']:.2f}"
+                          for label, r in zip(labels, results_per_pool))
+        parts.append(f"F = {f:g}: {pairs}")
+    return f"{name}, {strategy} vs random mean abs % error per pool: " + "; ".join(parts) + "."
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", nargs="+", choices=("selection", "heldout", "released"),
@@ -213,7 +225,7 @@ def main():
                 table_rows(f"held-out (x{args.synthetic})", results, args.strategies, args.fractions),
                 [f"held-out: {timing}"])
     if "released" in args.stages and args.data and Path(args.data).exists():
-        rows, timings = [], []
+        rows, timings, notes = [], [], []
         for objective, runs in released_runs(args.data, args.import_config).items():
             results, seconds, sizes = [], 0.0, []
             for k, pool, targets in rp.rolling_origin_splits(runs, args.rolling, TARGET_SHARE, f"released {objective}"):
@@ -224,8 +236,11 @@ def main():
             timings.append(f"released {objective} ({'; '.join(sizes)}): {seconds:.1f} s")
             rows += table_rows(f"released {objective} (k={','.join(map(str, args.rolling))})", results,
                                args.strategies, args.fractions)
+            if "plmscale" in args.strategies and "random" in args.strategies:
+                notes += [per_pool_line(f"released {objective}", results, [f"k={k}" for k in args.rolling],
+                                        args.fractions), ""]
         section(f"Released curves: rolling-origin pools, the top k IsoFLOP budgets held out (plmscale = {default})",
-                rows, timings)
+                rows, timings, notes)
     publish("\n\n".join(sections), args.markdown)
 
 
