@@ -1,21 +1,30 @@
 """Benchmark: run-selection strategies replayed on finished pools (plmscale.design.replay), at several budget
-fractions F, against the all-runs fit of the same pool.
+fractions F, against the all-runs fit of the same pool, in three stages:
 
-    python benchmarks/replay_strategies.py [--data ../shared/published/ScalingProteinLM/data]
-        [--fractions 0.01 0.05 0.10] [--repeats 20] [--synthetic 10] [--markdown docs/replay.md]
+    python benchmarks/replay_strategies.py [--stages selection heldout released]
+        [--fractions 0.01 0.05 0.10] [--repeats 10] [--selection 8] [--synthetic 12] [--rolling 1 2 3]
+        [--data ../shared/published/ScalingProteinLM/data] [--markdown docs/replay.md]
 
-Pools:
+- selection: choose plmscale's strategy settings (cost power p in --cost-powers, exchange on/off) on
+  --selection synthetic pools drawn from --selection-seed. The rule, fixed before any run: the variant with
+  the lowest mean absolute % error averaged over the fractions and pools wins ("beats random on average");
+  a tie keeps the shipped default. The script prints the winner; the default (replay.COST_POWER,
+  replay.EXCHANGE_ROUNDS) changes only by hand, only when the winner differs.
+- heldout: every strategy, plmscale's with its shipped default, on --synthetic fresh pools drawn from
+  --synthetic-seed (disjoint from the selection's and from the earlier table's seed 0).
 - released: the authors' released curves (Cheng et al. 2024), imported as configs/paper-logs.yaml does,
-  one pool per objective: the scratch runs below the top IsoFLOP budget; targets: the top budget's runs and
-  every larger run (flops >= TARGET_SHARE x the top budget).
-- synthetic: tables drawn from known laws (E, A, B, α, β drawn as tests/scaling_synthetic.py draws them)
-  with 0.5% log-normal noise: an IsoFLOP grid of 7 half-decade budgets 1e17..1e20, 8 sizes each within 6x
-  of the true optimum; targets: 5 sizes within 3x of the optimum at 1e21 and at 1e22 (noisy too).
+  per objective one rolling-origin pool per k in --rolling: hold out the top k IsoFLOP budgets (targets: their
+  runs and every larger run, flops >= TARGET_SHARE x the k-th budget), the pool is every earlier run
+  (replay.rolling_origin_splits); figures are means over the k.
 
-Random's figures are means over --repeats seeds; the deterministic strategies replay once per pool. On the
-synthetic pools every strategy's figures are means over the --synthetic pools. "beats random" compares the
-mean absolute % error (in brackets: the share of random's repeats, per pool, with a larger error than the
-strategy's, averaged over pools); "R² gap" is the all-runs fit's R² minus the strategy's.
+Synthetic pools: known laws (E, A, B, α, β drawn as tests/scaling_synthetic.py draws them) with 0.5% log-normal
+noise: an IsoFLOP grid of 7 half-decade budgets 1e17..1e20, 8 sizes each within 6x of the true optimum;
+targets: 5 sizes within 3x of the optimum at 1e21 and at 1e22 (noisy too).
+
+Random's figures are means over --repeats seeds; the deterministic strategies replay once per pool. Every
+figure is a mean over the stage's pools. "beats random" compares the mean absolute % error (in brackets: the
+share of random's repeats, per pool, with a larger error than the strategy's, averaged over pools); "R² gap"
+is the all-runs fit's R² minus the strategy's.
 """
 
 import argparse
@@ -41,20 +50,15 @@ SYNTHETIC_BUDGETS = 10.0 ** np.arange(17, 20.01, 0.5)
 SYNTHETIC_TARGET_BUDGETS = (1e21, 1e22)
 
 
-def released_pools(data_dir, import_config):
+def released_runs(data_dir, import_config):
+    """{objective: scratch runs (run_id, n_params, tokens, flops, loss, budget)} of the released curves."""
     from plmscale.scaling.importer import import_curves, load_import_config
     from plmscale.scaling.table import scratch_runs, validate_runs
 
     runs, _ = import_curves(data_dir, load_import_config(import_config))
     scratch = scratch_runs(validate_runs(runs))
-    pools = {}
-    for objective, group in scratch.groupby("objective"):
-        top = group["budget"].max()
-        is_target = group["flops"] >= TARGET_SHARE * top
-        columns = ["run_id", "n_params", "tokens", "flops", "loss"]
-        pools[f"released {objective}"] = (group.loc[~is_target, columns].reset_index(drop=True),
-                                          group.loc[is_target, columns].reset_index(drop=True))
-    return pools
+    columns = ["run_id", "n_params", "tokens", "flops", "loss", "budget"]
+    return {objective: group[columns].reset_index(drop=True) for objective, group in scratch.groupby("objective")}
 
 
 def _optimal_n(law, flops):
@@ -82,21 +86,33 @@ def synthetic_pool(rng, noise=0.005):
     return grid(SYNTHETIC_BUDGETS, 8, 6.0, "pool"), grid(SYNTHETIC_TARGET_BUDGETS, 5, 3.0, "target"), law
 
 
-def measure(pool, targets, strategies, fractions, repeats, seed=0, cost_powers=()):
-    """{F: replay result} and the seconds spent. Each of cost_powers adds plmscale's strategy replayed with
-    that COST_POWER, as strategy "plmscale (cost^p)"."""
+def measure(pool, targets, strategies, fractions, repeats, seed=0, variants=()):
+    """{F: replay result} and the seconds spent. Each variant (label, cost_power, exchange_rounds) adds
+    plmscale's strategy replayed with those settings, as strategy `label`."""
     start = time.perf_counter()
     results = {f: rp.replay(pool, targets, strategies, f, repeats, seed) for f in fractions}
-    default = rp.COST_POWER
-    try:
-        for power in cost_powers:
-            rp.COST_POWER = power
-            for f in fractions:
-                results[f]["strategies"][f"plmscale (cost^{power:g})"] = rp.replay(
-                    pool, targets, ["plmscale"], f, 1, seed)["strategies"]["plmscale"]
-    finally:
-        rp.COST_POWER = default
+    for label, power, rounds in variants:
+        for f in fractions:
+            results[f]["strategies"][label] = rp.replay(pool, targets, ["plmscale"], f, 1, seed, power,
+                                                        rounds)["strategies"]["plmscale"]
     return results, time.perf_counter() - start
+
+
+def plmscale_variants(cost_powers):
+    """[(label, cost_power, exchange_rounds)]: every cost power with the exchange on (the default number
+    of rounds) and off."""
+    return [(f"plmscale (cost^{p:g}, {'exchange' if rounds else 'no exchange'})", p, rounds)
+            for p in cost_powers for rounds in (rp.EXCHANGE_ROUNDS, 0)]
+
+
+def choose_variant(results_per_pool, variants, fractions):
+    """The selection rule: the variant with the lowest mean absolute % error averaged over fractions and
+    pools; a tie keeps the shipped default. Returns (label, cost_power, exchange_rounds, {label: error})."""
+    errors = {label: float(np.mean([r[f]["strategies"][label]["mean_abs_pct_error"]
+                                    for r in results_per_pool for f in fractions])) for label, _, _ in variants}
+    default = next(v for v in variants if v[1] == rp.COST_POWER and v[2] == rp.EXCHANGE_ROUNDS)
+    best = min(variants, key=lambda v: (round(errors[v[0]], 6), v != default))
+    return (*best, errors)
 
 
 def _share_of_random_beaten(strategies, entry):
@@ -128,19 +144,48 @@ def table_rows(name, results_per_pool, strategies, fractions):
     return rows
 
 
+def _synthetic_results(count, pool_seed, strategies, args, variants=()):
+    rng = np.random.default_rng(pool_seed)
+    results, seconds = [], 0.0
+    for _ in range(count):
+        pool, targets, _ = synthetic_pool(rng)
+        measured, spent = measure(pool, targets, strategies, args.fractions, args.repeats, args.seed, variants)
+        results.append(measured)
+        seconds += spent
+    return results, f"{count} pools of {len(pool)} runs, {len(targets)} targets, {seconds:.1f} s"
+
+
+def per_pool_line(name, results_per_pool, labels, fractions, strategy="plmscale"):
+    """One line per pool kind: the strategy's and random's mean error on each pool, per F, so a mean over
+    pools can be checked against the pools it averages."""
+    parts = []
+    for f in fractions:
+        pairs = ", ".join(f"{label} {r[f]['strategies'][strategy]['mean_abs_pct_error']:.2f} vs "
+                          f"{r[f]['strategies']['random']['mean_abs_pct_error']:.2f}"
+                          for label, r in zip(labels, results_per_pool))
+        parts.append(f"F = {f:g}: {pairs}")
+    return f"{name}, {strategy} vs random mean abs % error per pool: " + "; ".join(parts) + "."
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", nargs="+", choices=("selection", "heldout", "released"),
+                        default=["selection", "heldout", "released"])
     parser.add_argument("--data", default=str(ROOT.parent / "shared/published/ScalingProteinLM/data"))
     parser.add_argument("--import-config", default=str(ROOT / "configs/paper-logs-import.yaml"))
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.05, 0.10])
     parser.add_argument("--strategies", nargs="+", default=list(rp.STRATEGIES))
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--synthetic", type=int, default=10, help="number of synthetic pools")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cost-powers", type=float, nargs="*", default=[0.0, 0.25],
-                        help="also replay plmscale's strategy with these COST_POWER values (its default: "
-                             f"{rp.COST_POWER})")
-    parser.add_argument("--markdown", help="append the table to this markdown file")
+    parser.add_argument("--repeats", type=int, default=10, help="random's seeds per pool")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random's draws")
+    parser.add_argument("--selection", type=int, default=8, help="synthetic pools of the selection stage")
+    parser.add_argument("--selection-seed", type=int, default=1, help="seed of the selection stage's pools")
+    parser.add_argument("--cost-powers", type=float, nargs="+", default=[0.0, 0.25, 0.5],
+                        help="cost powers the selection stage compares (each with the exchange on and off)")
+    parser.add_argument("--synthetic", type=int, default=12, help="synthetic pools of the held-out stage")
+    parser.add_argument("--synthetic-seed", type=int, default=2, help="seed of the held-out stage's pools")
+    parser.add_argument("--rolling", type=int, nargs="+", default=[1, 2, 3],
+                        help="released stage: one pool per k, holding out the top k IsoFLOP budgets")
+    parser.add_argument("--markdown", help="append the tables to this markdown file")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
@@ -148,32 +193,55 @@ def main():
     header = ["| pool | F | strategy | FLOPs spent | runs | mean abs % error | R² | beats random | "
               "R² gap to all runs |",
               "|---|---|---|---|---|---|---|---|---|"]
-    rows, timings = [], []
-    shown = args.strategies + [f"plmscale (cost^{p:g})" for p in args.cost_powers]
-    if args.data and Path(args.data).exists():
-        for name, (pool, targets) in released_pools(args.data, args.import_config).items():
-            results, seconds = measure(pool, targets, args.strategies, args.fractions, args.repeats, args.seed,
-                                       args.cost_powers)
-            timings.append(f"{name}: {len(pool)} pool runs, {len(targets)} targets, {seconds:.1f} s")
-            rows += table_rows(name, [results], shown, args.fractions)
-    rng = np.random.default_rng(args.seed)
-    synthetic, seconds = [], 0.0
-    for _ in range(args.synthetic):
-        pool, targets, _ = synthetic_pool(rng)
-        results, spent = measure(pool, targets, args.strategies, args.fractions, args.repeats, args.seed,
-                                 args.cost_powers)
-        synthetic.append(results)
-        seconds += spent
-    if synthetic:
-        timings.append(f"synthetic: {args.synthetic} pools of {len(pool)} runs, {len(targets)} targets, "
-                       f"{seconds:.1f} s")
-        rows += table_rows(f"synthetic (x{args.synthetic})", synthetic, shown, args.fractions)
-    load = os.getloadavg()[0]
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = "\n".join([f"### Replay of selection strategies ({stamp}; {cpu_model()}, {platform.machine()}, "
-                      f"load {load:.1f}; {args.repeats} random repeats)", "", *header, *rows, "",
-                      "Time: " + "; ".join(timings) + "."])
-    publish(text, args.markdown)
+    sections = []
+
+    def section(title, rows, timings, notes=()):
+        load = os.getloadavg()[0]
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        sections.append("\n".join([f"### {title} ({stamp}; {cpu_model()}, {platform.machine()}, load {load:.1f}; "
+                                   f"{args.repeats} random repeats)", "", *header, *rows, "", *notes,
+                                   "Time: " + "; ".join(timings) + "."]))
+        print(sections[-1], file=sys.stderr, flush=True)  # progress; the tables go to stdout at the end
+
+    default = (f"cost^{rp.COST_POWER:g}, exchange {rp.EXCHANGE_ROUNDS} rounds" if rp.EXCHANGE_ROUNDS
+               else f"cost^{rp.COST_POWER:g}, no exchange")
+    if "selection" in args.stages:
+        variants = plmscale_variants(args.cost_powers)
+        results, timing = _synthetic_results(args.selection, args.selection_seed, ["random"], args, variants)
+        label, power, rounds, errors = choose_variant(results, variants, args.fractions)
+        ranking = ", ".join(f"{name} {error:.3f}" for name, error in sorted(errors.items(), key=lambda e: e[1]))
+        verdict = ("the shipped default" if (power, rounds) == (rp.COST_POWER, rp.EXCHANGE_ROUNDS)
+                   else f"NOT the shipped default ({default}): set replay.COST_POWER = {power:g}, "
+                        f"EXCHANGE_ROUNDS = {rounds}")
+        section(f"Selection set: plmscale's settings on {args.selection} synthetic pools (seed {args.selection_seed})",
+                table_rows(f"selection (x{args.selection})", results, ["random"] + [v[0] for v in variants],
+                           args.fractions),
+                [f"selection: {timing}"],
+                [f"Mean abs % error over F and pools: {ranking}. Chosen: {label}, {verdict}.", ""])
+    if "heldout" in args.stages:
+        results, timing = _synthetic_results(args.synthetic, args.synthetic_seed, args.strategies, args)
+        section(f"Held-out set: every strategy on {args.synthetic} fresh synthetic pools (seed "
+                f"{args.synthetic_seed}; plmscale = {default})",
+                table_rows(f"held-out (x{args.synthetic})", results, args.strategies, args.fractions),
+                [f"held-out: {timing}"])
+    if "released" in args.stages and args.data and Path(args.data).exists():
+        rows, timings, notes = [], [], []
+        for objective, runs in released_runs(args.data, args.import_config).items():
+            results, seconds, sizes = [], 0.0, []
+            for k, pool, targets in rp.rolling_origin_splits(runs, args.rolling, TARGET_SHARE, f"released {objective}"):
+                measured, spent = measure(pool, targets, args.strategies, args.fractions, args.repeats, args.seed)
+                results.append(measured)
+                seconds += spent
+                sizes.append(f"k={k}: {len(pool)} pool runs, {len(targets)} targets")
+            timings.append(f"released {objective} ({'; '.join(sizes)}): {seconds:.1f} s")
+            rows += table_rows(f"released {objective} (k={','.join(map(str, args.rolling))})", results,
+                               args.strategies, args.fractions)
+            if "plmscale" in args.strategies and "random" in args.strategies:
+                notes += [per_pool_line(f"released {objective}", results, [f"k={k}" for k in args.rolling],
+                                        args.fractions), ""]
+        section(f"Released curves: rolling-origin pools, the top k IsoFLOP budgets held out (plmscale = {default})",
+                rows, timings, notes)
+    publish("\n\n".join(sections), args.markdown)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import argparse
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from plmscale.cli import design_replay
@@ -93,6 +94,35 @@ def test_the_exchange_lowers_the_forecast_variance_within_the_budget(pool_and_ta
     assert variance(exchanged) < 0.9 * variance(greedy)  # cheapest-first is a poor design for far targets
     assert pool["flops"].to_numpy()[exchanged].sum() <= budget
     assert list(exchanged[:rp.N_INITIAL]) == list(greedy[:rp.N_INITIAL])  # the initial runs stay
+
+
+def test_plmscale_without_cost_weighting_or_exchange_is_v_optimal(pool_and_targets):
+    """The strategy's settings reach its greedy step: at cost^0 with no exchange its picks are v-optimal's,
+    and replay.json records the settings it ran with."""
+    pool, targets = pool_and_targets
+    v_optimal, _ = rp.select_runs(pool, targets, "v-optimal", 0.05)
+    bare, _ = rp.select_runs(pool, targets, "plmscale", 0.05, cost_power=0, exchange_rounds=0)
+    default, _ = rp.select_runs(pool, targets, "plmscale", 0.05)
+    assert list(bare) == list(v_optimal)
+    assert list(default) != list(v_optimal)
+    settings = rp.replay(pool, targets, ["cheapest"], 0.05, cost_power=0.25, exchange_rounds=0)["settings"]
+    assert settings["plmscale_strategy"] == {"cost_power": 0.25, "exchange_rounds": 0}
+
+
+def test_rolling_origin_splits_hold_out_the_top_k_budgets():
+    """Pool k holds the runs before the top k IsoFLOP budgets; its targets are those budgets' runs and every
+    larger run (budget empty), each run in exactly one of the two."""
+    runs = pd.DataFrame({"run_id": [f"r{i}" for i in range(7)],
+                         "flops": [1e18, 1.01e18, 1e19, 0.99e19, 1e20, 3e19, 5e20],
+                         "budget": [1e18, 1e18, 1e19, 1e19, 1e20, np.nan, np.nan]})
+    splits = rp.rolling_origin_splits(runs, (1, 2))
+    assert [k for k, _, _ in splits] == [1, 2]
+    assert [sorted(t["run_id"]) for _, _, t in splits] == [["r4", "r6"], ["r2", "r3", "r4", "r5", "r6"]]
+    assert [sorted(p["run_id"]) for _, p, _ in splits] == [["r0", "r1", "r2", "r3", "r5"], ["r0", "r1"]]
+    with pytest.raises(PlmscaleError, match="cannot hold out the top 3 of 3 IsoFLOP budgets"):
+        rp.rolling_origin_splits(runs, (3,))
+    with pytest.raises(PlmscaleError, match="need a budget column"):
+        rp.rolling_origin_splits(runs.drop(columns="budget"), (1,))
 
 
 @pytest.mark.slow

@@ -56,6 +56,8 @@ NOISE_PRIOR = 0.005
 RIDGE = 1e-12
 # plmscale's strategy: greedy on gain per FLOP^COST_POWER (see _plmscale_scores), then EXCHANGE_ROUNDS of
 # exchange (each: swaps at the current fit until none helps, at most EXCHANGE_MAX_SWAPS, then a refit).
+# Chosen on a selection set of synthetic pools apart from those the strategies are judged on, among cost
+# powers 0, 0.25, 0.5 with and without the exchange (benchmarks/replay_strategies.py, docs/replay.md).
 COST_POWER = 0.5
 EXCHANGE_ROUNDS = 2
 # Iterations of a warm refit after one pick: the optimum moves little when one run joins.
@@ -120,6 +122,27 @@ def validate_pool_and_targets(pool: pd.DataFrame, targets: pd.DataFrame, pool_so
         raise PlmscaleError(f"{targets_source}: run(s) {', '.join(shared[:8])} are in the pool too ({pool_source}); "
                             "a target is never selectable: remove them from one of the tables")
     return pool, targets
+
+
+def rolling_origin_splits(runs: pd.DataFrame, holdouts=(1, 2, 3), target_share=0.9, source="runs table"):
+    """[(k, pool, targets)] per k in holdouts: the study as it stood before its top k IsoFLOP budgets.
+
+    The targets are every run with flops >= target_share × the k-th largest value of the `budget` column
+    (those budgets' IsoFLOP runs and any larger run, IsoFLOP or not: budget may be empty), the pool every
+    other run. One held-out split per pool kind makes a strategy's figure on real curves a single draw;
+    rolling the origin back gives several forecasts, each of runs 3-30x beyond its pool (a leave-one-budget-
+    out split would keep larger runs in the pool and judge interpolation instead)."""
+    if "budget" not in runs.columns:
+        raise PlmscaleError(f"{source}: rolling-origin pools need a budget column (the IsoFLOP budget of each run)")
+    budgets = np.sort(pd.to_numeric(runs["budget"], errors="coerce").dropna().unique())[::-1]
+    splits = []
+    for k in holdouts:
+        if not 1 <= int(k) < len(budgets):
+            raise PlmscaleError(f"{source}: cannot hold out the top {k} of {len(budgets)} IsoFLOP budgets; "
+                                f"choose k from 1 to {len(budgets) - 1}")
+        is_target = runs["flops"].to_numpy(float) >= target_share * budgets[int(k) - 1]
+        splits.append((int(k), runs.loc[~is_target].reset_index(drop=True), runs.loc[is_target].reset_index(drop=True)))
+    return splits
 
 
 # ------------------------------------------------------------------------------------------------- the law
@@ -211,7 +234,7 @@ def _variance_gain(inverse, candidates_jac, targets_jac):
     return (cross ** 2).sum(0) / (1 + leverage)
 
 
-def _plmscale_scores(theta, pool, candidates, targets, inverse):
+def _plmscale_scores(theta, pool, candidates, targets, inverse, cost_power):
     """plmscale's greedy step: v-optimal gain per FLOP^COST_POWER (then `exchange`, see select_runs).
 
     Why not v-optimal itself: it ignores cost, so it buys the largest affordable runs first and the rest
@@ -219,12 +242,13 @@ def _plmscale_scores(theta, pool, candidates, targets, inverse):
     of docs/replay.md, plmscale 17-31, at a better R² at F = 0.05 and 0.10). Why not gain per FLOP:
     costs span orders of magnitude, so it buys many cheap runs with little leverage on far targets. The
     square root of the cost sits between the two (docs/replay.md compares 0, 0.25, 0.5).
+    cost_power is that power (COST_POWER unless a benchmark asks for another).
     """
     cost = pool["flops"].to_numpy()[candidates]
     gain = _variance_gain(inverse, log_loss_jacobian(theta, pool["n_params"].iloc[candidates],
                                                      pool["tokens"].iloc[candidates]),
                           log_loss_jacobian(theta, targets["n_params"], targets["tokens"]))
-    return gain / cost ** COST_POWER
+    return gain / cost ** cost_power
 
 
 def _summed_variance(information, targets_jac):
@@ -272,7 +296,7 @@ def exchange(theta, pool, targets, chosen, budget, fixed=N_INITIAL, max_swaps=EX
     return np.array(chosen)
 
 
-def _scores(strategy, theta, pool, chosen, candidates, targets):
+def _scores(strategy, theta, pool, chosen, candidates, targets, cost_power):
     jac = log_loss_jacobian(theta, pool["n_params"].iloc[chosen], pool["tokens"].iloc[chosen])
     inverse = _inverse_information(jac)
     candidates_jac = log_loss_jacobian(theta, pool["n_params"].iloc[candidates], pool["tokens"].iloc[candidates])
@@ -281,12 +305,16 @@ def _scores(strategy, theta, pool, chosen, candidates, targets):
     if strategy == "v-optimal":
         return _variance_gain(inverse, candidates_jac, log_loss_jacobian(theta, targets["n_params"],
                                                                           targets["tokens"]))
-    return _plmscale_scores(theta, pool, candidates, targets, inverse)
+    return _plmscale_scores(theta, pool, candidates, targets, inverse, cost_power)
 
 
-def select_runs(pool: pd.DataFrame, targets: pd.DataFrame, strategy: str, budget_fraction: float, rng=None):
+def select_runs(pool: pd.DataFrame, targets: pd.DataFrame, strategy: str, budget_fraction: float, rng=None,
+                cost_power=None, exchange_rounds=None):
     """Positions of the pool runs a strategy selects within budget_fraction of the pool's FLOPs, in the
-    order picked (the N_INITIAL cheapest first), and the last fit's θ (None for random and cheapest)."""
+    order picked (the N_INITIAL cheapest first), and the last fit's θ (None for random and cheapest).
+    cost_power and exchange_rounds set plmscale's strategy (None: COST_POWER, EXCHANGE_ROUNDS)."""
+    cost_power = COST_POWER if cost_power is None else float(cost_power)
+    exchange_rounds = EXCHANGE_ROUNDS if exchange_rounds is None else int(exchange_rounds)
     if strategy not in STRATEGIES:
         raise PlmscaleError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)} or all")
     if not 0 < budget_fraction <= 1:
@@ -309,7 +337,7 @@ def select_runs(pool: pd.DataFrame, targets: pd.DataFrame, strategy: str, budget
         elif strategy == "cheapest":
             pick = int(candidates[np.argmin(cost[candidates])])
         else:
-            scores = _scores(strategy, theta, pool, np.array(chosen), candidates, targets)
+            scores = _scores(strategy, theta, pool, np.array(chosen), candidates, targets, cost_power)
             pick = int(candidates[np.argmax(scores)])
         chosen.append(pick)
         available[pick] = False
@@ -318,7 +346,7 @@ def select_runs(pool: pd.DataFrame, targets: pd.DataFrame, strategy: str, budget
             theta = tracker.refit(np.array(chosen))
     chosen = np.array(chosen)
     if strategy == "plmscale":
-        for _ in range(EXCHANGE_ROUNDS):  # exchange at the fit, refit on the exchanged selection
+        for _ in range(exchange_rounds):  # exchange at the fit, refit on the exchanged selection
             chosen = exchange(theta, pool, targets, chosen, budget_fraction * cost.sum())
             theta = grid_fit(pool.iloc[chosen], theta)
     return chosen, theta
@@ -335,10 +363,10 @@ def judge_forecasts(observed, forecast):
     return error, r2
 
 
-def replay_once(pool, targets, strategy, budget_fraction, rng=None):
+def replay_once(pool, targets, strategy, budget_fraction, rng=None, cost_power=None, exchange_rounds=None):
     """One replay: {selected (run ids), flops_fraction, theta, forecast (T,), forecast_ci (T, 2),
     mean_abs_pct_error, r2}."""
-    chosen, warm = select_runs(pool, targets, strategy, budget_fraction, rng)
+    chosen, warm = select_runs(pool, targets, strategy, budget_fraction, rng, cost_power, exchange_rounds)
     selected = pool.iloc[chosen]
     theta = grid_fit(selected, warm)
     forecast, interval = forecast_with_interval(theta, selected, targets)
@@ -378,9 +406,10 @@ def expand_strategies(names) -> list:
     return [s for s in STRATEGIES if s in names]
 
 
-def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0):
+def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0, cost_power=None, exchange_rounds=None):
     """replay.json's content: every strategy's entry at budget_fraction over `repeats` replays, and the fit
-    on the whole pool ("all_runs"). Random draws come from numpy's generator seeded (seed, repeat)."""
+    on the whole pool ("all_runs"). Random draws come from numpy's generator seeded (seed, repeat).
+    cost_power and exchange_rounds set plmscale's strategy (None: the defaults COST_POWER, EXCHANGE_ROUNDS)."""
     if int(repeats) < 1:
         raise PlmscaleError(f"--repeats must be at least 1, got {repeats}")
     if not 0 < budget_fraction <= 1:
@@ -389,7 +418,8 @@ def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0):
     result = {}
     for strategy in strategies:
         if strategy in DETERMINISTIC:
-            replays = [replay_once(pool, targets, strategy, budget_fraction)] * int(repeats)
+            replays = [replay_once(pool, targets, strategy, budget_fraction, None, cost_power,
+                                   exchange_rounds)] * int(repeats)
         else:
             replays = [replay_once(pool, targets, strategy, budget_fraction, np.random.default_rng([seed, r]))
                        for r in range(int(repeats))]
@@ -408,5 +438,8 @@ def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0):
                          "(parametric, Huber on log-loss)", "forecast_ci": "95%, delta method from the fit's "
                          f"covariance (residual variance with a {NOISE_PRIOR} log-loss noise prior)",
                          "deterministic_strategies": sorted(DETERMINISTIC & set(strategies)),
+                         "plmscale_strategy": {"cost_power": COST_POWER if cost_power is None else float(cost_power),
+                                               "exchange_rounds": EXCHANGE_ROUNDS if exchange_rounds is None
+                                               else int(exchange_rounds)},
                          "pool_runs": int(len(pool)), "pool_flops": float(pool["flops"].sum()),
                          "targets": int(len(targets))}}
