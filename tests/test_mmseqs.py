@@ -296,3 +296,17 @@ def test_too_little_memory_names_the_key_to_raise_first(tmp_path):
                           method="cluster", threads=1, mem_mb=1)
     assert str(caught.value).splitlines()[0] == ("MMseqs2 ran out of memory: raise data.cluster.mem_mb (now 1 MB) "
                                                  "in the config, e.g. double it.")
+
+
+def test_numbering_for_mmseqs2_in_blocks_gives_the_line_by_line_bytes(tmp_path, monkeypatch):
+    """The numbered copy (record k as `>k`) and the ids file, written a block of records at a time, are what
+    a pass line by line writes: headers with descriptions, tabs and leading blanks, numbers past 9 and 99,
+    blocks of a few records (every block boundary)."""
+    monkeypatch.setattr("plmscale.data.recordblocks.BLOCK_BYTES", 61)
+    headers = [f"id{k} some description" if k % 3 else f" \tlead{k}\tx" for k in range(150)]
+    sequences = ["MKV" * (1 + k % 7) for k in range(150)]
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{h}\n{s}\n" for h, s in zip(headers, sequences)))
+    assert _number_records(fasta, tmp_path / "numbered.fasta", tmp_path / "ids.txt") == 150
+    assert (tmp_path / "numbered.fasta").read_text() == "".join(f">{k}\n{s}\n" for k, s in enumerate(sequences))
+    assert (tmp_path / "ids.txt").read_text() == "".join(f"{h.split()[0]}\n" for h in headers)

@@ -27,9 +27,12 @@ import subprocess
 import os
 from pathlib import Path
 
+import numpy as np
+
 from plmscale.data import engine
 from plmscale.data.atomic import remove_stale_temporaries, write_json
 from plmscale.data.gzio import open_read
+from plmscale.data.recordblocks import concat_segments, decimals, insert_segments, keep_segments, read_record_blocks
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import mmseqs_version
 
@@ -58,22 +61,36 @@ def _header_id(line) -> str:
 
 
 def _number_records(path, numbered_path, ids_path) -> int:
-    """Write a copy of path whose record k is `>k`, and `k<tab>id` per record to ids_path; return the
-    number of records."""
+    """Write a copy of the two-line FASTA at path whose record k is `>k` and its sequence line, and each
+    record's id as line k of ids_path; return the number of records. A block of records at a time (numpy, no
+    call per record)."""
     count = 0
-    with io.BufferedReader(open_read(path), 1 << 20) as handle, open(numbered_path, "wb") as out, \
-            open(ids_path, "w", buffering=1 << 20) as ids_out:
-        for line in handle:
-            if line.startswith(b">"):
-                ids_out.write(f"{count}\t{_header_id(line)}\n")
-                line = b">%d\n" % count
-                count += 1
-            out.write(line)
+    keep_id = np.array([False, True, False, True, False])
+    keep_numbered = np.array([True, False, True])
+    with open(numbered_path, "wb", buffering=1 << 20) as out, open(ids_path, "wb", buffering=1 << 20) as ids_out:
+        for block in read_record_blocks(path):
+            n = len(block)
+            id_start, id_end = block.id_ranges()
+            # Segments: '>' and blanks, the id, the rest of the header, its newline, the sequence line.
+            lengths = np.stack([id_start - block.header_start, id_end - id_start, block.header_end - id_end,
+                                np.ones(n, np.int64), block.sequence_end - block.header_end], axis=1)
+            ids_out.write(keep_segments(block.data, lengths, np.broadcast_to(keep_id, lengths.shape)))
+            # Segments: '>', the rest of the header, then its newline with the sequence line; the record's
+            # number goes in after the '>'.
+            lengths = np.stack([np.ones(n, np.int64), block.header_end - block.header_start - 1,
+                                block.sequence_end + 1 - block.header_end], axis=1)
+            kept = keep_segments(block.data, lengths, np.broadcast_to(keep_numbered, lengths.shape))
+            record_lengths = 1 + lengths[:, 2]
+            numbers, number_ends = concat_segments([decimals(np.arange(count, count + n))])
+            out.write(insert_segments(kept, np.cumsum(record_lengths) - record_lengths + 1, numbers,
+                                      np.diff(number_ends, prepend=0)))
+            count += n
     return count
 
 
 def _ids_table(ids_path) -> str:
-    return engine.read_tsv(ids_path, {"num": "BIGINT", "id": "VARCHAR"})
+    """SQL for ids.txt: one id per line, line k for record k (numbered by rowid once in a table)."""
+    return engine.read_tsv(ids_path, {"id": "VARCHAR"}, delimiter="\x00")
 
 
 def _check_unique_ids(fasta, ids_path, work, threads, mem_mb) -> None:
@@ -168,27 +185,34 @@ def _easy_cluster(run, method, fasta, prefix, tmp, min_seq_id, coverage, cov_mod
 def _load_pairs(con, table, path, n_records, fasta) -> None:
     """Table `table`(rep, member) from MMseqs2's cluster.tsv, checked to hold record numbers of `fasta`."""
     raw = engine.read_tsv(path, {"rep": "VARCHAR", "member": "VARCHAR"})
+    # Read once as text, checked, then numbers (not read a second time).
+    con.execute(f"CREATE TABLE {table}_text AS SELECT * FROM {raw}")
     number = "coalesce(regexp_full_match({0}, '[0-9]{{1,18}}') AND try_cast({0} AS BIGINT) < {1}, false)"
-    bad = engine.scalar(con, f"SELECT count(*) FROM {raw} WHERE NOT ({number.format('rep', n_records)} AND "
-                             f"{number.format('member', n_records)})")
+    bad = engine.scalar(con, f"SELECT count(*) FROM {table}_text WHERE NOT ({number.format('rep', n_records)} "
+                             f"AND {number.format('member', n_records)})")
     if bad:
         raise PlmscaleError(f"MMseqs2 returned ids that are not record numbers of {fasta}; check "
                             "the MMseqs2 version (14+ expected) and data.cluster.extra_args")
-    con.execute(f"CREATE TABLE {table} AS SELECT rep::BIGINT AS rep, member::BIGINT AS member FROM {raw}")
+    con.execute(f"CREATE TABLE {table} AS SELECT rep::BIGINT AS rep, member::BIGINT AS member FROM {table}_text")
+    con.execute(f"DROP TABLE {table}_text")
 
 
 def _load_members(con, pairs_path, ids_path, n_records, fasta) -> None:
     """Table members(rep, num, id): every record of `fasta` with MMseqs2's representative, after checking
     that MMseqs2 listed each record exactly once."""
-    con.execute(f"CREATE TABLE ids AS SELECT * FROM {_ids_table(ids_path)}")
+    con.execute(f"CREATE TABLE ids AS SELECT * FROM {_ids_table(ids_path)}")   # rowid: the record's number
     _load_pairs(con, "pairs", pairs_path, n_records, fasta)
-    coverage = _Coverage(fasta)
-    coverage.add("missing", con, "SELECT id, num FROM ids ANTI JOIN pairs ON ids.num = pairs.member")
-    coverage.add("repeated", con, "SELECT id, num FROM ids JOIN (SELECT member FROM pairs GROUP BY member "
-                                  "HAVING count(*) > 1) r ON ids.num = r.member")
-    coverage.raise_if_any()
-    con.execute("CREATE TABLE members AS SELECT pairs.rep, ids.num, ids.id "
-                "FROM pairs JOIN ids ON pairs.member = ids.num")
+    # Every member is a record number (checked above): once each exactly when there are n_records pairs with
+    # n_records distinct members. Which ones are missing or repeated is looked up only when not.
+    n_pairs, n_distinct = con.execute("SELECT count(*), count(DISTINCT member) FROM pairs").fetchone()
+    if n_pairs != n_records or n_distinct != n_records:
+        coverage = _Coverage(fasta)
+        coverage.add("missing", con, "SELECT id, rowid AS num FROM ids ANTI JOIN pairs ON ids.rowid = pairs.member")
+        coverage.add("repeated", con, "SELECT id, rowid AS num FROM ids JOIN (SELECT member FROM pairs GROUP BY "
+                                      "member HAVING count(*) > 1) r ON ids.rowid = r.member")
+        coverage.raise_if_any()
+    con.execute("CREATE TABLE members AS SELECT pairs.rep, ids.rowid AS num, ids.id "
+                "FROM pairs JOIN ids ON pairs.member = ids.rowid")
     con.execute("DROP TABLE pairs")
     con.execute("DROP TABLE ids")
 
