@@ -13,7 +13,7 @@ from scipy.special import comb
 from plmscale.data import engine
 from plmscale.data.demo import generate
 from plmscale.data.mmseqs import (_coarse_level, _fine_level, _load_members, _number_records, _write_clusters,
-                                  cluster_sequences, read_clusters)
+                                  _write_one_level, cluster_sequences, read_clusters)
 from plmscale.errors import PlmscaleError
 
 pytestmark = pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary")
@@ -221,6 +221,19 @@ def test_engine_naming_equals_the_in_memory_result(tmp_path, threads):
                                   "FROM coarse", True)
     assert (tmp_path / "fine.tsv").read_text() == "cluster_id\tmember_id\n" + "".join(
         f"{c}\t{m}\n" for c, m in expected_fine)
+    # One level, as cluster_sequences writes it (ranks of the ids instead of sorting them four times).
+    with engine.connect(work, threads=threads, mem_mb=200) as con:
+        _load_members(con, work / "level1.tsv", work / "ids.txt", len(ids), fasta)
+        one_level = _write_one_level(con, tmp_path / "one.tsv", tmp_path / "one_sizes.tsv")
+    assert (tmp_path / "one.tsv").read_text() == (tmp_path / "fine.tsv").read_text()
+    fine_sizes = Counter(name for name, _ in expected_fine)
+    assert (tmp_path / "one_sizes.tsv").read_text() == "cluster_id\tsize\n" + "".join(
+        f"{name}\t{fine_sizes[name]}\n" for name in sorted(fine_sizes, key=lambda n: (-fine_sizes[n], n)))
+    assert (tmp_path / "one_sizes.tsv").read_text() == (tmp_path / "fine_sizes.tsv").read_text()
+    assert one_level == {"n_sequences": len(ids), "n_clusters": len(fine_sizes), "n_subclusters": 0,
+                         "n_singletons": sum(size == 1 for size in fine_sizes.values()),
+                         "largest_cluster": max(fine_sizes.values()),
+                         "size_histogram": {str(k): v for k, v in sorted(Counter(fine_sizes.values()).items())}}
     assert (tmp_path / "coarse.tsv").read_text() == "cluster_id\tsubcluster_id\tmember_id\n" + "".join(
         "\t".join(row) + "\n" for row in expected_coarse)
     sizes = Counter(name for name, _, _ in expected_coarse)

@@ -273,8 +273,10 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
         # DuckDB runs while MMseqs2 does not, with the job's memory.
         with engine.connect(work, threads=threads, mem_mb=mem_mb) as con:
             _load_members(con, fine_pairs, ids_path, n_records, fasta)
-            _fine_level(con)
-            if second_level:
+            if not second_level:
+                summary = _write_one_level(con, out_clusters, out_sizes)
+            else:
+                _fine_level(con)
                 # The coarse level clusters each fine cluster's canonical member, not MMseqs2's representative
                 # (which may change between runs), so its input depends on the fine memberships only.
                 canonical = (number for batch in engine.fetch_batches(
@@ -285,9 +287,7 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
                     work / "tmp2", second_level["min_seq_id"], second_level.get("coverage", coverage), **common)
                 _coarse_level(con, coarse_pairs, n_records, fasta, mmseqs_log)
                 rows = "SELECT cluster AS cluster_id, subcluster AS subcluster_id, member AS member_id FROM coarse"
-            else:
-                rows = "SELECT cluster AS cluster_id, id AS member_id FROM fine"
-            summary = _write_clusters(con, out_clusters, out_sizes, rows, bool(second_level))
+                summary = _write_clusters(con, out_clusters, out_sizes, rows, True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -318,10 +318,33 @@ def _write_clusters(con, out_clusters, out_sizes, rows: str, second_level: bool)
                 "FROM rows GROUP BY cluster_id")
     engine.write_tsv(con, "SELECT cluster_id, size" + (", n_subclusters" if second_level else "") +
                      " FROM sizes ORDER BY size DESC, cluster_id", out_sizes)
+    return _summary(con, "sizes")
+
+
+def _write_one_level(con, out_clusters, out_sizes) -> dict:
+    """clusters.tsv and cluster_sizes.tsv of one level, from members(rep, num, id), as _fine_level and
+    _write_clusters write them, with one sort of the ids instead of four passes on them: the members are
+    ranked by id (a table's rowid follows the ORDER BY it was made with), so naming each cluster by its
+    smallest id, both orderings and the sizes' grouping work on integer ranks. Ids are unique
+    (_check_unique_ids), so the ranks are a total order. Return the counts for stats.json."""
+    con.execute("CREATE TABLE ranked AS SELECT rep, id FROM members ORDER BY id, num")
+    con.execute("DROP TABLE members")
+    con.execute("CREATE TABLE sizes AS SELECT rep, min(rowid) AS name_rank, count(*) AS size, 0 AS n_subclusters "
+                "FROM ranked GROUP BY rep")
+    engine.write_tsv(con, "SELECT name.id AS cluster_id, member.id AS member_id FROM ranked member "
+                          "JOIN sizes USING (rep) JOIN ranked name ON name.rowid = sizes.name_rank "
+                          "ORDER BY sizes.name_rank, member.rowid", out_clusters)
+    engine.write_tsv(con, "SELECT name.id AS cluster_id, size FROM sizes JOIN ranked name "
+                          "ON name.rowid = sizes.name_rank ORDER BY size DESC, sizes.name_rank", out_sizes)
+    return _summary(con, "sizes")
+
+
+def _summary(con, sizes) -> dict:
+    """The counts of stats.json from a table of cluster sizes (size, n_subclusters)."""
     n_sequences, n_clusters, n_subclusters, largest = con.execute(
         "SELECT coalesce(sum(size), 0), count(*), coalesce(sum(n_subclusters), 0), coalesce(max(size), 0) "
-        "FROM sizes").fetchone()
-    histogram = dict(con.execute("SELECT size, count(*) FROM sizes GROUP BY size ORDER BY size").fetchall())
+        f"FROM {sizes}").fetchone()
+    histogram = dict(con.execute(f"SELECT size, count(*) FROM {sizes} GROUP BY size ORDER BY size").fetchall())
     return {"n_sequences": int(n_sequences), "n_clusters": n_clusters, "n_subclusters": int(n_subclusters),
             "n_singletons": histogram.get(1, 0), "largest_cluster": largest,
             "size_histogram": {str(size): count for size, count in histogram.items()}}
