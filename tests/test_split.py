@@ -233,3 +233,9 @@ def test_provenance_in_another_order_than_the_fasta_is_an_error(tmp_path):
     with pytest.raises(PlmscaleError, match=r"longer.tsv.gz does not match .*; rerun the dedup step"):
         _split(tmp_path, (unique, clusters, tmp_path / "longer.tsv.gz"))
     assert not any((tmp_path / "out").glob("*.fasta.gz"))
+
+
+def test_a_source_the_config_does_not_list_is_an_error(tmp_path):
+    unique, clusters, provenance = _inputs(tmp_path, n_clusters=30)
+    with pytest.raises(PlmscaleError, match=r"prov.tsv.gz: source 'meta' is not one of \['ref'\]; .* rerun the dedup"):
+        _split(tmp_path, (unique, clusters, provenance), sources=["ref"])

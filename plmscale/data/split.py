@@ -87,14 +87,17 @@ def _assign(con, unique_fasta, clusters_tsv, provenance_tsv, sources, valid_frac
     split, its dense cluster number and its source's index. Returns (sources, clusters per split, number of
     clusters). The FASTA itself is not read here: the provenance table already lists its ids in order."""
     columns = {"unique_id": "VARCHAR", "sources": "VARCHAR", "n_copies": "BIGINT"}
-    # rowid: the line's place in the file (CREATE TABLE AS keeps the reader's order).
-    con.execute(f"CREATE TABLE records AS SELECT unique_id AS id, split_part(sources, ',', 1) AS source "
-                f"FROM {engine.read_tsv(provenance_tsv, columns, header=True)}")
+    provenance = engine.read_tsv(provenance_tsv, columns, header=True)
+    first_source = "split_part(sources, ',', 1)"
     if sources is None:
-        sources = [name for (name,) in con.execute("SELECT DISTINCT source FROM records ORDER BY source").fetchall()]
-    con.execute("CREATE TABLE source_names (name VARCHAR, source_index BIGINT)")
-    con.executemany("INSERT INTO source_names VALUES (?, ?)", [(name, i) for i, name in enumerate(sources)])
-    unknown = con.execute("SELECT source FROM records ANTI JOIN source_names ON source = name LIMIT 1").fetchone()
+        sources = [name for (name,) in con.execute(f"SELECT DISTINCT {first_source} AS source FROM {provenance} "
+                                                   "ORDER BY source").fetchall()]
+    # The source as its index (NULL: not a configured source), so the table holds no second string per record.
+    # rowid: the line's place in the file (CREATE TABLE AS keeps the reader's order).
+    index_of = " ".join(f"WHEN {engine.quote(name)} THEN {i}" for i, name in enumerate(sources))
+    con.execute(f"CREATE TABLE records AS SELECT unique_id AS id, CASE {first_source} {index_of} END AS source, "
+                f"CASE WHEN source IS NULL THEN {first_source} END AS unknown_source FROM {provenance}")
+    unknown = con.execute("SELECT unknown_source FROM records WHERE unknown_source IS NOT NULL LIMIT 1").fetchone()
     if unknown:
         raise PlmscaleError(f"{provenance_tsv}: source {unknown[0]!r} is not one of {list(sources)}; the dedup "
                             "output does not match the config — rerun the dedup step")
@@ -106,8 +109,8 @@ def _assign(con, unique_fasta, clusters_tsv, provenance_tsv, sources, valid_frac
                 "FROM (SELECT DISTINCT cluster_id FROM members)")
     # One join, then the checks on its counts: a record without a member row has a NULL cluster, a member
     # listed twice adds a row, and a member that is no record is what is left of the members.
-    con.execute("CREATE TABLE assign AS SELECT r.rowid AS idx, c.split, c.cluster, s.source_index AS source FROM records r "
-                "JOIN source_names s ON r.source = s.name LEFT JOIN members m ON r.id = m.member_id "
+    con.execute("CREATE TABLE assign AS SELECT r.rowid AS idx, c.split, c.cluster, r.source FROM records r "
+                "LEFT JOIN members m ON r.id = m.member_id "
                 "LEFT JOIN clusters c USING (cluster_id)")
     n_assigned, n_absent = con.execute("SELECT count(*), count(*) - count(cluster) FROM assign").fetchone()
     n_members = engine.scalar(con, "SELECT count(*) FROM members")
