@@ -137,13 +137,17 @@ def constant(text: bytes, n: int) -> tuple:
 def decimals(values) -> tuple:
     """A segment column of each value (non-negative ints) in decimal, as str(int) writes it."""
     values = np.asarray(values, np.int64)
-    digits = np.empty((len(values), 19), np.uint8)
+    # As many digit columns as the largest value needs (record numbers and copy counts need few of 19).
+    columns = len(str(int(values.max()))) if len(values) else 1
+    digits = np.empty((len(values), columns), np.uint8)
     rest = values.copy()
-    for column in range(18, -1, -1):
+    for column in range(columns - 1, -1, -1):
         digits[:, column] = 48 + rest % 10
         rest //= 10
-    width = 1 + sum((values >= 10 ** power).astype(np.int64) for power in range(1, 19))
-    return digits.ravel(), np.arange(len(values), dtype=np.int64) * 19 + 19 - width, width
+    width = np.ones(len(values), np.int64)
+    for power in range(1, columns):
+        width += values >= 10 ** power
+    return digits.ravel(), np.arange(len(values), dtype=np.int64) * columns + columns - width, width
 
 
 def concat_segments(columns) -> tuple:
