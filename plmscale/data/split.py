@@ -130,7 +130,10 @@ def _assign(con, unique_fasta, clusters_tsv, provenance_tsv, sources, valid_frac
     per_split = dict.fromkeys(SPLITS, 0)
     for split, count in con.execute("SELECT split, count(*) FROM clusters GROUP BY split").fetchall():
         per_split[SPLITS[split]] = count
-    return list(sources), per_split, engine.scalar(con, "SELECT count(*) FROM clusters")
+    n_clusters = engine.scalar(con, "SELECT count(*) FROM clusters")
+    for table in ("records", "members", "clusters"):   # their memory to the sort of assign
+        con.execute(f"DROP TABLE {table}")
+    return list(sources), per_split, n_clusters
 
 
 def _check_ids_agree(unique_fasta, provenance_tsv) -> None:
@@ -173,7 +176,8 @@ class ProvenanceIds:
     def _read(self, block_bytes):
         carry = b""
         header = True
-        with open_read(self.path) as stream:
+        # A smaller read-ahead than the FASTA's: the threaded reader holds several of its blocks.
+        with open_read(self.path, block_size=1 << 20) as stream:
             while True:
                 chunk = read_block(stream, block_bytes, self.path)
                 data = carry + chunk
