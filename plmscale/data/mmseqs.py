@@ -10,7 +10,9 @@ Reproducible by construction:
 - Memory does not grow with the corpus: ids live in a file in record order, never in a list, and every
   join, grouping and ordering is DuckDB's (`plmscale.data.engine`: bounded by the job's memory, spilling to
   the work folder, on the rule's threads), ordered on total keys, so the tables are the bytes an in-memory
-  pass in Python would write.
+  pass in Python would write. With one level the ids are sorted once and everything after works on their
+  ranks (_write_one_level).
+- The numbered copy for MMseqs2 and the ids file are written a block of records at a time (numpy).
 
 MMseqs2's temporary files go to a hidden `.mmseqs.tmp-PID` folder next to the outputs (or under tmp_root):
 on the same disk as the results, not in /tmp, and removed on the next run if a kill left it behind.

@@ -17,11 +17,13 @@ says what to change.
 
 Bounded memory at any corpus size, in two passes:
 1. DuckDB (plmscale.data.engine, memory_limit from the job's memory, spilling to a scratch folder, on the
-   rule's threads) numbers the clusters, hashes them to their splits and joins members to the unique FASTA's
-   records and to the provenance table: one (split, cluster, source) row per record, in FASTA order;
-2. Python streams the unique FASTA once more, a block of records at a time (numpy, no call per record:
-   plmscale.data.recordblocks), and writes each sequence to its split and the id sidecars. The gzip writer
-   cuts its blocks where one write per record would have, so the bytes do not change.
+   rule's threads) numbers the clusters, hashes them to their splits and joins the members to the records of
+   the provenance table (dedup writes it in the unique FASTA's order, with each record's sources): one
+   (split, cluster, source) row per record, in FASTA order. DuckDB does not read the FASTA;
+2. Python streams the unique FASTA, a block of records at a time (numpy, no call per record:
+   plmscale.data.recordblocks), checks its ids against the provenance table's, line for line, and writes
+   each sequence to its split and the id sidecars. The gzip writer cuts its blocks where one write per
+   record would have, so the bytes do not change.
 """
 
 import hashlib
