@@ -226,7 +226,8 @@ def test_provenance_in_another_order_than_the_fasta_is_an_error(tmp_path):
         lines = handle.readlines()
     with gzip.open(tmp_path / "swapped.tsv.gz", "wt") as handle:
         handle.writelines(lines[:40] + [lines[41], lines[40]] + lines[42:])
-    with pytest.raises(PlmscaleError, match=r"swapped.tsv.gz does not match .* at '\S+' \(found '\S+'\); rerun the dedup"):
+    with pytest.raises(PlmscaleError,
+                       match=r"swapped.tsv.gz does not match .* at '\S+' \(found '\S+'\); rerun the dedup"):
         _split(tmp_path, (unique, clusters, tmp_path / "swapped.tsv.gz"))
     with gzip.open(tmp_path / "longer.tsv.gz", "wt") as handle:
         handle.writelines(lines + ["meta|extra\tmeta\t1\n"])

@@ -126,7 +126,8 @@ def _assign(con, unique_fasta, clusters_tsv, provenance_tsv, sources, valid_frac
     if n_assigned != n_records:
         raise PlmscaleError(f"{clusters_tsv} lists a member of {unique_fasta} more than once; rerun the cluster step")
     if n_members != n_records:
-        extra = con.execute("SELECT count(*), min(member_id) FROM members ANTI JOIN records ON id = member_id").fetchone()
+        extra = con.execute("SELECT count(*), min(member_id) FROM members ANTI JOIN records ON id = member_id"
+                            ).fetchone()
         raise PlmscaleError(f"{clusters_tsv} lists {extra[0]} ids missing from {unique_fasta} (e.g. {extra[1]!r}); "
                             "rerun the cluster step")
     per_split = dict.fromkeys(SPLITS, 0)
