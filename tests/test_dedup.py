@@ -198,3 +198,17 @@ def test_a_source_emptied_by_dedup_warns_and_is_listed(tmp_path, caplog):
     assert stats["per_source"]["copy"]["kept"] == 0 and stats["per_source"]["copy"]["seen"] == 2
     assert stats["empty_sources"] == ["copy"] and stats["emptied_by_dedup"] == ["copy"]
     assert "source 'copy' is empty after dedup: all 2 of its sequences are also in a source" in caplog.text
+
+
+def test_ids_whose_hashes_meet_are_compared_as_ids(tmp_path, corpus_with_duplicates, monkeypatch):
+    """Ids are compared by a 64-bit hash first; where hashes meet (here: all of them), the ids are read
+    again and compared: no false error, the same bytes, and a real repeat is still found."""
+    monkeypatch.setattr("plmscale.data.dedup.id_hash_sql", lambda id_sql: f"length({id_sql}) % 3")
+    _, paths = corpus_with_duplicates
+    dedup(paths, tmp_path / "u.fa.gz", tmp_path / "p.tsv.gz", tmp_path / "s.json", threads=2)
+    assert {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+            for name in BYTES_BEFORE_DUCKDB} == BYTES_BEFORE_DUCKDB
+    bad = _fasta(tmp_path / "bad.fa.gz", [(f"x{i}", "MKV" + "A" * i) for i in range(20)] + [("x3", "GGGWWW")])
+    with pytest.raises(PlmscaleError, match=r"bad.fa.gz: id 'x3' occurs twice"):
+        dedup({"ok": paths[next(iter(paths))], "s": bad}, tmp_path / "u2.fa.gz", tmp_path / "p2.tsv.gz",
+              tmp_path / "s2.json")

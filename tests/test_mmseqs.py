@@ -13,7 +13,7 @@ from scipy.special import comb
 from plmscale.data import engine
 from plmscale.data.demo import generate
 from plmscale.data.mmseqs import (_coarse_level, _fine_level, _load_members, _number_records, _write_clusters,
-                                  cluster_sequences, read_clusters)
+                                  _write_one_level, cluster_sequences, read_clusters)
 from plmscale.errors import PlmscaleError
 
 pytestmark = pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary")
@@ -221,6 +221,19 @@ def test_engine_naming_equals_the_in_memory_result(tmp_path, threads):
                                   "FROM coarse", True)
     assert (tmp_path / "fine.tsv").read_text() == "cluster_id\tmember_id\n" + "".join(
         f"{c}\t{m}\n" for c, m in expected_fine)
+    # One level, as cluster_sequences writes it (ranks of the ids instead of sorting them four times).
+    with engine.connect(work, threads=threads, mem_mb=200) as con:
+        _load_members(con, work / "level1.tsv", work / "ids.txt", len(ids), fasta)
+        one_level = _write_one_level(con, tmp_path / "one.tsv", tmp_path / "one_sizes.tsv")
+    assert (tmp_path / "one.tsv").read_text() == (tmp_path / "fine.tsv").read_text()
+    fine_sizes = Counter(name for name, _ in expected_fine)
+    assert (tmp_path / "one_sizes.tsv").read_text() == "cluster_id\tsize\n" + "".join(
+        f"{name}\t{fine_sizes[name]}\n" for name in sorted(fine_sizes, key=lambda n: (-fine_sizes[n], n)))
+    assert (tmp_path / "one_sizes.tsv").read_text() == (tmp_path / "fine_sizes.tsv").read_text()
+    assert one_level == {"n_sequences": len(ids), "n_clusters": len(fine_sizes), "n_subclusters": 0,
+                         "n_singletons": sum(size == 1 for size in fine_sizes.values()),
+                         "largest_cluster": max(fine_sizes.values()),
+                         "size_histogram": {str(k): v for k, v in sorted(Counter(fine_sizes.values()).items())}}
     assert (tmp_path / "coarse.tsv").read_text() == "cluster_id\tsubcluster_id\tmember_id\n" + "".join(
         "\t".join(row) + "\n" for row in expected_coarse)
     sizes = Counter(name for name, _, _ in expected_coarse)
@@ -296,3 +309,17 @@ def test_too_little_memory_names_the_key_to_raise_first(tmp_path):
                           method="cluster", threads=1, mem_mb=1)
     assert str(caught.value).splitlines()[0] == ("MMseqs2 ran out of memory: raise data.cluster.mem_mb (now 1 MB) "
                                                  "in the config, e.g. double it.")
+
+
+def test_numbering_for_mmseqs2_in_blocks_gives_the_line_by_line_bytes(tmp_path, monkeypatch):
+    """The numbered copy (record k as `>k`) and the ids file, written a block of records at a time, are what
+    a pass line by line writes: headers with descriptions, tabs and leading blanks, numbers past 9 and 99,
+    blocks of a few records (every block boundary)."""
+    monkeypatch.setattr("plmscale.data.recordblocks.BLOCK_BYTES", 61)
+    headers = [f"id{k} some description" if k % 3 else f" \tlead{k}\tx" for k in range(150)]
+    sequences = ["MKV" * (1 + k % 7) for k in range(150)]
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text("".join(f">{h}\n{s}\n" for h, s in zip(headers, sequences)))
+    assert _number_records(fasta, tmp_path / "numbered.fasta", tmp_path / "ids.txt") == 150
+    assert (tmp_path / "numbered.fasta").read_text() == "".join(f">{k}\n{s}\n" for k, s in enumerate(sequences))
+    assert (tmp_path / "ids.txt").read_text() == "".join(f"{h.split()[0]}\n" for h in headers)

@@ -8,7 +8,7 @@ import pytest
 
 from plmscale.data.atomic import write_gzip_text
 from plmscale.data.linefasta import read_records, record_id
-from plmscale.data.recordblocks import GzipBatchWriter, read_record_blocks
+from plmscale.data.recordblocks import GzipBatchWriter, concat_segments, decimals, read_record_blocks
 from plmscale.errors import PlmscaleError
 
 
@@ -64,3 +64,12 @@ def test_a_broken_layout_names_its_line(tmp_path, text, line):
     path.write_bytes(text)
     with pytest.raises(PlmscaleError, match=rf"bad.fa, line {line}: "):
         list(read_record_blocks(path, block_bytes=5))
+
+
+@pytest.mark.parametrize("values", [[0], [7, 3, 9], [0, 9, 10, 99, 100, 12_345], [10 ** 18 - 1, 0, 10 ** 18],
+                                    list(range(0, 200_000, 7))])
+def test_decimals_write_what_str_writes_whatever_the_largest_value(values):
+    """Only as many digit columns as the largest value needs: one-digit batches (copy counts) included."""
+    data, ends = concat_segments([decimals(values)])
+    assert data.tobytes().decode() == "".join(map(str, values))
+    assert ends.tolist() == np.cumsum([len(str(v)) for v in values]).tolist()

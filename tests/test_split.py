@@ -216,3 +216,27 @@ def test_id_stream_reads_the_sidecars_in_batches(tmp_path):
     with pytest.raises(PlmscaleError, match="rerun the split stage"):
         with SplitIdStream(out["train"]) as ids:
             ids.take(len(ids))
+
+
+def test_provenance_in_another_order_than_the_fasta_is_an_error(tmp_path):
+    """The split numbers records by their provenance line (it does not read the FASTA's ids in DuckDB), so a
+    provenance table whose ids are the FASTA's but in another order, or one longer, must be refused."""
+    unique, clusters, provenance = _inputs(tmp_path, n_clusters=30)
+    with gzip.open(provenance, "rt") as handle:
+        lines = handle.readlines()
+    with gzip.open(tmp_path / "swapped.tsv.gz", "wt") as handle:
+        handle.writelines(lines[:40] + [lines[41], lines[40]] + lines[42:])
+    with pytest.raises(PlmscaleError,
+                       match=r"swapped.tsv.gz does not match .* at '\S+' \(found '\S+'\); rerun the dedup"):
+        _split(tmp_path, (unique, clusters, tmp_path / "swapped.tsv.gz"))
+    with gzip.open(tmp_path / "longer.tsv.gz", "wt") as handle:
+        handle.writelines(lines + ["meta|extra\tmeta\t1\n"])
+    with pytest.raises(PlmscaleError, match=r"longer.tsv.gz does not match .*; rerun the dedup step"):
+        _split(tmp_path, (unique, clusters, tmp_path / "longer.tsv.gz"))
+    assert not any((tmp_path / "out").glob("*.fasta.gz"))
+
+
+def test_a_source_the_config_does_not_list_is_an_error(tmp_path):
+    unique, clusters, provenance = _inputs(tmp_path, n_clusters=30)
+    with pytest.raises(PlmscaleError, match=r"prov.tsv.gz: source 'meta' is not one of \['ref'\]; .* rerun the dedup"):
+        _split(tmp_path, (unique, clusters, provenance), sources=["ref"])

@@ -33,10 +33,20 @@ _COUNTS = ("seen", "kept", "duplicates", "duplicates_within_source")
 RECORD_BITS = 40
 
 
-def _load_source(con, index: int, source: str, path) -> None:
-    """Append one clean FASTA's records to table records(key, id, digest); check its two-line layout. The
-    sequences themselves stay in the file: the write pass reads them again."""
+def id_hash_sql(id_sql: str) -> str:
+    """SQL for a 64-bit hash of an id (ids are compared by it first: a fixed-width column instead of a
+    string per record; equal hashes are then compared as ids)."""
+    return f"hash({id_sql})"
+
+
+def _read_lines(con, path) -> None:
     con.execute(f"CREATE OR REPLACE TABLE lines AS SELECT line FROM {engine.read_lines(path)}")
+
+
+def _load_source(con, index: int, source: str, path) -> None:
+    """Append one clean FASTA's records to table records(key, id_hash, digest); check its two-line layout.
+    The sequences themselves stay in the file: the write pass reads them again."""
+    _read_lines(con, path)
     bad = con.execute("SELECT rowid FROM lines WHERE starts_with(line, '>') != (rowid % 2 = 0) "
                       "ORDER BY rowid LIMIT 1").fetchone()
     n_lines = engine.scalar(con, "SELECT count(*) FROM lines")
@@ -46,11 +56,11 @@ def _load_source(con, index: int, source: str, path) -> None:
             f"{path}, line {line_no}: expected a '>' header followed by one sequence line (the "
             "one-line-per-sequence FASTA the clean step writes); rerun the clean step or delete this file so "
             "Snakemake regenerates it")
-    prefix = engine.quote(f"{source}{SEPARATOR}")
-    # Header and sequence lines narrowed first (an id; a 16-byte digest), then paired by record index.
+    # Header and sequence lines narrowed first (a hash of the id; a 16-byte digest), then paired by record
+    # index. The ids themselves are needed only where two hashes meet (_check_unique_ids).
     con.execute(f"""INSERT INTO records
-        SELECT ({index}::BIGINT << {RECORD_BITS}) + h.idx, h.id, s.digest
-        FROM (SELECT rowid // 2 AS idx, {prefix} || {engine.fasta_id('line')} AS id FROM lines
+        SELECT ({index}::BIGINT << {RECORD_BITS}) + h.idx, h.id_hash, s.digest
+        FROM (SELECT rowid // 2 AS idx, {id_hash_sql(engine.fasta_id('line'))} AS id_hash FROM lines
               WHERE rowid % 2 = 0) h
         JOIN (SELECT rowid // 2 AS idx, md5_number(line) AS digest FROM lines WHERE rowid % 2 = 1) s
         USING (idx)""")
@@ -65,7 +75,7 @@ def _group(con, clean_fastas: dict) -> dict:
         raise PlmscaleError(f"data.sources lists {len(sources)} sources; dedup handles at most 62")
     # Copies meet by a 128-bit hash of their sequence (the hand-written version used a 16-byte digest too):
     # a fixed-width key groups several times faster than the sequence itself and spills far less.
-    con.execute("CREATE TABLE records (key BIGINT, id VARCHAR, digest UHUGEINT)")
+    con.execute("CREATE TABLE records (key BIGINT, id_hash UBIGINT, digest UHUGEINT)")
     for index, (source, path) in enumerate(clean_fastas.items()):
         _load_source(con, index, source, path)
     # One grouping by sequence: a source holds a sequence where its bit is set in the mask.
@@ -88,14 +98,27 @@ def _group(con, clean_fastas: dict) -> dict:
 
 
 def _check_unique_ids(con, clean_fastas: dict) -> None:
-    """Kept ids must be unique: the same id twice in a source with different sequences is an error."""
-    repeated = con.execute("SELECT id FROM records SEMI JOIN firsts USING (key) GROUP BY id HAVING count(*) > 1 "
-                           "ORDER BY id LIMIT 1").fetchone()
-    if repeated:
-        source, seq_id = repeated[0].split(SEPARATOR, 1)
-        path = clean_fastas.get(source, source)
-        raise PlmscaleError(f"{path}: id {seq_id!r} occurs twice with different sequences; ids must be "
-                            "unique within a source — rerun the clean step, or fix the source file")
+    """Kept ids must be unique within a source: the same id twice in a source with different sequences is an
+    error. Compared by their hashes; only the records whose hash another kept record of the source shares
+    have their ids read again and compared."""
+    kept = "(SELECT key, id_hash FROM records SEMI JOIN firsts USING (key))"
+    shared = f"SELECT key >> {RECORD_BITS} AS source, id_hash FROM {kept} GROUP BY ALL HAVING count(*) > 1"
+    if not engine.scalar(con, f"SELECT count(*) FROM ({shared})"):
+        return
+    con.execute(f"CREATE TABLE suspects AS SELECT key FROM {kept} k SEMI JOIN ({shared}) s "
+                f"ON k.key >> {RECORD_BITS} = s.source AND k.id_hash = s.id_hash")
+    for index, (source, path) in enumerate(clean_fastas.items()):
+        _read_lines(con, path)
+        repeated = con.execute(f"""SELECT id FROM (
+            SELECT {engine.fasta_id('line')} AS id FROM lines
+            SEMI JOIN suspects ON key = ({index}::BIGINT << {RECORD_BITS}) + lines.rowid // 2
+            WHERE lines.rowid % 2 = 0)
+            GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 1""").fetchone()
+        con.execute("DROP TABLE lines")
+        if repeated:
+            raise PlmscaleError(f"{path}: id {repeated[0]!r} occurs twice with different sequences; ids must be "
+                                "unique within a source — rerun the clean step, or fix the source file")
+    con.execute("DROP TABLE suspects")
 
 
 def _write_firsts(clean_fastas: dict, firsts, writer, provenance) -> int:

@@ -10,7 +10,9 @@ Reproducible by construction:
 - Memory does not grow with the corpus: ids live in a file in record order, never in a list, and every
   join, grouping and ordering is DuckDB's (`plmscale.data.engine`: bounded by the job's memory, spilling to
   the work folder, on the rule's threads), ordered on total keys, so the tables are the bytes an in-memory
-  pass in Python would write.
+  pass in Python would write. With one level the ids are sorted once and everything after works on their
+  ranks (_write_one_level).
+- The numbered copy for MMseqs2 and the ids file are written a block of records at a time (numpy).
 
 MMseqs2's temporary files go to a hidden `.mmseqs.tmp-PID` folder next to the outputs (or under tmp_root):
 on the same disk as the results, not in /tmp, and removed on the next run if a kill left it behind.
@@ -27,9 +29,12 @@ import subprocess
 import os
 from pathlib import Path
 
+import numpy as np
+
 from plmscale.data import engine
 from plmscale.data.atomic import remove_stale_temporaries, write_json
 from plmscale.data.gzio import open_read
+from plmscale.data.recordblocks import concat_segments, decimals, insert_segments, keep_segments, read_record_blocks
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import mmseqs_version
 
@@ -58,22 +63,36 @@ def _header_id(line) -> str:
 
 
 def _number_records(path, numbered_path, ids_path) -> int:
-    """Write a copy of path whose record k is `>k`, and `k<tab>id` per record to ids_path; return the
-    number of records."""
+    """Write a copy of the two-line FASTA at path whose record k is `>k` and its sequence line, and each
+    record's id as line k of ids_path; return the number of records. A block of records at a time (numpy, no
+    call per record)."""
     count = 0
-    with io.BufferedReader(open_read(path), 1 << 20) as handle, open(numbered_path, "wb") as out, \
-            open(ids_path, "w", buffering=1 << 20) as ids_out:
-        for line in handle:
-            if line.startswith(b">"):
-                ids_out.write(f"{count}\t{_header_id(line)}\n")
-                line = b">%d\n" % count
-                count += 1
-            out.write(line)
+    keep_id = np.array([False, True, False, True, False])
+    keep_numbered = np.array([True, False, True])
+    with open(numbered_path, "wb", buffering=1 << 20) as out, open(ids_path, "wb", buffering=1 << 20) as ids_out:
+        for block in read_record_blocks(path):
+            n = len(block)
+            id_start, id_end = block.id_ranges()
+            # Segments: '>' and blanks, the id, the rest of the header, its newline, the sequence line.
+            lengths = np.stack([id_start - block.header_start, id_end - id_start, block.header_end - id_end,
+                                np.ones(n, np.int64), block.sequence_end - block.header_end], axis=1)
+            ids_out.write(keep_segments(block.data, lengths, np.broadcast_to(keep_id, lengths.shape)))
+            # Segments: '>', the rest of the header, then its newline with the sequence line; the record's
+            # number goes in after the '>'.
+            lengths = np.stack([np.ones(n, np.int64), block.header_end - block.header_start - 1,
+                                block.sequence_end + 1 - block.header_end], axis=1)
+            kept = keep_segments(block.data, lengths, np.broadcast_to(keep_numbered, lengths.shape))
+            record_lengths = 1 + lengths[:, 2]
+            numbers, number_ends = concat_segments([decimals(np.arange(count, count + n))])
+            out.write(insert_segments(kept, np.cumsum(record_lengths) - record_lengths + 1, numbers,
+                                      np.diff(number_ends, prepend=0)))
+            count += n
     return count
 
 
 def _ids_table(ids_path) -> str:
-    return engine.read_tsv(ids_path, {"num": "BIGINT", "id": "VARCHAR"})
+    """SQL for ids.txt: one id per line, line k for record k (numbered by rowid once in a table)."""
+    return engine.read_tsv(ids_path, {"id": "VARCHAR"}, delimiter="\x00")
 
 
 def _check_unique_ids(fasta, ids_path, work, threads, mem_mb) -> None:
@@ -168,27 +187,34 @@ def _easy_cluster(run, method, fasta, prefix, tmp, min_seq_id, coverage, cov_mod
 def _load_pairs(con, table, path, n_records, fasta) -> None:
     """Table `table`(rep, member) from MMseqs2's cluster.tsv, checked to hold record numbers of `fasta`."""
     raw = engine.read_tsv(path, {"rep": "VARCHAR", "member": "VARCHAR"})
+    # Read once as text, checked, then numbers (not read a second time).
+    con.execute(f"CREATE TABLE {table}_text AS SELECT * FROM {raw}")
     number = "coalesce(regexp_full_match({0}, '[0-9]{{1,18}}') AND try_cast({0} AS BIGINT) < {1}, false)"
-    bad = engine.scalar(con, f"SELECT count(*) FROM {raw} WHERE NOT ({number.format('rep', n_records)} AND "
-                             f"{number.format('member', n_records)})")
+    bad = engine.scalar(con, f"SELECT count(*) FROM {table}_text WHERE NOT ({number.format('rep', n_records)} "
+                             f"AND {number.format('member', n_records)})")
     if bad:
         raise PlmscaleError(f"MMseqs2 returned ids that are not record numbers of {fasta}; check "
                             "the MMseqs2 version (14+ expected) and data.cluster.extra_args")
-    con.execute(f"CREATE TABLE {table} AS SELECT rep::BIGINT AS rep, member::BIGINT AS member FROM {raw}")
+    con.execute(f"CREATE TABLE {table} AS SELECT rep::BIGINT AS rep, member::BIGINT AS member FROM {table}_text")
+    con.execute(f"DROP TABLE {table}_text")
 
 
 def _load_members(con, pairs_path, ids_path, n_records, fasta) -> None:
     """Table members(rep, num, id): every record of `fasta` with MMseqs2's representative, after checking
     that MMseqs2 listed each record exactly once."""
-    con.execute(f"CREATE TABLE ids AS SELECT * FROM {_ids_table(ids_path)}")
+    con.execute(f"CREATE TABLE ids AS SELECT * FROM {_ids_table(ids_path)}")   # rowid: the record's number
     _load_pairs(con, "pairs", pairs_path, n_records, fasta)
-    coverage = _Coverage(fasta)
-    coverage.add("missing", con, "SELECT id, num FROM ids ANTI JOIN pairs ON ids.num = pairs.member")
-    coverage.add("repeated", con, "SELECT id, num FROM ids JOIN (SELECT member FROM pairs GROUP BY member "
-                                  "HAVING count(*) > 1) r ON ids.num = r.member")
-    coverage.raise_if_any()
-    con.execute("CREATE TABLE members AS SELECT pairs.rep, ids.num, ids.id "
-                "FROM pairs JOIN ids ON pairs.member = ids.num")
+    # Every member is a record number (checked above): once each exactly when there are n_records pairs with
+    # n_records distinct members. Which ones are missing or repeated is looked up only when not.
+    n_pairs, n_distinct = con.execute("SELECT count(*), count(DISTINCT member) FROM pairs").fetchone()
+    if n_pairs != n_records or n_distinct != n_records:
+        coverage = _Coverage(fasta)
+        coverage.add("missing", con, "SELECT id, rowid AS num FROM ids ANTI JOIN pairs ON ids.rowid = pairs.member")
+        coverage.add("repeated", con, "SELECT id, rowid AS num FROM ids JOIN (SELECT member FROM pairs GROUP BY "
+                                      "member HAVING count(*) > 1) r ON ids.rowid = r.member")
+        coverage.raise_if_any()
+    con.execute("CREATE TABLE members AS SELECT pairs.rep, ids.rowid AS num, ids.id "
+                "FROM pairs JOIN ids ON pairs.member = ids.rowid")
     con.execute("DROP TABLE pairs")
     con.execute("DROP TABLE ids")
 
@@ -249,8 +275,10 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
         # DuckDB runs while MMseqs2 does not, with the job's memory.
         with engine.connect(work, threads=threads, mem_mb=mem_mb) as con:
             _load_members(con, fine_pairs, ids_path, n_records, fasta)
-            _fine_level(con)
-            if second_level:
+            if not second_level:
+                summary = _write_one_level(con, out_clusters, out_sizes)
+            else:
+                _fine_level(con)
                 # The coarse level clusters each fine cluster's canonical member, not MMseqs2's representative
                 # (which may change between runs), so its input depends on the fine memberships only.
                 canonical = (number for batch in engine.fetch_batches(
@@ -261,9 +289,7 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
                     work / "tmp2", second_level["min_seq_id"], second_level.get("coverage", coverage), **common)
                 _coarse_level(con, coarse_pairs, n_records, fasta, mmseqs_log)
                 rows = "SELECT cluster AS cluster_id, subcluster AS subcluster_id, member AS member_id FROM coarse"
-            else:
-                rows = "SELECT cluster AS cluster_id, id AS member_id FROM fine"
-            summary = _write_clusters(con, out_clusters, out_sizes, rows, bool(second_level))
+                summary = _write_clusters(con, out_clusters, out_sizes, rows, True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -294,10 +320,33 @@ def _write_clusters(con, out_clusters, out_sizes, rows: str, second_level: bool)
                 "FROM rows GROUP BY cluster_id")
     engine.write_tsv(con, "SELECT cluster_id, size" + (", n_subclusters" if second_level else "") +
                      " FROM sizes ORDER BY size DESC, cluster_id", out_sizes)
+    return _summary(con, "sizes")
+
+
+def _write_one_level(con, out_clusters, out_sizes) -> dict:
+    """clusters.tsv and cluster_sizes.tsv of one level, from members(rep, num, id), as _fine_level and
+    _write_clusters write them, with one sort of the ids instead of four passes on them: the members are
+    ranked by id (a table's rowid follows the ORDER BY it was made with), so naming each cluster by its
+    smallest id, both orderings and the sizes' grouping work on integer ranks. Ids are unique
+    (_check_unique_ids), so the ranks are a total order. Return the counts for stats.json."""
+    con.execute("CREATE TABLE ranked AS SELECT rep, id FROM members ORDER BY id, num")
+    con.execute("DROP TABLE members")
+    con.execute("CREATE TABLE sizes AS SELECT rep, min(rowid) AS name_rank, count(*) AS size, 0 AS n_subclusters "
+                "FROM ranked GROUP BY rep")
+    engine.write_tsv(con, "SELECT name.id AS cluster_id, member.id AS member_id FROM ranked member "
+                          "JOIN sizes USING (rep) JOIN ranked name ON name.rowid = sizes.name_rank "
+                          "ORDER BY sizes.name_rank, member.rowid", out_clusters)
+    engine.write_tsv(con, "SELECT name.id AS cluster_id, size FROM sizes JOIN ranked name "
+                          "ON name.rowid = sizes.name_rank ORDER BY size DESC, sizes.name_rank", out_sizes)
+    return _summary(con, "sizes")
+
+
+def _summary(con, sizes) -> dict:
+    """The counts of stats.json from a table of cluster sizes (size, n_subclusters)."""
     n_sequences, n_clusters, n_subclusters, largest = con.execute(
         "SELECT coalesce(sum(size), 0), count(*), coalesce(sum(n_subclusters), 0), coalesce(max(size), 0) "
-        "FROM sizes").fetchone()
-    histogram = dict(con.execute("SELECT size, count(*) FROM sizes GROUP BY size ORDER BY size").fetchall())
+        f"FROM {sizes}").fetchone()
+    histogram = dict(con.execute(f"SELECT size, count(*) FROM {sizes} GROUP BY size ORDER BY size").fetchall())
     return {"n_sequences": int(n_sequences), "n_clusters": n_clusters, "n_subclusters": int(n_subclusters),
             "n_singletons": histogram.get(1, 0), "largest_cluster": largest,
             "size_histogram": {str(size): count for size, count in histogram.items()}}

@@ -46,6 +46,7 @@ class RecordBlock:
     def __init__(self, data, header_start, header_end, sequence_end, first):
         self.data, self.first = data, first
         self.header_start, self.header_end, self.sequence_end = header_start, header_end, sequence_end
+        self._id_ranges = None
 
     def __len__(self):
         return len(self.header_start)
@@ -54,7 +55,12 @@ class RecordBlock:
         return self.sequence_end[rows] - self.header_end[rows] - 1
 
     def id_ranges(self, rows=slice(None)):
-        """(start, end) offsets of each record's id, the header's first word as linefasta.record_id takes it."""
+        """(start, end) offsets of each record's id, the header's first word as linefasta.record_id takes it.
+        Those of the whole block are found once (the split's id check and its writer both ask)."""
+        if isinstance(rows, slice) and rows == slice(None):
+            if self._id_ranges is None:
+                self._id_ranges = first_words(self.data, self.header_start + 1, self.header_end)
+            return self._id_ranges
         return first_words(self.data, self.header_start[rows] + 1, self.header_end[rows])
 
 
@@ -62,7 +68,10 @@ def first_words(data, start, end):
     """(start, end) offsets of the first word of each data[start:end] (which ends at a newline), as
     str.split() takes it."""
     start = np.array(start, np.int64)
-    space = np.flatnonzero(STR_SPACE[data])   # every line's newline is one: a search always ends
+    # Every line's newline is a space: a search always ends. Whitespace is at most 32, so a comparison (fast)
+    # finds the candidates and the table keeps the real ones (a lookup of every byte costs 6x more).
+    low = np.flatnonzero(data <= 32)
+    space = low[STR_SPACE[data[low]]]
     word_end = space[np.searchsorted(space, start)]
     # A header starting with whitespace (or empty): its first word, found the slow way (rare).
     for k in np.flatnonzero(word_end == start).tolist():
@@ -128,13 +137,17 @@ def constant(text: bytes, n: int) -> tuple:
 def decimals(values) -> tuple:
     """A segment column of each value (non-negative ints) in decimal, as str(int) writes it."""
     values = np.asarray(values, np.int64)
-    digits = np.empty((len(values), 19), np.uint8)
+    # As many digit columns as the largest value needs (record numbers and copy counts need few of 19).
+    columns = len(str(int(values.max()))) if len(values) else 1
+    digits = np.empty((len(values), columns), np.uint8)
     rest = values.copy()
-    for column in range(18, -1, -1):
+    for column in range(columns - 1, -1, -1):
         digits[:, column] = 48 + rest % 10
         rest //= 10
-    width = 1 + sum((values >= 10 ** power).astype(np.int64) for power in range(1, 19))
-    return digits.ravel(), np.arange(len(values), dtype=np.int64) * 19 + 19 - width, width
+    width = np.ones(len(values), np.int64)
+    for power in range(1, columns):
+        width += values >= 10 ** power
+    return digits.ravel(), np.arange(len(values), dtype=np.int64) * columns + columns - width, width
 
 
 def concat_segments(columns) -> tuple:

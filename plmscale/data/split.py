@@ -17,11 +17,13 @@ says what to change.
 
 Bounded memory at any corpus size, in two passes:
 1. DuckDB (plmscale.data.engine, memory_limit from the job's memory, spilling to a scratch folder, on the
-   rule's threads) numbers the clusters, hashes them to their splits and joins members to the unique FASTA's
-   records and to the provenance table: one (split, cluster, source) row per record, in FASTA order;
-2. Python streams the unique FASTA once more, a block of records at a time (numpy, no call per record:
-   plmscale.data.recordblocks), and writes each sequence to its split and the id sidecars. The gzip writer
-   cuts its blocks where one write per record would have, so the bytes do not change.
+   rule's threads) numbers the clusters, hashes them to their splits and joins the members to the records of
+   the provenance table (dedup writes it in the unique FASTA's order, with each record's sources): one
+   (split, cluster, source) row per record, in FASTA order. DuckDB does not read the FASTA;
+2. Python streams the unique FASTA, a block of records at a time (numpy, no call per record:
+   plmscale.data.recordblocks), checks its ids against the provenance table's, line for line, and writes
+   each sequence to its split and the id sidecars. The gzip writer cuts its blocks where one write per
+   record would have, so the bytes do not change.
 """
 
 import hashlib
@@ -32,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from plmscale.data import engine
+from plmscale.data import engine, recordblocks
 from plmscale.data.atomic import scratch_dir, temporary_name, write_binary, write_json
+from plmscale.data.gzio import open_read, read_block
 from plmscale.data.recordblocks import GzipBatchWriter, RowStream, keep_segments, read_record_blocks
 from plmscale.errors import PlmscaleError
 
@@ -81,53 +84,143 @@ def _clusters_table(clusters_tsv) -> str:
 
 def _assign(con, unique_fasta, clusters_tsv, provenance_tsv, sources, valid_fraction, test_fraction,
             salt) -> tuple:
-    """Table assign(idx, split, cluster, source): each record of the unique FASTA (idx: its place) with the
-    index of its split, its dense cluster number and its source's index. Returns (sources, clusters per split,
-    number of clusters)."""
-    # Only the header lines, in file order (rowid = record index): the sequences stay on disk.
-    con.execute(f"CREATE TABLE headers AS SELECT {engine.fasta_id('line')} AS id "
-                f"FROM {engine.read_lines(unique_fasta)} WHERE starts_with(line, '>')")
-    con.execute("CREATE TABLE records AS SELECT rowid AS idx, id FROM headers")
+    """Table assign(idx, split, cluster, source): each record (idx: its place in the provenance table, which
+    dedup writes in the unique FASTA's order; the write pass checks that the ids agree) with the index of its
+    split, its dense cluster number and its source's index. Returns (sources, clusters per split, number of
+    clusters). The FASTA itself is not read here: the provenance table already lists its ids in order."""
     columns = {"unique_id": "VARCHAR", "sources": "VARCHAR", "n_copies": "BIGINT"}
-    con.execute(f"CREATE TABLE provenance AS SELECT unique_id, split_part(sources, ',', 1) AS source "
-                f"FROM {engine.read_tsv(provenance_tsv, columns, header=True)}")
+    provenance = engine.read_tsv(provenance_tsv, columns, header=True)
+    first_source = "split_part(sources, ',', 1)"
     if sources is None:
-        sources = [name for (name,) in con.execute("SELECT DISTINCT source FROM provenance ORDER BY source").fetchall()]
-    con.execute("CREATE TABLE source_names (name VARCHAR, source_index BIGINT)")
-    con.executemany("INSERT INTO source_names VALUES (?, ?)", [(name, i) for i, name in enumerate(sources)])
-    unknown = con.execute("SELECT source FROM provenance ANTI JOIN source_names ON source = name LIMIT 1").fetchone()
+        sources = [name for (name,) in con.execute(f"SELECT DISTINCT {first_source} AS source FROM {provenance} "
+                                                   "ORDER BY source").fetchall()]
+    # The source as its index (NULL: not a configured source), so the table holds no second string per record.
+    # rowid: the line's place in the file (CREATE TABLE AS keeps the reader's order).
+    index_of = " ".join(f"WHEN {engine.quote(name)} THEN {i}" for i, name in enumerate(sources))
+    con.execute(f"CREATE TABLE records AS SELECT unique_id AS id, CASE {first_source} {index_of} END AS source, "
+                f"CASE WHEN source IS NULL THEN {first_source} END AS unknown_source FROM {provenance}")
+    unknown = con.execute("SELECT unknown_source FROM records WHERE unknown_source IS NOT NULL LIMIT 1").fetchone()
     if unknown:
         raise PlmscaleError(f"{provenance_tsv}: source {unknown[0]!r} is not one of {list(sources)}; the dedup "
                             "output does not match the config — rerun the dedup step")
-    mismatch = con.execute("SELECT r.id, p.unique_id FROM records r FULL JOIN provenance p ON r.id = p.unique_id "
-                           "WHERE r.id IS NULL OR p.unique_id IS NULL ORDER BY r.idx NULLS LAST, p.unique_id "
-                           "LIMIT 1").fetchone()
     n_records = engine.scalar(con, "SELECT count(*) FROM records")
-    if mismatch or engine.scalar(con, "SELECT count(*) FROM provenance") != n_records:
-        seq_id, unique_id = mismatch or (None, None)
-        raise PlmscaleError(f"{provenance_tsv} does not match {unique_fasta} at {seq_id!r} (found {unique_id!r}); "
-                            "rerun the dedup step")
 
     con.execute(f"CREATE TABLE members AS SELECT * FROM {_clusters_table(clusters_tsv)}")
     con.execute(f"CREATE TABLE clusters AS SELECT cluster_id, row_number() OVER (ORDER BY cluster_id) - 1 AS cluster, "
                 f"{_split_sql('cluster_id', salt, valid_fraction, test_fraction)} AS split "
                 "FROM (SELECT DISTINCT cluster_id FROM members)")
-    absent = con.execute("SELECT id FROM records ANTI JOIN members ON id = member_id ORDER BY idx LIMIT 1").fetchone()
-    if absent:
-        raise PlmscaleError(f"{absent[0]!r} from {unique_fasta} is not in {clusters_tsv}; rerun the cluster step")
-    extra = con.execute("SELECT count(*), min(member_id) FROM members ANTI JOIN records ON id = member_id").fetchone()
-    if extra[0]:
+    # One join, then the checks on its counts: a record without a member row has a NULL cluster, a member
+    # listed twice adds a row, and a member that is no record is what is left of the members.
+    con.execute("CREATE TABLE assign AS SELECT r.rowid AS idx, c.split, c.cluster, r.source FROM records r "
+                "LEFT JOIN members m ON r.id = m.member_id "
+                "LEFT JOIN clusters c USING (cluster_id)")
+    n_assigned, n_absent = con.execute("SELECT count(*), count(*) - count(cluster) FROM assign").fetchone()
+    n_members = engine.scalar(con, "SELECT count(*) FROM members")
+    if n_absent or n_assigned != n_records or n_members != n_records:
+        # A provenance table that is not the FASTA's would show up here first: say that, it is the cause.
+        _check_ids_agree(unique_fasta, provenance_tsv)
+    if n_absent:
+        (absent,) = con.execute("SELECT r.id FROM records r JOIN assign a ON r.rowid = a.idx WHERE a.cluster "
+                                "IS NULL ORDER BY a.idx LIMIT 1").fetchone()
+        raise PlmscaleError(f"{absent!r} from {unique_fasta} is not in {clusters_tsv}; rerun the cluster step")
+    if n_assigned != n_records:
+        raise PlmscaleError(f"{clusters_tsv} lists a member of {unique_fasta} more than once; rerun the cluster step")
+    if n_members != n_records:
+        extra = con.execute("SELECT count(*), min(member_id) FROM members ANTI JOIN records ON id = member_id"
+                            ).fetchone()
         raise PlmscaleError(f"{clusters_tsv} lists {extra[0]} ids missing from {unique_fasta} (e.g. {extra[1]!r}); "
                             "rerun the cluster step")
-    con.execute("CREATE TABLE assign AS SELECT r.idx, c.split, c.cluster, s.source_index AS source FROM records r "
-                "JOIN members m ON r.id = m.member_id JOIN clusters c USING (cluster_id) "
-                "JOIN provenance p ON r.id = p.unique_id JOIN source_names s ON p.source = s.name")
-    if engine.scalar(con, "SELECT count(*) FROM assign") != n_records:
-        raise PlmscaleError(f"{clusters_tsv} lists a member of {unique_fasta} more than once; rerun the cluster step")
     per_split = dict.fromkeys(SPLITS, 0)
     for split, count in con.execute("SELECT split, count(*) FROM clusters GROUP BY split").fetchall():
         per_split[SPLITS[split]] = count
-    return list(sources), per_split, engine.scalar(con, "SELECT count(*) FROM clusters")
+    n_clusters = engine.scalar(con, "SELECT count(*) FROM clusters")
+    for table in ("records", "members", "clusters"):   # their memory to the sort of assign
+        con.execute(f"DROP TABLE {table}")
+    return list(sources), per_split, n_clusters
+
+
+def _check_ids_agree(unique_fasta, provenance_tsv) -> None:
+    """Every record of the unique FASTA has its id on the same line of the provenance table, and no more."""
+    provenance_ids = ProvenanceIds(provenance_tsv)
+    for block in read_record_blocks(unique_fasta):
+        _check_block_ids(block, provenance_ids, unique_fasta, provenance_tsv)
+    provenance_ids.check_exhausted(unique_fasta)
+
+
+def _check_block_ids(block, provenance_ids, unique_fasta, provenance_tsv) -> None:
+    """The ids of `block` against the next ones of the provenance table: both as newline-joined bytes, equal
+    exactly when every id is (ids hold no newline)."""
+    id_start, id_end = block.id_ranges()
+    lengths = np.stack([id_start - block.header_start, id_end - id_start, block.header_end - id_end,
+                        np.ones(len(block), np.int64), block.sequence_end - block.header_end], axis=1)
+    mine = keep_segments(block.data, lengths, np.broadcast_to(np.array([False, True, False, True, False]),
+                                                              lengths.shape))
+    theirs = provenance_ids.take(len(block))
+    if len(mine) != len(theirs) or not np.array_equal(mine, theirs):
+        ours = mine.tobytes().split(b"\n")[:-1]
+        listed = theirs.tobytes().split(b"\n")[:-1]
+        k = next((k for k, (a, b) in enumerate(zip(ours, listed)) if a != b), min(len(ours), len(listed)))
+        seq_id = ours[k].decode("ascii") if k < len(ours) else None
+        unique_id = listed[k].decode("ascii", "backslashreplace") if k < len(listed) else None
+        raise PlmscaleError(f"{provenance_tsv} does not match {unique_fasta} at {seq_id!r} (found {unique_id!r}); "
+                            "rerun the dedup step")
+
+
+class ProvenanceIds:
+    """The first column (unique_id) of dedup's provenance table, read a block at a time and taken in runs of
+    records as newline-joined bytes."""
+
+    def __init__(self, path, block_bytes=None):
+        self.path = path
+        self._blocks = self._read(block_bytes or recordblocks.BLOCK_BYTES)
+        self._pending = np.zeros(0, np.uint8)
+        self._pending_ends = np.zeros(0, np.int64)   # offset past each pending id's newline
+
+    def _read(self, block_bytes):
+        carry = b""
+        header = True
+        # A smaller read-ahead than the FASTA's: the threaded reader holds several of its blocks.
+        with open_read(self.path, block_size=1 << 20) as stream:
+            while True:
+                chunk = read_block(stream, block_bytes, self.path)
+                data = carry + chunk
+                if not chunk and data and not data.endswith(b"\n"):
+                    data += b"\n"
+                used = data.rfind(b"\n") + 1
+                carry = data[used:]
+                array = np.frombuffer(data, np.uint8, used)
+                ends = np.flatnonzero(array == ord("\n"))
+                if header and len(ends):
+                    array, ends, header = array[ends[0] + 1:], ends[1:] - ends[0] - 1, False
+                if len(ends):
+                    starts = np.concatenate(([0], ends[:-1] + 1))
+                    tabs = np.flatnonzero(array == ord("\t"))
+                    field_end = np.minimum(np.append(tabs, len(array))[np.searchsorted(tabs, starts)], ends)
+                    lengths = np.stack([field_end - starts, ends - field_end, np.ones(len(ends), np.int64)], axis=1)
+                    yield keep_segments(array, lengths, np.broadcast_to(np.array([True, False, True]), lengths.shape))
+                if not chunk:
+                    return
+
+    def take(self, count: int):
+        """The next `count` ids (fewer at the end), each followed by a newline, one uint8 array."""
+        while len(self._pending_ends) < count:
+            block = next(self._blocks, None)
+            if block is None:
+                break
+            self._pending_ends = np.concatenate((self._pending_ends,
+                                                 len(self._pending) + np.flatnonzero(block == ord("\n")) + 1))
+            self._pending = np.concatenate((self._pending, block))
+        taken = min(count, len(self._pending_ends))
+        cut = int(self._pending_ends[taken - 1]) if taken else 0
+        ids, self._pending = self._pending[:cut], self._pending[cut:]
+        self._pending_ends = self._pending_ends[taken:] - cut
+        return ids
+
+    def check_exhausted(self, unique_fasta) -> None:
+        extra = self.take(1)
+        if len(extra):
+            raise PlmscaleError(f"{self.path} does not match {unique_fasta} at None (found "
+                                f"{extra[:-1].tobytes().decode('ascii', 'backslashreplace')!r}); rerun the dedup step")
 
 
 def split_by_cluster(unique_fasta, clusters_tsv, provenance_tsv, out_fastas: dict, out_stats, *,
@@ -155,11 +248,14 @@ def split_by_cluster(unique_fasta, clusters_tsv, provenance_tsv, out_fastas: dic
                 sidecars = [[stack.enter_context(_NpyStream(path, dtype))
                              for path, dtype in zip(sidecar_paths(out_fastas[split]), ("<i8", "<i2"))]
                             for split in SPLITS]
+                provenance_ids = ProvenanceIds(provenance_tsv)
                 for block in read_record_blocks(unique_fasta):
+                    _check_block_ids(block, provenance_ids, unique_fasta, provenance_tsv)
                     batch = rows.take(len(block), ("split", "cluster", "source"))
                     if len(batch["split"]) != len(block):
                         raise PlmscaleError(f"{unique_fasta} changed while the split read it; rerun the split stage")
                     _write_block(block, batch, writers, sidecars, residues, source_counts)
+                provenance_ids.check_exhausted(unique_fasta)
                 if not rows.exhausted():
                     raise PlmscaleError(f"{unique_fasta} changed while the split read it; rerun the split stage")
                 for index, split in enumerate(SPLITS):
