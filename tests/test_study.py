@@ -130,3 +130,19 @@ def test_grids_that_do_not_overlap_say_the_compared_budget_is_extrapolated():
     touching = compare_objectives({"clm": _identified(0.45, [3e10, 5e11]), "mlm": _identified(0.7, [5e11, 4e12])},
                                   PUBLISHED)
     assert touching["budget"] == 5e11 and "budget_below_grid_of" not in touching
+
+
+@pytest.mark.slow
+def test_the_workflow_plans_each_objectives_own_budgets_for_the_study_preset(tmp_path):
+    """Snakemake itself (common.smk, the rules' input functions) takes the per-objective mapping: a dry run of
+    `make study`'s configs plans MLM runs only from 5e11 and CLM runs only below it."""
+    from workflow_helpers import planned_run_ids, run_snakemake, workflow_copy
+
+    workdir = workflow_copy(tmp_path / "wf", extra_parts=("config.yaml",))
+    output = run_snakemake(workdir, "-n", "--configfile", "config.yaml", "configs/study.yaml")
+    planned = {run_id for run_id in planned_run_ids(output) if run_id.startswith(("clm_", "mlm_"))}
+    config, source = load_config_files([DEMO, STUDY])
+    expected = {s.run_id for s in expand_grid(config, source) if s.budget is not None}
+    assert planned == expected
+    assert "mlm_n7k_c5e11" in planned and "clm_n2k_c3.125e10" in planned
+    assert not any(r.startswith("mlm_") and r.endswith(("c3.125e10", "c6.25e10", "c1.25e11")) for r in planned)
