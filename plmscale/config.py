@@ -212,6 +212,39 @@ def _check_finite(value, where: str, key: str = "") -> None:
         raise PlmscaleError(f"{where}: {key} holds {value}; {what}")
 
 
+def objective_budgets(isoflop: dict, objective: str) -> list:
+    """train.isoflop.budgets of one objective: the list itself (every objective trains every budget) or the
+    objective's entry of a per-objective mapping (validated configs have one for every objective)."""
+    budgets = isoflop["budgets"]
+    return list(budgets.get(objective, []) if isinstance(budgets, Mapping) else budgets)
+
+
+def all_budgets(isoflop: dict) -> list:
+    """Every IsoFLOP budget of train.isoflop.budgets, over all objectives, sorted, each once."""
+    budgets = isoflop["budgets"]
+    values = ([b for entry in budgets.values() for b in entry] if isinstance(budgets, Mapping) else budgets)
+    return sorted({float(b) for b in values})
+
+
+def _check_budget_objectives(train: dict, where: str) -> None:
+    """A per-objective budgets mapping names exactly the objectives train.objectives trains."""
+    budgets = train["isoflop"]["budgets"]
+    if not isinstance(budgets, Mapping):
+        return
+    missing = [o for o in train["objectives"] if o not in budgets]
+    if missing:
+        raise PlmscaleError(
+            f"{where}: train.isoflop.budgets is a per-objective mapping without an entry for "
+            f"{', '.join(missing)} (train.objectives trains it); add e.g. `{missing[0]}: [1e18, 3e18]` under "
+            f"train.isoflop.budgets (an empty list: no IsoFLOP runs of it), or write budgets as one list for every "
+            f"objective")
+    extra = sorted(set(budgets) - set(train["objectives"]))
+    if extra:
+        raise PlmscaleError(
+            f"{where}: train.isoflop.budgets.{extra[0]} gives budgets to an objective train.objectives does not "
+            f"train ({train['objectives']}); add {extra[0]} to train.objectives or remove the entry")
+
+
 def _fill_from_recipe(train: dict, source) -> None:
     """warmup_fraction, min_lr_ratio and beta2 left null take the chosen recipe's values; lr and batch
     depend on each run's size and budget, so the grid resolves them (plmscale.recipe.resolve)."""
@@ -233,10 +266,11 @@ def _check_consistency(config: dict, source) -> None:
     unknown = sorted({m for m in wanted if m not in ladder})
     if unknown:
         raise PlmscaleError(f"{where}: train models {unknown} are not in train.ladder {sorted(ladder)}")
+    _check_budget_objectives(config["train"], where)
     split = config["data"]["split"]
     if split["valid_fraction"] + split["test_fraction"] >= 1:
         raise PlmscaleError(f"{where}: data.split valid_fraction + test_fraction must be below 1")
-    has_grid = config["train"]["isoflop"]["budgets"] or config["train"]["runs"]
+    has_grid = all_budgets(config["train"]["isoflop"]) or config["train"]["runs"]
     if split["valid_fraction"] == 0 and config["fit"]["use_own_runs"] and has_grid:
         # Every run's scaling point is its final validation loss: without a valid split there is none.
         raise PlmscaleError(f"{where}: data.split.valid_fraction is 0, but the training grid (train.isoflop / "

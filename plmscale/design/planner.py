@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from plmscale.config import objective_budgets
 from plmscale.design.round_files import adaptive_enabled
 from plmscale.design.simulate_rounds import ADAPTIVE_SIMULATIONS, grid_table, simulate_adaptive
 from plmscale.errors import PlmscaleError
@@ -232,15 +233,21 @@ def _shape_name(n: float, ladder: dict) -> str:
     return name
 
 
-def candidate_designs(config: dict) -> list:
+def candidate_designs(config: dict, objective: str | None = None) -> list:
     """The config's own grid (first, marked) and variants around it: span (one or two budgets above the
     top, the lowest dropped, geometric midpoints inserted), sizes per budget (one ladder shape above the
-    largest, one below the smallest too), replicates 1-3, and the WSD schedule (one seed per point)."""
+    largest, one below the smallest too), replicates 1-3, and the WSD schedule (one seed per point).
+
+    With per-objective budgets (a train.isoflop.budgets mapping) the spans vary `objective`'s budgets (default:
+    the first of train.objectives) and keep the other objectives' as they are."""
     train = config["train"]
     iso = train["isoflop"]
-    budgets = sorted(float(b) for b in iso["budgets"])
+    objective = objective or train["objectives"][0]
+    per_objective = isinstance(iso["budgets"], dict)
+    budgets = sorted(float(b) for b in objective_budgets(iso, objective))
     if not budgets:
-        raise PlmscaleError("config: train.isoflop.budgets is empty; the planner varies an IsoFLOP grid")
+        key = f"train.isoflop.budgets.{objective}" if per_objective else "train.isoflop.budgets"
+        raise PlmscaleError(f"config: {key} is empty; the planner varies an IsoFLOP grid")
     step = _ratio(budgets) or 10 ** 0.5
     spans = {"grid budgets": budgets,
              "+1 budget above": budgets + [_round_budget(budgets[-1] * step)],
@@ -267,9 +274,10 @@ def candidate_designs(config: dict) -> list:
         for ladder_name, added in ladders.items():
             grid_models = None if iso["models"] is None and not added else models + list(added)
             for schedule, replicates in (("cosine", 1), ("cosine", 2), ("cosine", 3), ("wsd", 1)):
-                overrides = {"budgets": span, "replicates": replicates, "schedule": schedule,
-                             "models": grid_models}
-                if not added and overrides == {**{key: iso[key] for key in FRAGMENT_KEYS}, "budgets": budgets}:
+                overrides = {"budgets": {**iso["budgets"], objective: span} if per_objective else span,
+                             "replicates": replicates, "schedule": schedule, "models": grid_models}
+                own = {**iso["budgets"], objective: budgets} if per_objective else budgets
+                if not added and overrides == {**{key: iso[key] for key in FRAGMENT_KEYS}, "budgets": own}:
                     continue  # the config's own grid is already the first row
                 name = f"{span_name}; {ladder_name}; {schedule}" + (f" x{replicates}" if replicates > 1 else "")
                 designs.append(Design(name, overrides, added))
@@ -495,7 +503,7 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
     scheme = fit["isoflop_bootstrap"]
     min_points = fit["min_points_per_budget"]
     rows, seen, notes = [], set(), list(prior.notes)
-    for design in (designs if designs is not None else candidate_designs(config)):
+    for design in (designs if designs is not None else candidate_designs(config, objective)):
         variant = design_config(config, design)
         try:
             specs = expand_grid(variant, source=source, trunks=True)
@@ -531,7 +539,7 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
         if design.ladder:
             fragment["train"]["ladder"] = copy.deepcopy(design.ladder)
         rows.append({"name": design.name, "is_config": design.is_config, "fragment": fragment,
-                     "budgets": [float(b) for b in iso["budgets"]], "replicates": iso["replicates"],
+                     "budgets": [float(b) for b in objective_budgets(iso, objective)], "replicates": iso["replicates"],
                      "schedule": iso["schedule"], "sizes": len({s.model for s in isoflop_points(specs)}),
                      **cost, **measures})
     wsd_allowed = config["train"]["isoflop"]["schedule"] == "wsd"

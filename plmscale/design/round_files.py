@@ -12,6 +12,7 @@ import re
 
 import pandas as pd
 
+from plmscale.config import all_budgets
 from plmscale.design.rounds import AdaptiveSettings, fit_summary, isoflop_flops_spent, next_round, objective_done
 from plmscale.errors import PlmscaleError
 from plmscale.grid.expand import GridBuilder, expand_grid, format_number
@@ -40,7 +41,7 @@ def check_adaptive(config: dict, where: str = "config") -> None:
                             "schedule cosine")
     if not config["fit"]["use_own_runs"]:
         raise PlmscaleError(f"{where}: train.isoflop.adaptive needs fit.use_own_runs true (it adds runs to train)")
-    if not iso["budgets"]:
+    if not all_budgets(iso):
         raise PlmscaleError(f"{where}: train.isoflop.adaptive needs train.isoflop.budgets (a grid to start from)")
     if iso["adaptive"]["study_gpu_hours"] is not None and config["train"]["device"] == "cpu":
         raise PlmscaleError(f"{where}: train.isoflop.adaptive.study_gpu_hours counts the GPU-hours the plan requests, "

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import math
 
+from plmscale.config import objective_budgets
 from plmscale.errors import PlmscaleError
 from plmscale import recipe as recipes
 from plmscale.grid import shapes
@@ -80,11 +81,11 @@ class GridBuilder:
         models = iso["models"] if iso["models"] is not None else list(self.shapes)
         models = sorted(models, key=lambda m: shapes.n_params(self.shapes[m]))  # small to large in every budget
         for objective in self.train["objectives"]:
-            for budget in iso["budgets"]:
+            for budget in objective_budgets(iso, objective):
                 points = [(model, round(tokens)) for model, tokens in self._budget_tokens(models, budget)
                           if self._trainable(model, round(tokens))]
                 if not points:
-                    raise PlmscaleError(self._empty_budget(models, budget))
+                    raise PlmscaleError(self._empty_budget(models, budget, objective))
                 run_id_base = f"{objective}_{{}}_c{format_number(budget)}"
                 for model, tokens in points:
                     run_id = run_id_base.format(model)
@@ -109,9 +110,10 @@ class GridBuilder:
             return False
         return tokens >= recipes.resolve(self.recipe, self.train, n, tokens)["batch_tokens"]
 
-    def _empty_budget(self, models, budget) -> str:
+    def _empty_budget(self, models, budget, objective) -> str:
         """Why a budget has no run: a budget that trains nothing is a mistake, not a smaller grid."""
         iso = self.train["isoflop"]
+        key = f".{objective}" if isinstance(iso["budgets"], dict) else ""
         ratios = {model: tokens / shapes.n_params(self.shapes[model])
                   for model, tokens in self._budget_tokens(models, budget)}
         sizes = [shapes.n_params(self.shapes[m]) for m in models]
@@ -126,7 +128,7 @@ class GridBuilder:
                f"D/N of {ladder} runs from {min(ratios.values()):.3g} ({min(ratios, key=ratios.get)}) to "
                f"{max(ratios.values()):.3g} ({max(ratios, key=ratios.get)}), outside the tokens-per-parameter "
                f"window {window}")
-        return (f"{self.where}: train.isoflop.budgets {budget:g} has no run: {why}; remove the budget, add ladder "
+        return (f"{self.where}: train.isoflop.budgets{key} {budget:g} has no run: {why}; remove the budget, add ladder "
                 f"sizes that fit it, or widen the window")
 
     def wsd_families(self, points):

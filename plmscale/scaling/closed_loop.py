@@ -30,6 +30,7 @@ import math
 from pathlib import Path
 
 
+from plmscale.config import all_budgets, objective_budgets
 from plmscale.errors import PlmscaleError
 from plmscale.grid.spec import MIXED
 from plmscale.scaling.fitfile import METHODS, FitFile, ParametricLaw, parse_fit
@@ -73,7 +74,7 @@ def closed_loop_jobs(config: dict) -> list[tuple[str, float, int | None]]:
     settings = config["fit"]["closed_loop"]
     if not settings["multiples"] or not config["fit"]["use_own_runs"]:
         return []
-    if not config["train"]["isoflop"]["budgets"]:
+    if not all_budgets(config["train"]["isoflop"]):
         raise PlmscaleError("config: fit.closed_loop.multiples scale the top IsoFLOP budget, but "
                             "train.isoflop.budgets is empty; add budgets or set fit.closed_loop.multiples: []")
     # Mixed runs are compared with single-objective ones (scaling/mixed.py), not fitted: no loop to close.
@@ -229,7 +230,7 @@ def plan_closed_loop(config: dict, fit, objective: str, multiple: float, source:
     from plmscale.grid.expand import GridBuilder, run_seed
 
     settings = config["fit"]["closed_loop"]
-    budgets = [float(b) for b in config["train"]["isoflop"]["budgets"]]
+    budgets = [float(b) for b in objective_budgets(config["train"]["isoflop"], objective)]
     choice = choose_forecast(fit, objective, multiple, settings["methods"], max(budgets, default=None))
     # One listed depth sets the depth; only two or more are a search (scored against each other).
     depths = settings.get("layers") or []
