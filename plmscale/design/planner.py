@@ -317,14 +317,6 @@ def design_cost(specs, config: dict) -> dict:
 
 # ---- simulated studies --------------------------------------------------------------------------------
 
-def points_table(points, objective: str) -> pd.DataFrame:
-    """The runs table the fit would see for one objective's grid points (loss to be simulated)."""
-    rows = [{"run_id": s.run_id, "objective": s.objective, "n_params": float(s.n_params), "tokens": float(s.tokens),
-             "flops": float(s.flops), "loss": np.nan, "budget": float(s.budget)} for s in points
-            if s.objective == objective]
-    return pd.DataFrame(rows, columns=["run_id", "objective", "n_params", "tokens", "flops", "loss", "budget"])
-
-
 def _parabola_stats(design, losses):
     """Per study (rows of losses): the budget's OLS parabola fitted losses (K, n), residuals and the
     curvature's t statistic (NaN with no residual degree of freedom)."""
@@ -520,7 +512,7 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
             continue
         seen.add(trained)
         cost = design_cost(specs, variant)
-        table = points_table(isoflop_points(specs), objective)
+        table = grid_table(isoflop_points(specs), objective)
         # The same stream for every design (common random numbers): rows differ by their designs more than
         # by their draws, and adding a design changes no other row.
         rng = np.random.default_rng(seed)
@@ -530,7 +522,7 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
         if design.is_config and adaptive_enabled(variant) and adaptive_simulations:
             rounds_rng = np.random.default_rng([seed, 1])
             measures["adaptive"] = simulate_adaptive(
-                variant, grid_table(isoflop_points(specs), objective), prior,
+                variant, table, prior,
                 lambda n: run_noise(rounds_rng, (n,), noise, tail_df), objective,
                 simulations=adaptive_simulations, n_boot=draws, scheme=scheme, min_points=min_points,
                 criteria=criteria, rng=rounds_rng, source=source)
