@@ -17,7 +17,7 @@ from plmscale.arithmetic import ModelShape
 from plmscale.arithmetic import peak_lr_cheng2024 as lr_for_params
 from plmscale.grid import RunSpec, expand_grid, format_number, n_params, run_seed, shape_for_params
 from plmscale.grid import shapes as grid_shapes
-from plmscale.train.launch import expand_nodelist, first_host, launch_command, torchrun_command
+from plmscale.train.launch import expand_nodelist, first_host, launch_command, rendezvous_port, torchrun_command
 from plmscale.grid.resources import gpu_counts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -517,8 +517,15 @@ def test_torchrun_multi_node_from_slurm_environment():
     command = torchrun_command({"run_id": "clm_n10B_c1e21"}, 4, 8, ["-m", "plmscale.cli", "train"], env=env)
     joined = " ".join(command)
     assert "--nnodes 4 --nproc-per-node 8 --node-rank 2" in joined
-    assert "--rdzv-backend c10d --rdzv-endpoint gpu03:29500 --rdzv-id 4242" in joined
+    # The port is the job's own (15000 + id mod 10,000), so two jobs with the same first host do not share a
+    # rendezvous store; node rank 0 hosts it.
+    assert "--rdzv-backend c10d --rdzv-endpoint gpu03:19242 --rdzv-id 4242 --rdzv-conf is_host=0" in joined
     assert "--standalone" not in command
+    first = torchrun_command({"run_id": "r"}, 4, 8, [], env={**env, "SLURM_NODEID": "0", "SLURM_JOB_ID": "4243"})
+    assert " ".join(first).endswith("--rdzv-endpoint gpu03:19243 --rdzv-id 4243 --rdzv-conf is_host=1")
+    assert rendezvous_port({"SLURM_JOB_ID": "123456", "MASTER_PORT": "23456"}) == 23456
+    with pytest.raises(PlmscaleError, match="MASTER_PORT"):
+        rendezvous_port({"SLURM_JOB_NODELIST": "gpu[1-2]"})
 
 
 def test_master_addr_wins_and_missing_slurm_is_an_error():

@@ -125,7 +125,12 @@ def test_grid_point_spans_both_nodes_and_equals_one_node_run(two_nodes, two_node
     # torchrun on each node, its node rank from SLURM_NODEID, the rendezvous on the first host (node1).
     launches = dict(re.findall(r"plmscale.train.launch on (node\d): .*--node-rank (\d) ", slurm_log))
     assert launches == {"node1": "0", "node2": "1"}, slurm_log[-3000:]
-    assert slurm_log.count("--rdzv-backend c10d --rdzv-endpoint node1:29500") == 2
+    # Each job's own port (15000 + job id mod 10,000): the two grid points run at once on the same two nodes, and
+    # a shared port had the short run's end take the long run's rendezvous store down (CI, 2026-12-07).
+    endpoints = set(re.findall(r"--rdzv-backend c10d --rdzv-endpoint node1:(\d+) --rdzv-id (\d+)", slurm_log))
+    assert [(int(port), int(job)) for port, job in endpoints] == [(15000 + int(job) % 10000, int(job))
+                                                                  for _, job in endpoints], endpoints
+    assert len(endpoints) == 1 and set(re.findall(r"--rdzv-conf is_host=(\d)", slurm_log)) == {"0", "1"}
 
     # The same run with the same world size on one node: two processes under torchrun --standalone.
     one_node = specs(merged(config, {"train": {"distributed": {**TWO_NODES, "cpu_nodes": 1,

@@ -6,7 +6,10 @@ Several nodes (a Slurm allocation): the job's batch step runs `srun` with one ta
 task is `python -m plmscale.train.launch`, which reads its own node's Slurm environment and execs
 torchrun with a c10d rendezvous on the first host of SLURM_JOB_NODELIST:
     torchrun --nnodes N --nproc-per-node K --node-rank $SLURM_NODEID
-             --rdzv-backend c10d --rdzv-endpoint <first host>:29500 --rdzv-id $SLURM_JOB_ID ...
+             --rdzv-backend c10d --rdzv-endpoint <first host>:<port> --rdzv-id $SLURM_JOB_ID
+             --rdzv-conf is_host=<1 on node rank 0, else 0> ...
+The port is the job's own (MASTER_PORT, else derived from the job id): two jobs whose first host is the same
+node must not share a rendezvous store, or the first to finish takes the other's store down with it.
 """
 
 import argparse
@@ -19,7 +22,8 @@ import sys
 
 from plmscale.errors import PlmscaleError
 
-RDZV_PORT = 29500
+# Ports 15000-24999, below Linux's ephemeral range (32768-60999): one per job id modulo 10,000.
+RDZV_PORT_BASE, RDZV_PORT_SPAN = 15000, 10000
 # torchrun as a module of the running interpreter: works whether or not the environment's bin/ is on PATH.
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run")
 
@@ -93,8 +97,24 @@ def first_host(env: dict) -> str:
     return expand_nodelist(nodelist)[0]
 
 
+def rendezvous_port(env: dict) -> int:
+    """The job's rendezvous port: MASTER_PORT if set, else one derived from the Slurm job id.
+
+    A fixed port is shared by every job whose first node is the same host (several small jobs on one node,
+    or a job beside another's tail): the second job's agents would join the first job's store and fail
+    when that job ends (seen in tests/test_multinode.py with two grid points on the same two nodes).
+    """
+    if env.get("MASTER_PORT"):
+        return int(env["MASTER_PORT"])
+    job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    if not job_id or not job_id.isdigit():
+        raise PlmscaleError("a multi-node run needs SLURM_JOB_ID (run it inside a Slurm allocation) or "
+                            "MASTER_PORT set to a free port on the first node")
+    return RDZV_PORT_BASE + int(job_id) % RDZV_PORT_SPAN
+
+
 def torchrun_command(spec: dict, nodes: int, processes_per_node: int, script_args: list[str],
-                     env: dict | None = None, port: int = RDZV_PORT) -> list[str]:
+                     env: dict | None = None) -> list[str]:
     """The torchrun argv that starts this node's share of a run's processes.
 
     `script_args` follow torchrun's own options, e.g. ["-m", "plmscale.cli", "train", "--spec", path].
@@ -111,9 +131,14 @@ def torchrun_command(spec: dict, nodes: int, processes_per_node: int, script_arg
             raise PlmscaleError(f"run {spec.get('run_id')} spans {nodes} nodes: start it with srun inside "
                                 f"a Slurm allocation (SLURM_NODEID names each node's rank)")
         rdzv_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or spec.get("run_id", "plmscale")
+        # Node rank 0 hosts the store, named rather than guessed from host names (torchrun's guess fails where
+        # a node's name does not resolve to its own address), and with no fallback: if the port is taken, the
+        # run fails with that error instead of joining whatever store listens there.
+        is_host = 1 if str(node_rank) == "0" else 0
         command += ["--nnodes", str(nodes), "--nproc-per-node", str(processes_per_node),
                     "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
-                    "--rdzv-endpoint", f"{first_host(env)}:{port}", "--rdzv-id", str(rdzv_id)]
+                    "--rdzv-endpoint", f"{first_host(env)}:{rendezvous_port(env)}", "--rdzv-id", str(rdzv_id),
+                    "--rdzv-conf", f"is_host={is_host}"]
     return command + list(script_args)
 
 
