@@ -14,7 +14,7 @@ from plmscale.grid.shapes import ffn_granularity, ladder_like_shape, n_params, n
 from plmscale.plots.closed_loop import plot_closed_loop
 from plmscale.scaling import closed_loop as cl
 from plmscale.scaling.parametric import optimal_allocation
-from workflow_helpers import REPO, SNAKEMAKE, planned_rules, run_snakemake, workflow_copy
+from workflow_helpers import REPO, SNAKEMAKE, TINY_STUDY, merged, planned_rules, run_snakemake, workflow_copy
 
 ISO = {"k_n": 0.5, "a": 0.5, "k_d": 1 / 3, "b": 0.5, "k_l": 40.0, "s": -0.05}
 PARAM = {"E": 1.8, "A": 60.0, "B": 90.0, "alpha": 0.35, "beta": 0.32}
@@ -330,22 +330,11 @@ def test_plot_shows_each_forecast_against_the_observed_loss(tmp_path):
 
 # ---- the workflow plans the closed loop after the fit ------------------------------------------------
 
-DRY_RUN_CONFIG = {
-    "seed": 3,
-    "data": {"demo": {"seed": 11, "n_families": 14, "members_per_family": 6, "floor_sequences": 0},
-             "split": {"valid_fraction": 0.2, "test_fraction": 0.1}},
-    "train": {
-        "objectives": ["clm", "mlm"],
-        "ladder": {"n6k": {"layers": 1, "d_model": 16, "heads": 2, "ffn_dim": 48},
-                   "n12k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
-                   "n20k": {"layers": 1, "d_model": 32, "heads": 2, "ffn_dim": 48}},
-        "isoflop": {"budgets": ["3e9", "1e10"], "min_tokens_per_param": 0.5, "max_tokens_per_param": 400},
-        "transfer": [],
-        "seq_len": 64, "batch_tokens": 1024, "micro_batch_size": 16, "lr": 0.003,
-        "device": "cpu", "precision": "fp32", "threads": 1,
-    },
+DRY_RUN_CONFIG = merged(TINY_STUDY, {
+    "data": {"demo": {"floor_sequences": 0}},
+    "train": {"objectives": ["clm", "mlm"], "transfer": []},
     "fit": {"bootstrap": 20, "closed_loop": {"multiples": [3]}},
-}
+})
 
 
 @pytest.mark.slow  # starts Snakemake: a DAG build of seconds; the fast set (-m "not slow") starts none

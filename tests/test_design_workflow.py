@@ -6,34 +6,15 @@ import shutil
 
 import pytest
 
-from workflow_helpers import SNAKEMAKE, planned_rules, read_json, run_snakemake, workflow_copy
+from workflow_helpers import SNAKEMAKE, TINY_STUDY, merged, planned_rules, read_json, run_snakemake, workflow_copy
 
-CONFIG = {
-    "seed": 3,
-    "data": {
-        "demo": {"seed": 11, "n_families": 14, "members_per_family": 6, "n_exact_duplicates": 4,
-                 "n_malformed": 4},
-        "cluster": {"method": "linclust", "min_seq_id": 0.5, "threads": 2, "mem_mb": 4000},
-        "split": {"valid_fraction": 0.2, "test_fraction": 0.1},
-        "shards": {"max_tokens_per_shard": 20000},
-        "identity": {"enabled": False},
-    },
-    "train": {
-        "objectives": ["clm"],
-        "ladder": {
-            "n6k": {"layers": 1, "d_model": 16, "heads": 2, "ffn_dim": 48},
-            "n12k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
-            "n20k": {"layers": 1, "d_model": 32, "heads": 2, "ffn_dim": 48},
-        },
-        "isoflop": {"budgets": ["3e9", "1e10"], "min_tokens_per_param": 0.5, "max_tokens_per_param": 400,
-                    "adaptive": {"enabled": True, "max_rounds": 1, "min_tokens_per_param": 1}},
-        "seq_len": 64, "batch_tokens": 1024, "micro_batch_size": 16, "lr": 0.003,
-        "eval_every_steps": 20, "eval_tokens": 4096, "checkpoint_every_steps": 50,
-        "device": "cpu", "precision": "fp32", "threads": 1,
-    },
+CONFIG = merged(TINY_STUDY, {
+    "data": {"identity": {"enabled": False}},
+    "train": {"objectives": ["clm"],
+              "isoflop": {"adaptive": {"enabled": True, "max_rounds": 1, "min_tokens_per_param": 1}}},
     "fit": {"bootstrap": 20, "predict_flops": {"clm": ["1e12"]}},
     "export": {"runs": []},
-}
+})
 TARGETS = ("results/scaling/design.json", "results/scaling/fit.json")
 
 pytestmark = [pytest.mark.slow,

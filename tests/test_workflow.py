@@ -8,35 +8,15 @@ import shutil
 import pytest
 import yaml
 
-from workflow_helpers import (SNAKEMAKE, planned_rules, planned_run_ids, read_json, result_numbers,
-                              run_snakemake, workflow_copy)
+from workflow_helpers import (SNAKEMAKE, TINY_STUDY, merged, planned_rules, planned_run_ids, read_json,
+                              result_numbers, run_snakemake, workflow_copy)
 
-CONFIG = {
-    "seed": 3,
-    "data": {
-        "demo": {"seed": 11, "n_families": 14, "members_per_family": 6, "n_exact_duplicates": 4,
-                 "n_malformed": 4},
-        "cluster": {"method": "linclust", "min_seq_id": 0.5, "threads": 2, "mem_mb": 4000},
-        "split": {"valid_fraction": 0.2, "test_fraction": 0.1},
-        "shards": {"max_tokens_per_shard": 20000},
-    },
-    "train": {
-        "objectives": ["clm", "mlm"],
-        "ladder": {
-            "n6k": {"layers": 1, "d_model": 16, "heads": 2, "ffn_dim": 48},
-            "n12k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
-            "n20k": {"layers": 1, "d_model": 32, "heads": 2, "ffn_dim": 48},
-        },
-        "isoflop": {"budgets": ["3e9", "1e10"], "min_tokens_per_param": 0.5, "max_tokens_per_param": 400},
-        "transfer": [{"source_run": "clm_n12k_c1e10", "tokens": 20000}],
-        "seq_len": 64, "batch_tokens": 1024, "micro_batch_size": 16, "lr": 0.003,
-        "eval_every_steps": 20, "eval_tokens": 4096, "checkpoint_every_steps": 50,
-        "device": "cpu", "precision": "fp32", "threads": 1,
-    },
+CONFIG = merged(TINY_STUDY, {
+    "train": {"objectives": ["clm", "mlm"], "transfer": [{"source_run": "clm_n12k_c1e10", "tokens": 20000}]},
     # The closed loop runs here too: one workflow run serves both (a separate one cost ~95 s of the suite).
     "fit": {"bootstrap": 20, "predict_flops": {"clm": ["1e12"], "mlm": ["1e12"]}, "closed_loop": {"multiples": [3]}},
     "export": {"runs": ["clm_n12k_c1e10", "tmlm_clm_n12k_c1e10"], "samples": 3},
-}
+})
 METRICS_KEYS = {"run_id", "objective", "shape", "n_params", "n_params_with_embeddings", "tokens", "flops",
                 "flops_6nd", "flops_with_attention", "final_valid_loss", "best_valid_loss", "train_loss",
                 "steps", "wall_seconds", "tokens_per_second", "mfu", "device", "config_hash", "versions"}

@@ -58,6 +58,31 @@ def planned_run_ids(output: str) -> set:
     return set(re.findall(r"output: results/runs/([^/\s]+)/metrics\.json", output))
 
 
+# A study small enough to run the whole workflow in a test: the demo corpus cut to 14 families, three tiny sizes,
+# two budgets. Tests lay their objectives, rounds, fit and export over it (merged).
+TINY_STUDY = {
+    "seed": 3,
+    "data": {
+        "demo": {"seed": 11, "n_families": 14, "members_per_family": 6, "n_exact_duplicates": 4,
+                 "n_malformed": 4},
+        "cluster": {"method": "linclust", "min_seq_id": 0.5, "threads": 2, "mem_mb": 4000},
+        "split": {"valid_fraction": 0.2, "test_fraction": 0.1},
+        "shards": {"max_tokens_per_shard": 20000},
+    },
+    "train": {
+        "ladder": {
+            "n6k": {"layers": 1, "d_model": 16, "heads": 2, "ffn_dim": 48},
+            "n12k": {"layers": 2, "d_model": 16, "heads": 2, "ffn_dim": 48},
+            "n20k": {"layers": 1, "d_model": 32, "heads": 2, "ffn_dim": 48},
+        },
+        "isoflop": {"budgets": ["3e9", "1e10"], "min_tokens_per_param": 0.5, "max_tokens_per_param": 400},
+        "seq_len": 64, "batch_tokens": 1024, "micro_batch_size": 16, "lr": 0.003,
+        "eval_every_steps": 20, "eval_tokens": 4096, "checkpoint_every_steps": 50,
+        "device": "cpu", "precision": "fp32", "threads": 1,
+    },
+}
+
+
 def merged(base: dict, override: dict) -> dict:
     """`override` laid over `base`, nested mappings merged key by key (as Snakemake merges configs)."""
     out = dict(base)
