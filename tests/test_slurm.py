@@ -95,13 +95,32 @@ SMALL_THREADS = ["--set-threads", "clean=1", "tokenize=1"]
 
 def start_snakemake(workdir: Path, targets, *args, env=None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "snakemake", *targets, *args]
-    return subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
+    process = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=env)
+    process.workdir = Path(workdir)  # where finish() looks for the failed jobs' Slurm logs
+    return process
+
+
+def failed_job_logs(workdir: Path, lines=20) -> str:
+    """The tail of every Slurm job log under workdir that records a failure, C++ stack frames left out: a CI
+    report then shows why a job failed, not only that it did (the logs are gone with the CI machine)."""
+    tails = []
+    for path in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log")):
+        text = path.read_text(errors="replace")
+        if "Error in rule" in text or "Traceback" in text:
+            kept = [line for line in text.splitlines() if line.strip() and not line.startswith("frame #")]
+            # The errors themselves (the job's last lines are Snakemake's epilogue), each once, then the tail.
+            errors = list(dict.fromkeys(line for line in kept if re.search(r"Error\b|error:|CANCELLED|Killed", line)))
+            tails.append(f"--- {path.relative_to(workdir)}: its error lines, then its last {lines} lines\n"
+                         + "\n".join(errors[:20] + ["..."] + kept[-lines:]))
+    return "\n".join(tails)
 
 
 def finish(process: subprocess.Popen) -> str:
     log, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, f"{' '.join(process.args)} failed:\n{log[-6000:]}"
+    if process.returncode != 0 and getattr(process, "workdir", None):
+        log += "\n" + failed_job_logs(process.workdir)
+    assert process.returncode == 0, f"{' '.join(process.args)} failed:\n{log[-12000:]}"
     return log
 
 
