@@ -219,6 +219,15 @@ def objective_budgets(isoflop: dict, objective: str) -> list:
     return list(budgets.get(objective, []) if isinstance(budgets, Mapping) else budgets)
 
 
+def objective_window(isoflop: dict, objective: str) -> tuple[float, float]:
+    """(min, max) tokens per parameter of one objective's IsoFLOP runs: train.isoflop.min_tokens_per_param and
+    max_tokens_per_param, each a number for every objective or a per-objective mapping."""
+    def pick(key):
+        value = isoflop[key]
+        return float(value[objective] if isinstance(value, Mapping) else value)
+    return pick("min_tokens_per_param"), pick("max_tokens_per_param")
+
+
 def all_budgets(isoflop: dict) -> list:
     """Every IsoFLOP budget of train.isoflop.budgets, over all objectives, sorted, each once."""
     budgets = isoflop["budgets"]
@@ -226,23 +235,29 @@ def all_budgets(isoflop: dict) -> list:
     return sorted({float(b) for b in values})
 
 
+# Settings of train.isoflop that may be a per-objective mapping, with an example entry for the error message.
+PER_OBJECTIVE_ISOFLOP = {"budgets": "[1e18, 3e18]", "min_tokens_per_param": "1", "max_tokens_per_param": "2000"}
+
+
 def _check_budget_objectives(train: dict, where: str) -> None:
-    """A per-objective budgets mapping names exactly the objectives train.objectives trains."""
-    budgets = train["isoflop"]["budgets"]
-    if not isinstance(budgets, Mapping):
-        return
-    missing = [o for o in train["objectives"] if o not in budgets]
-    if missing:
-        raise PlmscaleError(
-            f"{where}: train.isoflop.budgets is a per-objective mapping without an entry for "
-            f"{', '.join(missing)} (train.objectives trains it); add e.g. `{missing[0]}: [1e18, 3e18]` under "
-            f"train.isoflop.budgets (an empty list: no IsoFLOP runs of it), or write budgets as one list for every "
-            f"objective")
-    extra = sorted(set(budgets) - set(train["objectives"]))
-    if extra:
-        raise PlmscaleError(
-            f"{where}: train.isoflop.budgets.{extra[0]} gives budgets to an objective train.objectives does not "
-            f"train ({train['objectives']}); add {extra[0]} to train.objectives or remove the entry")
+    """A per-objective mapping (budgets, the tokens-per-parameter window) names exactly the objectives
+    train.objectives trains."""
+    for key, example in PER_OBJECTIVE_ISOFLOP.items():
+        value = train["isoflop"][key]
+        if not isinstance(value, Mapping):
+            continue
+        missing = [o for o in train["objectives"] if o not in value]
+        if missing:
+            empty = " (an empty list: no IsoFLOP runs of it)" if key == "budgets" else ""
+            raise PlmscaleError(
+                f"{where}: train.isoflop.{key} is a per-objective mapping without an entry for "
+                f"{', '.join(missing)} (train.objectives trains it); add e.g. `{missing[0]}: {example}` under "
+                f"train.isoflop.{key}{empty}, or write it as one value for every objective")
+        extra = sorted(set(value) - set(train["objectives"]))
+        if extra:
+            raise PlmscaleError(
+                f"{where}: train.isoflop.{key}.{extra[0]} is set for an objective train.objectives does not "
+                f"train ({train['objectives']}); add {extra[0]} to train.objectives or remove the entry")
 
 
 def _fill_from_recipe(train: dict, source) -> None:

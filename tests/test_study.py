@@ -146,3 +146,44 @@ def test_the_workflow_plans_each_objectives_own_budgets_for_the_study_preset(tmp
     assert planned == expected
     assert "mlm_n7k_c5e11" in planned and "clm_n2k_c3.125e10" in planned
     assert not any(r.startswith("mlm_") and r.endswith(("c3.125e10", "c6.25e10", "c1.25e11")) for r in planned)
+
+
+def make_window_config(min_tpp, max_tpp, budgets=(1e15, 3e15, 1e16)):
+    return load_config({"train": {"objectives": ["clm", "mlm"], "ladder": copy.deepcopy(LADDER),
+                                  "isoflop": {"budgets": list(budgets), "min_tokens_per_param": min_tpp,
+                                              "max_tokens_per_param": max_tpp}}})
+
+
+def ratios_of(specs, objective):
+    """{run_id: D/N} of one objective's IsoFLOP runs."""
+    return {s.run_id: s.tokens / s.n_params for s in specs if s.objective == objective and s.budget is not None}
+
+
+def test_a_per_objective_window_keeps_each_objectives_runs_inside_its_own_bounds():
+    shared = expand_grid(make_window_config(1, 100))
+    wider = expand_grid(make_window_config({"clm": 1, "mlm": 1}, {"clm": 100, "mlm": 1000}))
+    # CLM's runs are those of the shared window; MLM's window is wider, so it trains every shared run and more
+    assert ratios_of(wider, "clm") == ratios_of(shared, "clm")
+    assert set(ratios_of(shared, "mlm")) < set(ratios_of(wider, "mlm"))
+    assert all(1 <= r <= 100 for r in ratios_of(wider, "clm").values())
+    assert all(1 <= r <= 1000 for r in ratios_of(wider, "mlm").values())
+    assert max(ratios_of(wider, "mlm").values()) > 100
+    # the same number for every objective is the plain setting
+    same = expand_grid(make_window_config({"clm": 1, "mlm": 1}, {"clm": 100, "mlm": 100}))
+    assert [s.to_dict() for s in same] == [s.to_dict() for s in shared]
+
+
+def test_a_window_mapping_must_name_exactly_the_trained_objectives():
+    with pytest.raises(PlmscaleError, match=r"train\.isoflop\.max_tokens_per_param .*without an entry for mlm.*"
+                                            r"add e\.g\. `mlm: 2000`"):
+        make_window_config(1, {"clm": 100})
+    with pytest.raises(PlmscaleError, match=r"train\.isoflop\.min_tokens_per_param\.mixed .*add mixed to "
+                                            r"train\.objectives"):
+        make_window_config({"clm": 1, "mlm": 1, "mixed": 1}, 100)
+    with pytest.raises(PlmscaleError, match=r"at train/isoflop/max_tokens_per_param"):
+        make_window_config(1, {"clm": -5, "mlm": 100})
+
+
+def test_an_empty_budget_names_its_objectives_window():
+    with pytest.raises(PlmscaleError, match=r"budgets 1e\+16 has no run: .*window \[1, 1\.5\]"):
+        expand_grid(make_window_config({"clm": 1, "mlm": 1}, {"clm": 100, "mlm": 1.5}, budgets=[1e16]))

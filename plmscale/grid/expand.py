@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 import math
 
-from plmscale.config import objective_budgets
+from plmscale.config import objective_budgets, objective_window
 from plmscale.errors import PlmscaleError
 from plmscale import recipe as recipes
 from plmscale.grid import shapes
@@ -83,7 +83,7 @@ class GridBuilder:
         for objective in self.train["objectives"]:
             for budget in objective_budgets(iso, objective):
                 points = [(model, round(tokens)) for model, tokens in self._budget_tokens(models, budget)
-                          if self._trainable(model, round(tokens))]
+                          if self._trainable(model, round(tokens), objective)]
                 if not points:
                     raise PlmscaleError(self._empty_budget(models, budget, objective))
                 run_id_base = f"{objective}_{{}}_c{format_number(budget)}"
@@ -102,11 +102,11 @@ class GridBuilder:
                                                self.train["flops_definition"])
             yield model, budget / per_token
 
-    def _trainable(self, model, tokens) -> bool:
-        """Inside the tokens-per-parameter window, and at least one optimizer step long."""
-        iso = self.train["isoflop"]
+    def _trainable(self, model, tokens, objective) -> bool:
+        """Inside the objective's tokens-per-parameter window, and at least one optimizer step long."""
+        low, high = objective_window(self.train["isoflop"], objective)
         n = shapes.n_params(self.shapes[model])
-        if not iso["min_tokens_per_param"] <= tokens / n <= iso["max_tokens_per_param"]:
+        if not low <= tokens / n <= high:
             return False
         return tokens >= recipes.resolve(self.recipe, self.train, n, tokens)["batch_tokens"]
 
@@ -117,10 +117,9 @@ class GridBuilder:
         ratios = {model: tokens / shapes.n_params(self.shapes[model])
                   for model, tokens in self._budget_tokens(models, budget)}
         sizes = [shapes.n_params(self.shapes[m]) for m in models]
-        window = (f"[{iso['min_tokens_per_param']:g}, {iso['max_tokens_per_param']:g}] "
-                  f"(train.isoflop.min_tokens_per_param, max_tokens_per_param)")
-        in_window = [m for m, r in ratios.items()
-                     if iso["min_tokens_per_param"] <= r <= iso["max_tokens_per_param"]]
+        low, high = objective_window(iso, objective)
+        window = f"[{low:g}, {high:g}] (train.isoflop.min_tokens_per_param, max_tokens_per_param)"
+        in_window = [m for m, r in ratios.items() if low <= r <= high]
         ladder = (f"the models ({models[0]} … {models[-1]}, N = {min(sizes):.3g} … {max(sizes):.3g} non-embedding "
                   f"parameters)")
         why = (f"{', '.join(in_window)} inside the tokens-per-parameter window {window} but shorter than one "
