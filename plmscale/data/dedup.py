@@ -142,9 +142,7 @@ def _write_firsts(clean_fastas: dict, firsts, writer, provenance) -> int:
             # newline, the sequence and its newline. Kept records lose the blanks and the rest of the header
             # and gain the source prefix after the '>'.
             id_start, id_end = block.id_ranges()
-            header_start, header_end = block.header_start, block.header_end
-            lengths = np.stack([np.ones(len(block), np.int64), id_start - header_start - 1, id_end - id_start,
-                                header_end - id_end, block.sequence_end + 1 - header_end], axis=1)
+            lengths = block.record_segments()
             kept = np.zeros((len(block), 5), bool)
             kept[keep] = (True, False, True, False, True)
             record_lengths = lengths[keep][:, [0, 2, 4]].sum(axis=1)

@@ -22,7 +22,6 @@ again at a coarser identity (UniRef90 -> UniRef50 style); members are mapped thr
 cluster -> subcluster -> member.
 """
 
-import io
 import logging
 import shutil
 import subprocess
@@ -33,7 +32,6 @@ import numpy as np
 
 from plmscale.data import engine
 from plmscale.data.atomic import remove_stale_temporaries, write_json
-from plmscale.data.gzio import open_read
 from plmscale.data.recordblocks import concat_segments, decimals, insert_segments, keep_segments, read_record_blocks
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import mmseqs_version
@@ -51,38 +49,20 @@ def find_mmseqs(binary="mmseqs") -> str:
     return path
 
 
-def fasta_ids(path) -> list:
-    """Ids (first word of each header) of a FASTA file, in order."""
-    with io.BufferedReader(open_read(path), 1 << 20) as handle:
-        return [_header_id(line) for line in handle if line.startswith(b">")]
-
-
-def _header_id(line) -> str:
-    words = line[1:].split(None, 1)
-    return words[0].decode("ascii", errors="backslashreplace") if words else ""
-
-
 def _number_records(path, numbered_path, ids_path) -> int:
     """Write a copy of the two-line FASTA at path whose record k is `>k` and its sequence line, and each
     record's id as line k of ids_path; return the number of records. A block of records at a time (numpy, no
     call per record)."""
     count = 0
-    keep_id = np.array([False, True, False, True, False])
-    keep_numbered = np.array([True, False, True])
+    # Of each record's segments, the '>' and the newline with the sequence line; the number goes in after '>'.
+    keep_numbered = np.array([True, False, False, False, True])
     with open(numbered_path, "wb", buffering=1 << 20) as out, open(ids_path, "wb", buffering=1 << 20) as ids_out:
         for block in read_record_blocks(path):
             n = len(block)
-            id_start, id_end = block.id_ranges()
-            # Segments: '>' and blanks, the id, the rest of the header, its newline, the sequence line.
-            lengths = np.stack([id_start - block.header_start, id_end - id_start, block.header_end - id_end,
-                                np.ones(n, np.int64), block.sequence_end - block.header_end], axis=1)
-            ids_out.write(keep_segments(block.data, lengths, np.broadcast_to(keep_id, lengths.shape)))
-            # Segments: '>', the rest of the header, then its newline with the sequence line; the record's
-            # number goes in after the '>'.
-            lengths = np.stack([np.ones(n, np.int64), block.header_end - block.header_start - 1,
-                                block.sequence_end + 1 - block.header_end], axis=1)
+            ids_out.write(block.id_lines())
+            lengths = block.record_segments()
             kept = keep_segments(block.data, lengths, np.broadcast_to(keep_numbered, lengths.shape))
-            record_lengths = 1 + lengths[:, 2]
+            record_lengths = 1 + lengths[:, 4]
             numbers, number_ends = concat_segments([decimals(np.arange(count, count + n))])
             out.write(insert_segments(kept, np.cumsum(record_lengths) - record_lengths + 1, numbers,
                                       np.diff(number_ends, prepend=0)))

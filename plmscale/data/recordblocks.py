@@ -38,6 +38,10 @@ _LAYOUT_HINT = ("expected a '>' header followed by one sequence line (the one-li
                 "step writes); rerun the clean step or delete this file so Snakemake regenerates it")
 
 
+# Of id_lines' five segments per record, the id and the newline.
+ID_LINE = np.array([False, True, False, True, False])
+
+
 class RecordBlock:
     """Whole records of a two-line FASTA: `data` (uint8), and per record the offsets of its '>'
     (`header_start`), of the newline ending the header (`header_end`) and of the one ending the sequence
@@ -62,6 +66,23 @@ class RecordBlock:
                 self._id_ranges = first_words(self.data, self.header_start + 1, self.header_end)
             return self._id_ranges
         return first_words(self.data, self.header_start[rows] + 1, self.header_end[rows])
+
+    def record_segments(self):
+        """(records, 5) lengths of each record's segments: '>', the blanks before the id, the id, the rest of the
+        header, then the header's newline with the sequence line and its newline. A writer keeps some of them
+        (`keep_segments`): `>id` and the sequence line is the pattern (True, False, True, False, True)."""
+        id_start, id_end = self.id_ranges()
+        return np.stack([np.ones(len(self), np.int64), id_start - self.header_start - 1, id_end - id_start,
+                         self.header_end - id_end, self.sequence_end + 1 - self.header_end], axis=1)
+
+    def id_lines(self):
+        """Each record's id followed by a newline, one uint8 array (the block's ids as lines of text): of each
+        record, the id and its header's newline are kept of the segments before the id, the id, the rest of
+        the header, the newline, and the sequence line."""
+        id_start, id_end = self.id_ranges()
+        lengths = np.stack([id_start - self.header_start, id_end - id_start, self.header_end - id_end,
+                            np.ones(len(self), np.int64), self.sequence_end - self.header_end], axis=1)
+        return keep_segments(self.data, lengths, np.broadcast_to(ID_LINE, lengths.shape))
 
 
 def first_words(data, start, end):

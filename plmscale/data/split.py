@@ -150,11 +150,7 @@ def _check_ids_agree(unique_fasta, provenance_tsv) -> None:
 def _check_block_ids(block, provenance_ids, unique_fasta, provenance_tsv) -> None:
     """The ids of `block` against the next ones of the provenance table: both as newline-joined bytes, equal
     exactly when every id is (ids hold no newline)."""
-    id_start, id_end = block.id_ranges()
-    lengths = np.stack([id_start - block.header_start, id_end - id_start, block.header_end - id_end,
-                        np.ones(len(block), np.int64), block.sequence_end - block.header_end], axis=1)
-    mine = keep_segments(block.data, lengths, np.broadcast_to(np.array([False, True, False, True, False]),
-                                                              lengths.shape))
+    mine = block.id_lines()
     theirs = provenance_ids.take(len(block))
     if len(mine) != len(theirs) or not np.array_equal(mine, theirs):
         ours = mine.tobytes().split(b"\n")[:-1]
@@ -285,11 +281,8 @@ def split_by_cluster(unique_fasta, clusters_tsv, provenance_tsv, out_fastas: dic
 
 def _write_block(block, batch, writers, sidecars, residues, source_counts) -> None:
     """Each record of `block` to its split as `>id` and its sequence line, with its ids to the sidecars."""
-    # Each record as segments: '>', leading blanks, id, the rest of the header, then the header's newline,
-    # the sequence and its newline; a record keeps the first, third and last in its split's file.
-    id_start, id_end = block.id_ranges()
-    lengths = np.stack([np.ones(len(block), np.int64), id_start - block.header_start - 1, id_end - id_start,
-                        block.header_end - id_end, block.sequence_end + 1 - block.header_end], axis=1)
+    # A record keeps '>', its id and its sequence line in its split's file (RecordBlock.record_segments).
+    lengths = block.record_segments()
     pattern = np.array([True, False, True, False, True])
     split_of_record = batch["split"].astype(np.int64)
     sequence_lengths = block.sequence_lengths()
