@@ -212,20 +212,22 @@ def _check_finite(value, where: str, key: str = "") -> None:
         raise PlmscaleError(f"{where}: {key} holds {value}; {what}")
 
 
+def _of_objective(value, objective: str, missing=None):
+    """A train.isoflop setting for one objective: the value itself (the same for every objective) or the
+    objective's entry of a per-objective mapping (PER_OBJECTIVE_ISOFLOP; validated configs name every one)."""
+    return value.get(objective, missing) if isinstance(value, Mapping) else value
+
+
 def objective_budgets(isoflop: dict, objective: str) -> list:
-    """train.isoflop.budgets of one objective: the list itself (every objective trains every budget) or the
-    objective's entry of a per-objective mapping (validated configs have one for every objective)."""
-    budgets = isoflop["budgets"]
-    return list(budgets.get(objective, []) if isinstance(budgets, Mapping) else budgets)
+    """train.isoflop.budgets of one objective."""
+    return list(_of_objective(isoflop["budgets"], objective, []))
 
 
 def objective_window(isoflop: dict, objective: str) -> tuple[float, float]:
-    """(min, max) tokens per parameter of one objective's IsoFLOP runs: train.isoflop.min_tokens_per_param and
-    max_tokens_per_param, each a number for every objective or a per-objective mapping."""
-    def pick(key):
-        value = isoflop[key]
-        return float(value[objective] if isinstance(value, Mapping) else value)
-    return pick("min_tokens_per_param"), pick("max_tokens_per_param")
+    """(min, max) tokens per parameter of one objective's IsoFLOP runs (train.isoflop.min_tokens_per_param,
+    max_tokens_per_param)."""
+    return (float(_of_objective(isoflop["min_tokens_per_param"], objective)),
+            float(_of_objective(isoflop["max_tokens_per_param"], objective)))
 
 
 def all_budgets(isoflop: dict) -> list:
@@ -239,7 +241,7 @@ def all_budgets(isoflop: dict) -> list:
 PER_OBJECTIVE_ISOFLOP = {"budgets": "[1e18, 3e18]", "min_tokens_per_param": "1", "max_tokens_per_param": "2000"}
 
 
-def _check_budget_objectives(train: dict, where: str) -> None:
+def _check_per_objective_settings(train: dict, where: str) -> None:
     """A per-objective mapping (budgets, the tokens-per-parameter window) names exactly the objectives
     train.objectives trains."""
     for key, example in PER_OBJECTIVE_ISOFLOP.items():
@@ -281,7 +283,7 @@ def _check_consistency(config: dict, source) -> None:
     unknown = sorted({m for m in wanted if m not in ladder})
     if unknown:
         raise PlmscaleError(f"{where}: train models {unknown} are not in train.ladder {sorted(ladder)}")
-    _check_budget_objectives(config["train"], where)
+    _check_per_objective_settings(config["train"], where)
     split = config["data"]["split"]
     if split["valid_fraction"] + split["test_fraction"] >= 1:
         raise PlmscaleError(f"{where}: data.split valid_fraction + test_fraction must be below 1")
