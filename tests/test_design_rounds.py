@@ -240,7 +240,10 @@ def test_the_design_figure_marks_each_round_s_runs_on_the_isoflop_axes(tmp_path)
     figure = plot_design(design_record(config, [record], fitted(after)), after, tmp_path / "design.png")
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert labels == [f"grid ({len(runs)} runs)", f"round 1 ({len(added)} runs)"]
-    assert "1 round(s)" in figure.axes[0].get_title() and (tmp_path / "design.png").exists()
+    assert "runs added in 1 of 1 round(s)" in figure.axes[0].get_title() and (tmp_path / "design.png").exists()
+    # the whole stop reason, wrapped, not cut short
+    design = design_record(config, [record], fitted(after))
+    assert " ".join(figure._suptitle.get_text().split()).endswith(" ".join(f"stopped: {design['stop']}".split()))
     plt.close(figure)
 
 

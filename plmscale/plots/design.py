@@ -1,6 +1,8 @@
 """Adaptive IsoFLOP rounds (plmscale.design): the study's runs on the IsoFLOP axes, coloured by the round that
 added them, one panel per fitted objective, with a's interval after each round in the title (design.png)."""
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -54,13 +56,17 @@ def plot_design(design: dict, runs: pd.DataFrame, path):
         ax.set_ylabel("final validation loss")
         steps = [f"grid: {_interval(design['rounds'][0]['fit_before'][objective])}"] if n_rounds else []
         steps.append(f"final: {_interval(design['final_fit'][objective])}")
-        ax.set_title(f"{OBJECTIVE_NAMES.get(objective, objective)}: {n_rounds} round(s)\n" + "\n".join(steps),
-                     fontsize=9)
-        ax.legend(fontsize=7, loc="upper right")
-    stop = design.get("stop") or ""
+        # The rounds are the study's; an objective's own panel says how many of them added its runs.
+        added_in = int((table["round"].unique() > 0).sum())
+        ax.set_title(f"{OBJECTIVE_NAMES.get(objective, objective)}: runs added in {added_in} of {n_rounds} "
+                     f"round(s)\n" + "\n".join(steps), fontsize=9)
+        # Not "upper right": the top budget's label sits at its line's right end.
+        ax.legend(fontsize=7, loc="best")
+    # The whole stop reason (it names each objective's width), wrapped to the figure's width.
+    stop = textwrap.fill(f"stopped: {design.get('stop') or ''}", width=95 * len(axes[0]))
     fig.suptitle(f"adaptive rounds: {design.get('n_runs_added', 0)} runs added, "
                  f"{(design.get('added_flops') or 0):.3g} FLOPs over the grid's {(design.get('grid_flops') or 0):.3g}"
-                 f"\nstopped: {stop[:110]}{'…' if len(stop) > 110 else ''}", fontsize=9)
+                 f"\n{stop}", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, formats=("png",))
     return fig
