@@ -25,16 +25,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from markdown_table import markdown_table  # noqa: E402  (benchmarks/, this script's directory)
 from plmscale.config import load_config_files  # noqa: E402
 from plmscale.provenance import cpu_model  # noqa: E402
 from plmscale.scaling import curve_law, loss_curve  # noqa: E402
 from plmscale.scaling.isoflop import isoflop_optima  # noqa: E402
 from plmscale.scaling.table import scratch_runs, text_column, validate_runs  # noqa: E402
-
-
-def markdown_table(header, rows) -> str:
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
 def grid_runs(results: Path, schedule: str) -> pd.DataFrame:

@@ -31,6 +31,10 @@ SEPARATOR = "|"
 _COUNTS = ("seen", "kept", "duplicates", "duplicates_within_source")
 # A record's place in the corpus as one number: source index above these bits, record index below.
 RECORD_BITS = 40
+# A record: its place in the corpus, a hash of its id and the md5 of its sequence (see _load_source).
+RECORDS_TABLE = "CREATE TABLE records (key BIGINT, id_hash UBIGINT, digest UHUGEINT)"
+# The first copies as the write pass reads them: in corpus order.
+FIRSTS_IN_CORPUS_ORDER = "SELECT key, mask, copies FROM firsts ORDER BY key"
 
 
 def id_hash_sql(id_sql: str) -> str:
@@ -75,12 +79,10 @@ def _group(con, clean_fastas: dict) -> dict:
         raise PlmscaleError(f"data.sources lists {len(sources)} sources; dedup handles at most 62")
     # Copies meet by a 128-bit hash of their sequence (the hand-written version used a 16-byte digest too):
     # a fixed-width key groups several times faster than the sequence itself and spills far less.
-    con.execute("CREATE TABLE records (key BIGINT, id_hash UBIGINT, digest UHUGEINT)")
+    con.execute(RECORDS_TABLE)
     for index, (source, path) in enumerate(clean_fastas.items()):
         _load_source(con, index, source, path)
-    # One grouping by sequence: a source holds a sequence where its bit is set in the mask.
-    con.execute(f"CREATE TABLE firsts AS SELECT min(key) AS key, bit_or(1::BIGINT << (key >> {RECORD_BITS})) "
-                "AS mask, count(*) AS copies FROM records GROUP BY digest")
+    group_records(con)
     per_source = {source: dict.fromkeys(_COUNTS, 0) for source in sources}
     seen = dict(con.execute(f"SELECT key >> {RECORD_BITS}, count(*) FROM records GROUP BY 1").fetchall())
     distinct = con.execute("SELECT " + ", ".join(f"count(*) FILTER (WHERE mask & {1 << index} <> 0)"
@@ -95,6 +97,13 @@ def _group(con, clean_fastas: dict) -> dict:
     for counts in per_source.values():
         counts["duplicates"] = counts["seen"] - counts["kept"]
     return per_source
+
+
+def group_records(con) -> None:
+    """Table firsts(key, mask, copies) from table records: one grouping by sequence; a source holds a
+    sequence where its bit is set in the mask. (benchmarks/engine_memory.py runs this on records it makes.)"""
+    con.execute(f"CREATE TABLE firsts AS SELECT min(key) AS key, bit_or(1::BIGINT << (key >> {RECORD_BITS})) "
+                "AS mask, count(*) AS copies FROM records GROUP BY digest")
 
 
 def _check_unique_ids(con, clean_fastas: dict) -> None:
@@ -183,7 +192,7 @@ def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats, *, threads=1
             _check_unique_ids(con, clean_fastas)
             n_shared = engine.scalar(con, "SELECT count(*) FROM firsts WHERE bit_count(mask) > 1")
             con.execute("DROP TABLE records")
-            firsts = engine.fetch_numpy_batches(con, "SELECT key, mask, copies FROM firsts ORDER BY key")
+            firsts = engine.fetch_numpy_batches(con, FIRSTS_IN_CORPUS_ORDER)
             with GzipBatchWriter(out_fasta) as writer, GzipBatchWriter(out_provenance) as provenance:
                 provenance.write_lines(b"unique_id\tsources\tn_copies\n")
                 n_residues = _write_firsts(clean_fastas, firsts, writer, provenance)
