@@ -131,9 +131,11 @@ class SequenceSampler:
         whole_split = getattr(reader, "manifest", {}).get("subset_of") is None
         if starved:
             log.log(logging.WARNING if whole_split else logging.INFO,
-                    "%s: source(s) %s have a weight in data.sources but no sequence in these shards (see "
-                    "results/data/dedup/stats.json, empty_sources): nothing is drawn from them, and the mix "
-                    "actually used is %s", where, ", ".join(starved), {k: round(v, 4) for k, v in mix.items()})
+                    "%s: source(s) %s have a weight in data.sources but no sequence in these shards: nothing "
+                    "is drawn from them, and the mix actually used is %s. A source the clean or dedup step "
+                    "emptied is listed in results/data/dedup/stats.json (empty_sources); a small source may "
+                    "have no cluster in this split (results/data/split/stats.json, per_source)",
+                    where, ", ".join(starved), {k: round(v, 4) for k, v in mix.items()})
         return mix
 
     def pick(self, rng: np.random.Generator) -> int:
