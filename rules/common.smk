@@ -334,7 +334,7 @@ def round_run_files(name):
 def round_decision_inputs(wildcards):
     k = int(wildcards.k)
     return {"fit": f"{ROUND_DIR.format(k=k - 1)}/fit.json", "runs": f"{ROUND_DIR.format(k=k - 1)}/runs.csv",
-            "earlier": [ROUND_FILE.format(k=j) for j in range(1, k)]}
+            "earlier": [ROUND_FILE.format(k=j) for j in range(1, k)], **train_manifest(wildcards)}
 
 
 def adaptive_round_files(wildcards):

@@ -93,6 +93,33 @@ def test_the_open_side_is_the_ladder_rung_when_the_ladder_has_one():
     assert all("open (smaller) side" in r["why"] for r in record["runs_added"])
 
 
+def test_a_size_that_would_repeat_a_small_corpus_past_max_epochs_is_refused_and_the_stop_says_add_data():
+    # Every optimum lies below the smallest size sampled, as on a corpus too small for the budgets, where the
+    # smallest models win by repeating their data: the next rung down at the top budget would read far more
+    # than the split holds.
+    vertices = {c: 1.5e3 * (c / 5e11) ** 0.5 for c in BUDGETS}
+    runs = study(vertices, {c: ["n7k", "n14k", "n25k"] for c in BUDGETS})
+    fit = fitted(runs)
+    wanted = next_round(runs, fit, settings(), 1, isoflop_flops_spent(runs))["runs_added"]
+    tokens = {r["budget"]: r["tokens"] for r in wanted}  # n3.5k at each budget (the test above)
+    # a split that 3.5k-parameter runs read 2-8 times over at 1.25e11-5e11 and under 4 times below
+    split = tokens[5e11] / 8
+    record = next_round(runs, fit, settings(max_epochs=4.0, train_tokens=split), 1, isoflop_flops_spent(runs))
+    assert {r["budget"] for r in record["runs_added"]} == {c for c in BUDGETS if tokens[c] / split <= 4}
+    refused = [r for r in record["skipped"] if "max_epochs" in r["why"]]
+    assert {r["budget"] for r in refused} == {c for c in BUDGETS if tokens[c] / split > 4}
+    assert f"{tokens[5e11] / split:.3g} epochs" in next(r["why"] for r in refused if r["budget"] == 5e11)
+    # with every wanted run repeating the split too often, the round adds nothing and says why, not "budget spent"
+    tiny = next_round(runs, fit, settings(max_epochs=4.0, train_tokens=min(tokens.values()) / 5), 1,
+                      isoflop_flops_spent(runs))
+    assert tiny["runs_added"] == [] and len(tiny["skipped"]) == len(wanted)
+    assert tiny["stop"].startswith("no run can be added") and "max_epochs 4" in tiny["stop"]
+    assert "add data (data.sources)" in tiny["stop"]
+    # no limit, or a split of unknown size: the rule adds what it wanted
+    for unchecked in (settings(max_epochs=None, train_tokens=split), settings(max_epochs=4.0, train_tokens=None)):
+        assert next_round(runs, fit, unchecked, 1, isoflop_flops_spent(runs))["runs_added"] == wanted
+
+
 def identified_study():
     vertices = {c: 1e4 * (c / 1e11) ** 0.5 for c in (3.125e10, 6.25e10, 1.25e11, 2.5e11, 5e11, 1e12)}
     sizes = {c: ["n2k", "n3.5k", "n7k", "n14k", "n25k", "n55k"] for c in vertices}

@@ -116,7 +116,8 @@ def test_the_config_grid_row_is_the_configs_run_list_and_cost(path):
         assert row["adaptive"]["simulations"] == len(row["adaptive"]["studies"]) == 2
         for study in row["adaptive"]["studies"]:
             assert row["flops"] <= study["flops"] <= adaptive["study_flops"]
-            assert study["stop"] in ("identified", "max_rounds", "study budget spent", "no run would help")
+            assert study["stop"] in ("identified", "max_rounds", "study budget spent", "no run would help",
+                                     "no run can be added")
             assert study["rounds_with_runs"] <= adaptive["max_rounds"]
         assert "adaptive rounds on (the config's row above is its first round): 2 studies" in planner.format_plan(plan)
         json.dumps(planner.plan_json(plan), allow_nan=False)

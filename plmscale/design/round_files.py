@@ -79,8 +79,9 @@ def gpu_hours_spent(config: dict, runs: pd.DataFrame, earlier_rounds, source=Non
     return float(sum(gpu_hours(resources[run_id]) for run_id in runs["run_id"] if run_id in resources))
 
 
-def adaptive_settings(config: dict, earlier_rounds=(), source=None) -> AdaptiveSettings:
-    """The rules' settings from a validated config and the shapes earlier rounds made."""
+def adaptive_settings(config: dict, earlier_rounds=(), source=None, train_tokens=None) -> AdaptiveSettings:
+    """The rules' settings from a validated config and the shapes earlier rounds made. train_tokens: the train
+    split's tokens (its manifest), for max_epochs; None where not known (the planner before the data stage)."""
     train, adaptive = config["train"], config["train"]["isoflop"]["adaptive"]
     shapes = {name: dict(entry) for name, entry in train["ladder"].items()}
     models = train["isoflop"]["models"] or list(train["ladder"])
@@ -95,7 +96,9 @@ def adaptive_settings(config: dict, earlier_rounds=(), source=None) -> AdaptiveS
         study_flops=None if adaptive["study_flops"] is None else float(adaptive["study_flops"]),
         max_vertex_width=float(adaptive["max_vertex_width"]), budget_factor=float(adaptive["budget_factor"]),
         sizes_per_new_budget=int(adaptive["sizes_per_new_budget"]),
-        min_tokens_per_param=float(adaptive["min_tokens_per_param"]), min_curvature_t=criteria.min_curvature_t,
+        min_tokens_per_param=float(adaptive["min_tokens_per_param"]),
+        max_epochs=None if adaptive["max_epochs"] is None else float(adaptive["max_epochs"]),
+        train_tokens=None if train_tokens is None else float(train_tokens), min_curvature_t=criteria.min_curvature_t,
         min_bracketed_budgets=criteria.min_bracketed_budgets,
         min_budget_span=float(adaptive["min_budget_span"]), extend_below=bool(adaptive["extend_below"]),
         pooled_residuals=config["fit"]["isoflop_bootstrap"] == "residuals",
@@ -104,13 +107,14 @@ def adaptive_settings(config: dict, earlier_rounds=(), source=None) -> AdaptiveS
 
 
 def plan_round(config: dict, runs: pd.DataFrame, fit: dict, earlier_rounds, round_index: int,
-               source: str | None = None) -> dict:
-    """Round `round_index`'s record: the decision, each added run with its run id and full spec."""
+               source: str | None = None, train_tokens: float | None = None) -> dict:
+    """Round `round_index`'s record: the decision, each added run with its run id and full spec.
+    train_tokens: the train split's tokens, which max_epochs is counted in (None: not checked)."""
     earlier_rounds = list(earlier_rounds)
     stopped = [r for r in earlier_rounds if r.get("stop")]
     if stopped:  # a round after a stop decides nothing (the workflow does not ask for one)
         raise PlmscaleError(f"round {round_index}: round {stopped[0]['round']} already stopped the study")
-    settings = adaptive_settings(config, earlier_rounds, source)
+    settings = adaptive_settings(config, earlier_rounds, source, train_tokens)
     spent_hours = (gpu_hours_spent(config, runs, earlier_rounds, source)
                    if settings.study_gpu_hours is not None else 0.0)
     record = next_round(runs, fit, settings, round_index, isoflop_flops_spent(runs), spent_hours)

@@ -17,8 +17,11 @@ sorted; nothing reads the clock). The rules (issue 22 §1, docs/design.md):
 4. stop when every fitted objective is identified with a's interval at most `target_a_width`, when
    `max_rounds` rounds were made, or when the study's FLOPs (`study_flops`) are spent.
 
-A run is added only while the study's FLOPs allow it; a run that does not fit is listed under `skipped` with
-its reason, so nothing the rules wanted is dropped silently.
+A run is added only while the study's FLOPs allow it, and only if it is long enough (`min_tokens_per_param`) and
+does not repeat the train split more than `max_epochs` times (on a corpus too small for the budgets the small
+models win by repeating their data, and rule 1 would follow them into ever more repetition). A run that is not
+added is listed under `skipped` with its reason, so nothing the rules wanted is dropped silently, and a round
+that can add nothing says why in its stop reason.
 """
 
 import math
@@ -56,6 +59,8 @@ class AdaptiveSettings:
     budget_factor: float = 2.0
     sizes_per_new_budget: int = 4
     min_tokens_per_param: float = 4.0
+    max_epochs: float | None = None  # most passes over the train split an added run may make (None: no limit)
+    train_tokens: float | None = None  # the train split's tokens (None: unknown, epochs not checked)
     min_curvature_t: float = 2.0
     min_bracketed_budgets: int = 2
     min_budget_span: float = 1.0
@@ -130,7 +135,7 @@ def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_
             return record
     # rule 3 weighs runs by the scarcest budget's unit: GPU-hours when the study is bounded in them
     ranking = limits[-1] if limits else _Limit("FLOPs", "study_flops", math.inf, spent, lambda run: run["flops"])
-    wanted = []
+    wanted, refused = [], set()
     for objective in sorted(summary):
         if not done[objective]:
             wanted += _objective_actions(runs, fit, settings, objective, summary[objective], ranking)
@@ -140,16 +145,25 @@ def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_
         refusals = []
         for group in alternatives:
             short = [run for run in group if too_short(settings, run)]
+            repeated = [run for run in group if too_repeated(settings, run)]
             dear = [limit for limit in limits if limit.cost_of(group) > limit.left]
             if short:
                 refusals.append((group, lambda run: (
                     f"{run['tokens'] / run['n_params']:.3g} tokens per parameter, below "
                     f"train.isoflop.adaptive.min_tokens_per_param {settings.min_tokens_per_param:g} (too short a "
                     "run to be a point of the law)")))
+                refused.add("short")
+            elif repeated:
+                refusals.append((group, lambda run: (
+                    f"{run['tokens'] / settings.train_tokens:.3g} epochs of the train split's "
+                    f"{settings.train_tokens:.4g} tokens, above train.isoflop.adaptive.max_epochs "
+                    f"{settings.max_epochs:g} (the laws assume unique data)")))
+                refused.add("repeated")
             elif dear:
                 refusals.append((group, lambda run, group=group, limit=dear[0]: (
                     f"it costs {limit.cost_of(group):.4g} {limit.unit} and {max(limit.left, 0):.4g} of "
                     f"train.isoflop.adaptive.{limit.key} are left")))
+                refused.add("dear")
             else:
                 record["runs_added"] += group
                 for limit in limits:
@@ -164,10 +178,28 @@ def next_round(runs: pd.DataFrame, fit: dict, settings: AdaptiveSettings, round_
         record["gpu_hours"] = float(sum(settings.gpu_hours_of(run) for run in record["runs_added"]))
     if not record["runs_added"]:
         unfinished = ", ".join(o for o in sorted(done) if not done[o])
-        record["stop"] = ("study budget spent: no run the rules want fits what is left" if record["skipped"] else
+        record["stop"] = (_refusal_stop(record["skipped"], refused, settings) if record["skipped"] else
                           f"no run would help: the rules find nothing to add for {unfinished} "
                           "(see the fit's reasons)")
     return record
+
+
+def _refusal_stop(skipped, refused, settings) -> str:
+    """Why a round that wanted runs added none: the budget, or what the runs it wanted would have been."""
+    if refused == {"dear"}:
+        return "study budget spent: no run the rules want fits what is left"
+    reasons = []
+    if "repeated" in refused:
+        epochs = [run["tokens"] / settings.train_tokens for run in skipped if too_repeated(settings, run)]
+        reasons.append(f"would repeat the train split {min(epochs):.3g}-{max(epochs):.3g} times (more than "
+                       f"train.isoflop.adaptive.max_epochs {settings.max_epochs:g}): the runs that win here win by "
+                       "repeating a corpus too small for these budgets; add data (data.sources) or lower the "
+                       "budgets (train.isoflop.budgets)")
+    if "short" in refused:
+        reasons.append(f"are shorter than train.isoflop.adaptive.min_tokens_per_param {settings.min_tokens_per_param:g}")
+    if "dear" in refused:
+        reasons.append("do not fit the study's budget left")
+    return "no run can be added: the runs the rules want " + "; or they ".join(reasons) + " (design.json: skipped)"
 
 
 @dataclass
@@ -537,3 +569,9 @@ def _unique_points(added):
 
 def too_short(settings, run) -> bool:
     return run["tokens"] / run["n_params"] < settings.min_tokens_per_param
+
+
+def too_repeated(settings, run) -> bool:
+    """The run would pass over the train split more than max_epochs times (unknown split: never)."""
+    return (settings.max_epochs is not None and bool(settings.train_tokens)
+            and run["tokens"] / settings.train_tokens > settings.max_epochs)
