@@ -149,3 +149,19 @@ def test_predict_json_is_strict_where_a_law_overflows(tmp_path, capsys, fit):
     result = json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"bare {token}"))
     assert result["methods"]["isoflop"]["n_opt"] is None
     assert result["methods"]["parametric"]["n_opt"] > 0
+
+
+def test_predict_prints_what_the_fit_noticed_about_its_runs(tmp_path, synthetic, capsys):
+    # runs that repeat their data: the fit's note must reach the user where the answer is read, not only fit.json
+    _, runs, _ = synthetic
+    runs.assign(epochs=3.0).to_csv(tmp_path / "runs.csv", index=False)
+    out = tmp_path / "fit"
+    assert cli_main(["fit", str(tmp_path / "runs.csv"), "--out", str(out), "--bootstrap", "20", "--seed", "3"]) == 0
+    capsys.readouterr()
+    note = "repeat their training data, up to 3 epochs"
+    assert any(note in n for n in json.loads((out / "fit.json").read_text())["objectives"]["clm"]["notes"])
+    assert cli_main(["predict", "--fit", str(out / "fit.json"), "--flops", "1e22", "--objective", "clm"]) == 0
+    assert f"note: clm: {len(runs)} IsoFLOP run(s) {note}" in capsys.readouterr().out
+    assert cli_main(["predict", "--fit", str(out / "fit.json"), "--flops", "1e22", "--objective", "clm", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert set(json.loads(captured.out)) == {"objective", "flops", "methods", "selected_law"} and note in captured.err

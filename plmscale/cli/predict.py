@@ -150,6 +150,9 @@ def main(args: argparse.Namespace) -> int:
                                              args.objective, fit=fit)))
     if far:
         print(f"warning: {far}", file=sys.stderr)
+    # What the fit noticed about its runs (e.g. runs that repeat their data), where the answer is read.
+    for note in (fit.data["objectives"].get(args.objective) or {}).get("notes") or []:
+        print(f"note: {note}", file=sys.stderr if args.json else sys.stdout)
     if args.emit_config:
         print(emit_next_run_config(args.fit, args.flops, args.objective, args.cost_config or "config.yaml",
                                    args.emit_config), file=sys.stderr if args.json else sys.stdout)
