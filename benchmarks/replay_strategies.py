@@ -24,7 +24,7 @@ targets: 5 sizes within 3x of the optimum at 1e21 and at 1e22 (noisy too).
 Random's figures are means over --repeats seeds; the deterministic strategies replay once per pool. Every
 figure is a mean over the stage's pools. "beats random" compares the mean absolute % error (in brackets: the
 share of random's repeats, per pool, with a larger error than the strategy's, averaged over pools); "R² gap"
-is the all-runs fit's R² minus the strategy's.
+is the all-runs fit's R² minus the strategy's, ± its standard error over the pools.
 """
 
 import argparse
@@ -134,12 +134,16 @@ def table_rows(name, results_per_pool, strategies, fractions):
             r2 = np.mean([e["r2"] if e["r2"] is not None else np.nan for e in entries])
             spent = np.mean([np.mean([p["flops_fraction"] for p in e["per_repeat"]]) for e in entries])
             picked = np.mean([np.mean([p["n_selected"] for p in e["per_repeat"]]) for e in entries])
+            gaps = np.array(all_r2, float) - np.array([e["r2"] if e["r2"] is not None else np.nan for e in entries])
             gap = np.mean(all_r2) - r2
+            # the pools differ far more than the strategies: the gap's standard error over pools says how far
+            # a mean over this many pools can be trusted
+            gap_se = np.std(gaps, ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else np.nan
             beaten = np.mean([_share_of_random_beaten(r[f]["strategies"], e)
                               for r, e in zip(results_per_pool, entries)])
             verdict = "—" if s == "random" else f"{'yes' if err < random_err else 'no'} ({beaten:.0%})"
             rows.append(f"| {name} | {f:g} | {s} | {spent:.3f} | {picked:.1f} | {err:.2f} | {r2:.3f} | {verdict} | "
-                        f"{gap:+.3f} |")
+                        f"{gap:+.3f} ± {gap_se:.3f} |")
         rows.append(f"| {name} | {f:g} | *all runs* | 1 | all | {all_err:.2f} | {np.mean(all_r2):.3f} | | |")
     return rows
 
