@@ -81,6 +81,17 @@ def test_a_forecast_below_a_best_run_is_no_bias():
     assert "-3.00% [-4.00, -2.00] off: biased at larger scale" in reasons[0]
 
 
+def test_a_scatter_forecast_below_its_held_out_runs_is_a_bias():
+    """A scatter's rollout compares each held-out run with the law at that run's own N and D: no best run bounds
+    anything there, so a forecast too low is as biased as one too high (found on a 491-run scatter drawn from a
+    law whose data exponent grows with N: the Chinchilla form forecast the top fifth 12.9% low and was selected)."""
+    rollout = {"held_out_budget": 1e21, "held_out": "the top 20% of the scatter's runs by compute (99 runs at >= 1e+21 "
+               "FLOPs)", "forecast": {"loss": 2.77}, "loss_error_pct": -12.91, "loss_error_pct_ci": [-14.72, -5.57],
+               "observed": {"source": "mean loss of the top 20% of the scatter's runs by compute"}}
+    reasons, notes = backtest_verdict("parametric", {"rollout": rollout})
+    assert notes == [] and "forecasts their mean loss -12.91% [-14.72, -5.57] off: biased at larger scale" in reasons[0]
+
+
 def test_the_isoflop_allocation_is_judged_by_its_n_opt_rollout():
     """The released curves' case: the IsoFLOP N_opt forecast is on target, its loss curve 1.1% high."""
     rollout = {"held_out_budget": 1e21, "forecast": {"loss": 2.23, "n_opt": 1.54e9},
@@ -208,6 +219,22 @@ def test_a_scatter_drawn_from_farseer_refuses_the_chinchilla_form_by_its_top_qua
     assert entry["parametric"]["identified"] is False
     (reason,) = [r for r in entry["parametric"]["reasons"] if "rollout backtest" in r]
     assert "the top 20% of the scatter's runs by compute (16 runs at >=" in reason and "biased" in reason
+
+
+def test_plmscale_fit_points_to_the_families_it_did_not_fit_when_none_passes(tmp_path, capsys):
+    """Without a config plmscale fit fits the Chinchilla form alone (fit.law_families' default); where its backtest
+    refuses it, the user is told which families were not fitted and how to ask for them (--law-families)."""
+    path = tmp_path / "runs.csv"
+    law_scatter(lambda n, d: farseer.loss(FARSEER_TRUTH, n, d), np.random.default_rng(0)).to_csv(path, index=False)
+    assert cli_main(["fit", str(path), "--out", str(tmp_path / "one"), "--bootstrap", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert ("note: clm: no law family fitted (parametric) passes identification and its rollout backtest; farseer "
+            "may forecast these runs better: --law-families parametric farseer") in printed
+    assert "data_constrained may" not in printed  # no unique_tokens column: that law has nothing to fit
+    assert cli_main(["fit", str(path), "--out", str(tmp_path / "both"), "--bootstrap", "20",
+                     "--law-families", "parametric", "farseer"]) == 0
+    entry = json.loads((tmp_path / "both" / "fit.json").read_text())["objectives"]["clm"]
+    assert set(entry["law_selection"]["families"]) == {"parametric", "farseer"}
 
 
 def test_selection_works_on_scatters():

@@ -13,13 +13,13 @@ from plmscale.config import load_config, load_schema, read_yaml
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import sha256_file
 from plmscale.scaling.compare import comparison_lines
-from plmscale.scaling.fit import fit_all
+from plmscale.scaling.fit import LAW_FAMILIES, fit_all
 from plmscale.scaling.fitfile import METHODS, write_fit
 from plmscale.scaling.settings import FitSettings
 from plmscale.scaling.summary import rollout_summary, summary_table
 
 # The flags that override a key of the config's fit section (each named as its key).
-FIT_FLAGS = ("bootstrap", "seed", "min_points_per_budget", "loss_column")
+FIT_FLAGS = ("bootstrap", "seed", "min_points_per_budget", "loss_column", "law_families")
 
 
 def read_table(path, what):
@@ -89,9 +89,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss-column", metavar="COLUMN",
                         help="runs table column fitted as the loss: loss, or valid_loss_id_<bin> for one identity "
                              "bin (default: the config's fit.loss_column; docs/ood.md)")
+    parser.add_argument("--law-families", nargs="+", choices=LAW_FAMILIES, metavar="FAMILY",
+                        help=f"law families fitted and selected among ({', '.join(LAW_FAMILIES)}; default: the "
+                             "config's fit.law_families, parametric alone: farseer's fit costs ~2-5x)")
     parser.add_argument("--paper", action="store_true",
                         help="print the protein paper's exponents under each objective (the default for a "
                              "plmscale study: with --config, or for runs plmscale trained)")
+
+
+def unselected_notes(fit, settings: FitSettings, runs) -> list:
+    """A note per objective for which no law family passed where families that could were not fitted: the
+    user may not know they exist. The data-constrained law needs a unique_tokens column."""
+    left = [family for family in LAW_FAMILIES if family not in settings.law_families
+            and (family != "data_constrained" or "unique_tokens" in runs.columns)]
+    if not left or not settings.backtest:
+        return []
+    return [f"note: {objective}: no law family fitted ({', '.join(settings.law_families)}) passes identification and "
+            f"its rollout backtest; {', '.join(left)} may forecast these runs better: --law-families "
+            f"{' '.join(settings.law_families + tuple(left))} (docs/laws.md)"
+            for objective, entry in fit["objectives"].items()
+            if "law_selection" in entry and entry.get("selected_law") is None]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -103,6 +120,8 @@ def main(args: argparse.Namespace) -> int:
     if rollouts:
         print(rollouts)
     for line in comparison_lines(fit.get("comparison")):
+        print(line)
+    for line in unselected_notes(fit, settings, runs):
         print(line)
     failed = [f"{o}/{m}" for o, ms in fit["objectives"].items() for m in METHODS if "error" in ms[m]]
     if failed:

@@ -294,7 +294,10 @@ def backtest_verdict(method, backtest_entry):
         return [f"not identified for forecasting: fitted below the top budget, it forecasts no finite {what} "
                 f"at the held-out top budget ({held_out:.3g} FLOPs)"], []
     reasons, notes = [], []
-    best_run = not str((rollout.get("observed") or {}).get("source", "")).startswith("parabola vertex")
+    # A grid's top budget without a vertex is observed by its best run, which only bounds the optimum from above.
+    # A scatter's rollout (held_out) compares each held-out run with the law at that run's own N and D: no bound.
+    best_run = (not rollout.get("held_out")
+                and not str((rollout.get("observed") or {}).get("source", "")).startswith("parabola vertex"))
     for quantity in ("loss", "n_opt"):
         if quantity == "loss":
             error, ci = rollout.get("loss_error_pct"), rollout.get("loss_error_pct_ci")
