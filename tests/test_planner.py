@@ -94,6 +94,20 @@ def test_the_choice_is_the_narrowest_width_within_the_study_budget(demo_plan):
     assert nothing["chosen"] is None and "within the study budget" in nothing["chosen_why"]
 
 
+def test_a_choice_that_seldom_identifies_a_says_so():
+    """Huge noise: every design's expected interval is wide and seldom identified; the narrowest of them is still
+    chosen, but the reason says that no design here is expected to identify the exponent."""
+    config, source = demo_config()
+    design = [planner.Design("config grid", {}, {}, is_config=True)]
+    noisy = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, noise=0.2, tail_df=None, simulations=20,
+                                 designs=design, source=source)
+    assert noisy["chosen"] == 0 and noisy["rows"][0]["identified_fraction"] < 0.5
+    assert "no design here is expected to identify the exponent" in noisy["chosen_why"]
+    quiet = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, noise=1e-4, tail_df=None, simulations=20,
+                                 designs=design, source=source)
+    assert quiet["rows"][0]["identified_fraction"] >= 0.5 and "expected to identify" not in quiet["chosen_why"]
+
+
 # ---- the config's own row --------------------------------------------------------------------------------
 
 def _isoflop_points(config, source):

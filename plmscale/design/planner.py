@@ -546,6 +546,11 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
     else:
         why = (f"narrowest expected 95% interval of a ({rows[chosen]['a_width']:.3f}) among "
                f"{len(eligible)} designs" + (f" within {study_budget:.3g} FLOPs" if study_budget is not None else ""))
+        if rows[chosen]["identified_fraction"] < 0.5:
+            # the narrowest of intervals nobody would trust is no recommendation: say so beside the choice
+            why += (f"; but it identifies a in only {rows[chosen]['identified_fraction']:.0%} of its simulated "
+                    "studies: no design here is expected to identify the exponent; widen the budgets, the sizes or "
+                    "the study budget, or check the prior")
     return {"objective": objective, "target_flops": float(target_flops), "study_budget": study_budget,
             "prior": prior.describe(), "prior_a": prior.a, "noise": noise, "noise_source": noise_source,
             "tail_df": tail_df,
