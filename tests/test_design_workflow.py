@@ -11,7 +11,10 @@ from workflow_helpers import SNAKEMAKE, TINY_STUDY, merged, planned_rules, read_
 CONFIG = merged(TINY_STUDY, {
     "data": {"identity": {"enabled": False}},
     "train": {"objectives": ["clm"],
-              "isoflop": {"adaptive": {"enabled": True, "max_rounds": 1, "min_tokens_per_param": 1}}},
+              # the tiny corpus is read many times over by any added run: max_epochs off, or the round refuses
+              # them all (test_design_rounds covers that refusal)
+              "isoflop": {"adaptive": {"enabled": True, "max_rounds": 1, "min_tokens_per_param": 1,
+                                       "max_epochs": None}}},
     "fit": {"bootstrap": 20, "predict_flops": {"clm": ["1e12"]}},
     "export": {"runs": []},
 })

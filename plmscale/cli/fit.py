@@ -36,7 +36,7 @@ def check_flag_floors(args) -> None:
     fit.<key>, which the user did not write)."""
     schema = load_schema()["properties"]["fit"]["properties"]
     for key in FIT_FLAGS:
-        value, floor = getattr(args, key), schema[key].get("minimum")
+        value, floor = getattr(args, key, None), schema[key].get("minimum")
         if value is not None and floor is not None and value < floor:
             why = " (a parabola needs 3 model sizes per budget)" if key == "min_points_per_budget" else ""
             raise PlmscaleError(f"--{key.replace('_', '-')} {value} is below its floor {floor}{why}; "
@@ -50,7 +50,7 @@ def fit_settings(args) -> FitSettings:
     check_flag_floors(args)
     config = read_yaml(args.config) if args.config else {}
     section = dict(config.get("fit") or {})
-    section.update({key: getattr(args, key) for key in FIT_FLAGS if getattr(args, key) is not None})
+    section.update({key: getattr(args, key) for key in FIT_FLAGS if getattr(args, key, None) is not None})
     if args.config:
         return FitSettings.from_config(load_config({**config, "fit": section}, source=str(args.config)))
     return FitSettings.from_fit_section(section, source="from plmscale fit's flags")
