@@ -100,15 +100,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def unselected_notes(fit, settings: FitSettings, runs) -> list:
     """A note per objective for which no law family passed where families that could were not fitted: the
     user may not know they exist. The data-constrained law needs a unique_tokens column."""
-    left = [family for family in LAW_FAMILIES if family not in settings.law_families
-            and (family != "data_constrained" or "unique_tokens" in runs.columns)]
-    if not left or not settings.backtest:
+    if not settings.backtest:
         return []
-    return [f"note: {objective}: no law family fitted ({', '.join(settings.law_families)}) passes identification and "
-            f"its rollout backtest; {', '.join(left)} may forecast these runs better: --law-families "
-            f"{' '.join(settings.law_families + tuple(left))} (docs/laws.md)"
-            for objective, entry in fit["objectives"].items()
-            if "law_selection" in entry and entry.get("selected_law") is None]
+    notes = []
+    for objective, entry in fit["objectives"].items():
+        if "law_selection" not in entry or entry.get("selected_law") is not None:
+            continue
+        fitted = [family for family in LAW_FAMILIES if family in entry["law_selection"]["families"]]
+        left = [family for family in LAW_FAMILIES if family not in fitted
+                and (family != "data_constrained" or "unique_tokens" in runs.columns)]
+        if left:
+            notes.append(f"note: {objective}: no law family fitted ({', '.join(fitted)}) passes identification and its "
+                         f"rollout backtest; {', '.join(left)} may forecast these runs better: --law-families "
+                         f"{' '.join(fitted + left)} (docs/laws.md)")
+    return notes
 
 
 def main(args: argparse.Namespace) -> int:
