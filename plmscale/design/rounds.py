@@ -192,9 +192,8 @@ def _refusal_stop(skipped, refused, settings) -> str:
     if "repeated" in refused:
         epochs = [run["tokens"] / settings.train_tokens for run in skipped if too_repeated(settings, run)]
         reasons.append(f"would repeat the train split {min(epochs):.3g}-{max(epochs):.3g} times (more than "
-                       f"train.isoflop.adaptive.max_epochs {settings.max_epochs:g}): the runs that win here win by "
-                       "repeating a corpus too small for these budgets; add data (data.sources) or lower the "
-                       "budgets (train.isoflop.budgets)")
+                       f"train.isoflop.adaptive.max_epochs {settings.max_epochs:g}): the corpus is too small for the runs "
+                       "the study needs next; add data (data.sources) or lower the budgets (train.isoflop.budgets)")
     if "short" in refused:
         reasons.append(f"are shorter than train.isoflop.adaptive.min_tokens_per_param {settings.min_tokens_per_param:g}")
     if "dear" in refused:
