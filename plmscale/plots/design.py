@@ -23,6 +23,20 @@ def _interval(summary):
     return f"a [{ci[0]:.2f}, {ci[1]:.2f}] {verdict}" if ci else f"no interval for a, {verdict}"
 
 
+def _label_lifts(ends, losses, near_loss=0.05, near_decades=0.3, step=9):
+    """Points to move each budget's label by, so that labels whose line ends meet (within near_loss of the
+    losses' range and near_decades of N) stack instead of printing over each other: a label whose line ends
+    lower moves down, one that ends higher moves up, a step per label it meets."""
+    span = max(float(np.ptp(losses)), 1e-12)
+    lifts, placed = [], []
+    for _, n, loss in ends:
+        lift = sum(step * (1 if loss >= other_loss else -1) for other_n, other_loss in placed
+                   if abs(loss - other_loss) < near_loss * span and abs(np.log10(n / other_n)) < near_decades)
+        lifts.append(lift)
+        placed.append((n, loss))
+    return lifts
+
+
 def plot_design(design: dict, runs: pd.DataFrame, path):
     """Loss against N of every IsoFLOP run, one line per budget, markers and colours by round (the grid is
     round 0); returns the Figure."""
@@ -40,11 +54,15 @@ def plot_design(design: dict, runs: pd.DataFrame, path):
         table = runs[(runs["objective"] == objective) & budgets_all.notna()].copy()
         table["budget"] = budgets_all[table.index]
         table["round"] = [round_of(run_id) or 0 for run_id in table["run_id"]]
+        ends = []
         for budget, group in table.groupby("budget", sort=True):
             means = group.groupby("n_params")["loss"].mean().sort_index()
             ax.plot(means.index, means.to_numpy(), color="0.75", lw=1, zorder=1)
-            ax.annotate(f"{budget:.3g}", (means.index[-1], means.to_numpy()[-1]), fontsize=7, color="0.4",
-                        xytext=(3, 0), textcoords="offset points")
+            ends.append((budget, float(means.index[-1]), float(means.to_numpy()[-1])))
+        for (budget, n, loss), lift in zip(ends, _label_lifts(ends, table["loss"])):
+            ax.annotate(f"{budget:.3g}", (n, loss), fontsize=7, color="0.4", xytext=(3, lift),
+                        textcoords="offset points")
+        ax.margins(x=0.12)  # room for the labels at the lines' right ends
         for index in sorted(table["round"].unique()):
             shown = table[table["round"] == index]
             ax.scatter(shown["n_params"], shown["loss"], s=30, zorder=2, color=colours[index],
