@@ -97,6 +97,11 @@ def first_host(env: dict) -> str:
     return expand_nodelist(nodelist)[0]
 
 
+def slurm_job_id(env: dict) -> str | None:
+    """The Slurm job id of the environment (SLURM_JOB_ID, or the older SLURM_JOBID), or None outside a job."""
+    return env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or None
+
+
 def rendezvous_port(env: dict) -> int:
     """The job's rendezvous port: MASTER_PORT if set, else one derived from the Slurm job id.
 
@@ -106,7 +111,7 @@ def rendezvous_port(env: dict) -> int:
     """
     if env.get("MASTER_PORT"):
         return int(env["MASTER_PORT"])
-    job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    job_id = slurm_job_id(env)
     if not job_id or not job_id.isdigit():
         raise PlmscaleError("a multi-node run needs SLURM_JOB_ID (run it inside a Slurm allocation) or "
                             "MASTER_PORT set to a free port on the first node")
@@ -130,7 +135,7 @@ def torchrun_command(spec: dict, nodes: int, processes_per_node: int, script_arg
         if node_rank is None:
             raise PlmscaleError(f"run {spec.get('run_id')} spans {nodes} nodes: start it with srun inside "
                                 f"a Slurm allocation (SLURM_NODEID names each node's rank)")
-        rdzv_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID") or spec.get("run_id", "plmscale")
+        rdzv_id = slurm_job_id(env) or spec.get("run_id", "plmscale")
         # Node rank 0 hosts the store, named rather than guessed from host names (torchrun's guess fails where
         # a node's name does not resolve to its own address), and with no fallback: if the port is taken, the
         # run fails with that error instead of joining whatever store listens there.
@@ -148,7 +153,7 @@ def launch_command(spec: dict, nodes: int, processes_per_node: int, script_args:
     if nodes == 1:
         return torchrun_command(spec, 1, processes_per_node, script_args, env)
     env = dict(os.environ if env is None else env)
-    if not (env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")):
+    if not slurm_job_id(env):
         raise PlmscaleError(
             f"run {spec.get('run_id')} is planned across {nodes} nodes (train.distributed.cpu_nodes, or more GPUs "
             f"than train.distributed.gpus_per_node_max): run the workflow on a Slurm cluster "
