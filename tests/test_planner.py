@@ -108,6 +108,62 @@ def test_a_choice_that_seldom_identifies_a_says_so():
     assert quiet["rows"][0]["identified_fraction"] >= 0.5 and "expected to identify" not in quiet["chosen_why"]
 
 
+def test_a_design_whose_runs_repeat_a_small_train_split_past_max_epochs_is_not_chosen(demo_plan):
+    """With the train split's size known, each row gives its runs' most passes over it; the wider span (its
+    top budgets' runs read more tokens) is narrower, but on a split too small for it the grid is chosen and the
+    notes say why."""
+    config, source = demo_config()
+    rows = {row["name"]: row for row in demo_plan["rows"]}
+    assert all(row["epochs"] is None for row in rows.values())
+    assert any("epochs not checked" in note for note in demo_plan["notes"])
+    grid_tokens = max(s.tokens for s in _isoflop_points(config, source))
+    designs = [planner.Design("config grid", {}, {}, is_config=True),
+               *[d for d in planner.candidate_designs(config) if d.name == "+2 budgets above; +1 larger size; cosine"]]
+    train_tokens = grid_tokens / 3.5  # the grid's longest run: 3.5 epochs, within max_epochs 4
+    plan = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, noise=NOISE, tail_df=None, simulations=100,
+                                designs=designs, source=source, train_tokens=train_tokens)
+    grid, wider = plan["rows"]
+    assert grid["epochs"] == pytest.approx(3.5)
+    assert wider["epochs"] > config["train"]["isoflop"]["adaptive"]["max_epochs"]
+    assert wider["a_width"] < grid["a_width"]  # it would have been chosen ...
+    assert plan["chosen"] == 0  # ... but its runs repeat the data
+    assert any("1 of 2 designs have runs that pass over the train split" in note for note in plan["notes"])
+    assert "epochs" in planner.format_plan(plan)
+    none = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, noise=NOISE, tail_df=None, simulations=20,
+                                designs=designs, source=source, train_tokens=grid_tokens / 10)
+    assert none["chosen"] is None and "more than 4 times" in none["chosen_why"]
+    assert any("the config's own grid is one of them: add data" in note for note in none["notes"])
+
+
+def test_simulated_rounds_count_the_other_objectives_grid_and_refuse_repeated_runs():
+    """A CLM+MLM adaptive study: the rounds' study budget counts both objectives' runs, so a budget the CLM grid
+    alone leaves room in is spent before any CLM round; and a train split too small for any added run stops
+    the rounds with the max_epochs reason, as the workflow's design_round does."""
+    from plmscale.design.simulate_rounds import grid_table, simulate_study
+    from plmscale.scaling.identify import Criteria
+    config, source = load_config_files([DEMO])
+    points = [s for s in _isoflop_points(config, source) if s.objective == "clm"]
+    grid = grid_table(points, "clm")
+    own = float(grid["flops"].sum())
+    config["train"]["isoflop"]["adaptive"]["study_flops"] = 1.5 * own
+    fit = config["fit"]
+    kwargs = dict(n_boot=50, scheme=fit["isoflop_bootstrap"], min_points=fit["min_points_per_budget"],
+                  criteria=Criteria.from_config(fit.get("identify")), source=source)
+
+    def study(rng_seed, **extra):
+        rng = np.random.default_rng(rng_seed)
+        return simulate_study(config, grid, DEMO_PRIOR, lambda n: 0.02 * rng.standard_normal(n), "clm", rng=rng,
+                              **kwargs, **extra)
+
+    alone = study(0)
+    assert alone["runs_added"] > 0  # a noisy first round: the rounds add runs within 1.5x the grid's FLOPs
+    shared = study(0, other_flops=own)  # an MLM grid as large as the CLM's: the study budget is spent
+    assert shared["runs_added"] == 0 and shared["stop"] == "study budget spent"
+    assert shared["flops"] == pytest.approx(2 * own)
+    small = study(0, train_tokens=grid["tokens"].min() / 100)  # every run the rules want repeats the split
+    assert small["runs_added"] == 0 and small["stop"] == "no run can be added"
+
+
 # ---- the config's own row --------------------------------------------------------------------------------
 
 def _isoflop_points(config, source):

@@ -7,6 +7,7 @@ on a finished pool)."""
 import argparse
 import importlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from plmscale.config import load_config_files, read_json_object
 from plmscale.data.atomic import write_text
 from plmscale.errors import PlmscaleError
 from plmscale.design import planner
+from plmscale.grid.plan import TRAIN_MANIFEST
+from plmscale.scaling.collect import train_split_tokens
 
 REPLAY_MODULE = "plmscale.cli.design_replay"
 
@@ -45,6 +48,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adaptive-simulations", type=int, default=planner.ADAPTIVE_SIMULATIONS, metavar="K",
                         help="with train.isoflop.adaptive on: whole adaptive studies simulated, rounds and all, for "
                              f"the config's own row (default {planner.ADAPTIVE_SIMULATIONS}; 0: its first round only)")
+    parser.add_argument("--results", default="results",
+                        help="results folder whose train-split manifest (data/shards/train/manifest.json) gives the "
+                             "split's tokens, to count each design's epochs (default: results; skipped if absent)")
+    parser.add_argument("--train-tokens", type=float,
+                        help="the train split's tokens, instead of reading them from --results (e.g. planning for "
+                             "a corpus not tokenized yet)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulations (default 0)")
     parser.add_argument("--out", default="results/design",
                         help="folder for design.json, design_planner.png and chosen.yaml (default: results/design)")
@@ -94,6 +103,16 @@ def resolve_prior(args, objective: str):
     return prior, planner.DEFAULT_NOISE, planner.DEFAULT_NOISE_SOURCE
 
 
+def resolve_train_tokens(args) -> float | None:
+    """The train split's tokens: --train-tokens, else the manifest under --results (None where absent)."""
+    if args.train_tokens is not None:
+        if not (args.train_tokens > 0 and math.isfinite(args.train_tokens)):
+            raise PlmscaleError(f"--train-tokens {args.train_tokens!r}: give the train split's tokens, a positive count")
+        return float(args.train_tokens)
+    manifest = Path(args.results) / TRAIN_MANIFEST
+    return train_split_tokens(manifest) if manifest.exists() else None
+
+
 def fragment_text(plan: dict, config_files) -> str:
     row = plan["rows"][plan["chosen"]]
     header = [f"# The design plmscale design chose for {plan['objective'].upper()} at C = {plan['target_flops']:.3g}: "
@@ -120,9 +139,11 @@ def main(args) -> int:
     config, source = load_config_files(args.config)
     objective = args.objective or config["train"]["objectives"][0]
     prior, noise, noise_source = resolve_prior(args, objective)
+    train_tokens = resolve_train_tokens(args)
     plan = planner.plan_designs(config, prior, args.target_flops, args.study_budget, objective=objective, noise=noise,
                                 noise_source=noise_source, tail_df=args.noise_tails, simulations=args.simulations,
-                                seed=args.seed, source=source, adaptive_simulations=args.adaptive_simulations)
+                                seed=args.seed, source=source, adaptive_simulations=args.adaptive_simulations,
+                                train_tokens=train_tokens)
     print(planner.format_plan(plan))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -466,7 +466,7 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
                  objective: str | None = None, noise: float = DEFAULT_NOISE, noise_source: str = DEFAULT_NOISE_SOURCE,
                  tail_df: float | None = DEFAULT_TAIL_DF,
                  simulations: int = DEFAULT_SIMULATIONS, seed: int = 0, designs=None, source=None,
-                 adaptive_simulations: int = ADAPTIVE_SIMULATIONS) -> dict:
+                 adaptive_simulations: int = ADAPTIVE_SIMULATIONS, train_tokens: float | None = None) -> dict:
     """Every candidate design (candidate_designs unless given) costed and simulated; the chosen one.
 
     Returns {"objective", "target_flops", "study_budget", "prior", "noise", "noise_source", "simulations",
@@ -478,6 +478,11 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
 
     An adaptive config's own row is its first round; its `adaptive` entry simulates `adaptive_simulations`
     whole studies, rounds and all (design/simulate_rounds.py): what the study is expected to end with.
+
+    train_tokens: the train split's tokens (its manifest), where the data stage has run. Each row then gives
+    the most passes over the split any of its runs makes (`epochs`); a design whose runs pass more than
+    train.isoflop.adaptive.max_epochs times is never chosen (the prior law assumes unique data, so its
+    simulated widths would be wrong), and the simulated rounds refuse such runs as the workflow's do.
     """
     objective = objective or config["train"]["objectives"][0]
     if objective not in config["train"]["objectives"]:
@@ -495,6 +500,10 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
     scheme = fit["isoflop_bootstrap"]
     min_points = fit["min_points_per_budget"]
     rows, seen, notes = [], set(), list(prior.notes)
+    max_epochs = config["train"]["isoflop"]["adaptive"]["max_epochs"]
+    if train_tokens is None:
+        notes.append("epochs not checked: the train split's size is unknown until the data stage has run "
+                     "(give --results with its train manifest, or --train-tokens)")
     for design in (designs if designs is not None else candidate_designs(config, objective)):
         variant = design_config(config, design)
         try:
@@ -512,7 +521,11 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
             continue
         seen.add(trained)
         cost = design_cost(specs, variant)
-        table = grid_table(isoflop_points(specs), objective)
+        points = isoflop_points(specs)
+        table = grid_table(points, objective)
+        # The study budget counts every objective's runs; the other objectives' rounds are not simulated.
+        other_flops = float(sum(s.flops for s in points if s.objective != objective))
+        epochs = max(s.tokens for s in points) / train_tokens if train_tokens else None
         # The same stream for every design (common random numbers): rows differ by their designs more than
         # by their draws, and adding a design changes no other row.
         rng = np.random.default_rng(seed)
@@ -525,24 +538,39 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
                 variant, table, prior,
                 lambda n: run_noise(rounds_rng, (n,), noise, tail_df), objective,
                 simulations=adaptive_simulations, n_boot=draws, scheme=scheme, min_points=min_points,
-                criteria=criteria, rng=rounds_rng, source=source)
+                criteria=criteria, rng=rounds_rng, source=source, train_tokens=train_tokens,
+                other_flops=other_flops)
         iso = variant["train"]["isoflop"]
         fragment = {"train": {"isoflop": {key: copy.deepcopy(iso[key]) for key in FRAGMENT_KEYS}}}
         if design.ladder:
             fragment["train"]["ladder"] = copy.deepcopy(design.ladder)
         rows.append({"name": design.name, "is_config": design.is_config, "fragment": fragment,
                      "budgets": [float(b) for b in objective_budgets(iso, objective)], "replicates": iso["replicates"],
-                     "schedule": iso["schedule"], "sizes": len({s.model for s in isoflop_points(specs)}),
+                     "schedule": iso["schedule"], "sizes": len({s.model for s in points}), "epochs": epochs,
                      **cost, **measures})
     wsd_allowed = config["train"]["isoflop"]["schedule"] == "wsd"
+
+    def too_repeated(row):
+        return max_epochs is not None and row["epochs"] is not None and row["epochs"] > max_epochs
+
+    repeated = [row for row in rows if too_repeated(row)]
+    if repeated:
+        own = [row for row in repeated if row["is_config"]]
+        notes.append(f"{len(repeated)} of {len(rows)} designs have runs that pass over the train split's "
+                     f"{train_tokens:.4g} tokens more than train.isoflop.adaptive.max_epochs {max_epochs:g} times "
+                     f"(up to {max(row['epochs'] for row in repeated):.3g}); they are not chosen: the prior law assumes "
+                     "unique data" + ("; the config's own grid is one of them: add data (data.sources) or lower "
+                                      "the budgets" if own else ""))
     eligible = [i for i, row in enumerate(rows)
                 if (study_budget is None or row["flops"] <= study_budget) and math.isfinite(row["a_width"])
-                and (row["schedule"] == "cosine" or wsd_allowed)]
+                and (row["schedule"] == "cosine" or wsd_allowed) and not too_repeated(row)]
     chosen = min(eligible, key=lambda i: (rows[i]["a_width"], -rows[i]["identified_fraction"], rows[i]["flops"]),
                  default=None)
     if chosen is None:
         why = (f"no design within the study budget {study_budget:.3g} FLOPs gives a finite expected interval of a"
                if study_budget is not None else "no design gives a finite expected interval of a")
+        if repeated:
+            why += f" without passing over the train split more than {max_epochs:g} times"
     else:
         why = (f"narrowest expected 95% interval of a ({rows[chosen]['a_width']:.3f}) among "
                f"{len(eligible)} designs" + (f" within {study_budget:.3g} FLOPs" if study_budget is not None else ""))
@@ -567,14 +595,15 @@ def _num(value, spec):
 
 def format_plan(plan: dict) -> str:
     """The table: one row per design, the config's own marked `*`, the chosen one `>`."""
-    header = ("", "design", "budgets", "sizes", "runs", f"FLOPs ({plan['flops_definition']})", "GPU-h", "a width",
-              "a spread", "identified", "N_opt x", "loss ±%")
+    header = ("", "design", "budgets", "sizes", "runs", f"FLOPs ({plan['flops_definition']})", "GPU-h", "epochs",
+              "a width", "a spread", "identified", "N_opt x", "loss ±%")
     rows = []
     for index, row in enumerate(plan["rows"]):
         mark = (">" if index == plan["chosen"] else " ") + ("*" if row["is_config"] else " ")
         budgets = f"{len(row['budgets'])} ({min(row['budgets']):.3g}-{max(row['budgets']):.3g})"
         rows.append((mark, row["name"], budgets, str(row["sizes"]), str(row["n_runs"]), f"{row['flops']:.3g}",
-                     _num(row["gpu_hours"], ",.0f"), _num(row["a_width"], ".3f"), _num(row["a_spread"], ".3f"),
+                     _num(row["gpu_hours"], ",.0f"), _num(row.get("epochs"), ".3g"), _num(row["a_width"], ".3f"),
+                     _num(row["a_spread"], ".3f"),
                      f"{row['identified_fraction']:.0%}", _num(row["n_opt_spread"], ".2f"),
                      _num(row["loss_spread_pct"], ".2f")))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -586,7 +615,8 @@ def format_plan(plan: dict) -> str:
              *[f"note: {note}" for note in plan["notes"]],
              "  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.append("* the config's own grid; > the chosen design. a width: median over the studies of a's 95% "
+    lines.append("* the config's own grid; > the chosen design. epochs: the most passes over the train split any "
+                 "of the design's runs makes (- : the split's size unknown). a width: median over the studies of a's 95% "
                  "bootstrap interval (- : most studies have none); a spread, N_opt x, loss ±%: 95% range over the "
                  f"studies of a, of N_opt(C) (high/low) and of the forecast loss at C; true a = {plan['prior_a']:.3f}")
     lines.append(f"chosen: {plan['rows'][plan['chosen']]['name']} ({plan['chosen_why']})" if plan["chosen"] is not None

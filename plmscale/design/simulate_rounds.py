@@ -49,16 +49,20 @@ def simulated_fit(runs: pd.DataFrame, objective: str, *, n_boot: int, scheme: st
 
 
 def simulate_study(config: dict, grid: pd.DataFrame, prior, noise_of, objective: str, *, n_boot: int, scheme: str,
-                   min_points: int, criteria, rng, source=None) -> dict:
-    """One adaptive study from its first grid to the rule's stop. noise_of(n) -> n relative noise draws."""
+                   min_points: int, criteria, rng, source=None, train_tokens=None, other_flops: float = 0.0) -> dict:
+    """One adaptive study from its first grid to the rule's stop. noise_of(n) -> n relative noise draws.
+    train_tokens: the train split's tokens, for the rounds' max_epochs (None: not checked). other_flops: the
+    FLOPs the config's other objectives' first grids spend, which the study budget counts too (their own
+    rounds are not simulated, so the study's spending is a lower bound where they add runs)."""
     runs = grid.copy()
     runs["loss"] = prior.loss(runs["n_params"].to_numpy(), runs["tokens"].to_numpy()) * np.exp(noise_of(len(runs)))
     earlier = []
     while True:
         fit = simulated_fit(runs, objective, n_boot=n_boot, scheme=scheme, min_points=min_points,
                             criteria=criteria, rng=rng)
-        settings = dataclasses.replace(adaptive_settings(config, earlier, source), objectives=(objective,))
-        record = next_round(runs, fit, settings, len(earlier) + 1, isoflop_flops_spent(runs))
+        settings = dataclasses.replace(adaptive_settings(config, earlier, source, train_tokens),
+                                       objectives=(objective,))
+        record = next_round(runs, fit, settings, len(earlier) + 1, isoflop_flops_spent(runs) + other_flops)
         earlier.append(record)
         if record["stop"]:
             break
@@ -73,17 +77,21 @@ def simulate_study(config: dict, grid: pd.DataFrame, prior, noise_of, objective:
     adaptive = config["train"]["isoflop"]["adaptive"]
     return {"a": final["a"], "a_width": final["a_width"], "identified": final["identified"],
             "meets_stop_rule": objective_done(final, adaptive["target_a_width"], adaptive["min_budget_span"]),
-            "flops": isoflop_flops_spent(runs), "rounds_with_runs": sum(bool(r["runs_added"]) for r in earlier),
+            "flops": isoflop_flops_spent(runs) + other_flops,
+            "rounds_with_runs": sum(bool(r["runs_added"]) for r in earlier),
             "runs_added": len(runs) - len(grid), "stop": record["stop"].split(":")[0]}
 
 
 def simulate_adaptive(config: dict, grid: pd.DataFrame, prior, noise_of, objective: str, *, simulations: int,
-                      n_boot: int, scheme: str, min_points: int, criteria, rng, source=None) -> dict:
+                      n_boot: int, scheme: str, min_points: int, criteria, rng, source=None, train_tokens=None,
+                      other_flops: float = 0.0) -> dict:
     """Measures of `simulations` adaptive studies: a's final interval width (median, quartiles; inf where a
     study ends without one), the share identified and the share meeting the stop rule, FLOPs spent (median,
-    quartiles, mean) and rounds. `studies` keeps each study's outcome."""
+    quartiles, mean; the other objectives' first grids included) and rounds. `studies` keeps each study's
+    outcome."""
     studies = [simulate_study(config, grid, prior, noise_of, objective, n_boot=n_boot, scheme=scheme,
-                              min_points=min_points, criteria=criteria, rng=rng, source=source)
+                              min_points=min_points, criteria=criteria, rng=rng, source=source,
+                              train_tokens=train_tokens, other_flops=other_flops)
                for _ in range(int(simulations))]
     width = np.array([math.inf if s["a_width"] is None else s["a_width"] for s in studies])
     flops = np.array([s["flops"] for s in studies])
