@@ -127,7 +127,7 @@ def test_every_own_run_has_its_unique_tokens(tmp_path):
     metrics.update(unique_tokens=1e7, epochs=20.0, subset={"source": "demo", "unique_tokens": 1e7, "seed": 0})
     subset[0].write_text(json.dumps(metrics))
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"n_tokens": 1e8}))
+    manifest.write_text(json.dumps({"n_tokens": 1e8 - 2e5, "n_sequences": 1e5}))  # 1e8 tokens framed
     runs, _ = collect_and_merge([below[0], above[0], subset[0]], [], train_manifest=manifest)
     unique = runs.set_index("run_id")["unique_tokens"]
     assert unique.to_dict() == {"clm_below": 5e7, "clm_above": 1e8, "rep_clm": 1e7}

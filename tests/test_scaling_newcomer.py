@@ -161,12 +161,19 @@ def test_collect_records_epochs_and_fit_names_the_runs_that_repeat_their_data(tm
 
 
 def test_train_split_tokens_read_from_the_manifest_and_a_bad_one_named(tmp_path):
-    """collect's epochs divide by the train split's tokens, read from its manifest.json."""
+    """collect's epochs divide by one pass over the train split, read from its manifest.json: the residues plus
+    <cls> and <eos> per sequence, the count `plmscale plan` and the repetition subsets use too."""
+    from plmscale.grid.plan import train_split_tokens as plan_split_tokens
     from plmscale.scaling.collect import train_split_tokens
 
-    manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"n_tokens": 2_000_000}))
-    assert train_split_tokens(manifest) == 2e6
-    manifest.write_text(json.dumps({"n_tokens": 0}))
+    manifest = tmp_path / "data" / "shards" / "train" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"n_tokens": 2_000_000, "n_sequences": 10_000}))
+    assert train_split_tokens(manifest) == 2_020_000
+    assert plan_split_tokens(tmp_path) == 2_020_000  # plmscale plan's epochs: the same count
+    manifest.write_text(json.dumps({"n_tokens": 0, "n_sequences": 1}))
     with pytest.raises(PlmscaleError, match=f"{manifest}: n_tokens is 0, not a positive count"):
+        train_split_tokens(manifest)
+    manifest.write_text(json.dumps({"n_tokens": 5}))
+    with pytest.raises(PlmscaleError, match="n_sequences is None"):
         train_split_tokens(manifest)

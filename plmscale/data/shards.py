@@ -37,6 +37,12 @@ CLUSTER_IDS = "cluster_ids.npy"
 SOURCE_IDS = "source_ids.npy"
 
 
+def split_pass_tokens(manifest: dict) -> int:
+    """Tokens one pass over a split feeds a run, from its manifest: the residues plus <cls> and <eos> per
+    sequence (as train/subset.py frames a sequence). A run's tokens over this are its epochs."""
+    return int(manifest["n_tokens"]) + 2 * int(manifest["n_sequences"])
+
+
 def _shard_names(k):
     return f"shard_{k:05d}.bin", f"shard_{k:05d}.idx"
 

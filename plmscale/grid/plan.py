@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from plmscale import recipe as recipes
+from plmscale.data.shards import split_pass_tokens
 from plmscale.grid.expand import expand_grid
 from plmscale.grid.repetition import repetition_specs
 from plmscale.grid.resources import gpu_hours
@@ -33,8 +34,7 @@ def train_split_tokens(results) -> int | None:
     from the data stage's manifest under `results`; None before the data stage has run."""
     path = Path(results) / TRAIN_MANIFEST
     try:
-        manifest = json.loads(path.read_text())
-        return int(manifest["n_tokens"]) + 2 * int(manifest["n_sequences"])
+        return split_pass_tokens(json.loads(path.read_text()))
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from plmscale import run_metrics
 from plmscale.config import read_json_object
+from plmscale.data.shards import split_pass_tokens
 from plmscale.errors import PlmscaleError
 from plmscale.arithmetic import FLOPS_DEFINITIONS, ModelShape
 from plmscale.grid.spec import MIXED
@@ -52,12 +53,14 @@ def _kind_and_design(metrics: dict) -> dict:
 
 
 def train_split_tokens(manifest_path) -> float:
-    """Tokens of the train split (its shards' manifest.json): what an own run draws its tokens from."""
+    """Tokens of one pass over the train split (its shards' manifest.json; shards.split_pass_tokens): what an
+    own run draws its tokens from."""
     manifest = read_json_object(manifest_path, "train split manifest", hint="; rerun the tokenize step")
-    tokens = manifest.get("n_tokens")
-    if isinstance(tokens, bool) or not isinstance(tokens, (int, float)) or tokens <= 0:
-        raise PlmscaleError(f"{manifest_path}: n_tokens is {tokens!r}, not a positive count; rerun the tokenize step")
-    return float(tokens)
+    for key in ("n_tokens", "n_sequences"):
+        count = manifest.get(key)
+        if isinstance(count, bool) or not isinstance(count, (int, float)) or count <= 0:
+            raise PlmscaleError(f"{manifest_path}: {key} is {count!r}, not a positive count; rerun the tokenize step")
+    return float(split_pass_tokens(manifest))
 
 
 def run_epochs(metrics: dict, train_tokens: float | None) -> float | None:
