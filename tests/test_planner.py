@@ -129,6 +129,9 @@ def test_a_design_whose_runs_repeat_a_small_train_split_past_max_epochs_is_not_c
     assert plan["chosen"] == 0  # ... but its runs repeat the data
     assert any("1 of 2 designs have runs that pass over the train split" in note for note in plan["notes"])
     assert "epochs" in planner.format_plan(plan)
+    from plmscale.plots.design_planner import plot_design_planner  # the figure crosses the design out
+    labels = plot_design_planner(plan).axes[0].get_legend_handles_labels()[1]
+    assert "repeats the train split > 4 times: not chosen" in labels
     none = planner.plan_designs(config, DEMO_PRIOR, 1.5e12, None, noise=NOISE, tail_df=None, simulations=20,
                                 designs=designs, source=source, train_tokens=grid_tokens / 10)
     assert none["chosen"] is None and "more than 4 times" in none["chosen_why"]

@@ -462,6 +462,12 @@ def simulate_studies(table: pd.DataFrame, prior: PriorLaw | FamilyPrior, noise: 
 
 # ---- the plan -----------------------------------------------------------------------------------------
 
+def repeats_past_limit(row: dict, max_epochs) -> bool:
+    """A design row whose runs pass over the train split more than max_epochs times (unknown split or no
+    limit: never); such a design is not chosen."""
+    return max_epochs is not None and row.get("epochs") is not None and row["epochs"] > max_epochs
+
+
 def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: float, study_budget: float | None, *,
                  objective: str | None = None, noise: float = DEFAULT_NOISE, noise_source: str = DEFAULT_NOISE_SOURCE,
                  tail_df: float | None = DEFAULT_TAIL_DF,
@@ -549,11 +555,7 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
                      "schedule": iso["schedule"], "sizes": len({s.model for s in points}), "epochs": epochs,
                      **cost, **measures})
     wsd_allowed = config["train"]["isoflop"]["schedule"] == "wsd"
-
-    def too_repeated(row):
-        return max_epochs is not None and row["epochs"] is not None and row["epochs"] > max_epochs
-
-    repeated = [row for row in rows if too_repeated(row)]
+    repeated = [row for row in rows if repeats_past_limit(row, max_epochs)]
     if repeated:
         own = [row for row in repeated if row["is_config"]]
         notes.append(f"{len(repeated)} of {len(rows)} designs have runs that pass over the train split's "
@@ -563,7 +565,7 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
                                       "the budgets" if own else ""))
     eligible = [i for i, row in enumerate(rows)
                 if (study_budget is None or row["flops"] <= study_budget) and math.isfinite(row["a_width"])
-                and (row["schedule"] == "cosine" or wsd_allowed) and not too_repeated(row)]
+                and (row["schedule"] == "cosine" or wsd_allowed) and not repeats_past_limit(row, max_epochs)]
     chosen = min(eligible, key=lambda i: (rows[i]["a_width"], -rows[i]["identified_fraction"], rows[i]["flops"]),
                  default=None)
     if chosen is None:
@@ -583,7 +585,7 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
             "prior": prior.describe(), "prior_a": prior.a, "noise": noise, "noise_source": noise_source,
             "tail_df": tail_df,
             "simulations": int(simulations), "draws": draws, "scheme": scheme, "rows": rows, "chosen": chosen,
-            "chosen_why": why, "notes": notes,
+            "chosen_why": why, "notes": notes, "max_epochs": max_epochs,
             "flops_definition": config["train"]["flops_definition"]}
 
 

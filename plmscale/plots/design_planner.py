@@ -5,6 +5,7 @@ import math
 
 import matplotlib.pyplot as plt
 
+from plmscale.design.planner import repeats_past_limit
 from plmscale.plots.common import format_axis, save_figure
 
 SCHEDULE_MARKERS = {"cosine": "o", "wsd": "s"}
@@ -13,7 +14,8 @@ REPLICATE_COLOURS = {1: "tab:blue", 2: "tab:orange", 3: "tab:green"}
 
 def plot_design_planner(plan: dict, path=None):
     """Expected a-width against cost, one point per design (colour: replicates, marker: schedule); designs
-    most of whose simulated studies have no interval sit on the top edge, marked as such. Returns the Figure."""
+    most of whose simulated studies have no interval sit on the top edge, marked as such; designs whose runs
+    repeat the train split past max_epochs are crossed out. Returns the Figure."""
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
     finite = [row["a_width"] for row in plan["rows"] if math.isfinite(row["a_width"])]
     ceiling = 1.1 * max(finite, default=1.0)
@@ -26,6 +28,12 @@ def plot_design_planner(plan: dict, path=None):
                    color=REPLICATE_COLOURS.get(row["replicates"], "tab:grey"), alpha=0.75, s=30,
                    label=label if key not in labelled else None, zorder=3)
         labelled.add(key)
+    repeated = [row for row in plan["rows"] if repeats_past_limit(row, plan.get("max_epochs"))]
+    if repeated:
+        ax.scatter([row["flops"] for row in repeated],
+                   [row["a_width"] if math.isfinite(row["a_width"]) else ceiling for row in repeated],
+                   marker="x", s=70, color="black", linewidths=1.2, zorder=4,
+                   label=f"repeats the train split > {plan['max_epochs']:g} times: not chosen")
     config_row = next((row for row in plan["rows"] if row["is_config"]), None)
     if config_row is not None and math.isfinite(config_row["a_width"]):
         ax.scatter(config_row["flops"], config_row["a_width"], s=160, facecolors="none", edgecolors="black",
