@@ -49,8 +49,10 @@ def measure(n: int, mem_mb: int, threads: int) -> dict:
                     md5_number((CASE WHEN i % 14 = 0 THEN i // 2 ELSE i END)::VARCHAR) FROM range({n}) t(i)""")
                 dedup.group_records(con)
                 con.execute("DROP TABLE records")
-                for batch in engine.fetch_numpy_batches(con, dedup.FIRSTS_IN_CORPUS_ORDER):
-                    firsts += len(batch["key"])
+                engine.copy_to_parquet(con, dedup.FIRSTS_IN_CORPUS_ORDER, Path(work) / "firsts.parquet")
+        if n:  # as dedup reads them: from disk, the connection closed
+            for batch in engine.parquet_numpy_batches(Path(work) / "firsts.parquet"):
+                firsts += len(batch["key"])
     return {"n": n, "firsts": firsts, "wall_s": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}
 
 

@@ -7,8 +7,11 @@ One job, in memory bounded by its budget: DuckDB (plmscale.data.engine; memory_l
 memory, spilling to a scratch folder, on the rule's threads) reads the clean FASTAs, numbers each record by
 its place in the corpus (source index, record index) and groups them by sequence (by its 128-bit md5, as the
 hand-written version grouped by a 16-byte digest): each group's first copy, the sources holding it and its
-copies. Python then streams the clean FASTAs again, a block of records at a time (numpy, no call per
-record: plmscale.data.recordblocks), and writes the first copies in corpus order; the gzip writer cuts its
+copies, written in corpus order to a Parquet file in the scratch folder. The connection is closed before
+Python streams the clean FASTAs again, so DuckDB's buffers are not held beside the write pass's (a job's
+peak no longer grows with the corpus until DuckDB fills its limit: docs/benchmarks.md). That pass reads
+the FASTAs a block of records at a time (numpy, no call per record: plmscale.data.recordblocks) and
+writes the first copies in corpus order; the gzip writer cuts its
 blocks where one write per record would have, so unique.fasta.gz and provenance.tsv.gz are the same bytes
 as before. An id repeated within a source with another sequence is an error.
 """
@@ -192,10 +195,11 @@ def dedup(clean_fastas: dict, out_fasta, out_provenance, out_stats, *, threads=1
             _check_unique_ids(con, clean_fastas)
             n_shared = engine.scalar(con, "SELECT count(*) FROM firsts WHERE bit_count(mask) > 1")
             con.execute("DROP TABLE records")
-            firsts = engine.fetch_numpy_batches(con, FIRSTS_IN_CORPUS_ORDER)
-            with GzipBatchWriter(out_fasta) as writer, GzipBatchWriter(out_provenance) as provenance:
-                provenance.write_lines(b"unique_id\tsources\tn_copies\n")
-                n_residues = _write_firsts(clean_fastas, firsts, writer, provenance)
+            engine.copy_to_parquet(con, FIRSTS_IN_CORPUS_ORDER, work / "firsts.parquet")
+        with GzipBatchWriter(out_fasta) as writer, GzipBatchWriter(out_provenance) as provenance:
+            provenance.write_lines(b"unique_id\tsources\tn_copies\n")
+            n_residues = _write_firsts(clean_fastas, engine.parquet_numpy_batches(work / "firsts.parquet"),
+                                       writer, provenance)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

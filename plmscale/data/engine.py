@@ -96,17 +96,22 @@ def fetch_batches(con, query: str, batch_rows=1 << 16):
         yield rows
 
 
-def fetch_numpy_batches(con, query: str, batch_rows=1 << 17):
-    """The columns of `query` as {name: numpy array}, `batch_rows` rows at a time, in its ORDER BY. Arrow
-    record batches straight from the query (a third of the CPU of pandas chunks); columns without NULLs.
-    On a cursor of its own: a relation refuses to run beside another query's unfinished result."""
-    cursor = con.cursor()
-    try:
-        for batch in cursor.sql(query).to_arrow_reader(batch_rows):
+def copy_to_parquet(con, query: str, path) -> None:
+    """Write the rows of `query`, in its ORDER BY, to a Parquet file (uncompressed: it is read back once)."""
+    con.execute(f"COPY ({query}) TO {quote(path)} (FORMAT parquet, COMPRESSION uncompressed)")
+
+
+def parquet_numpy_batches(path, batch_rows=1 << 17):
+    """The columns of a Parquet file as {name: numpy array}, `batch_rows` rows at a time, in file order.
+    Columns without NULLs. Read through a fixed 1 MB buffer: pyarrow's default pre-buffering keeps more of
+    the file resident the further it reads (measured: 77 -> 173 MB over 9.3M rows of three int64 columns;
+    103 MB flat with these settings)."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20) as table:
+        for batch in table.iter_batches(batch_size=batch_rows):
             if batch.num_rows:
                 yield {name: column.to_numpy() for name, column in zip(batch.schema.names, batch.columns)}
-    finally:
-        cursor.close()
 
 
 def scalar(con, query: str):

@@ -281,7 +281,7 @@ class GzipBatchWriter:
 
 
 class RowStream:
-    """The rows of a query's numpy batches ({column: array}, engine.fetch_numpy_batches) taken in runs
+    """The rows of a query's numpy batches ({column: array}, engine.parquet_numpy_batches) taken in runs
     whose length the FASTA blocks decide rather than the engine's batches."""
 
     def __init__(self, batches):

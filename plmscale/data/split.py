@@ -19,7 +19,9 @@ Bounded memory at any corpus size, in two passes:
 1. DuckDB (plmscale.data.engine, memory_limit from the job's memory, spilling to a scratch folder, on the
    rule's threads) numbers the clusters, hashes them to their splits and joins the members to the records of
    the provenance table (dedup writes it in the unique FASTA's order, with each record's sources): one
-   (split, cluster, source) row per record, in FASTA order. DuckDB does not read the FASTA;
+   (split, cluster, source) row per record, in FASTA order, written to a Parquet file in the scratch
+   folder. DuckDB does not read the FASTA, and its connection is closed before the second pass, so its
+   buffers are not held beside that pass's;
 2. Python streams the unique FASTA, a block of records at a time (numpy, no call per record:
    plmscale.data.recordblocks), checks its ids against the provenance table's, line for line, and writes
    each sequence to its split and the id sidecars. The gzip writer cuts its blocks where one write per
@@ -236,33 +238,36 @@ def split_by_cluster(unique_fasta, clusters_tsv, provenance_tsv, out_fastas: dic
         with engine.connect(work, threads=threads, mem_mb=mem_mb) as con:
             sources, clusters_per_split, n_clusters = _assign(
                 con, unique_fasta, clusters_tsv, provenance_tsv, sources, valid_fraction, test_fraction, salt)
-            source_counts = np.zeros((len(SPLITS), len(sources)), np.int64)
-            residues = [0] * len(SPLITS)
-            rows = RowStream(engine.fetch_numpy_batches(con, "SELECT split, cluster, source FROM assign ORDER BY idx"))
-            with ExitStack() as stack:  # all three files complete, or none of them
-                writers = [stack.enter_context(GzipBatchWriter(out_fastas[split])) for split in SPLITS]
-                sidecars = [[stack.enter_context(_NpyStream(path, dtype))
-                             for path, dtype in zip(sidecar_paths(out_fastas[split]), ("<i8", "<i2"))]
-                            for split in SPLITS]
-                provenance_ids = ProvenanceIds(provenance_tsv)
-                for block in read_record_blocks(unique_fasta):
-                    _check_block_ids(block, provenance_ids, unique_fasta, provenance_tsv)
-                    batch = rows.take(len(block), ("split", "cluster", "source"))
-                    if len(batch["split"]) != len(block):
-                        raise PlmscaleError(f"{unique_fasta} changed while the split read it; rerun the split stage")
-                    _write_block(block, batch, writers, sidecars, residues, source_counts)
-                provenance_ids.check_exhausted(unique_fasta)
-                if not rows.exhausted():
+            # To disk, and the connection closed, before the FASTA is read: see the module docstring.
+            engine.copy_to_parquet(con, "SELECT split, cluster, source FROM assign ORDER BY idx",
+                                   work / "assign.parquet")
+        source_counts = np.zeros((len(SPLITS), len(sources)), np.int64)
+        residues = [0] * len(SPLITS)
+        rows = RowStream(engine.parquet_numpy_batches(work / "assign.parquet"))
+        with ExitStack() as stack:  # all three files complete, or none of them
+            writers = [stack.enter_context(GzipBatchWriter(out_fastas[split])) for split in SPLITS]
+            sidecars = [[stack.enter_context(_NpyStream(path, dtype))
+                         for path, dtype in zip(sidecar_paths(out_fastas[split]), ("<i8", "<i2"))]
+                        for split in SPLITS]
+            provenance_ids = ProvenanceIds(provenance_tsv)
+            for block in read_record_blocks(unique_fasta):
+                _check_block_ids(block, provenance_ids, unique_fasta, provenance_tsv)
+                batch = rows.take(len(block), ("split", "cluster", "source"))
+                if len(batch["split"]) != len(block):
                     raise PlmscaleError(f"{unique_fasta} changed while the split read it; rerun the split stage")
-                for index, split in enumerate(SPLITS):
-                    per_split[split] = {"n_sequences": int(source_counts[index].sum()), "n_residues": residues[index],
-                                        "per_source": {sources[k]: int(n) for k, n in enumerate(source_counts[index])
-                                                       if n}}
-                _check_not_empty(per_split, fractions, n_clusters, unique_fasta)
-                # Closed (and renamed into place) before the FASTA files, as the tokenizer expects.
-                for streams in sidecars:
-                    for stream in streams:
-                        stream.finish()
+                _write_block(block, batch, writers, sidecars, residues, source_counts)
+            provenance_ids.check_exhausted(unique_fasta)
+            if not rows.exhausted():
+                raise PlmscaleError(f"{unique_fasta} changed while the split read it; rerun the split stage")
+            for index, split in enumerate(SPLITS):
+                per_split[split] = {"n_sequences": int(source_counts[index].sum()), "n_residues": residues[index],
+                                    "per_source": {sources[k]: int(n) for k, n in enumerate(source_counts[index])
+                                                   if n}}
+            _check_not_empty(per_split, fractions, n_clusters, unique_fasta)
+            # Closed (and renamed into place) before the FASTA files, as the tokenizer expects.
+            for streams in sidecars:
+                for stream in streams:
+                    stream.finish()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
