@@ -167,6 +167,50 @@ def test_simulated_rounds_count_the_other_objectives_grid_and_refuse_repeated_ru
     assert small["runs_added"] == 0 and small["stop"] == "no run can be added"
 
 
+def test_a_second_objectives_rounds_are_simulated_with_its_own_prior_and_share_the_study_budget():
+    """A CLM+MLM adaptive study where the MLM law's optimum lies far above its grid: simulated together, the
+    rounds add MLM runs on the open side and the study spends more than the CLM rounds with the MLM grid
+    counted alone (the lower bound the planner falls back to without an MLM prior)."""
+    from plmscale.design.simulate_rounds import grid_table, simulate_study
+    from plmscale.scaling.identify import Criteria
+    config, source = load_config_files([DEMO])
+    config["train"]["objectives"] = ["clm", "mlm"]
+    points = _isoflop_points(config, source)
+    clm, mlm = grid_table(points, "clm"), grid_table(points, "mlm")
+    assert len(mlm) == len(clm) > 0
+    config["train"]["isoflop"]["adaptive"]["study_flops"] = 20 * float(clm["flops"].sum() + mlm["flops"].sum())
+    # A 30x larger A moves N_opt up by 30^(1/(alpha+beta)) ~ 9x: beyond every MLM budget's largest size.
+    mlm_prior = planner.PriorLaw(E=2.4, A=30 * DEMO_PRIOR.A, B=DEMO_PRIOR.B, alpha=DEMO_PRIOR.alpha,
+                                 beta=DEMO_PRIOR.beta, source="test: optimum above the grid")
+    fit = config["fit"]
+    kwargs = dict(n_boot=50, scheme=fit["isoflop_bootstrap"], min_points=fit["min_points_per_budget"],
+                  criteria=Criteria.from_config(fit.get("identify")), source=source)
+
+    def study(**extra):
+        rng = np.random.default_rng(4)
+        return simulate_study(config, clm, DEMO_PRIOR, lambda n: 0.005 * rng.standard_normal(n), "clm", rng=rng,
+                              **kwargs, **extra)
+
+    alone = study(other_flops=float(mlm["flops"].sum()))
+    joint = study(others={"mlm": (mlm, mlm_prior)})
+    assert list(alone["runs_added_per_objective"]) == ["clm"]
+    assert joint["runs_added_per_objective"]["mlm"] > 0
+    assert joint["flops"] > alone["flops"] >= float(clm["flops"].sum() + mlm["flops"].sum())
+
+    plan = planner.plan_designs(config, DEMO_PRIOR, 1e14, None, noise=0.005, simulations=20,
+                                designs=planner.candidate_designs(config)[:1], source=source,
+                                adaptive_simulations=2, other_priors={"mlm": mlm_prior})
+    adaptive = plan["rows"][0]["adaptive"]
+    assert adaptive["objectives_simulated"] == ["clm", "mlm"]
+    assert all(s["runs_added_per_objective"]["mlm"] > 0 for s in adaptive["studies"])
+    assert any("simulated for clm, mlm together" in note for note in plan["notes"])
+    assert " (clm " in planner.format_plan(plan) and ", mlm " in planner.format_plan(plan)
+    unsimulated = planner.plan_designs(config, DEMO_PRIOR, 1e14, None, noise=0.005, simulations=20,
+                                       designs=planner.candidate_designs(config)[:1], source=source,
+                                       adaptive_simulations=2)
+    assert any("no prior law for mlm" in note for note in unsimulated["notes"])
+
+
 # ---- the config's own row --------------------------------------------------------------------------------
 
 def _isoflop_points(config, source):

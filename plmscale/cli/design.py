@@ -18,6 +18,7 @@ from plmscale.config import load_config_files, read_json_object
 from plmscale.data.atomic import write_text
 from plmscale.errors import PlmscaleError
 from plmscale.design import planner
+from plmscale.design.round_files import adaptive_enabled
 from plmscale.grid.plan import TRAIN_MANIFEST
 from plmscale.scaling.collect import train_split_tokens
 
@@ -78,23 +79,44 @@ def run_replay(argv) -> int:
     return int(module.main(parser.parse_args(argv)) or 0)
 
 
+def _read_runs(args):
+    if not args.runs:
+        return None
+    try:
+        return pd.read_csv(args.runs)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise PlmscaleError(f"--runs {args.runs}: cannot read the runs table ({error})") from None
+
+
+def _prior_law(args, runs, objective: str):
+    if args.prior == "published":
+        return planner.prior_published(objective)
+    if args.prior:
+        return planner.prior_from_fit(read_json_object(args.prior, "fit.json"), objective, args.prior)
+    if runs is not None:
+        return planner.prior_from_runs(runs, objective, args.runs)
+    raise PlmscaleError("give the prior law: --prior fit.json (a finished fit), --prior published (the paper's) "
+                        "or --runs runs.csv (fitted to those runs)")
+
+
+def other_priors(args, objectives, objective: str) -> dict:
+    """{objective: prior law} for the config's other objectives, from the same --prior / --runs, so an adaptive
+    study's rounds are simulated for all of them; one the source has no law for is said and left out."""
+    runs, priors = _read_runs(args), {}
+    for name in objectives:
+        if name == objective:
+            continue
+        try:
+            priors[name] = _prior_law(args, runs, name)
+        except PlmscaleError as error:
+            print(f"plmscale design: {name}'s adaptive rounds are not simulated: {error}", file=sys.stderr)
+    return priors
+
+
 def resolve_prior(args, objective: str):
     """(prior law, noise, noise source) from --prior / --runs / --noise."""
-    runs = None
-    if args.runs:
-        try:
-            runs = pd.read_csv(args.runs)
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-            raise PlmscaleError(f"--runs {args.runs}: cannot read the runs table ({error})") from None
-    if args.prior == "published":
-        prior = planner.prior_published(objective)
-    elif args.prior:
-        prior = planner.prior_from_fit(read_json_object(args.prior, "fit.json"), objective, args.prior)
-    elif runs is not None:
-        prior = planner.prior_from_runs(runs, objective, args.runs)
-    else:
-        raise PlmscaleError("give the prior law: --prior fit.json (a finished fit), --prior published (the paper's) "
-                            "or --runs runs.csv (fitted to those runs)")
+    runs = _read_runs(args)
+    prior = _prior_law(args, runs, objective)
     measured = planner.measured_noise(runs, objective, args.runs) if runs is not None else None
     if args.noise is not None:
         return prior, args.noise, f"given: {args.noise:.2%} core sd (--noise)"
@@ -140,10 +162,12 @@ def main(args) -> int:
     objective = args.objective or config["train"]["objectives"][0]
     prior, noise, noise_source = resolve_prior(args, objective)
     train_tokens = resolve_train_tokens(args)
+    simulates_rounds = adaptive_enabled(config) and args.adaptive_simulations
+    others = other_priors(args, config["train"]["objectives"], objective) if simulates_rounds else {}
     plan = planner.plan_designs(config, prior, args.target_flops, args.study_budget, objective=objective, noise=noise,
                                 noise_source=noise_source, tail_df=args.noise_tails, simulations=args.simulations,
                                 seed=args.seed, source=source, adaptive_simulations=args.adaptive_simulations,
-                                train_tokens=train_tokens)
+                                train_tokens=train_tokens, other_priors=others)
     print(planner.format_plan(plan))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

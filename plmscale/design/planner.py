@@ -472,7 +472,8 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
                  objective: str | None = None, noise: float = DEFAULT_NOISE, noise_source: str = DEFAULT_NOISE_SOURCE,
                  tail_df: float | None = DEFAULT_TAIL_DF,
                  simulations: int = DEFAULT_SIMULATIONS, seed: int = 0, designs=None, source=None,
-                 adaptive_simulations: int = ADAPTIVE_SIMULATIONS, train_tokens: float | None = None) -> dict:
+                 adaptive_simulations: int = ADAPTIVE_SIMULATIONS, train_tokens: float | None = None,
+                 other_priors: dict | None = None) -> dict:
     """Every candidate design (candidate_designs unless given) costed and simulated; the chosen one.
 
     Returns {"objective", "target_flops", "study_budget", "prior", "noise", "noise_source", "simulations",
@@ -489,6 +490,10 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
     the most passes over the split any of its runs makes (`epochs`); a design whose runs pass more than
     train.isoflop.adaptive.max_epochs times is never chosen (the prior law assumes unique data, so its
     simulated widths would be wrong), and the simulated rounds refuse such runs as the workflow's do.
+
+    other_priors: {objective: prior law} for the config's other objectives. An adaptive study simulates
+    their grids and rounds beside `objective`'s, sharing the study budget as the workflow's rounds do; an
+    objective without one is counted by its first grid's FLOPs only (a lower bound, said in the notes).
     """
     objective = objective or config["train"]["objectives"][0]
     if objective not in config["train"]["objectives"]:
@@ -507,6 +512,17 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
     min_points = fit["min_points_per_budget"]
     rows, seen, notes = [], set(), list(prior.notes)
     max_epochs = config["train"]["isoflop"]["adaptive"]["max_epochs"]
+    other_priors = {name: law for name, law in (other_priors or {}).items()
+                    if name != objective and name in config["train"]["objectives"]}
+    unsimulated = [name for name in config["train"]["objectives"] if name != objective and name not in other_priors]
+    if adaptive_enabled(config) and adaptive_simulations:
+        if other_priors:
+            notes.append("adaptive rounds simulated for " + ", ".join([objective, *other_priors]) + " together, "
+                         "sharing the study budget; " + "; ".join(f"{name} prior: {law.describe()}"
+                                                                  for name, law in other_priors.items()))
+        if unsimulated:
+            notes.append(f"no prior law for {', '.join(unsimulated)}: its rounds are not simulated, only its first "
+                         "grid's FLOPs count against the study budget, so the simulated spend is a lower bound")
     if train_tokens is None:
         notes.append("epochs not checked: the train split's size is unknown until the data stage has run "
                      "(give --results with its train manifest, or --train-tokens)")
@@ -529,8 +545,9 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
         cost = design_cost(specs, variant)
         points = isoflop_points(specs)
         table = grid_table(points, objective)
-        # The study budget counts every objective's runs; the other objectives' rounds are not simulated.
-        other_flops = float(sum(s.flops for s in points if s.objective != objective))
+        # The study budget counts every objective's runs: simulated (others) or by their first grid alone.
+        others = {name: (grid_table(points, name), law) for name, law in other_priors.items()}
+        other_flops = float(sum(s.flops for s in points if s.objective in unsimulated))
         epochs = max(s.tokens for s in points) / train_tokens if train_tokens else None
         # The same stream for every design (common random numbers): rows differ by their designs more than
         # by their draws, and adding a design changes no other row.
@@ -545,7 +562,7 @@ def plan_designs(config: dict, prior: PriorLaw | FamilyPrior, target_flops: floa
                 lambda n: run_noise(rounds_rng, (n,), noise, tail_df), objective,
                 simulations=adaptive_simulations, n_boot=draws, scheme=scheme, min_points=min_points,
                 criteria=criteria, rng=rounds_rng, source=source, train_tokens=train_tokens,
-                other_flops=other_flops)
+                other_flops=other_flops, others=others)
         iso = variant["train"]["isoflop"]
         fragment = {"train": {"isoflop": {key: copy.deepcopy(iso[key]) for key in FRAGMENT_KEYS}}}
         if design.ladder:
@@ -627,6 +644,15 @@ def format_plan(plan: dict) -> str:
     return "\n".join(lines)
 
 
+def _runs_per_objective(measures: dict) -> str:
+    """' (clm 2.1, mlm 3.4)' where several objectives' rounds were simulated together, else ''."""
+    names = measures.get("objectives_simulated") or []
+    if len(names) < 2:
+        return ""
+    means = {name: np.mean([s["runs_added_per_objective"][name] for s in measures["studies"]]) for name in names}
+    return " (" + ", ".join(f"{name} {mean:.1f}" for name, mean in means.items()) + ")"
+
+
 def format_adaptive(measures: dict) -> str:
     """The config's adaptive study, simulated to its stop: what it is expected to end with and spend."""
     low, high = measures["a_width_quartiles"]
@@ -637,7 +663,7 @@ def format_adaptive(measures: dict) -> str:
             f"(median; quartiles {_num(low, '.3f')}-{_num(high, '.3f')}), "
             f"{measures['identified_fraction']:.0%} identified, {measures['meets_stop_rule_fraction']:.0%} meeting "
             f"the stop rule, after {measures['rounds_with_runs']:.1f} rounds and {measures['runs_added']:.1f} runs "
-            f"added on average, spending {measures['flops']:.3g} FLOPs (median; quartiles {flops_low:.3g}-"
+            f"added on average{_runs_per_objective(measures)}, spending {measures['flops']:.3g} FLOPs (median; quartiles {flops_low:.3g}-"
             f"{flops_high:.3g}, mean {measures['flops_mean']:.3g}); stops: {stops}")
 
 

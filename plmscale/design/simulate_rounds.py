@@ -7,6 +7,11 @@ them (scaling.identify), asks the workflow's own rule (design.rounds.next_round)
 runs' losses, and repeats until the rule stops. Rounds are sequential, so studies run one after another
 (a few hundred ms each on the demo); the planner simulates fewer of them than of a fixed design.
 
+A config that trains several objectives shares one study budget among them, and the workflow's rounds
+decide for all of them at once. Where the planner has a prior law for another objective too, that
+objective's grid and rounds are simulated beside the main one's (`others`); one without a prior is counted
+by its first grid's FLOPs only (`other_flops`), which makes the study's simulated spend a lower bound.
+
 Not simulated, as for fixed designs (docs/planner.md): the rollout backtest and the other methods' checks,
 which refused some measured studies that the IsoFLOP checks alone accept.
 """
@@ -48,50 +53,72 @@ def simulated_fit(runs: pd.DataFrame, objective: str, *, n_boot: int, scheme: st
     return {"objectives": {objective: {"isoflop": entry}}}
 
 
+def _draw_losses(runs: pd.DataFrame, priors: dict, noise_of) -> np.ndarray:
+    """Each run's loss from its objective's prior law, times its run-to-run noise."""
+    loss = np.empty(len(runs))
+    for objective, prior in priors.items():
+        mine = (runs["objective"] == objective).to_numpy()
+        if mine.any():
+            loss[mine] = (prior.loss(runs["n_params"].to_numpy()[mine], runs["tokens"].to_numpy()[mine])
+                          * np.exp(noise_of(int(mine.sum()))))
+    return loss
+
+
 def simulate_study(config: dict, grid: pd.DataFrame, prior, noise_of, objective: str, *, n_boot: int, scheme: str,
-                   min_points: int, criteria, rng, source=None, train_tokens=None, other_flops: float = 0.0) -> dict:
+                   min_points: int, criteria, rng, source=None, train_tokens=None, other_flops: float = 0.0,
+                   others: dict | None = None) -> dict:
     """One adaptive study from its first grid to the rule's stop. noise_of(n) -> n relative noise draws.
-    train_tokens: the train split's tokens, for the rounds' max_epochs (None: not checked). other_flops: the
-    FLOPs the config's other objectives' first grids spend, which the study budget counts too (their own
-    rounds are not simulated, so the study's spending is a lower bound where they add runs)."""
-    runs = grid.copy()
-    runs["loss"] = prior.loss(runs["n_params"].to_numpy(), runs["tokens"].to_numpy()) * np.exp(noise_of(len(runs)))
+    train_tokens: the train split's tokens, for the rounds' max_epochs (None: not checked). others: {objective:
+    (its first grid, its prior law)} simulated beside `objective`, rounds and all, as the workflow decides
+    for every objective at once. other_flops: the FLOPs of the config's objectives that are not simulated
+    (their first grids), which the study budget counts too. The measures are `objective`'s; `flops` and
+    `runs_added` count every objective."""
+    others = others or {}
+    priors = {objective: prior, **{name: law for name, (_, law) in others.items()}}
+    runs = pd.concat([grid, *(table for table, _ in others.values())], ignore_index=True)
+    first_round = len(runs)
+    runs["loss"] = _draw_losses(runs, priors, noise_of)
     earlier = []
     while True:
-        fit = simulated_fit(runs, objective, n_boot=n_boot, scheme=scheme, min_points=min_points,
-                            criteria=criteria, rng=rng)
+        fit = {"objectives": {}}
+        for name in priors:
+            fit["objectives"].update(simulated_fit(
+                runs[runs["objective"] == name].reset_index(drop=True), name, n_boot=n_boot, scheme=scheme, min_points=min_points,
+                criteria=criteria, rng=rng)["objectives"])
         settings = dataclasses.replace(adaptive_settings(config, earlier, source, train_tokens),
-                                       objectives=(objective,))
+                                       objectives=tuple(priors))
         record = next_round(runs, fit, settings, len(earlier) + 1, isoflop_flops_spent(runs) + other_flops)
         earlier.append(record)
         if record["stop"]:
             break
-        added = pd.DataFrame([{"run_id": adaptive_run_id(record["round"], run), "objective": objective,
+        added = pd.DataFrame([{"run_id": adaptive_run_id(record["round"], run), "objective": run["objective"],
                                "model": run["model"], "n_params": float(run["n_params"]),
                                "tokens": float(run["tokens"]), "flops": float(run["flops"]),
                                "budget": float(run["budget"])} for run in record["runs_added"]])
-        added["loss"] = (prior.loss(added["n_params"].to_numpy(), added["tokens"].to_numpy())
-                         * np.exp(noise_of(len(added))))
+        added["loss"] = _draw_losses(added, priors, noise_of)
         runs = pd.concat([runs, added[runs.columns]], ignore_index=True)
     final = fit_summary(fit, [objective])[objective]
     adaptive = config["train"]["isoflop"]["adaptive"]
+    added = runs.iloc[first_round:]
     return {"a": final["a"], "a_width": final["a_width"], "identified": final["identified"],
             "meets_stop_rule": objective_done(final, adaptive["target_a_width"], adaptive["min_budget_span"]),
             "flops": isoflop_flops_spent(runs) + other_flops,
             "rounds_with_runs": sum(bool(r["runs_added"]) for r in earlier),
-            "runs_added": len(runs) - len(grid), "stop": record["stop"].split(":")[0]}
+            "runs_added": len(added),
+            "runs_added_per_objective": {name: int((added["objective"] == name).sum()) for name in priors},
+            "stop": record["stop"].split(":")[0]}
 
 
 def simulate_adaptive(config: dict, grid: pd.DataFrame, prior, noise_of, objective: str, *, simulations: int,
                       n_boot: int, scheme: str, min_points: int, criteria, rng, source=None, train_tokens=None,
-                      other_flops: float = 0.0) -> dict:
+                      other_flops: float = 0.0, others: dict | None = None) -> dict:
     """Measures of `simulations` adaptive studies: a's final interval width (median, quartiles; inf where a
     study ends without one), the share identified and the share meeting the stop rule, FLOPs spent (median,
-    quartiles, mean; the other objectives' first grids included) and rounds. `studies` keeps each study's
-    outcome."""
+    quartiles, mean; every objective's runs) and rounds. `studies` keeps each study's outcome. others and
+    other_flops: as simulate_study's."""
     studies = [simulate_study(config, grid, prior, noise_of, objective, n_boot=n_boot, scheme=scheme,
                               min_points=min_points, criteria=criteria, rng=rng, source=source,
-                              train_tokens=train_tokens, other_flops=other_flops)
+                              train_tokens=train_tokens, other_flops=other_flops, others=others)
                for _ in range(int(simulations))]
     width = np.array([math.inf if s["a_width"] is None else s["a_width"] for s in studies])
     flops = np.array([s["flops"] for s in studies])
@@ -106,6 +133,7 @@ def simulate_adaptive(config: dict, grid: pd.DataFrame, prior, noise_of, objecti
         "flops_quartiles": [float(q) for q in np.percentile(flops, [25, 75], method="nearest")],
         "rounds_with_runs": float(np.mean([s["rounds_with_runs"] for s in studies])),
         "runs_added": float(np.mean([s["runs_added"] for s in studies])),
+        "objectives_simulated": list(studies[0]["runs_added_per_objective"]) if studies else [objective],
         "stops": {str(k): int(v) for k, v in sorted(stops.items())},
         "studies": studies,
     }
