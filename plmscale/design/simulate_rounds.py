@@ -82,9 +82,9 @@ def simulate_study(config: dict, grid: pd.DataFrame, prior, noise_of, objective:
     while True:
         fit = {"objectives": {}}
         for name in priors:
-            fit["objectives"].update(simulated_fit(
-                runs[runs["objective"] == name].reset_index(drop=True), name, n_boot=n_boot, scheme=scheme, min_points=min_points,
-                criteria=criteria, rng=rng)["objectives"])
+            mine = runs[runs["objective"] == name].reset_index(drop=True)
+            fit["objectives"].update(simulated_fit(mine, name, n_boot=n_boot, scheme=scheme, min_points=min_points,
+                                                   criteria=criteria, rng=rng)["objectives"])
         settings = dataclasses.replace(adaptive_settings(config, earlier, source, train_tokens),
                                        objectives=tuple(priors))
         record = next_round(runs, fit, settings, len(earlier) + 1, isoflop_flops_spent(runs) + other_flops)
@@ -99,13 +99,13 @@ def simulate_study(config: dict, grid: pd.DataFrame, prior, noise_of, objective:
         runs = pd.concat([runs, added[runs.columns]], ignore_index=True)
     final = fit_summary(fit, [objective])[objective]
     adaptive = config["train"]["isoflop"]["adaptive"]
-    added = runs.iloc[first_round:]
+    added_runs = runs.iloc[first_round:]
     return {"a": final["a"], "a_width": final["a_width"], "identified": final["identified"],
             "meets_stop_rule": objective_done(final, adaptive["target_a_width"], adaptive["min_budget_span"]),
             "flops": isoflop_flops_spent(runs) + other_flops,
             "rounds_with_runs": sum(bool(r["runs_added"]) for r in earlier),
-            "runs_added": len(added),
-            "runs_added_per_objective": {name: int((added["objective"] == name).sum()) for name in priors},
+            "runs_added": len(added_runs),
+            "runs_added_per_objective": {name: int((added_runs["objective"] == name).sum()) for name in priors},
             "stop": record["stop"].split(":")[0]}
 
 
