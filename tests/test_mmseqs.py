@@ -13,7 +13,8 @@ from scipy.special import comb
 from plmscale.data import engine
 from plmscale.data.demo import generate
 from plmscale.data.mmseqs import (_coarse_level, _fine_level, _load_members, _number_records, _write_clusters,
-                                  _write_one_level, cluster_sequences, read_clusters)
+                                  _write_one_level, cluster_sequences, mmseqs_memory_floor_mb, read_clusters,
+                                  warn_if_short_of_memory)
 from plmscale.errors import PlmscaleError
 
 pytestmark = pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs the mmseqs binary")
@@ -309,6 +310,27 @@ def test_too_little_memory_names_the_key_to_raise_first(tmp_path):
                           method="cluster", threads=1, mem_mb=1)
     assert str(caught.value).splitlines()[0] == ("MMseqs2 ran out of memory: raise data.cluster.mem_mb (now 1 MB) "
                                                  "in the config, e.g. double it.")
+
+
+def test_a_cluster_job_below_what_mmseqs2_was_measured_to_need_is_warned(corpus, tmp_path, caplog):
+    """--split-memory-limit bounds only MMseqs2's k-mer table (at 10M sequences, told 480 MB, it held 1 GB of
+    its own): a job given less than the measured floor is told so, with the value to raise it to."""
+    fasta = tmp_path / "ten_mib.fasta"
+    fasta.write_bytes(b">0\n" + b"A" * (10 * 2 ** 20 - 4) + b"\n")
+    floor = mmseqs_memory_floor_mb(fasta.stat().st_size)
+    assert floor == pytest.approx(280 + 1.16 * 10)
+    with caplog.at_level("WARNING", logger="plmscale.data.mmseqs"):
+        assert warn_if_short_of_memory(fasta, int(floor) - 1)
+        assert not warn_if_short_of_memory(fasta, int(floor) + 1) and not warn_if_short_of_memory(fasta, None)
+    assert len(caplog.records) == 1
+    assert f"data.cluster.mem_mb is {int(floor) - 1} MB" in caplog.text and f"at least {floor:.0f}" in caplog.text
+    caplog.clear()
+    # The cluster step warns and still clusters: a small corpus fits in what MMseqs2 is given.
+    with caplog.at_level("WARNING", logger="plmscale.data.mmseqs"):
+        cluster_sequences(corpus[0], tmp_path / "clusters.tsv", tmp_path / "sizes.tsv", tmp_path / "stats.json",
+                          min_seq_id=0.9, threads=1, mem_mb=250)
+    assert "data.cluster.mem_mb is 250 MB" in caplog.text
+    assert {member for _, member in read_clusters(tmp_path / "clusters.tsv")} == set(corpus[1])
 
 
 def test_numbering_for_mmseqs2_in_blocks_gives_the_line_by_line_bytes(tmp_path, monkeypatch):

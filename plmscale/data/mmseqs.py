@@ -144,6 +144,36 @@ class _Runner:
                 f"last lines of its log {self.log_path}:\n{tail}\n{hint}.")
 
 
+# What MMseqs2 holds beyond --split-memory-limit, which bounds only kmermatcher's k-mer table
+# (docs/data-scale.md, "MMseqs2: memory and disk", 2026-12-07): told 480 MB, easy-linclust of 1M and 10M
+# generated sequences (~60 residues; numbered FASTA 61 and 621 MB) peaked at 351 and 1,002 MB of anonymous
+# memory, about 280 MB plus 1.16 times the numbered FASTA. Its resident size was larger (417 and 2,555 MB):
+# the rest is the database mapped from disk, which the kernel can reclaim, so it is not counted here.
+MMSEQS_BASE_MB = 280
+MMSEQS_PER_FASTA_BYTE = 1.16
+
+
+def mmseqs_memory_floor_mb(fasta_bytes: int) -> float:
+    """The anonymous memory easy-linclust was measured to hold for a numbered FASTA of this size, however
+    low its --split-memory-limit."""
+    return MMSEQS_BASE_MB + MMSEQS_PER_FASTA_BYTE * fasta_bytes / 2 ** 20
+
+
+def warn_if_short_of_memory(fasta, mem_mb, settings_key="data.cluster") -> bool:
+    """Warn (True) where the job's memory is below mmseqs_memory_floor_mb for `fasta`: on a cluster the
+    scheduler would kill the job however low MMseqs2's split limit is set."""
+    if not mem_mb:
+        return False
+    floor = mmseqs_memory_floor_mb(Path(fasta).stat().st_size)
+    if mem_mb >= floor:
+        return False
+    log.warning("%s.mem_mb is %d MB, but MMseqs2 needed about %.0f MB for this much sequence (%.0f MB of FASTA) "
+                "in plmscale's measurements, whatever --split-memory-limit says (it bounds only the k-mer table): a "
+                "scheduler that enforces the job's memory may kill it. Raise %s.mem_mb to at least %.0f",
+                settings_key, mem_mb, floor, Path(fasta).stat().st_size / 2 ** 20, settings_key, floor)
+    return True
+
+
 def _out_of_memory(log_tail: str, returncode: int) -> bool:
     """MMseqs2's own words for a memory limit it cannot work in, or a kill by the kernel's OOM killer."""
     return ("Cannot fit databases" in log_tail or "more main memory" in log_tail
@@ -247,6 +277,7 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
         ids_path = work / "ids.txt"
         n_records = _number_records(fasta, work / "numbered.fasta", ids_path)
         _check_unique_ids(fasta, ids_path, work, threads, mem_mb)
+        warn_if_short_of_memory(work / "numbered.fasta", mem_mb)
         run = _Runner(binary, mmseqs_log, work, mem_mb=mem_mb)
         common = dict(cov_mode=cov_mode, cluster_mode=cluster_mode, sensitivity=sensitivity,
                       threads=threads, mem_mb=mem_mb, extra_args=extra_args)
