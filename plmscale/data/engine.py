@@ -23,6 +23,7 @@ import duckdb
 
 from plmscale.data.atomic import atomic_path
 from plmscale.data.gzio import is_gzip
+from plmscale.errors import PlmscaleError
 
 # DuckDB's own floor: below this, even small sorts fail instead of spilling.
 MIN_MEMORY_MB = 128
@@ -40,23 +41,40 @@ def engine_memory_mb(job_mem_mb) -> int:
 
 
 @contextmanager
-def connect(work_dir, *, threads=1, mem_mb=None):
+def connect(work_dir, *, threads=1, mem_mb=None, settings_key="data.engine"):
     """An in-memory DuckDB that spills to `work_dir/duckdb.tmp` past `engine_memory_mb(mem_mb)`, using
-    `threads` threads. The spill folder is removed on exit."""
+    `threads` threads. The spill folder is removed on exit. DuckDB running out of memory and disk, or
+    failing to write, is a PlmscaleError naming the folder and `settings_key`.mem_mb (the config key that
+    sets mem_mb)."""
     spill = Path(work_dir) / "duckdb.tmp"
     spill.mkdir(parents=True, exist_ok=True)
+    limit_mb = engine_memory_mb(mem_mb)
     con = duckdb.connect(config={
         "threads": max(1, int(threads)),
-        "memory_limit": f"{engine_memory_mb(mem_mb)}MB",
+        "memory_limit": f"{limit_mb}MB",
         "temp_directory": str(spill),
         "preserve_insertion_order": True,
     })
     con.execute("SET enable_progress_bar = false")
     try:
         yield con
+    except (duckdb.OutOfMemoryException, duckdb.IOException) as error:
+        raise PlmscaleError(_out_of_room(error, spill, limit_mb, settings_key)) from None
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
+
+
+def _out_of_room(error, spill: Path, limit_mb: int, settings_key: str) -> str:
+    """What to do when DuckDB could neither hold its work in memory nor spill it (or write a file)."""
+    try:
+        free = f"{shutil.disk_usage(spill).free / 1e9:.2f} GB free there now"
+    except OSError:
+        free = "its free space unknown"
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"DuckDB ran out of room: its memory limit is {limit_mb} MB ({settings_key}.mem_mb) and it spills "
+            f"to {spill} ({free}). Free disk space on that drive (the scratch folder sits next to the step's "
+            f"outputs), or raise {settings_key}.mem_mb so that less spills. DuckDB said: {first_line}")
 
 
 def quote(path) -> str:

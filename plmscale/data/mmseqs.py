@@ -77,7 +77,7 @@ def _ids_table(ids_path) -> str:
 
 def _check_unique_ids(fasta, ids_path, work, threads, mem_mb) -> None:
     """Repeated ids are an error before MMseqs2 runs."""
-    with engine.connect(work, threads=threads, mem_mb=mem_mb) as con:
+    with engine.connect(work, threads=threads, mem_mb=mem_mb, settings_key="data.cluster") as con:
         repeated = [row[0] for row in con.execute(
             f"SELECT id FROM {_ids_table(ids_path)} GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT 5").fetchall()]
     if repeated:
@@ -284,7 +284,7 @@ def cluster_sequences(fasta, out_clusters, out_sizes, out_stats, *, method="linc
         fine_pairs = _easy_cluster(run, method, work / "numbered.fasta", work / "level1", work / "tmp1",
                                    min_seq_id, coverage, **common)
         # DuckDB runs while MMseqs2 does not, with the job's memory.
-        with engine.connect(work, threads=threads, mem_mb=mem_mb) as con:
+        with engine.connect(work, threads=threads, mem_mb=mem_mb, settings_key="data.cluster") as con:
             _load_members(con, fine_pairs, ids_path, n_records, fasta)
             if not second_level:
                 summary = _write_one_level(con, out_clusters, out_sizes)
