@@ -145,7 +145,7 @@ def _cluster_with_mmseqs_measured(spec) -> dict:
     peak_disk, peak_anon = [0], [0.0]
     stop = threading.Event()
 
-    def sample_disk():
+    def sample_mmseqs():
         ticks = 0
         while not stop.wait(0.2):
             # MMseqs2's own memory, apart from the database files it maps (which the kernel can reclaim and
@@ -155,7 +155,7 @@ def _cluster_with_mmseqs_measured(spec) -> dict:
             if ticks % 5 == 0:
                 peak_disk[0] = max(peak_disk[0], _disk_bytes(tmp_root))
 
-    sampler = threading.Thread(target=sample_disk, daemon=True)
+    sampler = threading.Thread(target=sample_mmseqs, daemon=True)
     sampler.start()
     try:
         cluster_sequences(spec["fasta"], spec["clusters"], spec["sizes"], spec["stats"], method="linclust",

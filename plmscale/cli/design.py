@@ -99,10 +99,11 @@ def _prior_law(args, runs, objective: str):
                         "or --runs runs.csv (fitted to those runs)")
 
 
-def other_priors(args, objectives, objective: str) -> dict:
-    """{objective: prior law} for the config's other objectives, from the same --prior / --runs, so an adaptive
-    study's rounds are simulated for all of them; one the source has no law for is said and left out."""
-    runs, priors = _read_runs(args), {}
+def other_priors(args, runs, objectives, objective: str) -> dict:
+    """{objective: prior law} for the config's other objectives, from the same --prior / --runs (runs: that
+    table, read once), so an adaptive study's rounds are simulated for all of them; one the source has no law
+    for is said and left out."""
+    priors = {}
     for name in objectives:
         if name == objective:
             continue
@@ -113,9 +114,8 @@ def other_priors(args, objectives, objective: str) -> dict:
     return priors
 
 
-def resolve_prior(args, objective: str):
-    """(prior law, noise, noise source) from --prior / --runs / --noise."""
-    runs = _read_runs(args)
+def resolve_prior(args, runs, objective: str):
+    """(prior law, noise, noise source) from --prior / --runs (runs: that table, read) / --noise."""
     prior = _prior_law(args, runs, objective)
     measured = planner.measured_noise(runs, objective, args.runs) if runs is not None else None
     if args.noise is not None:
@@ -160,10 +160,11 @@ def main(args) -> int:
         raise PlmscaleError(f"--adaptive-simulations {args.adaptive_simulations}: give 0 or more studies")
     config, source = load_config_files(args.config)
     objective = args.objective or config["train"]["objectives"][0]
-    prior, noise, noise_source = resolve_prior(args, objective)
+    runs = _read_runs(args)
+    prior, noise, noise_source = resolve_prior(args, runs, objective)
     train_tokens = resolve_train_tokens(args)
     simulates_rounds = adaptive_enabled(config) and args.adaptive_simulations
-    others = other_priors(args, config["train"]["objectives"], objective) if simulates_rounds else {}
+    others = other_priors(args, runs, config["train"]["objectives"], objective) if simulates_rounds else {}
     plan = planner.plan_designs(config, prior, args.target_flops, args.study_budget, objective=objective, noise=noise,
                                 noise_source=noise_source, tail_df=args.noise_tails, simulations=args.simulations,
                                 seed=args.seed, source=source, adaptive_simulations=args.adaptive_simulations,

@@ -164,13 +164,14 @@ def warn_if_short_of_memory(fasta, mem_mb, settings_key="data.cluster") -> bool:
     scheduler would kill the job however low MMseqs2's split limit is set."""
     if not mem_mb:
         return False
-    floor = mmseqs_memory_floor_mb(Path(fasta).stat().st_size)
+    size = Path(fasta).stat().st_size
+    floor = mmseqs_memory_floor_mb(size)
     if mem_mb >= floor:
         return False
     log.warning("%s.mem_mb is %d MB, but MMseqs2 needed about %.0f MB for this much sequence (%.0f MB of FASTA) "
                 "in plmscale's measurements, whatever --split-memory-limit says (it bounds only the k-mer table): a "
                 "scheduler that enforces the job's memory may kill it. Raise %s.mem_mb to at least %.0f",
-                settings_key, mem_mb, floor, Path(fasta).stat().st_size / 2 ** 20, settings_key, floor)
+                settings_key, mem_mb, floor, size / 2 ** 20, settings_key, floor)
     return True
 
 

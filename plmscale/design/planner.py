@@ -646,10 +646,9 @@ def format_plan(plan: dict) -> str:
 
 def _runs_per_objective(measures: dict) -> str:
     """' (clm 2.1, mlm 3.4)' where several objectives' rounds were simulated together, else ''."""
-    names = measures.get("objectives_simulated") or []
-    if len(names) < 2:
+    means = measures.get("runs_added_per_objective") or {}
+    if len(means) < 2:
         return ""
-    means = {name: np.mean([s["runs_added_per_objective"][name] for s in measures["studies"]]) for name in names}
     return " (" + ", ".join(f"{name} {mean:.1f}" for name, mean in means.items()) + ")"
 
 

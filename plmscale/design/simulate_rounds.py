@@ -123,6 +123,8 @@ def simulate_adaptive(config: dict, grid: pd.DataFrame, prior, noise_of, objecti
     width = np.array([math.inf if s["a_width"] is None else s["a_width"] for s in studies])
     flops = np.array([s["flops"] for s in studies])
     stops = pd.Series([s["stop"] for s in studies]).value_counts()
+    names = studies[0]["runs_added_per_objective"] if studies else [objective]
+    per_objective = {name: float(np.mean([s["runs_added_per_objective"][name] for s in studies])) for name in names}
     return {
         "simulations": len(studies),
         "a_width": float(np.median(width)),
@@ -133,7 +135,8 @@ def simulate_adaptive(config: dict, grid: pd.DataFrame, prior, noise_of, objecti
         "flops_quartiles": [float(q) for q in np.percentile(flops, [25, 75], method="nearest")],
         "rounds_with_runs": float(np.mean([s["rounds_with_runs"] for s in studies])),
         "runs_added": float(np.mean([s["runs_added"] for s in studies])),
-        "objectives_simulated": list(studies[0]["runs_added_per_objective"]) if studies else [objective],
+        "objectives_simulated": list(per_objective),
+        "runs_added_per_objective": per_objective,
         "stops": {str(k): int(v) for k, v in sorted(stops.items())},
         "studies": studies,
     }
