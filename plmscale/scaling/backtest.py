@@ -182,7 +182,8 @@ class _Study:
             if self.per_budget_draws is not None:
                 top_draws = self.per_budget_draws[-1]
                 ok = top_draws["reason"] == isoflop.OK
-                draws = (np.where(ok, np.exp(top_draws["log_n_opt"]), np.nan),
+                # exp of the usable draws only: a failed draw's log N can be huge (overflow warnings)
+                draws = (np.exp(np.where(ok, top_draws["log_n_opt"], np.nan)),
                          np.where(ok, top_draws["loss_opt"], np.nan))
                 observed["n_opt_ci"], observed["loss_ci"] = boot.interval(draws[0]), boot.interval(draws[1])
             return observed, draws
