@@ -214,3 +214,47 @@ def test_bad_arguments_and_missing_files_are_errors(tmp_path, pool_and_targets):
         design_replay.main(_args(pool_path, targets_path, tmp_path / "out", strategies=["clever"]))
     with pytest.raises(PlmscaleError, match="--repeats must be at least 1"):
         design_replay.main(_args(pool_path, targets_path, tmp_path / "out", repeats=0))
+
+
+# ----------------------------------------------------------------------------- the fit stage's verdict
+
+def _broken_at_scale(pool, shift=0.97):
+    """The pool with its top budget's losses 3% below the law: a law fitted below it is biased at scale."""
+    top = pool["flops"] >= pool["flops"].max() * 0.9
+    return pool.assign(loss=np.where(top, pool["loss"] * shift, pool["loss"]))
+
+
+def test_the_fit_stage_forecasts_with_the_law_of_a_pool_drawn_from_it(pool_and_targets):
+    pool, targets = pool_and_targets
+    verdict = rp.replay(pool, targets, ["cheapest"], 0.05, verdicts="all_runs")["all_runs"]["verdict"]
+    assert verdict["forecasts"] is True and verdict["identified"] is True and verdict["reasons"] == []
+    low, high = verdict["rollout_loss_error_pct_ci"]
+    assert low <= 0 <= high
+
+
+def test_a_pool_whose_top_budget_leaves_the_law_is_refused_and_the_command_says_so(tmp_path, pool_and_targets,
+                                                                                 capsys):
+    pool, targets = pool_and_targets
+    pool_path, targets_path = _write(tmp_path, _broken_at_scale(pool), targets)
+    assert design_replay.main(_args(pool_path, targets_path, tmp_path / "out", strategies=["cheapest"])) == 0
+    verdict = json.loads((tmp_path / "out" / "replay.json").read_text())["all_runs"]["verdict"]
+    assert verdict["forecasts"] is False
+    assert "rollout" in verdict["reasons"][0] and verdict["rollout_loss_error_pct"] > 1.0
+    out = capsys.readouterr().out
+    assert "would NOT forecast with this law" in out and "biased at larger scale" in out
+
+
+def test_every_replay_can_carry_the_fit_stages_verdict(pool_and_targets):
+    pool, targets = pool_and_targets
+    result = rp.replay(pool, targets, ["random", "plmscale"], 0.05, repeats=2, verdicts="every")
+    assert result["settings"]["verdicts"] == "every"
+    for entry in result["strategies"].values():
+        verdicts = [p["verdict"] for p in entry["per_repeat"]]
+        assert len(verdicts) == 2 and all(isinstance(v["forecasts"], bool) for v in verdicts)
+        assert entry["forecast_share"] == np.mean([v["forecasts"] for v in verdicts])
+    # 5 runs of the smallest budgets cannot be backtested (no budget below the top to fit): never forecast
+    tiny = rp.replay_once(pool, targets, "cheapest", 1e-6, with_verdict=True)
+    assert len(tiny["selected"]) == rp.N_INITIAL and tiny["verdict"]["forecasts"] is False
+    assert tiny["verdict"]["reasons"]
+    with pytest.raises(PlmscaleError, match="verdicts must be one of"):
+        rp.replay(pool, targets, ["cheapest"], 0.05, verdicts="some")

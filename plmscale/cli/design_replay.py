@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from plmscale.design import replay as rp
+from plmscale.design import replay_verdict
 from plmscale.errors import PlmscaleError, write_error
 from plmscale.scaling.results import write_json
 
@@ -23,15 +24,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=1, metavar="K",
                         help="replays per strategy (different seeds for random; the others are deterministic)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random strategy's draws")
+    parser.add_argument("--verdicts", action="store_true",
+                        help="also ask plmscale's fit stage whether it would forecast with each replay's law "
+                             "(~2-7 s per replay); the whole pool's verdict is always given")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for replay.json")
 
 
 def format_result(result) -> str:
-    lines = [f"{'strategy':<10} {'F':>6} {'mean |error| %':>15} {'R²':>8}"]
-    rows = list(result["strategies"].items()) + [("all runs", result["all_runs"])]
+    """The table the command prints: per strategy F, mean |error|, R² and (with --verdicts) the share of its
+    replays plmscale would forecast with; then the whole pool's verdict in a sentence."""
+    lines = [f"{'strategy':<10} {'F':>6} {'mean |error| %':>15} {'R²':>8} {'plmscale forecasts':>19}"]
+    all_runs = result["all_runs"]
+    rows = list(result["strategies"].items()) + [("all runs", all_runs)]
     for name, entry in rows:
         r2 = "n/a" if entry["r2"] is None else f"{entry['r2']:.3f}"
-        lines.append(f"{name:<10} {entry['budget_fraction']:>6g} {entry['mean_abs_pct_error']:>15.3f} {r2:>8}")
+        if "forecast_share" in entry:
+            share = f"{entry['forecast_share']:.0%} of replays"
+        elif "verdict" in entry:
+            share = "yes" if entry["verdict"]["forecasts"] else "no"
+        else:
+            share = "not asked"
+        lines.append(f"{name:<10} {entry['budget_fraction']:>6g} {entry['mean_abs_pct_error']:>15.3f} {r2:>8} "
+                     f"{share:>19}")
+    if "verdict" in all_runs:
+        lines.append(replay_verdict.summary_line(all_runs["verdict"]))
     return "\n".join(lines)
 
 
@@ -40,7 +56,8 @@ def main(args) -> int:
     targets = rp.read_table(args.targets, "targets table")
     pool, targets = rp.validate_pool_and_targets(pool, targets, f"pool table {args.pool}",
                                                  f"targets table {args.targets}")
-    result = rp.replay(pool, targets, args.strategy or ["all"], args.budget_fraction, args.repeats, args.seed)
+    result = rp.replay(pool, targets, args.strategy or ["all"], args.budget_fraction, args.repeats, args.seed,
+                       verdicts="every" if args.verdicts else "all_runs")
     path = Path(args.out) / "replay.json"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +69,7 @@ def main(args) -> int:
     return 0
 
 
-if __name__ == "__main__":  # until `plmscale design replay` dispatches here
+if __name__ == "__main__":  # `python -m plmscale.cli.design_replay` (plmscale design replay hands over to main)
     import sys
 
     parser = argparse.ArgumentParser(prog="plmscale design replay", description=__doc__)

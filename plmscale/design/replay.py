@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from plmscale.design import replay_verdict
 from plmscale.errors import PlmscaleError
 from plmscale.scaling import parametric
 
@@ -63,6 +64,8 @@ EXCHANGE_ROUNDS = 2
 # Iterations of a warm refit after one pick: the optimum moves little when one run joins.
 WARM_MAX_ITER = 100
 EXCHANGE_MAX_SWAPS = 30
+# What replay() asks of plmscale's fit stage (replay_verdict): nothing, the whole pool's law, or every replay's too.
+VERDICTS = (None, "all_runs", "every")
 POOL_COLUMNS = ("run_id", "n_params", "tokens", "flops", "loss")
 TARGET_COLUMNS = ("run_id", "n_params", "tokens", "loss")
 
@@ -363,22 +366,28 @@ def judge_forecasts(observed, forecast):
     return error, r2
 
 
-def replay_once(pool, targets, strategy, budget_fraction, rng=None, cost_power=None, exchange_rounds=None):
+def replay_once(pool, targets, strategy, budget_fraction, rng=None, cost_power=None, exchange_rounds=None,
+                with_verdict=False):
     """One replay: {selected (run ids), flops_fraction, theta, forecast (T,), forecast_ci (T, 2),
-    mean_abs_pct_error, r2}."""
+    mean_abs_pct_error, r2}, and with_verdict: the fit stage's verdict on the selection's law (replay_verdict)."""
     chosen, warm = select_runs(pool, targets, strategy, budget_fraction, rng, cost_power, exchange_rounds)
     selected = pool.iloc[chosen]
     theta = grid_fit(selected, warm)
     forecast, interval = forecast_with_interval(theta, selected, targets)
     error, r2 = judge_forecasts(targets["loss"], forecast)
     spent = float(selected["flops"].sum() / pool["flops"].sum())
-    return {"selected": selected["run_id"].tolist(), "flops_fraction": spent, "theta": theta, "forecast": forecast,
-            "forecast_ci": interval, "mean_abs_pct_error": error, "r2": r2}
+    result = {"selected": selected["run_id"].tolist(), "flops_fraction": spent, "theta": theta, "forecast": forecast,
+              "forecast_ci": interval, "mean_abs_pct_error": error, "r2": r2}
+    if with_verdict:
+        result["verdict"] = replay_verdict.verdict(selected)
+    return result
 
 
 def _entry(replays, targets, budget_fraction, repeats):
     """replay.json's entry for one strategy from its replays (the repeats): errors and R² averaged over the
-    repeats; per target the mean forecast and the mean of the interval bounds."""
+    repeats; per target the mean forecast and the mean of the interval bounds; where the replays carry the fit
+    stage's verdict, forecast_share (the share of repeats whose law plmscale would forecast with) and each
+    repeat's verdict."""
     forecasts = np.array([r["forecast"] for r in replays])
     intervals = np.array([r["forecast_ci"] for r in replays])
     r2 = [r["r2"] for r in replays if r["r2"] is not None]
@@ -386,13 +395,17 @@ def _entry(replays, targets, budget_fraction, repeats):
                    "observed": float(row.loss), "forecast": float(forecasts[:, i].mean()),
                    "forecast_ci": [float(intervals[:, i, 0].mean()), float(intervals[:, i, 1].mean())]}
                   for i, row in enumerate(targets.itertuples())]
-    return {"budget_fraction": float(budget_fraction), "repeats": int(repeats),
-            "mean_abs_pct_error": float(np.mean([r["mean_abs_pct_error"] for r in replays])),
-            "r2": float(np.mean(r2)) if r2 else None,
-            "per_target": per_target,
-            "per_repeat": [{"mean_abs_pct_error": r["mean_abs_pct_error"], "r2": r["r2"],
-                            "flops_fraction": r["flops_fraction"], "n_selected": len(r["selected"]),
-                            "selected": r["selected"]} for r in replays]}
+    entry = {"budget_fraction": float(budget_fraction), "repeats": int(repeats),
+             "mean_abs_pct_error": float(np.mean([r["mean_abs_pct_error"] for r in replays])),
+             "r2": float(np.mean(r2)) if r2 else None,
+             "per_target": per_target,
+             "per_repeat": [{"mean_abs_pct_error": r["mean_abs_pct_error"], "r2": r["r2"],
+                             "flops_fraction": r["flops_fraction"], "n_selected": len(r["selected"]),
+                             "selected": r["selected"], **({"verdict": r["verdict"]} if "verdict" in r else {})}
+                            for r in replays]}
+    if all("verdict" in r for r in replays):
+        entry["forecast_share"] = float(np.mean([r["verdict"]["forecasts"] for r in replays]))
+    return entry
 
 
 def expand_strategies(names) -> list:
@@ -406,23 +419,29 @@ def expand_strategies(names) -> list:
     return [s for s in STRATEGIES if s in names]
 
 
-def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0, cost_power=None, exchange_rounds=None):
+def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0, cost_power=None, exchange_rounds=None,
+           verdicts=None):
     """replay.json's content: every strategy's entry at budget_fraction over `repeats` replays, and the fit
     on the whole pool ("all_runs"). Random draws come from numpy's generator seeded (seed, repeat).
-    cost_power and exchange_rounds set plmscale's strategy (None: the defaults COST_POWER, EXCHANGE_ROUNDS)."""
+    cost_power and exchange_rounds set plmscale's strategy (None: the defaults COST_POWER, EXCHANGE_ROUNDS).
+    verdicts: None, "all_runs" (the fit stage's verdict on the whole pool's law, all_runs.verdict) or "every"
+    (also on every replay's selection: forecast_share per strategy); see replay_verdict."""
     if int(repeats) < 1:
         raise PlmscaleError(f"--repeats must be at least 1, got {repeats}")
     if not 0 < budget_fraction <= 1:
         raise PlmscaleError(f"--budget-fraction must be in (0, 1], got {budget_fraction}")
+    if verdicts not in VERDICTS:
+        raise PlmscaleError(f"verdicts must be one of {', '.join(map(str, VERDICTS))}, got {verdicts!r}")
     strategies = expand_strategies(strategies)
+    every = verdicts == "every"
     result = {}
     for strategy in strategies:
         if strategy in DETERMINISTIC:
             replays = [replay_once(pool, targets, strategy, budget_fraction, None, cost_power,
-                                   exchange_rounds)] * int(repeats)
+                                   exchange_rounds, every)] * int(repeats)
         else:
-            replays = [replay_once(pool, targets, strategy, budget_fraction, np.random.default_rng([seed, r]))
-                       for r in range(int(repeats))]
+            replays = [replay_once(pool, targets, strategy, budget_fraction, np.random.default_rng([seed, r]),
+                                   with_verdict=every) for r in range(int(repeats))]
         result[strategy] = _entry(replays, targets, budget_fraction, repeats)
         log.info("%s at F = %g: mean |error| %.3g%%, R² %s", strategy, budget_fraction,
                  result[strategy]["mean_abs_pct_error"], result[strategy]["r2"])
@@ -433,6 +452,8 @@ def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0, cost_p
                   "forecast_ci": interval, "mean_abs_pct_error": error, "r2": r2}
     all_runs = _entry([everything], targets, 1.0, 1)
     all_runs.pop("per_repeat")
+    if verdicts:
+        all_runs["verdict"] = replay_verdict.verdict(pool)
     return {"strategies": result, "all_runs": all_runs,
             "settings": {"seed": int(seed), "initial_runs": N_INITIAL, "law": "L = E + A/N^alpha + B/D^beta "
                          "(parametric, Huber on log-loss)", "forecast_ci": "95%, delta method from the fit's "
@@ -441,5 +462,6 @@ def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0, cost_p
                          "plmscale_strategy": {"cost_power": COST_POWER if cost_power is None else float(cost_power),
                                                "exchange_rounds": EXCHANGE_ROUNDS if exchange_rounds is None
                                                else int(exchange_rounds)},
+                         "verdicts": verdicts,
                          "pool_runs": int(len(pool)), "pool_flops": float(pool["flops"].sum()),
                          "targets": int(len(targets))}}
