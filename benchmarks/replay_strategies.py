@@ -21,6 +21,11 @@ Synthetic pools: known laws (E, A, B, α, β drawn as tests/scaling_synthetic.py
 noise: an IsoFLOP grid of 7 half-decade budgets 1e17..1e20, 8 sizes each within 6x of the true optimum;
 targets: 5 sizes within 3x of the optimum at 1e21 and at 1e22 (noisy too).
 
+Verdicts (--verdicts, --heldout-verdicts): plmscale's fit stage is asked whether it would forecast with the law
+fitted to all of a pool's runs, and with the law each designed strategy's selection fits (design/replay_verdict.py;
+~2-7 s per fit); "plmscale forecasts" is the share of those it would. The released stage's notes say, per pool,
+why the fit stage refuses the whole pool's law where it does, and judge the bar on the pools it does not refuse.
+
 Random's figures are means over --repeats seeds; the deterministic strategies replay once per pool. Every
 figure is a mean over the stage's pools. "beats random" compares the mean absolute % error (in brackets: the
 share of random's repeats, per pool, with a larger error than the strategy's, averaged over pools); "R² gap"
@@ -86,11 +91,23 @@ def synthetic_pool(rng, noise=0.005):
     return grid(SYNTHETIC_BUDGETS, 8, 6.0, "pool"), grid(SYNTHETIC_TARGET_BUDGETS, 5, 3.0, "target"), law
 
 
-def measure(pool, targets, strategies, fractions, repeats, seed=0, variants=()):
+def measure(pool, targets, strategies, fractions, repeats, seed=0, variants=(), verdicts=None):
     """{F: replay result} and the seconds spent. Each variant (label, cost_power, exchange_rounds) adds
-    plmscale's strategy replayed with those settings, as strategy `label`."""
+    plmscale's strategy replayed with those settings, as strategy `label`. verdicts: None, "all_runs" (the fit
+    stage's verdict on the whole pool) or "every" (also on every selection of the deterministic strategies;
+    random's ten repeats per F would cost ~2-7 s each, so they are not asked)."""
     start = time.perf_counter()
-    results = {f: rp.replay(pool, targets, strategies, f, repeats, seed) for f in fractions}
+    results = {}
+    for f in fractions:
+        if verdicts == "every":
+            designed = [s for s in strategies if s in rp.DETERMINISTIC]
+            results[f] = rp.replay(pool, targets, designed, f, repeats, seed, verdicts="every")
+            others = [s for s in strategies if s not in rp.DETERMINISTIC]
+            if others:
+                results[f]["strategies"].update(rp.replay(pool, targets, others, f, repeats, seed)["strategies"])
+            results[f]["strategies"] = {s: results[f]["strategies"][s] for s in strategies}
+        else:
+            results[f] = rp.replay(pool, targets, strategies, f, repeats, seed, verdicts=verdicts)
     for label, power, rounds in variants:
         for f in fractions:
             results[f]["strategies"][label] = rp.replay(pool, targets, ["plmscale"], f, 1, seed, power,
@@ -142,18 +159,67 @@ def table_rows(name, results_per_pool, strategies, fractions):
             beaten = np.mean([_share_of_random_beaten(r[f]["strategies"], e)
                               for r, e in zip(results_per_pool, entries)])
             verdict = "—" if s == "random" else f"{'yes' if err < random_err else 'no'} ({beaten:.0%})"
+            shares = [e["forecast_share"] for e in entries if "forecast_share" in e]
+            forecasts = f"{np.mean(shares):.0%}" if len(shares) == len(entries) else "—"
             rows.append(f"| {name} | {f:g} | {s} | {spent:.3f} | {picked:.1f} | {err:.2f} | {r2:.3f} | {verdict} | "
-                        f"{gap:+.3f} ± {gap_se:.3f} |")
-        rows.append(f"| {name} | {f:g} | *all runs* | 1 | all | {all_err:.2f} | {np.mean(all_r2):.3f} | | |")
+                        f"{gap:+.3f} ± {gap_se:.3f} | {forecasts} |")
+        all_verdicts = [r[f]["all_runs"].get("verdict") for r in results_per_pool]
+        all_forecasts = (f"{np.mean([v['forecasts'] for v in all_verdicts]):.0%}" if all(all_verdicts) else "—")
+        rows.append(f"| {name} | {f:g} | *all runs* | 1 | all | {all_err:.2f} | {np.mean(all_r2):.3f} | | | "
+                    f"{all_forecasts} |")
     return rows
 
 
-def _synthetic_results(count, pool_seed, strategies, args, variants=()):
+def verdict_line(name, results_per_pool, labels):
+    """The fit stage's verdict on each pool's whole law: would plmscale forecast with it, and if not, why."""
+    first = min(results_per_pool[0])
+    parts = []
+    for label, r in zip(labels, results_per_pool):
+        verdict = r[first]["all_runs"].get("verdict")
+        if verdict is None:
+            return ""
+        parts.append(f"{label} forecasts" if verdict["forecasts"] else f"{label} refused ({verdict['reasons'][0]})")
+    return f"{name}, the fit stage on all of each pool's runs: " + "; ".join(parts) + "."
+
+
+def bar_where_plmscale_forecasts(name, results_per_pool, labels, fractions, strategy="plmscale"):
+    """The issue's bar on the pools whose whole law the fit stage would forecast with: the strategy's mean error
+    against random's per F, and the R² gap to the all-runs fit at the largest F."""
+    kept = [(label, r) for label, r in zip(labels, results_per_pool)
+            if (r[fractions[0]]["all_runs"].get("verdict") or {}).get("forecasts")]
+    if not kept:
+        return f"{name}: the fit stage refuses the whole law on every pool, so no pool can judge the bar."
+    parts = []
+    for f in fractions:
+        mine = np.mean([r[f]["strategies"][strategy]["mean_abs_pct_error"] for _, r in kept])
+        random = np.mean([r[f]["strategies"]["random"]["mean_abs_pct_error"] for _, r in kept])
+        parts.append(f"F = {f:g} {mine:.2f} vs random {random:.2f}%")
+    top = fractions[-1]
+    gap = np.mean([r[top]["all_runs"]["r2"] - r[top]["strategies"][strategy]["r2"] for _, r in kept])
+    return (f"{name}, the bar on the pools the fit stage forecasts ({', '.join(label for label, _ in kept)}): "
+            f"{strategy} {'; '.join(parts)}; R² gap at F = {top:g} {gap:+.3f}.")
+
+
+def refused_selections_line(name, results_per_pool, fractions, strategy="plmscale"):
+    """How often the fit stage refuses the strategy's own selection, and the R² gap at the largest F over the
+    pools where it does not (the forecasts a user of plmscale would be given)."""
+    top = fractions[-1]
+    entries = [(r[top]["strategies"][strategy], r[top]["all_runs"]) for r in results_per_pool]
+    if not all("forecast_share" in e for e, _ in entries):
+        return ""
+    kept = [all_runs["r2"] - e["r2"] for e, all_runs in entries if e["forecast_share"] == 1.0 and e["r2"] is not None]
+    gap = f"{np.mean(kept):+.3f} ± {np.std(kept, ddof=1) / np.sqrt(len(kept)):.3f}" if len(kept) > 1 else "n/a"
+    return (f"{name}, F = {top:g}: the fit stage refuses {strategy}'s selection on {len(entries) - len(kept)} of "
+            f"{len(entries)} pools; on the {len(kept)} it forecasts with, the R² gap to all runs is {gap}.")
+
+
+def _synthetic_results(count, pool_seed, strategies, args, variants=(), verdicts=None):
     rng = np.random.default_rng(pool_seed)
     results, seconds = [], 0.0
     for _ in range(count):
         pool, targets, _ = synthetic_pool(rng)
-        measured, spent = measure(pool, targets, strategies, args.fractions, args.repeats, args.seed, variants)
+        measured, spent = measure(pool, targets, strategies, args.fractions, args.repeats, args.seed, variants,
+                                  verdicts)
         results.append(measured)
         seconds += spent
     return results, f"{count} pools of {len(pool)} runs, {len(targets)} targets, {seconds:.1f} s"
@@ -189,14 +255,19 @@ def main():
     parser.add_argument("--synthetic-seed", type=int, default=2, help="seed of the held-out stage's pools")
     parser.add_argument("--rolling", type=int, nargs="+", default=[1, 2, 3],
                         help="released stage: one pool per k, holding out the top k IsoFLOP budgets")
+    parser.add_argument("--verdicts", choices=("none", "all_runs", "every"), default="every",
+                        help="ask plmscale's fit stage whether it would forecast with each pool's whole law "
+                             "(all_runs) and with each designed strategy's selection too (every); the held-out "
+                             "stage asks at most all_runs per pool unless --heldout-verdicts every")
+    parser.add_argument("--heldout-verdicts", choices=("none", "all_runs", "every"), default="all_runs")
     parser.add_argument("--markdown", help="append the tables to this markdown file")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
     header = ["| pool | F | strategy | FLOPs spent | runs | mean abs % error | R² | beats random | "
-              "R² gap to all runs |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "R² gap to all runs | plmscale forecasts |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     sections = []
 
     def section(title, rows, timings, notes=()):
@@ -223,26 +294,34 @@ def main():
                 [f"selection: {timing}"],
                 [f"Mean abs % error over F and pools: {ranking}. Chosen: {label}, {verdict}.", ""])
     if "heldout" in args.stages:
-        results, timing = _synthetic_results(args.synthetic, args.synthetic_seed, args.strategies, args)
+        verdicts = None if args.heldout_verdicts == "none" else args.heldout_verdicts
+        results, timing = _synthetic_results(args.synthetic, args.synthetic_seed, args.strategies, args, (), verdicts)
         section(f"Held-out set: every strategy on {args.synthetic} fresh synthetic pools (seed "
                 f"{args.synthetic_seed}; plmscale = {default})",
                 table_rows(f"held-out (x{args.synthetic})", results, args.strategies, args.fractions),
-                [f"held-out: {timing}"])
+                [f"held-out: {timing}"],
+                [line for line in [refused_selections_line(f"held-out (x{args.synthetic})", results, args.fractions)]
+                 if line] + [""])
     if "released" in args.stages and args.data and Path(args.data).exists():
         rows, timings, notes = [], [], []
         for objective, runs in released_runs(args.data, args.import_config).items():
             results, seconds, sizes = [], 0.0, []
             for k, pool, targets in rp.rolling_origin_splits(runs, args.rolling, TARGET_SHARE, f"released {objective}"):
-                measured, spent = measure(pool, targets, args.strategies, args.fractions, args.repeats, args.seed)
+                measured, spent = measure(pool, targets, args.strategies, args.fractions, args.repeats, args.seed,
+                                          verdicts=None if args.verdicts == "none" else args.verdicts)
                 results.append(measured)
                 seconds += spent
                 sizes.append(f"k={k}: {len(pool)} pool runs, {len(targets)} targets")
             timings.append(f"released {objective} ({'; '.join(sizes)}): {seconds:.1f} s")
             rows += table_rows(f"released {objective} (k={','.join(map(str, args.rolling))})", results,
                                args.strategies, args.fractions)
+            labels = [f"k={k}" for k in args.rolling]
             if "plmscale" in args.strategies and "random" in args.strategies:
-                notes += [per_pool_line(f"released {objective}", results, [f"k={k}" for k in args.rolling],
-                                        args.fractions), ""]
+                notes += [per_pool_line(f"released {objective}", results, labels, args.fractions), ""]
+                if args.verdicts != "none":
+                    notes += [verdict_line(f"released {objective}", results, labels), "",
+                              bar_where_plmscale_forecasts(f"released {objective}", results, labels,
+                                                           args.fractions), ""]
         section(f"Released curves: rolling-origin pools, the top k IsoFLOP budgets held out (plmscale = {default})",
                 rows, timings, notes)
     publish("\n\n".join(sections), args.markdown)
