@@ -163,8 +163,8 @@ def test_collect_records_epochs_and_fit_names_the_runs_that_repeat_their_data(tm
 def test_train_split_tokens_read_from_the_manifest_and_a_bad_one_named(tmp_path):
     """collect's epochs divide by one pass over the train split, read from its manifest.json: the residues plus
     <cls> and <eos> per sequence, the count `plmscale plan` and the repetition subsets use too."""
+    from plmscale.data.shards import read_split_pass_tokens as train_split_tokens
     from plmscale.grid.plan import train_split_tokens as plan_split_tokens
-    from plmscale.scaling.collect import train_split_tokens
 
     manifest = tmp_path / "data" / "shards" / "train" / "manifest.json"
     manifest.parent.mkdir(parents=True)
@@ -177,3 +177,9 @@ def test_train_split_tokens_read_from_the_manifest_and_a_bad_one_named(tmp_path)
     manifest.write_text(json.dumps({"n_tokens": 5}))
     with pytest.raises(PlmscaleError, match="n_sequences is None"):
         train_split_tokens(manifest)
+    # plmscale plan reads it through the same reader: a broken manifest is named, not taken for "not written yet"
+    manifest.write_text("{not json")
+    with pytest.raises(PlmscaleError, match=f"{manifest}:1: not valid JSON"):
+        plan_split_tokens(tmp_path)
+    manifest.unlink()
+    assert plan_split_tokens(tmp_path) is None

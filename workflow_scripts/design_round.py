@@ -6,7 +6,7 @@ import pandas as pd
 from plmscale.config import load_config
 from plmscale.design.round_files import plan_round, read_round
 from plmscale.logging_setup import log_to_file
-from plmscale.scaling.collect import train_split_tokens
+from plmscale.data.shards import read_split_pass_tokens
 from plmscale.scaling.fitfile import read_fit
 from plmscale.scaling.results import write_json
 
@@ -16,7 +16,7 @@ earlier = [read_round(path) for path in snakemake.input.earlier]
 manifest = snakemake.input.get("train_manifest")
 record = plan_round(config, pd.read_csv(snakemake.input.runs, low_memory=False), read_fit(snakemake.input.fit).data,
                     earlier, int(snakemake.wildcards.k),
-                    train_tokens=train_split_tokens(manifest) if manifest else None)
+                    train_tokens=read_split_pass_tokens(manifest) if manifest else None)
 write_json(record, snakemake.output.round)
 for run in record["runs_added"]:
     log.info("round %s adds %s: %s", record["round"], run["run_id"], run["why"])

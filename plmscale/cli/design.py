@@ -19,8 +19,7 @@ from plmscale.data.atomic import write_text
 from plmscale.errors import PlmscaleError
 from plmscale.design import planner
 from plmscale.design.round_files import adaptive_enabled
-from plmscale.grid.plan import TRAIN_MANIFEST
-from plmscale.scaling.collect import train_split_tokens
+from plmscale.grid.plan import train_split_tokens
 
 REPLAY_MODULE = "plmscale.cli.design_replay"
 
@@ -131,8 +130,7 @@ def resolve_train_tokens(args) -> float | None:
         if not (args.train_tokens > 0 and math.isfinite(args.train_tokens)):
             raise PlmscaleError(f"--train-tokens {args.train_tokens!r}: give the train split's tokens, a positive count")
         return float(args.train_tokens)
-    manifest = Path(args.results) / TRAIN_MANIFEST
-    return train_split_tokens(manifest) if manifest.exists() else None
+    return train_split_tokens(args.results)
 
 
 def fragment_text(plan: dict, config_files) -> str:

@@ -27,6 +27,7 @@ import threading
 import numpy as np
 
 from plmscale.alphabet import TOKENS, encode
+from plmscale.config import read_json_object
 from plmscale.data.atomic import DeferredFile, remove_stale_temporaries, write_json
 from plmscale.errors import PlmscaleError
 from plmscale.provenance import provenance
@@ -41,6 +42,17 @@ def split_pass_tokens(manifest: dict) -> int:
     """Tokens one pass over a split feeds a run, from its manifest: the residues plus <cls> and <eos> per
     sequence (as train/subset.py frames a sequence). A run's tokens over this are its epochs."""
     return int(manifest["n_tokens"]) + 2 * int(manifest["n_sequences"])
+
+
+def read_split_pass_tokens(manifest_path) -> int:
+    """split_pass_tokens of a split's manifest.json file; a missing, unreadable or miscounted manifest is an
+    error naming it (the one reader `plmscale plan`, `plmscale design`, the design rounds and collect share)."""
+    manifest = read_json_object(manifest_path, "split manifest", hint="; rerun the tokenize step")
+    for key in ("n_tokens", "n_sequences"):
+        count = manifest.get(key)
+        if isinstance(count, bool) or not isinstance(count, (int, float)) or count <= 0:
+            raise PlmscaleError(f"{manifest_path}: {key} is {count!r}, not a positive count; rerun the tokenize step")
+    return split_pass_tokens(manifest)
 
 
 def _shard_names(k):

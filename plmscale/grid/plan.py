@@ -1,10 +1,9 @@
 """The grid a config describes, as text for `plmscale plan` (plmscale.cli.plan) — before anything is trained."""
 
-import json
 from pathlib import Path
 
 from plmscale import recipe as recipes
-from plmscale.data.shards import split_pass_tokens
+from plmscale.data.shards import read_split_pass_tokens
 from plmscale.grid.expand import expand_grid
 from plmscale.grid.repetition import repetition_specs
 from plmscale.grid.resources import gpu_hours
@@ -31,12 +30,10 @@ TRAIN_MANIFEST = Path("data") / "shards" / "train" / "manifest.json"
 
 def train_split_tokens(results) -> int | None:
     """Tokens one pass over the train split feeds a run: its residues plus <cls> and <eos> per sequence,
-    from the data stage's manifest under `results`; None before the data stage has run."""
+    from the data stage's manifest under `results`; None before the data stage has written it. A manifest
+    that is there but unreadable is an error naming it (it used to read as "not written yet")."""
     path = Path(results) / TRAIN_MANIFEST
-    try:
-        return split_pass_tokens(json.loads(path.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
+    return read_split_pass_tokens(path) if path.exists() else None
 
 
 def epochs(spec, split_tokens: int | None) -> float | None:

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from plmscale import run_metrics
-from plmscale.config import read_json_object
-from plmscale.data.shards import split_pass_tokens
+from plmscale.data.shards import read_split_pass_tokens
 from plmscale.errors import PlmscaleError
 from plmscale.arithmetic import FLOPS_DEFINITIONS, ModelShape
 from plmscale.grid.spec import MIXED
@@ -50,17 +49,6 @@ def _kind_and_design(metrics: dict) -> dict:
     if metrics.get("init_from"):
         return {"kind": "transfer", "design": "transfer"}
     return {"kind": "", "design": "isoflop" if metrics.get("budget") not in (None, "") else "long"}
-
-
-def train_split_tokens(manifest_path) -> float:
-    """Tokens of one pass over the train split (its shards' manifest.json; shards.split_pass_tokens): what an
-    own run draws its tokens from."""
-    manifest = read_json_object(manifest_path, "train split manifest", hint="; rerun the tokenize step")
-    for key in ("n_tokens", "n_sequences"):
-        count = manifest.get(key)
-        if isinstance(count, bool) or not isinstance(count, (int, float)) or count <= 0:
-            raise PlmscaleError(f"{manifest_path}: {key} is {count!r}, not a positive count; rerun the tokenize step")
-    return float(split_pass_tokens(manifest))
 
 
 def run_epochs(metrics: dict, train_tokens: float | None) -> float | None:
@@ -153,7 +141,7 @@ def read_curve(path, metrics: dict) -> pd.DataFrame:
 
 def collect_runs(metrics_paths, curve_paths=(), train_tokens=None):
     """metrics.json files (and their curve.csv files, matched by folder) -> (runs_df, curves_df).
-    train_tokens: the train split's tokens (train_split_tokens), for each run's epochs."""
+    train_tokens: the train split's tokens (shards.read_split_pass_tokens), for each run's epochs."""
     metrics_paths = [Path(p) for p in metrics_paths]
     curve_by_dir = {Path(p).parent: Path(p) for p in curve_paths}
     rows, curves, mixed = [], [], []
@@ -209,7 +197,7 @@ def collect_and_merge(metrics_paths, curve_paths, imported_runs=None, imported_c
     train_manifest: the train split's manifest.json, for the own runs' epochs (empty without it)."""
     pairs = []
     if metrics_paths:
-        train_tokens = train_split_tokens(train_manifest) if train_manifest else None
+        train_tokens = read_split_pass_tokens(train_manifest) if train_manifest else None
         pairs.append(collect_runs(metrics_paths, curve_paths, train_tokens))
     if imported_runs:
         imported = pd.read_csv(imported_runs, low_memory=False)
