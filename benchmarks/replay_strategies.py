@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from markdown_table import publish  # noqa: E402  (benchmarks/, this script's directory)
 from plmscale.design import replay as rp  # noqa: E402
+from plmscale.design import replay_verdict  # noqa: E402
 from plmscale.provenance import cpu_model  # noqa: E402
 
 TARGET_SHARE = 0.9
@@ -95,19 +96,23 @@ def measure(pool, targets, strategies, fractions, repeats, seed=0, variants=(), 
     """{F: replay result} and the seconds spent. Each variant (label, cost_power, exchange_rounds) adds
     plmscale's strategy replayed with those settings, as strategy `label`. verdicts: None, "all_runs" (the fit
     stage's verdict on the whole pool) or "every" (also on every selection of the deterministic strategies;
-    random's ten repeats per F would cost ~2-7 s each, so they are not asked)."""
+    random's ten repeats per F would cost ~2-7 s each, so they are not asked). The whole pool's verdict is
+    asked once, not once per F."""
     start = time.perf_counter()
+    pool_verdict = replay_verdict.verdict(pool) if verdicts else None
     results = {}
     for f in fractions:
         if verdicts == "every":
             designed = [s for s in strategies if s in rp.DETERMINISTIC]
-            results[f] = rp.replay(pool, targets, designed, f, repeats, seed, verdicts="every")
+            results[f] = rp.replay(pool, targets, designed, f, repeats, seed, verdicts="every",
+                                   pool_verdict=pool_verdict)
             others = [s for s in strategies if s not in rp.DETERMINISTIC]
             if others:
                 results[f]["strategies"].update(rp.replay(pool, targets, others, f, repeats, seed)["strategies"])
             results[f]["strategies"] = {s: results[f]["strategies"][s] for s in strategies}
         else:
-            results[f] = rp.replay(pool, targets, strategies, f, repeats, seed, verdicts=verdicts)
+            results[f] = rp.replay(pool, targets, strategies, f, repeats, seed, verdicts=verdicts,
+                                   pool_verdict=pool_verdict)
     for label, power, rounds in variants:
         for f in fractions:
             results[f]["strategies"][label] = rp.replay(pool, targets, ["plmscale"], f, 1, seed, power,

@@ -258,3 +258,7 @@ def test_every_replay_can_carry_the_fit_stages_verdict(pool_and_targets):
     assert tiny["verdict"]["reasons"]
     with pytest.raises(PlmscaleError, match="verdicts must be one of"):
         rp.replay(pool, targets, ["cheapest"], 0.05, verdicts="some")
+    # a caller replaying several budget fractions hands the whole pool's verdict over instead of refitting it
+    known = result["all_runs"]["verdict"]
+    again = rp.replay(pool, targets, ["cheapest"], 0.10, verdicts="all_runs", pool_verdict=known)
+    assert again["all_runs"]["verdict"] is known

@@ -420,12 +420,13 @@ def expand_strategies(names) -> list:
 
 
 def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0, cost_power=None, exchange_rounds=None,
-           verdicts=None):
+           verdicts=None, pool_verdict=None):
     """replay.json's content: every strategy's entry at budget_fraction over `repeats` replays, and the fit
     on the whole pool ("all_runs"). Random draws come from numpy's generator seeded (seed, repeat).
     cost_power and exchange_rounds set plmscale's strategy (None: the defaults COST_POWER, EXCHANGE_ROUNDS).
     verdicts: None, "all_runs" (the fit stage's verdict on the whole pool's law, all_runs.verdict) or "every"
-    (also on every replay's selection: forecast_share per strategy); see replay_verdict."""
+    (also on every replay's selection: forecast_share per strategy); see replay_verdict. pool_verdict: the whole
+    pool's verdict where the caller has it already (it does not depend on the budget fraction)."""
     if int(repeats) < 1:
         raise PlmscaleError(f"--repeats must be at least 1, got {repeats}")
     if not 0 < budget_fraction <= 1:
@@ -453,7 +454,7 @@ def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0, cost_p
     all_runs = _entry([everything], targets, 1.0, 1)
     all_runs.pop("per_repeat")
     if verdicts:
-        all_runs["verdict"] = replay_verdict.verdict(pool)
+        all_runs["verdict"] = replay_verdict.verdict(pool) if pool_verdict is None else pool_verdict
     return {"strategies": result, "all_runs": all_runs,
             "settings": {"seed": int(seed), "initial_runs": N_INITIAL, "law": "L = E + A/N^alpha + B/D^beta "
                          "(parametric, Huber on log-loss)", "forecast_ci": "95%, delta method from the fit's "

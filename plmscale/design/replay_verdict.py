@@ -19,7 +19,6 @@ replay are asked for (`--verdicts`).
 import logging
 from contextlib import contextmanager
 
-import numpy as np
 import pandas as pd
 
 from plmscale.errors import PlmscaleError
@@ -70,14 +69,10 @@ def verdict(runs: pd.DataFrame, bootstrap: int = VERDICT_BOOTSTRAP, seed: int = 
     reasons = [] if forecasts else list(law.get("reasons") or [])
     if not forecasts and not reasons:
         reasons = [law.get("error") or (entry.get("law_selection") or {}).get("why") or "no law selected"]
-    error_ci = rollout.get("loss_error_pct_ci")
+    # the backtest's values are JSON-ready already (floats, None for a missing or non-finite one)
     return {"forecasts": bool(forecasts), "identified": law.get("identified"), "reasons": reasons,
-            "rollout_loss_error_pct": _number(rollout.get("loss_error_pct")),
-            "rollout_loss_error_pct_ci": [_number(v) for v in error_ci] if error_ci else None}
-
-
-def _number(value):
-    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
+            "rollout_loss_error_pct": rollout.get("loss_error_pct"),
+            "rollout_loss_error_pct_ci": rollout.get("loss_error_pct_ci")}
 
 
 def summary_line(all_runs_verdict: dict) -> str:
