@@ -72,7 +72,7 @@ def _optimal_n(law, flops):
     return g * (flops / 6) ** (law["beta"] / (law["alpha"] + law["beta"]))
 
 
-def synthetic_pool(rng, noise=0.005):
+def synthetic_pool(rng, noise=0.005, target_budgets=SYNTHETIC_TARGET_BUDGETS):
     """(pool, targets, law) drawn from a random Chinchilla law (the ranges of tests/scaling_synthetic.py)."""
     law = {"E": rng.uniform(1.6, 2.4), "A": np.exp(rng.uniform(4, 7)), "B": np.exp(rng.uniform(6, 9)),
            "alpha": rng.uniform(0.28, 0.42), "beta": rng.uniform(0.26, 0.40)}
@@ -89,7 +89,7 @@ def synthetic_pool(rng, noise=0.005):
                              "loss": loss})
         return pd.DataFrame(rows)
 
-    return grid(SYNTHETIC_BUDGETS, 8, 6.0, "pool"), grid(SYNTHETIC_TARGET_BUDGETS, 5, 3.0, "target"), law
+    return grid(SYNTHETIC_BUDGETS, 8, 6.0, "pool"), grid(target_budgets, 5, 3.0, "target"), law
 
 
 def measure(pool, targets, strategies, fractions, repeats, seed=0, variants=(), verdicts=None):

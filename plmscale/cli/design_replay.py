@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from plmscale.design import replay as rp
-from plmscale.design import replay_verdict
+from plmscale.design import replay_bound, replay_verdict
 from plmscale.errors import PlmscaleError, write_error
 from plmscale.scaling.results import write_json
 
@@ -33,10 +33,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def format_result(result) -> str:
     """The table the command prints: per strategy F, mean |error|, R² and (with --verdicts) the share of its
     replays plmscale would forecast with; then the whole pool's verdict in a sentence."""
-    lines = [f"{'strategy':<10} {'F':>6} {'mean |error| %':>15} {'R²':>8} {'plmscale forecasts':>19}"]
+    expected = result.get("expected")
+    lines = [f"{'strategy':<10} {'F':>6} {'mean |error| %':>15} {'R²':>8} {'plmscale forecasts':>19}"
+             + (f" {'expected R² gap':>16}" if expected else "")]
     all_runs = result["all_runs"]
     rows = list(result["strategies"].items()) + [("all runs", all_runs)]
     for name, entry in rows:
+        gap = f" {expected['r2_gap'][name]:>16.3f}" if expected and name in expected["r2_gap"] else ""
         r2 = "n/a" if entry["r2"] is None else f"{entry['r2']:.3f}"
         if "forecast_share" in entry:
             share = f"{entry['forecast_share']:.0%} of replays"
@@ -45,9 +48,15 @@ def format_result(result) -> str:
         else:
             share = "not asked"
         lines.append(f"{name:<10} {entry['budget_fraction']:>6g} {entry['mean_abs_pct_error']:>15.3f} {r2:>8} "
-                     f"{share:>19}")
+                     f"{share:>19}{gap}")
     if "verdict" in all_runs:
         lines.append(replay_verdict.summary_line(all_runs["verdict"]))
+    if expected:
+        best = expected["best_selection"]
+        lines.append(f"expected R² gap: the forecasts' variance alone, to first order, at the whole pool's law with "
+                     f"the noise its residuals show ({expected['noise'] * 100:.2f}%); a law that misfits the pool "
+                     f"adds bias on top. The best selection found within this budget ({best['n_selected']} runs) is "
+                     f"expected {best['r2_gap']:.3f} below the all-runs R²: no strategy is expected to do better.")
     return "\n".join(lines)
 
 
@@ -58,6 +67,7 @@ def main(args) -> int:
                                                  f"targets table {args.targets}")
     result = rp.replay(pool, targets, args.strategy or ["all"], args.budget_fraction, args.repeats, args.seed,
                        verdicts="every" if args.verdicts else "all_runs")
+    result["expected"] = replay_bound.expected(pool, targets, result)
     path = Path(args.out) / "replay.json"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

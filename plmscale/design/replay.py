@@ -312,10 +312,13 @@ def _scores(strategy, theta, pool, chosen, candidates, targets, cost_power):
 
 
 def select_runs(pool: pd.DataFrame, targets: pd.DataFrame, strategy: str, budget_fraction: float, rng=None,
-                cost_power=None, exchange_rounds=None):
+                cost_power=None, exchange_rounds=None, known_law=None):
     """Positions of the pool runs a strategy selects within budget_fraction of the pool's FLOPs, in the
     order picked (the N_INITIAL cheapest first), and the last fit's θ (None for random and cheapest).
-    cost_power and exchange_rounds set plmscale's strategy (None: COST_POWER, EXCHANGE_ROUNDS)."""
+    cost_power and exchange_rounds set plmscale's strategy (None: COST_POWER, EXCHANGE_ROUNDS).
+    known_law: θ = (e, a, b, α, β) to design at instead of fitting the selection as it grows (a benchmark's
+    oracle, where a synthetic pool's true law is known: what the design would do if the fit were exact);
+    it is returned as the last fit."""
     cost_power = COST_POWER if cost_power is None else float(cost_power)
     exchange_rounds = EXCHANGE_ROUNDS if exchange_rounds is None else int(exchange_rounds)
     if strategy not in STRATEGIES:
@@ -329,8 +332,11 @@ def select_runs(pool: pd.DataFrame, targets: pd.DataFrame, strategy: str, budget
     left = budget_fraction * cost.sum() - cost[chosen].sum()
     available = np.ones(len(pool), bool)
     available[chosen] = False
-    tracker = _LawTracker(pool) if strategy in ("d-optimal", "v-optimal", "plmscale") else None
+    designed = strategy in ("d-optimal", "v-optimal", "plmscale")
+    tracker = _LawTracker(pool) if designed and known_law is None else None
     theta = tracker.refit(np.array(chosen)) if tracker else None
+    if known_law is not None and designed:
+        theta = np.asarray(known_law, float)
     while True:
         candidates = np.flatnonzero(available & (cost <= left))
         if len(candidates) == 0:
@@ -351,7 +357,8 @@ def select_runs(pool: pd.DataFrame, targets: pd.DataFrame, strategy: str, budget
     if strategy == "plmscale":
         for _ in range(exchange_rounds):  # exchange at the fit, refit on the exchanged selection
             chosen = exchange(theta, pool, targets, chosen, budget_fraction * cost.sum())
-            theta = grid_fit(pool.iloc[chosen], theta)
+            if tracker:
+                theta = grid_fit(pool.iloc[chosen], theta)
     return chosen, theta
 
 
@@ -453,6 +460,7 @@ def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0, cost_p
                   "forecast_ci": interval, "mean_abs_pct_error": error, "r2": r2}
     all_runs = _entry([everything], targets, 1.0, 1)
     all_runs.pop("per_repeat")
+    all_runs["theta"] = [float(v) for v in theta]  # (e, a, b, α, β): the law replay_bound linearises at
     if verdicts:
         all_runs["verdict"] = replay_verdict.verdict(pool) if pool_verdict is None else pool_verdict
     return {"strategies": result, "all_runs": all_runs,
