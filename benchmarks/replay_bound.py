@@ -2,7 +2,7 @@
 
     python benchmarks/replay_bound.py [--pools 40] [--pool-seed 4] [--fractions 0.05 0.10 0.20 0.30]
         [--repeats 10] [--target-budgets 1e21 1e22] [--expected-only] [--released [--data DIR]]
-        [--markdown docs/replay.md]
+        [--markdown docs/replay-measured.md]
 
 On synthetic pools (benchmarks/replay_strategies.synthetic_pool: the law is known, 0.5% log-normal noise), per
 budget fraction F, four selections:

@@ -3,7 +3,7 @@ fractions F, against the all-runs fit of the same pool, in three stages:
 
     python benchmarks/replay_strategies.py [--stages selection heldout released]
         [--fractions 0.01 0.05 0.10] [--repeats 10] [--selection 8] [--synthetic 12] [--rolling 1 2 3]
-        [--data ../shared/published/ScalingProteinLM/data] [--markdown docs/replay.md]
+        [--data ../shared/published/ScalingProteinLM/data] [--markdown docs/replay-measured.md]
 
 - selection: choose plmscale's strategy settings (cost power p in --cost-powers, exchange on/off) on
   --selection synthetic pools drawn from --selection-seed. The rule, fixed before any run: the variant with

@@ -58,7 +58,7 @@ RIDGE = 1e-12
 # plmscale's strategy: greedy on gain per FLOP^COST_POWER (see _plmscale_scores), then EXCHANGE_ROUNDS of
 # exchange (each: swaps at the current fit until none helps, at most EXCHANGE_MAX_SWAPS, then a refit).
 # Chosen on a selection set of synthetic pools apart from those the strategies are judged on, among cost
-# powers 0, 0.25, 0.5 with and without the exchange (benchmarks/replay_strategies.py, docs/replay.md).
+# powers 0, 0.25, 0.5 with and without the exchange (benchmarks/replay_strategies.py, docs/replay-measured.md).
 COST_POWER = 0.5
 EXCHANGE_ROUNDS = 2
 # Iterations of a warm refit after one pick: the optimum moves little when one run joins.
@@ -242,9 +242,9 @@ def _plmscale_scores(theta, pool, candidates, targets, inverse, cost_power):
 
     Why not v-optimal itself: it ignores cost, so it buys the largest affordable runs first and the rest
     of the budget no longer buys a spread of sizes (measured: 8-17 runs per replay on the synthetic pools
-    of docs/replay.md, plmscale 17-31, at a better R² at F = 0.05 and 0.10). Why not gain per FLOP:
+    of docs/replay-measured.md, plmscale 17-31, at a better R² at F = 0.05 and 0.10). Why not gain per FLOP:
     costs span orders of magnitude, so it buys many cheap runs with little leverage on far targets. The
-    square root of the cost sits between the two (docs/replay.md compares 0, 0.25, 0.5).
+    square root of the cost sits between the two (docs/replay-measured.md compares 0, 0.25, 0.5).
     cost_power is that power (COST_POWER unless a benchmark asks for another).
     """
     cost = pool["flops"].to_numpy()[candidates]

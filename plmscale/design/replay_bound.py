@@ -22,7 +22,7 @@ Those variances are least squares'. The fit plmscale uses is Huber on log-loss w
 (scaling/parametric.py, after Hoffmann et al.), which at 0.5% noise is close to least absolute deviations:
 its constants vary more, by the factor `huber_variance_factor` (1.42 at δ/σ = 0.2; its asymptotic variance
 under Gaussian noise), so the expected gap of a selection fitted as plmscale fits it is that factor times
-the least-squares gap (measured on fixed designs: 1.15-1.62, least squares 0.91-1.17; docs/replay.md).
+the least-squares gap (measured on fixed designs: 1.15-1.62, least squares 0.91-1.17; docs/replay-measured.md).
 
 On a pool whose law is not known, `expected` makes the same computation at the whole pool's fit, with the noise
 its residuals show: replay.json's "expected" block, so a replay says how close any selection of its budget

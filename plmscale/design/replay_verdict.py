@@ -8,7 +8,7 @@ VERDICT_BOOTSTRAP resamples) on a replay's runs and says whether plmscale would 
 
 Why a replay needs it: the issue's bar compares a strategy's forecasts with the fit on the whole pool. Where
 plmscale refuses the whole pool's law (five of the six rolling-origin pools of the released curves,
-docs/replay.md), that comparison is between forecasts plmscale itself would not make; the verdict says so in
+docs/replay-measured.md), that comparison is between forecasts plmscale itself would not make; the verdict says so in
 replay.json instead of leaving a reader to take those figures as plmscale's.
 
 Cost: one fit of the fit stage, ~2-7 s on tens of runs (the bootstrap and the rollout's bootstrap), against
