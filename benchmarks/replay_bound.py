@@ -76,7 +76,8 @@ def measure_pool(pool, targets, law, fractions, repeats, measured=True):
     `measured`, gap is NaN (no fits: the expected gaps alone take a second or two per pool)."""
     theta = true_theta(law)
     all_r2 = realised_r2(pool, targets, np.arange(len(pool))) if measured else np.nan
-    out = {}
+    huber = replay_bound.huber_variance_factor(NOISE)
+    out = {"fraction_meeting": replay_bound.fraction_meeting(theta, pool, targets, BAR, NOISE, huber)}
     for fraction in fractions:
         out[fraction] = {}
         for name, picks in selections(pool, targets, theta, fraction, repeats).items():
@@ -125,6 +126,11 @@ def table(results, fractions, name):
         notes.append(f"F = {fraction:g}: the best design's expected mean gap is {best:.3f} by least squares, "
                      f"{huber * best:.3f} as plmscale fits (Huber, ×{huber:.2f}), {verdict}. plmscale's own "
                      f"design is expected {huber * (ours - best):+.3f} from the best.")
+    needed = np.array([r["fraction_meeting"] for r in results])
+    notes.append(f"Per pool, the smallest F whose best design is expected within {BAR} as plmscale fits "
+                 f"(replay_bound.fraction_meeting): median {np.median(needed):.3f}, quartiles "
+                 f"{np.quantile(needed, 0.25):.3f}-{np.quantile(needed, 0.75):.3f}, largest {needed.max():.3f}; "
+                 f"within F = 0.10 on {np.mean(needed <= 0.10):.0%} of the pools.")
     return rows, notes
 
 

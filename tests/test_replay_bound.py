@@ -9,6 +9,7 @@ import pytest
 from plmscale.cli import design_replay
 from plmscale.design import replay as rp
 from plmscale.design import replay_bound as rb
+from plmscale.errors import PlmscaleError
 from plmscale.scaling import parametric
 from test_replay import LAW, _args, _write, synthetic
 
@@ -106,4 +107,27 @@ def test_the_command_says_how_close_any_selection_could_come(tmp_path, pool_and_
     assert expected["r2_gap"]["random"] > best["r2_gap"]
     chosen = pool[pool["run_id"].isin(best["selected"])]
     assert len(chosen) == best["n_selected"] and chosen["flops"].sum() <= 0.1 * pool["flops"].sum() * (1 + 1e-12)
-    assert "no strategy is expected to do better" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no strategy is expected to do better" in out
+    meeting = expected["fraction_meeting"]
+    assert meeting["r2_gap"] == 0.05 and 0 < meeting["budget_fraction"] < 1
+    assert f"from about F = {meeting['budget_fraction']:.3g}" in out
+    theta, noise, factor = np.array(result["all_runs"]["theta"]), expected["noise"], expected["huber_factor"]
+
+    def best_gap(fraction):
+        chosen = rb.best_selection(theta, pool, targets, fraction, (), noise)
+        return factor * rb.expected_r2_gap(theta, pool, pool.iloc[chosen], targets, noise)
+
+    assert best_gap(meeting["budget_fraction"]) <= 0.05 < best_gap(meeting["budget_fraction"] / 2)
+    args.bar = 1.5
+    with pytest.raises(PlmscaleError, match="--bar is an R² gap"):
+        design_replay.main(args)
+
+
+def test_a_looser_bar_needs_a_smaller_budget(pool_and_targets):
+    pool, targets = pool_and_targets
+    fractions = [rb.fraction_meeting(THETA, pool, targets, bar, NOISE) for bar in (0.01, 0.05, 0.2)]
+    assert fractions[0] > fractions[1] > fractions[2] > 0
+    # a bar any five runs meet: the smallest fraction tried (without the pool's five cheapest, which sit on one
+    # budget and would forecast nothing)
+    assert rb.fraction_meeting(THETA, pool.iloc[5:], targets, 1e12, NOISE) == 1e-3

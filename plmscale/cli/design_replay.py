@@ -27,6 +27,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verdicts", action="store_true",
                         help="also ask plmscale's fit stage whether it would forecast with each replay's law "
                              "(~2-7 s per replay); the whole pool's verdict is always given")
+    parser.add_argument("--bar", type=float, default=0.05, metavar="R2GAP",
+                        help="also report the smallest budget fraction whose best selection is expected within "
+                             "this R² gap of the whole pool's fit (default 0.05; first order, at the pool's law)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for replay.json")
 
 
@@ -57,17 +60,23 @@ def format_result(result) -> str:
                      f"the noise its residuals show ({expected['noise'] * 100:.2f}%); a law that misfits the pool "
                      f"adds bias on top. The best selection found within this budget ({best['n_selected']} runs) is "
                      f"expected {best['r2_gap']:.3f} below the all-runs R²: no strategy is expected to do better.")
+        meeting = expected.get("fraction_meeting")
+        if meeting:
+            lines.append(f"The best selection is expected within {meeting['r2_gap']:g} of the all-runs R² from about "
+                         f"F = {meeting['budget_fraction']:.3g} of the pool's FLOPs.")
     return "\n".join(lines)
 
 
 def main(args) -> int:
+    if not 0 < args.bar < 1:
+        raise PlmscaleError(f"--bar is an R² gap and must be in (0, 1), got {args.bar}")
     pool = rp.read_table(args.pool, "pool table")
     targets = rp.read_table(args.targets, "targets table")
     pool, targets = rp.validate_pool_and_targets(pool, targets, f"pool table {args.pool}",
                                                  f"targets table {args.targets}")
     result = rp.replay(pool, targets, args.strategy or ["all"], args.budget_fraction, args.repeats, args.seed,
                        verdicts="every" if args.verdicts else "all_runs")
-    result["expected"] = replay_bound.expected(pool, targets, result)
+    result["expected"] = replay_bound.expected(pool, targets, result, args.bar)
     path = Path(args.out) / "replay.json"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -102,6 +102,8 @@ def noise_meeting(least_squares_gap: float, noise: float, bar: float, delta: flo
 
 # Exchange swaps of the best selection's search: until no swap helps, in practice (tens of swaps).
 BEST_SELECTION_SWAPS = 300
+# Halvings of log F in fraction_meeting: from 1e-3 to 1, 8 give F to within a factor 1.03.
+FRACTION_STEPS = 8
 # 1.4826 × the median absolute residual estimates a Gaussian sd and ignores a few outlying runs.
 MAD_TO_SD = 1.4826
 
@@ -126,11 +128,31 @@ def best_selection(theta, pool: pd.DataFrame, targets: pd.DataFrame, budget_frac
     return np.asarray(found[int(np.argmin(gaps))])
 
 
-def expected(pool: pd.DataFrame, targets: pd.DataFrame, result: dict) -> dict:
+def fraction_meeting(theta, pool: pd.DataFrame, targets: pd.DataFrame, r2_gap: float, noise: float,
+                     factor: float = 1.0, lowest: float = 1e-3, steps: int = FRACTION_STEPS) -> float:
+    """The smallest budget fraction (of the pool's FLOPs) whose best selection is expected within r2_gap of the
+    whole pool's R² (gaps × factor): bisection on log F between `lowest` and 1 (where the gap is 0), `steps`
+    halvings, the upper end returned. `lowest` itself when even that budget's best selection meets it."""
+
+    def meets(fraction):
+        chosen = best_selection(theta, pool, targets, fraction, (), noise)
+        return factor * expected_r2_gap(theta, pool, pool.iloc[chosen], targets, noise) <= r2_gap
+
+    low, high = math.log(lowest), 0.0
+    if meets(lowest):
+        return lowest
+    for _ in range(steps):
+        middle = (low + high) / 2
+        low, high = (low, middle) if meets(math.exp(middle)) else (middle, high)
+    return float(math.exp(high))
+
+
+def expected(pool: pd.DataFrame, targets: pd.DataFrame, result: dict, bar: float | None = None) -> dict:
     """replay.json's "expected" block for a replay's result (replay.replay): at the whole pool's law
     (all_runs.theta), with the noise its residuals show and the Huber factor of the fit replays make, the
     expected R² gap of each strategy's selections (mean over its repeats) and of the best selection found
-    within the same budget (best_selection, started from every strategy's first selection)."""
+    within the same budget (best_selection, started from every strategy's first selection). With `bar` (an R²
+    gap), also the smallest budget fraction whose best selection is expected within it (fraction_meeting)."""
     theta = np.asarray(result["all_runs"]["theta"], float)
     noise = residual_noise(theta, pool)
     factor = huber_variance_factor(noise) if noise > 0 else 1.0
@@ -143,7 +165,11 @@ def expected(pool: pd.DataFrame, targets: pd.DataFrame, result: dict) -> dict:
 
     fraction = next(iter(result["strategies"].values()))["budget_fraction"] if picks else 1.0
     best = best_selection(theta, pool, targets, fraction, [p[0] for p in picks.values()], noise)
-    return {"law": "the whole pool's fit (all_runs.theta)", "noise": noise, "huber_factor": factor,
-            "r2_gap": {name: float(np.mean([gap(c) for c in chosen])) for name, chosen in picks.items()},
-            "best_selection": {"r2_gap": gap(best), "n_selected": int(len(best)),
-                               "selected": pool["run_id"].iloc[best].tolist()}}
+    block = {"law": "the whole pool's fit (all_runs.theta)", "noise": noise, "huber_factor": factor,
+             "r2_gap": {name: float(np.mean([gap(c) for c in chosen])) for name, chosen in picks.items()},
+             "best_selection": {"r2_gap": gap(best), "n_selected": int(len(best)),
+                                "selected": pool["run_id"].iloc[best].tolist()}}
+    if bar is not None:
+        block["fraction_meeting"] = {"r2_gap": float(bar),
+                                     "budget_fraction": fraction_meeting(theta, pool, targets, bar, noise, factor)}
+    return block
