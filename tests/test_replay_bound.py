@@ -131,3 +131,22 @@ def test_a_looser_bar_needs_a_smaller_budget(pool_and_targets):
     # a bar any five runs meet: the smallest fraction tried (without the pool's five cheapest, which sit on one
     # budget and would forecast nothing)
     assert rb.fraction_meeting(THETA, pool.iloc[5:], targets, 1e12, NOISE) == 1e-3
+
+
+def test_with_one_target_there_is_no_r2_and_no_expected_gap(tmp_path, pool_and_targets, capsys):
+    pool, targets = pool_and_targets
+    pool_path, targets_path = _write(tmp_path, pool, targets.head(1))
+    assert design_replay.main(_args(pool_path, targets_path, tmp_path / "out", strategies=("cheapest",))) == 0
+    result = json.loads((tmp_path / "out" / "replay.json").read_text())
+    assert result["expected"] is None and result["strategies"]["cheapest"]["r2"] is None
+    assert "expected R² gap" not in capsys.readouterr().out
+
+
+def test_a_selection_that_cannot_forecast_has_an_infinite_gap_even_without_noise(pool_and_targets):
+    pool, targets = pool_and_targets
+    four = pool.iloc[:4]  # four runs for five constants
+    assert rb.expected_r2_gap(THETA, pool, four, targets, NOISE) == math.inf
+    assert rb.expected_r2_gap(THETA, pool, four, targets, 0.0) == math.inf
+    one_budget = pool[pool["flops"] == pool["flops"].min()]  # determined only through the law's curvature
+    assert rb.expected_r2_gap(THETA, pool, one_budget, targets, NOISE) > 100
+    assert rb.expected_r2_gap(THETA, pool, pool.iloc[:20], targets, 0.0) == 0.0

@@ -66,6 +66,8 @@ def expected_r2_gap(theta, pool: pd.DataFrame, selected: pd.DataFrame, targets: 
     """expected R²(pool) − expected R²(selected), to first order in the noise (module doc): what choosing
     `selected` instead of the whole pool is expected to cost in R², from the forecasts' variance alone."""
     extra = forecast_variances(theta, selected, targets) - forecast_variances(theta, pool, targets)
+    if not np.all(np.isfinite(extra)):
+        return math.inf  # the selection cannot determine the constants: no forecast, whatever the noise
     return float(np.sum(_weights(targets, noise) * extra))
 
 
@@ -152,7 +154,11 @@ def expected(pool: pd.DataFrame, targets: pd.DataFrame, result: dict, bar: float
     (all_runs.theta), with the noise its residuals show and the Huber factor of the fit replays make, the
     expected R² gap of each strategy's selections (mean over its repeats) and of the best selection found
     within the same budget (best_selection, started from every strategy's first selection). With `bar` (an R²
-    gap), also the smallest budget fraction whose best selection is expected within it (fraction_meeting)."""
+    gap), also the smallest budget fraction whose best selection is expected within it (fraction_meeting).
+    None where R² is undefined (fewer than two targets, or targets of one loss), as replay's own r2 is."""
+    observed = targets["loss"].to_numpy(float)
+    if len(observed) < 2 or np.ptp(observed) == 0:
+        return None
     theta = np.asarray(result["all_runs"]["theta"], float)
     noise = residual_noise(theta, pool)
     factor = huber_variance_factor(noise) if noise > 0 else 1.0
