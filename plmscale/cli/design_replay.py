@@ -1,6 +1,7 @@
 """`plmscale design replay POOL.csv --targets TARGETS.csv --budget-fraction F --strategy S [--strategy S2 | all]
 --repeats K --out DIR`: replay run-selection strategies on a pool of finished runs and judge their forecasts of
-larger runs (plmscale.design.replay); writes DIR/replay.json and prints a table."""
+larger runs (plmscale.design.replay), and say how close any selection of that budget could come
+(plmscale.design.replay_bound); writes DIR/replay.json and prints a table."""
 
 import argparse
 from pathlib import Path
@@ -34,8 +35,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def format_result(result) -> str:
-    """The table the command prints: per strategy F, mean |error|, R² and (with --verdicts) the share of its
-    replays plmscale would forecast with; then the whole pool's verdict in a sentence."""
+    """The table the command prints: per strategy F, mean |error|, R², (with --verdicts) the share of its
+    replays plmscale would forecast with and (where `expected` is in the result: replay_bound) its expected R²
+    gap; then the whole pool's verdict in a sentence, and the best selection's expected gap and the budget
+    fraction the bar needs."""
     expected = result.get("expected")
     lines = [f"{'strategy':<10} {'F':>6} {'mean |error| %':>15} {'R²':>8} {'plmscale forecasts':>19}"
              + (f" {'expected R² gap':>16}" if expected else "")]
