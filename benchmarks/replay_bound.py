@@ -61,9 +61,7 @@ def true_theta(law) -> np.ndarray:
 
 
 def realised_r2(pool, targets, chosen, warm=None) -> float:
-    selected = pool.iloc[chosen]
-    forecast, _ = rp.forecast_with_interval(rp.grid_fit(selected, warm), selected, targets)
-    return rp.judge_forecasts(targets["loss"], forecast)[1]
+    return rp.judge_selection(pool, targets, chosen, warm)["r2"]
 
 
 def selections(pool, targets, theta, fraction, repeats):

@@ -378,16 +378,23 @@ def replay_once(pool, targets, strategy, budget_fraction, rng=None, cost_power=N
     """One replay: {selected (run ids), flops_fraction, theta, forecast (T,), forecast_ci (T, 2),
     mean_abs_pct_error, r2}, and with_verdict: the fit stage's verdict on the selection's law (replay_verdict)."""
     chosen, warm = select_runs(pool, targets, strategy, budget_fraction, rng, cost_power, exchange_rounds)
+    result = judge_selection(pool, targets, chosen, warm)
+    if with_verdict:
+        result["verdict"] = replay_verdict.verdict(pool.iloc[chosen])
+    return result
+
+
+def judge_selection(pool, targets, chosen, warm=None):
+    """The law fitted to the pool runs at positions `chosen` (grid_fit, also from `warm`), its forecasts of the
+    targets and how they fare: {selected (run ids), flops_fraction, theta, forecast (T,), forecast_ci (T, 2),
+    mean_abs_pct_error, r2}. A replay's selection and the whole pool are judged alike."""
     selected = pool.iloc[chosen]
     theta = grid_fit(selected, warm)
     forecast, interval = forecast_with_interval(theta, selected, targets)
     error, r2 = judge_forecasts(targets["loss"], forecast)
     spent = float(selected["flops"].sum() / pool["flops"].sum())
-    result = {"selected": selected["run_id"].tolist(), "flops_fraction": spent, "theta": theta, "forecast": forecast,
-              "forecast_ci": interval, "mean_abs_pct_error": error, "r2": r2}
-    if with_verdict:
-        result["verdict"] = replay_verdict.verdict(selected)
-    return result
+    return {"selected": selected["run_id"].tolist(), "flops_fraction": spent, "theta": theta, "forecast": forecast,
+            "forecast_ci": interval, "mean_abs_pct_error": error, "r2": r2}
 
 
 def _entry(replays, targets, budget_fraction, repeats):
@@ -453,14 +460,10 @@ def replay(pool, targets, strategies, budget_fraction, repeats=1, seed=0, cost_p
         result[strategy] = _entry(replays, targets, budget_fraction, repeats)
         log.info("%s at F = %g: mean |error| %.3g%%, R² %s", strategy, budget_fraction,
                  result[strategy]["mean_abs_pct_error"], result[strategy]["r2"])
-    theta = grid_fit(pool)
-    forecast, interval = forecast_with_interval(theta, pool, targets)
-    error, r2 = judge_forecasts(targets["loss"], forecast)
-    everything = {"selected": pool["run_id"].tolist(), "flops_fraction": 1.0, "theta": theta, "forecast": forecast,
-                  "forecast_ci": interval, "mean_abs_pct_error": error, "r2": r2}
+    everything = judge_selection(pool, targets, np.arange(len(pool)))
     all_runs = _entry([everything], targets, 1.0, 1)
     all_runs.pop("per_repeat")
-    all_runs["theta"] = [float(v) for v in theta]  # (e, a, b, α, β): the law replay_bound linearises at
+    all_runs["theta"] = [float(v) for v in everything["theta"]]  # (e, a, b, α, β): replay_bound linearises here
     if verdicts:
         all_runs["verdict"] = replay_verdict.verdict(pool) if pool_verdict is None else pool_verdict
     return {"strategies": result, "all_runs": all_runs,

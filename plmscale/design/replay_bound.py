@@ -57,11 +57,6 @@ def _weights(targets: pd.DataFrame, noise: float):
     return observed ** 2 * noise ** 2 / spread
 
 
-def expected_r2(theta, runs: pd.DataFrame, targets: pd.DataFrame, noise: float) -> float:
-    """The R² a fit on `runs` is expected to reach on the targets, to first order in the noise (module doc)."""
-    return float(1 - np.sum(_weights(targets, noise) * (1 + forecast_variances(theta, runs, targets))))
-
-
 def expected_r2_gap(theta, pool: pd.DataFrame, selected: pd.DataFrame, targets: pd.DataFrame, noise: float) -> float:
     """expected R²(pool) − expected R²(selected), to first order in the noise (module doc): what choosing
     `selected` instead of the whole pool is expected to cost in R², from the forecasts' variance alone."""
